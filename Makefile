@@ -1,0 +1,33 @@
+# Two commands a new user needs: `make run` and `make test`. Both set up .venv first.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export AUTOANNOTATE_HOME ?= $(CURDIR)/data
+
+.PHONY: run test lint ui setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/autoannotate demo --if-empty
+	$(BIN)/autoannotate run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+ui: $(STAMP)
+	$(BIN)/python -c "from pathlib import Path; from pipelines.instance import prepare_dagster_home as p; p(Path('$(AUTOANNOTATE_HOME)'))"
+	DAGSTER_HOME=$(AUTOANNOTATE_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,119 @@
+"""`autoannotate`: the things people do by hand, each with --json for scripts.
+
+Every command exits 0 on success and non-zero with one line on stderr on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipelines.settings import autoannotate_home, default_inbox
+
+
+class UserError(Exception):
+    """An error whose message is meant for the user as it is."""
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """A plain aligned text table."""
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    print("  ".join("-" * widths[c] for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def emit(args: argparse.Namespace, payload: dict, render: Callable[[dict], None]) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        render(payload)
+
+
+def command_demo(args: argparse.Namespace) -> None:
+    from pipelines.demo_scenes import write_demo_images
+    from resources.inbox import list_inbox_files
+
+    inbox = Path(args.inbox or default_inbox(autoannotate_home()))
+    if args.if_empty and inbox.is_dir() and list_inbox_files(inbox):
+        paths = []
+    else:
+        paths = write_demo_images(inbox, args.count, seed=args.seed)
+    emit(args, {"inbox": str(inbox), "written": len(paths)},
+         lambda p: print(f"wrote {p['written']} demo images into {p['inbox']}"))
+
+
+def command_run(args: argparse.Namespace) -> None:
+    from pipelines.runner import run_pipeline
+
+    home = autoannotate_home()
+    inbox = Path(args.inbox).resolve() if args.inbox else None
+    if inbox is not None and not inbox.is_dir():
+        raise UserError(f"The inbox {inbox} is not a folder.")
+    summary = run_pipeline(home, inbox=inbox, progress=None if args.json else print)
+    emit(args, summary, render_run_summary)
+
+
+def render_run_summary(summary: dict) -> None:
+    if summary["batch"] is None:
+        print("Nothing new in the inbox: every file there was already ingested or rejected.")
+        return
+    print(f"\nbatch {summary['batch']}: {summary['files']} files")
+    print_table([{"what": k, "count": v} for k, v in summary["ingestion"].items()], ["what", "count"])
+    if summary["rejections"]:
+        print("\nrejected files:")
+        for item in summary["rejections"]:
+            print(f"  {item['reason']}")
+
+
+def command_status(args: argparse.Namespace) -> None:
+    from pipelines.status import collect_status
+    from resources import build_resources
+
+    status = collect_status(build_resources(autoannotate_home())["store"])
+    emit(args, status, lambda s: print_table([{"what": k, "count": v} for k, v in s.items()], ["what", "count"]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoannotate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", parents=[common], help="write generated demo images into the inbox")
+    demo.add_argument("--inbox", help="folder to write into (default: $AUTOANNOTATE_HOME/inbox)")
+    demo.add_argument("--count", type=int, default=40)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--if-empty", action="store_true", help="write nothing when the inbox already holds files")
+    demo.set_defaults(handler=command_demo)
+
+    run = sub.add_parser("run", parents=[common], help="run the whole graph over files not yet ingested")
+    run.add_argument("--inbox", help="folder to ingest (default: $AUTOANNOTATE_HOME/inbox)")
+    run.set_defaults(handler=command_run)
+
+    status = sub.add_parser("status", parents=[common], help="counts of inputs, rejections, predictions, annotations")
+    status.set_defaults(handler=command_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (UserError, FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"autoannotate: {message}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:  # DatabaseLockedError and failed Dagster runs
+        print(f"autoannotate: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

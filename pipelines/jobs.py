@@ -1,0 +1,12 @@
+"""Jobs: the whole per-batch graph, from inbox files to annotations."""
+
+import dagster as dg
+
+from pipelines.partitions import batch_partitions
+
+annotate_batch_job = dg.define_asset_job(
+    "annotate_batch",
+    selection=dg.AssetSelection.groups("ingestion", "inference", "triage"),
+    partitions_def=batch_partitions,
+    description="Ingest one inbox batch, detect objects and route every prediction to a band.",
+)

@@ -1,0 +1,41 @@
+"""Content-addressed image store: every distinct byte string is stored once, by sha256."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+_INPUT_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ImageStore(dg.ConfigurableResource):
+    """Images under `root/<first two hex digits>/<sha256>`; never addressed by a client path."""
+
+    root: str
+
+    def path_for(self, input_id: str) -> Path:
+        if not _INPUT_ID.match(input_id):
+            raise KeyError(f"{input_id!r} is not an input id (64 lowercase hex digits).")
+        return Path(self.root) / input_id[:2] / input_id
+
+    def put(self, input_id: str, data: bytes) -> Path:
+        """Store bytes under their id; atomic, and a no-op when they are already there."""
+        target = self.path_for(input_id)
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+        return target
+
+    def read(self, input_id: str) -> bytes:
+        path = self.path_for(input_id)
+        if not path.exists():
+            raise KeyError(f"No stored image has the id {input_id}.")
+        return path.read_bytes()

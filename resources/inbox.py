@@ -1,0 +1,68 @@
+"""The inbox folder and the batch manifests that pin which files make up a batch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from assets.image_checks import DEFAULT_MAX_PIXELS
+
+IGNORED_SUFFIXES = (".part", ".tmp", "~", ".crdownload")
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden and partial-download files are never ingested."""
+    return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
+
+
+def list_inbox_files(inbox: Path) -> list[Path]:
+    """Every candidate file under `inbox`, recursively, sorted; hidden folders are skipped."""
+    found = []
+    for folder, dirnames, filenames in os.walk(inbox):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(folder) / name for name in filenames if not is_ignored_name(name))
+    return sorted(found)
+
+
+def batch_key_for(files: list[str], now: datetime) -> str:
+    """A readable, unique partition key: time of creation plus a digest of the file list."""
+    digest = hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()[:8]
+    return f"{now.strftime('%Y%m%dT%H%M%S')}-{digest}"
+
+
+class Inbox(dg.ConfigurableResource):
+    """Where images arrive, how long they must settle, and the pixel limit for ingestion."""
+
+    path: str
+    batches_dir: str
+    settle_seconds: float = 10.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def manifest_path(self, batch: str) -> Path:
+        return Path(self.batches_dir) / f"{batch}.json"
+
+    def write_batch(self, files: list[str], now: datetime | None = None) -> str:
+        """Pin `files` (paths relative to the inbox) as a new batch and return its key."""
+        now = now or datetime.now(UTC)
+        key = batch_key_for(files, now)
+        target = self.manifest_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"batch": key, "inbox": self.path, "files": sorted(files)}, indent=1))
+        os.replace(tmp, target)
+        return key
+
+    def batch_files(self, batch: str) -> list[Path]:
+        """The absolute paths pinned for `batch`."""
+        target = self.manifest_path(batch)
+        if not target.exists():
+            raise FileNotFoundError(
+                f"Batch {batch} has no manifest at {target}; it was not created by the sensor or the CLI."
+            )
+        manifest = json.loads(target.read_text())
+        return [Path(manifest["inbox"]) / name for name in manifest["files"]]

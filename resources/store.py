@@ -1,0 +1,170 @@
+"""The DuckDB store: one file, one short transaction per unit of work.
+
+DuckDB lets a single process hold a database file read-write, and a writer also
+blocks read-only opens from other processes. Every component therefore opens a
+connection, does its work in one transaction and closes it; an open that finds the
+file locked is retried with exponential backoff and jitter for a bounded time and
+then fails with a message naming the process that holds the lock.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pandera.pandas as pa
+
+# Idempotent DDL: safe to run on every open. New columns are added with
+# ALTER TABLE ... ADD COLUMN IF NOT EXISTS so older files migrate in place.
+TABLE_DDL: dict[str, str] = {
+    "inputs": """
+        CREATE TABLE IF NOT EXISTS inputs (
+            input_id VARCHAR PRIMARY KEY, uri VARCHAR NOT NULL, batch VARCHAR NOT NULL,
+            width INTEGER NOT NULL, height INTEGER NOT NULL, format VARCHAR NOT NULL,
+            byte_size BIGINT NOT NULL, stored_path VARCHAR NOT NULL, ingested_at TIMESTAMP NOT NULL)""",
+    "input_sources": """
+        CREATE TABLE IF NOT EXISTS input_sources (
+            uri VARCHAR NOT NULL, batch VARCHAR NOT NULL, input_id VARCHAR NOT NULL,
+            duplicate_of_earlier BOOLEAN NOT NULL, seen_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (batch, uri))""",
+    "rejected_inputs": """
+        CREATE TABLE IF NOT EXISTS rejected_inputs (
+            uri VARCHAR NOT NULL, batch VARCHAR NOT NULL, reason_code VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL, detected_at TIMESTAMP NOT NULL, PRIMARY KEY (batch, uri))""",
+    "models": """
+        CREATE TABLE IF NOT EXISTS models (
+            model_id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, path VARCHAR NOT NULL,
+            task_type VARCHAR NOT NULL, class_names VARCHAR[] NOT NULL, registered_at TIMESTAMP NOT NULL)""",
+    "predictions": """
+        CREATE TABLE IF NOT EXISTS predictions (
+            prediction_id VARCHAR PRIMARY KEY, batch VARCHAR NOT NULL, input_id VARCHAR NOT NULL,
+            model_id VARCHAR NOT NULL, class_name VARCHAR NOT NULL, confidence DOUBLE NOT NULL,
+            x1 DOUBLE NOT NULL, y1 DOUBLE NOT NULL, x2 DOUBLE NOT NULL, y2 DOUBLE NOT NULL,
+            polygon DOUBLE[], predicted_at TIMESTAMP NOT NULL)""",
+    "processed_inputs": """
+        CREATE TABLE IF NOT EXISTS processed_inputs (
+            input_id VARCHAR NOT NULL, model_id VARCHAR NOT NULL, batch VARCHAR NOT NULL,
+            prediction_count INTEGER NOT NULL, processed_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (input_id, model_id))""",
+}
+
+
+class DatabaseLockedError(RuntimeError):
+    """Another process held the DuckDB file for longer than the store waits."""
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+_migrated: set[str] = set()
+
+
+def describe_lock_holder(message: str) -> str:
+    """Turn DuckDB's lock error text into 'PROGRAM (PID N)', or a neutral phrase."""
+    match = _LOCK_HOLDER.search(message)
+    if not match:
+        return "another process"
+    return f"{Path(match['program']).name} (PID {match['pid']})"
+
+
+def _is_lock_error(error: duckdb.Error) -> bool:
+    return "lock" in str(error).lower()
+
+
+def validate_frame(frame: pd.DataFrame, schema: type[pa.DataFrameModel], table: str) -> pd.DataFrame:
+    """Validate rows against their pandera model; the error names table, column and value."""
+    try:
+        return schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        first = errors.failure_cases.iloc[0]
+        column = first.get("column") or first.get("schema_context")
+        raise ValueError(
+            f"Refusing to write {table}: column {column!r} failed {first['check']!r} "
+            f"with value {first['failure_case']!r} ({len(errors.failure_cases)} failure(s) in all)."
+        ) from None
+
+
+def insert_frame(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame,
+                 schema: type[pa.DataFrameModel]) -> int:
+    """Validate and append a dataframe to `table`, matching columns by name."""
+    if frame.empty:
+        return 0
+    validated = validate_frame(frame, schema, table)
+    conn.register("incoming_rows", validated)
+    try:
+        conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+    finally:
+        conn.unregister("incoming_rows")
+    return len(validated)
+
+
+class DuckDBStore(dg.ConfigurableResource):
+    """Opens the project's DuckDB file for one unit of work at a time."""
+
+    path: str
+    lock_timeout_s: float = 60.0
+    first_backoff_s: float = 0.05
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = self.first_backoff_s
+        while True:
+            try:
+                if read_only and not Path(self.path).exists():
+                    read_only = False  # a read-only open cannot create the file
+                return duckdb.connect(self.path, read_only=read_only)
+            except duckdb.IOException as error:
+                if not _is_lock_error(error):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseLockedError(
+                        f"The database {self.path} is locked by {describe_lock_holder(str(error))} and stayed "
+                        f"locked for {self.lock_timeout_s:g} s; wait for that process to finish or stop it."
+                    ) from None
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 2.0)
+
+    def _migrate(self, conn: duckdb.DuckDBPyConnection) -> None:
+        for ddl in TABLE_DDL.values():
+            conn.execute(ddl)
+
+    @contextmanager
+    def transaction(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One connection, one transaction: committed on success, rolled back on any error."""
+        conn = self._open(read_only=read_only)
+        try:
+            if not read_only and self.path not in _migrated:
+                self._migrate(conn)
+                _migrated.add(self.path)
+            conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        finally:
+            conn.close()
+
+    def query_df(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Run one read query and return its rows; an empty new database answers with no rows."""
+        self.ensure_tables()
+        with self.transaction(read_only=True) as conn:
+            return conn.execute(sql, params or []).df()
+
+    def ensure_tables(self) -> None:
+        if self.path not in _migrated or not Path(self.path).exists():
+            _migrated.discard(self.path)
+            with self.transaction():
+                pass
+
+    def write(self, work: Callable[[duckdb.DuckDBPyConnection], object]) -> object:
+        """Run `work(conn)` inside one write transaction and return what it returns."""
+        with self.transaction() as conn:
+            return work(conn)

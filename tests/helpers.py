@@ -1,0 +1,30 @@
+"""Test helpers that run real Dagster materializations against a test's own home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.partitions import batch_partitions
+from resources.inbox import list_inbox_files
+
+
+def new_batch(resources: dict, instance: dg.DagsterInstance, files: list[Path] | None = None) -> str:
+    """Pin files of the inbox (all of them by default) as a batch partition."""
+    inbox = resources["inbox"]
+    files = files if files is not None else list_inbox_files(Path(inbox.path))
+    key = inbox.write_batch([str(Path(f).relative_to(inbox.path)) for f in files])
+    instance.add_dynamic_partitions(batch_partitions.name, [key])
+    return key
+
+
+def materialize_batch(assets: list, resources: dict, instance: dg.DagsterInstance, batch: str,
+                      checks: list | None = None) -> dg.ExecuteInProcessResult:
+    result = dg.materialize([*assets, *(checks or [])], partition_key=batch, instance=instance, resources=resources)
+    assert result.success
+    return result
+
+
+def table_count(resources: dict, table: str, where: str = "TRUE", params: list | None = None) -> int:
+    return int(resources["store"].query_df(f"SELECT count(*) FROM {table} WHERE {where}", params).iloc[0, 0])

@@ -1,0 +1,83 @@
+"""The `autoannotate` console script, run as a user runs it."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+REAL_PHOTOS = [
+    *Path(sys.prefix).glob("lib/python3*/site-packages/ultralytics/assets/*.jpg"),
+    *Path(sys.prefix).glob("lib/python3*/site-packages/matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
+]
+
+
+def autoannotate(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "autoannotate"
+    result = subprocess.run([str(script), *args], env={**os.environ, "AUTOANNOTATE_HOME": str(home)},
+                            capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def write_real_world_jpegs(folder: Path, count: int) -> int:
+    """Crops, rescales and re-encodings (baseline, progressive, EXIF-rotated) of real photographs."""
+    rng = random.Random(7)
+    photos = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in REAL_PHOTOS]
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        w, h = photo.size
+        cw, ch = rng.randint(w // 3, w), rng.randint(h // 3, h)
+        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        crop = photo.crop((x, y, x + cw, y + ch)).resize((max(32, cw // 2), max(32, ch // 2)))
+        options = {"quality": rng.randint(60, 95), "progressive": index % 3 == 0}
+        if index % 5 == 0:
+            exif = Image.Exif()
+            exif[0x0112] = rng.choice([3, 6, 8])
+            options["exif"] = exif
+        sub = folder / f"camera{index % 4}"
+        sub.mkdir(parents=True, exist_ok=True)
+        crop.save(sub / f"IMG_{index:04d}.JPG", **options)
+    return count
+
+
+@pytest.mark.skipif(not REAL_PHOTOS, reason="no photographs in the installed packages")
+def test_run_json_reports_every_good_image_and_every_broken_file(tmp_path: Path) -> None:
+    inbox = tmp_path / "photos"
+    good = write_real_world_jpegs(inbox, 300)
+    (inbox / "broken").mkdir()
+    data = (inbox / "camera0" / "IMG_0000.JPG").read_bytes()
+    (inbox / "broken" / "half.jpg").write_bytes(data[: len(data) // 3])
+    (inbox / "broken" / "zero.jpg").write_bytes(b"")
+    (inbox / "broken" / "page.jpeg").write_text("<html>404 not found</html>")
+
+    result = autoannotate("run", "--inbox", str(inbox), "--json", home=tmp_path / "home")
+    summary = json.loads(result.stdout)
+    assert summary["files"] == good + 3
+    assert summary["ingestion"] == {"inputs": good, "duplicates": 0, "rejected": 3}
+    reasons = {Path(r["uri"]).name: r["reason_code"] for r in summary["rejections"]}
+    assert reasons == {"half.jpg": "corrupt", "zero.jpg": "empty", "page.jpeg": "not_an_image"}
+
+    status = json.loads(autoannotate("status", "--json", home=tmp_path / "home").stdout)
+    assert (status["inputs"], status["rejected"]) == (good, 3)
+    again = json.loads(autoannotate("run", "--inbox", str(inbox), "--json", home=tmp_path / "home").stdout)
+    assert again["batch"] is None
+
+
+def test_demo_then_run_on_the_default_inbox(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert "wrote 6 demo images" in autoannotate("demo", "--count", "6", home=home).stdout
+    assert "wrote 0 demo images" in autoannotate("demo", "--if-empty", home=home).stdout
+    summary = json.loads(autoannotate("run", "--json", home=home).stdout)
+    assert summary["ingestion"]["inputs"] == 6
+
+
+def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
+    result = autoannotate("run", "--inbox", str(tmp_path / "missing"), home=tmp_path / "home", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"autoannotate: The inbox {tmp_path / 'missing'} is not a folder."

@@ -1,0 +1,82 @@
+"""The pure image checks: formats, orientation, modes and every rejection reason."""
+
+import io
+
+import pytest
+from conftest import image_bytes
+from PIL import Image
+
+from assets.image_checks import InspectedImage, Rejection, inspect_image_bytes, inspect_image_file
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "WEBP", "TIFF"])
+def test_every_supported_format_is_accepted(fmt: str) -> None:
+    result = inspect_image_bytes(f"x.{fmt.lower()}", image_bytes(fmt, size=(64, 48)))
+    assert isinstance(result, InspectedImage)
+    assert (result.width, result.height, result.format) == (64, 48, fmt)
+
+
+@pytest.mark.parametrize(("orientation", "expected"), [(1, (64, 48)), (3, (64, 48)), (6, (48, 64)), (8, (48, 64))])
+def test_exif_orientation_is_applied_before_measuring(orientation: int, expected: tuple[int, int]) -> None:
+    result = inspect_image_bytes("rotated.jpg", image_bytes("JPEG", size=(64, 48), exif_orientation=orientation))
+    assert (result.width, result.height) == expected
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
+def test_grayscale_palette_and_alpha_images_are_accepted(mode: str) -> None:
+    result = inspect_image_bytes("x.png", image_bytes("PNG", mode=mode))
+    assert isinstance(result, InspectedImage)
+
+
+def test_input_id_is_the_sha256_of_the_bytes() -> None:
+    import hashlib
+
+    data = image_bytes("PNG")
+    assert inspect_image_bytes("a.png", data).input_id == hashlib.sha256(data).hexdigest()
+
+
+def test_empty_file() -> None:
+    assert inspect_image_bytes("e.jpg", b"") == Rejection("empty", "e.jpg is empty (0 bytes).")
+
+
+def test_not_an_image() -> None:
+    result = inspect_image_bytes("notes.jpg", b"these are meeting notes, not pixels")
+    assert result.code == "not_an_image"
+    assert "notes.jpg" in result.reason
+
+
+def test_truncated_jpeg_is_corrupt() -> None:
+    data = image_bytes("JPEG", size=(256, 256))
+    result = inspect_image_bytes("cut.jpg", data[: len(data) // 2])
+    assert result.code == "corrupt"
+    assert result.reason.startswith("cut.jpg is truncated or corrupt")
+
+
+def test_unsupported_content_format() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="GIF")
+    result = inspect_image_bytes("anim.jpg", buffer.getvalue())
+    assert result.code == "unsupported_format"
+    assert "GIF" in result.reason
+
+
+def test_unsupported_file_type(tmp_path) -> None:
+    path = tmp_path / "readme.txt"
+    path.write_text("hello")
+    assert inspect_image_file(path).code == "unsupported_format"
+
+
+def test_more_pixels_than_the_limit() -> None:
+    result = inspect_image_bytes("big.png", image_bytes("PNG", size=(101, 100)), max_pixels=10_000)
+    assert result.code == "too_many_pixels"
+    assert "101x100 = 10 100 pixels" in result.reason
+    assert isinstance(inspect_image_bytes("ok.png", image_bytes("PNG", size=(100, 100)), max_pixels=10_000),
+                      InspectedImage)
+
+
+def test_unreadable_file(tmp_path) -> None:
+    link = tmp_path / "gone.jpg"
+    link.symlink_to(tmp_path / "missing-target.jpg")
+    result = inspect_image_file(link)
+    assert result.code == "unreadable"
+    assert result.reason.startswith("gone.jpg could not be read")
