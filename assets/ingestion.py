@@ -21,7 +21,7 @@ from assets.schemas import (
 from pipelines.partitions import batch_partitions
 from resources.image_store import ImageStore
 from resources.inbox import Inbox
-from resources.store import DuckDBStore, insert_frame
+from resources.store import DuckDBStore, insert_frame, scalar, write_or_retry
 
 PROGRESS_EVERY = 100
 
@@ -72,7 +72,7 @@ def write_batch_rows(conn: duckdb.DuckDBPyConnection, batch: str, accepted: list
     insert_frame(conn, "inputs", pd.DataFrame(new_inputs), InputsSchema)
     insert_frame(conn, "input_sources", pd.DataFrame(sources), InputSourcesSchema)
     insert_frame(conn, "rejected_inputs", pd.DataFrame(rejections), RejectedInputsSchema)
-    total = conn.execute("SELECT count(*) FROM inputs WHERE batch = ?", [batch]).fetchone()[0]
+    total = scalar(conn, "SELECT count(*) FROM inputs WHERE batch = ?", [batch])
     return {"new": len(new_inputs), "duplicates": sum(s["duplicate_of_earlier"] for s in sources),
             "batch_inputs": total}
 
@@ -94,7 +94,7 @@ def inputs(context: dg.AssetExecutionContext, store: DuckDBStore, images: ImageS
     context.log.info(f"batch {batch}: {len(files)} files ({len(pinned) - len(files)} no longer in the inbox)")
     accepted, rejected = inspect_batch(files, images, inbox.max_pixels, log=context.log.info)
     now = datetime.now(UTC).replace(tzinfo=None)
-    counts = store.write(lambda conn: write_batch_rows(conn, batch, accepted, rejected, images, now))
+    counts = write_or_retry(store, lambda conn: write_batch_rows(conn, batch, accepted, rejected, images, now))
     by_reason = Counter(r.code for _, r in rejected)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": counts["batch_inputs"],

@@ -86,3 +86,63 @@ def table_schema_check(
         return dg.AssetCheckResult(passed=True, metadata={"rows": len(frame)})
 
     return _check
+
+
+class ModelsSchema(pa.DataFrameModel):
+    model_id: Series[str] = pa.Field(str_matches=SHA256, unique=True)
+    name: Series[str] = pa.Field(str_length={"min_value": 1})
+    path: Series[str] = pa.Field(str_length={"min_value": 1})
+    task_type: Series[str] = pa.Field(isin=["detect", "segment"])
+    class_names: Series[object]
+    registered_at: Series[pd.Timestamp]
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+def _polygon_is_valid(polygon: object) -> bool:
+    if polygon is None or (isinstance(polygon, float) and pd.isna(polygon)):
+        return True
+    values = list(polygon)
+    return len(values) >= 6 and len(values) % 2 == 0 and all(0.0 <= v <= 1.0 for v in values)
+
+
+class PredictionsSchema(pa.DataFrameModel):
+    prediction_id: Series[str] = pa.Field(str_length=32, unique=True)
+    batch: Series[str] = pa.Field(str_length={"min_value": 1})
+    input_id: Series[str] = pa.Field(str_matches=SHA256)
+    model_id: Series[str] = pa.Field(str_matches=SHA256)
+    class_name: Series[str] = pa.Field(str_length={"min_value": 1})
+    confidence: Series[float] = pa.Field(ge=0.0, le=1.0)
+    x1: Series[float] = pa.Field(ge=0.0, le=1.0)
+    y1: Series[float] = pa.Field(ge=0.0, le=1.0)
+    x2: Series[float] = pa.Field(ge=0.0, le=1.0)
+    y2: Series[float] = pa.Field(ge=0.0, le=1.0)
+    polygon: Series[object] = pa.Field(nullable=True)
+    predicted_at: Series[pd.Timestamp]
+
+    @pa.dataframe_check(error="box must have x1 < x2 and y1 < y2")
+    def box_is_ordered(cls, frame: pd.DataFrame) -> pd.Series:
+        return (frame["x1"] < frame["x2"]) & (frame["y1"] < frame["y2"])
+
+    @pa.check("polygon", element_wise=True, error="polygon must be >= 3 points (x, y pairs) inside [0, 1]")
+    def polygon_points(cls, polygon: object) -> bool:
+        return _polygon_is_valid(polygon)
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class ProcessedInputsSchema(pa.DataFrameModel):
+    input_id: Series[str] = pa.Field(str_matches=SHA256)
+    model_id: Series[str] = pa.Field(str_matches=SHA256)
+    batch: Series[str] = pa.Field(str_length={"min_value": 1})
+    prediction_count: Series[int] = pa.Field(ge=0)
+    processed_at: Series[pd.Timestamp]
+
+    class Config:
+        strict = True
+        coerce = True
+        unique = ("input_id", "model_id")

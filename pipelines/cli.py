@@ -64,6 +64,8 @@ def render_run_summary(summary: dict) -> None:
         return
     print(f"\nbatch {summary['batch']}: {summary['files']} files")
     print_table([{"what": k, "count": v} for k, v in summary["ingestion"].items()], ["what", "count"])
+    print("\npredictions per class:")
+    print_table([{"class": k, "predictions": v} for k, v in summary["predictions"].items()], ["class", "predictions"])
     if summary["rejections"]:
         print("\nrejected files:")
         for item in summary["rejections"]:

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import ingestion
+from assets import inference, ingestion
 from pipelines.jobs import annotate_batch_job
 from pipelines.settings import autoannotate_home
 from resources import build_resources
 
-ASSET_MODULES = [ingestion]
+ASSET_MODULES = [ingestion, inference]
 
 
 def build_definitions(home: Path, inbox: Path | None = None) -> dg.Definitions:

@@ -33,7 +33,10 @@ def create_batch(inbox: Inbox, files: list[Path], instance: dg.DagsterInstance) 
 def first_failure(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip().splitlines()[-1]
+            error = event.step_failure_data.error
+            while error.cause is not None:  # the innermost cause is the user's error
+                error = error.cause
+            return error.message.strip().splitlines()[-1].split(": ", 1)[-1]
     return "the run failed; see the Dagster UI for its logs"
 
 
@@ -53,7 +56,14 @@ def batch_summary(store: DuckDBStore, batch: str, files: int) -> dict:
             "rejected": len(rejections),
         },
         "rejections": rejections.to_dict("records"),
+        "predictions": predictions_per_concept(store, batch),
     }
+
+
+def predictions_per_concept(store: DuckDBStore, batch: str) -> dict[str, int]:
+    rows = store.query_df("SELECT class_name, count(*) AS n FROM predictions WHERE batch = ? GROUP BY 1 ORDER BY 1",
+                          [batch])
+    return {name: int(n) for name, n in zip(rows["class_name"], rows["n"])}
 
 
 def run_pipeline(home: Path, inbox: Path | None = None, progress: Callable[[str], None] | None = None) -> dict:

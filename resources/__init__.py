@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipelines.settings import database_path, default_inbox
+from pipelines.settings import DEMO_WEIGHTS, database_path, default_inbox
+from resources.detector import Detector
 from resources.image_store import ImageStore
 from resources.inbox import Inbox
 from resources.store import DuckDBStore
@@ -17,6 +18,13 @@ def build_resources(home: Path, inbox: Path | None = None) -> dict:
     return {
         "store": DuckDBStore(path=str(database_path(home))),
         "images": ImageStore(root=str(home / "images")),
+        "detector": Detector(
+            weights=os.environ.get("AUTOANNOTATE_WEIGHTS", str(DEMO_WEIGHTS)),
+            imgsz=int(os.environ.get("AUTOANNOTATE_IMGSZ", "0")),
+            batch_size=int(os.environ.get("AUTOANNOTATE_BATCH_SIZE", "16")),
+            device=os.environ.get("AUTOANNOTATE_DEVICE", "cpu"),
+            runtime=os.environ.get("AUTOANNOTATE_RUNTIME", "torch"),
+        ),
         "inbox": Inbox(
             path=str(inbox_path.resolve()),
             batches_dir=str(home / "batches"),

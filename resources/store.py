@@ -89,6 +89,11 @@ def validate_frame(frame: pd.DataFrame, schema: type[pa.DataFrameModel], table: 
         ) from None
 
 
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> object:
+    """The single value of a one-row query (read fully, so the connection stays usable)."""
+    return conn.execute(sql, params or []).fetchall()[0][0]
+
+
 def insert_frame(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame,
                  schema: type[pa.DataFrameModel]) -> int:
     """Validate and append a dataframe to `table`, matching columns by name."""
@@ -168,3 +173,12 @@ class DuckDBStore(dg.ConfigurableResource):
         """Run `work(conn)` inside one write transaction and return what it returns."""
         with self.transaction() as conn:
             return work(conn)
+
+
+def write_or_retry(store: DuckDBStore, work: Callable[[duckdb.DuckDBPyConnection], object]) -> object:
+    """`store.write` for assets: a lock that outlasts the store's own wait asks Dagster to retry the step
+    later instead of failing it; any other error fails the step at once."""
+    try:
+        return store.write(work)
+    except DatabaseLockedError as error:
+        raise dg.RetryRequested(max_retries=3, seconds_to_wait=30) from error

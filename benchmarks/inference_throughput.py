@@ -1,0 +1,78 @@
+"""Images per second of the detector, three ways, on the same generated images at the same size.
+
+    python benchmarks/inference_throughput.py [--images 200] [--weights models/demo_detector.pt]
+
+(a) a plain `YOLO(weights).predict(path)` loop, Ultralytics' defaults;
+(b) the `predictions` asset's code path (image store -> oriented decode -> mini-batches), torch runtime;
+(c) the same code path with the ONNX runtime (exported once, cached next to the weights).
+Also (a2): the plain loop after raising torch's thread count to every core, which is what
+explains most of the gap between (a) and (b) on small machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from assets.inference import predict_inputs
+from assets.ingestion import inspect_batch
+from pipelines.demo_scenes import write_demo_images
+from pipelines.offline import make_ultralytics_offline
+from pipelines.settings import DEMO_WEIGHTS
+from resources.detector import Detector
+from resources.image_store import ImageStore
+
+
+def timed(label: str, count: int, work) -> float:
+    started = time.perf_counter()
+    work()
+    rate = count / (time.perf_counter() - started)
+    print(f"{label:<62} {rate:8.1f} images/s")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--weights", type=Path, default=DEMO_WEIGHTS)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    make_ultralytics_offline()
+    import torch
+    from ultralytics import YOLO
+
+    work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
+    paths = write_demo_images(work / "inbox", args.images, seed=77)
+    images = ImageStore(root=str(work / "images"))
+    accepted, _ = inspect_batch(paths, images, max_pixels=50_000_000)
+    input_ids = [image.input_id for _, image in accepted]
+    detector = Detector(weights=str(args.weights), batch_size=args.batch_size)
+    imgsz = detector.load().imgsz
+    print(f"{len(input_ids)} generated images, imgsz {imgsz}, {os.cpu_count()} cores, torch {torch.__version__}")
+
+    plain = YOLO(str(args.weights))
+    plain.predict(str(paths[0]), imgsz=imgsz, verbose=False)  # warm-up, as for the others
+    print(f"torch threads under Ultralytics' defaults: {torch.get_num_threads()}")
+    rate_a = timed("(a) plain YOLO(weights).predict(path) loop", len(paths),
+                   lambda: [plain.predict(str(p), imgsz=imgsz, verbose=False) for p in paths])
+    torch.set_num_threads(os.cpu_count() or 1)
+    timed(f"(a2) the same loop with torch.set_num_threads({os.cpu_count()})", len(paths),
+          lambda: [plain.predict(str(p), imgsz=imgsz, verbose=False) for p in paths])
+
+    model_b = detector.load()
+    rate_b = timed(f"(b) predictions asset code path, torch (batch {args.batch_size})", len(input_ids),
+                   lambda: predict_inputs(detector, model_b, images, input_ids, "bench"))
+    onnx = Detector(weights=str(args.weights), batch_size=args.batch_size, runtime="onnx")
+    started = time.perf_counter()
+    model_c = onnx.load()
+    print(f"    ONNX export/load: {time.perf_counter() - started:.1f} s (cached afterwards)")
+    rate_c = timed(f"(c) predictions asset code path, onnx (batch {args.batch_size})", len(input_ids),
+                   lambda: predict_inputs(onnx, model_c, images, input_ids, "bench"))
+    print(f"ratios: (b)/(a) = {rate_b / rate_a:.2f}x, (c)/(a) = {rate_c / rate_a:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The detector resource: Ultralytics YOLO (detect or segment), loaded lazily, once per process.
+
+The model's identity is the sha256 of its weights file. Nothing here downloads:
+weights must be a file on disk, and Ultralytics is put in offline mode first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import numpy as np
+
+from pipelines.offline import make_ultralytics_offline
+
+
+class DetectorError(ValueError):
+    """The configured weights cannot be used; the message says why and names the file."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One prediction, box normalised to [0, 1] in the oriented image (x1 < x2, y1 < y2)."""
+
+    class_name: str
+    confidence: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    polygon: list[float] | None  # x0, y0, x1, y1, ... normalised, for segmentation models
+
+
+@dataclass
+class LoadedModel:
+    model_id: str
+    name: str
+    path: str
+    task_type: str  # "detect" or "segment"
+    class_names: list[str]
+    imgsz: int
+    runtime: str
+    yolo: Any
+
+    def predict(self, images: list[np.ndarray], conf_floor: float) -> list[list[Detection]]:
+        """Detections for a mini-batch of BGR images (Ultralytics' convention for arrays)."""
+        results = self.yolo.predict(images, imgsz=self.imgsz, conf=conf_floor, verbose=False, batch=len(images))
+        return [results_to_detections(result, self.class_names) for result in results]
+
+
+def results_to_detections(result: Any, class_names: list[str]) -> list[Detection]:
+    """Convert one Ultralytics `Results` into clipped, normalised detections; empty boxes are dropped."""
+    if result.boxes is None or len(result.boxes) == 0:
+        return []
+    boxes = np.clip(result.boxes.xyxyn.cpu().numpy().astype(float), 0.0, 1.0)
+    confidences = result.boxes.conf.cpu().numpy().astype(float)
+    classes = result.boxes.cls.cpu().numpy().astype(int)
+    polygons = result.masks.xyn if getattr(result, "masks", None) is not None else None
+    detections = []
+    for index, (box, confidence, cls) in enumerate(zip(boxes, confidences, classes, strict=True)):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        polygon = None
+        if polygons is not None and len(polygons[index]) >= 3:  # fewer points is no polygon
+            polygon = [float(v) for v in np.clip(polygons[index], 0.0, 1.0).reshape(-1)]
+        detections.append(Detection(class_names[cls], float(confidence), x1, y1, x2, y2, polygon))
+    return detections
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_cache: dict[tuple, LoadedModel] = {}
+_cache_lock = threading.Lock()
+
+
+class Detector(dg.ConfigurableResource):
+    """Ultralytics weights plus how to run them.
+
+    `imgsz` 0 means the size the weights were trained at. `runtime: onnx` exports the
+    weights once through Ultralytics (cached next to them, keyed by their hash) and runs
+    them with ONNX Runtime. `threads` 0 means every core: Ultralytics itself sets torch
+    to cores-1 threads, which on a 2-core machine is one.
+    """
+
+    weights: str
+    imgsz: int = 0
+    batch_size: int = 16
+    device: str = "cpu"
+    conf_floor: float = 0.05
+    runtime: Literal["torch", "onnx"] = "torch"
+    threads: int = 0
+
+    def weights_path(self) -> Path:
+        path = Path(self.weights).expanduser()
+        if not path.is_file():
+            raise DetectorError(
+                f"Detector weights {self.weights} do not exist; autoannotate never downloads weights, so put the "
+                "file on disk and point `weights` at it."
+            )
+        return path.resolve()
+
+    def load(self) -> LoadedModel:
+        """Load (once per process and configuration) and check the weights before any image is read."""
+        path = self.weights_path()
+        model_id = file_sha256(path)
+        key = (model_id, self.imgsz, self.device, self.runtime, self.threads)
+        with _cache_lock:
+            if key not in _cache:
+                _cache[key] = self._load_uncached(path, model_id)
+            return _cache[key]
+
+    def _load_uncached(self, path: Path, model_id: str) -> LoadedModel:
+        make_ultralytics_offline()
+        from ultralytics import YOLO
+
+        try:
+            checkpoint_model = YOLO(str(path))
+        except Exception as error:
+            detail = (str(error).strip().splitlines() or ["unreadable"])[0]
+            raise DetectorError(
+                f"Detector weights {path} are not a YOLO checkpoint ({type(error).__name__}: {detail})."
+            ) from None
+        task_type = checkpoint_model.task
+        if task_type not in ("detect", "segment"):
+            raise DetectorError(f"Detector weights {path} are a {task_type!r} model; autoannotate needs a detect or "
+                                "segment model.")
+        names = checkpoint_model.names
+        class_names = [names[i] for i in sorted(names)]
+        imgsz = self.imgsz or int(checkpoint_model.overrides.get("imgsz") or 640)
+        yolo = checkpoint_model
+        if self.runtime == "onnx":
+            yolo = YOLO(str(self._exported_onnx(path, model_id, imgsz)), task=task_type)
+        self._warm_up(yolo, imgsz)
+        return LoadedModel(model_id, path.name, str(path), task_type, class_names, imgsz, self.runtime, yolo)
+
+    def _warm_up(self, yolo: Any, imgsz: int) -> None:
+        # The first predict builds the predictor, whose device selection resets torch's
+        # thread count to Ultralytics' default; set ours afterwards so it sticks.
+        yolo.predict(np.zeros((imgsz, imgsz, 3), dtype=np.uint8), imgsz=imgsz, device=self.device, verbose=False)
+        import torch
+
+        threads = self.threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)  # ONNX Runtime sessions already use every core
+
+    def _exported_onnx(self, path: Path, model_id: str, imgsz: int) -> Path:
+        """Export once through Ultralytics; the file name carries the weights' hash and the image size."""
+        target = path.with_name(f"{path.stem}.{model_id[:16]}.{imgsz}.onnx")
+        if target.exists():
+            return target
+        from ultralytics import YOLO
+
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            copy = Path(scratch) / path.name
+            shutil.copyfile(path, copy)
+            exported = YOLO(str(copy)).export(format="onnx", imgsz=imgsz, dynamic=True, simplify=True,
+                                              device="cpu", verbose=False)
+            os.replace(exported, target)
+        return target
+
+    def predict_stream(self, images: Iterable[np.ndarray], model: LoadedModel | None = None
+                       ) -> Iterator[list[Detection]]:
+        """Run images through the model in mini-batches of `batch_size`, yielding per image."""
+        model = model or self.load()
+        batch: list[np.ndarray] = []
+        for image in images:
+            batch.append(image)
+            if len(batch) == self.batch_size:
+                yield from model.predict(batch, self.conf_floor)
+                batch = []
+        if batch:
+            yield from model.predict(batch, self.conf_floor)

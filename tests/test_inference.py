@@ -1,0 +1,115 @@
+"""Real Ultralytics inference: the bundled detector, a segmentation model, bad weights, idempotency."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from helpers import materialize_batch, new_batch, table_count
+
+from assets.inference import predictions, predictions_schema_check
+from assets.ingestion import inputs
+from pipelines.demo_scenes import generate_scene, write_demo_images
+from pipelines.settings import DEMO_WEIGHTS
+from resources.detector import Detector, DetectorError, file_sha256
+
+HELD_OUT_SEED = 50_000_000  # far from the training (0..) and validation (10 000 000..) seeds
+
+
+def iou(a: tuple, b: tuple) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_bundled_detector_recall_at_iou_half_is_at_least_080() -> None:
+    detector = Detector(weights=str(DEMO_WEIGHTS), conf_floor=0.25)
+    scenes = [generate_scene(HELD_OUT_SEED + i) for i in range(60)]
+    images = [np.asarray(image)[:, :, ::-1].copy() for image, _ in scenes]
+    found = total = 0
+    for (image, truth), detections in zip(scenes, detector.predict_stream(images), strict=True):
+        for obj in truth:
+            box = (obj.x1 / image.width, obj.y1 / image.height, obj.x2 / image.width, obj.y2 / image.height)
+            total += 1
+            found += any(d.class_name == obj.class_name and iou(box, (d.x1, d.y1, d.x2, d.y2)) >= 0.5
+                         for d in detections)
+    recall = found / total
+    print(f"recall@0.5 on {total} held-out objects: {recall:.3f}")
+    assert total > 150
+    assert recall >= 0.8
+
+
+@pytest.fixture(scope="module")
+def segmentation_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A YOLOv8n-seg built from Ultralytics' yaml, its class bias raised so the untrained head finds objects."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n-seg.yaml")
+    for branch in model.model.model[-1].cv3:
+        branch[-1].bias.data.fill_(4.0)
+    path = tmp_path_factory.mktemp("seg") / "tiny-seg.pt"
+    model.save(str(path))
+    return path
+
+
+def test_segmentation_model_writes_polygons_pandera_accepts(
+        resources: dict, inbox: Path, instance: dg.DagsterInstance, segmentation_weights: Path) -> None:
+    write_demo_images(inbox, 2, seed=3)
+    resources["detector"] = Detector(weights=str(segmentation_weights), imgsz=160, conf_floor=0.5)
+    batch = new_batch(resources, instance)
+    materialize_batch([inputs, predictions], resources, instance, batch, [predictions_schema_check])
+    polygons = resources["store"].query_df("SELECT polygon FROM predictions WHERE polygon IS NOT NULL")
+    assert len(polygons) > 0
+    assert all(len(p) >= 6 and len(p) % 2 == 0 for p in polygons["polygon"])
+    assert resources["store"].query_df("SELECT task_type FROM models")["task_type"].tolist() == ["segment"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "do not exist; autoannotate never downloads weights"),
+    (b"this is not a checkpoint", "are not a YOLO checkpoint"),
+])
+def test_unusable_weights_fail_with_one_clear_message_before_any_image_is_read(
+        resources: dict, inbox: Path, instance: dg.DagsterInstance, tmp_path: Path,
+        content: bytes | None, message: str) -> None:
+    weights = tmp_path / "best.pt"
+    if content is not None:
+        weights.write_bytes(content)
+    with pytest.raises(DetectorError, match=message):
+        Detector(weights=str(weights)).load()
+
+    write_demo_images(inbox, 2)
+    resources["detector"] = Detector(weights=str(weights))
+    batch = new_batch(resources, instance)
+    materialize_batch([inputs], resources, instance, batch)
+    # The image store is emptied: had the asset read an image first, it would fail with a KeyError instead.
+    for stored in Path(resources["images"].root).rglob("*"):
+        if stored.is_file():
+            stored.unlink()
+    result = dg.materialize([predictions], partition_key=batch, instance=instance, resources=resources,
+                            raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    assert message in (failure.cause or failure).message
+    assert table_count(resources, "predictions") == 0
+
+
+def test_same_weights_same_model_id_and_reruns_do_not_duplicate(
+        resources: dict, inbox: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    copy = tmp_path / "renamed.pt"
+    copy.write_bytes(DEMO_WEIGHTS.read_bytes())
+    assert Detector(weights=str(copy)).load().model_id == Detector(weights=str(DEMO_WEIGHTS)).load().model_id
+    assert Detector(weights=str(copy)).load().model_id == file_sha256(DEMO_WEIGHTS)
+
+    write_demo_images(inbox, 8, seed=5)
+    batch = new_batch(resources, instance)
+    materialize_batch([inputs, predictions], resources, instance, batch)
+    first = resources["store"].query_df("SELECT * FROM predictions ORDER BY prediction_id")
+    materialize_batch([predictions], resources, instance, batch)
+    second = resources["store"].query_df("SELECT * FROM predictions ORDER BY prediction_id")
+    assert len(first) > 8
+    assert first["prediction_id"].tolist() == second["prediction_id"].tolist()
+    assert table_count(resources, "processed_inputs") == 8
+    assert table_count(resources, "models") == 1
