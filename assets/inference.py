@@ -27,6 +27,7 @@ from pipelines.partitions import batch_partitions
 from resources.detector import Detection, Detector, LoadedModel
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, insert_frame, scalar, write_or_retry
+from resources.tasks import LabelingTasks, detectors_for
 
 T = TypeVar("T")
 PREFETCH_IMAGES = 32
@@ -120,23 +121,29 @@ def replace_predictions(conn: duckdb.DuckDBPyConnection, batch: str, model: Load
     description="Every detection of the detector on the batch's new inputs (DuckDB table `predictions`).",
 )
 def predictions(context: dg.AssetExecutionContext, store: DuckDBStore, images: ImageStore,
-                detector: Detector) -> dg.MaterializeResult:
+                detector: Detector, tasks: LabelingTasks) -> dg.MaterializeResult:
     batch = context.partition_key
-    model = detector.load()  # fails here, before any image is read, when the weights are unusable
+    detectors = detectors_for(tasks.load(), detector)
+    # Every model is loaded first: unusable weights fail here, before any image is read.
+    models = [(d, d.load()) for d in detectors]
     input_ids = store.query_df("SELECT input_id FROM inputs WHERE batch = ? ORDER BY input_id", [batch])["input_id"]
-    started = time.perf_counter()
-    rows, processed = predict_inputs(detector, model, images, list(input_ids), batch, log=context.log.info)
-    seconds = time.perf_counter() - started
-    write_or_retry(store, lambda conn: replace_predictions(conn, batch, model, rows, processed))
-    per_class = Counter(rows["class_name"])
+    per_model, total_rows = {}, 0
+    for chosen, model in models:
+        started = time.perf_counter()
+        rows, processed = predict_inputs(chosen, model, images, list(input_ids), batch, log=context.log.info)
+        seconds = time.perf_counter() - started
+        write_or_retry(store, lambda conn, m=model, r=rows, p=processed: replace_predictions(conn, batch, m, r, p))
+        total_rows += len(rows)
+        per_model[model.name] = {
+            "model_id": model.model_id, "runtime": model.runtime,
+            "images_per_second": round(len(input_ids) / seconds, 2) if seconds > 0 and len(input_ids) else 0.0,
+            "predictions_per_class": dict(sorted(Counter(rows["class_name"]).items())),
+        }
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(rows),
+        "dagster/row_count": total_rows,
         "images": len(input_ids),
-        "images_per_second": round(len(input_ids) / seconds, 2) if seconds > 0 and len(input_ids) else 0.0,
-        "model_id": model.model_id,
-        "model": model.name,
-        "runtime": model.runtime,
-        "predictions_per_concept": dict(sorted(per_class.items())),
+        "models": per_model,
+        "model_id": ", ".join(m.model_id for _, m in models),
     })
 
 

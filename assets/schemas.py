@@ -16,15 +16,28 @@ REJECTION_CODES = ["empty", "not_an_image", "corrupt", "unsupported_format", "to
 IMAGE_FORMATS = ["JPEG", "PNG", "BMP", "WEBP", "TIFF"]
 
 
+def non_empty(**kwargs: object) -> object:
+    return pa.Field(str_length={"min_value": 1}, **kwargs)
+
+
+def sha256(**kwargs: object) -> object:
+    return pa.Field(str_matches=SHA256, **kwargs)
+
+
+def unit(**kwargs: object) -> object:
+    """A value in [0, 1]: normalised coordinates, confidences."""
+    return pa.Field(ge=0.0, le=1.0, **kwargs)
+
+
 class InputsSchema(pa.DataFrameModel):
-    input_id: Series[str] = pa.Field(str_matches=SHA256, unique=True)
-    uri: Series[str] = pa.Field(str_length={"min_value": 1})
-    batch: Series[str] = pa.Field(str_length={"min_value": 1})
+    input_id: Series[str] = sha256(unique=True)
+    uri: Series[str] = non_empty()
+    batch: Series[str] = non_empty()
     width: Series[int] = pa.Field(gt=0)
     height: Series[int] = pa.Field(gt=0)
     format: Series[str] = pa.Field(isin=IMAGE_FORMATS)
     byte_size: Series[int] = pa.Field(gt=0)
-    stored_path: Series[str] = pa.Field(str_length={"min_value": 1})
+    stored_path: Series[str] = non_empty()
     ingested_at: Series[pd.Timestamp]
 
     class Config:
@@ -33,9 +46,9 @@ class InputsSchema(pa.DataFrameModel):
 
 
 class InputSourcesSchema(pa.DataFrameModel):
-    uri: Series[str] = pa.Field(str_length={"min_value": 1})
-    batch: Series[str] = pa.Field(str_length={"min_value": 1})
-    input_id: Series[str] = pa.Field(str_matches=SHA256)
+    uri: Series[str] = non_empty()
+    batch: Series[str] = non_empty()
+    input_id: Series[str] = sha256()
     duplicate_of_earlier: Series[bool]
     seen_at: Series[pd.Timestamp]
 
@@ -46,8 +59,8 @@ class InputSourcesSchema(pa.DataFrameModel):
 
 
 class RejectedInputsSchema(pa.DataFrameModel):
-    uri: Series[str] = pa.Field(str_length={"min_value": 1})
-    batch: Series[str] = pa.Field(str_length={"min_value": 1})
+    uri: Series[str] = non_empty()
+    batch: Series[str] = non_empty()
     reason_code: Series[str] = pa.Field(isin=REJECTION_CODES)
     reason: Series[str] = pa.Field(str_length={"min_value": 10})
     detected_at: Series[pd.Timestamp]
@@ -89,9 +102,9 @@ def table_schema_check(
 
 
 class ModelsSchema(pa.DataFrameModel):
-    model_id: Series[str] = pa.Field(str_matches=SHA256, unique=True)
-    name: Series[str] = pa.Field(str_length={"min_value": 1})
-    path: Series[str] = pa.Field(str_length={"min_value": 1})
+    model_id: Series[str] = sha256(unique=True)
+    name: Series[str] = non_empty()
+    path: Series[str] = non_empty()
     task_type: Series[str] = pa.Field(isin=["detect", "segment"])
     class_names: Series[object]
     registered_at: Series[pd.Timestamp]
@@ -108,19 +121,15 @@ def _polygon_is_valid(polygon: object) -> bool:
     return len(values) >= 6 and len(values) % 2 == 0 and all(0.0 <= v <= 1.0 for v in values)
 
 
-class PredictionsSchema(pa.DataFrameModel):
-    prediction_id: Series[str] = pa.Field(str_length=32, unique=True)
-    batch: Series[str] = pa.Field(str_length={"min_value": 1})
-    input_id: Series[str] = pa.Field(str_matches=SHA256)
-    model_id: Series[str] = pa.Field(str_matches=SHA256)
-    class_name: Series[str] = pa.Field(str_length={"min_value": 1})
-    confidence: Series[float] = pa.Field(ge=0.0, le=1.0)
-    x1: Series[float] = pa.Field(ge=0.0, le=1.0)
-    y1: Series[float] = pa.Field(ge=0.0, le=1.0)
-    x2: Series[float] = pa.Field(ge=0.0, le=1.0)
-    y2: Series[float] = pa.Field(ge=0.0, le=1.0)
+class GeometrySchema(pa.DataFrameModel):
+    """A box normalised to [0, 1] (x1 < x2, y1 < y2) and an optional polygon; shared by predictions and
+    annotations."""
+
+    x1: Series[float] = unit()
+    y1: Series[float] = unit()
+    x2: Series[float] = unit()
+    y2: Series[float] = unit()
     polygon: Series[object] = pa.Field(nullable=True)
-    predicted_at: Series[pd.Timestamp]
 
     @pa.dataframe_check(error="box must have x1 < x2 and y1 < y2")
     def box_is_ordered(cls, frame: pd.DataFrame) -> pd.Series:
@@ -131,14 +140,27 @@ class PredictionsSchema(pa.DataFrameModel):
         return _polygon_is_valid(polygon)
 
     class Config:
+        coerce = True
+
+
+class PredictionsSchema(GeometrySchema):
+    prediction_id: Series[str] = pa.Field(str_length=32, unique=True)
+    batch: Series[str] = non_empty()
+    input_id: Series[str] = sha256()
+    model_id: Series[str] = sha256()
+    class_name: Series[str] = non_empty()
+    confidence: Series[float] = unit()
+    predicted_at: Series[pd.Timestamp]
+
+    class Config:
         strict = True
         coerce = True
 
 
 class ProcessedInputsSchema(pa.DataFrameModel):
-    input_id: Series[str] = pa.Field(str_matches=SHA256)
-    model_id: Series[str] = pa.Field(str_matches=SHA256)
-    batch: Series[str] = pa.Field(str_length={"min_value": 1})
+    input_id: Series[str] = sha256()
+    model_id: Series[str] = sha256()
+    batch: Series[str] = non_empty()
     prediction_count: Series[int] = pa.Field(ge=0)
     processed_at: Series[pd.Timestamp]
 
@@ -146,3 +168,54 @@ class ProcessedInputsSchema(pa.DataFrameModel):
         strict = True
         coerce = True
         unique = ("input_id", "model_id")
+
+
+ANNOTATION_STATUSES = ["SUCCESS", "AWAITING_REVIEW", "REJECTED", "RETIRED"]
+ANNOTATION_SOURCES = ["auto", "review", "import"]
+
+
+class AnnotationsSchema(GeometrySchema):
+    """One status event of one annotation; the current state is the latest event per annotation_id."""
+
+    event_id: Series[str] = pa.Field(str_length=32, unique=True)
+    annotation_id: Series[str] = pa.Field(str_length=32)
+    task: Series[str] = non_empty()
+    input_id: Series[str] = sha256()
+    prediction_id: Series[str] = pa.Field(nullable=True)
+    model_id: Series[str] = pa.Field(nullable=True)
+    batch: Series[str] = pa.Field(nullable=True)
+    concept: Series[str] = non_empty()
+    confidence: Series[float] = unit(nullable=True)
+    status: Series[str] = pa.Field(isin=ANNOTATION_STATUSES)
+    annotator: Series[str] = non_empty()
+    source: Series[str] = pa.Field(isin=ANNOTATION_SOURCES)
+    event_at: Series[pd.Timestamp]
+
+    class Config:
+        coerce = True
+
+
+class TaskInputsSchema(pa.DataFrameModel):
+    task: Series[str] = non_empty()
+    input_id: Series[str] = sha256()
+    batch: Series[str] = non_empty()
+    model_id: Series[str] = sha256()
+    annotation_count: Series[int] = pa.Field(ge=0)
+    processed_at: Series[pd.Timestamp]
+
+    class Config:
+        strict = True
+        coerce = True
+        unique = ("task", "input_id")
+
+
+class ReviewAssignmentsSchema(pa.DataFrameModel):
+    task: Series[str] = non_empty()
+    input_id: Series[str] = sha256()
+    reviewer: Series[str] = non_empty()
+    assigned_at: Series[pd.Timestamp]
+
+    class Config:
+        strict = True
+        coerce = True
+        unique = ("task", "input_id")

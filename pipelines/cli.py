@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +55,7 @@ def command_run(args: argparse.Namespace) -> None:
     inbox = Path(args.inbox).resolve() if args.inbox else None
     if inbox is not None and not inbox.is_dir():
         raise UserError(f"The inbox {inbox} is not a folder.")
-    summary = run_pipeline(home, inbox=inbox, progress=None if args.json else print)
+    summary = run_pipeline(home, inbox=inbox, task_files=args.task, progress=None if args.json else print)
     emit(args, summary, render_run_summary)
 
 
@@ -66,6 +67,13 @@ def render_run_summary(summary: dict) -> None:
     print_table([{"what": k, "count": v} for k, v in summary["ingestion"].items()], ["what", "count"])
     print("\npredictions per class:")
     print_table([{"class": k, "predictions": v} for k, v in summary["predictions"].items()], ["class", "predictions"])
+    for name, task in summary.get("tasks", {}).items():
+        print(f"\ntask {name}: per concept")
+        print_table([{"concept": c, "accepted": b["accept"], "to review": b["review"], "discarded": b["discard"]}
+                     for c, b in task["bands"].items()], ["concept", "accepted", "to review", "discarded"])
+        print(f"\ntask {name}: review queues")
+        print_table([{"reviewer": r, "inputs assigned": q["assigned"], "reviewed": q["reviewed"]}
+                     for r, q in task["review"].items()], ["reviewer", "inputs assigned", "reviewed"])
     if summary["rejections"]:
         print("\nrejected files:")
         for item in summary["rejections"]:
@@ -76,8 +84,34 @@ def command_status(args: argparse.Namespace) -> None:
     from pipelines.status import collect_status
     from resources import build_resources
 
-    status = collect_status(build_resources(autoannotate_home())["store"])
-    emit(args, status, lambda s: print_table([{"what": k, "count": v} for k, v in s.items()], ["what", "count"]))
+    status = collect_status(build_resources(autoannotate_home())["store"], task=args.task)
+    emit(args, status, render_status)
+
+
+def render_status(status: dict) -> None:
+    print_table([{"what": k, "count": status[k]} for k in ("inputs", "rejected", "duplicates", "predictions")],
+                ["what", "count"])
+    print("\nannotations (current state):")
+    print_table([{"concept": c, **counts} for c, counts in status["annotations_by_concept"].items()],
+                ["concept", "SUCCESS", "AWAITING_REVIEW", "REJECTED"])
+    for name, task in status["tasks"].items():
+        print(f"\ntask {name}: {task['inputs_processed']}/{task['inputs_total']} inputs processed")
+        print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
+
+
+def command_dry_run(args: argparse.Namespace) -> None:
+    from pipelines.dry_run import dry_run
+
+    emit(args, dry_run(args.task, [Path(p) for p in args.images]), render_dry_run)
+
+
+def render_dry_run(result: dict) -> None:
+    print(f"task {result['task']} (nothing is written)")
+    rows = [{"image": image["image"], **p} for image in result["images"] for p in image.get("predictions", [])]
+    print_table(rows, ["image", "class_name", "concept", "confidence", "band", "status"])
+    for image in result["images"]:
+        if "rejected" in image:
+            print(f"  {image['rejected']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,10 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run the whole graph over files not yet ingested")
     run.add_argument("--inbox", help="folder to ingest (default: $AUTOANNOTATE_HOME/inbox)")
+    run.add_argument("--task", action="append", help="labeling task file (repeatable; default: tasks/demo.yaml)")
     run.set_defaults(handler=command_run)
 
     status = sub.add_parser("status", parents=[common], help="counts of inputs, rejections, predictions, annotations")
+    status.add_argument("--task", help="only this task's annotations and review progress")
     status.set_defaults(handler=command_status)
+
+    dry = sub.add_parser("dry-run", parents=[common], help="what a task would write for these images; writes nothing")
+    dry.add_argument("--task", required=True, help="labeling task file")
+    dry.add_argument("images", nargs="+", help="image files")
+    dry.set_defaults(handler=command_dry_run)
     return parser
 
 
@@ -117,5 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """Console-script entry: exit without interpreter teardown, where DuckDB's bindings print
+    reference-leak noise (nanobind) after the command has already finished."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -4,21 +4,21 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import inference, ingestion
+from assets import inference, ingestion, triage
 from pipelines.jobs import annotate_batch_job
 from pipelines.settings import autoannotate_home
 from resources import build_resources
 
-ASSET_MODULES = [ingestion, inference]
+ASSET_MODULES = [ingestion, inference, triage]
 
 
-def build_definitions(home: Path, inbox: Path | None = None) -> dg.Definitions:
-    """Definitions bound to one AUTOANNOTATE_HOME (and optionally another inbox folder)."""
+def build_definitions(home: Path, inbox: Path | None = None, task_files: list[str] | None = None) -> dg.Definitions:
+    """Definitions bound to one AUTOANNOTATE_HOME (optionally another inbox folder and other task files)."""
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
         jobs=[annotate_batch_job],
-        resources=build_resources(home, inbox),
+        resources=build_resources(home, inbox, task_files),
     )
 
 

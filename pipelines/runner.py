@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.triage import review_queues
 from pipelines.definitions import build_definitions
 from pipelines.instance import persistent_instance
 from pipelines.partitions import batch_partitions
@@ -66,9 +67,11 @@ def predictions_per_concept(store: DuckDBStore, batch: str) -> dict[str, int]:
     return {name: int(n) for name, n in zip(rows["class_name"], rows["n"])}
 
 
-def run_pipeline(home: Path, inbox: Path | None = None, progress: Callable[[str], None] | None = None) -> dict:
-    """Ingest (and annotate) everything new in the inbox as one batch; return a summary."""
-    resources = build_resources(home, inbox)
+def run_pipeline(home: Path, inbox: Path | None = None, task_files: list[str] | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict:
+    """Ingest and annotate everything new in the inbox as one batch; return a summary."""
+    resources = build_resources(home, inbox, task_files)
+    resources["tasks"].load()  # a broken task file fails here, before anything is ingested
     store, inbox_resource = resources["store"], resources["inbox"]
     files = pending_files(inbox_resource, store)
     if not files:
@@ -77,9 +80,13 @@ def run_pipeline(home: Path, inbox: Path | None = None, progress: Callable[[str]
     batch = create_batch(inbox_resource, files, instance)
     if progress:
         progress(f"batch {batch}: running the pipeline over {len(files)} new files ...")
-    job = build_definitions(home, inbox).resolve_job_def("annotate_batch")
+    job = build_definitions(home, inbox, task_files).resolve_job_def("annotate_batch")
     result = job.execute_in_process(partition_key=batch, instance=instance, run_config=QUIET_LOGS,
                                     raise_on_error=False)
     if not result.success:
         raise RuntimeError(f"The run for batch {batch} failed: {first_failure(result)}")
-    return batch_summary(store, batch, len(files))
+    summary = batch_summary(store, batch, len(files))
+    bands = result.asset_materializations_for_node("annotations")[0].metadata["bands_per_task_and_concept"].value
+    summary["tasks"] = {name: {"bands": per_concept, "review": review_queues(store, name)}
+                        for name, per_concept in bands.items()}
+    return summary

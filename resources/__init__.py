@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipelines.settings import DEMO_WEIGHTS, database_path, default_inbox
+from pipelines.settings import DEMO_TASK, DEMO_WEIGHTS, database_path, default_inbox
 from resources.detector import Detector
 from resources.image_store import ImageStore
 from resources.inbox import Inbox
 from resources.store import DuckDBStore
+from resources.tasks import LabelingTasks
 
 
-def build_resources(home: Path, inbox: Path | None = None) -> dict:
+def build_resources(home: Path, inbox: Path | None = None, task_files: list[str] | None = None) -> dict:
     """The resources every job, sensor and CLI command of one AUTOANNOTATE_HOME shares."""
     inbox_path = inbox or Path(os.environ.get("AUTOANNOTATE_INBOX", default_inbox(home)))
+    tasks = task_files or os.environ.get("AUTOANNOTATE_TASKS", str(DEMO_TASK)).split(os.pathsep)
     return {
+        "tasks": LabelingTasks(task_files=[str(Path(t).resolve()) for t in tasks]),
         "store": DuckDBStore(path=str(database_path(home))),
         "images": ImageStore(root=str(home / "images")),
         "detector": Detector(

@@ -48,6 +48,23 @@ TABLE_DDL: dict[str, str] = {
             model_id VARCHAR NOT NULL, class_name VARCHAR NOT NULL, confidence DOUBLE NOT NULL,
             x1 DOUBLE NOT NULL, y1 DOUBLE NOT NULL, x2 DOUBLE NOT NULL, y2 DOUBLE NOT NULL,
             polygon DOUBLE[], predicted_at TIMESTAMP NOT NULL)""",
+    "event_seq": "CREATE SEQUENCE IF NOT EXISTS event_seq",
+    "annotations": """
+        CREATE TABLE IF NOT EXISTS annotations (
+            event_id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL DEFAULT nextval('event_seq'),
+            annotation_id VARCHAR NOT NULL, task VARCHAR NOT NULL, input_id VARCHAR NOT NULL,
+            prediction_id VARCHAR, model_id VARCHAR, batch VARCHAR, concept VARCHAR NOT NULL,
+            x1 DOUBLE NOT NULL, y1 DOUBLE NOT NULL, x2 DOUBLE NOT NULL, y2 DOUBLE NOT NULL, polygon DOUBLE[],
+            confidence DOUBLE, status VARCHAR NOT NULL, annotator VARCHAR NOT NULL, source VARCHAR NOT NULL,
+            event_at TIMESTAMP NOT NULL)""",
+    "task_inputs": """
+        CREATE TABLE IF NOT EXISTS task_inputs (
+            task VARCHAR NOT NULL, input_id VARCHAR NOT NULL, batch VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+            annotation_count INTEGER NOT NULL, processed_at TIMESTAMP NOT NULL, PRIMARY KEY (task, input_id))""",
+    "review_assignments": """
+        CREATE TABLE IF NOT EXISTS review_assignments (
+            task VARCHAR NOT NULL, input_id VARCHAR NOT NULL, reviewer VARCHAR NOT NULL,
+            assigned_at TIMESTAMP NOT NULL, PRIMARY KEY (task, input_id))""",
     "processed_inputs": """
         CREATE TABLE IF NOT EXISTS processed_inputs (
             input_id VARCHAR NOT NULL, model_id VARCHAR NOT NULL, batch VARCHAR NOT NULL,

@@ -28,3 +28,19 @@ def materialize_batch(assets: list, resources: dict, instance: dg.DagsterInstanc
 
 def table_count(resources: dict, table: str, where: str = "TRUE", params: list | None = None) -> int:
     return int(resources["store"].query_df(f"SELECT count(*) FROM {table} WHERE {where}", params).iloc[0, 0])
+
+
+def write_task_file(folder: Path, **overrides: object) -> Path:
+    """The demo task with some fields replaced (`model=None` drops the task's own weights)."""
+    import yaml
+
+    from pipelines.settings import DEMO_TASK, DEMO_WEIGHTS
+
+    data = yaml.safe_load(DEMO_TASK.read_text())
+    data["model"]["weights"] = str(DEMO_WEIGHTS)
+    data.update(overrides)
+    if data.get("model") is None:
+        data.pop("model", None)
+    path = folder / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

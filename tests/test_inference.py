@@ -6,13 +6,14 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from helpers import materialize_batch, new_batch, table_count
+from helpers import materialize_batch, new_batch, table_count, write_task_file
 
 from assets.inference import predictions, predictions_schema_check
 from assets.ingestion import inputs
 from pipelines.demo_scenes import generate_scene, write_demo_images
 from pipelines.settings import DEMO_WEIGHTS
 from resources.detector import Detector, DetectorError, file_sha256
+from resources.tasks import LabelingTasks
 
 HELD_OUT_SEED = 50_000_000  # far from the training (0..) and validation (10 000 000..) seeds
 
@@ -59,6 +60,7 @@ def test_segmentation_model_writes_polygons_pandera_accepts(
         resources: dict, inbox: Path, instance: dg.DagsterInstance, segmentation_weights: Path) -> None:
     write_demo_images(inbox, 2, seed=3)
     resources["detector"] = Detector(weights=str(segmentation_weights), imgsz=160, conf_floor=0.5)
+    resources["tasks"] = LabelingTasks(task_files=[str(write_task_file(inbox.parent, model=None))])
     batch = new_batch(resources, instance)
     materialize_batch([inputs, predictions], resources, instance, batch, [predictions_schema_check])
     polygons = resources["store"].query_df("SELECT polygon FROM predictions WHERE polygon IS NOT NULL")
@@ -82,6 +84,7 @@ def test_unusable_weights_fail_with_one_clear_message_before_any_image_is_read(
 
     write_demo_images(inbox, 2)
     resources["detector"] = Detector(weights=str(weights))
+    resources["tasks"] = LabelingTasks(task_files=[str(write_task_file(tmp_path, model=None))])
     batch = new_batch(resources, instance)
     materialize_batch([inputs], resources, instance, batch)
     # The image store is emptied: had the asset read an image first, it would fail with a KeyError instead.

@@ -1,0 +1,158 @@
+"""Labeling tasks: one YAML file each, parsed and validated before anything runs.
+
+A task names the concepts to annotate, how the model's class names map onto them,
+the decision thresholds (global, with per-concept overrides), the operators, the
+reviewers, a priority and the user id that auto-annotations are written as.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+OPERATORS = (">", ">=", "=", "<=", "<")
+Operator = Literal[">", ">=", "=", "<=", "<"]
+
+
+class TaskConfigError(ValueError):
+    """A task file is wrong; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConceptThresholds(Strict):
+    upper: float | None = Field(default=None, ge=0.0, le=1.0)
+    lower: float | None = Field(default=None, ge=0.0, le=1.0)
+    upper_operator: Operator | None = None
+    lower_operator: Operator | None = None
+
+
+class Thresholds(Strict):
+    upper: float = Field(ge=0.0, le=1.0)
+    lower: float = Field(ge=0.0, le=1.0)
+    upper_operator: Operator = ">"  # accepted when confidence <op> upper
+    lower_operator: Operator = ">"  # otherwise to review when confidence <op> lower
+    per_concept: dict[str, ConceptThresholds] = Field(default_factory=dict)
+
+
+class ModelChoice(Strict):
+    weights: str
+    imgsz: int = 0
+
+
+class ConceptRule(Strict):
+    """The thresholds one concept is routed by, overrides applied."""
+
+    concept: str
+    upper: float
+    lower: float
+    upper_operator: Operator
+    lower_operator: Operator
+
+    @property
+    def has_review_band(self) -> bool:
+        if self.lower < self.upper:
+            return True
+        # Equal thresholds still leave the single value itself when accept is strict and review is not.
+        return self.lower == self.upper and self.upper_operator == ">" and self.lower_operator == ">="
+
+
+class LabelingTask(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    model: ModelChoice | None = None
+    concepts: list[str] = Field(min_length=1)
+    class_map: dict[str, str] = Field(default_factory=dict)
+    thresholds: Thresholds
+    reviewers: list[str] = Field(default_factory=list)
+    priority: Literal["low", "medium", "high"] = "medium"
+    annotator: str = Field(min_length=1)
+    source_file: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabelingTask:
+        concepts = set(self.concepts)
+        if len(concepts) != len(self.concepts):
+            raise ValueError("concepts: a concept is listed twice")
+        for class_name, concept in self.class_map.items():
+            if concept not in concepts:
+                raise ValueError(f"class_map.{class_name}: unknown concept {concept!r} (concepts: "
+                                 f"{', '.join(self.concepts)})")
+        for concept in self.thresholds.per_concept:
+            if concept not in concepts:
+                raise ValueError(f"thresholds.per_concept.{concept}: unknown concept {concept!r} (concepts: "
+                                 f"{', '.join(self.concepts)})")
+        for rule in self.rules():
+            prefix = ("thresholds.per_concept." + rule.concept) if rule.concept in self.thresholds.per_concept \
+                else "thresholds"
+            if rule.lower > rule.upper:
+                raise ValueError(f"{prefix}.lower ({rule.lower}) is above {prefix}.upper ({rule.upper})")
+        if not self.reviewers and any(rule.has_review_band for rule in self.rules()):
+            raise ValueError("reviewers: the thresholds leave a review band, so at least one reviewer is needed")
+        if len(set(self.reviewers)) != len(self.reviewers):
+            raise ValueError("reviewers: a reviewer is listed twice")
+        return self
+
+    def concept_for(self, class_name: str) -> str | None:
+        """The task's concept for a model class; identity when the class is itself a concept."""
+        if class_name in self.class_map:
+            return self.class_map[class_name]
+        return class_name if class_name in self.concepts else None
+
+    def rules(self) -> list[ConceptRule]:
+        """One rule per concept, the per-concept overrides over the global values."""
+        rules = []
+        for concept in self.concepts:
+            override = self.thresholds.per_concept.get(concept, ConceptThresholds())
+            rules.append(ConceptRule(
+                concept=concept,
+                upper=self.thresholds.upper if override.upper is None else override.upper,
+                lower=self.thresholds.lower if override.lower is None else override.lower,
+                upper_operator=override.upper_operator or self.thresholds.upper_operator,
+                lower_operator=override.lower_operator or self.thresholds.lower_operator,
+            ))
+        return rules
+
+    def weights_path(self) -> Path | None:
+        if self.model is None:
+            return None
+        path = Path(self.model.weights).expanduser()
+        return path if path.is_absolute() else (Path(self.source_file).parent / path).resolve()
+
+
+def _field_path(location: tuple) -> str:
+    return ".".join(str(part) for part in location if not str(part).startswith("function-after"))
+
+
+def parse_task(data: object, source: str) -> LabelingTask:
+    """Validate a task's mapping; the error is one sentence naming the file and the field."""
+    if not isinstance(data, dict):
+        raise TaskConfigError(f"{source}: a task file must be a YAML mapping (name, concepts, thresholds, ...).")
+    try:
+        return LabelingTask.model_validate({**data, "source_file": source})
+    except ValidationError as errors:
+        error = errors.errors()[0]
+        field = _field_path(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "literal_error":
+            message = f"unknown value {error['input']!r}; {message[0].lower()}{message[1:]}"
+        elif error["type"] in ("greater_than_equal", "less_than_equal"):
+            message = f"{error['input']} is outside [0, 1]" if "threshold" in field else message
+        text = f"{field}: {message}" if field else message
+        raise TaskConfigError(f"{source}: {text}.") from None
+
+
+def load_task(path: Path | str) -> LabelingTask:
+    path = Path(path)
+    if not path.is_file():
+        raise TaskConfigError(f"{path}: no such task file.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise TaskConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]}).") from None
+    return parse_task(data, str(path.resolve()))

@@ -1,0 +1,39 @@
+"""The labeling tasks a deployment runs, each from its YAML file."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets.task_config import LabelingTask, TaskConfigError, load_task
+from resources.detector import Detector
+
+
+class LabelingTasks(dg.ConfigurableResource):
+    """Task files to run on every batch; each task keeps its own annotations."""
+
+    task_files: list[str]
+
+    def load(self) -> list[LabelingTask]:
+        tasks = [load_task(path) for path in self.task_files]
+        names = [task.name for task in tasks]
+        for name in names:
+            if names.count(name) > 1:
+                raise TaskConfigError(f"Two task files use the name {name!r}; task names must be unique.")
+        return tasks
+
+
+def detector_for(task: LabelingTask, default: Detector) -> Detector:
+    """The task's own weights (and size) if it names them, else the deployment's detector."""
+    weights = task.weights_path()
+    if weights is None:
+        return default
+    imgsz = task.model.imgsz or default.imgsz
+    return Detector(**{**default.model_dump(), "weights": str(weights), "imgsz": imgsz})
+
+
+def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector]:
+    """One detector per distinct weights file among the tasks (the default when there are none)."""
+    unique: dict[tuple, Detector] = {}
+    for detector in [detector_for(task, default) for task in tasks] or [default]:
+        unique.setdefault((str(Path(detector.weights).resolve()), detector.imgsz), detector)
+    return list(unique.values())
