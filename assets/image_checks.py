@@ -20,6 +20,21 @@ SUPPORTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "BMP": "BMP", 
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
+def _unpatched_pil_open() -> object:
+    """PIL's own `Image.open`. Ultralytics replaces it on import with one that, on a file PIL cannot
+    identify, tries to install and import a HEIF plugin: a network call, and a wrong 'corrupt' verdict
+    for a file that is simply not an image."""
+    opener = Image.open
+    if opener.__module__.startswith("ultralytics"):
+        from ultralytics.utils import patches
+
+        opener = patches._image_open
+    return opener
+
+
+_PIL_OPEN = _unpatched_pil_open()
+
+
 @dataclass(frozen=True)
 class InspectedImage:
     input_id: str  # sha256 of the file's bytes
@@ -49,7 +64,7 @@ def inspect_image_bytes(name: str, data: bytes, max_pixels: int = DEFAULT_MAX_PI
             # Our own pixel limit below gives the user the numbers; PIL's would only raise.
             previous_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
-                image = Image.open(io.BytesIO(data))
+                image = _PIL_OPEN(io.BytesIO(data))
             finally:
                 Image.MAX_IMAGE_PIXELS = previous_limit
     except UnidentifiedImageError:
@@ -95,5 +110,5 @@ def inspect_image_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Insp
 
 def load_oriented_rgb(data: bytes) -> Image.Image:
     """Decode stored bytes the way ingestion measured them: EXIF orientation applied, RGB."""
-    with Image.open(io.BytesIO(data)) as image:
+    with _PIL_OPEN(io.BytesIO(data)) as image:
         return ImageOps.exif_transpose(image).convert("RGB")

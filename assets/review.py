@@ -7,7 +7,7 @@ import duckdb
 import pandas as pd
 
 from assets.schemas import AnnotationsSchema
-from assets.triage import CURRENT_ANNOTATIONS, EVENT_COLUMNS, EVENT_FIELDS, event_ids
+from assets.triage import CURRENT_ANNOTATIONS, EVENT_FIELDS, with_event_ids
 from resources.store import insert_frame
 
 DECISION_STATUS = {"accept": "SUCCESS", "reject": "REJECTED"}
@@ -56,10 +56,8 @@ def record_decision(conn: duckdb.DuckDBPyConnection, annotation_id: str, decisio
 
 
 def _write(conn: duckdb.DuckDBPyConnection, events: list[dict], annotation_id: str) -> dict:
-    frame = pd.DataFrame(events)
-    frame["event_id"] = event_ids(frame)
-    frame = frame[~frame["event_id"].isin(
-        conn.execute("SELECT event_id FROM annotations WHERE event_id IN (SELECT unnest(?::VARCHAR[]))",
-                     [frame["event_id"].tolist()]).df()["event_id"])]
-    written = insert_frame(conn, "annotations", frame[EVENT_COLUMNS], AnnotationsSchema)
+    conn.register("decision_events", pd.DataFrame(events)[EVENT_FIELDS])
+    frame = with_event_ids(conn, "decision_events")
+    conn.unregister("decision_events")
+    written = insert_frame(conn, "annotations", frame, AnnotationsSchema)
     return {"annotation_id": annotation_id, "status": events[-1]["status"], "written": written}

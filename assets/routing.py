@@ -1,56 +1,59 @@
-"""Pure, vectorised triage: which band every prediction falls in, and who reviews what."""
+"""Pure, vectorised triage: which band every prediction falls in, and who reviews what.
+
+Routing is one DuckDB SQL expression built from the task, so the same code routes a
+dataframe in a test and a million rows inside the database.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import operator
-
-import numpy as np
+import duckdb
 import pandas as pd
 
 from assets.task_config import LabelingTask
 
-COMPARE = {">": operator.gt, ">=": operator.ge, "=": operator.eq, "<=": operator.le, "<": operator.lt}
 BAND_STATUS = {"accept": "SUCCESS", "review": "AWAITING_REVIEW"}
 
 
-def compare(values: pd.Series, operators: pd.Series, thresholds: pd.Series) -> pd.Series:
-    """values[i] <operators[i]> thresholds[i], exactly as written, for a column of operators."""
-    result = np.zeros(len(values), dtype=bool)
-    for symbol, function in COMPARE.items():
-        rows = (operators == symbol).to_numpy()
-        if rows.any():
-            result[rows] = function(values.to_numpy()[rows], thresholds.to_numpy()[rows])
-    return pd.Series(result, index=values.index)
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
-def rules_frame(task: LabelingTask) -> pd.DataFrame:
-    return pd.DataFrame([rule.model_dump() for rule in task.rules()])
+def _number(value: float) -> str:
+    return f"CAST({float(value)!r} AS DOUBLE)"  # exact binary value, never DECIMAL
 
 
-def class_map_frame(task: LabelingTask, class_names: list[str]) -> pd.DataFrame:
+def concept_sql(task: LabelingTask, class_names: list[str]) -> str:
+    """SQL for the task's concept of `class_name` (NULL when unmapped)."""
     pairs = [(name, task.concept_for(name)) for name in class_names]
-    return pd.DataFrame([p for p in pairs if p[1] is not None], columns=["class_name", "concept"])
+    whens = " ".join(f"WHEN {_literal(c)} THEN {_literal(k)}" for c, k in pairs if k is not None)
+    return f"CASE class_name {whens} END" if whens else "CAST(NULL AS VARCHAR)"
+
+
+def band_sql(task: LabelingTask) -> str:
+    """SQL for the band of a row with `concept` and `confidence`:
+    accept when confidence <upper_operator> upper, else review when confidence <lower_operator> lower,
+    else discard; operators and thresholds per concept, overrides applied."""
+    # The five operators a task allows (validated) are spelled the same in SQL.
+    accept = " ".join(f"WHEN {_literal(r.concept)} THEN confidence {r.upper_operator} {_number(r.upper)}"
+                      for r in task.rules())
+    review = " ".join(f"WHEN {_literal(r.concept)} THEN confidence {r.lower_operator} {_number(r.lower)}"
+                      for r in task.rules())
+    return (f"CASE WHEN (CASE concept {accept} END) THEN 'accept' "
+            f"WHEN (CASE concept {review} END) THEN 'review' ELSE 'discard' END")
+
+
+def routed_sql(task: LabelingTask, class_names: list[str], relation: str) -> str:
+    """SELECT every mapped row of `relation` with its `concept` and `band`; unmapped classes dropped."""
+    return (f"SELECT *, {band_sql(task)} AS band FROM ("
+            f"SELECT *, {concept_sql(task, class_names)} AS concept FROM {relation}) WHERE concept IS NOT NULL")
 
 
 def route_predictions(predictions: pd.DataFrame, task: LabelingTask) -> pd.DataFrame:
-    """Map classes to concepts (unmapped rows dropped) and add `band`: accept, review or discard.
-
-    accept  = confidence <upper_operator> upper
-    review  = not accept and confidence <lower_operator> lower
-    discard = everything else
-    """
-    classes = class_map_frame(task, sorted(predictions["class_name"].unique()))
-    routed = predictions.merge(classes, on="class_name", how="inner").merge(rules_frame(task), on="concept")
-    accept = compare(routed["confidence"], routed["upper_operator"], routed["upper"])
-    review = ~accept & compare(routed["confidence"], routed["lower_operator"], routed["lower"])
-    routed["band"] = np.select([accept, review], ["accept", "review"], "discard")
-    return routed.drop(columns=["upper", "lower", "upper_operator", "lower_operator"])
-
-
-def annotation_ids(task_name: str, prediction_ids: pd.Series) -> pd.Series:
-    """Deterministic: the same task and prediction always give the same annotation id."""
-    return prediction_ids.map(lambda pid: hashlib.sha256(f"{task_name}|{pid}".encode()).hexdigest()[:32])
+    """Route a dataframe of predictions (class_name, confidence, ...) with an in-memory DuckDB."""
+    with duckdb.connect() as conn:
+        conn.register("predictions_in", predictions)
+        classes = sorted(predictions["class_name"].unique())
+        return conn.execute(routed_sql(task, classes, "predictions_in")).df()
 
 
 def assign_reviewers(existing: dict[str, str], needing: list[str], reviewers: list[str]) -> dict[str, str]:

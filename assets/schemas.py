@@ -1,13 +1,17 @@
-"""Pandera models for every table the assets write; each write is validated against them."""
+"""Pandera models for every table the assets write; each write is validated against them.
 
+The models use pandera's polars backend: writes of a million rows validate in well
+under a second (the pandas backend loops over strings in Python), and DuckDB reads
+polars frames through Arrow without a copy.
+"""
 
 import warnings
 
 import dagster as dg
-import pandas as pd
-import pandera.pandas as pa
+import pandera.polars as pa
+import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
-from pandera.typing import Series
+from pandera.api.polars.types import PolarsData
 
 from resources.store import DuckDBStore
 
@@ -30,15 +34,15 @@ def unit(**kwargs: object) -> object:
 
 
 class InputsSchema(pa.DataFrameModel):
-    input_id: Series[str] = sha256(unique=True)
-    uri: Series[str] = non_empty()
-    batch: Series[str] = non_empty()
-    width: Series[int] = pa.Field(gt=0)
-    height: Series[int] = pa.Field(gt=0)
-    format: Series[str] = pa.Field(isin=IMAGE_FORMATS)
-    byte_size: Series[int] = pa.Field(gt=0)
-    stored_path: Series[str] = non_empty()
-    ingested_at: Series[pd.Timestamp]
+    input_id: str = sha256(unique=True)
+    uri: str = non_empty()
+    batch: str = non_empty()
+    width: int = pa.Field(gt=0)
+    height: int = pa.Field(gt=0)
+    format: str = pa.Field(isin=IMAGE_FORMATS)
+    byte_size: int = pa.Field(gt=0)
+    stored_path: str = non_empty()
+    ingested_at: pl.Datetime
 
     class Config:
         strict = True
@@ -46,29 +50,29 @@ class InputsSchema(pa.DataFrameModel):
 
 
 class InputSourcesSchema(pa.DataFrameModel):
-    uri: Series[str] = non_empty()
-    batch: Series[str] = non_empty()
-    input_id: Series[str] = sha256()
-    duplicate_of_earlier: Series[bool]
-    seen_at: Series[pd.Timestamp]
+    uri: str = non_empty()
+    batch: str = non_empty()
+    input_id: str = sha256()
+    duplicate_of_earlier: bool
+    seen_at: pl.Datetime
 
     class Config:
         strict = True
         coerce = True
-        unique = ("batch", "uri")
+        unique = ["batch", "uri"]  # noqa: RUF012 - pandera reads it as a list
 
 
 class RejectedInputsSchema(pa.DataFrameModel):
-    uri: Series[str] = non_empty()
-    batch: Series[str] = non_empty()
-    reason_code: Series[str] = pa.Field(isin=REJECTION_CODES)
-    reason: Series[str] = pa.Field(str_length={"min_value": 10})
-    detected_at: Series[pd.Timestamp]
+    uri: str = non_empty()
+    batch: str = non_empty()
+    reason_code: str = pa.Field(isin=REJECTION_CODES)
+    reason: str = pa.Field(str_length={"min_value": 10})
+    detected_at: pl.Datetime
 
     class Config:
         strict = True
         coerce = True
-        unique = ("batch", "uri")
+        unique = ["batch", "uri"]  # noqa: RUF012 - pandera reads it as a list
 
 
 def column_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
@@ -87,14 +91,14 @@ def table_schema_check(
     @dg.asset_check(asset=asset, name=f"{table}_matches_schema", blocking=True,
                     description=f"Every row of the DuckDB table `{table}` passes the pandera model {model.__name__}.")
     def _check(store: DuckDBStore) -> dg.AssetCheckResult:
-        frame = store.query_df(f"SELECT * FROM {table}")
+        frame = store.query_pl(f"SELECT * FROM {table}")
         try:
             model.validate(frame, lazy=True)
         except pa.errors.SchemaErrors as errors:
-            cases = errors.failure_cases.head(20).astype(str)
+            cases = pl.DataFrame(errors.failure_cases).head(20).cast(pl.Utf8)
             return dg.AssetCheckResult(
                 passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"rows": len(frame), "failure_cases": dg.MetadataValue.md(cases.to_markdown(index=False))},
+                metadata={"rows": len(frame), "failure_cases": dg.MetadataValue.md(str(cases))},
             )
         return dg.AssetCheckResult(passed=True, metadata={"rows": len(frame)})
 
@@ -102,55 +106,52 @@ def table_schema_check(
 
 
 class ModelsSchema(pa.DataFrameModel):
-    model_id: Series[str] = sha256(unique=True)
-    name: Series[str] = non_empty()
-    path: Series[str] = non_empty()
-    task_type: Series[str] = pa.Field(isin=["detect", "segment"])
-    class_names: Series[object]
-    registered_at: Series[pd.Timestamp]
+    model_id: str = sha256(unique=True)
+    name: str = non_empty()
+    path: str = non_empty()
+    task_type: str = pa.Field(isin=["detect", "segment"])
+    class_names: pl.List(pl.Utf8)
+    registered_at: pl.Datetime
 
     class Config:
         strict = True
         coerce = True
 
 
-def _polygon_is_valid(polygon: object) -> bool:
-    if polygon is None or (isinstance(polygon, float) and pd.isna(polygon)):
-        return True
-    values = list(polygon)
-    return len(values) >= 6 and len(values) % 2 == 0 and all(0.0 <= v <= 1.0 for v in values)
-
 
 class GeometrySchema(pa.DataFrameModel):
     """A box normalised to [0, 1] (x1 < x2, y1 < y2) and an optional polygon; shared by predictions and
     annotations."""
 
-    x1: Series[float] = unit()
-    y1: Series[float] = unit()
-    x2: Series[float] = unit()
-    y2: Series[float] = unit()
-    polygon: Series[object] = pa.Field(nullable=True)
+    x1: float = unit()
+    y1: float = unit()
+    x2: float = unit()
+    y2: float = unit()
+    polygon: pl.List(pl.Float64) = pa.Field(nullable=True)
 
     @pa.dataframe_check(error="box must have x1 < x2 and y1 < y2")
-    def box_is_ordered(cls, frame: pd.DataFrame) -> pd.Series:
-        return (frame["x1"] < frame["x2"]) & (frame["y1"] < frame["y2"])
+    def box_is_ordered(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select((pl.col("x1") < pl.col("x2")) & (pl.col("y1") < pl.col("y2")))
 
-    @pa.check("polygon", element_wise=True, error="polygon must be >= 3 points (x, y pairs) inside [0, 1]")
-    def polygon_points(cls, polygon: object) -> bool:
-        return _polygon_is_valid(polygon)
+    @pa.check("polygon", error="polygon must be >= 3 points (x, y pairs) inside [0, 1]")
+    def polygon_points(cls, data: PolarsData) -> pl.LazyFrame:
+        points = pl.col(data.key)
+        return data.lazyframe.select(points.is_null() | (
+            (points.list.len() >= 6) & (points.list.len() % 2 == 0) & (points.list.min() >= 0)
+            & (points.list.max() <= 1)))
 
     class Config:
         coerce = True
 
 
 class PredictionsSchema(GeometrySchema):
-    prediction_id: Series[str] = pa.Field(str_length=32, unique=True)
-    batch: Series[str] = non_empty()
-    input_id: Series[str] = sha256()
-    model_id: Series[str] = sha256()
-    class_name: Series[str] = non_empty()
-    confidence: Series[float] = unit()
-    predicted_at: Series[pd.Timestamp]
+    prediction_id: str = pa.Field(str_length=32, unique=True)
+    batch: str = non_empty()
+    input_id: str = sha256()
+    model_id: str = sha256()
+    class_name: str = non_empty()
+    confidence: float = unit()
+    predicted_at: pl.Datetime
 
     class Config:
         strict = True
@@ -158,16 +159,16 @@ class PredictionsSchema(GeometrySchema):
 
 
 class ProcessedInputsSchema(pa.DataFrameModel):
-    input_id: Series[str] = sha256()
-    model_id: Series[str] = sha256()
-    batch: Series[str] = non_empty()
-    prediction_count: Series[int] = pa.Field(ge=0)
-    processed_at: Series[pd.Timestamp]
+    input_id: str = sha256()
+    model_id: str = sha256()
+    batch: str = non_empty()
+    prediction_count: int = pa.Field(ge=0)
+    processed_at: pl.Datetime
 
     class Config:
         strict = True
         coerce = True
-        unique = ("input_id", "model_id")
+        unique = ["input_id", "model_id"]  # noqa: RUF012
 
 
 ANNOTATION_STATUSES = ["SUCCESS", "AWAITING_REVIEW", "REJECTED", "RETIRED"]
@@ -177,45 +178,45 @@ ANNOTATION_SOURCES = ["auto", "review", "import"]
 class AnnotationsSchema(GeometrySchema):
     """One status event of one annotation; the current state is the latest event per annotation_id."""
 
-    event_id: Series[str] = pa.Field(str_length=32, unique=True)
-    annotation_id: Series[str] = pa.Field(str_length=32)
-    task: Series[str] = non_empty()
-    input_id: Series[str] = sha256()
-    prediction_id: Series[str] = pa.Field(nullable=True)
-    model_id: Series[str] = pa.Field(nullable=True)
-    batch: Series[str] = pa.Field(nullable=True)
-    concept: Series[str] = non_empty()
-    confidence: Series[float] = unit(nullable=True)
-    status: Series[str] = pa.Field(isin=ANNOTATION_STATUSES)
-    annotator: Series[str] = non_empty()
-    source: Series[str] = pa.Field(isin=ANNOTATION_SOURCES)
-    event_at: Series[pd.Timestamp]
+    event_id: str = pa.Field(str_length=32, unique=True)
+    annotation_id: str = pa.Field(str_length=32)
+    task: str = non_empty()
+    input_id: str = sha256()
+    prediction_id: str = pa.Field(nullable=True)
+    model_id: str = pa.Field(nullable=True)
+    batch: str = pa.Field(nullable=True)
+    concept: str = non_empty()
+    confidence: float = unit(nullable=True)
+    status: str = pa.Field(isin=ANNOTATION_STATUSES)
+    annotator: str = non_empty()
+    source: str = pa.Field(isin=ANNOTATION_SOURCES)
+    event_at: pl.Datetime
 
     class Config:
         coerce = True
 
 
 class TaskInputsSchema(pa.DataFrameModel):
-    task: Series[str] = non_empty()
-    input_id: Series[str] = sha256()
-    batch: Series[str] = non_empty()
-    model_id: Series[str] = sha256()
-    annotation_count: Series[int] = pa.Field(ge=0)
-    processed_at: Series[pd.Timestamp]
+    task: str = non_empty()
+    input_id: str = sha256()
+    batch: str = non_empty()
+    model_id: str = sha256()
+    annotation_count: int = pa.Field(ge=0)
+    processed_at: pl.Datetime
 
     class Config:
         strict = True
         coerce = True
-        unique = ("task", "input_id")
+        unique = ["task", "input_id"]  # noqa: RUF012
 
 
 class ReviewAssignmentsSchema(pa.DataFrameModel):
-    task: Series[str] = non_empty()
-    input_id: Series[str] = sha256()
-    reviewer: Series[str] = non_empty()
-    assigned_at: Series[pd.Timestamp]
+    task: str = non_empty()
+    input_id: str = sha256()
+    reviewer: str = non_empty()
+    assigned_at: pl.Datetime
 
     class Config:
         strict = True
         coerce = True
-        unique = ("task", "input_id")
+        unique = ["task", "input_id"]  # noqa: RUF012

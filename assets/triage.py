@@ -6,15 +6,15 @@ nothing and keeps every timestamp), retires auto annotations that no longer pass
 and never touches an annotation a person has decided.
 """
 
-import hashlib
 from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
 import pandas as pd
+import polars as pl
 
 from assets.inference import predictions
-from assets.routing import BAND_STATUS, annotation_ids, assign_reviewers, route_predictions
+from assets.routing import assign_reviewers, route_predictions, routed_sql
 from assets.schemas import (
     AnnotationsSchema,
     ReviewAssignmentsSchema,
@@ -25,7 +25,7 @@ from assets.schemas import (
 from assets.task_config import LabelingTask
 from pipelines.partitions import batch_partitions
 from resources.detector import Detector, file_sha256
-from resources.store import DuckDBStore, insert_frame, write_or_retry
+from resources.store import DuckDBStore, fetch_pl, insert_frame, scalar, write_or_retry
 from resources.tasks import LabelingTasks, detector_for
 
 EVENT_COLUMNS = list(AnnotationsSchema.to_schema().columns)
@@ -36,78 +36,74 @@ CURRENT_ANNOTATIONS = """
 """
 
 
-def event_ids(frame: pd.DataFrame) -> pd.Series:
-    keys = (frame["annotation_id"] + "|" + frame["status"] + "|" + frame["source"] + "|"
-            + frame["annotator"] + "|" + frame["event_at"].astype(str))
-    return keys.map(lambda key: hashlib.sha256(key.encode()).hexdigest()[:32])
+EVENT_ID_SQL = ("substr(sha256(concat_ws('|', annotation_id, status, source, annotator, "
+                "strftime(event_at, '%Y-%m-%dT%H:%M:%S.%f'))), 1, 32)")
 
 
-def auto_events(routed: pd.DataFrame, task: LabelingTask, batch: str, now: datetime) -> pd.DataFrame:
-    """The auto status each routed prediction (accept/review band) should currently have."""
-    kept = routed[routed["band"] != "discard"]
-    return pd.DataFrame({
-        "annotation_id": annotation_ids(task.name, kept["prediction_id"]).to_numpy(),
-        "task": task.name, "input_id": kept["input_id"].to_numpy(),
-        "prediction_id": kept["prediction_id"].to_numpy(), "model_id": kept["model_id"].to_numpy(),
-        "batch": batch, "concept": kept["concept"].to_numpy(),
-        "x1": kept["x1"].to_numpy(), "y1": kept["y1"].to_numpy(), "x2": kept["x2"].to_numpy(),
-        "y2": kept["y2"].to_numpy(), "polygon": kept["polygon"].to_numpy(),
-        "confidence": kept["confidence"].to_numpy(), "status": kept["band"].map(BAND_STATUS).to_numpy(),
-        "annotator": task.annotator, "source": "auto", "event_at": now,
-    })
+def with_event_ids(conn: duckdb.DuckDBPyConnection, relation: str) -> pl.DataFrame:
+    """Rows of `relation` (every event field) with their deterministic event id, leaving out events
+    already stored (a decision sent twice is written once)."""
+    return fetch_pl(conn, f"""
+        SELECT * FROM (SELECT {EVENT_ID_SQL} AS event_id, {', '.join(EVENT_FIELDS)} FROM {relation}) e
+        WHERE NOT EXISTS (SELECT 1 FROM annotations a WHERE a.event_id = e.event_id)""")
 
 
-def events_to_append(desired: pd.DataFrame, current: pd.DataFrame, decided: set[str], now: datetime) -> pd.DataFrame:
-    """Events that move the current auto state to the desired one.
-
-    `current` is the latest event of every annotation of this task and batch; `decided`
-    holds annotation ids with a human event, which are left alone.
-    """
-    desired = desired[~desired["annotation_id"].isin(decided)]
-    status_now = current.set_index("annotation_id")["status"]
-    changed = desired[desired["annotation_id"].map(status_now).ne(desired["status"]).to_numpy()]
-    gone = current[~current["annotation_id"].isin(desired["annotation_id"]) & ~current["annotation_id"].isin(decided)
-                   & (current["status"] != "RETIRED")]
-    retired = gone.assign(status="RETIRED", source="auto", event_at=now)[EVENT_FIELDS] if len(gone) else None
-    frames = [f for f in (changed, retired) if f is not None and len(f)]
-    if not frames:
-        return pd.DataFrame(columns=EVENT_COLUMNS)
-    events = pd.concat(frames, ignore_index=True)
-    events["event_id"] = event_ids(events)
-    return events[EVENT_COLUMNS]
+def auto_events_sql(task: LabelingTask, class_names: list[str]) -> str:
+    """Events that move this task's auto annotations of one batch ($batch, $model_id, $now) to what the
+    thresholds say now: a changed status, or RETIRED for an annotation no longer above the lower band.
+    Annotations with any human event are left alone."""
+    name = task.name.replace("'", "''")
+    annotator = task.annotator.replace("'", "''")
+    routed = routed_sql(task, class_names, "(SELECT * FROM predictions WHERE batch = $batch AND model_id = $model_id)")
+    return f"""
+        WITH desired AS (
+            SELECT substr(sha256('{name}|' || prediction_id), 1, 32) AS annotation_id, '{name}' AS task, input_id,
+                   prediction_id, model_id, batch, concept, x1, y1, x2, y2, polygon, confidence,
+                   CASE band WHEN 'accept' THEN 'SUCCESS' ELSE 'AWAITING_REVIEW' END AS status,
+                   '{annotator}' AS annotator, 'auto' AS source, $now AS event_at
+            FROM ({routed}) WHERE band <> 'discard'),
+        current AS (SELECT * FROM ({CURRENT_ANNOTATIONS}) WHERE task = '{name}' AND batch = $batch),
+        decided AS (SELECT DISTINCT annotation_id FROM annotations
+                    WHERE task = '{name}' AND batch = $batch AND source <> 'auto')
+        SELECT d.* FROM desired d LEFT JOIN current c USING (annotation_id)
+        WHERE d.annotation_id NOT IN (SELECT annotation_id FROM decided) AND c.status IS DISTINCT FROM d.status
+        UNION ALL BY NAME
+        SELECT {', '.join(f"c.{f}" for f in EVENT_FIELDS if f not in ("status", "source", "event_at", "annotator"))},
+               'RETIRED' AS status, '{annotator}' AS annotator, 'auto' AS source, $now AS event_at
+        FROM current c
+        WHERE c.status <> 'RETIRED' AND c.annotation_id NOT IN (SELECT annotation_id FROM decided)
+          AND c.annotation_id NOT IN (SELECT annotation_id FROM desired)"""
 
 
 def write_task_annotations(conn: duckdb.DuckDBPyConnection, task: LabelingTask, batch: str, model_id: str,
                            now: datetime) -> dict:
     """Route the batch's predictions of the task's model and write events, progress and assignments."""
-    batch_predictions = conn.execute(
-        "SELECT * FROM predictions WHERE batch = ? AND model_id = ?", [batch, model_id]).df()
-    routed = route_predictions(batch_predictions, task)
-    desired = auto_events(routed, task, batch, now)
-    current = conn.execute(f"SELECT * FROM ({CURRENT_ANNOTATIONS}) WHERE task = ? AND batch = ?",
-                           [task.name, batch]).df()
-    decided = set(conn.execute(
-        "SELECT DISTINCT annotation_id FROM annotations WHERE task = ? AND batch = ? AND source <> 'auto'",
-        [task.name, batch]).df()["annotation_id"])
-    appended = insert_frame(conn, "annotations", events_to_append(desired, current, decided, now), AnnotationsSchema)
+    params = {"batch": batch, "model_id": model_id}
+    class_names = conn.execute("SELECT DISTINCT class_name FROM predictions WHERE batch = $batch AND "
+                               "model_id = $model_id ORDER BY 1", params).df()["class_name"].tolist()
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE new_events AS {auto_events_sql(task, class_names)}",
+                 {**params, "now": now})
+    appended = insert_frame(conn, "annotations", with_event_ids(conn, "new_events"), AnnotationsSchema)
 
-    processed = conn.execute(
-        "SELECT input_id FROM processed_inputs WHERE batch = ? AND model_id = ?", [batch, model_id]).df()
-    per_input = desired.groupby("input_id").size()
+    routed = routed_sql(task, class_names, "(SELECT * FROM predictions WHERE batch = $batch AND model_id = $model_id)")
+    bands = conn.execute(f"SELECT concept, band, count(*) AS n FROM ({routed}) GROUP BY 1, 2", params).df()
+    total = scalar(conn, "SELECT count(*) FROM predictions WHERE batch = $batch AND model_id = $model_id", params)
     conn.execute("DELETE FROM task_inputs WHERE task = ? AND batch = ?", [task.name, batch])
-    insert_frame(conn, "task_inputs", pd.DataFrame({
-        "task": task.name, "input_id": processed["input_id"], "batch": batch, "model_id": model_id,
-        "annotation_count": processed["input_id"].map(per_input).fillna(0).astype(int), "processed_at": now,
-    }), TaskInputsSchema)
+    progress = fetch_pl(conn, f"""
+        SELECT '{task.name.replace("'", "''")}' AS task, p.input_id, p.batch, p.model_id,
+               CAST(count(r.band) FILTER (WHERE r.band <> 'discard') AS INTEGER) AS annotation_count,
+               $now AS processed_at
+        FROM processed_inputs p LEFT JOIN ({routed}) r USING (input_id)
+        WHERE p.batch = $batch AND p.model_id = $model_id GROUP BY ALL""", {**params, "now": now})
+    insert_frame(conn, "task_inputs", progress, TaskInputsSchema)
 
     assigned = update_review_assignments(conn, task, now)
-    band_counts = routed.groupby(["concept", "band"]).size().unstack(fill_value=0)
     return {
         "appended_events": appended,
-        "bands": {concept: {band: int(band_counts.loc[concept].get(band, 0)) for band in ("accept", "review",
-                                                                                          "discard")}
-                  for concept in band_counts.index},
-        "unmapped_predictions": len(batch_predictions) - len(routed),
+        "bands": {concept: {band: int(bands[(bands.concept == concept) & (bands.band == band)]["n"].sum())
+                            for band in ("accept", "review", "discard")}
+                  for concept in sorted(bands["concept"].unique())},
+        "unmapped_predictions": int(total - bands["n"].sum()),
         "newly_assigned": assigned,
     }
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
-import pandera.pandas as pa
+import pandera.polars as pa
+import polars as pl
 
 # Idempotent DDL: safe to run on every open. New columns are added with
 # ALTER TABLE ... ADD COLUMN IF NOT EXISTS so older files migrate in place.
@@ -93,30 +94,41 @@ def _is_lock_error(error: duckdb.Error) -> bool:
     return "lock" in str(error).lower()
 
 
-def validate_frame(frame: pd.DataFrame, schema: type[pa.DataFrameModel], table: str) -> pd.DataFrame:
+def to_polars(frame: pd.DataFrame | pl.DataFrame) -> pl.DataFrame:
+    return frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
+
+
+def validate_frame(frame: pl.DataFrame, schema: type[pa.DataFrameModel], table: str) -> pl.DataFrame:
     """Validate rows against their pandera model; the error names table, column and value."""
     try:
         return schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        first = errors.failure_cases.iloc[0]
+        cases = pl.DataFrame(errors.failure_cases) if not isinstance(errors.failure_cases, pl.DataFrame) \
+            else errors.failure_cases
+        first = cases.row(0, named=True)
         column = first.get("column") or first.get("schema_context")
         raise ValueError(
             f"Refusing to write {table}: column {column!r} failed {first['check']!r} "
-            f"with value {first['failure_case']!r} ({len(errors.failure_cases)} failure(s) in all)."
+            f"with value {first['failure_case']!r} ({len(cases)} failure(s) in all)."
         ) from None
 
 
-def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> object:
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> object:
     """The single value of a one-row query (read fully, so the connection stays usable)."""
     return conn.execute(sql, params or []).fetchall()[0][0]
 
 
-def insert_frame(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame,
+def fetch_pl(conn: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> pl.DataFrame:
+    """A query's rows as a polars frame, through Arrow."""
+    return pl.from_arrow(conn.sql(sql, params=params or None).to_arrow_table())
+
+
+def insert_frame(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame | pl.DataFrame,
                  schema: type[pa.DataFrameModel]) -> int:
-    """Validate and append a dataframe to `table`, matching columns by name."""
-    if frame.empty:
+    """Validate and append rows to `table`, matching columns by name."""
+    if len(frame) == 0:
         return 0
-    validated = validate_frame(frame, schema, table)
+    validated = validate_frame(to_polars(frame), schema, table)
     conn.register("incoming_rows", validated)
     try:
         conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
@@ -179,6 +191,12 @@ class DuckDBStore(dg.ConfigurableResource):
         self.ensure_tables()
         with self.transaction(read_only=True) as conn:
             return conn.execute(sql, params or []).df()
+
+    def query_pl(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        """Like `query_df`, as a polars frame."""
+        self.ensure_tables()
+        with self.transaction(read_only=True) as conn:
+            return fetch_pl(conn, sql, params)
 
     def ensure_tables(self) -> None:
         if self.path not in _migrated or not Path(self.path).exists():

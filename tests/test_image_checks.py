@@ -80,3 +80,11 @@ def test_unreadable_file(tmp_path) -> None:
     result = inspect_image_file(link)
     assert result.code == "unreadable"
     assert result.reason.startswith("gone.jpg could not be read")
+
+
+def test_a_text_file_is_not_an_image_even_after_ultralytics_patched_pil() -> None:
+    from pipelines.settings import DEMO_WEIGHTS
+    from resources.detector import Detector
+
+    Detector(weights=str(DEMO_WEIGHTS)).load()  # imports Ultralytics, which patches Image.open
+    assert inspect_image_bytes("notes.jpg", b"these are notes").code == "not_an_image"
