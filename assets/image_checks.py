@@ -108,7 +108,16 @@ def inspect_image_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Insp
     return inspect_image_bytes(path.name, data, max_pixels)
 
 
-def load_oriented_rgb(data: bytes) -> Image.Image:
-    """Decode stored bytes the way ingestion measured them: EXIF orientation applied, RGB."""
+def load_oriented_rgb(data: bytes, longest_side_at_least: int | None = None) -> Image.Image:
+    """Decode stored bytes the way ingestion measured them: EXIF orientation applied, RGB.
+
+    With `longest_side_at_least`, a JPEG is decoded at a reduced DCT scale (1/2, 1/4, 1/8)
+    when that still leaves its longest side at least that long: the detector resizes to
+    its image size anyway, and decoding fewer pixels is the cheapest speed-up there is.
+    """
     with _PIL_OPEN(io.BytesIO(data)) as image:
+        if longest_side_at_least and image.format == "JPEG":
+            scale = longest_side_at_least / max(image.size)
+            if scale < 1:
+                image.draft("RGB", (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
         return ImageOps.exif_transpose(image).convert("RGB")

@@ -71,16 +71,18 @@ def detections_to_rows(batch: str, model_id: str, input_id: str, detections: lis
     ]
 
 
-def oriented_bgr(images: ImageStore, input_id: str) -> np.ndarray:
-    """The stored image in the orientation ingestion measured, as Ultralytics expects arrays (BGR)."""
-    return np.ascontiguousarray(np.asarray(load_oriented_rgb(images.read(input_id)))[:, :, ::-1])
+def oriented_bgr(images: ImageStore, input_id: str, imgsz: int | None = None) -> np.ndarray:
+    """The stored image in the orientation ingestion measured, as Ultralytics expects arrays (BGR);
+    decoded no larger than the detector needs for `imgsz`."""
+    rgb = load_oriented_rgb(images.read(input_id), longest_side_at_least=imgsz)
+    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
 
 
 def predict_inputs(detector: Detector, model: LoadedModel, images: ImageStore, input_ids: list[str], batch: str,
                    log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predictions and processed-input rows for `input_ids`; no database connection is held here."""
     now = datetime.now(UTC).replace(tzinfo=None)
-    stream = prefetch(oriented_bgr(images, input_id) for input_id in input_ids)
+    stream = prefetch(oriented_bgr(images, input_id, model.imgsz) for input_id in input_ids)
     rows, processed = [], []
     for done, (input_id, detections) in enumerate(zip(input_ids, detector.predict_stream(stream, model)), 1):
         rows.extend(detections_to_rows(batch, model.model_id, input_id, detections, now))

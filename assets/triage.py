@@ -13,7 +13,9 @@ import duckdb
 import pandas as pd
 import polars as pl
 
+from assets.image_checks import load_oriented_rgb
 from assets.inference import predictions
+from assets.plots import annotated_grid, confidence_histograms, markdown_image
 from assets.routing import assign_reviewers, route_predictions, routed_sql
 from assets.schemas import (
     AnnotationsSchema,
@@ -25,6 +27,7 @@ from assets.schemas import (
 from assets.task_config import LabelingTask
 from pipelines.partitions import batch_partitions
 from resources.detector import Detector, file_sha256
+from resources.image_store import ImageStore
 from resources.store import DuckDBStore, fetch_pl, insert_frame, scalar, write_or_retry
 from resources.tasks import LabelingTasks, detector_for
 
@@ -144,21 +147,45 @@ def review_queues(store: DuckDBStore, task: str) -> dict[str, dict[str, int]]:
                 "AWAITING_REVIEW (assigned to a reviewer) between the thresholds (DuckDB table `annotations`).",
 )
 def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: LabelingTasks,
-                detector: Detector) -> dg.MaterializeResult:
+                detector: Detector, images: ImageStore) -> dg.MaterializeResult:
     batch = context.partition_key
     now = datetime.now(UTC).replace(tzinfo=None)
-    per_task, queues = {}, {}
+    per_task, queues, pictures = {}, {}, {}
     for task in tasks.load():
         model_id = file_sha256(detector_for(task, detector).weights_path())
         per_task[task.name] = write_or_retry(
             store, lambda conn, task=task, model_id=model_id: write_task_annotations(conn, task, batch, model_id, now))
         queues[task.name] = review_queues(store, task.name)
+        pictures.update(task_pictures(store, images, task, batch, model_id))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(t["appended_events"] for t in per_task.values()),
         "bands_per_task_and_concept": {name: t["bands"] for name, t in per_task.items()},
         "review_queues": queues,
         "unmapped_predictions": sum(t["unmapped_predictions"] for t in per_task.values()),
+        **pictures,
     })
+
+
+SAMPLE_IMAGES = 6
+
+
+def task_pictures(store: DuckDBStore, images: ImageStore, task: LabelingTask, batch: str,
+                  model_id: str) -> dict[str, dg.MetadataValue]:
+    """Confidence histograms with the thresholds, and a few annotated images of the batch."""
+    batch_predictions = store.query_df("SELECT class_name, confidence FROM predictions WHERE batch = ? AND "
+                                       "model_id = ?", [batch, model_id])
+    routed = route_predictions(batch_predictions, task)
+    current = store.query_df(
+        f"SELECT input_id, concept, confidence, status, x1, y1, x2, y2 FROM ({CURRENT_ANNOTATIONS}) "
+        "WHERE task = ? AND batch = ? AND status IN ('SUCCESS', 'AWAITING_REVIEW')", [task.name, batch])
+    sample_ids = sorted(current["input_id"].unique())[:SAMPLE_IMAGES]
+    samples = [(load_oriented_rgb(images.read(i)), current[current["input_id"] == i]) for i in sample_ids]
+    return {
+        f"{task.name} confidence histogram": dg.MetadataValue.md(
+            markdown_image(confidence_histograms(routed, task), f"{task.name} confidences")),
+        f"{task.name} sample annotations": dg.MetadataValue.md(
+            markdown_image(annotated_grid(samples), f"{task.name} samples") if samples else "no annotations"),
+    }
 
 
 annotations_schema_check = table_schema_check(annotations.key, "annotations", AnnotationsSchema)

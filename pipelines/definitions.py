@@ -6,6 +6,8 @@ import dagster as dg
 
 from assets import inference, ingestion, triage
 from pipelines.jobs import annotate_batch_job
+from pipelines.schedules import catch_up_schedule
+from pipelines.sensors import inbox_sensor
 from pipelines.settings import autoannotate_home
 from resources import build_resources
 
@@ -18,6 +20,8 @@ def build_definitions(home: Path, inbox: Path | None = None, task_files: list[st
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
         jobs=[annotate_batch_job],
+        sensors=[inbox_sensor],
+        schedules=[catch_up_schedule],
         resources=build_resources(home, inbox, task_files),
     )
 

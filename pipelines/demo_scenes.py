@@ -52,13 +52,17 @@ def _background(rng: random.Random, width: int, height: int) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(radius=max(width, height) / 25))
 
 
-def _contrasting_colour(rng: random.Random, image: Image.Image, box: tuple[float, float, float, float]) -> tuple:
+def _object_colour(rng: random.Random, image: Image.Image, box: tuple[float, float, float, float],
+                   faint: bool) -> tuple:
+    """A colour that stands out from the background, or (faint) one only a little different from it."""
     cx, cy = int((box[0] + box[2]) / 2), int((box[1] + box[3]) / 2)
     bg = image.getpixel((min(cx, image.width - 1), min(cy, image.height - 1)))
-    while True:
+    low, high = (45, 110) if faint else (180, 765)
+    for _ in range(10_000):
         colour = tuple(rng.randint(0, 255) for _ in range(3))
-        if sum(abs(a - b) for a, b in zip(colour, bg)) > 180:
+        if low < sum(abs(a - b) for a, b in zip(colour, bg, strict=True)) <= high:
             return colour
+    return tuple(255 - v for v in bg)
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float], colour: tuple) -> None:
@@ -83,8 +87,13 @@ def generate_scene(
     width: int | None = None,
     height: int | None = None,
     max_objects: int = 6,
+    hard: bool = False,
 ) -> tuple[Image.Image, list[SceneObject]]:
-    """Draw one scene; the same seed always gives the same pixels and boxes."""
+    """Draw one scene; the same seed always gives the same pixels and boxes.
+
+    `hard` scenes have faint objects, blur and noise, the kind a detector is unsure of:
+    the demo inbox mixes them in so that every band (accept, review, discard) gets rows.
+    """
     rng = random.Random(seed)
     width = width or rng.choice((320, 384, 448, 512, 640))
     height = height or rng.choice((240, 288, 320, 384, 480))
@@ -106,17 +115,21 @@ def generate_scene(
             continue
         # Integer-aligned boxes so the pixels drawn and the box recorded agree exactly.
         box = tuple(float(round(v)) for v in box)
-        _draw_shape(draw, shape, box, _contrasting_colour(rng, image, box))
+        _draw_shape(draw, shape, box, _object_colour(rng, image, box, faint=hard and rng.random() < 0.6))
         objects.append(SceneObject(shape, *box))
+    if hard:
+        image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(1.0, 2.5)))
+        noise = Image.effect_noise(image.size, rng.uniform(20, 40)).convert("RGB")
+        image = Image.blend(image, noise, rng.uniform(0.15, 0.3))
     return image, objects
 
 
 def write_demo_images(directory: Path, count: int, seed: int = 0, prefix: str = "scene") -> list[Path]:
-    """Write `count` generated JPEG scenes into `directory` and return their paths."""
+    """Write `count` generated JPEG scenes into `directory` (every other one hard) and return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(count):
-        image, _ = generate_scene(seed * 1_000_003 + index)
+        image, _ = generate_scene(seed * 1_000_003 + index, hard=index % 2 == 1)
         path = directory / f"{prefix}_{seed:04d}_{index:05d}.jpg"
         image.save(path, quality=92)
         paths.append(path)

@@ -8,5 +8,8 @@ annotate_batch_job = dg.define_asset_job(
     "annotate_batch",
     selection=dg.AssetSelection.groups("ingestion", "inference", "triage"),
     partitions_def=batch_partitions,
+    # One process for the whole run: the stages run one after another anyway, and a
+    # subprocess per step would import torch again for each.
+    executor_def=dg.in_process_executor,
     description="Ingest one inbox batch, detect objects and route every prediction to a band.",
 )

@@ -46,10 +46,9 @@ class Inbox(dg.ConfigurableResource):
     def manifest_path(self, batch: str) -> Path:
         return Path(self.batches_dir) / f"{batch}.json"
 
-    def write_batch(self, files: list[str], now: datetime | None = None) -> str:
-        """Pin `files` (paths relative to the inbox) as a new batch and return its key."""
-        now = now or datetime.now(UTC)
-        key = batch_key_for(files, now)
+    def write_batch(self, files: list[str], key: str | None = None) -> str:
+        """Pin `files` (paths relative to the inbox) as a batch and return its key."""
+        key = key or batch_key_for(files, datetime.now(UTC))
         target = self.manifest_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".json.tmp")

@@ -1,0 +1,49 @@
+"""Catch-up auto-annotation: batches never annotated, or predicted by weights the tasks no longer use."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import dagster as dg
+
+from pipelines.jobs import annotate_batch_job
+from pipelines.partitions import batch_partitions
+from resources.detector import Detector, file_sha256
+from resources.tasks import LabelingTasks, detectors_for
+
+CATCH_UP_CRON = os.environ.get("AUTOANNOTATE_CATCH_UP_CRON", "0 * * * *")
+
+
+def latest_model_ids(instance: dg.DagsterInstance, limit: int = 10_000) -> dict[str, set[str]]:
+    """Per batch, the model ids of its latest `predictions` materialization (from Dagster, not DuckDB)."""
+    records = instance.fetch_materializations(dg.AssetKey("predictions"), limit=limit).records
+    latest: dict[str, set[str]] = {}
+    for record in records:  # newest first
+        materialization = record.asset_materialization
+        if materialization and materialization.partition and materialization.partition not in latest:
+            value = materialization.metadata.get("model_id")
+            latest[materialization.partition] = set(str(value.value).split(", ")) if value else set()
+    return latest
+
+
+def batches_to_catch_up(all_batches: list[str], annotated: set[str], model_ids: dict[str, set[str]],
+                        wanted: set[str]) -> list[str]:
+    """Batches without annotations, or whose predictions lack one of the models the tasks use now."""
+    return sorted(b for b in all_batches if b not in annotated or not wanted <= model_ids.get(b, set()))
+
+
+@dg.schedule(job=annotate_batch_job, cron_schedule=CATCH_UP_CRON, default_status=dg.DefaultScheduleStatus.STOPPED,
+             description="Runs the pipeline for every batch that was never annotated, or whose predictions come "
+                         "from weights the tasks no longer use.")
+def catch_up_schedule(context: dg.ScheduleEvaluationContext, tasks: LabelingTasks,
+                      detector: Detector) -> list[dg.RunRequest] | dg.SkipReason:
+    wanted = {file_sha256(d.weights_path()) for d in detectors_for(tasks.load(), detector)}
+    batches = batches_to_catch_up(
+        context.instance.get_dynamic_partitions(batch_partitions.name),
+        context.instance.get_materialized_partitions(dg.AssetKey("annotations")),
+        latest_model_ids(context.instance), wanted)
+    if not batches:
+        return dg.SkipReason("Every batch is annotated with the models its tasks use.")
+    models = hashlib.sha256("|".join(sorted(wanted)).encode()).hexdigest()[:12]
+    return [dg.RunRequest(partition_key=b, run_key=f"catch-up-{b}-{models}") for b in batches]

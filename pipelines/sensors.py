@@ -1,0 +1,91 @@
+"""The inbox sensor: new, settled files become one batch partition and one run.
+
+It never opens DuckDB. Its cursor (kept by Dagster, so it survives daemon restarts)
+holds every file it has requested and the files it saw still changing last tick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.jobs import annotate_batch_job
+from pipelines.partitions import batch_partitions
+from resources.inbox import Inbox, batch_key_for, list_inbox_files
+
+SENSOR_INTERVAL_SECONDS = int(os.environ.get("AUTOANNOTATE_SENSOR_INTERVAL", "30"))
+
+
+def file_signature(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def settled_files(inbox: Path, cursor: dict, settle_seconds: float, now: float
+                  ) -> tuple[list[str], dict[str, list[int]]]:
+    """Files to take now, and the ones to look at again next tick.
+
+    A file is taken when it was not requested before (same path, size and mtime) and
+    either its size and mtime did not change since the previous tick or it is older
+    than the settle time; anything still changing waits.
+    """
+    requested, previous = cursor.get("requested", {}), cursor.get("pending", {})
+    ready, pending = [], {}
+    for path in list_inbox_files(inbox):
+        try:
+            signature = file_signature(path)
+        except OSError:
+            continue  # vanished between listing and stat: a later tick sees what is there
+        name = str(path.relative_to(inbox))
+        if requested.get(name) == signature:
+            continue
+        old_enough = now - signature[1] / 1e9 >= settle_seconds
+        if old_enough or previous.get(name) == signature:
+            ready.append(name)
+        else:
+            pending[name] = signature
+    return ready, pending
+
+
+def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = None
+                   ) -> dg.SensorResult | dg.SkipReason:
+    """The sensor's decision for one tick, as a plain function of the inbox and the cursor."""
+    now = time.time() if now is None else now
+    cursor = json.loads(cursor_text) if cursor_text else {}
+    folder = Path(inbox.path)
+    if not folder.is_dir():
+        return dg.SkipReason(f"The inbox {folder} does not exist yet.")
+    ready, pending = settled_files(folder, cursor, inbox.settle_seconds, now)
+    if not ready:
+        if not pending:
+            return dg.SkipReason(f"No new files in {folder}.")
+        # Remember what is still changing, so the next tick can tell it has settled.
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(f"No settled new files in {folder}; {len(pending)} file(s) still being "
+                                      "written, taken once their size and time stop changing."),
+            cursor=json.dumps({**cursor, "pending": pending}, sort_keys=True))
+    requested = dict(cursor.get("requested", {}))
+    signatures = {name: file_signature(folder / name) for name in ready}
+    requested.update(signatures)
+    # The key depends only on the files, so a tick evaluated twice (a daemon restart before the
+    # cursor was saved) asks for the same run key, which Dagster launches once.
+    newest = max(sig[1] for sig in signatures.values()) / 1e9
+    key = batch_key_for(ready, datetime.fromtimestamp(newest, UTC))
+    inbox.write_batch(ready, key=key)
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=key, run_key=key, tags={"autoannotate/files": str(len(ready))})],
+        dynamic_partitions_requests=[batch_partitions.build_add_request([key])],
+        cursor=json.dumps({"requested": requested, "pending": pending}, sort_keys=True),
+    )
+
+
+@dg.sensor(job=annotate_batch_job, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+           default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Turns new, settled files in the inbox into a batch and runs the pipeline on it.")
+def inbox_sensor(context: dg.SensorEvaluationContext, inbox: Inbox) -> dg.SensorResult | dg.SkipReason:
+    return evaluate_inbox(inbox, context.cursor)

@@ -1,0 +1,151 @@
+"""The real Dagster daemon and webserver on loopback: the sensor annotates new files; lineage in GraphQL and
+in headless Chromium. Every process is stopped at the end."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines.demo_scenes import write_demo_images
+from pipelines.instance import prepare_dagster_home
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LOCATION = "pipelines.definitions:defs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}})
+                                     .encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def wait_for(predicate, timeout: float, interval: float = 2.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the whole process group, then SIGKILL what is left after a bounded wait."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    home = tmp_path_factory.mktemp("e2e-home")
+    (home / "inbox").mkdir()
+    dagster_home = prepare_dagster_home(home)
+    port = free_port()
+    env = {**os.environ, "AUTOANNOTATE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
+           "AUTOANNOTATE_SENSOR_INTERVAL": "5", "AUTOANNOTATE_SETTLE_SECONDS": "2"}
+    log = (home / "dagster-dev.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
+         "-p", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=5):
+                return True
+        except OSError:
+            return process.poll() is not None and pytest.fail((home / "dagster-dev.log").read_text()[-3000:])
+
+    try:
+        wait_for(answers, timeout=120, what="the webserver")
+        yield url, home
+    finally:
+        stop_group(process)
+        log.close()
+
+
+def test_sensor_run_writes_annotations_and_graphql_shows_the_lineage(dagster_dev: tuple[str, Path]) -> None:
+    url, home = dagster_dev
+    started = graphql(url, """
+        mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+            __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }""",
+        {"s": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__", "sensorName": "inbox_sensor"}})
+    assert started["startSensor"]["sensorState"]["status"] == "RUNNING"
+
+    staged = write_demo_images(home / "staging", 6, seed=21)
+    for path in staged:  # copied in the way a user drops files into the folder
+        shutil.copy(path, home / "inbox" / path.name)
+
+    def finished_run() -> dict | None:
+        runs = graphql(url, "{ runsOrError { ... on Runs { results { runId status } } } }")["runsOrError"]["results"]
+        assert all(run["status"] not in ("FAILURE", "CANCELED") for run in runs), runs
+        return next((run for run in runs if run["status"] == "SUCCESS"), None)
+
+    wait_for(finished_run, timeout=180, what="a successful sensor run")
+
+    from resources import build_resources
+
+    store = build_resources(home)["store"]
+    assert store.query_df("SELECT count(*) AS n FROM inputs")["n"].iloc[0] == 6
+    assert store.query_df("SELECT count(*) AS n FROM task_inputs")["n"].iloc[0] == 6
+    assert store.query_df("SELECT count(*) AS n FROM annotations")["n"].iloc[0] > 0
+
+    nodes = graphql(url, "{ assetNodes { assetKey { path } dependencyKeys { path } } }")["assetNodes"]
+    edges = {(dep["path"][-1], node["assetKey"]["path"][-1]) for node in nodes for dep in node["dependencyKeys"]}
+    assert {("inputs", "predictions"), ("predictions", "annotations")} <= edges
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_asset_graph_page_in_headless_chromium(dagster_dev: tuple[str, Path], output_dir: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, _ = dagster_dev
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 900})
+            page.goto(f"{url}/asset-groups", wait_until="networkidle")
+            skip = page.get_by_role("button", name="Skip")  # the first-visit community dialog
+            if skip.count():
+                skip.first.click()
+            for group in ("ingestion", "inference", "triage"):  # groups start collapsed: expand each in the graph
+                label = page.get_by_text(group, exact=True).last
+                label.wait_for(timeout=30_000)
+                box = label.bounding_box()
+                page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                page.wait_for_timeout(1000)
+            for asset in ("inputs", "predictions", "annotations"):
+                page.get_by_text(asset, exact=True).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(output_dir / "asset-graph.png"))
+        finally:
+            browser.close()
+    assert (output_dir / "asset-graph.png").stat().st_size > 10_000

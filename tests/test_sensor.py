@@ -1,0 +1,80 @@
+"""The inbox sensor through build_sensor_context: settle rule, ignored names, cursor, no double requests."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from conftest import image_bytes
+
+from pipelines.sensors import inbox_sensor
+from resources.inbox import Inbox
+
+
+@pytest.fixture
+def inbox_resource(home: Path, inbox: Path) -> Inbox:
+    return Inbox(path=str(inbox), batches_dir=str(home / "batches"), settle_seconds=60)
+
+
+def tick(inbox: Inbox, cursor: str | None, instance: dg.DagsterInstance):
+    return inbox_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"inbox": inbox}))
+
+
+def age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_hidden_and_partial_files_are_ignored(inbox_resource: Inbox, inbox: Path,
+                                              instance: dg.DagsterInstance) -> None:
+    for name in (".hidden.jpg", "upload.jpg.part", "copy.tmp", "edit.jpg~"):
+        (inbox / name).write_bytes(image_bytes("JPEG"))
+        age(inbox / name, 600)
+    result = tick(inbox_resource, None, instance)
+    assert isinstance(result, dg.SkipReason)
+    assert result.skip_message == f"No new files in {inbox}."
+
+
+def test_files_still_changing_wait_for_the_next_tick(inbox_resource: Inbox, inbox: Path,
+                                                     instance: dg.DagsterInstance) -> None:
+    growing = inbox / "growing.jpg"
+    growing.write_bytes(image_bytes("JPEG")[:100])
+    first = tick(inbox_resource, None, instance)
+    assert first.run_requests == [] or first.run_requests is None
+    assert "1 file(s) still being written" in first.skip_reason.skip_message
+
+    growing.write_bytes(image_bytes("JPEG"))  # the copy went on: size changed since the last tick
+    second = tick(inbox_resource, first.cursor, instance)
+    assert not second.run_requests
+    third = tick(inbox_resource, second.cursor, instance)  # unchanged since the previous tick: settled
+    assert len(third.run_requests) == 1
+    batch = third.run_requests[0].partition_key
+    assert inbox_resource.batch_files(batch) == [growing]
+
+
+def test_old_files_are_taken_at_once_and_never_requested_twice(inbox_resource: Inbox, inbox: Path,
+                                                               instance: dg.DagsterInstance) -> None:
+    for index in range(3):
+        (inbox / f"{index}.png").write_bytes(image_bytes("PNG", colour=(index, 0, 0)))
+        age(inbox / f"{index}.png", 120)
+    first = tick(inbox_resource, None, instance)
+    assert len(first.run_requests) == 1
+    request = first.run_requests[0]
+    assert request.run_key == request.partition_key
+    assert first.dynamic_partitions_requests[0].partition_keys == [request.partition_key]
+    cursor = json.loads(first.cursor)
+    assert sorted(cursor["requested"]) == ["0.png", "1.png", "2.png"]
+
+    # An overlapping tick that still has the old cursor asks for the same run key: Dagster launches it once.
+    overlapping = tick(inbox_resource, None, instance)
+    assert overlapping.run_requests[0].run_key == request.run_key
+
+    again = tick(inbox_resource, first.cursor, instance)  # the cursor round-trips through JSON
+    assert isinstance(again, dg.SkipReason)
+
+    (inbox / "3.png").write_bytes(image_bytes("PNG", colour=(9, 9, 9)))
+    age(inbox / "3.png", 120)
+    later = tick(inbox_resource, first.cursor, instance)
+    assert inbox_resource.batch_files(later.run_requests[0].partition_key) == [inbox / "3.png"]
