@@ -220,3 +220,23 @@ class ReviewAssignmentsSchema(pa.DataFrameModel):
         strict = True
         coerce = True
         unique = ["task", "input_id"]  # noqa: RUF012
+
+
+class DatasetVersionsSchema(pa.DataFrameModel):
+    """The latest version of each (task, day); its earlier contents live in Dagster's materializations."""
+
+    version_key: str = pa.Field(str_matches=r"^.+@\d{4}-\d{2}-\d{2}$", unique=True)
+    task: str = non_empty()
+    day: pl.Date
+    cutoff: pl.Datetime
+    manifest_sha256: str = sha256()
+    annotations: int = pa.Field(ge=0)
+    inputs: int = pa.Field(ge=0)
+    per_concept: str = non_empty()
+    manifest_path: str = non_empty()
+    created_at: pl.Datetime
+    changed_at: pl.Datetime
+
+    class Config:
+        strict = True
+        coerce = True

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipelines.settings import autoannotate_home, default_inbox
@@ -114,6 +115,46 @@ def render_dry_run(result: dict) -> None:
             print(f"  {image['rejected']}")
 
 
+def command_import(args: argparse.Namespace) -> None:
+    from pipelines.dataset_io import import_labels
+    from resources import build_resources
+
+    resources = build_resources(autoannotate_home())
+    task = args.task or resources["tasks"].load()[0].name
+    path = Path(args.path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist.")
+    result = import_labels(resources["store"], resources["images"], args.format, path, task, args.user,
+                           resources["inbox"].max_pixels)
+    emit(args, {"task": task, **result}, lambda r: print(
+        f"imported {r['labels']} labels on {r['images']} images into task {r['task']}: {r['annotations_written']} "
+        f"new annotations, {r['new_inputs']} new inputs"))
+
+
+def command_version_create(args: argparse.Namespace) -> None:
+    from pipelines.runner import create_versions
+
+    day = args.date or datetime.now(UTC).date().isoformat()
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        raise UserError(f"--date {day!r} is not a date (YYYY-MM-DD).") from None
+    versions = create_versions(autoannotate_home(), day)
+    emit(args, {"day": day, "versions": versions}, lambda r: print_table(
+        [{"version": k, **{f: v[f] for f in ("annotations", "inputs", "manifest_sha256", "changed")}}
+         for k, v in r["versions"].items()], ["version", "annotations", "inputs", "manifest_sha256", "changed"]))
+
+
+def command_export(args: argparse.Namespace) -> None:
+    from pipelines.dataset_io import export_version
+    from resources import build_resources
+
+    resources = build_resources(autoannotate_home())
+    result = export_version(resources["store"], resources["images"], resources["versions"], args.version,
+                            args.format, Path(args.out))
+    emit(args, result, lambda r: print(f"exported {r['version']} as {r['format']}: {r['out']}"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoannotate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     dry.add_argument("--task", required=True, help="labeling task file")
     dry.add_argument("images", nargs="+", help="image files")
     dry.set_defaults(handler=command_dry_run)
+    importer = sub.add_parser("import", parents=[common], help="existing labels in, as human annotations")
+    importer.add_argument("--format", required=True, choices=["yolo", "coco", "voc"])
+    importer.add_argument("--task", help="task the labels belong to (default: the first configured task)")
+    importer.add_argument("--user", required=True, help="user id the annotations are attributed to")
+    importer.add_argument("path", help="YOLO dataset folder (data.yaml), COCO JSON file, or VOC folder")
+    importer.set_defaults(handler=command_import)
+
+    version = sub.add_parser("version", help="dataset versions").add_subparsers(dest="action", required=True)
+    create = version.add_parser("create", parents=[common], help="build every task's version of a day")
+    create.add_argument("--date", help="YYYY-MM-DD (default: today, UTC)")
+    create.set_defaults(handler=command_version_create)
+
+    export = sub.add_parser("export", parents=[common], help="write a dataset version as YOLO or COCO")
+    export.add_argument("--version", required=True, help="version key, e.g. demo-shapes@2026-11-22")
+    export.add_argument("--format", required=True, choices=["yolo", "coco"])
+    export.add_argument("--out", required=True, help="output folder")
+    export.set_defaults(handler=command_export)
     return parser
 
 
@@ -148,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (UserError, FileNotFoundError, ValueError, KeyError) as error:
+    except (UserError, OSError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"autoannotate: {message}", file=sys.stderr)
         return 1

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import inference, ingestion, triage
+from assets import inference, ingestion, triage, versions
 from pipelines.jobs import annotate_batch_job
 from pipelines.schedules import catch_up_schedule
 from pipelines.sensors import inbox_sensor
 from pipelines.settings import autoannotate_home
 from resources import build_resources
 
-ASSET_MODULES = [ingestion, inference, triage]
+ASSET_MODULES = [ingestion, inference, triage, versions]
 
 
 def build_definitions(home: Path, inbox: Path | None = None, task_files: list[str] | None = None) -> dg.Definitions:

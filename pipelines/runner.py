@@ -90,3 +90,16 @@ def run_pipeline(home: Path, inbox: Path | None = None, task_files: list[str] | 
     summary["tasks"] = {name: {"bands": per_concept, "review": review_queues(store, name)}
                         for name, per_concept in bands.items()}
     return summary
+
+
+def create_versions(home: Path, day: str) -> dict:
+    """Materialize `dataset_versions` for one day in-process, on the persistent instance."""
+    from assets.versions import dataset_versions, dataset_versions_schema_check
+
+    instance = persistent_instance(home)
+    result = dg.materialize([dataset_versions, dataset_versions_schema_check], partition_key=day,
+                            instance=instance, resources=build_resources(home), raise_on_error=False,
+                            run_config=QUIET_LOGS)
+    if not result.success:
+        raise RuntimeError(f"Building the versions of {day} failed: {first_failure(result)}")
+    return result.asset_materializations_for_node("dataset_versions")[0].metadata["versions"].value

@@ -11,6 +11,7 @@ from resources.image_store import ImageStore
 from resources.inbox import Inbox
 from resources.store import DuckDBStore
 from resources.tasks import LabelingTasks
+from resources.versions import VersionStore
 
 
 def build_resources(home: Path, inbox: Path | None = None, task_files: list[str] | None = None) -> dict:
@@ -21,6 +22,8 @@ def build_resources(home: Path, inbox: Path | None = None, task_files: list[str]
         "tasks": LabelingTasks(task_files=[str(Path(t).resolve()) for t in tasks]),
         "store": DuckDBStore(path=str(database_path(home))),
         "images": ImageStore(root=str(home / "images")),
+        "versions": VersionStore(root=str(home / "versions"),
+                                 val_ratio=float(os.environ.get("AUTOANNOTATE_VAL_RATIO", "0.2"))),
         "detector": Detector(
             weights=os.environ.get("AUTOANNOTATE_WEIGHTS", str(DEMO_WEIGHTS)),
             imgsz=int(os.environ.get("AUTOANNOTATE_IMGSZ", "0")),

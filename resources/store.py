@@ -66,6 +66,12 @@ TABLE_DDL: dict[str, str] = {
         CREATE TABLE IF NOT EXISTS review_assignments (
             task VARCHAR NOT NULL, input_id VARCHAR NOT NULL, reviewer VARCHAR NOT NULL,
             assigned_at TIMESTAMP NOT NULL, PRIMARY KEY (task, input_id))""",
+    "dataset_versions": """
+        CREATE TABLE IF NOT EXISTS dataset_versions (
+            version_key VARCHAR PRIMARY KEY, task VARCHAR NOT NULL, day DATE NOT NULL, cutoff TIMESTAMP NOT NULL,
+            manifest_sha256 VARCHAR NOT NULL, annotations INTEGER NOT NULL, inputs INTEGER NOT NULL,
+            per_concept VARCHAR NOT NULL, manifest_path VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+            changed_at TIMESTAMP NOT NULL)""",
     "processed_inputs": """
         CREATE TABLE IF NOT EXISTS processed_inputs (
             input_id VARCHAR NOT NULL, model_id VARCHAR NOT NULL, batch VARCHAR NOT NULL,
