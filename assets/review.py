@@ -7,6 +7,7 @@ import duckdb
 import pandas as pd
 
 from assets.schemas import AnnotationsSchema
+from assets.task_config import LabelingTask
 from assets.triage import CURRENT_ANNOTATIONS, EVENT_FIELDS, with_event_ids
 from resources.store import insert_frame
 
@@ -61,3 +62,74 @@ def _write(conn: duckdb.DuckDBPyConnection, events: list[dict], annotation_id: s
     conn.unregister("decision_events")
     written = insert_frame(conn, "annotations", frame, AnnotationsSchema)
     return {"annotation_id": annotation_id, "status": events[-1]["status"], "written": written}
+
+
+def add_missed_box(conn: duckdb.DuckDBPyConnection, task: str, input_id: str, concept: str,
+                   box: tuple[float, float, float, float], reviewer: str, now: datetime | None = None) -> dict:
+    """A box the model missed, drawn by a reviewer: a new SUCCESS annotation (source `review`)."""
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    if not conn.execute("SELECT 1 FROM inputs WHERE input_id = ?", [input_id]).fetchall():
+        raise ReviewError(f"No input has the id {input_id!r}.")
+    x1, y1, x2, y2 = box
+    annotation_id = hashlib.sha256(f"{task}|{input_id}|{concept}|{x1:.5f}|{y1:.5f}|{x2:.5f}|{y2:.5f}|drawn"
+                                   .encode()).hexdigest()[:32]
+    event = {"annotation_id": annotation_id, "task": task, "input_id": input_id, "prediction_id": None,
+             "model_id": None, "batch": None, "concept": concept, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+             "polygon": None, "confidence": None, "status": "SUCCESS", "annotator": reviewer, "source": "review",
+             "event_at": now}
+    if conn.execute("SELECT 1 FROM annotations WHERE annotation_id = ?", [annotation_id]).fetchall():
+        return {"annotation_id": annotation_id, "status": "SUCCESS", "written": 0}
+    return _write(conn, [event], annotation_id)
+
+
+def accept_above(conn: duckdb.DuckDBPyConnection, task: str, input_id: str, threshold: float,
+                 reviewer: str) -> dict:
+    """Accept every box of one image still awaiting review whose confidence is at least `threshold`."""
+    pending = conn.execute(
+        f"SELECT annotation_id FROM ({CURRENT_ANNOTATIONS}) WHERE task = ? AND input_id = ? "
+        "AND status = 'AWAITING_REVIEW' AND confidence >= ?", [task, input_id, threshold]).fetchall()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    written = sum(record_decision(conn, a, "accept", reviewer, now=now)["written"] for (a,) in pending)
+    return {"accepted": len(pending), "written": written}
+
+
+def image_annotations(conn: duckdb.DuckDBPyConnection, task: str, input_id: str) -> list[dict]:
+    """Every live (not retired) annotation of one image, as the review page draws them."""
+    rows = conn.execute(
+        f"SELECT annotation_id, concept, confidence, status, source, annotator, x1, y1, x2, y2 "
+        f"FROM ({CURRENT_ANNOTATIONS}) WHERE task = ? AND input_id = ? AND status <> 'RETIRED' "
+        "ORDER BY x1, y1", [task, input_id]).df()
+    rows["confidence"] = rows["confidence"].astype(object).where(rows["confidence"].notna(), None)
+    return rows.to_dict("records")
+
+
+def review_queue(conn: duckdb.DuckDBPyConnection, task: LabelingTask, reviewer: str,
+                 statuses: list[str] | None = None, concepts: list[str] | None = None,
+                 labelers: list[str] | None = None, combine: str = "and") -> list[dict]:
+    """The reviewer's images, most doubtful first: the smallest distance of any box still awaiting review
+    to its concept's upper or lower threshold. Filters on status, concept and labeler (annotator) combine
+    with `and` (one box matches all given filters) or `or` (one box matches any)."""
+    rules = pd.DataFrame([r.model_dump() for r in task.rules()])[["concept", "upper", "lower"]]
+    conn.register("review_rules", rules)
+    conditions = [(column, values) for column, values in (("status", statuses), ("concept", concepts),
+                                                          ("annotator", labelers)) if values]
+    joiner = " AND " if combine == "and" else " OR "
+    matching = joiner.join(f"c.{column} IN (SELECT unnest(${column}))" for column, _ in conditions) or "TRUE"
+    params = {"task": task.name, "reviewer": reviewer, **{column: values for column, values in conditions}}
+    rows = conn.execute(f"""
+        WITH current AS (SELECT * FROM ({CURRENT_ANNOTATIONS}) WHERE task = $task AND status <> 'RETIRED')
+        SELECT r.input_id,
+               count(c.annotation_id) FILTER (WHERE c.status = 'AWAITING_REVIEW') AS pending,
+               count(c.annotation_id) AS boxes,
+               min(least(abs(c.confidence - q.upper), abs(c.confidence - q.lower)))
+                   FILTER (WHERE c.status = 'AWAITING_REVIEW') AS doubt
+        FROM review_assignments r
+        LEFT JOIN current c ON c.input_id = r.input_id
+        LEFT JOIN review_rules q ON q.concept = c.concept
+        WHERE r.task = $task AND r.reviewer = $reviewer
+          AND EXISTS (SELECT 1 FROM current c WHERE c.input_id = r.input_id AND ({matching}))
+        GROUP BY r.input_id
+        ORDER BY pending = 0, doubt NULLS LAST, r.input_id""", params).df()
+    conn.unregister("review_rules")
+    rows["doubt"] = rows["doubt"].astype(object).where(rows["doubt"].notna(), None)
+    return rows.to_dict("records")

@@ -155,6 +155,39 @@ def command_export(args: argparse.Namespace) -> None:
     emit(args, result, lambda r: print(f"exported {r['version']} as {r['format']}: {r['out']}"))
 
 
+def command_review(args: argparse.Namespace) -> None:
+    from assets.review import ReviewError, record_decision, review_queue
+    from resources import build_resources
+
+    resources = build_resources(autoannotate_home())
+    store, tasks = resources["store"], resources["tasks"].load()
+    if args.action == "serve":
+        import uvicorn
+
+        from pipelines.review_server import create_app
+
+        print(f"review page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
+        uvicorn.run(create_app(store, resources["images"], tasks), host=args.host, port=args.port,
+                    log_level="warning")
+        return
+    if args.action == "list":
+        task = next((t for t in tasks if t.name == args.task), None) if args.task else tasks[0]
+        if task is None:
+            raise UserError(f"No configured task is named {args.task!r}.")
+        with store.transaction(read_only=True) as conn:
+            items = review_queue(conn, task, args.reviewer, ["AWAITING_REVIEW"] if args.pending else None)
+        emit(args, {"task": task.name, "reviewer": args.reviewer, "items": items},
+             lambda r: print_table(r["items"], ["input_id", "pending", "boxes", "doubt"]))
+        return
+    decision = {"accept": "accept", "reject": "reject", "relabel": "correct"}[args.action]
+    try:
+        result = store.write(lambda conn: record_decision(conn, args.annotation_id, decision, args.reviewer,
+                                                          concept=getattr(args, "concept", None)))
+    except ReviewError as error:
+        raise UserError(str(error)) from None
+    emit(args, result, lambda r: print(f"{r['annotation_id']}: {r['status']} ({r['written']} event(s) written)"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoannotate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,6 +215,28 @@ def build_parser() -> argparse.ArgumentParser:
     dry.add_argument("--task", required=True, help="labeling task file")
     dry.add_argument("images", nargs="+", help="image files")
     dry.set_defaults(handler=command_dry_run)
+    review = sub.add_parser("review", help="the human review queue").add_subparsers(dest="action", required=True)
+    listing = review.add_parser("list", parents=[common], help="a reviewer's images, most doubtful first")
+    listing.add_argument("--task", help="task name (default: the first configured task)")
+    listing.add_argument("--reviewer", required=True)
+    listing.add_argument("--pending", action="store_true", help="only images with boxes awaiting review")
+    for action, text in (("accept", "accept an annotation"), ("reject", "reject an annotation"),
+                         ("relabel", "change an annotation's concept")):
+        decision = review.add_parser(action, parents=[common], help=text)
+        decision.add_argument("annotation_id")
+        decision.add_argument("--reviewer", required=True)
+        if action == "relabel":
+            decision.add_argument("--concept", required=True)
+    serve = review.add_parser("serve", help="the review page in the browser")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    review.required = True
+    for parser_ in (listing, serve):
+        parser_.set_defaults(handler=command_review)
+    for action in ("accept", "reject", "relabel"):
+        review.choices[action].set_defaults(handler=command_review)
+
     importer = sub.add_parser("import", parents=[common], help="existing labels in, as human annotations")
     importer.add_argument("--format", required=True, choices=["yolo", "coco", "voc"])
     importer.add_argument("--task", help="task the labels belong to (default: the first configured task)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -44,3 +46,15 @@ def write_task_file(folder: Path, **overrides: object) -> Path:
     path = folder / f"{data['name']}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# CI (.ci/run) installs Chromium and sets this, so a missing browser fails there instead of skipping.
+BROWSER_AVAILABLE = Path(CHROMIUM).exists() or bool(os.environ.get("AUTOANNOTATE_REQUIRE_BROWSER"))
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium through Playwright, headless, with nothing reaching for the network."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"])

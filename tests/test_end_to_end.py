@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import BROWSER_AVAILABLE, launch_chromium
 
 from pipelines.demo_scenes import write_demo_images
 from pipelines.instance import prepare_dagster_home
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOCATION = "pipelines.definitions:defs"
 
 
@@ -119,31 +119,28 @@ def test_sensor_run_writes_annotations_and_graphql_shows_the_lineage(dagster_dev
 
     nodes = graphql(url, "{ assetNodes { assetKey { path } dependencyKeys { path } } }")["assetNodes"]
     edges = {(dep["path"][-1], node["assetKey"]["path"][-1]) for node in nodes for dep in node["dependencyKeys"]}
-    assert {("inputs", "predictions"), ("predictions", "annotations")} <= edges
+    assert {("inputs", "predictions"), ("predictions", "annotations"), ("annotations", "dataset_versions")} <= edges
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_asset_graph_page_in_headless_chromium(dagster_dev: tuple[str, Path], output_dir: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     url, _ = dagster_dev
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 900})
+            page = browser.new_page(viewport={"width": 1800, "height": 1000})
             page.goto(f"{url}/asset-groups", wait_until="networkidle")
             skip = page.get_by_role("button", name="Skip")  # the first-visit community dialog
             if skip.count():
                 skip.first.click()
-            for group in ("ingestion", "inference", "triage"):  # groups start collapsed: expand each in the graph
-                label = page.get_by_text(group, exact=True).last
-                label.wait_for(timeout=30_000)
-                box = label.bounding_box()
-                page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-                page.wait_for_timeout(1000)
-            for asset in ("inputs", "predictions", "annotations"):
+            assets = {"ingestion": "inputs", "inference": "predictions", "triage": "annotations",
+                      "versions": "dataset_versions"}
+            for group, asset in assets.items():  # groups start collapsed: expand each one in the graph
+                if page.get_by_text(asset, exact=True).count():
+                    continue
+                page.get_by_text(group, exact=True).last.click()
                 page.get_by_text(asset, exact=True).first.wait_for(timeout=30_000)
             page.screenshot(path=str(output_dir / "asset-graph.png"))
         finally:

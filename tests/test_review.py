@@ -1,0 +1,217 @@
+"""Human review: the JSON API through FastAPI's test client, a locked database, and the page in Chromium."""
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers import BROWSER_AVAILABLE, launch_chromium
+from test_end_to_end import free_port
+from test_store import hold_lock
+
+from assets.triage import CURRENT_ANNOTATIONS
+from pipelines.demo_scenes import write_demo_images
+from pipelines.review_server import create_app
+from pipelines.runner import run_pipeline
+from resources import build_resources
+
+
+@pytest.fixture(scope="module")
+def reviewed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home where the demo task ran over 16 demo scenes (built once, copied per test)."""
+    home = tmp_path_factory.mktemp("review-home")
+    write_demo_images(home / "inbox", 16, seed=31)
+    run_pipeline(home)
+    return home
+
+
+@pytest.fixture
+def resources(reviewed_home: Path, tmp_path: Path) -> dict:
+    home = tmp_path / "home"
+    shutil.copytree(reviewed_home, home, ignore=shutil.ignore_patterns("dagster"))
+    return build_resources(home)
+
+
+@pytest.fixture
+def client(resources: dict) -> TestClient:
+    return TestClient(create_app(resources["store"], resources["images"], resources["tasks"].load()))
+
+
+def pending(resources: dict, count: int = 1) -> list[dict]:
+    rows = resources["store"].query_df(
+        f"SELECT * FROM ({CURRENT_ANNOTATIONS}) WHERE status = 'AWAITING_REVIEW' ORDER BY annotation_id LIMIT ?",
+        [count])
+    assert len(rows) == count
+    return rows.to_dict("records")
+
+
+def events_of(resources: dict, annotation_id: str) -> list[tuple[str, str, str]]:
+    rows = resources["store"].query_df("SELECT status, source, annotator FROM annotations WHERE annotation_id = ? "
+                                       "ORDER BY event_at, seq", [annotation_id])
+    return list(rows.itertuples(index=False, name=None))
+
+
+def test_accept_and_reject_are_events_and_a_double_submit_is_one(client: TestClient, resources: dict) -> None:
+    first, second = pending(resources, 2)
+    for _ in range(2):  # the button pressed twice, or two tabs
+        response = client.post(f"/api/annotations/{first['annotation_id']}/decision",
+                               json={"reviewer": "alice", "decision": "accept"})
+        assert response.status_code == 200
+    assert events_of(resources, first["annotation_id"]) == [("AWAITING_REVIEW", "auto", "autoannotate-demo-bot"),
+                                                            ("SUCCESS", "review", "alice")]
+    response = client.post(f"/api/annotations/{second['annotation_id']}/decision",
+                           json={"reviewer": "bob", "decision": "reject"})
+    assert response.json()["status"] == "REJECTED"
+    assert events_of(resources, second["annotation_id"])[-1] == ("REJECTED", "review", "bob")
+
+
+def test_correct_box_and_concept_retire_the_original(client: TestClient, resources: dict) -> None:
+    (item,) = pending(resources)
+    box = {"x1": item["x1"], "y1": item["y1"], "x2": min(1.0, item["x2"] + 0.05), "y2": item["y2"]}
+    response = client.post(f"/api/annotations/{item['annotation_id']}/correct",
+                           json={"reviewer": "carol", "box": box, "concept": "box"})
+    assert response.status_code == 200, response.text
+    corrected = response.json()["annotation_id"]
+    assert events_of(resources, item["annotation_id"])[-1] == ("RETIRED", "review", "carol")
+    row = resources["store"].query_df(f"SELECT * FROM ({CURRENT_ANNOTATIONS}) WHERE annotation_id = ?", [corrected])
+    assert (row["status"][0], row["concept"][0], row["x2"][0]) == ("SUCCESS", "box", pytest.approx(box["x2"]))
+
+
+def test_draw_a_missed_box_and_accept_all_above(client: TestClient, resources: dict) -> None:
+    (item,) = pending(resources)
+    drawn = client.post(f"/api/inputs/{item['input_id']}/boxes", json={
+        "reviewer": "alice", "task": "demo-shapes", "concept": "sign",
+        "box": {"x1": 0.01, "y1": 0.01, "x2": 0.05, "y2": 0.05}})
+    assert drawn.status_code == 200
+    assert events_of(resources, drawn.json()["annotation_id"]) == [("SUCCESS", "review", "alice")]
+    above = client.post(f"/api/inputs/{item['input_id']}/accept-above",
+                        json={"reviewer": "alice", "task": "demo-shapes", "threshold": 0.0})
+    assert above.json()["accepted"] >= 1
+    left = resources["store"].query_df(f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
+                                       "AND status = 'AWAITING_REVIEW'", [item["input_id"]])
+    assert left["n"][0] == 0
+
+
+@pytest.mark.parametrize(("method", "url", "body", "status", "detail"), [
+    ("post", "/api/annotations/0123456789abcdef0123456789abcdef/decision",
+     {"reviewer": "a", "decision": "accept"}, 404, "No annotation has the id"),
+    ("get", "/images/" + "0" * 64, None, 404, "No stored image has the id"),
+    ("get", "/images/..%2F..%2Fetc%2Fpasswd", None, 404, None),
+    ("get", "/images/../../etc/passwd", None, 404, None),
+    ("post", "/api/annotations/not-an-id/decision", {"reviewer": "a", "decision": "accept"}, 404,
+     "is not an annotation id"),
+    ("post", "/api/inputs/{input}/boxes", {"reviewer": "a", "task": "demo-shapes", "concept": "sign",
+                                           "box": {"x1": 0.5, "y1": 0.5, "x2": 1.2, "y2": 0.6}}, 422,
+     "less than or equal to 1"),
+    ("post", "/api/inputs/{input}/boxes", {"reviewer": "a", "task": "demo-shapes", "concept": "sign",
+                                           "box": {"x1": 0.5, "y1": 0.5, "x2": 0.4, "y2": 0.6}}, 422, "x1 < x2"),
+    ("post", "/api/annotations/{annotation}/decision", {"reviewer": "a", "decision": "maybe"}, 422, None),
+])
+def test_bad_requests_get_a_4xx_and_a_message(client: TestClient, resources: dict, method: str, url: str,
+                                              body: dict | None, status: int, detail: str | None) -> None:
+    (item,) = pending(resources)
+    url = url.format(input=item["input_id"], annotation=item["annotation_id"])
+    response = client.request(method.upper(), url, json=body)
+    assert response.status_code == status
+    if detail:
+        assert detail in str(response.json()["detail"])
+    before = resources["store"].query_df("SELECT count(*) AS n FROM annotations")["n"][0]
+    malformed = client.post(f"/api/annotations/{item['annotation_id']}/decision", content=b"{not json",
+                            headers={"Content-Type": "application/json"})
+    assert malformed.status_code == 422
+    assert resources["store"].query_df("SELECT count(*) AS n FROM annotations")["n"][0] == before
+
+
+def test_decisions_posted_while_a_pipeline_holds_the_lock_are_all_saved(client: TestClient,
+                                                                          resources: dict) -> None:
+    items = pending(resources, 3)
+    holder = hold_lock(Path(resources["store"].path), seconds=3)
+    responses = []
+    threads = [threading.Thread(target=lambda a=item: responses.append(client.post(
+        f"/api/annotations/{a['annotation_id']}/decision", json={"reviewer": "alice", "decision": "accept"})))
+        for item in items]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    holder.wait(timeout=30)
+    assert time.monotonic() - started > 1.5  # they really waited for the lock
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    for item in items:
+        assert events_of(resources, item["annotation_id"])[-1] == ("SUCCESS", "review", "alice")
+
+
+@pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) -> None:
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    store = resources["store"]
+    queue = store.query_df(f"""
+        SELECT r.reviewer, r.input_id, count(*) AS n FROM review_assignments r
+        JOIN ({CURRENT_ANNOTATIONS}) c ON c.input_id = r.input_id AND c.status = 'AWAITING_REVIEW'
+        GROUP BY 1, 2 HAVING n >= 3 ORDER BY n DESC, 2 LIMIT 1""")
+    assert len(queue) == 1, "the demo scenes should give an image with three boxes to review"
+    reviewer, input_id = queue["reviewer"][0], queue["input_id"][0]
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(store, resources["images"], resources["tasks"].load()),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 800})
+                page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+                page.select_option("#reviewer", reviewer)
+                page.wait_for_load_state("networkidle")
+                page.locator("#queue div", has_text=input_id[:12]).click()
+                page.wait_for_function(
+                    "n => [...document.querySelectorAll('#boxes .box')].filter("
+                    "b => b.innerText.includes('AWAITING_REVIEW')).length >= n", arg=3, timeout=20_000)
+                rows = page.locator("#boxes .box")
+                pending_ids = [rows.nth(i).get_attribute("data-id") for i in range(rows.count())
+                               if "AWAITING_REVIEW" in rows.nth(i).inner_text()]
+                assert len(pending_ids) >= 3
+
+                page.locator(f'#boxes .box[data-id="{pending_ids[0]}"]').click()
+                page.keyboard.press("a")  # accept with the keyboard
+                page.wait_for_timeout(800)
+                page.locator(f'#boxes .box[data-id="{pending_ids[1]}"]').click()
+                page.click("#reject")  # reject with the mouse
+                page.wait_for_timeout(800)
+
+                page.locator(f'#boxes .box[data-id="{pending_ids[2]}"]').click()
+                box = store.query_df("SELECT x1, y1, x2, y2 FROM annotations WHERE annotation_id = ? LIMIT 1",
+                                     [pending_ids[2]]).iloc[0]
+                size = store.query_df("SELECT width, height FROM inputs WHERE input_id = ?", [input_id]).iloc[0]
+                scale = min(800 / size["width"], 600 / size["height"])
+                canvas = page.locator("#canvas").bounding_box()
+                x = canvas["x"] + box["x2"] * size["width"] * scale
+                y = canvas["y"] + (box["y1"] + box["y2"]) / 2 * size["height"] * scale
+                page.mouse.move(x, y)
+                page.mouse.down()
+                page.mouse.move(x + 15, y, steps=5)  # drag the right edge outwards
+                page.mouse.up()
+                page.wait_for_timeout(1000)
+                page.screenshot(path=str(output_dir / "review-page.png"))
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    assert events_of(resources, pending_ids[0])[-1] == ("SUCCESS", "review", reviewer)
+    assert events_of(resources, pending_ids[1])[-1] == ("REJECTED", "review", reviewer)
+    assert events_of(resources, pending_ids[2])[-1] == ("RETIRED", "review", reviewer)
+    corrected = store.query_df(
+        f"SELECT x2 FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? AND source = 'review' AND status = 'SUCCESS' "
+        "AND annotation_id NOT IN (?, ?)", [input_id, pending_ids[0], pending_ids[1]])
+    assert len(corrected) == 1
+    assert corrected["x2"][0] > box["x2"] + 0.01
