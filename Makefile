@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/autoannotate demo --if-empty
-	$(BIN)/autoannotate run
+	$(BIN)/autoannotate run --task tasks/demo.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

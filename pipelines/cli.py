@@ -75,6 +75,9 @@ def render_run_summary(summary: dict) -> None:
         print(f"\ntask {name}: review queues")
         print_table([{"reviewer": r, "inputs assigned": q["assigned"], "reviewed": q["reviewed"]}
                      for r, q in task["review"].items()], ["reviewer", "inputs assigned", "reviewed"])
+    for key, version in summary.get("versions", {}).items():
+        print(f"\ndataset version {key}: {version['annotations']} accepted annotations on {version['inputs']} "
+              f"images, manifest {version['manifest_sha256'][:16]}")
     if summary["rejections"]:
         print("\nrejected files:")
         for item in summary["rejections"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -89,6 +90,8 @@ def run_pipeline(home: Path, inbox: Path | None = None, task_files: list[str] | 
     bands = result.asset_materializations_for_node("annotations")[0].metadata["bands_per_task_and_concept"].value
     summary["tasks"] = {name: {"bands": per_concept, "review": review_queues(store, name)}
                         for name, per_concept in bands.items()}
+    # The whole graph: today's dataset version follows the new annotations.
+    summary["versions"] = create_versions(home, datetime.now(UTC).date().isoformat())
     return summary
 
 

@@ -215,3 +215,50 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
         "AND annotation_id NOT IN (?, ?)", [input_id, pending_ids[0], pending_ids[1]])
     assert len(corrected) == 1
     assert corrected["x2"][0] > box["x2"] + 0.01
+
+
+def test_queue_filters_combine_with_and_or(client: TestClient, resources: dict) -> None:
+    assigned = resources["store"].query_df("SELECT reviewer, count(*) AS n FROM review_assignments GROUP BY 1 "
+                                           "ORDER BY n DESC LIMIT 1")
+    reviewer = assigned["reviewer"][0]
+
+    def inputs(**filters) -> set[str]:
+        response = client.get("/api/queue", params={"task": "demo-shapes", "reviewer": reviewer, **filters})
+        assert response.status_code == 200, response.text
+        return {item["input_id"] for item in response.json()["items"]}
+
+    everything = inputs()
+    assert len(everything) == assigned["n"][0]
+    current = resources["store"].query_df(f"SELECT input_id, concept, status FROM ({CURRENT_ANNOTATIONS})")
+    mine = current[current["input_id"].isin(everything)]
+    with_sign = set(mine[mine["concept"] == "sign"]["input_id"])
+    accepted = set(mine[mine["status"] == "SUCCESS"]["input_id"])
+    accepted_signs = set(mine[(mine["concept"] == "sign") & (mine["status"] == "SUCCESS")]["input_id"])
+    assert inputs(concept="sign") == with_sign
+    assert inputs(concept="sign", status="SUCCESS", combine="and") == accepted_signs
+    assert inputs(concept="sign", status="SUCCESS", combine="or") == with_sign | accepted
+    assert inputs(labeler="nobody") == set()
+    assert client.get("/api/queue", params={"task": "demo-shapes", "reviewer": "mallory"}).status_code == 404
+
+
+def test_the_next_version_holds_exactly_the_accepted_boxes(client: TestClient, resources: dict,
+                                                           tmp_path: Path) -> None:
+    import dagster as dg
+
+    from assets.versions import dataset_versions
+
+    keep, drop = pending(resources, 2)
+    for item, decision in ((keep, "accept"), (drop, "reject")):
+        assert client.post(f"/api/annotations/{item['annotation_id']}/decision",
+                           json={"reviewer": "alice", "decision": decision}).status_code == 200
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    with dg.instance_for_test() as instance:
+        dg.materialize([dataset_versions], partition_key=today, instance=instance, resources=resources)
+    manifest = Path(resources["versions"].manifest_path("demo-shapes", today)).read_text().splitlines()[1:]
+    expected = resources["store"].query_df(
+        f"SELECT input_id, concept, x1 FROM ({CURRENT_ANNOTATIONS}) WHERE task = 'demo-shapes' AND status = 'SUCCESS'")
+    assert len(manifest) == len(expected)
+    lines = {(line.split("\t")[0], line.split("\t")[1], line.split("\t")[2]) for line in manifest}
+    assert (keep["input_id"], keep["concept"], f"{keep['x1']:.6f}") in lines
+    assert (drop["input_id"], drop["concept"], f"{drop['x1']:.6f}") not in lines
+    assert any(line.endswith("\treview") for line in manifest)
