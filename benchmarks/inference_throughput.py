@@ -26,7 +26,6 @@ from pipelines.settings import DEMO_WEIGHTS
 from resources.detector import Detector
 from resources.image_store import ImageStore
 
-
 REPEATS = 3
 
 

@@ -16,7 +16,8 @@ from resources import build_resources
 from resources.inbox import Inbox, list_inbox_files
 from resources.store import DuckDBStore
 
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Our assets log progress at INFO (every 100 images); Dagster's own step events are DEBUG.
+PROGRESS_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def pending_files(inbox: Inbox, store: DuckDBStore) -> list[Path]:
@@ -82,7 +83,7 @@ def run_pipeline(home: Path, inbox: Path | None = None, task_files: list[str] | 
     if progress:
         progress(f"batch {batch}: running the pipeline over {len(files)} new files ...")
     job = build_definitions(home, inbox, task_files).resolve_job_def("annotate_batch")
-    result = job.execute_in_process(partition_key=batch, instance=instance, run_config=QUIET_LOGS,
+    result = job.execute_in_process(partition_key=batch, instance=instance, run_config=PROGRESS_LOGS,
                                     raise_on_error=False)
     if not result.success:
         raise RuntimeError(f"The run for batch {batch} failed: {first_failure(result)}")
@@ -102,7 +103,7 @@ def create_versions(home: Path, day: str) -> dict:
     instance = persistent_instance(home)
     result = dg.materialize([dataset_versions, dataset_versions_schema_check], partition_key=day,
                             instance=instance, resources=build_resources(home), raise_on_error=False,
-                            run_config=QUIET_LOGS)
+                            run_config=PROGRESS_LOGS)
     if not result.success:
         raise RuntimeError(f"Building the versions of {day} failed: {first_failure(result)}")
     return result.asset_materializations_for_node("dataset_versions")[0].metadata["versions"].value

@@ -117,3 +117,25 @@ def test_dry_run_writes_nothing(home: Path, inbox: Path) -> None:
     after = [int(store.query_df(f"SELECT count(*) FROM {t}").iloc[0, 0]) for t in tables]
     assert before == after
     assert database.exists()
+
+
+def test_two_tasks_side_by_side_keep_their_own_annotations(
+        resources: dict, inbox: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    strict = write_task_file(tmp_path, name="strict", thresholds={"upper": 0.95, "lower": 0.9},
+                             reviewers=["zoe"], annotator="strict-bot")
+    balls = write_task_file(tmp_path, name="balls-only", concepts=["ball"], class_map={"circle": "ball"},
+                            thresholds={"upper": 0.5, "lower": 0.5}, reviewers=[], annotator="ball-bot")
+    resources["tasks"] = LabelingTasks(task_files=[str(strict), str(balls)])
+    write_demo_images(inbox, 10, seed=8)
+    batch = new_batch(resources, instance)
+    materialize_batch([inputs, predictions, annotations], resources, instance, batch, CHECKS)
+    rows = resources["store"].query_df(
+        f"SELECT task, annotator, concept, status, confidence FROM ({CURRENT_ANNOTATIONS})")
+    strict_rows, ball_rows = rows[rows["task"] == "strict"], rows[rows["task"] == "balls-only"]
+    assert len(strict_rows) > 0 and len(ball_rows) > 0
+    assert set(strict_rows["annotator"]) == {"strict-bot"} and set(ball_rows["annotator"]) == {"ball-bot"}
+    assert set(ball_rows["concept"]) == {"ball"} and set(ball_rows["status"]) == {"SUCCESS"}
+    assert (strict_rows["confidence"] > 0.9).all()
+    assert set(resources["store"].query_df("SELECT DISTINCT reviewer FROM review_assignments")["reviewer"]) <= {"zoe"}
+    assert table_count(resources, "task_inputs", "task = 'strict'") == 10
+    assert table_count(resources, "task_inputs", "task = 'balls-only'") == 10
