@@ -177,7 +177,7 @@ def command_review(args: argparse.Namespace) -> None:
         task = next((t for t in tasks if t.name == args.task), None) if args.task else tasks[0]
         if task is None:
             raise UserError(f"No configured task is named {args.task!r}.")
-        with store.transaction(read_only=True) as conn:
+        with store.transaction() as conn:
             items = review_queue(conn, task, args.reviewer, ["AWAITING_REVIEW"] if args.pending else None)
         emit(args, {"task": task.name, "reviewer": args.reviewer, "items": items},
              lambda r: print_table(r["items"], ["input_id", "pending", "boxes", "doubt"]))

@@ -80,7 +80,7 @@ def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str,
 def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStore, version_key: str, fmt: str,
                    out: Path) -> dict:
     """Write a version as an Ultralytics YOLO dataset or a COCO JSON (with its images) into `out`."""
-    with store.transaction(read_only=True) as conn:
+    with store.transaction() as conn:
         found = conn.execute("SELECT task, cutoff, manifest_sha256 FROM dataset_versions WHERE version_key = ?",
                              [version_key]).fetchall()
         if not found:

@@ -115,7 +115,7 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         chosen = task_of(task)
         if reviewer not in chosen.reviewers:
             raise HTTPException(404, f"{reviewer!r} is not a reviewer of task {task!r}.")
-        with store.transaction(read_only=True) as conn:
+        with store.transaction() as conn:
             items = review_queue(conn, chosen, reviewer, status, concept, labeler, combine)
         progress = review_queues(store, task)
         return {"items": items, "progress": progress}
@@ -123,7 +123,7 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
     @app.get("/api/inputs/{input_id}")
     def image_boxes(input_id: str, task: str) -> dict:
         checked(INPUT_ID, input_id, "input")
-        with store.transaction(read_only=True) as conn:
+        with store.transaction() as conn:
             if not conn.execute("SELECT 1 FROM inputs WHERE input_id = ?", [input_id]).fetchall():
                 raise HTTPException(404, f"No input has the id {input_id}.")
             boxes = image_annotations(conn, task_of(task).name, input_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,6 +87,13 @@ class DatabaseLockedError(RuntimeError):
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 _migrated: set[str] = set()
+_write_locks: dict[str, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _process_write_lock(path: str) -> threading.Lock:
+    with _write_locks_guard:
+        return _write_locks.setdefault(path, threading.Lock())
 
 
 def describe_lock_holder(message: str) -> str:
@@ -150,15 +158,16 @@ class DuckDBStore(dg.ConfigurableResource):
     lock_timeout_s: float = 60.0
     first_backoff_s: float = 0.05
 
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _open(self) -> duckdb.DuckDBPyConnection:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         delay = self.first_backoff_s
         while True:
             try:
-                if read_only and not Path(self.path).exists():
-                    read_only = False  # a read-only open cannot create the file
-                return duckdb.connect(self.path, read_only=read_only)
+                # Always read-write: DuckDB refuses two connections to one file with different
+                # configurations in one process (the review server reads and writes from threads),
+                # and a writer in another process blocks read-only opens anyway.
+                return duckdb.connect(self.path)
             except duckdb.IOException as error:
                 if not _is_lock_error(error):
                     raise
@@ -175,11 +184,11 @@ class DuckDBStore(dg.ConfigurableResource):
             conn.execute(ddl)
 
     @contextmanager
-    def transaction(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One connection, one transaction: committed on success, rolled back on any error."""
-        conn = self._open(read_only=read_only)
+        conn = self._open()
         try:
-            if not read_only and self.path not in _migrated:
+            if self.path not in _migrated:
                 self._migrate(conn)
                 _migrated.add(self.path)
             conn.begin()
@@ -192,16 +201,16 @@ class DuckDBStore(dg.ConfigurableResource):
         finally:
             conn.close()
 
-    def query_df(self, sql: str, params: list | None = None) -> pd.DataFrame:
+    def query_df(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run one read query and return its rows; an empty new database answers with no rows."""
         self.ensure_tables()
-        with self.transaction(read_only=True) as conn:
+        with self.transaction() as conn:
             return conn.execute(sql, params or []).df()
 
     def query_pl(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """Like `query_df`, as a polars frame."""
         self.ensure_tables()
-        with self.transaction(read_only=True) as conn:
+        with self.transaction() as conn:
             return fetch_pl(conn, sql, params)
 
     def ensure_tables(self) -> None:
@@ -211,8 +220,11 @@ class DuckDBStore(dg.ConfigurableResource):
                 pass
 
     def write(self, work: Callable[[duckdb.DuckDBPyConnection], object]) -> object:
-        """Run `work(conn)` inside one write transaction and return what it returns."""
-        with self.transaction() as conn:
+        """Run `work(conn)` inside one write transaction and return what it returns.
+
+        Writers of one process take turns (threads of the review server): DuckDB would otherwise
+        abort one of two overlapping transactions on a write-write conflict."""
+        with _process_write_lock(self.path), self.transaction() as conn:
             return work(conn)
 
 

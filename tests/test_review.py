@@ -144,6 +144,14 @@ def test_decisions_posted_while_a_pipeline_holds_the_lock_are_all_saved(client: 
         assert events_of(resources, item["annotation_id"])[-1] == ("SUCCESS", "review", "alice")
 
 
+def wait_for_row(page, annotation_id: str, status: str | None) -> None:
+    """Wait until the page shows the box with that status (or, with None, no longer shows it)."""
+    page.wait_for_function(
+        "([id, status]) => { const row = document.querySelector(`#boxes .box[data-id='${id}']`);"
+        " return status === null ? !row : !!row && row.innerText.includes(status); }",
+        arg=[annotation_id, status], timeout=20_000)
+
+
 @pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) -> None:
     import uvicorn
@@ -182,10 +190,10 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
 
                 page.locator(f'#boxes .box[data-id="{pending_ids[0]}"]').click()
                 page.keyboard.press("a")  # accept with the keyboard
-                page.wait_for_timeout(800)
+                wait_for_row(page, pending_ids[0], "SUCCESS")
                 page.locator(f'#boxes .box[data-id="{pending_ids[1]}"]').click()
                 page.click("#reject")  # reject with the mouse
-                page.wait_for_timeout(800)
+                wait_for_row(page, pending_ids[1], "REJECTED")
 
                 page.locator(f'#boxes .box[data-id="{pending_ids[2]}"]').click()
                 box = store.query_df("SELECT x1, y1, x2, y2 FROM annotations WHERE annotation_id = ? LIMIT 1",
@@ -199,8 +207,14 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
                 page.mouse.down()
                 page.mouse.move(x + 15, y, steps=5)  # drag the right edge outwards
                 page.mouse.up()
-                page.wait_for_timeout(1000)
+                wait_for_row(page, pending_ids[2], None)  # the original is retired, its correction shown
                 page.screenshot(path=str(output_dir / "review-page.png"))
+                page.keyboard.press("d")  # image done: what is left awaiting review is accepted
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and store.query_df(
+                        f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
+                        "AND status = 'AWAITING_REVIEW'", [input_id])["n"][0]:
+                    time.sleep(0.2)
             finally:
                 browser.close()
     finally:
@@ -211,10 +225,14 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
     assert events_of(resources, pending_ids[1])[-1] == ("REJECTED", "review", reviewer)
     assert events_of(resources, pending_ids[2])[-1] == ("RETIRED", "review", reviewer)
     corrected = store.query_df(
-        f"SELECT x2 FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? AND source = 'review' AND status = 'SUCCESS' "
-        "AND annotation_id NOT IN (?, ?)", [input_id, pending_ids[0], pending_ids[1]])
+        f"SELECT x2 FROM ({CURRENT_ANNOTATIONS}) WHERE status = 'SUCCESS' AND annotation_id <> $original AND "
+        "prediction_id = (SELECT prediction_id FROM annotations WHERE annotation_id = $original LIMIT 1)",
+        {"original": pending_ids[2]})
     assert len(corrected) == 1
     assert corrected["x2"][0] > box["x2"] + 0.01
+    left = store.query_df(f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
+                          "AND status = 'AWAITING_REVIEW'", [input_id])
+    assert left["n"][0] == 0
 
 
 def test_queue_filters_combine_with_and_or(client: TestClient, resources: dict) -> None:
