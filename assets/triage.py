@@ -126,14 +126,16 @@ def update_review_assignments(conn: duckdb.DuckDBPyConnection, task: LabelingTas
 
 
 def review_queues(store: DuckDBStore, task: str) -> dict[str, dict[str, int]]:
-    """Per reviewer: inputs assigned, and how many of them hold no undecided review item."""
+    """Per reviewer: inputs assigned, and how many of them hold no undecided review item (`reviewed`,
+    also given as `done`, the name the status contract uses)."""
     rows = store.query_df(f"""
         SELECT r.reviewer, count(*) AS assigned,
                count(*) FILTER (WHERE NOT EXISTS (
                    SELECT 1 FROM ({CURRENT_ANNOTATIONS}) c
                    WHERE c.task = r.task AND c.input_id = r.input_id AND c.status = 'AWAITING_REVIEW')) AS reviewed
         FROM review_assignments r WHERE r.task = ? GROUP BY 1 ORDER BY 1""", [task])
-    return {r.reviewer: {"assigned": int(r.assigned), "reviewed": int(r.reviewed)} for r in rows.itertuples()}
+    return {r.reviewer: {"assigned": int(r.assigned), "reviewed": int(r.reviewed), "done": int(r.reviewed)}
+            for r in rows.itertuples()}
 
 
 @dg.asset(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import BROWSER_AVAILABLE, launch_chromium
+from helpers import BROWSER_AVAILABLE, launch_chromium, write_task_file
 from test_end_to_end import free_port
 from test_store import hold_lock
 
@@ -20,10 +20,12 @@ from resources import build_resources
 
 @pytest.fixture(scope="module")
 def reviewed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home where the demo task ran over 16 demo scenes (built once, copied per test)."""
+    """A home where the demo task, with a wide review band (0.3 to 0.99), ran over 16 demo scenes
+    (built once, copied per test), so that most boxes wait for a reviewer."""
     home = tmp_path_factory.mktemp("review-home")
+    task = write_task_file(home, thresholds={"upper": 0.99, "lower": 0.3})
     write_demo_images(home / "inbox", 16, seed=31)
-    run_pipeline(home)
+    run_pipeline(home, task_files=[str(task)])
     return home
 
 
@@ -31,7 +33,7 @@ def reviewed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def resources(reviewed_home: Path, tmp_path: Path) -> dict:
     home = tmp_path / "home"
     shutil.copytree(reviewed_home, home, ignore=shutil.ignore_patterns("dagster"))
-    return build_resources(home)
+    return build_resources(home, task_files=[str(home / "demo-shapes.yaml")])
 
 
 @pytest.fixture
@@ -180,6 +182,7 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
                 page.select_option("#reviewer", reviewer)
                 page.wait_for_load_state("networkidle")
                 page.locator("#queue div", has_text=input_id[:12]).click()
+                page.locator(f'#canvas[data-input="{input_id}"]').wait_for(timeout=20_000)
                 page.wait_for_function(
                     "n => [...document.querySelectorAll('#boxes .box')].filter("
                     "b => b.innerText.includes('AWAITING_REVIEW')).length >= n", arg=3, timeout=20_000)
@@ -270,8 +273,8 @@ def test_the_next_version_holds_exactly_the_accepted_boxes(client: TestClient, r
         assert client.post(f"/api/annotations/{item['annotation_id']}/decision",
                            json={"reviewer": "alice", "decision": decision}).status_code == 200
     today = time.strftime("%Y-%m-%d", time.gmtime())
-    with dg.instance_for_test() as instance:
-        dg.materialize([dataset_versions], partition_key=today, instance=instance, resources=resources)
+    dg.materialize([dataset_versions], partition_key=today, instance=dg.DagsterInstance.ephemeral(),
+                   resources=resources)
     manifest = Path(resources["versions"].manifest_path("demo-shapes", today)).read_text().splitlines()[1:]
     expected = resources["store"].query_df(
         f"SELECT input_id, concept, x1 FROM ({CURRENT_ANNOTATIONS}) WHERE task = 'demo-shapes' AND status = 'SUCCESS'")

@@ -14,13 +14,17 @@ from resources.tasks import LabelingTasks
 
 
 def evaluate(resources: dict, instance: dg.DagsterInstance):
-    context = dg.build_schedule_context(instance=instance, resources={
-        "tasks": resources["tasks"], "detector": resources["detector"]})
-    return catch_up_schedule(context)
+    # Used as a context manager: the context sets Dagster's defs-state storage for the instance, and
+    # leaving it set after the instance is gone breaks later materializations in this process.
+    with dg.build_schedule_context(instance=instance, resources={
+            "tasks": resources["tasks"], "detector": resources["detector"]}) as context:
+        return catch_up_schedule(context)
 
 
-def test_catch_up_requests_pending_and_stale_batches_only(resources: dict, inbox: Path,
-                                                          instance: dg.DagsterInstance, tmp_path: Path) -> None:
+def test_catch_up_requests_pending_and_stale_batches_only(resources: dict, inbox: Path, tmp_path: Path) -> None:
+    # A schedule context needs an instance with a ref (as the daemon's): a local one on disk.
+    (tmp_path / "dagster").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
     write_demo_images(inbox / "a", 2, seed=1)
     done = new_batch(resources, instance, sorted((inbox / "a").iterdir()))
     materialize_batch([inputs, predictions, annotations], resources, instance, done)

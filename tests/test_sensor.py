@@ -19,7 +19,8 @@ def inbox_resource(home: Path, inbox: Path) -> Inbox:
 
 
 def tick(inbox: Inbox, cursor: str | None, instance: dg.DagsterInstance):
-    return inbox_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"inbox": inbox}))
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"inbox": inbox}) as context:
+        return inbox_sensor(context)
 
 
 def age(path: Path, seconds: float) -> None:
