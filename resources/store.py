@@ -185,10 +185,13 @@ class DuckDBStore(dg.ConfigurableResource):
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One connection, one transaction: committed on success, rolled back on any error."""
+        """One connection, one transaction: committed on success, rolled back on any error.
+
+        Tables are created on the first use in a process, and again when the file was removed since."""
+        new_file = not Path(self.path).exists()
         conn = self._open()
         try:
-            if self.path not in _migrated:
+            if new_file or self.path not in _migrated:
                 self._migrate(conn)
                 _migrated.add(self.path)
             conn.begin()
@@ -203,21 +206,13 @@ class DuckDBStore(dg.ConfigurableResource):
 
     def query_df(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run one read query and return its rows; an empty new database answers with no rows."""
-        self.ensure_tables()
         with self.transaction() as conn:
             return conn.execute(sql, params or []).df()
 
     def query_pl(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """Like `query_df`, as a polars frame."""
-        self.ensure_tables()
         with self.transaction() as conn:
             return fetch_pl(conn, sql, params)
-
-    def ensure_tables(self) -> None:
-        if self.path not in _migrated or not Path(self.path).exists():
-            _migrated.discard(self.path)
-            with self.transaction():
-                pass
 
     def write(self, work: Callable[[duckdb.DuckDBPyConnection], object]) -> object:
         """Run `work(conn)` inside one write transaction and return what it returns.
