@@ -16,19 +16,14 @@ import pandas as pd
 
 from assets.manifests import build_manifest, end_of_day
 from assets.schemas import DatasetVersionsSchema, column_schema, table_schema_check
-from assets.triage import annotations
+from assets.triage import annotations, latest_events_sql
 from resources.store import DuckDBStore, insert_frame, scalar, write_or_retry
 from resources.versions import VersionStore
 
 VERSIONS_START = os.environ.get("AUTOANNOTATE_VERSIONS_START", "2026-11-01")
 daily_partitions = dg.DailyPartitionsDefinition(start_date=VERSIONS_START, end_offset=1)
 
-ACCEPTED_AS_OF = """
-    SELECT * FROM (
-        SELECT * FROM annotations WHERE task = $task AND event_at < $cutoff
-        QUALIFY row_number() OVER (PARTITION BY annotation_id ORDER BY event_at DESC, seq DESC) = 1)
-    WHERE status = 'SUCCESS'
-"""
+ACCEPTED_AS_OF = f"SELECT * FROM ({latest_events_sql('task = $task AND event_at < $cutoff')}) WHERE status = 'SUCCESS'"
 
 
 def accepted_as_of(conn: duckdb.DuckDBPyConnection, task: str, cutoff: datetime) -> pd.DataFrame:
