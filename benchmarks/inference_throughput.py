@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from assets.inference import predict_inputs
-from assets.ingestion import inspect_batch
-from pipelines.demo_scenes import write_demo_images
-from pipelines.offline import make_ultralytics_offline
-from pipelines.settings import DEMO_WEIGHTS
+from apps.demo_scenes import write_demo_images
+from core.image_checks import inspect_files
+from core.offline import make_ultralytics_offline
+from core.settings import DEMO_WEIGHTS
 from resources.detector import Detector
 from resources.image_store import ImageStore
 
@@ -53,7 +52,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     paths = write_demo_images(work / "inbox", args.images, seed=77)
     images = ImageStore(root=str(work / "images"))
-    accepted, _ = inspect_batch(paths, images, max_pixels=50_000_000)
+    accepted, _ = inspect_files(paths, 50_000_000, keep=lambda image: images.put(image.input_id, image.data))
     input_ids = [image.input_id for _, image in accepted]
     detector = Detector(weights=str(args.weights), batch_size=args.batch_size)
     imgsz = detector.load().imgsz
@@ -70,13 +69,13 @@ def main() -> None:
 
     model_b = detector.load()
     rate_b = timed(f"(b) predictions asset code path, torch (batch {args.batch_size})", len(input_ids),
-                   lambda: predict_inputs(detector, model_b, images, input_ids, "bench"))
+                   lambda: detector.predict_stored(model_b, images, input_ids, "bench"))
     onnx = Detector(weights=str(args.weights), batch_size=args.batch_size, runtime="onnx")
     started = time.perf_counter()
     model_c = onnx.load()
     print(f"    ONNX export/load: {time.perf_counter() - started:.1f} s (cached afterwards)")
     rate_c = timed(f"(c) predictions asset code path, onnx (batch {args.batch_size})", len(input_ids),
-                   lambda: predict_inputs(onnx, model_c, images, input_ids, "bench"))
+                   lambda: onnx.predict_stored(model_c, images, input_ids, "bench"))
     print(f"ratios: (b)/(a) = {rate_b / rate_a:.2f}x, (c)/(a) = {rate_c / rate_a:.2f}x")
 
 

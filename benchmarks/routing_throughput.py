@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assets.task_config import load_task
-from assets.triage import write_task_annotations
-from pipelines.settings import DEMO_TASK
+from assets.triage import annotate_task
+from core.settings import DEMO_TASK
+from core.task_config import load_task
 from resources.store import DuckDBStore
 
 CLASSES = np.array(["circle", "square", "triangle", "cross"])
@@ -47,12 +47,11 @@ def main() -> None:
     store = DuckDBStore(path=str(Path(tempfile.mkdtemp(prefix="bench-routing-")) / "bench.duckdb"))
     model_id = "f" * 64
     frame = synthetic_predictions(args.rows, args.images, model_id)
-    store.write(lambda conn: conn.register("synthetic", frame.drop(columns="polygon")).execute(
-        "INSERT INTO predictions BY NAME SELECT * FROM synthetic"))
+    store.write(lambda s: s.insert("predictions", frame))
     task = load_task(DEMO_TASK)
 
     started = time.perf_counter()
-    result = store.write(lambda conn: write_task_annotations(conn, task, "bench", model_id, datetime.now()))
+    result = store.write(lambda s: annotate_task(s, task, "bench", model_id, datetime.now()))
     seconds = time.perf_counter() - started
     bands = pd.DataFrame(result["bands"]).T.sum()
     print(f"{args.rows:,} predictions routed and written in {seconds:.2f} s = {args.rows / seconds:,.0f} rows/s")

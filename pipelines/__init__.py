@@ -1,0 +1,1 @@
+"""Dagster wiring: the one Definitions, jobs, sensors, schedules and the persistent instance."""

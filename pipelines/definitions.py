@@ -1,29 +1,28 @@
-"""The one Definitions object of autoannotate: assets, checks, jobs and resources."""
-
-from pathlib import Path
+"""The one Definitions object of autoannotate: assets, checks, jobs, sensors, schedules and resources."""
 
 import dagster as dg
 
 from assets import inference, ingestion, triage, versions
+from core.settings import Settings
 from pipelines.jobs import annotate_batch_job
 from pipelines.schedules import catch_up_schedule
 from pipelines.sensors import inbox_sensor
-from pipelines.settings import autoannotate_home
 from resources import build_resources
 
 ASSET_MODULES = [ingestion, inference, triage, versions]
 
 
-def build_definitions(home: Path, inbox: Path | None = None, task_files: list[str] | None = None) -> dg.Definitions:
-    """Definitions bound to one AUTOANNOTATE_HOME (optionally another inbox folder and other task files)."""
+def build_definitions(settings: Settings, show_variables: bool = False) -> dg.Definitions:
+    """Definitions bound to one deployment's settings (a run may carry its own inbox and task files)."""
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
         jobs=[annotate_batch_job],
         sensors=[inbox_sensor],
         schedules=[catch_up_schedule],
-        resources=build_resources(home, inbox, task_files),
+        resources=build_resources(settings, show_variables),
     )
 
 
-defs = build_definitions(autoannotate_home())
+# The code location `dagster dev`, the daemon and `make ui` load: variables show as EnvVars in the UI.
+defs = build_definitions(Settings.current(), show_variables=True)

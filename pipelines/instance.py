@@ -7,8 +7,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.settings import dagster_home
-
 # Telemetry off (offline machines); every DuckDB-writing step in one pool of size 1
 # so two runs never hold the database at once; runs queue instead of failing.
 INSTANCE_YAML = """\
@@ -22,9 +20,8 @@ concurrency:
 """
 
 
-def prepare_dagster_home(home: Path) -> Path:
-    """Create DAGSTER_HOME with our dagster.yaml (kept if a user edited it) and export it."""
-    path = dagster_home(home)
+def prepare_dagster_home(path: Path) -> Path:
+    """Create DAGSTER_HOME at `path` with our dagster.yaml (kept if a user edited it) and export it."""
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
     if not config.exists():
@@ -33,6 +30,6 @@ def prepare_dagster_home(home: Path) -> Path:
     return path
 
 
-def persistent_instance(home: Path) -> dg.DagsterInstance:
-    prepare_dagster_home(home)
+def persistent_instance(path: Path) -> dg.DagsterInstance:
+    prepare_dagster_home(path)
     return dg.DagsterInstance.get()

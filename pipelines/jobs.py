@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.partitions import batch_partitions
+from assets.partitions import batch_partitions
 
 annotate_batch_job = dg.define_asset_job(
     "annotate_batch",

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
 import dagster as dg
 
+from assets.partitions import batch_partitions
+from core.settings import Settings
 from pipelines.jobs import annotate_batch_job
-from pipelines.partitions import batch_partitions
 from resources.detector import Detector, file_sha256
 from resources.tasks import LabelingTasks, detectors_for
-
-CATCH_UP_CRON = os.environ.get("AUTOANNOTATE_CATCH_UP_CRON", "0 * * * *")
 
 
 def latest_model_ids(instance: dg.DagsterInstance, limit: int = 10_000) -> dict[str, set[str]]:
@@ -22,8 +20,8 @@ def latest_model_ids(instance: dg.DagsterInstance, limit: int = 10_000) -> dict[
     for record in records:  # newest first
         materialization = record.asset_materialization
         if materialization and materialization.partition and materialization.partition not in latest:
-            value = materialization.metadata.get("model_id")
-            latest[materialization.partition] = set(str(value.value).split(", ")) if value else set()
+            value = materialization.metadata.get("model_ids")
+            latest[materialization.partition] = set(value.value) if value else set()
     return latest
 
 
@@ -33,7 +31,8 @@ def batches_to_catch_up(all_batches: list[str], annotated: set[str], model_ids: 
     return sorted(b for b in all_batches if b not in annotated or not wanted <= model_ids.get(b, set()))
 
 
-@dg.schedule(job=annotate_batch_job, cron_schedule=CATCH_UP_CRON, default_status=dg.DefaultScheduleStatus.STOPPED,
+@dg.schedule(job=annotate_batch_job, cron_schedule=Settings.current().catch_up_cron,
+             default_status=dg.DefaultScheduleStatus.STOPPED,
              description="Runs the pipeline for every batch that was never annotated, or whose predictions come "
                          "from weights the tasks no longer use.")
 def catch_up_schedule(context: dg.ScheduleEvaluationContext, tasks: LabelingTasks,

@@ -7,18 +7,16 @@ holds every file it has requested and the files it saw still changing last tick.
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
+from assets.partitions import batch_partitions
+from core.settings import Settings
 from pipelines.jobs import annotate_batch_job
-from pipelines.partitions import batch_partitions
 from resources.inbox import Inbox, batch_key_for, list_inbox_files
-
-SENSOR_INTERVAL_SECONDS = int(os.environ.get("AUTOANNOTATE_SENSOR_INTERVAL", "30"))
 
 
 def file_signature(path: Path) -> list[int]:
@@ -84,7 +82,7 @@ def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = No
     )
 
 
-@dg.sensor(job=annotate_batch_job, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+@dg.sensor(job=annotate_batch_job, minimum_interval_seconds=Settings.current().sensor_interval_s,
            default_status=dg.DefaultSensorStatus.STOPPED,
            description="Turns new, settled files in the inbox into a batch and runs the pipeline on it.")
 def inbox_sensor(context: dg.SensorEvaluationContext, inbox: Inbox) -> dg.SensorResult | dg.SkipReason:

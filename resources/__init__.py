@@ -1,11 +1,12 @@
-"""Resources, configured in one place from AUTOANNOTATE_HOME and environment variables."""
+"""Dagster resources over `core` and `store`, all configured in one place from one `Settings`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pipelines.settings import DEMO_TASK, DEMO_WEIGHTS, database_path, default_inbox
+import dagster as dg
+
+from core.settings import ENVIRONMENT, Settings
 from resources.detector import Detector
 from resources.image_store import ImageStore
 from resources.inbox import Inbox
@@ -13,28 +14,34 @@ from resources.store import DuckDBStore
 from resources.tasks import LabelingTasks
 from resources.versions import VersionStore
 
+_VARIABLE_OF = {field: variable for variable, field in ENVIRONMENT.items()}
+# Settings Dagster shows as the variable that set them (EnvVar exists for str and int fields only; `runtime`
+# is a Literal that pydantic checks before Dagster would resolve the variable).
+SHOWN_AS_VARIABLES = {"weights", "device", "imgsz", "batch_size", "max_pixels"}
 
-def build_resources(home: Path, inbox: Path | None = None, task_files: list[str] | None = None) -> dict:
+
+def configured(settings: Settings, name: str, show_variables: bool) -> object:
+    """A setting's value, or (in the Dagster code location) the `dg.EnvVar` it came from, so the
+    resource's page shows which variable configured it."""
+    value = getattr(settings, name)
+    if not show_variables or name not in settings.from_environment or name not in SHOWN_AS_VARIABLES:
+        return value
+    return dg.EnvVar.int(_VARIABLE_OF[name]) if isinstance(value, int) else dg.EnvVar(_VARIABLE_OF[name])
+
+
+def build_resources(settings: Settings, show_variables: bool = False) -> dict:
     """The resources every job, sensor and CLI command of one AUTOANNOTATE_HOME shares."""
-    inbox_path = inbox or Path(os.environ.get("AUTOANNOTATE_INBOX", default_inbox(home)))
-    tasks = task_files or os.environ.get("AUTOANNOTATE_TASKS", str(DEMO_TASK)).split(os.pathsep)
+
+    def value(name: str) -> object:
+        return configured(settings, name, show_variables)
+
     return {
-        "tasks": LabelingTasks(task_files=[str(Path(t).resolve()) for t in tasks]),
-        "store": DuckDBStore(path=str(database_path(home))),
-        "images": ImageStore(root=str(home / "images")),
-        "versions": VersionStore(root=str(home / "versions"),
-                                 val_ratio=float(os.environ.get("AUTOANNOTATE_VAL_RATIO", "0.2"))),
-        "detector": Detector(
-            weights=os.environ.get("AUTOANNOTATE_WEIGHTS", str(DEMO_WEIGHTS)),
-            imgsz=int(os.environ.get("AUTOANNOTATE_IMGSZ", "0")),
-            batch_size=int(os.environ.get("AUTOANNOTATE_BATCH_SIZE", "16")),
-            device=os.environ.get("AUTOANNOTATE_DEVICE", "cpu"),
-            runtime=os.environ.get("AUTOANNOTATE_RUNTIME", "torch"),
-        ),
-        "inbox": Inbox(
-            path=str(inbox_path.resolve()),
-            batches_dir=str(home / "batches"),
-            settle_seconds=float(os.environ.get("AUTOANNOTATE_SETTLE_SECONDS", "10")),
-            max_pixels=int(os.environ.get("AUTOANNOTATE_MAX_PIXELS", "50000000")),
-        ),
+        "tasks": LabelingTasks(task_files=[str(Path(t).resolve()) for t in settings.task_files]),
+        "store": DuckDBStore(path=str(settings.database_path)),
+        "images": ImageStore(root=str(settings.images_root)),
+        "versions": VersionStore(root=str(settings.versions_root), val_ratio=value("val_ratio")),
+        "detector": Detector(weights=value("weights"), imgsz=value("imgsz"), batch_size=value("batch_size"),
+                             device=value("device"), runtime=value("runtime")),
+        "inbox": Inbox(path=str(settings.inbox_path), batches_dir=str(settings.batches_dir),
+                       settle_seconds=value("settle_seconds"), max_pixels=value("max_pixels")),
     }

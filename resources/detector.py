@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 
-from pipelines.offline import make_ultralytics_offline
+from core.image_checks import load_oriented_rgb
+from core.offline import make_ultralytics_offline
+from resources.image_store import ImageStore
+from store.predictions import prediction_rows
+from store.tables import PREDICTIONS
 
 
 class DetectorError(ValueError):
@@ -184,3 +191,51 @@ class Detector(dg.ConfigurableResource):
                 batch = []
         if batch:
             yield from model.predict(batch, self.conf_floor)
+
+    def predict_stored(self, model: LoadedModel, images: ImageStore, input_ids: list[str], batch: str,
+                       log: Callable[[str], object] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Rows of `predictions` and `processed_inputs` for stored images; holds no database connection.
+        Decoding runs on a background thread, ahead of the model."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        stream = prefetch(oriented_bgr(images, input_id, model.imgsz) for input_id in input_ids)
+        rows, processed = [], []
+        for done, (input_id, detections) in enumerate(zip(input_ids, self.predict_stream(stream, model)), 1):
+            rows.extend(prediction_rows(batch, model.model_id, input_id, detections, now))
+            processed.append({"input_id": input_id, "model_id": model.model_id, "batch": batch,
+                              "prediction_count": len(detections), "processed_at": now})
+            if log and done % 100 == 0:
+                log(f"predicted {done}/{len(input_ids)} images")
+        frame = pd.DataFrame(rows, columns=[c.name for c in PREDICTIONS.written_columns])
+        return frame.drop_duplicates("prediction_id"), pd.DataFrame(processed)
+
+
+T = TypeVar("T")
+PREFETCH_IMAGES = 32
+
+
+def prefetch(items: Iterable[T], depth: int = PREFETCH_IMAGES) -> Iterator[T]:
+    """Produce `items` on a background thread, at most `depth` ahead, so decoding overlaps inference
+    and memory stays bounded however long the stream is."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                buffer.put(item)
+        except BaseException as error:
+            buffer.put(error)
+        buffer.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := buffer.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def oriented_bgr(images: ImageStore, input_id: str, imgsz: int | None = None) -> np.ndarray:
+    """The stored image in the orientation ingestion measured, as Ultralytics expects arrays (BGR);
+    decoded no larger than the detector needs for `imgsz`."""
+    rgb = load_oriented_rgb(images.read(input_id), longest_side_at_least=imgsz)
+    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.image_checks import DEFAULT_MAX_PIXELS
+from core.image_checks import DEFAULT_MAX_PIXELS
 
 IGNORED_SUFFIXES = (".part", ".tmp", "~", ".crdownload")
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.task_config import LabelingTask, TaskConfigError, load_task
+from core.task_config import LabelingTask, TaskConfigError, load_task
 from resources.detector import Detector
 
 

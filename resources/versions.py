@@ -13,3 +13,9 @@ class VersionStore(dg.ConfigurableResource):
 
     def manifest_path(self, task: str, day: str) -> Path:
         return Path(self.root) / task / day / "manifest.tsv"
+
+    def write_manifest(self, task: str, day: str, text: str) -> Path:
+        path = self.manifest_path(task, day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.demo_scenes import SHAPE_CLASSES, generate_scene
-from pipelines.offline import make_ultralytics_offline
+from apps.demo_scenes import SHAPE_CLASSES, generate_scene
+from core.offline import make_ultralytics_offline
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHITECTURE = REPO / "scripts" / "demo_detector.yaml"

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -33,9 +31,10 @@ def inbox(home: Path) -> Path:
 
 @pytest.fixture
 def resources(home: Path, inbox: Path) -> dict:
+    from core.settings import Settings
     from resources import build_resources
 
-    return build_resources(home, inbox)
+    return build_resources(Settings(home=home, inbox=inbox))
 
 
 @pytest.fixture
@@ -50,18 +49,3 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     path = REPO / "test-output" / request.node.name
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def image_bytes(fmt: str, size: tuple[int, int] = (64, 48), mode: str = "RGB", exif_orientation: int | None = None,
-                colour: tuple = (200, 30, 30)) -> bytes:
-    """Encode a small image in memory, optionally with an EXIF orientation tag."""
-    fill = colour[0] if mode in ("L", "P", "I;16") else colour[: len(mode)]
-    image = Image.new(mode, size, fill)
-    buffer = io.BytesIO()
-    if exif_orientation is not None:
-        exif = Image.Exif()
-        exif[0x0112] = exif_orientation
-        image.save(buffer, format=fmt, exif=exif)
-    else:
-        image.save(buffer, format=fmt)
-    return buffer.getvalue()

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
+from PIL import Image
 
-from pipelines.partitions import batch_partitions
+from assets.partitions import batch_partitions
 from resources.inbox import list_inbox_files
 
 
@@ -28,15 +34,20 @@ def materialize_batch(assets: list, resources: dict, instance: dg.DagsterInstanc
     return result
 
 
+def query(store, sql: str, params: list | dict | None = None) -> pd.DataFrame:
+    """What a user checking the database by hand would see."""
+    return store.read(lambda s: s.df(sql, params))
+
+
 def table_count(resources: dict, table: str, where: str = "TRUE", params: list | None = None) -> int:
-    return int(resources["store"].query_df(f"SELECT count(*) FROM {table} WHERE {where}", params).iloc[0, 0])
+    return int(query(resources["store"], f"SELECT count(*) FROM {table} WHERE {where}", params).iloc[0, 0])
 
 
 def write_task_file(folder: Path, **overrides: object) -> Path:
     """The demo task with some fields replaced (`model=None` drops the task's own weights)."""
     import yaml
 
-    from pipelines.settings import DEMO_TASK, DEMO_WEIGHTS
+    from core.settings import DEMO_TASK, DEMO_WEIGHTS
 
     data = yaml.safe_load(DEMO_TASK.read_text())
     data["model"]["weights"] = str(DEMO_WEIGHTS)
@@ -58,3 +69,50 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=[
         "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"])
+
+
+HOLD_LOCK = """
+import duckdb, sys, time
+conn = duckdb.connect(sys.argv[1])
+conn.execute("CREATE TABLE IF NOT EXISTS holder (x INTEGER)")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.close()
+"""
+
+
+def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def autoannotate(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "autoannotate"
+    result = subprocess.run([str(script), *args], env={**os.environ, "AUTOANNOTATE_HOME": str(home)},
+                            capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def image_bytes(fmt: str, size: tuple[int, int] = (64, 48), mode: str = "RGB", exif_orientation: int | None = None,
+                colour: tuple = (200, 30, 30)) -> bytes:
+    """Encode a small image in memory, optionally with an EXIF orientation tag."""
+    fill = colour[0] if mode in ("L", "P", "I;16") else colour[: len(mode)]
+    image = Image.new(mode, size, fill)
+    buffer = io.BytesIO()
+    if exif_orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        image.save(buffer, format=fmt, exif=exif)
+    else:
+        image.save(buffer, format=fmt)
+    return buffer.getvalue()

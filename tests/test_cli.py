@@ -1,28 +1,18 @@
 """The `autoannotate` console script, run as a user runs it."""
 
 import json
-import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import autoannotate
 from PIL import Image, ImageOps
 
 REAL_PHOTOS = [
     *Path(sys.prefix).glob("lib/python3*/site-packages/ultralytics/assets/*.jpg"),
     *Path(sys.prefix).glob("lib/python3*/site-packages/matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
 ]
-
-
-def autoannotate(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).parent / "autoannotate"
-    result = subprocess.run([str(script), *args], env={**os.environ, "AUTOANNOTATE_HOME": str(home)},
-                            capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def write_real_world_jpegs(folder: Path, count: int) -> int:

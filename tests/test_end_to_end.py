@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import BROWSER_AVAILABLE, launch_chromium
+from helpers import BROWSER_AVAILABLE, free_port, launch_chromium, query
 
-from pipelines.demo_scenes import write_demo_images
+from apps.demo_scenes import write_demo_images
 from pipelines.instance import prepare_dagster_home
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "pipelines.definitions:defs"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
@@ -66,7 +59,7 @@ def stop_group(process: subprocess.Popen) -> None:
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     home = tmp_path_factory.mktemp("e2e-home")
     (home / "inbox").mkdir()
-    dagster_home = prepare_dagster_home(home)
+    dagster_home = prepare_dagster_home(home / "dagster")
     port = free_port()
     env = {**os.environ, "AUTOANNOTATE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
            "AUTOANNOTATE_SENSOR_INTERVAL": "5", "AUTOANNOTATE_SETTLE_SECONDS": "2"}
@@ -110,12 +103,13 @@ def test_sensor_run_writes_annotations_and_graphql_shows_the_lineage(dagster_dev
 
     wait_for(finished_run, timeout=180, what="a successful sensor run")
 
+    from core.settings import Settings
     from resources import build_resources
 
-    store = build_resources(home)["store"]
-    assert store.query_df("SELECT count(*) AS n FROM inputs")["n"].iloc[0] == 6
-    assert store.query_df("SELECT count(*) AS n FROM task_inputs")["n"].iloc[0] == 6
-    assert store.query_df("SELECT count(*) AS n FROM annotations")["n"].iloc[0] > 0
+    store = build_resources(Settings(home=home))["store"]
+    assert query(store, "SELECT count(*) AS n FROM inputs")["n"].iloc[0] == 6
+    assert query(store, "SELECT count(*) AS n FROM task_inputs")["n"].iloc[0] == 6
+    assert query(store, "SELECT count(*) AS n FROM annotations")["n"].iloc[0] > 0
 
     nodes = graphql(url, "{ assetNodes { assetKey { path } dependencyKeys { path } } }")["assetNodes"]
     edges = {(dep["path"][-1], node["assetKey"]["path"][-1]) for node in nodes for dep in node["dependencyKeys"]}

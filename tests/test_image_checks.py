@@ -3,10 +3,10 @@
 import io
 
 import pytest
-from conftest import image_bytes
+from helpers import image_bytes
 from PIL import Image
 
-from assets.image_checks import InspectedImage, Rejection, inspect_image_bytes, inspect_image_file
+from core.image_checks import InspectedImage, Rejection, inspect_image_bytes, inspect_image_file
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "WEBP", "TIFF"])
@@ -83,7 +83,7 @@ def test_unreadable_file(tmp_path) -> None:
 
 
 def test_a_text_file_is_not_an_image_even_after_ultralytics_patched_pil() -> None:
-    from pipelines.settings import DEMO_WEIGHTS
+    from core.settings import DEMO_WEIGHTS
     from resources.detector import Detector
 
     Detector(weights=str(DEMO_WEIGHTS)).load()  # imports Ultralytics, which patches Image.open

@@ -6,12 +6,12 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from helpers import materialize_batch, new_batch, table_count, write_task_file
+from helpers import materialize_batch, new_batch, query, table_count, write_task_file
 
+from apps.demo_scenes import generate_scene, write_demo_images
 from assets.inference import predictions, predictions_schema_check
 from assets.ingestion import inputs
-from pipelines.demo_scenes import generate_scene, write_demo_images
-from pipelines.settings import DEMO_WEIGHTS
+from core.settings import DEMO_WEIGHTS
 from resources.detector import Detector, DetectorError, file_sha256
 from resources.tasks import LabelingTasks
 
@@ -63,10 +63,10 @@ def test_segmentation_model_writes_polygons_pandera_accepts(
     resources["tasks"] = LabelingTasks(task_files=[str(write_task_file(inbox.parent, model=None))])
     batch = new_batch(resources, instance)
     materialize_batch([inputs, predictions], resources, instance, batch, [predictions_schema_check])
-    polygons = resources["store"].query_df("SELECT polygon FROM predictions WHERE polygon IS NOT NULL")
+    polygons = query(resources["store"], "SELECT polygon FROM predictions WHERE polygon IS NOT NULL")
     assert len(polygons) > 0
     assert all(len(p) >= 6 and len(p) % 2 == 0 for p in polygons["polygon"])
-    assert resources["store"].query_df("SELECT task_type FROM models")["task_type"].tolist() == ["segment"]
+    assert query(resources["store"], "SELECT task_type FROM models")["task_type"].tolist() == ["segment"]
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -109,9 +109,9 @@ def test_same_weights_same_model_id_and_reruns_do_not_duplicate(
     write_demo_images(inbox, 8, seed=5)
     batch = new_batch(resources, instance)
     materialize_batch([inputs, predictions], resources, instance, batch)
-    first = resources["store"].query_df("SELECT * FROM predictions ORDER BY prediction_id")
+    first = query(resources["store"], "SELECT * FROM predictions ORDER BY prediction_id")
     materialize_batch([predictions], resources, instance, batch)
-    second = resources["store"].query_df("SELECT * FROM predictions ORDER BY prediction_id")
+    second = query(resources["store"], "SELECT * FROM predictions ORDER BY prediction_id")
     assert len(first) > 8
     assert first["prediction_id"].tolist() == second["prediction_id"].tolist()
     assert table_count(resources, "processed_inputs") == 8

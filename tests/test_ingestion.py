@@ -5,8 +5,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-from conftest import image_bytes
-from helpers import materialize_batch, new_batch, table_count
+from helpers import image_bytes, materialize_batch, new_batch, query, table_count
 from PIL import Image
 
 from assets.ingestion import inputs, inputs_schema_check, rejected_inputs_schema_check
@@ -49,12 +48,12 @@ def test_ingestion_counts_every_case_exactly(resources: dict, inbox: Path, insta
     assert table_count(resources, "inputs") == 8
     assert table_count(resources, "input_sources") == 9
     assert table_count(resources, "input_sources", "duplicate_of_earlier") == 1
-    reasons = resources["store"].query_df(
+    reasons = query(resources["store"],
         "SELECT reason_code, count(*) AS n FROM rejected_inputs GROUP BY 1 ORDER BY 1")
     assert dict(zip(reasons["reason_code"], reasons["n"])) == {
         "corrupt": 1, "empty": 1, "not_an_image": 1, "too_many_pixels": 1, "unreadable": 1, "unsupported_format": 2,
     }
-    rotated = resources["store"].query_df("SELECT width, height FROM inputs WHERE uri LIKE '%rotated.jpeg'")
+    rotated = query(resources["store"], "SELECT width, height FROM inputs WHERE uri LIKE '%rotated.jpeg'")
     assert rotated.to_dict("records") == [{"width": 48, "height": 64}]
     stored = [p for p in Path(resources["images"].root).rglob("*") if p.is_file()]
     assert len(stored) == 8

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import BROWSER_AVAILABLE, launch_chromium, write_task_file
-from test_end_to_end import free_port
-from test_store import hold_lock
+from helpers import BROWSER_AVAILABLE, free_port, hold_lock, launch_chromium, query, write_task_file
 
-from assets.triage import CURRENT_ANNOTATIONS
-from pipelines.demo_scenes import write_demo_images
-from pipelines.review_server import create_app
-from pipelines.runner import run_pipeline
+from apps.demo_scenes import write_demo_images
+from apps.review_server import create_app
+from apps.runner import run_pipeline
+from core.settings import Settings
 from resources import build_resources
+from store.history import CURRENT as CURRENT_ANNOTATIONS
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,7 @@ def reviewed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("review-home")
     task = write_task_file(home, thresholds={"upper": 0.99, "lower": 0.3})
     write_demo_images(home / "inbox", 16, seed=31)
-    run_pipeline(home, task_files=[str(task)])
+    run_pipeline(Settings(home=home, task_files=(str(task),)))
     return home
 
 
@@ -33,7 +32,7 @@ def reviewed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def resources(reviewed_home: Path, tmp_path: Path) -> dict:
     home = tmp_path / "home"
     shutil.copytree(reviewed_home, home, ignore=shutil.ignore_patterns("dagster"))
-    return build_resources(home, task_files=[str(home / "demo-shapes.yaml")])
+    return build_resources(Settings(home=home, task_files=(str(home / "demo-shapes.yaml"),)))
 
 
 @pytest.fixture
@@ -42,7 +41,7 @@ def client(resources: dict) -> TestClient:
 
 
 def pending(resources: dict, count: int = 1) -> list[dict]:
-    rows = resources["store"].query_df(
+    rows = query(resources["store"],
         f"SELECT * FROM ({CURRENT_ANNOTATIONS}) WHERE status = 'AWAITING_REVIEW' ORDER BY annotation_id LIMIT ?",
         [count])
     assert len(rows) == count
@@ -50,7 +49,7 @@ def pending(resources: dict, count: int = 1) -> list[dict]:
 
 
 def events_of(resources: dict, annotation_id: str) -> list[tuple[str, str, str]]:
-    rows = resources["store"].query_df("SELECT status, source, annotator FROM annotations WHERE annotation_id = ? "
+    rows = query(resources["store"], "SELECT status, source, annotator FROM annotations WHERE annotation_id = ? "
                                        "ORDER BY event_at, seq", [annotation_id])
     return list(rows.itertuples(index=False, name=None))
 
@@ -77,7 +76,7 @@ def test_correct_box_and_concept_retire_the_original(client: TestClient, resourc
     assert response.status_code == 200, response.text
     corrected = response.json()["annotation_id"]
     assert events_of(resources, item["annotation_id"])[-1] == ("RETIRED", "review", "carol")
-    row = resources["store"].query_df(f"SELECT * FROM ({CURRENT_ANNOTATIONS}) WHERE annotation_id = ?", [corrected])
+    row = query(resources["store"], f"SELECT * FROM ({CURRENT_ANNOTATIONS}) WHERE annotation_id = ?", [corrected])
     assert (row["status"][0], row["concept"][0], row["x2"][0]) == ("SUCCESS", "box", pytest.approx(box["x2"]))
 
 
@@ -91,7 +90,7 @@ def test_draw_a_missed_box_and_accept_all_above(client: TestClient, resources: d
     above = client.post(f"/api/inputs/{item['input_id']}/accept-above",
                         json={"reviewer": "alice", "task": "demo-shapes", "threshold": 0.0})
     assert above.json()["accepted"] >= 1
-    left = resources["store"].query_df(f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
+    left = query(resources["store"], f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
                                        "AND status = 'AWAITING_REVIEW'", [item["input_id"]])
     assert left["n"][0] == 0
 
@@ -119,11 +118,11 @@ def test_bad_requests_get_a_4xx_and_a_message(client: TestClient, resources: dic
     assert response.status_code == status
     if detail:
         assert detail in str(response.json()["detail"])
-    before = resources["store"].query_df("SELECT count(*) AS n FROM annotations")["n"][0]
+    before = query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0]
     malformed = client.post(f"/api/annotations/{item['annotation_id']}/decision", content=b"{not json",
                             headers={"Content-Type": "application/json"})
     assert malformed.status_code == 422
-    assert resources["store"].query_df("SELECT count(*) AS n FROM annotations")["n"][0] == before
+    assert query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0] == before
 
 
 def test_decisions_posted_while_a_pipeline_holds_the_lock_are_all_saved(client: TestClient,
@@ -160,7 +159,7 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
     from playwright.sync_api import sync_playwright
 
     store = resources["store"]
-    queue = store.query_df(f"""
+    queue = query(store, f"""
         SELECT r.reviewer, r.input_id, count(*) AS n FROM review_assignments r
         JOIN ({CURRENT_ANNOTATIONS}) c ON c.input_id = r.input_id AND c.status = 'AWAITING_REVIEW'
         GROUP BY 1, 2 HAVING n >= 3 ORDER BY n DESC, 2 LIMIT 1""")
@@ -199,9 +198,9 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
                 wait_for_row(page, pending_ids[1], "REJECTED")
 
                 page.locator(f'#boxes .box[data-id="{pending_ids[2]}"]').click()
-                box = store.query_df("SELECT x1, y1, x2, y2 FROM annotations WHERE annotation_id = ? LIMIT 1",
+                box = query(store, "SELECT x1, y1, x2, y2 FROM annotations WHERE annotation_id = ? LIMIT 1",
                                      [pending_ids[2]]).iloc[0]
-                size = store.query_df("SELECT width, height FROM inputs WHERE input_id = ?", [input_id]).iloc[0]
+                size = query(store, "SELECT width, height FROM inputs WHERE input_id = ?", [input_id]).iloc[0]
                 scale = min(800 / size["width"], 600 / size["height"])
                 canvas = page.locator("#canvas").bounding_box()
                 x = canvas["x"] + box["x2"] * size["width"] * scale
@@ -214,7 +213,7 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
                 page.screenshot(path=str(output_dir / "review-page.png"))
                 page.keyboard.press("d")  # image done: what is left awaiting review is accepted
                 deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and store.query_df(
+                while time.monotonic() < deadline and query(store,
                         f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
                         "AND status = 'AWAITING_REVIEW'", [input_id])["n"][0]:
                     time.sleep(0.2)
@@ -227,19 +226,19 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
     assert events_of(resources, pending_ids[0])[-1] == ("SUCCESS", "review", reviewer)
     assert events_of(resources, pending_ids[1])[-1] == ("REJECTED", "review", reviewer)
     assert events_of(resources, pending_ids[2])[-1] == ("RETIRED", "review", reviewer)
-    corrected = store.query_df(
+    corrected = query(store,
         f"SELECT x2 FROM ({CURRENT_ANNOTATIONS}) WHERE status = 'SUCCESS' AND annotation_id <> $original AND "
         "prediction_id = (SELECT prediction_id FROM annotations WHERE annotation_id = $original LIMIT 1)",
         {"original": pending_ids[2]})
     assert len(corrected) == 1
     assert corrected["x2"][0] > box["x2"] + 0.01
-    left = store.query_df(f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
+    left = query(store, f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
                           "AND status = 'AWAITING_REVIEW'", [input_id])
     assert left["n"][0] == 0
 
 
 def test_queue_filters_combine_with_and_or(client: TestClient, resources: dict) -> None:
-    assigned = resources["store"].query_df("SELECT reviewer, count(*) AS n FROM review_assignments GROUP BY 1 "
+    assigned = query(resources["store"], "SELECT reviewer, count(*) AS n FROM review_assignments GROUP BY 1 "
                                            "ORDER BY n DESC LIMIT 1")
     reviewer = assigned["reviewer"][0]
 
@@ -250,7 +249,7 @@ def test_queue_filters_combine_with_and_or(client: TestClient, resources: dict) 
 
     everything = inputs()
     assert len(everything) == assigned["n"][0]
-    current = resources["store"].query_df(f"SELECT input_id, concept, status FROM ({CURRENT_ANNOTATIONS})")
+    current = query(resources["store"], f"SELECT input_id, concept, status FROM ({CURRENT_ANNOTATIONS})")
     mine = current[current["input_id"].isin(everything)]
     with_sign = set(mine[mine["concept"] == "sign"]["input_id"])
     accepted = set(mine[mine["status"] == "SUCCESS"]["input_id"])
@@ -276,7 +275,7 @@ def test_the_next_version_holds_exactly_the_accepted_boxes(client: TestClient, r
     dg.materialize([dataset_versions], partition_key=today, instance=dg.DagsterInstance.ephemeral(),
                    resources=resources)
     manifest = Path(resources["versions"].manifest_path("demo-shapes", today)).read_text().splitlines()[1:]
-    expected = resources["store"].query_df(
+    expected = query(resources["store"],
         f"SELECT input_id, concept, x1 FROM ({CURRENT_ANNOTATIONS}) WHERE task = 'demo-shapes' AND status = 'SUCCESS'")
     assert len(manifest) == len(expected)
     lines = {(line.split("\t")[0], line.split("\t")[1], line.split("\t")[2]) for line in manifest}

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from assets.routing import assign_reviewers, route_predictions
-from assets.task_config import TaskConfigError, parse_task
+from core.routing import assign_reviewers, route_predictions
+from core.task_config import TaskConfigError, parse_task
 
 BASE = {
     "name": "t", "concepts": ["car", "person"], "class_map": {"auto": "car"},
@@ -98,8 +98,8 @@ def test_no_reviewers_needed_without_a_review_band() -> None:
 
 
 def test_demo_task_file_is_valid() -> None:
-    from assets.task_config import load_task
-    from pipelines.settings import DEMO_TASK, DEMO_WEIGHTS
+    from core.settings import DEMO_TASK, DEMO_WEIGHTS
+    from core.task_config import load_task
 
     demo = load_task(DEMO_TASK)
     assert demo.weights_path() == DEMO_WEIGHTS

@@ -5,10 +5,10 @@ from pathlib import Path
 import dagster as dg
 from helpers import materialize_batch, new_batch, write_task_file
 
+from apps.demo_scenes import write_demo_images
 from assets.inference import predictions
 from assets.ingestion import inputs
 from assets.triage import annotations
-from pipelines.demo_scenes import write_demo_images
 from pipelines.schedules import catch_up_schedule
 from resources.tasks import LabelingTasks
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import image_bytes
+from helpers import image_bytes
 
 from pipelines.sensors import inbox_sensor
 from resources.inbox import Inbox

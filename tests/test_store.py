@@ -1,29 +1,13 @@
 """The DuckDB store under contention from a second, real process."""
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import hold_lock, query
 
-from resources.store import DatabaseLockedError, DuckDBStore, describe_lock_holder
-
-HOLD_LOCK = """
-import duckdb, sys, time
-conn = duckdb.connect(sys.argv[1])
-conn.execute("CREATE TABLE IF NOT EXISTS holder (x INTEGER)")
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-conn.close()
-"""
-
-
-def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE,
-                              text=True)
-    assert holder.stdout.readline().strip() == "locked"
-    return holder
+from resources.store import DuckDBStore
+from store.database import DatabaseLockedError, describe_lock_holder
 
 
 def test_store_waits_for_a_lock_that_is_released(tmp_path: Path) -> None:
@@ -31,12 +15,12 @@ def test_store_waits_for_a_lock_that_is_released(tmp_path: Path) -> None:
     holder = hold_lock(Path(store.path), seconds=2.5)
     try:
         started = time.monotonic()
-        store.write(lambda conn: conn.execute("CREATE TABLE written (x INTEGER)"))
+        store.write(lambda s: s.conn.execute("CREATE TABLE written (x INTEGER)"))
         waited = time.monotonic() - started
     finally:
         holder.wait(timeout=30)
     assert waited > 1.0  # it really had to wait for the other process
-    assert store.query_df("SELECT count(*) AS n FROM written")["n"].iloc[0] == 0
+    assert query(store, "SELECT count(*) AS n FROM written")["n"].iloc[0] == 0
 
 
 def test_store_fails_with_a_message_naming_the_holder(tmp_path: Path) -> None:
@@ -44,7 +28,7 @@ def test_store_fails_with_a_message_naming_the_holder(tmp_path: Path) -> None:
     holder = hold_lock(Path(store.path), seconds=20)
     try:
         with pytest.raises(DatabaseLockedError) as raised:
-            store.write(lambda conn: None)
+            store.write(lambda s: None)
     finally:
         holder.kill()
         holder.wait()
@@ -56,15 +40,15 @@ def test_store_fails_with_a_message_naming_the_holder(tmp_path: Path) -> None:
 
 def test_failed_work_is_rolled_back(tmp_path: Path) -> None:
     store = DuckDBStore(path=str(tmp_path / "db.duckdb"))
-    store.write(lambda conn: conn.execute("CREATE TABLE t (x INTEGER)"))
+    store.write(lambda s: s.conn.execute("CREATE TABLE t (x INTEGER)"))
 
-    def half_then_fail(conn):
-        conn.execute("INSERT INTO t VALUES (1)")
+    def half_then_fail(s):
+        s.conn.execute("INSERT INTO t VALUES (1)")
         raise ValueError("bad row")
 
     with pytest.raises(ValueError):
         store.write(half_then_fail)
-    assert store.query_df("SELECT count(*) AS n FROM t")["n"].iloc[0] == 0
+    assert query(store, "SELECT count(*) AS n FROM t")["n"].iloc[0] == 0
 
 
 def test_lock_holder_is_parsed_from_duckdbs_message() -> None:

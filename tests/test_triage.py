@@ -4,13 +4,13 @@ import json
 from pathlib import Path
 
 import dagster as dg
-from helpers import materialize_batch, new_batch, table_count, write_task_file
+from helpers import autoannotate, materialize_batch, new_batch, query, table_count, write_task_file
 
+from apps.demo_scenes import write_demo_images
+from apps.review_desk import ReviewDesk
 from assets.inference import predictions
 from assets.ingestion import inputs
-from assets.review import record_decision
 from assets.triage import (
-    CURRENT_ANNOTATIONS,
     annotations,
     annotations_schema_check,
     auto_success_passes_upper_rule,
@@ -18,9 +18,9 @@ from assets.triage import (
     no_input_has_two_reviewers,
     review_assignments_schema_check,
 )
-from pipelines.demo_scenes import write_demo_images
-from pipelines.settings import DEMO_TASK
+from core.settings import DEMO_TASK
 from resources.tasks import LabelingTasks
+from store.history import CURRENT as CURRENT_ANNOTATIONS
 
 CHECKS = [annotations_schema_check, review_assignments_schema_check, auto_success_passes_upper_rule,
           no_input_has_two_reviewers, boxes_are_inside_the_image]
@@ -31,7 +31,7 @@ def write_task(folder: Path, upper: float, lower: float) -> Path:
 
 
 def current(resources: dict) -> dict[str, tuple[str, str]]:
-    rows = resources["store"].query_df(f"SELECT annotation_id, status, source FROM ({CURRENT_ANNOTATIONS})")
+    rows = query(resources["store"], f"SELECT annotation_id, status, source FROM ({CURRENT_ANNOTATIONS})")
     return {r.annotation_id: (r.status, r.source) for r in rows.itertuples()}
 
 
@@ -43,13 +43,13 @@ def test_threshold_change_moves_auto_statuses_but_not_human_decisions(
     batch = new_batch(resources, instance)
     materialize_batch([inputs, predictions, annotations], resources, instance, batch, CHECKS)
     before = current(resources)
-    confidences = resources["store"].query_df(f"SELECT annotation_id, confidence FROM ({CURRENT_ANNOTATIONS})")
+    confidences = query(resources["store"], f"SELECT annotation_id, confidence FROM ({CURRENT_ANNOTATIONS})")
     movable = confidences[(confidences["confidence"] > 0.5) & (confidences["confidence"] <= 0.85)]
     assert len(movable) >= 3, "the demo scenes should give several predictions between 0.5 and 0.85"
     reviewed = movable["annotation_id"].iloc[0]
     assert before[reviewed] == ("AWAITING_REVIEW", "auto")
     store = resources["store"]
-    store.write(lambda conn: record_decision(conn, reviewed, "reject", "alice"))
+    ReviewDesk(store, resources["tasks"].load()).decide(reviewed, "reject", "alice")
 
     write_task(tmp_path, upper=0.5, lower=0.3)  # lower the upper threshold, then backfill the batch
     materialize_batch([annotations], resources, instance, batch, CHECKS)
@@ -71,25 +71,25 @@ def test_every_processed_input_is_recorded_even_without_objects(
     batch = new_batch(resources, instance)
     materialize_batch([inputs, predictions, annotations], resources, instance, batch, CHECKS)
     assert table_count(resources, "task_inputs") == 4
-    blank = resources["store"].query_df(
+    blank = query(resources["store"],
         "SELECT t.annotation_count FROM task_inputs t JOIN inputs i USING (input_id) WHERE i.uri LIKE '%blank.png'")
     assert blank["annotation_count"].tolist() == [0]
 
 
 def test_status_json_matches_the_rows_in_duckdb(home: Path, inbox: Path) -> None:
-    from test_cli import autoannotate
 
     write_demo_images(inbox, 12, seed=4)
     autoannotate("run", "--task", str(DEMO_TASK), "--json", home=home)
     status = json.loads(autoannotate("status", "--task", "demo-shapes", "--json", home=home).stdout)
+    from core.settings import Settings
     from resources import build_resources
 
-    store = build_resources(home)["store"]
-    truth = store.query_df(f"SELECT status, count(*) AS n FROM ({CURRENT_ANNOTATIONS}) GROUP BY 1")
+    store = build_resources(Settings(home=home))["store"]
+    truth = query(store, f"SELECT status, count(*) AS n FROM ({CURRENT_ANNOTATIONS}) GROUP BY 1")
     assert status["annotations"] == {r.status: int(r.n) for r in truth.itertuples()}
     assert status["inputs"] == 12
     assert status["inputs_processed"] == 12
-    assigned = store.query_df("SELECT reviewer, count(*) AS n FROM review_assignments GROUP BY 1")
+    assigned = query(store, "SELECT reviewer, count(*) AS n FROM review_assignments GROUP BY 1")
     assert {r: q["assigned"] for r, q in status["review"].items()} == {
         r.reviewer: int(r.n) for r in assigned.itertuples()}
     assert max(q["assigned"] for q in status["review"].values()) - min(
@@ -97,16 +97,16 @@ def test_status_json_matches_the_rows_in_duckdb(home: Path, inbox: Path) -> None
 
 
 def test_dry_run_writes_nothing(home: Path, inbox: Path) -> None:
-    from test_cli import autoannotate
 
     write_demo_images(inbox, 4, seed=6)
     autoannotate("run", "--json", home=home)
     database = home / "autoannotate.duckdb"
     tables = ["inputs", "predictions", "annotations", "review_assignments", "task_inputs", "models"]
+    from core.settings import Settings
     from resources import build_resources
 
-    store = build_resources(home)["store"]
-    before = [int(store.query_df(f"SELECT count(*) FROM {t}").iloc[0, 0]) for t in tables]
+    store = build_resources(Settings(home=home))["store"]
+    before = [int(query(store, f"SELECT count(*) FROM {t}").iloc[0, 0]) for t in tables]
     extra = home / "extra"
     paths = write_demo_images(extra, 2, seed=99)
     result = json.loads(autoannotate("dry-run", "--task", str(DEMO_TASK), *map(str, paths), "--json",
@@ -114,7 +114,7 @@ def test_dry_run_writes_nothing(home: Path, inbox: Path) -> None:
     assert len(result["images"]) == 2
     bands = {p["band"] for image in result["images"] for p in image["predictions"]}
     assert bands <= {"accept", "review", "discard"} and bands
-    after = [int(store.query_df(f"SELECT count(*) FROM {t}").iloc[0, 0]) for t in tables]
+    after = [int(query(store, f"SELECT count(*) FROM {t}").iloc[0, 0]) for t in tables]
     assert before == after
     assert database.exists()
 
@@ -129,13 +129,13 @@ def test_two_tasks_side_by_side_keep_their_own_annotations(
     write_demo_images(inbox, 10, seed=8)
     batch = new_batch(resources, instance)
     materialize_batch([inputs, predictions, annotations], resources, instance, batch, CHECKS)
-    rows = resources["store"].query_df(
+    rows = query(resources["store"],
         f"SELECT task, annotator, concept, status, confidence FROM ({CURRENT_ANNOTATIONS})")
     strict_rows, ball_rows = rows[rows["task"] == "strict"], rows[rows["task"] == "balls-only"]
     assert len(strict_rows) > 0 and len(ball_rows) > 0
     assert set(strict_rows["annotator"]) == {"strict-bot"} and set(ball_rows["annotator"]) == {"ball-bot"}
     assert set(ball_rows["concept"]) == {"ball"} and set(ball_rows["status"]) == {"SUCCESS"}
     assert (strict_rows["confidence"] > 0.9).all()
-    assert set(resources["store"].query_df("SELECT DISTINCT reviewer FROM review_assignments")["reviewer"]) <= {"zoe"}
+    assert set(query(resources["store"], "SELECT DISTINCT reviewer FROM review_assignments")["reviewer"]) <= {"zoe"}
     assert table_count(resources, "task_inputs", "task = 'strict'") == 10
     assert table_count(resources, "task_inputs", "task = 'balls-only'") == 10

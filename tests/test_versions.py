@@ -7,15 +7,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from helpers import table_count
+from helpers import query, table_count
 
-from assets.formats import LabelFormatError
-from assets.schemas import AnnotationsSchema
-from assets.triage import with_event_ids
+from apps.dataset_io import export_version, import_labels
+from apps.demo_scenes import SHAPE_CLASSES, generate_scene
 from assets.versions import dataset_versions
-from pipelines.dataset_io import export_version, import_labels
-from pipelines.demo_scenes import SHAPE_CLASSES, generate_scene
-from resources.store import insert_frame
+from core.formats import LabelFormatError
 
 SHA = "ab" * 32
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -29,15 +26,11 @@ def event(annotation: str, status: str, at: str, source: str = "auto", x1: float
 
 
 def write_events(resources: dict, events: list[dict]) -> None:
-    def write(conn):
-        conn.register("test_events", pd.DataFrame(events))
-        insert_frame(conn, "annotations", with_event_ids(conn, "test_events"), AnnotationsSchema)
-
-    resources["store"].write(write)
+    resources["store"].write(lambda s: s.history.append(pd.DataFrame(events)))
 
 
 def versions_of(resources: dict) -> dict[str, tuple[str, int]]:
-    rows = resources["store"].query_df("SELECT version_key, manifest_sha256, annotations FROM dataset_versions")
+    rows = query(resources["store"], "SELECT version_key, manifest_sha256, annotations FROM dataset_versions")
     return {r.version_key: (r.manifest_sha256, r.annotations) for r in rows.itertuples()}
 
 
@@ -81,7 +74,7 @@ def test_rebuild_and_week_backfill_give_the_same_manifest_hashes(resources: dict
     build(resources, instance, "2026-11-02", "2026-11-08")  # backfill the week again
     assert versions_of(resources) == first
     assert {k: Path(resources["versions"].manifest_path("t", k[2:])).read_bytes() for k in first} == manifests
-    changed = resources["store"].query_df("SELECT count(DISTINCT changed_at) AS n FROM dataset_versions")
+    changed = query(resources["store"], "SELECT count(DISTINCT changed_at) AS n FROM dataset_versions")
     assert changed["n"].iloc[0] == 1  # nothing was rewritten
 
 
@@ -116,7 +109,7 @@ def exported_boxes(resources: dict, version: str, out: Path) -> dict[str, list]:
     """Boxes of a YOLO export in pixels, per input id."""
     export_version(resources["store"], resources["images"], resources["versions"], version, "yolo", out)
     names = __import__("yaml").safe_load((out / "data.yaml").read_text())["names"]
-    sizes = resources["store"].query_df("SELECT input_id, width, height FROM inputs").set_index("input_id")
+    sizes = query(resources["store"], "SELECT input_id, width, height FROM inputs").set_index("input_id")
     boxes = {}
     for label in (out / "labels").rglob("*.txt"):
         w, h = sizes.loc[label.stem, "width"], sizes.loc[label.stem, "height"]
@@ -139,7 +132,7 @@ def assert_within_a_pixel(truth: dict[str, list], exported: dict[str, list], ids
 
 
 def input_ids_by_name(resources: dict) -> dict[str, str]:
-    rows = resources["store"].query_df("SELECT uri, input_id FROM input_sources")
+    rows = query(resources["store"], "SELECT uri, input_id FROM input_sources")
     return {Path(r.uri).stem: r.input_id for r in rows.itertuples()}
 
 

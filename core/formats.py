@@ -19,8 +19,8 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from assets.image_checks import SUPPORTED_SUFFIXES
-from assets.manifests import split_of
+from core.image_checks import SUPPORTED_SUFFIXES
+from core.manifests import split_of
 
 EPSILON = 1e-6
 
@@ -283,16 +283,3 @@ def _voc_image(root: Path, xml_file: Path, file_name: str) -> Path:
             return candidate
     return root / "JPEGImages" / file_name
 
-
-def write_voc(rows: pd.DataFrame, inputs: pd.DataFrame, out: Path) -> None:
-    """Pascal VOC XML per image (used by the round-trip tests and by users who need VOC)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for info in inputs.itertuples():
-        objects = "".join(
-            f"<object><name>{b.concept}</name><bndbox><xmin>{b.x1 * info.width:.2f}</xmin>"
-            f"<ymin>{b.y1 * info.height:.2f}</ymin><xmax>{b.x2 * info.width:.2f}</xmax>"
-            f"<ymax>{b.y2 * info.height:.2f}</ymax></bndbox></object>\n"
-            for b in rows[rows["input_id"] == info.input_id].itertuples())
-        (out / f"{info.input_id}.xml").write_text(
-            f"<annotation><filename>{info.input_id}{image_suffix(info.format)}</filename><size><width>{info.width}"
-            f"</width><height>{info.height}</height><depth>3</depth></size>\n{objects}</annotation>\n")

@@ -16,10 +16,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from assets.task_config import LabelingTask
+from core.annotations import Status
+from core.task_config import LabelingTask
 
 BAND_COLOURS = {"accept": "#2e7d32", "review": "#f9a825", "discard": "#9e9e9e"}
-STATUS_COLOURS = {"SUCCESS": (46, 125, 50), "AWAITING_REVIEW": (249, 168, 37)}
+STATUS_COLOURS = {Status.SUCCESS: (46, 125, 50), Status.AWAITING_REVIEW: (249, 168, 37)}
 
 
 def markdown_image(png: bytes, alt: str) -> str:

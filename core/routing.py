@@ -9,9 +9,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from assets.task_config import LabelingTask
-
-BAND_STATUS = {"accept": "SUCCESS", "review": "AWAITING_REVIEW"}
+from core.task_config import LabelingTask
 
 
 def _literal(text: str) -> str:

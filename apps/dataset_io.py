@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-
-from assets.formats import (
+from core.annotations import AnnotationEvent, Source, Status, digest32, human_annotation_id
+from core.formats import (
     LabelBox,
     LabelFormatError,
     image_suffix,
@@ -19,15 +17,13 @@ from assets.formats import (
     write_coco,
     write_yolo,
 )
-from assets.image_checks import Rejection, inspect_image_file
-from assets.ingestion import write_batch_rows
-from assets.manifests import build_manifest
-from assets.schemas import AnnotationsSchema
-from assets.triage import with_event_ids
-from assets.versions import accepted_as_of
+from core.geometry import Box
+from core.image_checks import Rejection, inspect_image_file
+from core.manifests import build_manifest
 from resources.image_store import ImageStore
-from resources.store import DuckDBStore, insert_frame
+from resources.store import DuckDBStore
 from resources.versions import VersionStore
+from store import Session
 
 READERS = {"yolo": read_yolo, "coco": read_coco, "voc": read_voc}
 
@@ -49,49 +45,44 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
         inspected[image] = result
     for result in inspected.values():
         images.put(result.input_id, result.data)
-    digest = hashlib.sha256("|".join(sorted(r.input_id for r in inspected.values())).encode()).hexdigest()[:12]
-    batch = f"import-{fmt}-{digest}"
+    batch = f"import-{fmt}-{digest32(*sorted(r.input_id for r in inspected.values()))[:12]}"
     now = datetime.now(UTC).replace(tzinfo=None)
-    events = pd.DataFrame([import_event(box, inspected[box.image].input_id, task, user, batch, now) for box in boxes])
+    events = [import_event(box, inspected[box.image].input_id, task, user, batch, now) for box in boxes]
+    stored = {r.input_id: str(images.path_for(r.input_id)) for r in inspected.values()}
 
-    def write(conn) -> dict:
-        ingestion = write_batch_rows(conn, batch, list(inspected.items()), [], images, now)
-        known = set(conn.execute("SELECT annotation_id FROM annotations WHERE task = ?", [task]).df()["annotation_id"])
-        fresh = events[~events["annotation_id"].isin(known)] if len(events) else events
-        written = 0
-        if len(fresh):
-            conn.register("import_events", fresh)
-            written = insert_frame(conn, "annotations", with_event_ids(conn, "import_events"), AnnotationsSchema)
-            conn.unregister("import_events")
+    def write(s: Session) -> dict:
+        ingestion = s.inputs.record_batch(batch, list(inspected.items()), [], stored, now)
+        known = s.history.known_ids(task)
+        written = s.history.append([e for e in events if e.annotation_id not in known])
         return {"batch": batch, "images": len(inspected), "new_inputs": ingestion["new"], "labels": len(boxes),
                 "annotations_written": written}
 
     return store.write(write)
 
 
-def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str, now: datetime) -> dict:
-    key = f"{task}|{input_id}|{box.concept}|{box.x1:.6f}|{box.y1:.6f}|{box.x2:.6f}|{box.y2:.6f}"
-    return {"annotation_id": hashlib.sha256(key.encode()).hexdigest()[:32], "task": task, "input_id": input_id,
-            "prediction_id": None, "model_id": None, "batch": batch, "concept": box.concept, "x1": box.x1,
-            "y1": box.y1, "x2": box.x2, "y2": box.y2, "polygon": list(box.polygon) if box.polygon else None,
-            "confidence": None, "status": "SUCCESS", "annotator": user, "source": "import", "event_at": now}
+def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str, now: datetime) -> AnnotationEvent:
+    unit_box = Box(box.x1, box.y1, box.x2, box.y2)
+    return AnnotationEvent(
+        annotation_id=human_annotation_id(task, input_id, box.concept, unit_box, "import"), task=task,
+        input_id=input_id, prediction_id=None, model_id=None, batch=batch, concept=box.concept, x1=box.x1,
+        y1=box.y1, x2=box.x2, y2=box.y2, polygon=list(box.polygon) if box.polygon else None, confidence=None,
+        status=Status.SUCCESS, annotator=user, source=Source.IMPORT, event_at=now)
 
 
 def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStore, version_key: str, fmt: str,
                    out: Path) -> dict:
     """Write a version as an Ultralytics YOLO dataset or a COCO JSON (with its images) into `out`."""
-    with store.transaction() as conn:
-        found = conn.execute("SELECT task, cutoff, manifest_sha256 FROM dataset_versions WHERE version_key = ?",
-                             [version_key]).fetchall()
-        if not found:
+
+    def read(s: Session):
+        version = s.versions.get(version_key)
+        if version is None:
             raise KeyError(f"No dataset version {version_key!r}; `autoannotate version create` makes one.")
-        task, cutoff, recorded = found[0]
-        rows = accepted_as_of(conn, task, cutoff)
-        names = sorted(conn.execute("SELECT DISTINCT concept FROM annotations WHERE task = ?", [task])
-                       .df()["concept"])
-        inputs = conn.execute("SELECT input_id, width, height, format FROM inputs WHERE input_id IN "
-                              "(SELECT unnest(?::VARCHAR[])) ORDER BY input_id",
-                              [sorted(rows["input_id"].unique())]).df()
+        rows = s.history.as_of(version["task"], version["cutoff"])
+        names = sorted(s.history.current(task=version["task"])["concept"].unique())
+        return version, rows, names, s.inputs.sizes(list(rows["input_id"].unique()))
+
+    version, rows, names, inputs = store.read(read)
+    recorded = version["manifest_sha256"]
     if build_manifest(rows).sha256 != recorded:
         raise ValueError(f"The annotations of {version_key} no longer match its manifest {recorded[:12]}; "
                          "re-create the version before exporting it.")
@@ -100,8 +91,6 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
         counts = write_yolo(rows, inputs, images.path_for, out, names, versions.val_ratio)
         return {"version": version_key, "format": fmt, "out": str(out / "data.yaml"), **counts,
                 "annotations": len(rows), "manifest_sha256": recorded}
-    write_yolo_images = write_yolo  # noqa: F841 - see below
-
     image_dir = out / "images"
     image_dir.mkdir(exist_ok=True)
     for info in inputs.itertuples():

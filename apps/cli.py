@@ -13,7 +13,8 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipelines.settings import autoannotate_home, default_inbox
+from core.annotations import Status
+from core.settings import Settings
 
 
 class UserError(Exception):
@@ -36,11 +37,11 @@ def emit(args: argparse.Namespace, payload: dict, render: Callable[[dict], None]
         render(payload)
 
 
-def command_demo(args: argparse.Namespace) -> None:
-    from pipelines.demo_scenes import write_demo_images
+def command_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.demo_scenes import write_demo_images
     from resources.inbox import list_inbox_files
 
-    inbox = Path(args.inbox or default_inbox(autoannotate_home()))
+    inbox = Path(args.inbox) if args.inbox else settings.inbox_path
     if args.if_empty and inbox.is_dir() and list_inbox_files(inbox):
         paths = []
     else:
@@ -49,14 +50,13 @@ def command_demo(args: argparse.Namespace) -> None:
          lambda p: print(f"wrote {p['written']} demo images into {p['inbox']}"))
 
 
-def command_run(args: argparse.Namespace) -> None:
-    from pipelines.runner import run_pipeline
+def command_run(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.runner import run_pipeline
 
-    home = autoannotate_home()
     inbox = Path(args.inbox).resolve() if args.inbox else None
     if inbox is not None and not inbox.is_dir():
         raise UserError(f"The inbox {inbox} is not a folder.")
-    summary = run_pipeline(home, inbox=inbox, task_files=args.task, progress=None if args.json else print)
+    summary = run_pipeline(settings.with_run_options(inbox, args.task), progress=None if args.json else print)
     emit(args, summary, render_run_summary)
 
 
@@ -84,11 +84,11 @@ def render_run_summary(summary: dict) -> None:
             print(f"  {item['reason']}")
 
 
-def command_status(args: argparse.Namespace) -> None:
-    from pipelines.status import collect_status
+def command_status(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.status import collect_status
     from resources import build_resources
 
-    status = collect_status(build_resources(autoannotate_home())["store"], task=args.task)
+    status = collect_status(build_resources(settings)["store"], task=args.task)
     emit(args, status, render_status)
 
 
@@ -97,16 +97,16 @@ def render_status(status: dict) -> None:
                 ["what", "count"])
     print("\nannotations (current state):")
     print_table([{"concept": c, **counts} for c, counts in status["annotations_by_concept"].items()],
-                ["concept", "SUCCESS", "AWAITING_REVIEW", "REJECTED"])
+                ["concept", Status.SUCCESS, Status.AWAITING_REVIEW, Status.REJECTED])
     for name, task in status["tasks"].items():
         print(f"\ntask {name}: {task['inputs_processed']}/{task['inputs_total']} inputs processed")
         print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
 
 
-def command_dry_run(args: argparse.Namespace) -> None:
-    from pipelines.dry_run import dry_run
+def command_dry_run(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.dry_run import dry_run
 
-    emit(args, dry_run(args.task, [Path(p) for p in args.images]), render_dry_run)
+    emit(args, dry_run(settings, args.task, [Path(p) for p in args.images]), render_dry_run)
 
 
 def render_dry_run(result: dict) -> None:
@@ -118,11 +118,11 @@ def render_dry_run(result: dict) -> None:
             print(f"  {image['rejected']}")
 
 
-def command_import(args: argparse.Namespace) -> None:
-    from pipelines.dataset_io import import_labels
+def command_import(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.dataset_io import import_labels
     from resources import build_resources
 
-    resources = build_resources(autoannotate_home())
+    resources = build_resources(settings)
     task = args.task or resources["tasks"].load()[0].name
     path = Path(args.path)
     if not path.exists():
@@ -134,58 +134,56 @@ def command_import(args: argparse.Namespace) -> None:
         f"new annotations, {r['new_inputs']} new inputs"))
 
 
-def command_version_create(args: argparse.Namespace) -> None:
-    from pipelines.runner import create_versions
+def command_version_create(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.runner import create_versions
 
     day = args.date or datetime.now(UTC).date().isoformat()
     try:
         date.fromisoformat(day)
     except ValueError:
         raise UserError(f"--date {day!r} is not a date (YYYY-MM-DD).") from None
-    versions = create_versions(autoannotate_home(), day)
+    versions = create_versions(settings, day)
     emit(args, {"day": day, "versions": versions}, lambda r: print_table(
         [{"version": k, **{f: v[f] for f in ("annotations", "inputs", "manifest_sha256", "changed")}}
          for k, v in r["versions"].items()], ["version", "annotations", "inputs", "manifest_sha256", "changed"]))
 
 
-def command_export(args: argparse.Namespace) -> None:
-    from pipelines.dataset_io import export_version
+def command_export(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.dataset_io import export_version
     from resources import build_resources
 
-    resources = build_resources(autoannotate_home())
+    resources = build_resources(settings)
     result = export_version(resources["store"], resources["images"], resources["versions"], args.version,
                             args.format, Path(args.out))
     emit(args, result, lambda r: print(f"exported {r['version']} as {r['format']}: {r['out']}"))
 
 
-def command_review(args: argparse.Namespace) -> None:
-    from assets.review import ReviewError, record_decision, review_queue
+def command_review(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.review_desk import ReviewDesk
+    from core.review_rules import ReviewError
     from resources import build_resources
 
-    resources = build_resources(autoannotate_home())
+    resources = build_resources(settings)
     store, tasks = resources["store"], resources["tasks"].load()
     if args.action == "serve":
         import uvicorn
 
-        from pipelines.review_server import create_app
+        from apps.review_server import create_app
 
         print(f"review page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
         uvicorn.run(create_app(store, resources["images"], tasks), host=args.host, port=args.port,
                     log_level="warning")
         return
-    if args.action == "list":
-        task = next((t for t in tasks if t.name == args.task), None) if args.task else tasks[0]
-        if task is None:
-            raise UserError(f"No configured task is named {args.task!r}.")
-        with store.transaction() as conn:
-            items = review_queue(conn, task, args.reviewer, ["AWAITING_REVIEW"] if args.pending else None)
-        emit(args, {"task": task.name, "reviewer": args.reviewer, "items": items},
-             lambda r: print_table(r["items"], ["input_id", "pending", "boxes", "doubt"]))
-        return
-    decision = {"accept": "accept", "reject": "reject", "relabel": "correct"}[args.action]
+    desk = ReviewDesk(store, tasks)
     try:
-        result = store.write(lambda conn: record_decision(conn, args.annotation_id, decision, args.reviewer,
-                                                          concept=getattr(args, "concept", None)))
+        if args.action == "list":
+            task = args.task or tasks[0].name
+            items = desk.queue(task, args.reviewer, [Status.AWAITING_REVIEW] if args.pending else None)
+            emit(args, {"task": task, "reviewer": args.reviewer, "items": items},
+                 lambda r: print_table(r["items"], ["input_id", "pending", "boxes", "doubt"]))
+            return
+        decision = {"accept": "accept", "reject": "reject", "relabel": "correct"}[args.action]
+        result = desk.decide(args.annotation_id, decision, args.reviewer, concept=getattr(args, "concept", None))
     except ReviewError as error:
         raise UserError(str(error)) from None
     emit(args, result, lambda r: print(f"{r['annotation_id']}: {r['status']} ({r['written']} event(s) written)"))
@@ -263,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        args.handler(args, Settings.from_env())
     except (UserError, OSError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"autoannotate: {message}", file=sys.stderr)

@@ -17,19 +17,14 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, model_validator
 
-from assets.image_checks import load_oriented_rgb
-from assets.review import (
-    ReviewError,
-    accept_above,
-    add_missed_box,
-    image_annotations,
-    record_decision,
-    review_queue,
-)
-from assets.task_config import LabelingTask
-from assets.triage import review_queues
+from apps.review_desk import ReviewDesk
+from core.geometry import Box as UnitBox
+from core.image_checks import load_oriented_rgb
+from core.review_rules import Conflict, Invalid, NotFound, ReviewError
+from core.task_config import LabelingTask
 from resources.image_store import ImageStore
-from resources.store import DatabaseLockedError, DuckDBStore
+from resources.store import DuckDBStore
+from store import DatabaseLockedError
 
 INPUT_ID = re.compile(r"^[0-9a-f]{64}$")
 ANNOTATION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -48,8 +43,8 @@ class Box(BaseModel):
             raise ValueError("box needs x1 < x2 and y1 < y2")
         return self
 
-    def as_tuple(self) -> tuple[float, float, float, float]:
-        return (self.x1, self.y1, self.x2, self.y2)
+    def unit_box(self) -> UnitBox:
+        return UnitBox(self.x1, self.y1, self.x2, self.y2)
 
 
 class Decision(BaseModel):
@@ -76,25 +71,24 @@ class AcceptAbove(BaseModel):
     threshold: float = Field(ge=0.0, le=1.0)
 
 
+ERROR_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+
+
 def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]) -> FastAPI:
     app = FastAPI(title="autoannotate review", docs_url=None, redoc_url=None)
-    by_name = {task.name: task for task in tasks}
-
-    def task_of(name: str) -> LabelingTask:
-        if name not in by_name:
-            raise HTTPException(404, f"No task named {name!r}.")
-        return by_name[name]
+    desk = ReviewDesk(store, tasks)
 
     def checked(pattern: re.Pattern, value: str, what: str) -> str:
         if not pattern.match(value):
             raise HTTPException(404, f"{value!r} is not a{'n' if what[0] in 'ai' else ''} {what} id.")
         return value
 
-    def save(work):
+    def answer(work):
+        """Run a desk call; a refusal becomes the HTTP status of its type, a lasting lock a 503."""
         try:
-            return store.write(work)
+            return work()
         except ReviewError as error:
-            raise HTTPException(404 if str(error).startswith("No ") else 409, str(error)) from None
+            raise HTTPException(ERROR_STATUS.get(type(error), 400), str(error)) from None
         except DatabaseLockedError as error:
             raise HTTPException(503, f"Your decision was not saved: {error}") from None
 
@@ -112,22 +106,16 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
     def queue(task: str, reviewer: str, status: list[str] = Query(default=[]),  # noqa: B008
               concept: list[str] = Query(default=[]), labeler: list[str] = Query(default=[]),  # noqa: B008
               combine: Literal["and", "or"] = "and") -> dict:
-        chosen = task_of(task)
+        chosen = answer(lambda: desk.task(task))
         if reviewer not in chosen.reviewers:
             raise HTTPException(404, f"{reviewer!r} is not a reviewer of task {task!r}.")
-        with store.transaction() as conn:
-            items = review_queue(conn, chosen, reviewer, status, concept, labeler, combine)
-        progress = review_queues(store, task)
-        return {"items": items, "progress": progress}
+        items = desk.queue(task, reviewer, status, concept, labeler, combine)
+        return {"items": items, "progress": desk.progress(task)}
 
     @app.get("/api/inputs/{input_id}")
     def image_boxes(input_id: str, task: str) -> dict:
         checked(INPUT_ID, input_id, "input")
-        with store.transaction() as conn:
-            if not conn.execute("SELECT 1 FROM inputs WHERE input_id = ?", [input_id]).fetchall():
-                raise HTTPException(404, f"No input has the id {input_id}.")
-            boxes = image_annotations(conn, task_of(task).name, input_id)
-        return {"input_id": input_id, "annotations": boxes}
+        return {"input_id": input_id, "annotations": answer(lambda: desk.image(task, input_id))}
 
     @app.get("/images/{input_id}")
     def image(input_id: str) -> Response:
@@ -143,39 +131,24 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
     @app.post("/api/annotations/{annotation_id}/decision")
     def decide(annotation_id: str, body: Decision) -> dict:
         checked(ANNOTATION_ID, annotation_id, "annotation")
-        return save(lambda conn: record_decision(conn, annotation_id, body.decision, body.reviewer))
+        return answer(lambda: desk.decide(annotation_id, body.decision, body.reviewer))
 
     @app.post("/api/annotations/{annotation_id}/correct")
     def correct(annotation_id: str, body: Correction) -> dict:
         checked(ANNOTATION_ID, annotation_id, "annotation")
         if body.concept is None and body.box is None:
             raise HTTPException(422, "A correction needs a new concept, a new box, or both.")
-
-        def work(conn):
-            found = conn.execute("SELECT task FROM annotations WHERE annotation_id = ? LIMIT 1",
-                                 [annotation_id]).fetchall()
-            if not found:
-                raise ReviewError(f"No annotation has the id {annotation_id!r}.")
-            task = task_of(found[0][0])
-            if body.concept is not None and body.concept not in task.concepts:
-                raise HTTPException(422, f"{body.concept!r} is not a concept of task {task.name!r}.")
-            return record_decision(conn, annotation_id, "correct", body.reviewer, concept=body.concept,
-                                   box=body.box.as_tuple() if body.box else None)
-
-        return save(work)
+        return answer(lambda: desk.decide(annotation_id, "correct", body.reviewer, concept=body.concept,
+                                          box=body.box.unit_box() if body.box else None))
 
     @app.post("/api/inputs/{input_id}/boxes")
     def draw(input_id: str, body: NewBox) -> dict:
         checked(INPUT_ID, input_id, "input")
-        if body.concept not in task_of(body.task).concepts:
-            raise HTTPException(422, f"{body.concept!r} is not a concept of task {body.task!r}.")
-        return save(lambda conn: add_missed_box(conn, body.task, input_id, body.concept, body.box.as_tuple(),
-                                                body.reviewer))
+        return answer(lambda: desk.draw(body.task, input_id, body.concept, body.box.unit_box(), body.reviewer))
 
     @app.post("/api/inputs/{input_id}/accept-above")
     def accept_all_above(input_id: str, body: AcceptAbove) -> dict:
         checked(INPUT_ID, input_id, "input")
-        task_of(body.task)
-        return save(lambda conn: accept_above(conn, body.task, input_id, body.threshold, body.reviewer))
+        return answer(lambda: desk.accept_above(body.task, input_id, body.threshold, body.reviewer))
 
     return app

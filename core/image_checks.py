@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 SUPPORTED_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SUPPORTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "BMP": "BMP", "WEBP": "WEBP", "TIFF": "TIFF"}
 DEFAULT_MAX_PIXELS = 50_000_000
+REJECTION_CODES = ["empty", "not_an_image", "corrupt", "unsupported_format", "too_many_pixels", "unreadable"]
 
 
 def _unpatched_pil_open() -> object:
@@ -106,6 +108,23 @@ def inspect_image_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Insp
     except OSError as error:
         return Rejection("unreadable", f"{path.name} could not be read ({error.strerror or error}).")
     return inspect_image_bytes(path.name, data, max_pixels)
+
+
+def inspect_files(files: list[Path], max_pixels: int, keep: Callable[[InspectedImage], object],
+                  log: Callable[[str], object] | None = None, every: int = 100
+                  ) -> tuple[list[tuple[Path, InspectedImage]], list[tuple[Path, Rejection]]]:
+    """Check every file and `keep` the good ones; one bad file never stops the others."""
+    accepted, rejected = [], []
+    for done, path in enumerate(files, start=1):
+        result = inspect_image_file(path, max_pixels)
+        if isinstance(result, Rejection):
+            rejected.append((path, result))
+        else:
+            keep(result)
+            accepted.append((path, result))
+        if log and done % every == 0:
+            log(f"inspected {done}/{len(files)} files")
+    return accepted, rejected
 
 
 def load_oriented_rgb(data: bytes, longest_side_at_least: int | None = None) -> Image.Image:

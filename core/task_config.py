@@ -13,7 +13,6 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-OPERATORS = (">", ">=", "=", "<=", "<")
 Operator = Literal[">", ">=", "=", "<=", "<"]
 
 

@@ -8,7 +8,8 @@ from datetime import date, datetime, time, timedelta
 
 import pandas as pd
 
-BOX_DECIMALS = 6  # boxes are normalised: 1e-6 of the image is far below a pixel
+from core.geometry import BOX_DECIMALS
+
 MANIFEST_COLUMNS = ["input_id", "concept", "x1", "y1", "x2", "y2", "source"]
 
 

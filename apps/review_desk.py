@@ -1,0 +1,90 @@
+"""The review desk: every human decision, for the CLI and the review page alike.
+
+Each method checks the request against the task (`core.review_rules`, typed errors) and writes its
+events through the annotation history in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from core.annotations import Status
+from core.geometry import Box
+from core.review_rules import NotFound, check_concept, decision_events, drawn_box_event
+from core.task_config import LabelingTask
+from resources.store import DuckDBStore
+from store import Session
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class ReviewDesk:
+    def __init__(self, store: DuckDBStore, tasks: list[LabelingTask]) -> None:
+        self.store = store
+        self.tasks = {task.name: task for task in tasks}
+
+    def task(self, name: str) -> LabelingTask:
+        if name not in self.tasks:
+            raise NotFound(f"No task named {name!r}; configured: {', '.join(sorted(self.tasks)) or 'none'}.")
+        return self.tasks[name]
+
+    def decide(self, annotation_id: str, decision: str, reviewer: str, concept: str | None = None,
+               box: Box | None = None) -> dict:
+        """Accept, reject or correct (`decision` "correct" with a new concept and/or box) one annotation."""
+
+        def work(s: Session) -> dict:
+            current = s.history.current_one(annotation_id)
+            if concept is not None:
+                check_concept(self.task(current.task), concept)
+            events, standing = decision_events(current, decision, reviewer, utc_now(), concept, box)
+            written = s.history.append(events)
+            return {"annotation_id": standing, "status": str(events[-1].status if events else current.status),
+                    "written": written}
+
+        return self.store.write(work)
+
+    def draw(self, task: str, input_id: str, concept: str, box: Box, reviewer: str) -> dict:
+        """A box the model missed: a new SUCCESS annotation; drawing the same box twice writes it once."""
+        event = drawn_box_event(self.task(task), input_id, concept, box, reviewer, utc_now())
+
+        def work(s: Session) -> dict:
+            if not s.inputs.exists(input_id):
+                raise NotFound(f"No input has the id {input_id!r}.")
+            written = 0 if s.history.exists(event.annotation_id) else s.history.append([event])
+            return {"annotation_id": event.annotation_id, "status": str(Status.SUCCESS), "written": written}
+
+        return self.store.write(work)
+
+    def accept_above(self, task: str, input_id: str, threshold: float, reviewer: str) -> dict:
+        """Accept every box of one image still awaiting review whose confidence is at least `threshold`."""
+        self.task(task)
+        now = utc_now()
+
+        def work(s: Session) -> dict:
+            pending = s.history.current(task=task, input_id=input_id, status=[Status.AWAITING_REVIEW],
+                                        min_confidence=threshold)["annotation_id"].tolist()
+            events = [e for a in pending for e in decision_events(s.history.current_one(a), "accept", reviewer,
+                                                                  now)[0]]
+            return {"accepted": len(pending), "written": s.history.append(events)}
+
+        return self.store.write(work)
+
+    def queue(self, task: str, reviewer: str, statuses: list[str] | None = None, concepts: list[str] | None = None,
+              labelers: list[str] | None = None, combine: str = "and") -> list[dict]:
+        chosen = self.task(task)
+        return self.store.read(lambda s: s.reviews.queue(chosen, reviewer, statuses, concepts, labelers, combine))
+
+    def progress(self, task: str) -> dict[str, dict[str, int]]:
+        return self.store.read(lambda s: s.reviews.progress(task))
+
+    def image(self, task: str, input_id: str) -> list[dict]:
+        self.task(task)
+
+        def work(s: Session) -> list[dict]:
+            if not s.inputs.exists(input_id):
+                raise NotFound(f"No input has the id {input_id}.")
+            return s.reviews.image_annotations(task, input_id)
+
+        return self.store.read(work)

@@ -1,0 +1,43 @@
+"""Counts a user checks: what was ingested, rejected, predicted, annotated and reviewed."""
+
+from __future__ import annotations
+
+from resources.store import DuckDBStore
+from store import Session
+
+
+def annotation_counts(s: Session, task: str | None) -> tuple[dict, dict]:
+    """Current annotations by status, and by concept then status (retired ones left out)."""
+    by_status: dict[str, int] = {}
+    by_concept: dict[str, dict[str, int]] = {}
+    for row in s.history.counts(task).itertuples():
+        by_status[row.status] = by_status.get(row.status, 0) + int(row.n)
+        by_concept.setdefault(row.concept, {})[row.status] = int(row.n)
+    return by_status, by_concept
+
+
+def collect_status(store: DuckDBStore, task: str | None = None) -> dict:
+    """One object with the totals of every table; the JSON of `autoannotate status [--task NAME]`."""
+
+    def read(s: Session) -> dict:
+        totals = s.inputs.totals()
+        by_status, by_concept = annotation_counts(s, task)
+        tasks = [task] if task else s.history.tasks_with_progress()
+        return {
+            **totals,
+            "predictions": s.predictions.total(),
+            "annotations": by_status,
+            "annotations_by_concept": by_concept,
+            "tasks": {name: {"inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
+                             "review": s.reviews.progress(name)} for name in tasks},
+        }
+
+    status = store.read(read)
+    if task:
+        status["task"] = task
+        status["review"] = status["tasks"][task]["review"]
+        status["inputs_processed"] = status["tasks"][task]["inputs_processed"]
+    else:
+        status["review"] = {f"{name}/{reviewer}": counts for name, t in status["tasks"].items()
+                            for reviewer, counts in t["review"].items()}
+    return status

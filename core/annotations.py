@@ -1,0 +1,91 @@
+"""The vocabulary of the annotation history: statuses, sources, the event, and how ids are derived.
+
+The history itself (current state, state as of a time, appending events) is stored and queried in
+`store.history`; this module is what pure code (routing, review rules, plots, formats) may use
+without touching the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from core.geometry import Box
+
+
+class Status(StrEnum):
+    SUCCESS = "SUCCESS"
+    AWAITING_REVIEW = "AWAITING_REVIEW"
+    REJECTED = "REJECTED"
+    RETIRED = "RETIRED"  # replaced by a correction, or no longer found by the model
+
+
+class Source(StrEnum):
+    AUTO = "auto"
+    REVIEW = "review"
+    IMPORT = "import"
+
+
+# The status each routing band writes; the discard band writes nothing.
+BAND_STATUS = {"accept": Status.SUCCESS, "review": Status.AWAITING_REVIEW}
+LIVE_STATUSES = (Status.SUCCESS, Status.AWAITING_REVIEW)
+
+
+def digest32(*parts: str) -> str:
+    """The id of whatever `parts` name: the first 32 hex digits of sha256 over the parts joined by '|'.
+
+    `store.history.digest32_sql` spells the same derivation in SQL for ids made inside the database."""
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def prediction_id(model_id: str, input_id: str, class_name: str, box: Box) -> str:
+    """A prediction is what the model said where: re-runs and threshold changes keep its id."""
+    return digest32(model_id, input_id, class_name, box.key())
+
+
+def auto_annotation_id(task: str, prediction_id: str) -> str:
+    """An auto annotation is one task's view of one prediction."""
+    return digest32(task, prediction_id)
+
+
+def human_annotation_id(task: str, input_id: str, concept: str, box: Box, origin: str) -> str:
+    """An annotation a person made: imported (`origin` "import"), drawn in review ("drawn"), or a
+    correction of another annotation ("corrects:<annotation id>")."""
+    return digest32(task, input_id, concept, box.key(), origin)
+
+
+@dataclass(frozen=True)
+class AnnotationEvent:
+    """One status change of one annotation; the event id is derived by the store when it is written."""
+
+    annotation_id: str
+    task: str
+    input_id: str
+    prediction_id: str | None
+    model_id: str | None
+    batch: str | None
+    concept: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    polygon: list[float] | None
+    confidence: float | None
+    status: Status
+    annotator: str
+    source: Source
+    event_at: datetime
+
+    @property
+    def box(self) -> Box:
+        return Box(self.x1, self.y1, self.x2, self.y2)
+
+    def as_row(self) -> dict:
+        row = asdict(self)
+        row["status"], row["source"] = str(self.status), str(self.source)
+        return row
+
+
+EVENT_FIELDS = list(AnnotationEvent.__dataclass_fields__)

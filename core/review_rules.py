@@ -1,0 +1,75 @@
+"""What a reviewer's decision writes, and which decisions are refused: pure rules with typed errors.
+
+The review desk (CLI and review page alike) applies these rules; the HTTP status of a refusal
+comes from the error's type, never from its text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from core.annotations import AnnotationEvent, Source, Status, human_annotation_id
+from core.geometry import Box
+from core.task_config import LabelingTask
+
+DECISION_STATUS = {"accept": Status.SUCCESS, "reject": Status.REJECTED}
+
+
+class ReviewError(ValueError):
+    """A decision that cannot be applied; the message says why."""
+
+
+class NotFound(ReviewError):
+    """The annotation, input or task named does not exist."""
+
+
+class Conflict(ReviewError):
+    """The decision does not fit the annotation's current state."""
+
+
+class Invalid(ReviewError):
+    """The decision itself is malformed: an unknown concept or decision."""
+
+
+def check_concept(task: LabelingTask, concept: str) -> str:
+    if concept not in task.concepts:
+        raise Invalid(f"{concept!r} is not a concept of task {task.name!r} (concepts: {', '.join(task.concepts)}).")
+    return concept
+
+
+def decision_events(current: AnnotationEvent, decision: str, reviewer: str, now: datetime,
+                    concept: str | None = None, box: Box | None = None) -> tuple[list[AnnotationEvent], str]:
+    """Events for accepting, rejecting or correcting (new concept and/or box) `current`, and the id of the
+    annotation the decision leaves standing. A decision equal to the current state writes nothing, so a
+    double submit is one event; a correction retires the original and adds the corrected annotation."""
+    if decision in DECISION_STATUS and concept is None and box is None:
+        status = DECISION_STATUS[decision]
+        if current.status == status and current.source == Source.REVIEW:
+            return [], current.annotation_id
+        return [replace(current, status=status, source=Source.REVIEW, annotator=reviewer, event_at=now)], \
+            current.annotation_id
+    if decision != "correct":
+        raise Invalid(f"Unknown decision {decision!r}; use accept, reject or correct.")
+    if current.status == Status.RETIRED:
+        raise Conflict(f"Annotation {current.annotation_id} was already replaced; correct the new one instead.")
+    new_box = box or current.box
+    new_concept = concept or current.concept
+    corrected_id = human_annotation_id(current.task, current.input_id, new_concept, new_box,
+                                       f"corrects:{current.annotation_id}")
+    retire = replace(current, status=Status.RETIRED, source=Source.REVIEW, annotator=reviewer, event_at=now)
+    corrected = replace(current, annotation_id=corrected_id, concept=new_concept, x1=new_box.x1, y1=new_box.y1,
+                        x2=new_box.x2, y2=new_box.y2, polygon=None if box else current.polygon,
+                        status=Status.SUCCESS, source=Source.REVIEW, annotator=reviewer, event_at=now)
+    return [retire, corrected], corrected_id
+
+
+def drawn_box_event(task: LabelingTask, input_id: str, concept: str, box: Box, reviewer: str,
+                    now: datetime) -> AnnotationEvent:
+    """A box the model missed, drawn by a reviewer: a new SUCCESS annotation (source `review`)."""
+    check_concept(task, concept)
+    return AnnotationEvent(
+        annotation_id=human_annotation_id(task.name, input_id, concept, box, "drawn"), task=task.name,
+        input_id=input_id, prediction_id=None, model_id=None, batch=None, concept=concept, x1=box.x1, y1=box.y1,
+        x2=box.x2, y2=box.y2, polygon=None, confidence=None, status=Status.SUCCESS, annotator=reviewer,
+        source=Source.REVIEW, event_at=now)

@@ -1,0 +1,109 @@
+"""Where things live and how a deployment is tuned: one `Settings` object, read from the environment once.
+
+`Settings.from_env()` is the only place that reads `AUTOANNOTATE_*` variables. The CLI reads it
+once per command, the Dagster code location once at load, and everything else receives it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+
+from core.image_checks import DEFAULT_MAX_PIXELS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_WEIGHTS = REPO_ROOT / "models" / "demo_detector.pt"
+DEMO_TASK = REPO_ROOT / "tasks" / "demo.yaml"
+
+# Variable name -> Settings field, for the values a deployment tunes (shown in the README).
+ENVIRONMENT = {
+    "AUTOANNOTATE_WEIGHTS": "weights",
+    "AUTOANNOTATE_IMGSZ": "imgsz",
+    "AUTOANNOTATE_BATCH_SIZE": "batch_size",
+    "AUTOANNOTATE_DEVICE": "device",
+    "AUTOANNOTATE_RUNTIME": "runtime",
+    "AUTOANNOTATE_SETTLE_SECONDS": "settle_seconds",
+    "AUTOANNOTATE_MAX_PIXELS": "max_pixels",
+    "AUTOANNOTATE_VAL_RATIO": "val_ratio",
+    "AUTOANNOTATE_VERSIONS_START": "versions_start",
+    "AUTOANNOTATE_SENSOR_INTERVAL": "sensor_interval_s",
+    "AUTOANNOTATE_CATCH_UP_CRON": "catch_up_cron",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a deployment configures; defaults are the embedded demo setup."""
+
+    home: Path
+    inbox: Path | None = None  # None: <home>/inbox
+    task_files: tuple[str, ...] = (str(DEMO_TASK),)
+    weights: str = str(DEMO_WEIGHTS)
+    imgsz: int = 0
+    batch_size: int = 16
+    device: str = "cpu"
+    runtime: str = "torch"
+    settle_seconds: float = 10.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    val_ratio: float = 0.2
+    versions_start: str = "2026-11-01"
+    sensor_interval_s: int = 30
+    catch_up_cron: str = "0 * * * *"
+    from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        defaults = cls(home=Path("."))
+        values: dict[str, object] = {}
+        for variable, name in ENVIRONMENT.items():
+            if variable in environ:
+                kind = type(getattr(defaults, name))
+                try:
+                    values[name] = kind(environ[variable])
+                except ValueError:
+                    raise ValueError(f"{variable}={environ[variable]!r} is not a valid {kind.__name__}.") from None
+        if "AUTOANNOTATE_TASKS" in environ:
+            values["task_files"] = tuple(environ["AUTOANNOTATE_TASKS"].split(os.pathsep))
+        if "AUTOANNOTATE_INBOX" in environ:
+            values["inbox"] = Path(environ["AUTOANNOTATE_INBOX"])
+        return cls(home=Path(environ.get("AUTOANNOTATE_HOME", "data")).resolve(),
+                   from_environment=frozenset(values), **values)
+
+    @staticmethod
+    @cache
+    def current() -> Settings:
+        """The process's settings for what Dagster fixes at import (partition start, sensor interval, cron),
+        read once; commands read `from_env()` when they start."""
+        return Settings.from_env()
+
+    def with_run_options(self, inbox: Path | None = None, task_files: list[str] | None = None) -> Settings:
+        """These settings with a run's own `--inbox` / `--task` (None keeps what is configured)."""
+        return replace(self, inbox=inbox or self.inbox, task_files=tuple(task_files) if task_files else self.task_files)
+
+    @property
+    def inbox_path(self) -> Path:
+        return (self.inbox or self.home / "inbox").resolve()
+
+    @property
+    def database_path(self) -> Path:
+        return self.home / "autoannotate.duckdb"
+
+    @property
+    def images_root(self) -> Path:
+        return self.home / "images"
+
+    @property
+    def versions_root(self) -> Path:
+        return self.home / "versions"
+
+    @property
+    def batches_dir(self) -> Path:
+        return self.home / "batches"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"

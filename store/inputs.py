@@ -1,0 +1,87 @@
+"""SQL of the inputs family: `inputs`, `input_sources`, `rejected_inputs`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.image_checks import InspectedImage, Rejection
+
+if TYPE_CHECKING:
+    from store.database import Session
+
+
+class InputsSQL:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def record_batch(self, batch: str, accepted: list[tuple[Path, InspectedImage]],
+                     rejected: list[tuple[Path, Rejection]], stored_path: dict[str, str], now: datetime
+                     ) -> dict[str, int]:
+        """Replace this batch's rows for the files seen now; inputs already stored stay as they are.
+        `stored_path` maps each accepted input id to where its bytes sit in the image store."""
+        conn = self.s.conn
+        uris = [str(path) for path, _ in accepted] + [str(path) for path, _ in rejected]
+        known = dict(conn.execute(
+            "SELECT input_id, batch FROM inputs WHERE input_id IN (SELECT unnest(?::VARCHAR[]))",
+            [[image.input_id for _, image in accepted]]).fetchall())
+        for table in ("input_sources", "rejected_inputs"):
+            conn.execute(f"DELETE FROM {table} WHERE batch = ? AND uri IN (SELECT unnest(?::VARCHAR[]))",
+                         [batch, uris])
+        new_inputs, sources, seen_here = [], [], set()
+        for path, image in accepted:
+            earlier = image.input_id in seen_here or known.get(image.input_id, batch) != batch
+            seen_here.add(image.input_id)
+            sources.append({"uri": str(path), "batch": batch, "input_id": image.input_id,
+                            "duplicate_of_earlier": earlier, "seen_at": now})
+            if image.input_id not in known and not earlier:
+                new_inputs.append({
+                    "input_id": image.input_id, "uri": str(path), "batch": batch, "width": image.width,
+                    "height": image.height, "format": image.format, "byte_size": len(image.data),
+                    "stored_path": stored_path[image.input_id], "ingested_at": now,
+                })
+        self.s.insert("inputs", new_inputs)
+        self.s.insert("input_sources", sources)
+        self.s.insert("rejected_inputs", [
+            {"uri": str(path), "batch": batch, "reason_code": r.code, "reason": r.reason, "detected_at": now}
+            for path, r in rejected])
+        return {"new": len(new_inputs), "duplicates": sum(s["duplicate_of_earlier"] for s in sources),
+                "batch_inputs": self.s.scalar("SELECT count(*) FROM inputs WHERE batch = ?", [batch])}
+
+    def seen_uris(self) -> set[str]:
+        """Every file path a batch has ingested or rejected."""
+        return {uri for (uri,) in self.s.conn.execute(
+            "SELECT uri FROM input_sources UNION SELECT uri FROM rejected_inputs").fetchall()}
+
+    def batch_input_ids(self, batch: str) -> list[str]:
+        return [i for (i,) in self.s.conn.execute(
+            "SELECT input_id FROM inputs WHERE batch = ? ORDER BY input_id", [batch]).fetchall()]
+
+    def exists(self, input_id: str) -> bool:
+        return bool(self.s.conn.execute("SELECT 1 FROM inputs WHERE input_id = ?", [input_id]).fetchall())
+
+    def sizes(self, input_ids: list[str]):
+        """input_id, width, height, format of the given inputs, by id."""
+        return self.s.df("SELECT input_id, width, height, format FROM inputs WHERE input_id IN "
+                         "(SELECT unnest(?::VARCHAR[])) ORDER BY input_id", [sorted(input_ids)])
+
+    def batch_summary(self, batch: str) -> dict:
+        """Distinct inputs, duplicates and rejections of one batch."""
+        rejections = self.s.df("SELECT uri, reason_code, reason FROM rejected_inputs WHERE batch = ? ORDER BY uri",
+                               [batch])
+        distinct, duplicates = self.s.conn.execute(
+            "SELECT count(*) FILTER (WHERE NOT duplicate_of_earlier), count(*) FILTER (WHERE duplicate_of_earlier) "
+            "FROM input_sources WHERE batch = ?", [batch]).fetchall()[0]
+        return {"inputs": int(distinct), "duplicates": int(duplicates), "rejections": rejections.to_dict("records")}
+
+    def totals(self) -> dict:
+        """Counts for `status`: inputs, rejections (and by reason), duplicates."""
+        by_reason = dict(self.s.conn.execute(
+            "SELECT reason_code, count(*) FROM rejected_inputs GROUP BY 1 ORDER BY 1").fetchall())
+        return {
+            "inputs": int(self.s.scalar("SELECT count(*) FROM inputs")),
+            "rejected": int(sum(by_reason.values())),
+            "rejected_by_reason": {code: int(n) for code, n in by_reason.items()},
+            "duplicates": int(self.s.scalar("SELECT count(*) FROM input_sources WHERE duplicate_of_earlier")),
+        }

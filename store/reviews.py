@@ -1,0 +1,93 @@
+"""SQL of the review family: `review_assignments`, and the queues read from the annotation history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from core.annotations import Status
+from core.routing import assign_reviewers
+from core.task_config import LabelingTask
+from store.history import CURRENT
+
+if TYPE_CHECKING:
+    from store.database import Session
+
+
+def _none_for_nan(frame: pd.DataFrame, column: str) -> None:
+    frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+
+
+class ReviewSQL:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def assign_new(self, task: LabelingTask, now: datetime) -> int:
+        """Give every input holding review items, and no reviewer yet, to one of the task's reviewers."""
+        needing = [i for (i,) in self.s.conn.execute(
+            f"SELECT DISTINCT input_id FROM ({CURRENT}) WHERE task = ? AND status = ?",
+            [task.name, str(Status.AWAITING_REVIEW)]).fetchall()]
+        existing = dict(self.s.conn.execute("SELECT input_id, reviewer FROM review_assignments WHERE task = ?",
+                                            [task.name]).fetchall())
+        fresh = assign_reviewers(existing, needing, task.reviewers) if task.reviewers else {}
+        return self.s.insert("review_assignments", [
+            {"task": task.name, "input_id": i, "reviewer": r, "assigned_at": now} for i, r in fresh.items()])
+
+    def progress(self, task: str) -> dict[str, dict[str, int]]:
+        """Per reviewer: inputs assigned, and how many of them hold no undecided review item (`reviewed`,
+        also given as `done`, the name the status contract uses)."""
+        rows = self.s.conn.execute(f"""
+            SELECT r.reviewer, count(*) AS assigned,
+                   count(*) FILTER (WHERE NOT EXISTS (
+                       SELECT 1 FROM ({CURRENT}) c
+                       WHERE c.task = r.task AND c.input_id = r.input_id AND c.status = ?)) AS reviewed
+            FROM review_assignments r WHERE r.task = ? GROUP BY 1 ORDER BY 1""",
+            [str(Status.AWAITING_REVIEW), task]).fetchall()
+        return {reviewer: {"assigned": int(assigned), "reviewed": int(reviewed), "done": int(reviewed)}
+                for reviewer, assigned, reviewed in rows}
+
+    def inputs_with_two_reviewers(self) -> int:
+        return len(self.s.conn.execute("SELECT task, input_id FROM review_assignments GROUP BY 1, 2 "
+                                       "HAVING count(DISTINCT reviewer) > 1").fetchall())
+
+    def image_annotations(self, task: str, input_id: str) -> list[dict]:
+        """Every live (not retired) annotation of one image, as the review page draws them."""
+        rows = self.s.df(
+            f"SELECT annotation_id, concept, confidence, status, source, annotator, x1, y1, x2, y2 "
+            f"FROM ({CURRENT}) WHERE task = ? AND input_id = ? AND status <> ? ORDER BY x1, y1",
+            [task, input_id, str(Status.RETIRED)])
+        _none_for_nan(rows, "confidence")
+        return rows.to_dict("records")
+
+    def queue(self, task: LabelingTask, reviewer: str, statuses: list[str] | None = None,
+              concepts: list[str] | None = None, labelers: list[str] | None = None,
+              combine: str = "and") -> list[dict]:
+        """The reviewer's images, most doubtful first: the smallest distance of any box still awaiting review
+        to its concept's upper or lower threshold. Filters on status, concept and labeler (annotator) combine
+        with `and` (one box matches all given filters) or `or` (one box matches any)."""
+        rules = pd.DataFrame([r.model_dump() for r in task.rules()])[["concept", "upper", "lower"]]
+        conditions = [(column, values) for column, values in (("status", statuses), ("concept", concepts),
+                                                              ("annotator", labelers)) if values]
+        joiner = " AND " if combine == "and" else " OR "
+        matching = joiner.join(f"c.{column} IN (SELECT unnest(${column}))" for column, _ in conditions) or "TRUE"
+        params = {"task": task.name, "reviewer": reviewer, "awaiting": str(Status.AWAITING_REVIEW),
+                  "retired": str(Status.RETIRED), **{column: values for column, values in conditions}}
+        with self.s.registered("review_rules", rules):
+            rows = self.s.df(f"""
+                WITH current AS (SELECT * FROM ({CURRENT}) WHERE task = $task AND status <> $retired)
+                SELECT r.input_id,
+                       count(c.annotation_id) FILTER (WHERE c.status = $awaiting) AS pending,
+                       count(c.annotation_id) AS boxes,
+                       min(least(abs(c.confidence - q.upper), abs(c.confidence - q.lower)))
+                           FILTER (WHERE c.status = $awaiting) AS doubt
+                FROM review_assignments r
+                LEFT JOIN current c ON c.input_id = r.input_id
+                LEFT JOIN review_rules q ON q.concept = c.concept
+                WHERE r.task = $task AND r.reviewer = $reviewer
+                  AND EXISTS (SELECT 1 FROM current c WHERE c.input_id = r.input_id AND ({matching}))
+                GROUP BY r.input_id
+                ORDER BY pending = 0, doubt NULLS LAST, r.input_id""", params)
+        _none_for_nan(rows, "doubt")
+        return rows.to_dict("records")

@@ -1,0 +1,234 @@
+"""Every table, declared once: the DDL, the pandera model that validates each write, and the column
+descriptions Dagster shows all come from these declarations.
+
+The pandera models use the polars backend: writes of a million rows validate in well under a
+second (the pandas backend loops over strings in Python), and DuckDB reads polars frames through
+Arrow without a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
+
+from core.annotations import Source, Status
+from core.image_checks import REJECTION_CODES, SUPPORTED_FORMATS
+
+SHA256 = r"^[0-9a-f]{64}$"
+IMAGE_FORMATS = sorted(set(SUPPORTED_FORMATS.values()))
+POLARS_TYPES = {
+    "VARCHAR": pl.Utf8, "INTEGER": pl.Int64, "BIGINT": pl.Int64, "DOUBLE": pl.Float64, "BOOLEAN": pl.Boolean,
+    "TIMESTAMP": pl.Datetime, "DATE": pl.Date, "VARCHAR[]": pl.List(pl.Utf8), "DOUBLE[]": pl.List(pl.Float64),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    description: str
+    checks: tuple[pa.Check, ...] = ()
+    nullable: bool = False
+    unique: bool = False
+    default: str | None = None  # filled by the database (SQL expression); not validated on write
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    checks: tuple[pa.Check, ...] = ()
+    setup: tuple[str, ...] = ()  # statements the table needs first (sequences)
+
+    def ddl(self) -> list[str]:
+        """Idempotent statements creating the table: safe to run on every open."""
+        lines = [f"{c.name} {c.sql_type}{'' if c.nullable else ' NOT NULL'}"
+                 f"{f' DEFAULT {c.default}' if c.default else ''}" for c in self.columns]
+        if self.primary_key:
+            lines.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
+        return [*self.setup, f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(lines)})"]
+
+    @property
+    def written_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.default is None]
+
+    @cached_property
+    def schema(self) -> pa.DataFrameSchema:
+        """The pandera model every write of this table passes."""
+        columns = {c.name: pa.Column(POLARS_TYPES[c.sql_type], checks=list(c.checks), nullable=c.nullable,
+                                     unique=c.unique and len(self.primary_key) <= 1)
+                   for c in self.written_columns}
+        unique = list(self.primary_key) if len(self.primary_key) > 1 else None
+        return pa.DataFrameSchema(columns, checks=list(self.checks), strict=True, coerce=True, unique=unique,
+                                  name=self.name)
+
+
+def sha256(name: str, description: str, **kwargs: object) -> Column:
+    return Column(name, "VARCHAR", description, checks=(pa.Check.str_matches(SHA256),), **kwargs)
+
+
+def digest32(name: str, description: str, **kwargs: object) -> Column:
+    return Column(name, "VARCHAR", description, checks=(pa.Check.str_length(32, 32),), **kwargs)
+
+
+def text(name: str, description: str, **kwargs: object) -> Column:
+    return Column(name, "VARCHAR", description, checks=(pa.Check.str_length(min_value=1),), **kwargs)
+
+
+def one_of(name: str, values: list[str], description: str, **kwargs: object) -> Column:
+    return Column(name, "VARCHAR", description, checks=(pa.Check.isin(values),), **kwargs)
+
+
+def unit(name: str, description: str, **kwargs: object) -> Column:
+    """A value in [0, 1]: normalised coordinates, confidences."""
+    return Column(name, "DOUBLE", description, checks=(pa.Check.in_range(0.0, 1.0),), **kwargs)
+
+
+def count(name: str, description: str, minimum: int = 0) -> Column:
+    return Column(name, "INTEGER", description, checks=(pa.Check.ge(minimum),))
+
+
+def timestamp(name: str, description: str) -> Column:
+    return Column(name, "TIMESTAMP", description)
+
+
+def _polygon_is_valid(data: PolarsData) -> pl.LazyFrame:
+    points = pl.col(data.key)
+    return data.lazyframe.select(points.is_null() | (
+        (points.list.len() >= 6) & (points.list.len() % 2 == 0) & (points.list.min() >= 0)
+        & (points.list.max() <= 1)))
+
+
+def _box_is_ordered(data: PolarsData) -> pl.LazyFrame:
+    return data.lazyframe.select((pl.col("x1") < pl.col("x2")) & (pl.col("y1") < pl.col("y2")))
+
+
+# A box normalised to [0, 1] (x1 < x2, y1 < y2) and an optional polygon: predictions and annotations.
+GEOMETRY = (
+    unit("x1", "Left edge, as a share of the oriented image's width."),
+    unit("y1", "Top edge, as a share of the oriented image's height."),
+    unit("x2", "Right edge, as a share of the width (x1 < x2)."),
+    unit("y2", "Bottom edge, as a share of the height (y1 < y2)."),
+    Column("polygon", "DOUBLE[]", "Segmentation outline x0, y0, x1, y1, ... normalised; empty for boxes.",
+           checks=(pa.Check(_polygon_is_valid, error="polygon must be >= 3 points (x, y pairs) inside [0, 1]"),),
+           nullable=True),
+)
+GEOMETRY_CHECKS = (pa.Check(_box_is_ordered, error="box must have x1 < x2 and y1 < y2"),)
+
+INPUTS = Table("inputs", "Validated, deduplicated images; one row per distinct byte string.", (
+    sha256("input_id", "sha256 of the image's bytes; also its name in the image store.", unique=True),
+    text("uri", "Path of the file the image was first ingested from."),
+    text("batch", "Ingestion batch (partition) that first stored the image."),
+    count("width", "Width in pixels after EXIF orientation.", minimum=1),
+    count("height", "Height in pixels after EXIF orientation.", minimum=1),
+    one_of("format", IMAGE_FORMATS, "Image format of the stored bytes."),
+    Column("byte_size", "BIGINT", "Size of the stored file in bytes.", checks=(pa.Check.gt(0),)),
+    text("stored_path", "Where the bytes sit in the content-addressed image store."),
+    timestamp("ingested_at", "When the image was first stored (UTC)."),
+), primary_key=("input_id",))
+
+INPUT_SOURCES = Table("input_sources", "Every inbox file of every batch that held a usable image.", (
+    text("uri", "Path of the inbox file."),
+    text("batch", "Batch the file belonged to."),
+    sha256("input_id", "The input its bytes are."),
+    Column("duplicate_of_earlier", "BOOLEAN", "True when the same bytes were already an input."),
+    timestamp("seen_at", "When the batch read the file (UTC)."),
+), primary_key=("batch", "uri"))
+
+REJECTED_INPUTS = Table("rejected_inputs", "Inbox files that are not usable images, with the reason.", (
+    text("uri", "Path of the inbox file."),
+    text("batch", "Batch the file belonged to."),
+    one_of("reason_code", REJECTION_CODES, "Why, as a code."),
+    Column("reason", "VARCHAR", "Why, as a sentence naming the file.", checks=(pa.Check.str_length(min_value=10),)),
+    timestamp("detected_at", "When it was rejected (UTC)."),
+), primary_key=("batch", "uri"))
+
+MODELS = Table("models", "Every set of detector weights that produced predictions.", (
+    sha256("model_id", "sha256 of the weights file.", unique=True),
+    text("name", "File name of the weights."),
+    text("path", "Where the weights were read from."),
+    one_of("task_type", ["detect", "segment"], "Ultralytics task of the weights."),
+    Column("class_names", "VARCHAR[]", "The model's class names, by class id."),
+    timestamp("registered_at", "When the model was first used (UTC)."),
+), primary_key=("model_id",))
+
+PREDICTIONS = Table("predictions", "Every detection of every model on every input, above the confidence floor.", (
+    digest32("prediction_id", "Derived from model, input, class and box: stable across re-runs.", unique=True),
+    text("batch", "Batch the input was predicted in."),
+    sha256("input_id", "The input."),
+    sha256("model_id", "The model that predicted it."),
+    text("class_name", "The model's class name."),
+    unit("confidence", "The model's confidence."),
+    *GEOMETRY,
+    timestamp("predicted_at", "When the prediction was made (UTC)."),
+), primary_key=("prediction_id",), checks=GEOMETRY_CHECKS)
+
+PROCESSED_INPUTS = Table("processed_inputs", "Inputs a model has run on, with or without detections.", (
+    sha256("input_id", "The input."),
+    sha256("model_id", "The model."),
+    text("batch", "Batch the input was predicted in."),
+    count("prediction_count", "Detections above the confidence floor."),
+    timestamp("processed_at", "When the model ran on it (UTC)."),
+), primary_key=("input_id", "model_id"))
+
+ANNOTATIONS = Table("annotations", "The annotation history: one status event of one annotation per row; the "
+                    "current state is the latest event per annotation_id.", (
+    digest32("event_id", "Derived from annotation, status, source, annotator and time.", unique=True),
+    Column("seq", "BIGINT", "Write order, breaking ties between events of one instant.",
+           default="nextval('event_seq')"),
+    digest32("annotation_id", "The annotation this event belongs to."),
+    text("task", "Labeling task."),
+    sha256("input_id", "The input."),
+    Column("prediction_id", "VARCHAR", "The prediction an auto annotation came from.", nullable=True),
+    Column("model_id", "VARCHAR", "The model of that prediction.", nullable=True),
+    Column("batch", "VARCHAR", "Batch of that prediction, or of an import.", nullable=True),
+    text("concept", "The task's concept."),
+    *GEOMETRY,
+    unit("confidence", "The model's confidence (none for human boxes).", nullable=True),
+    one_of("status", list(Status), "SUCCESS, AWAITING_REVIEW, REJECTED or RETIRED."),
+    text("annotator", "Who wrote the event: the task's annotator id, a reviewer or an importing user."),
+    one_of("source", list(Source), "auto, review or import."),
+    timestamp("event_at", "When the event happened (UTC)."),
+), primary_key=("event_id",), checks=GEOMETRY_CHECKS, setup=("CREATE SEQUENCE IF NOT EXISTS event_seq",))
+
+TASK_INPUTS = Table("task_inputs", "Inputs a task has routed, with how many annotations each got.", (
+    text("task", "Labeling task."),
+    sha256("input_id", "The input."),
+    text("batch", "Batch it was routed in."),
+    sha256("model_id", "Model whose predictions were routed."),
+    count("annotation_count", "Predictions above the lower band."),
+    timestamp("processed_at", "When it was routed (UTC)."),
+), primary_key=("task", "input_id"))
+
+REVIEW_ASSIGNMENTS = Table("review_assignments", "Which reviewer holds which input of which task.", (
+    text("task", "Labeling task."),
+    sha256("input_id", "The input."),
+    text("reviewer", "The reviewer."),
+    timestamp("assigned_at", "When it was assigned (UTC)."),
+), primary_key=("task", "input_id"))
+
+DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task and day; earlier contents live in "
+                         "Dagster's materializations.", (
+    Column("version_key", "VARCHAR", "TASK@YYYY-MM-DD.", checks=(pa.Check.str_matches(r"^.+@\d{4}-\d{2}-\d{2}$"),),
+           unique=True),
+    text("task", "Labeling task."),
+    Column("day", "DATE", "The day (UTC)."),
+    timestamp("cutoff", "Events before this instant are in the version."),
+    sha256("manifest_sha256", "sha256 of the manifest's bytes."),
+    count("annotations", "Accepted annotations."),
+    count("inputs", "Images with at least one accepted annotation."),
+    text("per_concept", "Accepted annotations per concept (JSON)."),
+    text("manifest_path", "Where the manifest is written."),
+    timestamp("created_at", "When the version was first built (UTC)."),
+    timestamp("changed_at", "When its manifest last changed (UTC)."),
+), primary_key=("version_key",))
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS, TASK_INPUTS,
+    REVIEW_ASSIGNMENTS, DATASET_VERSIONS)}
