@@ -94,9 +94,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def autoannotate(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
+def autoannotate(*args: str, home: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The console script as a user runs it, with AUTOANNOTATE_HOME (and any `env`) set."""
     script = Path(sys.executable).parent / "autoannotate"
-    result = subprocess.run([str(script), *args], env={**os.environ, "AUTOANNOTATE_HOME": str(home)},
+    result = subprocess.run([str(script), *args], env={**os.environ, "AUTOANNOTATE_HOME": str(home), **(env or {})},
                             capture_output=True, text=True, timeout=600)
     if check:
         assert result.returncode == 0, result.stderr

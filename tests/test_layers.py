@@ -58,3 +58,16 @@ def test_the_check_finds_an_upward_import(tmp_path: Path, layer: str, source: st
         (tmp_path / name).mkdir()
     (tmp_path / layer / "bad.py").write_text(source)
     assert layering_violations(tmp_path) == [expected]
+
+
+def test_status_names_are_spelled_only_in_the_annotation_vocabulary() -> None:
+    """Statuses are `core.annotations.Status`; a module spelling one as a string literal drifts on a rename."""
+    from core.annotations import Status
+
+    names = set(Status)
+    sources = [path for layer in LAYERS for path in sorted((REPO / layer).rglob("*.py"))
+               if path != REPO / "core" / "annotations.py"]
+    spelled = [f"{path.relative_to(REPO)}:{node.lineno}" for path in sources
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Constant) and node.value in names]
+    assert spelled == []

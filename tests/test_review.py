@@ -1,5 +1,6 @@
 """Human review: the JSON API through FastAPI's test client, a locked database, and the page in Chromium."""
 
+import json
 import shutil
 import threading
 import time
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import BROWSER_AVAILABLE, free_port, hold_lock, launch_chromium, query, write_task_file
+from helpers import BROWSER_AVAILABLE, autoannotate, free_port, hold_lock, launch_chromium, query, write_task_file
 
 from apps.demo_scenes import write_demo_images
 from apps.review_server import create_app
@@ -282,3 +283,32 @@ def test_the_next_version_holds_exactly_the_accepted_boxes(client: TestClient, r
     assert (keep["input_id"], keep["concept"], f"{keep['x1']:.6f}") in lines
     assert (drop["input_id"], drop["concept"], f"{drop['x1']:.6f}") not in lines
     assert any(line.endswith("\treview") for line in manifest)
+
+
+def test_relabel_from_the_cli_refuses_a_concept_the_task_does_not_have(resources: dict) -> None:
+    home = Path(resources["store"].path).parent
+    item = pending(resources)[0]
+    env = {"AUTOANNOTATE_TASKS": str(home / "demo-shapes.yaml")}
+    refused = autoannotate("review", "relabel", item["annotation_id"], "--concept", "cat", "--reviewer", "alice",
+                           home=home, check=False, env=env)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == ("autoannotate: 'cat' is not a concept of task 'demo-shapes' "
+                                      "(concepts: ball, box, sign).")
+    assert events_of(resources, item["annotation_id"]) == [("AWAITING_REVIEW", "auto", "autoannotate-demo-bot")]
+    relabelled = autoannotate("review", "relabel", item["annotation_id"], "--concept", "sign", "--reviewer",
+                              "alice", "--json", home=home, env=env)
+    assert json.loads(relabelled.stdout)["status"] == "SUCCESS"
+
+
+def test_boxes_drawn_a_millionth_apart_are_two_annotations(client: TestClient, resources: dict) -> None:
+    """Every annotation id rounds boxes to the same 6 decimals (drawn boxes once used 5)."""
+    input_id = pending(resources)[0]["input_id"]
+    ids = []
+    for x1 in (0.100001, 0.100004):
+        response = client.post(f"/api/inputs/{input_id}/boxes", json={
+            "reviewer": "alice", "task": "demo-shapes", "concept": "ball",
+            "box": {"x1": x1, "y1": 0.2, "x2": 0.3, "y2": 0.4}})
+        assert response.status_code == 200, response.text
+        assert response.json()["written"] == 1
+        ids.append(response.json()["annotation_id"])
+    assert ids[0] != ids[1]
