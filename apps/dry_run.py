@@ -30,7 +30,7 @@ def dry_run(settings: Settings, task_file: str, images: list[Path]) -> dict:
             report.append({"image": str(path), "rejected": checked.reason})
             continue
         array = np.ascontiguousarray(np.asarray(load_oriented_rgb(checked.data))[:, :, ::-1])
-        detections = model.predict([array], detector.conf_floor)[0]
+        detections = model.predict([model.letterbox(array)], detector.conf_floor)[0]
         rows = pd.DataFrame(prediction_rows("dry-run", model.model_id, checked.input_id, detections,
                                             datetime.now(UTC)), columns=["class_name", "confidence", "prediction_id"])
         routed = route_predictions(rows, task).sort_values("confidence", ascending=False)

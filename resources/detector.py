@@ -46,6 +46,19 @@ class Detection:
     polygon: list[float] | None  # x0, y0, x1, y1, ... normalised, for segmentation models
 
 
+@dataclass(frozen=True)
+class Letterboxed:
+    """An image resized so its longer side is the model's image size and padded to the smallest multiple of
+    the stride, exactly as Ultralytics letterboxes a single image (`rect`). Images whose letterboxed shapes
+    are equal batch together with no extra padding; boxes map back through the offset and the resized size."""
+
+    array: np.ndarray  # BGR
+    left: int
+    top: int
+    width: int  # of the resized image inside `array`
+    height: int
+
+
 @dataclass
 class LoadedModel:
     model_id: str
@@ -56,21 +69,36 @@ class LoadedModel:
     imgsz: int
     runtime: str
     yolo: Any
+    stride: int = 32
 
-    def predict(self, images: list[np.ndarray], conf_floor: float) -> list[list[Detection]]:
-        """Detections for a mini-batch of BGR images (Ultralytics' convention for arrays)."""
-        results = self.yolo.predict(images, imgsz=self.imgsz, conf=conf_floor, verbose=False, batch=len(images))
-        return [results_to_detections(result, self.class_names) for result in results]
+    def letterbox(self, image: np.ndarray) -> Letterboxed:
+        from ultralytics.data.augment import LetterBox
+
+        box = LetterBox(self.imgsz, auto=True, stride=self.stride)
+        labels = {"img": image}
+        params = box.get_params(labels)
+        width, height = params["new_unpad"]
+        return Letterboxed(box.apply_image(labels, params)["img"], params["left"], params["top"], width, height)
+
+    def predict(self, images: list[Letterboxed], conf_floor: float) -> list[list[Detection]]:
+        """Detections for a mini-batch of letterboxed images of one shape (Ultralytics then adds no padding)."""
+        results = self.yolo.predict([image.array for image in images], imgsz=self.imgsz, conf=conf_floor,
+                                    verbose=False, batch=len(images))
+        return [results_to_detections(result, self.class_names, image) for result, image in zip(results, images)]
 
 
-def results_to_detections(result: Any, class_names: list[str]) -> list[Detection]:
-    """Convert one Ultralytics `Results` into clipped, normalised detections; empty boxes are dropped."""
+def results_to_detections(result: Any, class_names: list[str], placed: Letterboxed) -> list[Detection]:
+    """Convert one Ultralytics `Results` on a letterboxed array into detections normalised to the image itself
+    (padding removed), clipped to [0, 1]; empty boxes are dropped."""
     if result.boxes is None or len(result.boxes) == 0:
         return []
-    boxes = np.clip(result.boxes.xyxyn.cpu().numpy().astype(float), 0.0, 1.0)
+    offset = np.array([placed.left, placed.top], dtype=float)
+    size = np.array([placed.width, placed.height], dtype=float)
+    pixels = result.boxes.xyxy.cpu().numpy().astype(float).reshape(-1, 2, 2)
+    boxes = np.clip((pixels - offset) / size, 0.0, 1.0).reshape(-1, 4)
     confidences = result.boxes.conf.cpu().numpy().astype(float)
     classes = result.boxes.cls.cpu().numpy().astype(int)
-    polygons = result.masks.xyn if getattr(result, "masks", None) is not None else None
+    polygons = result.masks.xy if getattr(result, "masks", None) is not None else None
     detections = []
     for index, (box, confidence, cls) in enumerate(zip(boxes, confidences, classes, strict=True)):
         x1, y1, x2, y2 = (float(v) for v in box)
@@ -78,7 +106,8 @@ def results_to_detections(result: Any, class_names: list[str]) -> list[Detection
             continue
         polygon = None
         if polygons is not None and len(polygons[index]) >= 3:  # fewer points is no polygon
-            polygon = [float(v) for v in np.clip(polygons[index], 0.0, 1.0).reshape(-1)]
+            points = np.clip((np.asarray(polygons[index], dtype=float) - offset) / size, 0.0, 1.0)
+            polygon = [float(v) for v in points.reshape(-1)]
         detections.append(Detection(class_names[cls], float(confidence), x1, y1, x2, y2, polygon))
     return detections
 
@@ -153,7 +182,8 @@ class Detector(dg.ConfigurableResource):
         if self.runtime == "onnx":
             yolo = YOLO(str(self._exported_onnx(path, model_id, imgsz)), task=task_type)
         self._warm_up(yolo, imgsz)
-        return LoadedModel(model_id, path.name, str(path), task_type, class_names, imgsz, self.runtime, yolo)
+        stride = int(max(np.atleast_1d(np.asarray(yolo.predictor.model.stride, dtype=float))))
+        return LoadedModel(model_id, path.name, str(path), task_type, class_names, imgsz, self.runtime, yolo, stride)
 
     def _warm_up(self, yolo: Any, imgsz: int) -> None:
         # The first predict builds the predictor, whose device selection resets torch's
@@ -179,25 +209,38 @@ class Detector(dg.ConfigurableResource):
             os.replace(exported, target)
         return target
 
-    def predict_stream(self, images: Iterable[np.ndarray], model: LoadedModel | None = None
+    def predict_stream(self, images: Iterable[np.ndarray | Letterboxed], model: LoadedModel | None = None
                        ) -> Iterator[list[Detection]]:
-        """Run images through the model in mini-batches of `batch_size`, yielding per image."""
+        """Detections per image, in input order. Images are letterboxed to rectangles (not squares) and, within a
+        window of a few batches, grouped by letterboxed shape into mini-batches of up to `batch_size`: mixed
+        aspect ratios cost what each costs alone, and no image is padded to another's shape."""
         model = model or self.load()
-        batch: list[np.ndarray] = []
+        window: list[Letterboxed] = []
         for image in images:
-            batch.append(image)
-            if len(batch) == self.batch_size:
-                yield from model.predict(batch, self.conf_floor)
-                batch = []
-        if batch:
-            yield from model.predict(batch, self.conf_floor)
+            window.append(image if isinstance(image, Letterboxed) else model.letterbox(image))
+            if len(window) == self.batch_size * WINDOW_BATCHES:
+                yield from self._predict_window(model, window)
+                window = []
+        if window:
+            yield from self._predict_window(model, window)
+
+    def _predict_window(self, model: LoadedModel, window: list[Letterboxed]) -> Iterator[list[Detection]]:
+        by_shape: dict[tuple, list[int]] = {}
+        for index, image in enumerate(window):
+            by_shape.setdefault(image.array.shape, []).append(index)
+        found: dict[int, list[Detection]] = {}
+        for indices in by_shape.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                found.update(zip(chunk, model.predict([window[i] for i in chunk], self.conf_floor)))
+        yield from (found[i] for i in range(len(window)))
 
     def predict_stored(self, model: LoadedModel, images: ImageStore, input_ids: list[str], batch: str,
                        log: Callable[[str], object] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Rows of `predictions` and `processed_inputs` for stored images; holds no database connection.
-        Decoding runs on a background thread, ahead of the model."""
+        Decoding and letterboxing run on a background thread, ahead of the model."""
         now = datetime.now(UTC).replace(tzinfo=None)
-        stream = prefetch(oriented_bgr(images, input_id, model.imgsz) for input_id in input_ids)
+        stream = prefetch(model.letterbox(oriented_bgr(images, input_id, model.imgsz)) for input_id in input_ids)
         rows, processed = [], []
         for done, (input_id, detections) in enumerate(zip(input_ids, self.predict_stream(stream, model)), 1):
             rows.extend(prediction_rows(batch, model.model_id, input_id, detections, now))
@@ -211,6 +254,7 @@ class Detector(dg.ConfigurableResource):
 
 T = TypeVar("T")
 PREFETCH_IMAGES = 32
+WINDOW_BATCHES = 4  # images grouped by shape come from this many batches' worth of the stream
 
 
 def prefetch(items: Iterable[T], depth: int = PREFETCH_IMAGES) -> Iterator[T]:

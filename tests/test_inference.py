@@ -42,6 +42,29 @@ def test_bundled_detector_recall_at_iou_half_is_at_least_080() -> None:
     assert recall >= 0.8
 
 
+def test_rectangular_batches_give_the_boxes_of_single_image_prediction() -> None:
+    """Mixed aspect ratios grouped into rectangular mini-batches: the same boxes (within 1e-3) as Ultralytics'
+    own one-image-at-a-time `predict`, which letterboxes each image to its own rectangle."""
+    detector = Detector(weights=str(DEMO_WEIGHTS), conf_floor=0.25, batch_size=4)
+    model = detector.load()
+    sizes = [(256, 256), (320, 200), (200, 320), (300, 190), (256, 256), (330, 200), (190, 310), (256, 180)] * 2
+    images = [np.asarray(generate_scene(HELD_OUT_SEED + 100 + i, w, h)[0])[:, :, ::-1].copy()
+              for i, (w, h) in enumerate(sizes)]
+    assert len({model.letterbox(image).array.shape for image in images}) >= 4  # really mixed shapes
+    batched = list(detector.predict_stream(images))
+    compared = 0
+    for image, found in zip(images, batched, strict=True):
+        single = model.yolo.predict(image, imgsz=model.imgsz, conf=0.25, verbose=False)[0]
+        expected = sorted(zip(single.boxes.xyxyn.tolist(), single.boxes.cls.tolist()))
+        got = sorted(([d.x1, d.y1, d.x2, d.y2], model.class_names.index(d.class_name)) for d in found)
+        assert len(got) == len(expected)
+        for (box, cls), (want, want_cls) in zip(got, expected, strict=True):
+            assert cls == want_cls
+            assert np.allclose(box, np.clip(want, 0, 1), atol=1e-3)
+            compared += 1
+    assert compared > 20
+
+
 @pytest.fixture(scope="module")
 def segmentation_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A YOLOv8n-seg built from Ultralytics' yaml, its class bias raised so the untrained head finds objects."""
