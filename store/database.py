@@ -23,7 +23,12 @@ import pandas as pd
 import pandera.polars as pa
 import polars as pl
 
+from store.history import AnnotationHistory
+from store.inputs import InputsSQL
+from store.predictions import PredictionsSQL
+from store.reviews import ReviewSQL
 from store.tables import TABLES
+from store.versions import VersionsSQL
 
 T = TypeVar("T")
 
@@ -72,12 +77,6 @@ class Session:
     Nothing outside the `store` package writes SQL against the tables: callers use these families."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
-        from store.history import AnnotationHistory
-        from store.inputs import InputsSQL
-        from store.predictions import PredictionsSQL
-        from store.reviews import ReviewSQL
-        from store.versions import VersionsSQL
-
         self.conn = conn
         self.inputs = InputsSQL(self)
         self.predictions = PredictionsSQL(self)
