@@ -56,11 +56,12 @@ def _filters(**values: object) -> tuple[str, dict]:
 def event_from_row(row: dict) -> AnnotationEvent:
     values = {f: row[f] for f in EVENT_FIELDS}
     values["status"], values["source"] = Status(values["status"]), Source(values["source"])
-    for name in ("prediction_id", "model_id", "batch", "confidence", "polygon"):
-        if values[name] is not None and not isinstance(values[name], list | str) and pd.isna(values[name]):
+    for name in ("prediction_id", "model_id", "batch", "confidence"):
+        if values[name] is not None and pd.isna(values[name]):
             values[name] = None
-    if values["polygon"] is not None:
-        values["polygon"] = [float(v) for v in values["polygon"]]
+    # A list column comes back as a numpy array, or as a missing-value scalar when NULL.
+    polygon = values["polygon"]
+    values["polygon"] = [float(v) for v in polygon] if hasattr(polygon, "__len__") else None
     return AnnotationEvent(**values)
 
 
