@@ -125,18 +125,17 @@ def test_asset_graph_page_in_headless_chromium(dagster_dev: tuple[str, Path], ou
         browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1800, "height": 1000})
+            # The first-visit community dialog can open at any moment and cover the graph: dismiss it when it does.
+            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
             page.goto(f"{url}/asset-groups", wait_until="networkidle")
-            skip = page.get_by_role("button", name="Skip")  # the first-visit community dialog
-            if skip.count():
-                skip.first.click()
             assets = {"ingestion": "inputs", "inference": "predictions", "triage": "annotations",
                       "versions": "dataset_versions"}
             for group, asset in assets.items():  # groups start collapsed: expand each one in the graph
-                if page.get_by_text(asset, exact=True).count():
+                # Dagster renders a hidden copy of each label to measure it: look at visible ones only.
+                if page.get_by_text(asset, exact=True).filter(visible=True).count():
                     continue
-                # Dagster renders a hidden copy of each label to measure it: click a visible one.
                 page.get_by_text(group, exact=True).filter(visible=True).last.click()
-                page.get_by_text(asset, exact=True).first.wait_for(timeout=30_000)
+                page.get_by_text(asset, exact=True).filter(visible=True).first.wait_for(timeout=30_000)
             page.screenshot(path=str(output_dir / "asset-graph.png"))
         finally:
             browser.close()
