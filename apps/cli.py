@@ -68,6 +68,8 @@ def render_run_summary(summary: dict) -> None:
     print_table([{"what": k, "count": v} for k, v in summary["ingestion"].items()], ["what", "count"])
     print("\npredictions per class:")
     print_table([{"class": k, "predictions": v} for k, v in summary["predictions"].items()], ["class", "predictions"])
+    for name, model in summary.get("inference", {}).items():
+        print(f"\nmodel {name}: {model['images_per_second']} images/s on {model['runtime']}")
     for name, task in summary.get("tasks", {}).items():
         print(f"\ntask {name}: per concept")
         print_table([{"concept": c, "accepted": b["accept"], "to review": b["review"], "discarded": b["discard"]}

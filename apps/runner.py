@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,8 +14,10 @@ from assets.partitions import batch_partitions
 from core.settings import Settings
 from pipelines.definitions import build_definitions
 from pipelines.instance import persistent_instance
+from resources.detector import Detector
 from resources.inbox import Inbox, list_inbox_files
 from resources.store import DuckDBStore
+from resources.tasks import detectors_for
 
 # Our assets log progress at INFO (every 100 images); Dagster's own step events are DEBUG.
 PROGRESS_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -55,15 +59,28 @@ def batch_summary(store: DuckDBStore, batch: str, files: int) -> dict:
     }
 
 
+def load_models_in_background(detectors: list[Detector]) -> None:
+    """Load the models while the run starts and ingestion reads the files: the `predictions` step then finds
+    them in the process's cache. A model that fails to load fails that step, with its sentence, not here."""
+
+    def load_all() -> None:
+        for detector in detectors:
+            with contextlib.suppress(Exception):
+                detector.load()
+
+    threading.Thread(target=load_all, daemon=True, name="load-models").start()
+
+
 def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = None) -> dict:
     """Ingest and annotate everything new in the inbox as one batch, then build today's versions."""
     definitions = build_definitions(settings)
     resources = definitions.resources
-    resources["tasks"].load()  # a broken task file fails here, before anything is ingested
+    tasks = resources["tasks"].load()  # a broken task file fails here, before anything is ingested
     store, inbox = resources["store"], resources["inbox"]
     files = pending_files(inbox, store)
     if not files:
         return {"batch": None, "files": 0}
+    load_models_in_background(detectors_for(tasks, resources["detector"]))
     instance = persistent_instance(settings.dagster_home)
     batch = create_batch(inbox, files, instance)
     if progress:
@@ -74,6 +91,9 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         raise RuntimeError(f"The run for batch {batch} failed: {first_failure(result)}")
     summary = batch_summary(store, batch, len(files))
     bands = result.asset_materializations_for_node("annotations")[0].metadata["bands_per_task_and_concept"].value
+    models = result.asset_materializations_for_node("predictions")[0].metadata["models"].value
+    summary["inference"] = {name: {"runtime": m["runtime"], "images_per_second": m["images_per_second"]}
+                            for name, m in models.items()}
     summary["tasks"] = {name: {"bands": per_concept, "review": store.read(lambda s, n=name: s.reviews.progress(n))}
                         for name, per_concept in bands.items()}
     # The whole graph: today's dataset version follows the new annotations.

@@ -1,7 +1,8 @@
 """Pictures for asset pages: confidence histograms with the thresholds, and annotated samples.
 
 Rendered with matplotlib's Agg backend and its bundled DejaVu font, and PIL's default
-bitmap font: nothing is fetched.
+bitmap font: nothing is fetched. matplotlib is imported when a picture is drawn, not at
+import: it is half a second of every command's start otherwise.
 """
 
 from __future__ import annotations
@@ -9,10 +10,6 @@ from __future__ import annotations
 import base64
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 from PIL import Image, ImageDraw
 
@@ -30,9 +27,14 @@ def markdown_image(png: bytes, alt: str) -> str:
 
 def confidence_histograms(routed: pd.DataFrame, task: LabelingTask) -> bytes:
     """One panel per concept: stacked histogram by band, lower and upper thresholds as lines."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     rules = {rule.concept: rule for rule in task.rules()}
     concepts = list(rules)
-    figure, axes = plt.subplots(1, len(concepts), figsize=(3.2 * len(concepts), 2.6), squeeze=False)
+    figure = Figure(figsize=(3.2 * len(concepts), 2.6))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(concepts), squeeze=False)
     bins = [i / 20 for i in range(21)]
     for axis, concept in zip(axes[0], concepts, strict=True):
         rows = routed[routed["concept"] == concept]
@@ -50,7 +52,6 @@ def confidence_histograms(routed: pd.DataFrame, task: LabelingTask) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
     return buffer.getvalue()
 
 

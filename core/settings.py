@@ -45,7 +45,7 @@ class Settings:
     imgsz: int = 0
     batch_size: int = 16
     device: str = "cpu"
-    runtime: str = "torch"
+    runtime: str = "auto"
     settle_seconds: float = 10.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     val_ratio: float = 0.2

@@ -122,6 +122,17 @@ class Session:
             self.conn.unregister(name)
 
 
+def create_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables a file lacks; a table derived from others (the annotation state) is filled from
+    them when a file written before it existed first meets it."""
+    existing = {name for (name,) in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    for table in TABLES.values():
+        for statement in table.ddl():
+            conn.execute(statement)
+        if table.backfill and existing and table.name not in existing:
+            conn.execute(table.backfill)
+
+
 class Database:
     """Opens the project's DuckDB file for one unit of work at a time."""
 
@@ -158,9 +169,7 @@ class Database:
         conn = self._open()
         try:
             if new_file or self.path not in _migrated:
-                for table in TABLES.values():
-                    for statement in table.ddl():
-                        conn.execute(statement)
+                create_tables(conn)
                 _migrated.add(self.path)
             conn.begin()
             try:

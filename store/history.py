@@ -17,6 +17,7 @@ from core.review_rules import NotFound
 from core.routing import routed_sql
 from core.task_config import LabelingTask
 from store.predictions import BATCH_PREDICTIONS
+from store.tables import LATEST_EVENT_WINDOW
 
 if TYPE_CHECKING:
     from store.database import Session
@@ -32,14 +33,15 @@ def literal(text: str) -> str:
 
 
 def latest_events_sql(where: str = "TRUE") -> str:
-    """The latest event of every annotation among the events matching `where`: the state of each
-    annotation (as of a cutoff, when `where` bounds event_at). Ties in time go to the later write."""
+    """The latest event of every annotation among the events matching `where`, from the history itself:
+    the state as of a cutoff when `where` bounds event_at. Ties in time go to the later write."""
     return f"""
         SELECT * FROM annotations WHERE {where}
-        QUALIFY row_number() OVER (PARTITION BY annotation_id ORDER BY event_at DESC, seq DESC) = 1"""
+        QUALIFY row_number() OVER ({LATEST_EVENT_WINDOW}) = 1"""
 
 
-CURRENT = latest_events_sql()
+# Current state: the `annotation_state` table, which every append keeps equal to the latest events.
+CURRENT = "SELECT * FROM annotation_state"
 EVENT_ID_SQL = digest32_sql("annotation_id", "status", "source", "annotator",
                             "strftime(event_at, '%Y-%m-%dT%H:%M:%S.%f')")
 
@@ -83,7 +85,7 @@ class AnnotationHistory:
         return self.s.df(f"SELECT * FROM ({CURRENT}) WHERE {where} ORDER BY x1, y1, annotation_id", params)
 
     def current_one(self, annotation_id: str) -> AnnotationEvent:
-        rows = self.s.df(f"SELECT * FROM ({latest_events_sql('annotation_id = $id')})", {"id": annotation_id})
+        rows = self.s.df(f"{CURRENT} WHERE annotation_id = $id", {"id": annotation_id})
         if rows.empty:
             raise NotFound(f"No annotation has the id {annotation_id!r}.")
         return event_from_row(rows.iloc[0].to_dict())
@@ -134,7 +136,16 @@ class AnnotationHistory:
         fresh = self.s.pl(f"""
             SELECT * FROM (SELECT {EVENT_ID_SQL} AS event_id, {', '.join(EVENT_FIELDS)} FROM {relation}) e
             WHERE NOT EXISTS (SELECT 1 FROM annotations a WHERE a.event_id = e.event_id)""")
-        return self.s.insert("annotations", fresh)
+        written = self.s.insert("annotations", fresh)
+        if written:
+            with self.s.registered("touched_annotations", fresh.select("annotation_id").unique()):
+                self._refresh_state("annotation_id IN (SELECT annotation_id FROM touched_annotations)")
+        return written
+
+    def _refresh_state(self, where: str) -> None:
+        """Re-derive the current state of the annotations matching `where` from their events."""
+        self.s.conn.execute(f"DELETE FROM annotation_state WHERE {where}")
+        self.s.conn.execute(f"INSERT INTO annotation_state {latest_events_sql(where)}")
 
     def sync_auto(self, task: LabelingTask, batch: str, model_id: str, now: datetime) -> dict:
         """Route the batch's predictions of `model_id` by the task's thresholds and append the events that

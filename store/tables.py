@@ -8,7 +8,7 @@ Arrow without a copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import pandera.polars as pa
@@ -45,6 +45,7 @@ class Table:
     primary_key: tuple[str, ...] = ()
     checks: tuple[pa.Check, ...] = ()
     setup: tuple[str, ...] = ()  # statements the table needs first (sequences)
+    backfill: str | None = None  # fills the table from others when it is created in an existing file
 
     def ddl(self) -> list[str]:
         """Idempotent statements creating the table: safe to run on every open."""
@@ -197,6 +198,18 @@ ANNOTATIONS = Table("annotations", "The annotation history: one status event of 
     timestamp("event_at", "When the event happened (UTC)."),
 ), primary_key=("event_id",), checks=GEOMETRY_CHECKS, setup=("CREATE SEQUENCE IF NOT EXISTS event_seq",))
 
+# The latest event of an annotation: the later instant, and of one instant the later write.
+LATEST_EVENT_WINDOW = "PARTITION BY annotation_id ORDER BY event_at DESC, seq DESC"
+
+ANNOTATION_STATE = Table(
+    "annotation_state", "The current state of every annotation: its latest event in `annotations`, kept up to date "
+    "by every append, so reading current state never scans the whole history.",
+    tuple(replace(c, default=None, unique=c.unique or c.name == "annotation_id") for c in ANNOTATIONS.columns),
+    checks=GEOMETRY_CHECKS,
+    backfill="INSERT INTO annotation_state SELECT * FROM annotations "
+             f"QUALIFY row_number() OVER ({LATEST_EVENT_WINDOW}) = 1",
+)
+
 TASK_INPUTS = Table("task_inputs", "Inputs a task has routed, with how many annotations each got.", (
     text("task", "Labeling task."),
     sha256("input_id", "The input."),
@@ -230,5 +243,5 @@ DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task an
 ), primary_key=("version_key",))
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS, TASK_INPUTS,
-    REVIEW_ASSIGNMENTS, DATASET_VERSIONS)}
+    INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE,
+    TASK_INPUTS, REVIEW_ASSIGNMENTS, DATASET_VERSIONS)}

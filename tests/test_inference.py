@@ -42,11 +42,17 @@ def test_bundled_detector_recall_at_iou_half_is_at_least_080() -> None:
     assert recall >= 0.8
 
 
-def test_rectangular_batches_give_the_boxes_of_single_image_prediction() -> None:
-    """Mixed aspect ratios grouped into rectangular mini-batches: the same boxes (within 1e-3) as Ultralytics'
-    own one-image-at-a-time `predict`, which letterboxes each image to its own rectangle."""
-    detector = Detector(weights=str(DEMO_WEIGHTS), conf_floor=0.25, batch_size=4)
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_rectangular_batches_give_the_boxes_of_single_image_prediction(runtime: str) -> None:
+    """Mixed aspect ratios grouped into rectangular mini-batches, on either runtime (ONNX: our own numpy NMS,
+    no torch): the same boxes (within 1e-3) as Ultralytics' own one-image-at-a-time `predict` on the torch
+    weights, which letterboxes each image to its own rectangle."""
+    from ultralytics import YOLO
+
+    detector = Detector(weights=str(DEMO_WEIGHTS), conf_floor=0.25, batch_size=4, runtime=runtime)
     model = detector.load()
+    assert model.runtime == runtime
+    reference = YOLO(str(DEMO_WEIGHTS))
     sizes = [(256, 256), (320, 200), (200, 320), (300, 190), (256, 256), (330, 200), (190, 310), (256, 180)] * 2
     images = [np.asarray(generate_scene(HELD_OUT_SEED + 100 + i, w, h)[0])[:, :, ::-1].copy()
               for i, (w, h) in enumerate(sizes)]
@@ -54,15 +60,32 @@ def test_rectangular_batches_give_the_boxes_of_single_image_prediction() -> None
     batched = list(detector.predict_stream(images))
     compared = 0
     for image, found in zip(images, batched, strict=True):
-        single = model.yolo.predict(image, imgsz=model.imgsz, conf=0.25, verbose=False)[0]
-        expected = sorted(zip(single.boxes.xyxyn.tolist(), single.boxes.cls.tolist()))
-        got = sorted(([d.x1, d.y1, d.x2, d.y2], model.class_names.index(d.class_name)) for d in found)
+        single = reference.predict(image, imgsz=model.imgsz, conf=0.25, verbose=False)[0]
+        expected = sorted(zip(single.boxes.xyxyn.tolist(), single.boxes.cls.tolist(), single.boxes.conf.tolist()))
+        got = sorted(([d.x1, d.y1, d.x2, d.y2], model.class_names.index(d.class_name), d.confidence) for d in found)
         assert len(got) == len(expected)
-        for (box, cls), (want, want_cls) in zip(got, expected, strict=True):
+        for (box, cls, confidence), (want, want_cls, want_confidence) in zip(got, expected, strict=True):
             assert cls == want_cls
             assert np.allclose(box, np.clip(want, 0, 1), atol=1e-3)
+            assert abs(confidence - want_confidence) < 1e-3
             compared += 1
     assert compared > 20
+
+
+def test_letterbox_matches_ultralytics_pixel_for_pixel() -> None:
+    from ultralytics.data.augment import LetterBox
+
+    from resources.detector import letterbox
+
+    rng = np.random.default_rng(5)
+    for height, width in [(480, 640), (640, 480), (1000, 17), (3, 2000), (640, 640), (123, 457), (2000, 1500)]:
+        image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        ours = letterbox(image, 640, 32)
+        theirs = LetterBox(640, auto=True, stride=32)(image=image)
+        assert ours.array.shape == theirs.shape
+        assert np.array_equal(ours.array, theirs)
+        assert ours.array[ours.top:ours.top + ours.height, ours.left:ours.left + ours.width].shape[:2] == (
+            ours.height, ours.width)
 
 
 @pytest.fixture(scope="module")
