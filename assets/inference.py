@@ -58,5 +58,5 @@ def predictions(context: dg.AssetExecutionContext, store: DuckDBStore, images: I
     })
 
 
-predictions_schema_check = table_schema_check(predictions.key, "predictions")
-models_schema_check = table_schema_check(predictions.key, "models")
+predictions_schema_check = table_schema_check(predictions, "predictions", "batch = $partition")
+models_schema_check = table_schema_check(predictions, "models")

@@ -47,5 +47,5 @@ def inputs(context: dg.AssetExecutionContext, store: DuckDBStore, images: ImageS
     })
 
 
-inputs_schema_check = table_schema_check(inputs.key, "inputs")
-rejected_inputs_schema_check = table_schema_check(inputs.key, "rejected_inputs")
+inputs_schema_check = table_schema_check(inputs, "inputs", "batch = $partition")
+rejected_inputs_schema_check = table_schema_check(inputs, "rejected_inputs", "batch = $partition")

@@ -80,17 +80,20 @@ def task_pictures(store: DuckDBStore, images: ImageStore, task: LabelingTask, ba
     }
 
 
-annotations_schema_check = table_schema_check(annotations.key, "annotations")
-review_assignments_schema_check = table_schema_check(annotations.key, "review_assignments")
+annotations_schema_check = table_schema_check(annotations, "annotations", "batch = $partition")
+annotation_state_schema_check = table_schema_check(annotations, "annotation_state", "batch = $partition")
+review_assignments_schema_check = table_schema_check(
+    annotations, "review_assignments", "input_id IN (SELECT input_id FROM task_inputs WHERE batch = $partition)")
 
 
-@dg.asset_check(asset=annotations, blocking=True,
-                description="Every current auto SUCCESS annotation passes its task's upper threshold rule.")
-def auto_success_passes_upper_rule(store: DuckDBStore, tasks: LabelingTasks) -> dg.AssetCheckResult:
+@dg.asset_check(asset=annotations, blocking=True, partitions_def=batch_partitions,
+                description="Every current auto SUCCESS annotation of the batch passes its task's upper rule.")
+def auto_success_passes_upper_rule(context: dg.AssetCheckExecutionContext, store: DuckDBStore,
+                                   tasks: LabelingTasks) -> dg.AssetCheckResult:
     violations = {}
     for task in tasks.load():
-        current = store.read(lambda s, task=task: s.history.current(task=task.name, source=Source.AUTO,
-                                                                    status=[Status.SUCCESS]))
+        current = store.read(lambda s, task=task: s.history.current(
+            task=task.name, batch=context.partition_key, source=Source.AUTO, status=[Status.SUCCESS]))
         routed = route_predictions(current.rename(columns={"concept": "class_name"}), task)
         bad = routed[routed["band"] != "accept"]
         if len(bad):
@@ -98,14 +101,22 @@ def auto_success_passes_upper_rule(store: DuckDBStore, tasks: LabelingTasks) -> 
     return dg.AssetCheckResult(passed=not violations, metadata={"violations": violations})
 
 
-@dg.asset_check(asset=annotations, blocking=True, description="No input is assigned to two reviewers of one task.")
-def no_input_has_two_reviewers(store: DuckDBStore) -> dg.AssetCheckResult:
-    doubles = store.read(lambda s: s.reviews.inputs_with_two_reviewers())
+@dg.asset_check(asset=annotations, blocking=True, partitions_def=batch_partitions,
+                description="No input of the batch is assigned to two reviewers of one task.")
+def no_input_has_two_reviewers(context: dg.AssetCheckExecutionContext, store: DuckDBStore) -> dg.AssetCheckResult:
+    doubles = store.read(lambda s: s.reviews.inputs_with_two_reviewers(context.partition_key))
     return dg.AssetCheckResult(passed=doubles == 0, metadata={"inputs_with_two_reviewers": doubles})
 
 
-@dg.asset_check(asset=annotations, blocking=True,
-                description="Every annotation box lies inside [0, 1] with x1 < x2 and y1 < y2.")
-def boxes_are_inside_the_image(store: DuckDBStore) -> dg.AssetCheckResult:
-    bad = store.read(lambda s: s.history.bad_boxes())
+@dg.asset_check(asset=annotations, blocking=True, partitions_def=batch_partitions,
+                description="Every annotation box of the batch lies inside [0, 1] with x1 < x2 and y1 < y2.")
+def boxes_are_inside_the_image(context: dg.AssetCheckExecutionContext, store: DuckDBStore) -> dg.AssetCheckResult:
+    bad = store.read(lambda s: s.history.bad_boxes(context.partition_key))
     return dg.AssetCheckResult(passed=bad == 0, metadata={"bad_boxes": bad})
+
+
+@dg.asset_check(asset=annotations, blocking=True, partitions_def=batch_partitions,
+                description="The current state of the batch's annotations (`annotation_state`) is their latest event.")
+def state_is_latest_event(context: dg.AssetCheckExecutionContext, store: DuckDBStore) -> dg.AssetCheckResult:
+    differing = store.read(lambda s: s.history.state_differences(context.partition_key))
+    return dg.AssetCheckResult(passed=differing == 0, metadata={"differing_annotations": differing})

@@ -67,4 +67,5 @@ def dataset_versions(context: dg.AssetExecutionContext, store: DuckDBStore,
     })
 
 
-dataset_versions_schema_check = table_schema_check(dataset_versions.key, "dataset_versions")
+dataset_versions_schema_check = table_schema_check(dataset_versions, "dataset_versions",
+                                                   "day = CAST($partition AS DATE)")

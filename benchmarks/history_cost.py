@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 
 from apps.demo_scenes import write_demo_images
+from store.tables import TABLES
 
 FILL = """
 INSERT INTO inputs SELECT sha256('synthetic-input-' || i), '/synthetic/' || i || '.jpg',
@@ -34,12 +35,14 @@ INSERT INTO processed_inputs SELECT sha256('synthetic-input-' || i), $model, 'sy
        $per_input, TIMESTAMP '2026-09-01' + to_seconds(i) FROM range($inputs) t(i);
 INSERT INTO predictions
 SELECT substr(sha256('synthetic-prediction-' || j), 1, 32), 'synthetic-' || (j // $per_input // 1000),
-       sha256('synthetic-input-' || (j // $per_input)), $model, ['circle', 'square', 'triangle', 'cross'][j % 4 + 1],
+       sha256('synthetic-input-' || (j // $per_input)), $model,
+       ['circle', 'square', 'triangle', 'cross'][CAST(j % 4 AS BIGINT) + 1],
        0.5 + (j % 500) / 1000.0, x, y, x + 0.05, y + 0.05, NULL, TIMESTAMP '2026-09-01' + to_seconds(j // $per_input)
 FROM (SELECT j, (j % 19) / 20.0 AS x, (j % 17) / 20.0 AS y FROM range($predictions) t(j));
 CREATE TEMP TABLE synthetic_auto AS
 SELECT substr(sha256($task || '|' || prediction_id), 1, 32) AS annotation_id, $task AS task, input_id,
-       prediction_id, model_id, batch, ['ball', 'box', 'sign'][hash(prediction_id) % 3 + 1] AS concept,
+       prediction_id, model_id, batch, ['ball', 'box', 'sign'][CAST(hash(prediction_id) % 3 AS BIGINT) + 1]
+       AS concept,
        x1, y1, x2, y2, polygon, confidence,
        CASE WHEN hash(prediction_id) % 10 < 7 THEN 'SUCCESS' ELSE 'AWAITING_REVIEW' END AS status,
        'autoannotate-demo-bot' AS annotator, 'auto' AS source, predicted_at AS event_at
@@ -52,7 +55,7 @@ SELECT substr(sha256(annotation_id || 'review'), 1, 32) AS event_id, * REPLACE (
        'reviewer-' || hash(input_id) % 3 AS annotator, 'review' AS source, event_at + INTERVAL 1 DAY AS event_at)
 FROM synthetic_auto WHERE status = 'AWAITING_REVIEW' LIMIT $decisions;
 INSERT INTO review_assignments SELECT DISTINCT ON (input_id) $task, input_id,
-       ['alice', 'bob', 'carol'][hash(input_id) % 3 + 1], TIMESTAMP '2026-09-02'
+       ['alice', 'bob', 'carol'][CAST(hash(input_id) % 3 AS BIGINT) + 1], TIMESTAMP '2026-09-02'
 FROM synthetic_auto WHERE status = 'AWAITING_REVIEW';
 INSERT INTO task_inputs SELECT $task, input_id, batch, model_id, prediction_count, processed_at
 FROM processed_inputs WHERE batch LIKE 'synthetic-%';
@@ -76,6 +79,8 @@ def fill(database: Path, predictions: int, events: int) -> dict:
         for statement in filter(str.strip, FILL.split(";")):
             used = {k: v for k, v in params.items() if f"${k}" in statement}
             conn.execute(statement, used)
+        conn.execute("DELETE FROM annotation_state")  # current state, derived as a home's first open does
+        conn.execute(TABLES["annotation_state"].backfill)
         return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 for table in ("inputs", "predictions", "annotations", "review_assignments", "task_inputs")}
 
@@ -86,8 +91,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_200_000)
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=None, help="keep the homes in this folder (default: a temp dir)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-history-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-history-"))
     cli = Path(sys.executable).parent / "autoannotate"
     empty, full = work / "home-empty", work / "home-full"
     write_demo_images(work / "first", args.images, seed=901)
@@ -106,7 +112,8 @@ def main() -> None:
         print(f"{args.images} new images, {name} home: " + ", ".join(f"{t:.1f}" for t in values) + " s")
     best = {name: min(values) for name, values in times.items()}
     print(f"ratio full/empty (best of {args.repeats}): {best['full'] / best['empty']:.2f}x")
-    shutil.rmtree(work, ignore_errors=True)
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -107,10 +107,10 @@ class Session:
             self.conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
         return len(validated)
 
-    def table_rows(self, table: str) -> pl.DataFrame:
-        """Every stored row of `table`, in the columns its writes carry (for whole-table schema checks)."""
+    def table_rows(self, table: str, where: str = "TRUE", params: dict | None = None) -> pl.DataFrame:
+        """The stored rows of `table` matching `where`, in the columns its writes carry (for schema checks)."""
         columns = ", ".join(c.name for c in TABLES[table].written_columns)
-        return self.pl(f"SELECT {columns} FROM {table}")
+        return self.pl(f"SELECT {columns} FROM {table} WHERE {where}", params)
 
     @contextmanager
     def registered(self, name: str, frame: pd.DataFrame | pl.DataFrame) -> Iterator[str]:

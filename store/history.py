@@ -91,9 +91,14 @@ class AnnotationHistory:
         return event_from_row(rows.iloc[0].to_dict())
 
     def as_of(self, task: str, cutoff: datetime, status: Status = Status.SUCCESS) -> pd.DataFrame:
-        """The annotations of `task` whose latest event before `cutoff` has `status`."""
+        """The annotations of `task` whose latest event before `cutoff` has `status`. When every event of the
+        task lies before the cutoff (today's version), that is the current state: no window over the history."""
+        params = {"task": task, "status": str(status)}
+        last = self.s.scalar("SELECT max(event_at) FROM annotation_state WHERE task = $task", {"task": task})
+        if last is not None and last < cutoff:
+            return self.s.df(f"{CURRENT} WHERE task = $task AND status = $status", params)
         return self.s.df(f"SELECT * FROM ({latest_events_sql('task = $task AND event_at < $cutoff')}) "
-                         "WHERE status = $status", {"task": task, "cutoff": cutoff, "status": str(status)})
+                         "WHERE status = $status", {**params, "cutoff": cutoff})
 
     def first_event_at(self, task: str) -> datetime | None:
         return self.s.scalar("SELECT min(event_at) FROM annotations WHERE task = ?", [task])
@@ -114,9 +119,20 @@ class AnnotationHistory:
         return self.s.df(f"SELECT concept, status, count(*) AS n FROM ({CURRENT}) WHERE status <> 'RETIRED' "
                          "AND ($task IS NULL OR task = $task) GROUP BY 1, 2 ORDER BY 1, 2", {"task": task})
 
-    def bad_boxes(self) -> int:
-        return int(self.s.scalar("SELECT count(*) FROM annotations WHERE NOT (0 <= x1 AND x1 < x2 AND x2 <= 1 "
-                                 "AND 0 <= y1 AND y1 < y2 AND y2 <= 1)"))
+    def bad_boxes(self, batch: str) -> int:
+        return int(self.s.scalar("SELECT count(*) FROM annotations WHERE batch = ? AND NOT (0 <= x1 AND x1 < x2 "
+                                 "AND x2 <= 1 AND 0 <= y1 AND y1 < y2 AND y2 <= 1)", [batch]))
+
+    def state_differences(self, batch: str) -> int:
+        """Annotations of `batch` whose stored current state is not their latest event (0 when consistent)."""
+        return int(self.s.scalar(f"""
+            SELECT count(DISTINCT annotation_id) FROM (
+                (SELECT annotation_id, event_id FROM annotation_state WHERE batch = $batch
+                 EXCEPT SELECT annotation_id, event_id FROM ({latest_events_sql('batch = $batch')}))
+                UNION ALL
+                (SELECT annotation_id, event_id FROM ({latest_events_sql('batch = $batch')})
+                 EXCEPT SELECT annotation_id, event_id FROM annotation_state WHERE batch = $batch))""",
+            {"batch": batch}))
 
     # ------------------------------------------------------------------ writing
 

@@ -48,9 +48,10 @@ class ReviewSQL:
         return {reviewer: {"assigned": int(assigned), "reviewed": int(reviewed), "done": int(reviewed)}
                 for reviewer, assigned, reviewed in rows}
 
-    def inputs_with_two_reviewers(self) -> int:
-        return len(self.s.conn.execute("SELECT task, input_id FROM review_assignments GROUP BY 1, 2 "
-                                       "HAVING count(DISTINCT reviewer) > 1").fetchall())
+    def inputs_with_two_reviewers(self, batch: str) -> int:
+        return len(self.s.conn.execute(
+            "SELECT task, input_id FROM review_assignments WHERE input_id IN (SELECT input_id FROM task_inputs "
+            "WHERE batch = ?) GROUP BY 1, 2 HAVING count(DISTINCT reviewer) > 1", [batch]).fetchall())
 
     def image_annotations(self, task: str, input_id: str) -> list[dict]:
         """Every live (not retired) annotation of one image, as the review page draws them."""

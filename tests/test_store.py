@@ -56,3 +56,32 @@ def test_lock_holder_is_parsed_from_duckdbs_message() -> None:
                "/usr/bin/python3.11 (PID 4242) by user root.")
     assert describe_lock_holder(message) == "python3.11 (PID 4242)"
     assert describe_lock_holder("something else") == "another process"
+
+
+def test_annotation_state_is_filled_from_the_history_of_a_file_written_before_it_existed(tmp_path: Path) -> None:
+    """A home from before `annotation_state`: its current state is derived from the history on first open,
+    and later appends keep the two equal (the later of two events of one instant wins)."""
+    from datetime import datetime
+
+    from core.annotations import AnnotationEvent, Source, Status
+    from store import database
+
+    store = DuckDBStore(path=str(tmp_path / "old.duckdb"))
+    t0, t1 = datetime(2026, 11, 1, 9), datetime(2026, 11, 1, 10)
+
+    def event(annotation: str, status: Status, at: datetime, annotator: str = "bot") -> AnnotationEvent:
+        return AnnotationEvent(annotation_id=annotation * 32, task="t", input_id="a" * 64, prediction_id=None,
+                               model_id=None, batch="b1", concept="ball", x1=0.1, y1=0.1, x2=0.5, y2=0.5,
+                               polygon=None, confidence=0.7, status=status, annotator=annotator,
+                               source=Source.AUTO if annotator == "bot" else Source.REVIEW, event_at=at)
+
+    store.write(lambda s: s.history.append([event("1", Status.AWAITING_REVIEW, t0), event("2", Status.SUCCESS, t0),
+                                            event("1", Status.SUCCESS, t1, "alice")]))
+    store.write(lambda s: s.conn.execute("DROP TABLE annotation_state"))
+    database._migrated.discard(store.path)  # a new process opening the old file
+    state = query(store, "SELECT annotation_id, status FROM annotation_state ORDER BY 1")
+    assert [(a[0], s) for a, s in zip(state.annotation_id, state.status)] == [("1", "SUCCESS"), ("2", "SUCCESS")]
+    store.write(lambda s: s.history.append([event("2", Status.AWAITING_REVIEW, t1), event("2", Status.RETIRED, t1)]))
+    state = query(store, "SELECT annotation_id, status FROM annotation_state ORDER BY 1")
+    assert state.status.tolist() == ["SUCCESS", "RETIRED"]
+    assert store.read(lambda s: s.history.state_differences("b1")) == 0

@@ -11,19 +11,21 @@ from apps.review_desk import ReviewDesk
 from assets.inference import predictions
 from assets.ingestion import inputs
 from assets.triage import (
+    annotation_state_schema_check,
     annotations,
     annotations_schema_check,
     auto_success_passes_upper_rule,
     boxes_are_inside_the_image,
     no_input_has_two_reviewers,
     review_assignments_schema_check,
+    state_is_latest_event,
 )
 from core.settings import DEMO_TASK
 from resources.tasks import LabelingTasks
 from store.history import CURRENT as CURRENT_ANNOTATIONS
 
-CHECKS = [annotations_schema_check, review_assignments_schema_check, auto_success_passes_upper_rule,
-          no_input_has_two_reviewers, boxes_are_inside_the_image]
+CHECKS = [annotations_schema_check, annotation_state_schema_check, review_assignments_schema_check,
+          auto_success_passes_upper_rule, no_input_has_two_reviewers, boxes_are_inside_the_image, state_is_latest_event]
 
 
 def write_task(folder: Path, upper: float, lower: float) -> Path:
