@@ -145,10 +145,13 @@ class OnnxEngine:
     class_names: list[str]
     end_to_end: bool
 
+    def __post_init__(self) -> None:
+        self.input_name = self.session.get_inputs()[0].name
+
     def predict(self, images: list[Letterboxed], conf_floor: float) -> list[list[Detection]]:
         bgr = np.stack([image.array for image in images])
         tensor = np.ascontiguousarray(bgr[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255
-        raw = self.session.run(None, {self.session.get_inputs()[0].name: tensor})[0]
+        raw = self.session.run(None, {self.input_name: tensor})[0]
         found = []
         for output, image in zip(raw, images, strict=True):
             rows = detections_from_raw(output, len(self.class_names), conf_floor, self.end_to_end)
@@ -272,13 +275,14 @@ class Detector(dg.ConfigurableResource):
         return self.threads or os.cpu_count() or 1
 
     @staticmethod
-    def _checkpoint(path: Path) -> Any:
-        """The Ultralytics model in `path`, or one sentence saying why it is not usable."""
+    def _checkpoint(path: Path, copy: Path | None = None) -> Any:
+        """The Ultralytics model in `path` (read from its `copy` when given), or one sentence naming `path` that
+        says why it is not usable."""
         make_ultralytics_offline()
         from ultralytics import YOLO
 
         try:
-            checkpoint = YOLO(str(path))
+            checkpoint = YOLO(str(copy or path))
         except Exception as error:
             detail = (str(error).strip().splitlines() or ["unreadable"])[0]
             raise DetectorError(
@@ -293,14 +297,12 @@ class Detector(dg.ConfigurableResource):
         target = path.with_name(f"{path.stem}.{model_id[:16]}.onnx")
         if target.exists():
             return target
-        self._checkpoint(path)  # a clear sentence for weights that cannot be exported
-        from ultralytics import YOLO
-
+        # Exported from a copy in a scratch folder: Ultralytics writes the export beside the file it loaded.
         with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
             copy = Path(scratch) / path.name
             shutil.copyfile(path, copy)
-            exported = YOLO(str(copy)).export(format="onnx", dynamic=True, simplify=True, device="cpu",
-                                              verbose=False)
+            exported = self._checkpoint(path, copy).export(format="onnx", dynamic=True, simplify=True,
+                                                           device="cpu", verbose=False)
             os.replace(exported, target)
         return target
 

@@ -17,7 +17,7 @@ from core.review_rules import NotFound
 from core.routing import routed_sql
 from core.task_config import LabelingTask
 from store.predictions import BATCH_PREDICTIONS
-from store.tables import LATEST_EVENT_WINDOW
+from store.tables import latest_events_sql
 
 if TYPE_CHECKING:
     from store.database import Session
@@ -30,14 +30,6 @@ def digest32_sql(*expressions: str) -> str:
 
 def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def latest_events_sql(where: str = "TRUE") -> str:
-    """The latest event of every annotation among the events matching `where`, from the history itself:
-    the state as of a cutoff when `where` bounds event_at. Ties in time go to the later write."""
-    return f"""
-        SELECT * FROM annotations WHERE {where}
-        QUALIFY row_number() OVER ({LATEST_EVENT_WINDOW}) = 1"""
 
 
 # Current state: the `annotation_state` table, which every append keeps equal to the latest events.
@@ -126,13 +118,11 @@ class AnnotationHistory:
     def state_differences(self, batch: str) -> int:
         """Annotations of `batch` whose stored current state is not their latest event (0 when consistent)."""
         return int(self.s.scalar(f"""
+            WITH stored AS (SELECT annotation_id, event_id FROM annotation_state WHERE batch = $batch),
+                 derived AS (SELECT annotation_id, event_id FROM ({latest_events_sql('batch = $batch')}))
             SELECT count(DISTINCT annotation_id) FROM (
-                (SELECT annotation_id, event_id FROM annotation_state WHERE batch = $batch
-                 EXCEPT SELECT annotation_id, event_id FROM ({latest_events_sql('batch = $batch')}))
-                UNION ALL
-                (SELECT annotation_id, event_id FROM ({latest_events_sql('batch = $batch')})
-                 EXCEPT SELECT annotation_id, event_id FROM annotation_state WHERE batch = $batch))""",
-            {"batch": batch}))
+                (SELECT * FROM stored EXCEPT SELECT * FROM derived)
+                UNION ALL (SELECT * FROM derived EXCEPT SELECT * FROM stored))""", {"batch": batch}))
 
     # ------------------------------------------------------------------ writing
 

@@ -198,16 +198,21 @@ ANNOTATIONS = Table("annotations", "The annotation history: one status event of 
     timestamp("event_at", "When the event happened (UTC)."),
 ), primary_key=("event_id",), checks=GEOMETRY_CHECKS, setup=("CREATE SEQUENCE IF NOT EXISTS event_seq",))
 
-# The latest event of an annotation: the later instant, and of one instant the later write.
-LATEST_EVENT_WINDOW = "PARTITION BY annotation_id ORDER BY event_at DESC, seq DESC"
+
+def latest_events_sql(where: str = "TRUE") -> str:
+    """The latest event of every annotation among the events matching `where`, from the history itself:
+    the state as of a cutoff when `where` bounds event_at. Ties in time go to the later write."""
+    return f"""
+        SELECT * FROM annotations WHERE {where}
+        QUALIFY row_number() OVER (PARTITION BY annotation_id ORDER BY event_at DESC, seq DESC) = 1"""
+
 
 ANNOTATION_STATE = Table(
     "annotation_state", "The current state of every annotation: its latest event in `annotations`, kept up to date "
     "by every append, so reading current state never scans the whole history.",
     tuple(replace(c, default=None, unique=c.unique or c.name == "annotation_id") for c in ANNOTATIONS.columns),
     checks=GEOMETRY_CHECKS,
-    backfill="INSERT INTO annotation_state SELECT * FROM annotations "
-             f"QUALIFY row_number() OVER ({LATEST_EVENT_WINDOW}) = 1",
+    backfill=f"INSERT INTO annotation_state {latest_events_sql()}",
 )
 
 TASK_INPUTS = Table("task_inputs", "Inputs a task has routed, with how many annotations each got.", (
