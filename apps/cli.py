@@ -56,7 +56,8 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
     inbox = Path(args.inbox).resolve() if args.inbox else None
     if inbox is not None and not inbox.is_dir():
         raise UserError(f"The inbox {inbox} is not a folder.")
-    summary = run_pipeline(settings.with_run_options(inbox, args.task), progress=None if args.json else print)
+    summary = run_pipeline(settings.with_run_options(inbox, args.task), progress=None if args.json else print,
+                           build_version=args.version)
     emit(args, summary, render_run_summary)
 
 
@@ -205,9 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--if-empty", action="store_true", help="write nothing when the inbox already holds files")
     demo.set_defaults(handler=command_demo)
 
-    run = sub.add_parser("run", parents=[common], help="run the whole graph over files not yet ingested")
+    run = sub.add_parser("run", parents=[common], help="ingest and annotate the files not yet ingested, as one batch")
     run.add_argument("--inbox", help="folder to ingest (default: $AUTOANNOTATE_HOME/inbox)")
     run.add_argument("--task", action="append", help="labeling task file (repeatable; default: tasks/demo.yaml)")
+    run.add_argument("--version", action="store_true",
+                     help="also build today's dataset version of every task (costs what the whole dataset costs; "
+                          "the daily schedule and `version create` build versions otherwise)")
     run.set_defaults(handler=command_run)
 
     status = sub.add_parser("status", parents=[common], help="counts of inputs, rejections, predictions, annotations")

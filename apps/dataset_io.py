@@ -19,7 +19,6 @@ from core.formats import (
 )
 from core.geometry import Box
 from core.image_checks import Rejection, inspect_image_file
-from core.manifests import build_manifest
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
 from resources.versions import VersionStore
@@ -79,11 +78,12 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
             raise KeyError(f"No dataset version {version_key!r}; `autoannotate version create` makes one.")
         rows = s.history.as_of(version["task"], version["cutoff"])
         names = sorted(s.history.current(task=version["task"])["concept"].unique())
-        return version, rows, names, s.inputs.sizes(list(rows["input_id"].unique()))
+        return (version, rows, names, s.inputs.sizes(list(rows["input_id"].unique())),
+                s.versions.manifest(version["task"], version["cutoff"]).sha256)
 
-    version, rows, names, inputs = store.read(read)
+    version, rows, names, inputs, current_sha256 = store.read(read)
     recorded = version["manifest_sha256"]
-    if build_manifest(rows).sha256 != recorded:
+    if current_sha256 != recorded:
         raise ValueError(f"The annotations of {version_key} no longer match its manifest {recorded[:12]}; "
                          "re-create the version before exporting it.")
     out.mkdir(parents=True, exist_ok=True)

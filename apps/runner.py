@@ -71,8 +71,11 @@ def load_models_in_background(detectors: list[Detector]) -> None:
     threading.Thread(target=load_all, daemon=True, name="load-models").start()
 
 
-def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = None) -> dict:
-    """Ingest and annotate everything new in the inbox as one batch, then build today's versions."""
+def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = None,
+                 build_version: bool = False) -> dict:
+    """Ingest and annotate everything new in the inbox as one batch (what the sensor runs), and with
+    `build_version` also today's dataset versions. A version holds the whole dataset, so building it costs
+    what the dataset costs, not what the batch costs: the daily schedule builds it otherwise."""
     definitions = build_definitions(settings)
     resources = definitions.resources
     tasks = resources["tasks"].load()  # a broken task file fails here, before anything is ingested
@@ -96,8 +99,8 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
                             for name, m in models.items()}
     summary["tasks"] = {name: {"bands": per_concept, "review": store.read(lambda s, n=name: s.reviews.progress(n))}
                         for name, per_concept in bands.items()}
-    # The whole graph: today's dataset version follows the new annotations.
-    summary["versions"] = create_versions(settings, datetime.now(UTC).date().isoformat(), definitions)
+    if build_version:
+        summary["versions"] = create_versions(settings, datetime.now(UTC).date().isoformat(), definitions)
     return summary
 
 

@@ -13,7 +13,7 @@ import dagster as dg
 from assets.checks import table_metadata, table_schema_check
 from assets.partitions import daily_partitions
 from assets.triage import annotations
-from core.manifests import build_manifest, end_of_day
+from core.manifests import end_of_day
 from resources.store import DuckDBStore, write_or_retry
 from resources.versions import VersionStore
 from store import Session
@@ -25,7 +25,7 @@ def write_version(s: Session, versions: VersionStore, task: str, day: date, now:
     first = s.history.first_event_at(task)
     if first is None or first >= cutoff:
         return None  # a task's versions start on its first day
-    manifest = build_manifest(s.history.as_of(task, cutoff))
+    manifest = s.versions.manifest(task, cutoff)
     key = f"{task}@{day.isoformat()}"
     path = versions.write_manifest(task, day.isoformat(), manifest.text)
     changed = s.versions.record(key, task, day, cutoff, manifest, str(path), now)

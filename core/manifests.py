@@ -6,10 +6,6 @@ import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-import pandas as pd
-
-from core.geometry import BOX_DECIMALS
-
 MANIFEST_COLUMNS = ["input_id", "concept", "x1", "y1", "x2", "y2", "source"]
 
 
@@ -27,16 +23,12 @@ def end_of_day(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min)
 
 
-def build_manifest(rows: pd.DataFrame) -> Manifest:
-    """One tab-separated line per accepted annotation, sorted, boxes rounded to a fixed precision."""
-    frame = rows[MANIFEST_COLUMNS].copy()
-    for column in ("x1", "y1", "x2", "y2"):
-        frame[column] = frame[column].map(lambda v: f"{v:.{BOX_DECIMALS}f}")
-    lines = sorted("\t".join(values) for values in frame.astype(str).itertuples(index=False, name=None))
-    text = "\t".join(MANIFEST_COLUMNS) + "\n" + "".join(line + "\n" for line in lines)
-    per_concept = {str(k): int(v) for k, v in rows.groupby("concept").size().sort_index().items()}
-    return Manifest(text, hashlib.sha256(text.encode()).hexdigest(), len(rows), rows["input_id"].nunique(),
-                    per_concept)
+def manifest_of(lines: str, inputs: int, per_concept: dict[str, int]) -> Manifest:
+    """The manifest whose body is `lines`: one tab-separated line per accepted annotation in MANIFEST_COLUMNS
+    order, boxes with BOX_DECIMALS decimals, lines sorted by code point, each ending in a newline."""
+    text = "\t".join(MANIFEST_COLUMNS) + "\n" + lines
+    return Manifest(text, hashlib.sha256(text.encode()).hexdigest(), sum(per_concept.values()), inputs,
+                    dict(sorted(per_concept.items())))
 
 
 def split_of(input_id: str, val_ratio: float) -> str:

@@ -83,14 +83,18 @@ class AnnotationHistory:
         return event_from_row(rows.iloc[0].to_dict())
 
     def as_of(self, task: str, cutoff: datetime, status: Status = Status.SUCCESS) -> pd.DataFrame:
-        """The annotations of `task` whose latest event before `cutoff` has `status`. When every event of the
+        """The annotations of `task` whose latest event before `cutoff` has `status`."""
+        return self.s.df(*self.as_of_sql(task, cutoff, status))
+
+    def as_of_sql(self, task: str, cutoff: datetime, status: Status = Status.SUCCESS) -> tuple[str, dict]:
+        """`as_of` as a query and its parameters, for reading it inside the database. When every event of the
         task lies before the cutoff (today's version), that is the current state: no window over the history."""
         params = {"task": task, "status": str(status)}
         last = self.s.scalar("SELECT max(event_at) FROM annotation_state WHERE task = $task", {"task": task})
         if last is not None and last < cutoff:
-            return self.s.df(f"{CURRENT} WHERE task = $task AND status = $status", params)
-        return self.s.df(f"SELECT * FROM ({latest_events_sql('task = $task AND event_at < $cutoff')}) "
-                         "WHERE status = $status", {**params, "cutoff": cutoff})
+            return f"{CURRENT} WHERE task = $task AND status = $status", params
+        return (f"SELECT * FROM ({latest_events_sql('task = $task AND event_at < $cutoff')}) WHERE status = $status",
+                {**params, "cutoff": cutoff})
 
     def first_event_at(self, task: str) -> datetime | None:
         return self.s.scalar("SELECT min(event_at) FROM annotations WHERE task = ?", [task])

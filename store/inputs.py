@@ -38,7 +38,7 @@ class InputsSQL:
             if image.input_id not in known and not earlier:
                 new_inputs.append({
                     "input_id": image.input_id, "uri": str(path), "batch": batch, "width": image.width,
-                    "height": image.height, "format": image.format, "byte_size": len(image.data),
+                    "height": image.height, "format": image.format, "byte_size": image.byte_size,
                     "stored_path": stored_path[image.input_id], "ingested_at": now,
                 })
         self.s.insert("inputs", new_inputs)

@@ -3,6 +3,7 @@
 import json
 import random
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,15 @@ def test_demo_then_run_on_the_default_inbox(tmp_path: Path) -> None:
     assert "wrote 0 demo images" in autoannotate("demo", "--if-empty", home=home).stdout
     summary = json.loads(autoannotate("run", "--json", home=home).stdout)
     assert summary["ingestion"]["inputs"] == 6
+    assert "versions" not in summary  # a batch costs what the batch costs: no whole-dataset manifest
+    assert not (home / "versions").exists()
+    autoannotate("demo", "--count", "2", "--seed", "7", home=home)
+    summary = json.loads(autoannotate("run", "--json", "--version", home=home).stdout)  # what `make run` does
+    today = datetime.now(UTC).date().isoformat()
+    assert summary["ingestion"]["inputs"] == 2
+    assert list(summary["versions"]) == [f"demo-shapes@{today}"]
+    manifest = (home / "versions" / "demo-shapes" / today / "manifest.tsv").read_text().splitlines()
+    assert len(manifest) - 1 == summary["versions"][f"demo-shapes@{today}"]["annotations"] > 0
 
 
 def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:

@@ -52,6 +52,44 @@ def test_truncated_jpeg_is_corrupt() -> None:
     assert result.reason.startswith("cut.jpg is truncated or corrupt")
 
 
+def noisy_jpeg(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.9, 0.99])
+def test_a_large_jpeg_cut_anywhere_is_corrupt(kept: float) -> None:
+    """Ingestion decodes JPEGs at 1/8 scale; that still reads the whole stream, so a cut near the end is caught."""
+    data = noisy_jpeg((1203, 901))
+    result = inspect_image_bytes("cut.jpg", data[: int(len(data) * kept)])
+    assert isinstance(result, Rejection) and result.code == "corrupt", result
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_jpeg_sizes_are_the_full_sizes_whatever_the_mode(mode: str) -> None:
+    result = inspect_image_bytes("odd.jpg", noisy_jpeg((1203, 901), mode))
+    assert (result.width, result.height, result.byte_size) == (1203, 901, len(noisy_jpeg((1203, 901), mode)))
+
+
+def test_inspected_files_keep_no_bytes_after_they_are_stored(tmp_path) -> None:
+    """A 10 000-file batch must not hold every file's bytes in memory until it is written."""
+    from core.image_checks import inspect_files
+
+    paths = []
+    for index in range(3):
+        paths.append(tmp_path / f"{index}.png")
+        paths[-1].write_bytes(image_bytes("PNG", colour=(index, 0, 0)))
+    stored = {}
+    accepted, rejected = inspect_files(paths, 10_000, keep=lambda image: stored.update({image.input_id: image.data}))
+    assert rejected == [] and len(accepted) == 3
+    assert [image.data for _, image in accepted] == [None, None, None]
+    assert [image.byte_size for _, image in accepted] == [len(stored[image.input_id]) for _, image in accepted]
+
+
 def test_unsupported_content_format() -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, format="GIF")

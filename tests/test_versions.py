@@ -62,6 +62,27 @@ def test_as_of_semantics_over_a_history_with_controlled_timestamps(resources: di
     assert [line.split("\t")[2] for line in manifest[1:]] == ["0.100000", "0.300000"]  # a and c, not b
 
 
+def test_manifest_bytes_are_the_documented_canonical_text(resources: dict) -> None:
+    """The manifest is formatted and sorted inside DuckDB; its bytes are those of the format's definition:
+    six decimals rounded as Python's `f"{v:.6f}"` does, lines sorted by code point (upper case before lower,
+    accents after ASCII), one newline after each line, header first."""
+    import hashlib
+
+    rows = [("a", "car", 0.1234565), ("b", "Zebra", 0.0000005), ("c", "éclair", 0.4999995), ("d", "eel", 0.25),
+            ("e", "car", 1 / 3)]
+    write_events(resources, [{**event(name, "SUCCESS", "2026-11-02T09:00:00", x1=x1), "concept": concept}
+                             for name, concept, x1 in rows])
+    manifest = resources["store"].read(lambda s: s.versions.manifest("t", datetime(2026, 11, 3)))
+    lines = sorted(f"{SHA}\t{concept}\t{x1:.6f}\t0.100000\t0.500000\t0.500000\tauto"
+                   for name, concept, x1 in rows)
+    expected = "input_id\tconcept\tx1\ty1\tx2\ty2\tsource\n" + "".join(line + "\n" for line in lines)
+    assert manifest.text == expected
+    assert [line.split("\t")[1] for line in expected.splitlines()[1:]] == ["Zebra", "car", "car", "eel", "éclair"]
+    assert (manifest.sha256, manifest.annotations, manifest.inputs) == (
+        hashlib.sha256(expected.encode()).hexdigest(), 5, 1)
+    assert manifest.per_concept == {"Zebra": 1, "car": 2, "eel": 1, "éclair": 1}
+
+
 def test_rebuild_and_week_backfill_give_the_same_manifest_hashes(resources: dict,
                                                                  instance: dg.DagsterInstance) -> None:
     write_events(resources, [event("a", "SUCCESS", "2026-11-02T09:00:00"),
