@@ -62,6 +62,8 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def render_run_summary(summary: dict) -> None:
+    for item in summary["resumed"]:
+        print(f"finished batch {item['batch']}, which a stopped run had left {item['stage']}")
     if summary["batch"] is None:
         print("Nothing new in the inbox: every file there was already ingested or rejected.")
         return
@@ -90,8 +92,11 @@ def render_run_summary(summary: dict) -> None:
 def command_status(args: argparse.Namespace, settings: Settings) -> None:
     from apps.status import collect_status
     from resources import build_resources
+    from resources.tasks import models_by_task
 
-    status = collect_status(build_resources(settings)["store"], task=args.task)
+    resources = build_resources(settings)
+    models = models_by_task(resources["tasks"].load(), resources["detector"])
+    status = collect_status(resources["store"], task=args.task, batches=resources["inbox"].batches(), models=models)
     emit(args, status, render_status)
 
 
@@ -104,6 +109,11 @@ def render_status(status: dict) -> None:
     for name, task in status["tasks"].items():
         print(f"\ntask {name}: {task['inputs_processed']}/{task['inputs_total']} inputs processed")
         print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
+    if status["unfinished_batches"]:
+        print("\nunfinished batches (a run stopped before they were complete; the next `autoannotate run` "
+              "finishes them):")
+        print_table([{"batch": b, "stage": stage} for b, stage in status["unfinished_batches"].items()],
+                    ["batch", "stage"])
 
 
 def command_dry_run(args: argparse.Namespace, settings: Settings) -> None:
@@ -132,9 +142,15 @@ def command_import(args: argparse.Namespace, settings: Settings) -> None:
         raise UserError(f"{path} does not exist.")
     result = import_labels(resources["store"], resources["images"], args.format, path, task, args.user,
                            resources["inbox"].max_pixels)
-    emit(args, {"task": task, **result}, lambda r: print(
-        f"imported {r['labels']} labels on {r['images']} images into task {r['task']}: {r['annotations_written']} "
-        f"new annotations, {r['new_inputs']} new inputs"))
+    emit(args, {"task": task, **result}, render_import)
+
+
+def render_import(result: dict) -> None:
+    print(f"imported {result['labels']} labels on {result['images']} images into task {result['task']}: "
+          f"{result['annotations_written']} new annotations, {result['new_inputs']} new inputs")
+    if result["clipped"]:
+        print(f"{result['clipped_boxes']} boxes reached outside their image and were clipped to it: "
+              + ", ".join(result["clipped"][:10]) + (" ..." if len(result["clipped"]) > 10 else ""))
 
 
 def command_version_create(args: argparse.Namespace, settings: Settings) -> None:
@@ -190,6 +206,35 @@ def command_review(args: argparse.Namespace, settings: Settings) -> None:
     except ReviewError as error:
         raise UserError(str(error)) from None
     emit(args, result, lambda r: print(f"{r['annotation_id']}: {r['status']} ({r['written']} event(s) written)"))
+
+
+EXAMPLES = {
+    "demo": "autoannotate demo --count 40",
+    "run": "autoannotate run --inbox ~/photos --task tasks/demo.yaml --version",
+    "status": "autoannotate status --task demo-shapes",
+    "dry-run": "autoannotate dry-run --task tasks/demo.yaml ~/photos/IMG_0001.jpg ~/photos/IMG_0002.jpg",
+    "review": "autoannotate review serve",
+    "review list": "autoannotate review list --reviewer alice --pending",
+    "review accept": "autoannotate review accept 5d41402abc4b2a76b9719d911017c592 --reviewer alice",
+    "review reject": "autoannotate review reject 5d41402abc4b2a76b9719d911017c592 --reviewer alice",
+    "review relabel": "autoannotate review relabel 5d41402abc4b2a76b9719d911017c592 --concept ball --reviewer alice",
+    "review serve": "autoannotate review serve --port 8765",
+    "import": "autoannotate import --format voc ~/datasets/VOCdevkit/VOC2012 --user alice --task demo-shapes",
+    "version": "autoannotate version create --date 2026-11-22",
+    "version create": "autoannotate version create --date 2026-11-22",
+    "export": "autoannotate export --version demo-shapes@2026-11-22 --format yolo --out exports/yolo",
+}
+
+
+def add_examples(parser: argparse.ArgumentParser, path: str = "") -> None:
+    """Every verb's --help ends with an example of it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                verb = f"{path} {name}".strip()
+                child.epilog = f"example:\n  {EXAMPLES[verb]}"
+                child.formatter_class = argparse.RawDescriptionHelpFormatter
+                add_examples(child, verb)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=["yolo", "coco"])
     export.add_argument("--out", required=True, help="output folder")
     export.set_defaults(handler=command_export)
+    add_examples(parser)
     return parser
 
 

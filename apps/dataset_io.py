@@ -36,6 +36,8 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
     writes nothing new.
     """
     boxes = READERS[fmt](path)
+    # Boxes that reached outside their image were clipped to it; the report names each label.
+    clipped = [box.clipped_at for box in boxes if box.clipped_at]
     inspected = {}
     for image in sorted({box.image for box in boxes}):
         result = inspect_image_file(image, max_pixels)
@@ -54,7 +56,7 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
         known = s.history.known_ids(task)
         written = s.history.append([e for e in events if e.annotation_id not in known])
         return {"batch": batch, "images": len(inspected), "new_inputs": ingestion["new"], "labels": len(boxes),
-                "annotations_written": written}
+                "annotations_written": written, "clipped_boxes": len(clipped), "clipped": clipped}
 
     return store.write(write)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,18 +15,20 @@ from assets.partitions import batch_partitions
 from core.settings import Settings
 from pipelines.definitions import build_definitions
 from pipelines.instance import persistent_instance
+from pipelines.recovery import release_abandoned_runs, wait_for_database_slot
 from resources.detector import Detector
 from resources.inbox import Inbox, list_inbox_files
 from resources.store import DuckDBStore
-from resources.tasks import detectors_for
+from resources.tasks import detectors_for, models_by_task
 
 # Our assets log progress at INFO (every 100 images); Dagster's own step events are DEBUG.
 PROGRESS_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def pending_files(inbox: Inbox, store: DuckDBStore) -> list[Path]:
-    """Inbox files that no batch has ingested or rejected yet."""
+def pending_files(inbox: Inbox, store: DuckDBStore, exclude: Iterable[str] = ()) -> list[Path]:
+    """Inbox files that no batch has ingested or rejected yet, and none of the batches `exclude` holds."""
     seen = store.read(lambda s: s.inputs.seen_uris())
+    seen.update(str(path) for batch in exclude for path in inbox.batch_files(batch))
     return [path for path in list_inbox_files(Path(inbox.path)) if str(path) not in seen]
 
 
@@ -71,34 +74,59 @@ def load_models_in_background(detectors: list[Detector]) -> None:
     threading.Thread(target=load_all, daemon=True, name="load-models").start()
 
 
-def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = None,
-                 build_version: bool = False) -> dict:
-    """Ingest and annotate everything new in the inbox as one batch (what the sensor runs), and with
-    `build_version` also today's dataset versions. A version holds the whole dataset, so building it costs
-    what the dataset costs, not what the batch costs: the daily schedule builds it otherwise."""
-    definitions = build_definitions(settings)
-    resources = definitions.resources
-    tasks = resources["tasks"].load()  # a broken task file fails here, before anything is ingested
-    store, inbox = resources["store"], resources["inbox"]
-    files = pending_files(inbox, store)
-    if not files:
-        return {"batch": None, "files": 0}
-    load_models_in_background(detectors_for(tasks, resources["detector"]))
-    instance = persistent_instance(settings.dagster_home)
-    batch = create_batch(inbox, files, instance)
-    if progress:
-        progress(f"batch {batch}: running the pipeline over {len(files)} new files ...")
+def run_batch(definitions: dg.Definitions, instance: dg.DagsterInstance, batch: str, wait_s: float,
+              say: Callable[[str], object]) -> dg.ExecuteInProcessResult:
+    """One in-process run of the batch job; first waits (sleeping, bounded) for the database slot."""
+    wait_for_database_slot(instance, wait_s, say)
     result = definitions.resolve_job_def("annotate_batch").execute_in_process(
         partition_key=batch, instance=instance, run_config=PROGRESS_LOGS, raise_on_error=False)
     if not result.success:
         raise RuntimeError(f"The run for batch {batch} failed: {first_failure(result)}")
-    summary = batch_summary(store, batch, len(files))
-    bands = result.asset_materializations_for_node("annotations")[0].metadata["bands_per_task_and_concept"].value
-    models = result.asset_materializations_for_node("predictions")[0].metadata["models"].value
-    summary["inference"] = {name: {"runtime": m["runtime"], "images_per_second": m["images_per_second"]}
-                            for name, m in models.items()}
-    summary["tasks"] = {name: {"bands": per_concept, "review": store.read(lambda s, n=name: s.reviews.progress(n))}
-                        for name, per_concept in bands.items()}
+    return result
+
+
+def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = None,
+                 build_version: bool = False) -> dict:
+    """Finish every batch a crash left unfinished, then ingest and annotate everything new in the inbox as one
+    batch (what the sensor runs); with `build_version` also today's dataset versions. A version holds the whole
+    dataset, so building it costs what the dataset costs, not what the batch costs: the daily schedule builds
+    it otherwise."""
+    say = progress or (lambda text: print(text, file=sys.stderr))
+    definitions = build_definitions(settings)
+    resources = definitions.resources
+    tasks = resources["tasks"].load()  # a broken task file fails here, before anything is ingested
+    store, inbox = resources["store"], resources["inbox"]
+    instance = persistent_instance(settings.dagster_home)
+    for sentence in release_abandoned_runs(instance):
+        say(sentence)
+    stages = store.read(lambda s: s.batches.stages(inbox.batches(), models_by_task(tasks, resources["detector"])))
+    unfinished = {batch: stage for batch, stage in stages.items() if stage != "complete"}
+    files = pending_files(inbox, store, exclude=unfinished)
+    if not files and not unfinished and not build_version:
+        return {"batch": None, "files": 0, "resumed": []}
+    if files or unfinished:
+        load_models_in_background(detectors_for(tasks, resources["detector"]))
+        # Before pinning a batch: a run that gives up waiting leaves nothing behind.
+        wait_for_database_slot(instance, settings.slot_wait_s, say)
+    resumed = []
+    for batch, stage in unfinished.items():
+        say(f"batch {batch} stopped before it was complete ({stage}); finishing it ...")
+        instance.add_dynamic_partitions(batch_partitions.name, [batch])  # a crash may have come before this
+        run_batch(definitions, instance, batch, settings.slot_wait_s, say)
+        resumed.append({"batch": batch, "stage": stage})
+    summary: dict = {"batch": None, "files": 0, "resumed": resumed}
+    if files:
+        batch = create_batch(inbox, files, instance)
+        say(f"batch {batch}: running the pipeline over {len(files)} new files ...")
+        result = run_batch(definitions, instance, batch, settings.slot_wait_s, say)
+        summary = {**batch_summary(store, batch, len(files)), "resumed": resumed}
+        bands = result.asset_materializations_for_node("annotations")[0].metadata["bands_per_task_and_concept"].value
+        models = result.asset_materializations_for_node("predictions")[0].metadata["models"].value
+        summary["inference"] = {name: {"runtime": m["runtime"], "images_per_second": m["images_per_second"]}
+                                for name, m in models.items()}
+        summary["tasks"] = {name: {"bands": per_concept,
+                                   "review": store.read(lambda s, n=name: s.reviews.progress(n))}
+                            for name, per_concept in bands.items()}
     if build_version:
         summary["versions"] = create_versions(settings, datetime.now(UTC).date().isoformat(), definitions)
     return summary

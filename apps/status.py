@@ -16,8 +16,10 @@ def annotation_counts(s: Session, task: str | None) -> tuple[dict, dict]:
     return by_status, by_concept
 
 
-def collect_status(store: DuckDBStore, task: str | None = None) -> dict:
-    """One object with the totals of every table; the JSON of `autoannotate status [--task NAME]`."""
+def collect_status(store: DuckDBStore, task: str | None = None, batches: list[str] = (),
+                   models: dict[str, str] | None = None) -> dict:
+    """One object with the totals of every table; the JSON of `autoannotate status [--task NAME]`. With the
+    pinned `batches` and the configured tasks' `models` (task -> model id), also the batches not complete."""
 
     def read(s: Session) -> dict:
         totals = s.inputs.totals()
@@ -30,6 +32,8 @@ def collect_status(store: DuckDBStore, task: str | None = None) -> dict:
             "annotations_by_concept": by_concept,
             "tasks": {name: {"inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
                              "review": s.reviews.progress(name)} for name in tasks},
+            "unfinished_batches": {b: stage for b, stage in s.batches.stages(list(batches), models or {}).items()
+                                   if stage != "complete"},
         }
 
     status = store.read(read)

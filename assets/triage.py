@@ -14,6 +14,7 @@ from assets.checks import table_metadata, table_schema_check
 from assets.inference import predictions
 from assets.partitions import batch_partitions
 from core.annotations import LIVE_STATUSES, Source, Status
+from core.faults import pause_point
 from core.image_checks import load_oriented_rgb
 from core.plots import annotated_grid, confidence_histograms, markdown_image
 from core.routing import route_predictions
@@ -30,7 +31,9 @@ SAMPLE_IMAGES = 6
 def annotate_task(s: Session, task: LabelingTask, batch: str, model_id: str, now: datetime) -> dict:
     """Route one task's predictions of the batch, then give new review items to reviewers."""
     result = s.history.sync_auto(task, batch, model_id, now)
-    return {**result, "newly_assigned": s.reviews.assign_new(task, now)}
+    assigned = s.reviews.assign_new(task, now)
+    pause_point("annotations.write")
+    return {**result, "newly_assigned": assigned}
 
 
 @dg.asset(

@@ -13,6 +13,7 @@ import dagster as dg
 from assets.checks import table_metadata, table_schema_check
 from assets.partitions import daily_partitions
 from assets.triage import annotations
+from core.faults import pause_point
 from core.manifests import end_of_day
 from resources.store import DuckDBStore, write_or_retry
 from resources.versions import VersionStore
@@ -29,6 +30,7 @@ def write_version(s: Session, versions: VersionStore, task: str, day: date, now:
     key = f"{task}@{day.isoformat()}"
     path = versions.write_manifest(task, day.isoformat(), manifest.text)
     changed = s.versions.record(key, task, day, cutoff, manifest, str(path), now)
+    pause_point("versions.write")
     return {"version": key, "manifest_sha256": manifest.sha256, "annotations": manifest.annotations,
             "inputs": manifest.inputs, "per_concept": manifest.per_concept, "changed": changed}
 

@@ -11,10 +11,11 @@ import json
 import os
 import re
 import shutil
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+import defusedxml
+import defusedxml.ElementTree as SafeET
 import pandas as pd
 import yaml
 from PIL import Image
@@ -38,48 +39,99 @@ class LabelBox:
     x2: float
     y2: float
     polygon: tuple[float, ...] | None = None
+    clipped_at: str | None = None  # "file:line" when the label's box reached outside the image and was clipped
 
 
 def _fail(path: Path, line: int | None, message: str) -> LabelFormatError:
     return LabelFormatError(f"{path}:{line}: {message}" if line else f"{path}: {message}")
 
 
-def _checked_box(path: Path, line: int | None, x1: float, y1: float, x2: float, y2: float) -> tuple:
+def _checked_box(path: Path, line: int | None, x1: float, y1: float, x2: float, y2: float
+                 ) -> tuple[float, float, float, float, str | None]:
+    """The box clipped to the image, and where it was when clipping changed it. Published datasets often
+    reach a pixel past the border; a box with nothing inside the image is refused."""
     if not (x1 < x2 and y1 < y2):
         raise _fail(path, line, f"empty box ({x1:g}, {y1:g}, {x2:g}, {y2:g}): x1 < x2 and y1 < y2 is needed")
-    if min(x1, y1) < -EPSILON or max(x2, y2) > 1 + EPSILON:
-        raise _fail(path, line, "box lies (partly) outside the image")
-    return tuple(min(1.0, max(0.0, v)) for v in (x1, y1, x2, y2))
+    clipped = tuple(min(1.0, max(0.0, v)) for v in (x1, y1, x2, y2))
+    if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
+        raise _fail(path, line, f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies entirely outside the image")
+    moved = min(x1, y1) < -EPSILON or max(x2, y2) > 1 + EPSILON
+    return (*clipped, f"{path}:{line}" if line else str(path)) if moved else (*clipped, None)
+
+
+def _inside(root: Path, path: Path, named_in: Path, line: int | None) -> Path:
+    """`path` when it lies inside the dataset folder `root`; a label naming a file elsewhere is refused."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise _fail(named_in, line, f"names {path}, which lies outside the dataset folder {root}; refused")
+    return path
+
+
+def _existing(candidates: list[Path], named_in: Path, line: int | None, what: str) -> Path:
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise _fail(named_in, line, f"{what} does not exist; looked for " + ", ".join(map(str, candidates)))
 
 
 # ---------------------------------------------------------------- YOLO
 
 
-def yolo_names(root: Path) -> list[str]:
+def yolo_data(root: Path) -> tuple[list[str], Path, list[str | list]]:
+    """Class names, dataset folder and image sources of a YOLO dataset's data.yaml (Ultralytics' layout: `path`
+    relative to the file's folder, `train`/`val`/`test` each a folder, a text file listing images, or a list)."""
     data = root / "data.yaml"
     if not data.is_file():
         raise _fail(data, None, "not found; a YOLO import needs data.yaml for its class names")
-    names = (yaml.safe_load(data.read_text()) or {}).get("names")
+    config = yaml.safe_load(data.read_text()) or {}
+    names = config.get("names")
     if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names)]
-    if isinstance(names, list) and names:
-        return [str(n) for n in names]
-    raise _fail(data, None, "has no 'names' (a list or an id -> name mapping)")
+        names = [str(names[k]) for k in sorted(names)]
+    elif isinstance(names, list) and names:
+        names = [str(n) for n in names]
+    else:
+        raise _fail(data, None, "has no 'names' (a list or an id -> name mapping)")
+    folder = (root / str(config.get("path") or ".")).resolve()
+    splits = [config[key] for key in ("train", "val", "test") if config.get(key)]
+    return names, folder, splits or ["images"]
+
+
+def yolo_images(data: Path, folder: Path, splits: list) -> list[Path]:
+    """Every image the splits name, each once, in a stable order."""
+    found: dict[Path, None] = {}
+    for source in (item for split in splits for item in (split if isinstance(split, list) else [split])):
+        place = _inside(folder, folder / str(source), data, None)
+        if place.is_dir():
+            found.update(dict.fromkeys(sorted(p for p in place.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES)))
+        elif place.suffix == ".txt" and place.is_file():
+            for number, entry in enumerate(place.read_text().splitlines(), start=1):
+                if entry.strip():
+                    image = _inside(folder, folder / entry.strip(), place, number)
+                    found[_existing([image], place, number, f"image {entry.strip()}")] = None
+        else:
+            raise _fail(data, None, f"split {source!r} is neither a folder nor a list of images under {folder}")
+    return list(found)
 
 
 def _label_path(image: Path) -> Path:
     parts = list(image.parts)
+    if "images" not in parts:
+        return image.with_suffix(".txt")  # no images/ folder: labels sit beside the images
     index = len(parts) - 1 - parts[::-1].index("images")  # Ultralytics: the last /images/ becomes /labels/
     parts[index] = "labels"
     return Path(*parts).with_suffix(".txt")
 
 
 def read_yolo(root: Path) -> list[LabelBox]:
-    """Every box of a YOLO detection (or segmentation) dataset: data.yaml, images/..., labels/...."""
-    names = yolo_names(root)
+    """Every box of a YOLO detection (or segmentation) dataset: data.yaml and the images its splits name,
+    labels where Ultralytics looks for them (the last images/ of the path becomes labels/)."""
+    names, folder, splits = yolo_data(root)
+    images = yolo_images(root / "data.yaml", folder, splits)
+    labels = [(image, _label_path(image)) for image in images]
+    if not any(label.exists() for _, label in labels):
+        raise _fail(root / "data.yaml", None, f"no label files found for its {len(images)} images (looked for "
+                                              "labels/ beside each images/ folder, and .txt files beside the images)")
     boxes = []
-    for image in sorted(p for p in (root / "images").rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES):
-        label = _label_path(image)
+    for image, label in labels:
         if not label.exists():
             continue  # an image without a label file has no objects, as in Ultralytics
         for number, text in enumerate(label.read_text().splitlines(), start=1):
@@ -98,11 +150,11 @@ def read_yolo(root: Path) -> list[LabelBox]:
             if len(values) == 5:
                 cx, cy, w, h = values[1:]
                 box = _checked_box(label, number, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-                boxes.append(LabelBox(image, concept, *box))
+                boxes.append(LabelBox(image, concept, *box[:4], clipped_at=box[4]))
             elif len(values) >= 7 and len(values) % 2 == 1:
                 xs, ys = values[1::2], values[2::2]
                 box = _checked_box(label, number, min(xs), min(ys), max(xs), max(ys))
-                boxes.append(LabelBox(image, concept, *box, polygon=tuple(values[1:])))
+                boxes.append(LabelBox(image, concept, *box[:4], polygon=tuple(values[1:]), clipped_at=box[4]))
             else:
                 raise _fail(label, number, f"expected 'class cx cy w h' or a polygon, got {len(values)} values")
     return boxes
@@ -200,6 +252,8 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
 
 def read_coco(path: Path) -> list[LabelBox]:
     """Boxes of a COCO JSON; images are found next to it or in its images/ folder."""
+    if not path.is_file():
+        raise _fail(path, None, "not found; a COCO import needs the annotations JSON file")
     try:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -224,7 +278,8 @@ def read_coco(path: Path) -> list[LabelBox]:
                 from None
         width, height = float(image["width"]), float(image["height"])
         box = _checked_box(path, line, x / width, y / height, (x + w) / width, (y + h) / height)
-        boxes.append(LabelBox(_coco_image(path, image["file_name"]), categories[annotation["category_id"]], *box))
+        boxes.append(LabelBox(_coco_image(path, image["file_name"], line), categories[annotation["category_id"]],
+                              *box[:4], clipped_at=box[4]))
     return boxes
 
 
@@ -235,26 +290,37 @@ def _json_line(text: str, annotation_id: object, ordinal: int) -> int:
     return text.count("\n", 0, match.start()) + 1 if match else ordinal
 
 
-def _coco_image(path: Path, file_name: str) -> Path:
-    for candidate in (path.parent / file_name, path.parent / "images" / file_name):
-        if candidate.exists():
-            return candidate
-    return path.parent / file_name
+def _coco_image(path: Path, file_name: str, line: int) -> Path:
+    candidates = [_inside(path.parent, folder / file_name, path, line) for folder in (path.parent,
+                                                                                     path.parent / "images")]
+    return _existing(candidates, path, line, f"image {file_name!r}")
 
 
 # ---------------------------------------------------------------- Pascal VOC
 
 
+VOC_LABEL_FOLDERS = ("Annotations", "annotations", ".")
+VOC_IMAGE_FOLDERS = ("JPEGImages", "images")
+
+
 def read_voc(root: Path) -> list[LabelBox]:
-    """Boxes of Pascal VOC XML files (Annotations/*.xml or *.xml); images in JPEGImages/ or next to them."""
-    folder = root / "Annotations" if (root / "Annotations").is_dir() else root
+    """Boxes of Pascal VOC XML files in Annotations/, annotations/ or the folder itself; images in JPEGImages/,
+    images/, beside the XML file or in the folder. XML is parsed without expanding entities."""
+    xml_files = next((sorted((root / name).glob("*.xml")) for name in VOC_LABEL_FOLDERS
+                      if (root / name).is_dir() and any((root / name).glob("*.xml"))), [])
+    if not xml_files:
+        raise _fail(root, None, "no Pascal VOC XML files found (looked in " +
+                    ", ".join(f"{root / name}" for name in VOC_LABEL_FOLDERS) + ")")
     boxes = []
-    for xml_file in sorted(folder.glob("*.xml")):
+    for xml_file in xml_files:
         text = xml_file.read_text()
         try:
-            document = ET.fromstring(text)
-        except ET.ParseError as error:
+            document = SafeET.fromstring(text)
+        except SafeET.ParseError as error:
             raise _fail(xml_file, error.position[0], f"not valid XML ({error})") from None
+        except defusedxml.DefusedXmlException as error:
+            raise _fail(xml_file, None, f"refused: the XML declares entities or a DTD ({type(error).__name__})") \
+                from None
         try:
             width = float(document.findtext("size/width"))
             height = float(document.findtext("size/height"))
@@ -273,13 +339,11 @@ def read_voc(root: Path) -> list[LabelBox]:
                 raise _fail(xml_file, line, f"object {name!r}: bndbox xmin/ymin/xmax/ymax must be numbers") \
                     from None
             box = _checked_box(xml_file, line, x1 / width, y1 / height, x2 / width, y2 / height)
-            boxes.append(LabelBox(image, name, *box))
+            boxes.append(LabelBox(image, name, *box[:4], clipped_at=box[4]))
     return boxes
 
 
 def _voc_image(root: Path, xml_file: Path, file_name: str) -> Path:
-    for candidate in (root / "JPEGImages" / file_name, xml_file.parent / file_name, root / file_name):
-        if candidate.exists():
-            return candidate
-    return root / "JPEGImages" / file_name
-
+    folders = [root / name for name in VOC_IMAGE_FOLDERS] + [xml_file.parent, root]
+    candidates = list(dict.fromkeys(_inside(root, folder / file_name, xml_file, None) for folder in folders))
+    return _existing(candidates, xml_file, None, f"image {file_name!r}")

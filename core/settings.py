@@ -31,6 +31,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_VERSIONS_START": "versions_start",
     "AUTOANNOTATE_SENSOR_INTERVAL": "sensor_interval_s",
     "AUTOANNOTATE_CATCH_UP_CRON": "catch_up_cron",
+    "AUTOANNOTATE_SLOT_WAIT_S": "slot_wait_s",
 }
 
 
@@ -52,6 +53,7 @@ class Settings:
     versions_start: str = "2026-11-01"
     sensor_interval_s: int = 30
     catch_up_cron: str = "0 * * * *"
+    slot_wait_s: float = 600.0  # how long a CLI run waits for another run to free the database slot
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod

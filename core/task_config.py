@@ -70,7 +70,7 @@ class LabelingTask(Strict):
     thresholds: Thresholds
     reviewers: list[str] = Field(default_factory=list)
     priority: Literal["low", "medium", "high"] = "medium"
-    annotator: str = Field(min_length=1)
+    annotator: str = Field(default="autoannotate", min_length=1)  # who auto-accepted annotations are by
     source_file: str = ""
 
     @model_validator(mode="after")

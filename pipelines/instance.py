@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 # Telemetry off (offline machines); every DuckDB-writing step in one pool of size 1
-# so two runs never hold the database at once; runs queue instead of failing.
+# so two runs never hold the database at once; runs queue instead of failing. Run monitoring
+# frees the slots of runs that ended without freeing them.
 INSTANCE_YAML = """\
 telemetry:
   enabled: false
@@ -17,6 +18,9 @@ concurrency:
     default_limit: 1
   runs:
     max_concurrent_runs: 4
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 30
 """
 
 

@@ -9,8 +9,8 @@ import dagster as dg
 from assets.partitions import batch_partitions
 from core.settings import Settings
 from pipelines.jobs import annotate_batch_job
-from resources.detector import Detector, file_sha256
-from resources.tasks import LabelingTasks, detectors_for
+from resources.detector import Detector
+from resources.tasks import LabelingTasks, models_by_task
 
 
 def latest_model_ids(instance: dg.DagsterInstance, limit: int = 10_000) -> dict[str, set[str]]:
@@ -37,7 +37,7 @@ def batches_to_catch_up(all_batches: list[str], annotated: set[str], model_ids: 
                          "from weights the tasks no longer use.")
 def catch_up_schedule(context: dg.ScheduleEvaluationContext, tasks: LabelingTasks,
                       detector: Detector) -> list[dg.RunRequest] | dg.SkipReason:
-    wanted = {file_sha256(d.weights_path()) for d in detectors_for(tasks.load(), detector)}
+    wanted = set(models_by_task(tasks.load(), detector).values())
     batches = batches_to_catch_up(
         context.instance.get_dynamic_partitions(batch_partitions.name),
         context.instance.get_materialized_partitions(dg.AssetKey("annotations")),

@@ -16,6 +16,7 @@ import dagster as dg
 from assets.partitions import batch_partitions
 from core.settings import Settings
 from pipelines.jobs import annotate_batch_job
+from pipelines.recovery import release_abandoned_runs
 from resources.inbox import Inbox, batch_key_for, list_inbox_files
 
 
@@ -86,4 +87,7 @@ def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = No
            default_status=dg.DefaultSensorStatus.STOPPED,
            description="Turns new, settled files in the inbox into a batch and runs the pipeline on it.")
 def inbox_sensor(context: dg.SensorEvaluationContext, inbox: Inbox) -> dg.SensorResult | dg.SkipReason:
+    # The daemon's turn to notice run workers that died: their slot of the duckdb pool would block every run.
+    for sentence in release_abandoned_runs(context.instance):
+        context.log.warning(sentence)
     return evaluate_inbox(inbox, context.cursor)

@@ -23,6 +23,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from core.faults import pause_point
 from core.image_checks import load_oriented_rgb
 from core.offline import make_ultralytics_offline
 from core.yolo_outputs import detections_from_raw
@@ -345,6 +346,8 @@ class Detector(dg.ConfigurableResource):
                               "prediction_count": len(detections), "processed_at": now})
             if log and (done == 1 or done % 100 == 0 or done == len(input_ids)):
                 log(f"predicted {done}/{len(input_ids)} images")
+            if done == 1:
+                pause_point("inference")
         frame = pd.DataFrame(rows, columns=[c.name for c in PREDICTIONS.written_columns])
         return frame.drop_duplicates("prediction_id"), pd.DataFrame(processed)
 

@@ -56,6 +56,11 @@ class Inbox(dg.ConfigurableResource):
         os.replace(tmp, target)
         return key
 
+    def batches(self) -> list[str]:
+        """Every batch pinned so far, oldest first (keys start with their UTC time)."""
+        folder = Path(self.batches_dir)
+        return sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
+
     def batch_files(self, batch: str) -> list[Path]:
         """The absolute paths pinned for `batch`."""
         target = self.manifest_path(batch)

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from core.task_config import LabelingTask, TaskConfigError, load_task
-from resources.detector import Detector
+from resources.detector import Detector, file_sha256
 
 
 class LabelingTasks(dg.ConfigurableResource):
@@ -37,3 +37,9 @@ def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector
     for detector in [detector_for(task, default) for task in tasks] or [default]:
         unique.setdefault((str(Path(detector.weights).resolve()), detector.imgsz), detector)
     return list(unique.values())
+
+
+def models_by_task(tasks: list[LabelingTask], default: Detector) -> dict[str, str]:
+    """Task name -> the model id (weights hash) it predicts with."""
+    return {task.name: file_sha256(d.weights_path()) for task, d in zip(tasks, detectors_for(tasks, default),
+                                                                          strict=True)}

@@ -1,5 +1,6 @@
 """Where dataset-version manifests live, and how versions are split for training."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +16,11 @@ class VersionStore(dg.ConfigurableResource):
         return Path(self.root) / task / day / "manifest.tsv"
 
     def write_manifest(self, task: str, day: str, text: str) -> Path:
+        """Written whole or not at all (a temporary file renamed into place); always rewritten, so a rebuild
+        restores a manifest whatever happened to the file."""
         path = self.manifest_path(task, day)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(text)
+        os.replace(partial, path)
         return path

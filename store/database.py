@@ -23,6 +23,7 @@ import pandas as pd
 import pandera.polars as pa
 import polars as pl
 
+from store.batches import BatchesSQL
 from store.history import AnnotationHistory
 from store.inputs import InputsSQL
 from store.predictions import PredictionsSQL
@@ -79,6 +80,7 @@ class Session:
     def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
         self.conn = conn
         self.inputs = InputsSQL(self)
+        self.batches = BatchesSQL(self)
         self.predictions = PredictionsSQL(self)
         self.history = AnnotationHistory(self)
         self.reviews = ReviewSQL(self)

@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.faults import pause_point
 from core.image_checks import InspectedImage, Rejection
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class InputsSQL:
         self.s.insert("rejected_inputs", [
             {"uri": str(path), "batch": batch, "reason_code": r.code, "reason": r.reason, "detected_at": now}
             for path, r in rejected])
+        pause_point("inputs.write")
         return {"new": len(new_inputs), "duplicates": sum(s["duplicate_of_earlier"] for s in sources),
                 "batch_inputs": self.s.scalar("SELECT count(*) FROM inputs WHERE batch = ?", [batch])}
 

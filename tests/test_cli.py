@@ -81,3 +81,14 @@ def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     result = autoannotate("run", "--inbox", str(tmp_path / "missing"), home=tmp_path / "home", check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == f"autoannotate: The inbox {tmp_path / 'missing'} is not a folder."
+
+
+def test_every_verb_help_ends_with_an_example_of_that_verb(capsys: pytest.CaptureFixture) -> None:
+    from apps.cli import EXAMPLES, build_parser
+
+    for verb, example in EXAMPLES.items():
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args([*verb.split(), "--help"])
+        assert exited.value.code == 0
+        assert capsys.readouterr().out.endswith(f"example:\n  {example}\n"), verb
+        assert example.startswith(f"autoannotate {verb.split()[0]}")

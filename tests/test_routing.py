@@ -104,3 +104,10 @@ def test_demo_task_file_is_valid() -> None:
     demo = load_task(DEMO_TASK)
     assert demo.weights_path() == DEMO_WEIGHTS
     assert demo.concept_for("cross") is None
+
+
+def test_a_task_without_annotator_is_annotated_by_autoannotate() -> None:
+    data = {k: v for k, v in BASE.items() if k != "annotator"}
+    assert parse_task(data, "task.yaml").annotator == "autoannotate"
+    with pytest.raises(TaskConfigError, match=r"task\.yaml: annotator"):
+        task(annotator="")

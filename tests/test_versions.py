@@ -239,7 +239,7 @@ def test_voc_and_coco_imports_round_trip_within_a_pixel(resources: dict, instanc
 
 @pytest.mark.parametrize(("line", "message"), [
     ("7 0.5 0.5 0.1 0.1", "class id 7 is not one of data.yaml's names (0 to 3)"),
-    ("1 0.95 0.5 0.2 0.1", "box lies (partly) outside the image"),
+    ("1 1.5 0.5 0.2 0.1", "box (1.4, 0.45, 1.6, 0.55) lies entirely outside the image"),
     ("1 0.5 abc 0.2 0.1", "'abc' is not a number"),
 ])
 def test_a_malformed_label_file_is_rejected_with_file_and_line_and_nothing_is_written(
