@@ -57,13 +57,15 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
     if inbox is not None and not inbox.is_dir():
         raise UserError(f"The inbox {inbox} is not a folder.")
     summary = run_pipeline(settings.with_run_options(inbox, args.task), progress=None if args.json else print,
-                           build_version=args.version)
+                           build_version=args.version, reroute=args.reroute)
     emit(args, summary, render_run_summary)
 
 
 def render_run_summary(summary: dict) -> None:
     for item in summary["resumed"]:
         print(f"finished batch {item['batch']}, which a stopped run had left {item['stage']}")
+    for batch in summary["rerouted"]:
+        print(f"re-routed batch {batch} under the current rules")
     if summary["batch"] is None:
         print("Nothing new in the inbox: every file there was already ingested or rejected.")
         return
@@ -95,8 +97,9 @@ def command_status(args: argparse.Namespace, settings: Settings) -> None:
     from resources.tasks import models_by_task
 
     resources = build_resources(settings)
-    models = models_by_task(resources["tasks"].load(), resources["detector"])
-    status = collect_status(resources["store"], task=args.task, batches=resources["inbox"].batches(), models=models)
+    tasks = resources["tasks"].load()
+    status = collect_status(resources["store"], task=args.task, batches=resources["inbox"].batches(),
+                            models=models_by_task(tasks, resources["detector"]), rules_of=tasks)
     emit(args, status, render_status)
 
 
@@ -109,6 +112,9 @@ def render_status(status: dict) -> None:
     for name, task in status["tasks"].items():
         print(f"\ntask {name}: {task['inputs_processed']}/{task['inputs_total']} inputs processed")
         print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
+    for name, count in status["batches_routed_under_older_rules"].items():
+        print(f"\ntask {name}: {count} batches were routed under earlier thresholds; `autoannotate run --reroute` "
+              "re-routes them under the current ones")
     if status["unfinished_batches"]:
         print("\nunfinished batches (a run stopped before they were complete; the next `autoannotate run` "
               "finishes them):")
@@ -257,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--version", action="store_true",
                      help="also build today's dataset version of every task (costs what the whole dataset costs; "
                           "the daily schedule and `version create` build versions otherwise)")
+    run.add_argument("--reroute", action="store_true",
+                     help="first re-route every earlier batch routed under other thresholds than the tasks' current "
+                          "ones, from the stored predictions (no inference; people's decisions stay)")
     run.set_defaults(handler=command_run)
 
     status = sub.add_parser("status", parents=[common], help="counts of inputs, rejections, predictions, annotations")

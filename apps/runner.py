@@ -75,22 +75,25 @@ def load_models_in_background(detectors: list[Detector]) -> None:
 
 
 def run_batch(definitions: dg.Definitions, instance: dg.DagsterInstance, batch: str, wait_s: float,
-              say: Callable[[str], object]) -> dg.ExecuteInProcessResult:
-    """One in-process run of the batch job; first waits (sleeping, bounded) for the database slot."""
+              say: Callable[[str], object], assets: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+    """One in-process run of the batch job (or of its `assets` only); first waits (sleeping, bounded) for the
+    database slot."""
     wait_for_database_slot(instance, wait_s, say)
     result = definitions.resolve_job_def("annotate_batch").execute_in_process(
-        partition_key=batch, instance=instance, run_config=PROGRESS_LOGS, raise_on_error=False)
+        partition_key=batch, instance=instance, run_config=PROGRESS_LOGS, raise_on_error=False,
+        asset_selection=assets)
     if not result.success:
         raise RuntimeError(f"The run for batch {batch} failed: {first_failure(result)}")
     return result
 
 
 def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = None,
-                 build_version: bool = False) -> dict:
+                 build_version: bool = False, reroute: bool = False) -> dict:
     """Finish every batch a crash left unfinished, then ingest and annotate everything new in the inbox as one
     batch (what the sensor runs); with `build_version` also today's dataset versions. A version holds the whole
     dataset, so building it costs what the dataset costs, not what the batch costs: the daily schedule builds
-    it otherwise."""
+    it otherwise. With `reroute`, first re-routes every earlier batch routed under other rules than the tasks'
+    current ones, from its stored predictions (no inference; people's decisions stay)."""
     say = progress or (lambda text: print(text, file=sys.stderr))
     definitions = build_definitions(settings)
     resources = definitions.resources
@@ -101,9 +104,11 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         say(sentence)
     stages = store.read(lambda s: s.batches.stages(inbox.batches(), models_by_task(tasks, resources["detector"])))
     unfinished = {batch: stage for batch, stage in stages.items() if stage != "complete"}
+    stale = sorted(set(store.read(lambda s: [b for task in tasks for b in s.history.batches_routed_under_other_rules(
+        task)])) - set(unfinished)) if reroute else []
     files = pending_files(inbox, store, exclude=unfinished)
-    if not files and not unfinished and not build_version:
-        return {"batch": None, "files": 0, "resumed": []}
+    if not files and not unfinished and not stale and not build_version:
+        return {"batch": None, "files": 0, "resumed": [], "rerouted": []}
     if files or unfinished:
         load_models_in_background(detectors_for(tasks, resources["detector"]))
         # Before pinning a batch: a run that gives up waiting leaves nothing behind.
@@ -114,12 +119,15 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         instance.add_dynamic_partitions(batch_partitions.name, [batch])  # a crash may have come before this
         run_batch(definitions, instance, batch, settings.slot_wait_s, say)
         resumed.append({"batch": batch, "stage": stage})
-    summary: dict = {"batch": None, "files": 0, "resumed": resumed}
+    for batch in stale:
+        say(f"batch {batch} was routed under earlier rules; re-routing it ...")
+        run_batch(definitions, instance, batch, settings.slot_wait_s, say, assets=[dg.AssetKey("annotations")])
+    summary: dict = {"batch": None, "files": 0, "resumed": resumed, "rerouted": stale}
     if files:
         batch = create_batch(inbox, files, instance)
         say(f"batch {batch}: running the pipeline over {len(files)} new files ...")
         result = run_batch(definitions, instance, batch, settings.slot_wait_s, say)
-        summary = {**batch_summary(store, batch, len(files)), "resumed": resumed}
+        summary = {**batch_summary(store, batch, len(files)), "resumed": resumed, "rerouted": stale}
         bands = result.asset_materializations_for_node("annotations")[0].metadata["bands_per_task_and_concept"].value
         models = result.asset_materializations_for_node("predictions")[0].metadata["models"].value
         summary["inference"] = {name: {"runtime": m["runtime"], "images_per_second": m["images_per_second"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.task_config import LabelingTask
 from resources.store import DuckDBStore
 from store import Session
 
@@ -17,9 +18,10 @@ def annotation_counts(s: Session, task: str | None) -> tuple[dict, dict]:
 
 
 def collect_status(store: DuckDBStore, task: str | None = None, batches: list[str] = (),
-                   models: dict[str, str] | None = None) -> dict:
+                   models: dict[str, str] | None = None, rules_of: list[LabelingTask] = ()) -> dict:
     """One object with the totals of every table; the JSON of `autoannotate status [--task NAME]`. With the
-    pinned `batches` and the configured tasks' `models` (task -> model id), also the batches not complete."""
+    pinned `batches` and the configured tasks' `models` (task -> model id), also the batches not complete;
+    with the configured tasks (`rules_of`), how many batches each routed under rules it no longer has."""
 
     def read(s: Session) -> dict:
         totals = s.inputs.totals()
@@ -32,6 +34,8 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
             "annotations_by_concept": by_concept,
             "tasks": {name: {"inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
                              "review": s.reviews.progress(name)} for name in tasks},
+            "batches_routed_under_older_rules": {
+                t.name: n for t in rules_of if (n := len(s.history.batches_routed_under_other_rules(t)))},
             "unfinished_batches": {b: stage for b, stage in s.batches.stages(list(batches), models or {}).items()
                                    if stage != "complete"},
         }

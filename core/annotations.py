@@ -77,6 +77,7 @@ class AnnotationEvent:
     annotator: str
     source: Source
     event_at: datetime
+    rules: str | None = None  # the routing rules that wrote an auto event; None for people's events
 
     @property
     def box(self) -> Box:

@@ -7,6 +7,8 @@ reviewers, a priority and the user id that auto-annotations are written as.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -116,6 +118,22 @@ class LabelingTask(Strict):
                 lower_operator=override.lower_operator or self.thresholds.lower_operator,
             ))
         return rules
+
+    def routing_definition(self) -> dict:
+        """What decides a prediction's band: concepts, class mapping and thresholds (not reviewers or names)."""
+        return {"concepts": self.concepts, "class_map": dict(sorted(self.class_map.items())),
+                "thresholds": self.thresholds.model_dump(mode="json")}
+
+    @property
+    def rules_hash(self) -> str:
+        """Identifies the routing rules; recorded on every auto event and every routed batch."""
+        text = json.dumps(self.routing_definition(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def under_rules(self, definition: dict) -> LabelingTask:
+        """This task as it routed under an earlier `routing_definition` (for checking what those rules wrote)."""
+        return self.model_copy(update={"concepts": definition["concepts"], "class_map": definition["class_map"],
+                                       "thresholds": Thresholds(**definition["thresholds"])})
 
     def weights_path(self) -> Path | None:
         if self.model is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import dagster as dg
 
@@ -13,16 +14,28 @@ from resources.detector import Detector
 from resources.tasks import LabelingTasks, models_by_task
 
 
-def latest_model_ids(instance: dg.DagsterInstance, limit: int = 10_000) -> dict[str, set[str]]:
-    """Per batch, the model ids of its latest `predictions` materialization (from Dagster, not DuckDB)."""
-    records = instance.fetch_materializations(dg.AssetKey("predictions"), limit=limit).records
-    latest: dict[str, set[str]] = {}
+def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str, limit: int = 10_000) -> dict[str, object]:
+    """Per batch, one metadata value of its latest materialization of `asset` (from Dagster, not DuckDB);
+    None where that materialization lacks it."""
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=limit).records
+    latest: dict[str, object] = {}
     for record in records:  # newest first
         materialization = record.asset_materialization
         if materialization and materialization.partition and materialization.partition not in latest:
-            value = materialization.metadata.get("model_ids")
-            latest[materialization.partition] = set(value.value) if value else set()
+            value = materialization.metadata.get(key)
+            latest[materialization.partition] = value.value if value else None
     return latest
+
+
+def latest_model_ids(instance: dg.DagsterInstance) -> dict[str, set[str]]:
+    """Per batch, the model ids of its latest `predictions` materialization."""
+    return {batch: set(ids or ()) for batch, ids in latest_metadata(instance, "predictions", "model_ids").items()}
+
+
+def batches_to_reroute(latest_rules: dict[str, object], wanted: dict[str, str], skip: set[str]) -> list[str]:
+    """Annotated batches whose latest routing used rules other than the tasks' current ones (`wanted`: task ->
+    rules hash), apart from those in `skip` (which run whole anyway)."""
+    return sorted(b for b, rules in latest_rules.items() if b not in skip and rules != wanted)
 
 
 def batches_to_catch_up(all_batches: list[str], annotated: set[str], model_ids: dict[str, set[str]],
@@ -34,7 +47,8 @@ def batches_to_catch_up(all_batches: list[str], annotated: set[str], model_ids: 
 @dg.schedule(job=annotate_batch_job, cron_schedule=Settings.current().catch_up_cron,
              default_status=dg.DefaultScheduleStatus.STOPPED,
              description="Runs the pipeline for every batch that was never annotated, or whose predictions come "
-                         "from weights the tasks no longer use.")
+                         "from weights the tasks no longer use; re-routes (no inference) every batch routed under "
+                         "rules the tasks no longer use.")
 def catch_up_schedule(context: dg.ScheduleEvaluationContext, tasks: LabelingTasks,
                       detector: Detector) -> list[dg.RunRequest] | dg.SkipReason:
     wanted = set(models_by_task(tasks.load(), detector).values())
@@ -42,7 +56,14 @@ def catch_up_schedule(context: dg.ScheduleEvaluationContext, tasks: LabelingTask
         context.instance.get_dynamic_partitions(batch_partitions.name),
         context.instance.get_materialized_partitions(dg.AssetKey("annotations")),
         latest_model_ids(context.instance), wanted)
-    if not batches:
-        return dg.SkipReason("Every batch is annotated with the models its tasks use.")
+    rules = {task.name: task.rules_hash for task in tasks.load()}
+    reroute = batches_to_reroute(latest_metadata(context.instance, "annotations", "routing_rules"), rules,
+                                 set(batches))
+    if not batches and not reroute:
+        return dg.SkipReason("Every batch is annotated with the models and routing rules its tasks use.")
     models = hashlib.sha256("|".join(sorted(wanted)).encode()).hexdigest()[:12]
-    return [dg.RunRequest(partition_key=b, run_key=f"catch-up-{b}-{models}") for b in batches]
+    rules_key = hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:12]
+    # Re-routing reads the stored predictions: only `annotations` (and its checks) runs, no inference.
+    return ([dg.RunRequest(partition_key=b, run_key=f"catch-up-{b}-{models}") for b in batches]
+            + [dg.RunRequest(partition_key=b, run_key=f"reroute-{b}-{rules_key}",
+                             asset_selection=[dg.AssetKey("annotations")]) for b in reroute])

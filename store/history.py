@@ -5,6 +5,7 @@ before T. Statuses, sources, the event type and id derivations are in `core.anno
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -50,7 +51,7 @@ def _filters(**values: object) -> tuple[str, dict]:
 def event_from_row(row: dict) -> AnnotationEvent:
     values = {f: row[f] for f in EVENT_FIELDS}
     values["status"], values["source"] = Status(values["status"]), Source(values["source"])
-    for name in ("prediction_id", "model_id", "batch", "confidence"):
+    for name in ("prediction_id", "model_id", "batch", "confidence", "rules"):
         if values[name] is not None and pd.isna(values[name]):
             values[name] = None
     # A list column comes back as a numpy array, or as a missing-value scalar when NULL.
@@ -139,6 +140,9 @@ class AnnotationHistory:
             events = pd.DataFrame([e.as_row() for e in events], columns=EVENT_FIELDS)
         if len(events) == 0:
             return 0
+        if "rules" not in events.columns:  # people's and imported events carry no routing rules
+            events = (events.with_columns(pl.lit(None, dtype=pl.Utf8).alias("rules"))
+                      if isinstance(events, pl.DataFrame) else events.assign(rules=None))
         with self.s.registered("appended_events", events):
             return self._append_relation("appended_events")
 
@@ -155,7 +159,7 @@ class AnnotationHistory:
     def _refresh_state(self, where: str) -> None:
         """Re-derive the current state of the annotations matching `where` from their events."""
         self.s.conn.execute(f"DELETE FROM annotation_state WHERE {where}")
-        self.s.conn.execute(f"INSERT INTO annotation_state {latest_events_sql(where)}")
+        self.s.conn.execute(f"INSERT INTO annotation_state BY NAME {latest_events_sql(where)}")
 
     def sync_auto(self, task: LabelingTask, batch: str, model_id: str, now: datetime) -> dict:
         """Route the batch's predictions of `model_id` by the task's thresholds and append the events that
@@ -167,6 +171,9 @@ class AnnotationHistory:
         # One routing query, run inside three statements: re-routing (a CASE per row) measured cheaper than
         # materialising the routed rows into a temp table (1M predictions: ~3.5 s vs ~3.9 s).
         routed = routed_sql(task, class_names, BATCH_PREDICTIONS)
+        if not self.s.scalar("SELECT count(*) FROM routing_rules WHERE rules = ?", [task.rules_hash]):
+            self.s.insert("routing_rules", [{"rules": task.rules_hash, "task": task.name, "first_used_at": now,
+                                             "definition": json.dumps(task.routing_definition(), sort_keys=True)}])
         self.s.conn.execute(f"CREATE OR REPLACE TEMP TABLE new_events AS {self._auto_events_sql(task, routed)}",
                             {**params, "now": now})
         appended = self._append_relation("new_events")
@@ -176,7 +183,7 @@ class AnnotationHistory:
         self.s.insert("task_inputs", self.s.pl(f"""
             SELECT {literal(task.name)} AS task, p.input_id, p.batch, p.model_id,
                    CAST(count(r.band) FILTER (WHERE r.band <> 'discard') AS INTEGER) AS annotation_count,
-                   $now AS processed_at
+                   $now AS processed_at, {literal(task.rules_hash)} AS rules
             FROM processed_inputs p LEFT JOIN ({routed}) r USING (input_id)
             WHERE p.batch = $batch AND p.model_id = $model_id GROUP BY ALL""", {**params, "now": now}))
         return {
@@ -189,14 +196,15 @@ class AnnotationHistory:
 
     @staticmethod
     def _auto_events_sql(task: LabelingTask, routed: str) -> str:
-        name, annotator = literal(task.name), literal(task.annotator)
-        kept = ", ".join(f"c.{f}" for f in EVENT_FIELDS if f not in ("status", "source", "event_at", "annotator"))
+        name, annotator, rules = literal(task.name), literal(task.annotator), literal(task.rules_hash)
+        kept = ", ".join(f"c.{f}" for f in EVENT_FIELDS
+                         if f not in ("status", "source", "event_at", "annotator", "rules"))
         return f"""
             WITH desired AS (
                 SELECT {digest32_sql(name, 'prediction_id')} AS annotation_id, {name} AS task, input_id,
                        prediction_id, model_id, batch, concept, x1, y1, x2, y2, polygon, confidence,
                        CASE band WHEN 'accept' THEN '{Status.SUCCESS}' ELSE '{Status.AWAITING_REVIEW}' END AS status,
-                       {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at
+                       {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at, {rules} AS rules
                 FROM ({routed}) WHERE band <> 'discard'),
             current AS (SELECT * FROM ({CURRENT}) WHERE task = {name} AND batch = $batch),
             decided AS (SELECT DISTINCT annotation_id FROM annotations
@@ -205,10 +213,22 @@ class AnnotationHistory:
             WHERE d.annotation_id NOT IN (SELECT annotation_id FROM decided) AND c.status IS DISTINCT FROM d.status
             UNION ALL BY NAME
             SELECT {kept}, '{Status.RETIRED}' AS status, {annotator} AS annotator, '{Source.AUTO}' AS source,
-                   $now AS event_at
+                   $now AS event_at, {rules} AS rules
             FROM current c
             WHERE c.status <> '{Status.RETIRED}' AND c.annotation_id NOT IN (SELECT annotation_id FROM decided)
               AND c.annotation_id NOT IN (SELECT annotation_id FROM desired)"""
+
+    def routing_definitions(self, hashes: list[str]) -> dict[str, dict]:
+        """The routing rules recorded under each of `hashes`."""
+        return {h: json.loads(d) for h, d in self.s.conn.execute(
+            "SELECT rules, definition FROM routing_rules WHERE rules IN (SELECT unnest(?::VARCHAR[]))",
+            [hashes]).fetchall()}
+
+    def batches_routed_under_other_rules(self, task: LabelingTask) -> list[str]:
+        """Batches whose latest routing for `task` used rules other than its current ones."""
+        return [b for (b,) in self.s.conn.execute(
+            "SELECT DISTINCT batch FROM task_inputs WHERE task = ? AND rules IS DISTINCT FROM ? ORDER BY 1",
+            [task.name, task.rules_hash]).fetchall()]
 
     def processed_count(self, task: str) -> int:
         return int(self.s.scalar("SELECT count(*) FROM task_inputs WHERE task = ?", [task]))

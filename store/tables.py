@@ -35,6 +35,7 @@ class Column:
     nullable: bool = False
     unique: bool = False
     default: str | None = None  # filled by the database (SQL expression); not validated on write
+    added_later: bool = False  # nullable column added after files were written: added to them on open
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class Table:
                  f"{f' DEFAULT {c.default}' if c.default else ''}" for c in self.columns]
         if self.primary_key:
             lines.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
-        return [*self.setup, f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(lines)})"]
+        added = [f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {c.name} {c.sql_type}"
+                 for c in self.columns if c.added_later]
+        return [*self.setup, f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(lines)})", *added]
 
     @property
     def written_columns(self) -> list[Column]:
@@ -196,6 +199,9 @@ ANNOTATIONS = Table("annotations", "The annotation history: one status event of 
     text("annotator", "Who wrote the event: the task's annotator id, a reviewer or an importing user."),
     one_of("source", list(Source), "auto, review or import."),
     timestamp("event_at", "When the event happened (UTC)."),
+    Column("rules", "VARCHAR", "The routing rules that wrote an auto event (see `routing_rules`); empty for "
+           "people's events and for auto events written before rules were recorded.", nullable=True,
+           added_later=True),
 ), primary_key=("event_id",), checks=GEOMETRY_CHECKS, setup=("CREATE SEQUENCE IF NOT EXISTS event_seq",))
 
 
@@ -212,7 +218,7 @@ ANNOTATION_STATE = Table(
     "by every append, so reading current state never scans the whole history.",
     tuple(replace(c, default=None, unique=c.unique or c.name == "annotation_id") for c in ANNOTATIONS.columns),
     checks=GEOMETRY_CHECKS,
-    backfill=f"INSERT INTO annotation_state {latest_events_sql()}",
+    backfill=f"INSERT INTO annotation_state BY NAME {latest_events_sql()}",
 )
 
 TASK_INPUTS = Table("task_inputs", "Inputs a task has routed, with how many annotations each got.", (
@@ -222,7 +228,16 @@ TASK_INPUTS = Table("task_inputs", "Inputs a task has routed, with how many anno
     sha256("model_id", "Model whose predictions were routed."),
     count("annotation_count", "Predictions above the lower band."),
     timestamp("processed_at", "When it was routed (UTC)."),
+    Column("rules", "VARCHAR", "The routing rules it was routed under (see `routing_rules`).", nullable=True,
+           added_later=True),
 ), primary_key=("task", "input_id"))
+
+ROUTING_RULES = Table("routing_rules", "Every set of routing rules a task has used, by the hash events record.", (
+    text("rules", "Hash of the rules (16 hex digits).", unique=True),
+    text("task", "Labeling task."),
+    text("definition", "Concepts, class map and thresholds (JSON)."),
+    timestamp("first_used_at", "When a batch was first routed under them (UTC)."),
+), primary_key=("rules",))
 
 REVIEW_ASSIGNMENTS = Table("review_assignments", "Which reviewer holds which input of which task.", (
     text("task", "Labeling task."),
@@ -249,4 +264,4 @@ DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task an
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE,
-    TASK_INPUTS, REVIEW_ASSIGNMENTS, DATASET_VERSIONS)}
+    TASK_INPUTS, ROUTING_RULES, REVIEW_ASSIGNMENTS, DATASET_VERSIONS)}

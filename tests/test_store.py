@@ -3,6 +3,7 @@
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 from helpers import hold_lock, query
 
@@ -85,3 +86,24 @@ def test_annotation_state_is_filled_from_the_history_of_a_file_written_before_it
     state = query(store, "SELECT annotation_id, status FROM annotation_state ORDER BY 1")
     assert state.status.tolist() == ["SUCCESS", "RETIRED"]
     assert store.read(lambda s: s.history.state_differences("b1")) == 0
+
+
+def test_a_file_written_before_routing_rules_gains_the_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    """Homes from before routing rules were recorded: opening one adds `rules` to the history, the state and
+    task progress (empty for the old rows) and the `routing_rules` table; nothing stored is lost."""
+    from store import database
+
+    store = DuckDBStore(path=str(tmp_path / "old.duckdb"))
+    store.write(lambda s: None)
+    with duckdb.connect(store.path) as conn:
+        for table in ("annotations", "annotation_state", "task_inputs"):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN rules")
+        conn.execute("DROP TABLE routing_rules")
+        conn.execute("INSERT INTO task_inputs VALUES ('t', ?, 'b1', ?, 2, TIMESTAMP '2026-11-01 09:00:00')",
+                     ["a" * 64, "b" * 64])
+    database._migrated.discard(store.path)  # a new process opening the old file
+    rows = query(store, "SELECT task, batch, annotation_count, rules FROM task_inputs")
+    assert rows.to_dict("records") == [{"task": "t", "batch": "b1", "annotation_count": 2, "rules": None}]
+    columns = {t: set(query(store, f"SELECT * FROM {t} LIMIT 0").columns) for t in ("annotations", "annotation_state")}
+    assert all("rules" in c for c in columns.values())
+    assert query(store, "SELECT count(*) AS n FROM routing_rules").n[0] == 0

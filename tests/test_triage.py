@@ -19,8 +19,10 @@ from assets.triage import (
     no_input_has_two_reviewers,
     review_assignments_schema_check,
     state_is_latest_event,
+    upper_rule_violations,
 )
 from core.settings import DEMO_TASK
+from resources import build_resources
 from resources.tasks import LabelingTasks
 from store.history import CURRENT as CURRENT_ANNOTATIONS
 
@@ -141,3 +143,48 @@ def test_two_tasks_side_by_side_keep_their_own_annotations(
     assert set(query(resources["store"], "SELECT DISTINCT reviewer FROM review_assignments")["reviewer"]) <= {"zoe"}
     assert table_count(resources, "task_inputs", "task = 'strict'") == 10
     assert table_count(resources, "task_inputs", "task = 'balls-only'") == 10
+
+
+def test_tightening_a_threshold_then_rerouting_keeps_people_decisions(tmp_path: Path) -> None:
+    """A user tightens `upper` after a first batch: later runs succeed, the first batch's annotations still pass the
+    check of the rules that wrote them, `status` says the batch was routed under earlier rules, and
+    `run --reroute` re-routes it from the stored predictions, keeping a reviewer's decision."""
+    from core.settings import Settings
+    from core.task_config import load_task
+
+    home = tmp_path / "home"
+    loose = {"upper": 0.6, "lower": 0.2, "upper_operator": ">", "lower_operator": ">"}
+    task_file = write_task_file(tmp_path, thresholds=loose)
+    write_demo_images(tmp_path / "first", 16, seed=31)
+    first = json.loads(autoannotate("run", "--inbox", str(tmp_path / "first"), "--task", str(task_file), "--json",
+                                    home=home).stdout)["batch"]
+    store = build_resources(Settings(home=home))["store"]
+    pending = query(store, "SELECT annotation_id, confidence FROM annotation_state WHERE status = 'AWAITING_REVIEW' "
+                           "ORDER BY confidence LIMIT 1")
+    owner = query(store, "SELECT reviewer FROM review_assignments r JOIN annotation_state a USING (task, input_id) "
+                         "WHERE a.annotation_id = ?", [pending.annotation_id[0]]).reviewer[0]
+    autoannotate("review", "accept", pending.annotation_id[0], "--reviewer", owner, home=home)
+    loose_accepted = query(store, "SELECT count(*) AS n FROM annotation_state WHERE source = 'auto' AND "
+                                  "status = 'SUCCESS' AND confidence <= 0.95").n[0]
+    assert loose_accepted > 0  # the tightening below has something to move
+
+    task_file = write_task_file(tmp_path, thresholds={**loose, "upper": 0.95})
+    write_demo_images(tmp_path / "second", 4, seed=32)
+    autoannotate("run", "--inbox", str(tmp_path / "second"), "--task", str(task_file), "--json", home=home)
+    # The first batch's annotations pass the rules that wrote them, though `loose_accepted` of them would not
+    # pass the tightened ones.
+    assert upper_rule_violations(store, [load_task(task_file)], first) == {}
+    status = json.loads(autoannotate("status", "--task", "demo-shapes", "--json", home=home,
+                                     env={"AUTOANNOTATE_TASKS": str(task_file)}).stdout)
+    assert status["batches_routed_under_older_rules"] == {"demo-shapes": 1}
+
+    rerouted = json.loads(autoannotate("run", "--inbox", str(tmp_path / "second"), "--task", str(task_file),
+                                       "--reroute", "--json", home=home).stdout)
+    assert rerouted["rerouted"] == [first] and rerouted["batch"] is None
+    assert query(store, "SELECT count(*) AS n FROM annotation_state WHERE source = 'auto' AND status = 'SUCCESS' "
+                        "AND confidence <= 0.95").n[0] == 0
+    decided = query(store, "SELECT status, source, annotator FROM annotation_state WHERE annotation_id = ?",
+                    [pending.annotation_id[0]])
+    assert decided.to_dict("records") == [{"status": "SUCCESS", "source": "review", "annotator": owner}]
+    status = json.loads(autoannotate("status", "--json", home=home, env={"AUTOANNOTATE_TASKS": str(task_file)}).stdout)
+    assert status["batches_routed_under_older_rules"] == {}
