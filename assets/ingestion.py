@@ -8,9 +8,10 @@ import dagster as dg
 
 from assets.checks import table_metadata, table_schema_check
 from assets.partitions import batch_partitions
+from core.faults import pause_point
 from core.image_checks import inspect_files
 from resources.image_store import ImageStore
-from resources.inbox import Inbox
+from resources.inbox import Inbox, InboxGoneError
 from resources.store import DuckDBStore, write_or_retry
 
 
@@ -29,9 +30,15 @@ def inputs(context: dg.AssetExecutionContext, store: DuckDBStore, images: ImageS
     # A file removed from the inbox since the batch was made keeps the rows it already has.
     files = [path for path in pinned if os.path.lexists(path)]
     context.log.info(f"batch {batch}: {len(files)} files ({len(pinned) - len(files)} no longer in the inbox)")
+    pause_point("inputs.read")
     accepted, rejected = inspect_files(files, inbox.max_pixels, keep=lambda image: images.put(image.input_id,
                                                                                                 image.data),
                                        log=context.log.info)
+    # A folder unmounted or removed while it was read makes its files unreadable, not bad: write nothing.
+    for folder in sorted({path.parent for path in files}):
+        if not folder.is_dir():
+            raise InboxGoneError(f"The inbox folder {folder} disappeared while batch {batch} was read; nothing "
+                                 "of the batch was written. Put it back and run again.")
     now = datetime.now(UTC).replace(tzinfo=None)
     stored = {image.input_id: str(images.path_for(image.input_id)) for _, image in accepted}
     counts = write_or_retry(store, lambda s: s.inputs.record_batch(batch, accepted, rejected, stored, now))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -10,6 +11,10 @@ from pathlib import Path
 import dagster as dg
 
 _INPUT_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ImageStoreError(RuntimeError):
+    """The image store cannot be written; the message names it and says why."""
 
 
 class ImageStore(dg.ConfigurableResource):
@@ -23,15 +28,25 @@ class ImageStore(dg.ConfigurableResource):
         return Path(self.root) / input_id[:2] / input_id
 
     def put(self, input_id: str, data: bytes) -> Path:
-        """Store bytes under their id; atomic, and a no-op when they are already there."""
+        """Store bytes under their id; atomic (a failed write leaves no partial file), and a no-op when they
+        are already there. A full or read-only store raises `ImageStoreError` naming it."""
         target = self.path_for(input_id)
         if target.exists():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
+        tmp = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except OSError as error:
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise ImageStoreError(
+                f"The image store {self.root} cannot take another image ({error.strerror or error}); free space or "
+                "make it writable, then run again: nothing of this batch was written to the database.") from None
         return target
 
     def read(self, input_id: str) -> bytes:

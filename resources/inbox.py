@@ -35,6 +35,10 @@ def batch_key_for(files: list[str], now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{digest}"
 
 
+class InboxGoneError(RuntimeError):
+    """The inbox folder vanished while a batch was read from it."""
+
+
 class Inbox(dg.ConfigurableResource):
     """Where images arrive, how long they must settle, and the pixel limit for ingestion."""
 

@@ -38,6 +38,10 @@ class DatabaseLockedError(RuntimeError):
     """Another process held the DuckDB file for longer than the store waits."""
 
 
+class DatabaseUnavailableError(RuntimeError):
+    """The DuckDB file cannot be opened for writing (read-only, no space, no permission)."""
+
+
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 _migrated: set[str] = set()
 _write_locks: dict[str, threading.Lock] = {}
@@ -153,7 +157,10 @@ class Database:
                 return duckdb.connect(self.path)
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():
-                    raise
+                    reason = str(error).strip().splitlines()[0].split(": ", 1)[-1]
+                    raise DatabaseUnavailableError(
+                        f"The database {self.path} cannot be opened for writing ({reason}); make its folder "
+                        "writable and give it space, then run again.") from None
                 if time.monotonic() + delay > deadline:
                     raise DatabaseLockedError(
                         f"The database {self.path} is locked by {describe_lock_holder(str(error))} and stayed "
