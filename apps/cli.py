@@ -63,7 +63,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
 
 def render_run_summary(summary: dict) -> None:
     for item in summary["resumed"]:
-        print(f"finished batch {item['batch']}, which a stopped run had left {item['stage']}")
+        print(f"finished batch {item['batch']}, which was {item['stage']} (a run stopped, or a task changed)")
     for batch in summary["rerouted"]:
         print(f"re-routed batch {batch} under the current rules")
     if summary["batch"] is None:

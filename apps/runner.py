@@ -115,7 +115,7 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         wait_for_database_slot(instance, settings.slot_wait_s, say)
     resumed = []
     for batch, stage in unfinished.items():
-        say(f"batch {batch} stopped before it was complete ({stage}); finishing it ...")
+        say(f"batch {batch} is not complete for the configured tasks ({stage}); finishing it ...")
         instance.add_dynamic_partitions(batch_partitions.name, [batch])  # a crash may have come before this
         run_batch(definitions, instance, batch, settings.slot_wait_s, say)
         resumed.append({"batch": batch, "stage": stage})
