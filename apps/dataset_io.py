@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +29,7 @@ READERS = {"yolo": read_yolo, "coco": read_coco, "voc": read_voc}
 
 
 def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, task: str, user: str,
-                  max_pixels: int) -> dict:
+                  max_pixels: int, concepts: list[str]) -> dict:
     """Every label becomes a SUCCESS annotation (source `import`, annotator `user`) of `task`.
 
     All files are read and checked before anything is written; then images not yet ingested are
@@ -36,6 +37,12 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
     writes nothing new.
     """
     boxes = READERS[fmt](path)
+    strays = Counter(box.concept for box in boxes if box.concept not in concepts)
+    if strays:
+        raise LabelFormatError(
+            f"{path}: {sum(strays.values())} labels name concepts task {task!r} does not have: "
+            + ", ".join(f"{c} ({n})" for c, n in sorted(strays.items())) + f"; its concepts are "
+            f"{', '.join(concepts)} (add them to the task file, or import into another task); nothing was written.")
     # Boxes that reached outside their image were clipped to it; the report names each label.
     clipped = [box.clipped_at for box in boxes if box.clipped_at]
     inspected = {}
@@ -53,6 +60,7 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
 
     def write(s: Session) -> dict:
         ingestion = s.inputs.record_batch(batch, list(inspected.items()), [], stored, now)
+        s.history.class_names(task, concepts, now)
         known = s.history.known_ids(task)
         written = s.history.append([e for e in events if e.annotation_id not in known])
         return {"batch": batch, "images": len(inspected), "new_inputs": ingestion["new"], "labels": len(boxes),
@@ -79,11 +87,12 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
         if version is None:
             raise KeyError(f"No dataset version {version_key!r}; `autoannotate version create` makes one.")
         rows = s.history.as_of(version["task"], version["cutoff"])
-        names = sorted(s.history.current(task=version["task"])["concept"].unique())
+        # Class ids come from the task's registry, so they never move between versions.
+        names = s.history.class_names(version["task"], sorted(rows["concept"].unique()))
         return (version, rows, names, s.inputs.sizes(list(rows["input_id"].unique())),
                 s.versions.manifest(version["task"], version["cutoff"]).sha256)
 
-    version, rows, names, inputs, current_sha256 = store.read(read)
+    version, rows, names, inputs, current_sha256 = store.write(read)
     recorded = version["manifest_sha256"]
     if current_sha256 != recorded:
         raise ValueError(f"The annotations of {version_key} no longer match its manifest {recorded[:12]}; "

@@ -167,6 +167,7 @@ class AnnotationHistory:
         above the lower band. Annotations with any human event are left alone. Records the task's
         progress (task_inputs) for the batch and returns the band counts per concept."""
         params = {"batch": batch, "model_id": model_id}
+        self.class_names(task.name, task.concepts, now)
         class_names = self.s.predictions.batch_class_names(batch, model_id)
         # One routing query, run inside three statements: re-routing (a CASE per row) measured cheaper than
         # materialising the routed rows into a temp table (1M predictions: ~3.5 s vs ~3.9 s).
@@ -217,6 +218,19 @@ class AnnotationHistory:
             FROM current c
             WHERE c.status <> '{Status.RETIRED}' AND c.annotation_id NOT IN (SELECT annotation_id FROM decided)
               AND c.annotation_id NOT IN (SELECT annotation_id FROM desired)"""
+
+    def class_names(self, task: str, concepts: Iterable[str] = (), now: datetime | None = None) -> list[str]:
+        """The task's concepts in class-id order, after giving each of `concepts` not yet known the next id
+        (in the order given). Ids are never reused or reordered."""
+        known = dict(self.s.conn.execute("SELECT concept, class_id FROM task_classes WHERE task = ?",
+                                         [task]).fetchall())
+        new = [c for c in dict.fromkeys(concepts) if c not in known]
+        if new:
+            start = max(known.values(), default=-1) + 1
+            self.s.insert("task_classes", [{"task": task, "class_id": start + i, "concept": c,
+                                            "added_at": now or datetime.now()} for i, c in enumerate(new)])
+            known.update({c: start + i for i, c in enumerate(new)})
+        return sorted(known, key=known.get)
 
     def routing_definitions(self, hashes: list[str]) -> dict[str, dict]:
         """The routing rules recorded under each of `hashes`."""

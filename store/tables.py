@@ -232,6 +232,14 @@ TASK_INPUTS = Table("task_inputs", "Inputs a task has routed, with how many anno
            added_later=True),
 ), primary_key=("task", "input_id"))
 
+TASK_CLASSES = Table("task_classes", "Each task's class ids: a concept keeps its id forever (exports and models "
+                     "trained on them agree); new concepts get the next id.", (
+    text("task", "Labeling task."),
+    count("class_id", "The concept's class id in YOLO and COCO exports."),
+    text("concept", "The concept."),
+    timestamp("added_at", "When the concept got its id (UTC)."),
+), primary_key=("task", "concept"))
+
 ROUTING_RULES = Table("routing_rules", "Every set of routing rules a task has used, by the hash events record.", (
     text("rules", "Hash of the rules (16 hex digits).", unique=True),
     text("task", "Labeling task."),
@@ -264,4 +272,4 @@ DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task an
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE,
-    TASK_INPUTS, ROUTING_RULES, REVIEW_ASSIGNMENTS, DATASET_VERSIONS)}
+    TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, DATASET_VERSIONS)}

@@ -92,3 +92,46 @@ def test_every_verb_help_ends_with_an_example_of_that_verb(capsys: pytest.Captur
         assert exited.value.code == 0
         assert capsys.readouterr().out.endswith(f"example:\n  {example}\n"), verb
         assert example.startswith(f"autoannotate {verb.split()[0]}")
+
+
+def test_class_ids_never_move_and_stray_concepts_and_tasks_are_refused(tmp_path: Path) -> None:
+    """A model trained on last week's export must read this week's: class ids stay put when a stray concept is
+    offered (refused) and when the task file lists its concepts in another order with one more."""
+    import yaml
+    from helpers import write_task_file
+
+    from apps.demo_scenes import write_demo_images
+
+    home, today = tmp_path / "home", datetime.now(UTC).date().isoformat()
+
+    def exported_names(out: str) -> dict:
+        autoannotate("export", "--version", f"demo-shapes@{today}", "--format", "yolo", "--out",
+                     str(tmp_path / out), home=home, env=env)
+        names = yaml.safe_load((tmp_path / out / "data.yaml").read_text())["names"]
+        return dict(enumerate(names)) if isinstance(names, list) else names
+
+    env = {}
+    write_demo_images(tmp_path / "a", 8, seed=51)
+    autoannotate("run", "--inbox", str(tmp_path / "a"), "--version", home=home)
+    assert exported_names("v1") == {0: "ball", 1: "box", 2: "sign"}
+
+    voc = tmp_path / "voc"
+    (voc / "Annotations").mkdir(parents=True)
+    Image.new("RGB", (100, 80)).save(voc / "a.png")
+    (voc / "Annotations" / "a.xml").write_text(
+        "<annotation><filename>a.png</filename><size><width>100</width><height>80</height></size>"
+        "<object><name>raccoon</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>50</xmax><ymax>40</ymax></bndbox>"
+        "</object></annotation>")
+    refused = autoannotate("import", "--format", "voc", str(voc), "--user", "u", home=home, check=False)
+    assert refused.returncode == 1
+    assert "1 labels name concepts task 'demo-shapes' does not have: raccoon (1); its concepts are ball, box, " \
+           "sign" in refused.stderr
+    unknown = autoannotate("import", "--format", "voc", str(voc), "--user", "u", "--task", "raccoons", home=home,
+                           check=False)
+    assert unknown.returncode == 1 and "No task named 'raccoons'; configured: demo-shapes" in unknown.stderr
+
+    task = write_task_file(tmp_path, concepts=["sign", "ball", "box", "raccoon"])
+    env = {"AUTOANNOTATE_TASKS": str(task)}
+    write_demo_images(tmp_path / "b", 4, seed=52)
+    autoannotate("run", "--inbox", str(tmp_path / "b"), "--version", home=home, env=env)
+    assert exported_names("v2") == {0: "ball", 1: "box", 2: "sign", 3: "raccoon"}

@@ -17,7 +17,7 @@ def png(path: Path, size: tuple[int, int] = (100, 80)) -> Path:
 
 
 def voc_xml(file_name: str, boxes: list[tuple[int, int, int, int]], prologue: str = "") -> str:
-    objects = "".join(f"<object><name>car</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+    objects = "".join(f"<object><name>ball</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
                       f"<ymax>{d}</ymax></bndbox></object>\n" for a, b, c, d in boxes)
     return (f"{prologue}<annotation><filename>{file_name}</filename><size><width>100</width><height>80</height>"
             f"</size>\n{objects}</annotation>\n")
@@ -60,7 +60,7 @@ def test_voc_label_naming_a_missing_image_or_one_outside_the_dataset_is_refused(
 def test_voc_entities_are_never_expanded(tmp_path: Path) -> None:
     png(tmp_path / "a.png")
     laughs = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>')
-    (tmp_path / "a.xml").write_text(voc_xml("a.png", [(1, 1, 5, 5)], prologue=laughs).replace("car", "&lol2;"))
+    (tmp_path / "a.xml").write_text(voc_xml("a.png", [(1, 1, 5, 5)], prologue=laughs).replace("ball", "&lol2;"))
     with pytest.raises(LabelFormatError, match=r"a.xml: refused: the XML declares entities or a DTD"):
         read_voc(tmp_path)
 

@@ -121,7 +121,8 @@ def yolo_dataset(root: Path, count: int, seed: int = 7_000_000) -> dict[str, lis
 
 
 def imported_version(resources: dict, instance: dg.DagsterInstance, fmt: str, path: Path) -> str:
-    import_labels(resources["store"], resources["images"], fmt, path, "imported", "labeler-1", 50_000_000)
+    import_labels(resources["store"], resources["images"], fmt, path, "imported", "labeler-1", 50_000_000,
+                  SHAPE_CLASSES)
     build(resources, instance, datetime.utcnow().date().isoformat())
     return f"imported@{datetime.utcnow().date().isoformat()}"
 
@@ -167,7 +168,7 @@ def test_yolo_round_trip_and_ultralytics_trains_on_the_export(resources: dict, i
         len(v) for v in truth.values())
 
     import_labels(resources["store"], resources["images"], "yolo", tmp_path / "src", "imported", "labeler-1",
-                  50_000_000)
+                  50_000_000, SHAPE_CLASSES)
     assert table_count(resources, "annotations") == sum(len(v) for v in truth.values())  # re-import: no duplicates
 
     from ultralytics import YOLO
@@ -231,7 +232,7 @@ def test_voc_and_coco_imports_round_trip_within_a_pixel(resources: dict, instanc
     assert_within_a_pixel(truth, exported_boxes(resources, version, tmp_path / "out-voc"), input_ids_by_name(resources))
     events = table_count(resources, "annotations")
     import_labels(resources["store"], resources["images"], "coco", coco_dir / "instances.json", "imported",
-                  "labeler-1", 50_000_000)
+                  "labeler-1", 50_000_000, SHAPE_CLASSES)
     assert table_count(resources, "annotations") == events  # the same boxes from COCO are the same annotations
     boxes = exported_boxes(resources, version, tmp_path / "out-coco")
     assert_within_a_pixel(truth, boxes, input_ids_by_name(resources))
@@ -249,7 +250,8 @@ def test_a_malformed_label_file_is_rejected_with_file_and_line_and_nothing_is_wr
     label.write_text(label.read_text() + line + "\n")
     bad_line = len(label.read_text().splitlines())
     with pytest.raises(LabelFormatError) as raised:
-        import_labels(resources["store"], resources["images"], "yolo", tmp_path / "src", "imported", "u", 50_000_000)
+        import_labels(resources["store"], resources["images"], "yolo", tmp_path / "src", "imported", "u", 50_000_000,
+                      SHAPE_CLASSES)
     assert str(raised.value) == f"{label}:{bad_line}: {message}"
     assert table_count(resources, "annotations") == 0
     assert table_count(resources, "inputs") == 0
