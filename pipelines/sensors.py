@@ -51,6 +51,13 @@ def settled_files(inbox: Path, cursor: dict, settle_seconds: float, now: float
     return ready, pending
 
 
+def batch_key(folder: Path, names: list[str]) -> str:
+    """The key depends only on the files, so a tick evaluated twice (a daemon restart before the cursor was
+    saved) asks for the same run key, which Dagster launches once."""
+    newest = max(file_signature(folder / name)[1] for name in names) / 1e9
+    return batch_key_for(names, datetime.fromtimestamp(newest, UTC))
+
+
 def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = None
                    ) -> dg.SensorResult | dg.SkipReason:
     """The sensor's decision for one tick, as a plain function of the inbox and the cursor."""
@@ -60,6 +67,10 @@ def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = No
     if not folder.is_dir():
         return dg.SkipReason(f"The inbox {folder} does not exist yet.")
     ready, pending = settled_files(folder, cursor, inbox.settle_seconds, now)
+    # Files a CLI run or an earlier tick already made a batch of are taken; the batch this very tick would
+    # make does not count (a tick evaluated twice must ask for the same run again).
+    pinned = inbox.pinned_files(except_batch=batch_key(folder, ready)) if ready else set()
+    ready = [name for name in ready if folder / name not in pinned]
     if not ready:
         if not pending:
             return dg.SkipReason(f"No new files in {folder}.")
@@ -71,10 +82,7 @@ def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = No
     requested = dict(cursor.get("requested", {}))
     signatures = {name: file_signature(folder / name) for name in ready}
     requested.update(signatures)
-    # The key depends only on the files, so a tick evaluated twice (a daemon restart before the
-    # cursor was saved) asks for the same run key, which Dagster launches once.
-    newest = max(sig[1] for sig in signatures.values()) / 1e9
-    key = batch_key_for(ready, datetime.fromtimestamp(newest, UTC))
+    key = batch_key(folder, ready)
     inbox.write_batch(ready, key=key)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=key, run_key=key, tags={"autoannotate/files": str(len(ready))})],

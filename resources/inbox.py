@@ -65,6 +65,15 @@ class Inbox(dg.ConfigurableResource):
         folder = Path(self.batches_dir)
         return sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
 
+    def pinned_files(self, except_batch: str | None = None) -> set[Path]:
+        """Every file any batch (but `except_batch`) has pinned, by the CLI or the sensor: the inbox's one record
+        of what was taken."""
+        pinned: set[Path] = set()
+        for batch in self.batches():
+            if batch != except_batch:
+                pinned.update(self.batch_files(batch))
+        return pinned
+
     def batch_files(self, batch: str) -> list[Path]:
         """The absolute paths pinned for `batch`."""
         target = self.manifest_path(batch)

@@ -79,3 +79,19 @@ def test_old_files_are_taken_at_once_and_never_requested_twice(inbox_resource: I
     age(inbox / "3.png", 120)
     later = tick(inbox_resource, first.cursor, instance)
     assert inbox_resource.batch_files(later.run_requests[0].partition_key) == [inbox / "3.png"]
+
+
+def test_files_a_cli_run_already_pinned_are_not_requested_again(inbox_resource: Inbox, inbox: Path,
+                                                                instance: dg.DagsterInstance) -> None:
+    """One truth for the inbox: `autoannotate run` pins its files as a batch (as the sensor does); turning the
+    sensor on afterwards must not run them again as a new batch."""
+    for index in range(3):
+        (inbox / f"{index}.png").write_bytes(image_bytes("PNG", colour=(index, 0, 0)))
+        age(inbox / f"{index}.png", 120)
+    inbox_resource.write_batch(["0.png", "1.png", "2.png"])  # what the CLI's run does before it ingests
+    result = tick(inbox_resource, None, instance)
+    assert isinstance(result, dg.SkipReason) and result.skip_message == f"No new files in {inbox}."
+    (inbox / "3.png").write_bytes(image_bytes("PNG", colour=(3, 0, 0)))
+    age(inbox / "3.png", 120)
+    result = tick(inbox_resource, None, instance)
+    assert inbox_resource.batch_files(result.run_requests[0].partition_key) == [inbox / "3.png"]
