@@ -137,30 +137,19 @@ def render_dry_run(result: dict) -> None:
             print(f"  {image['rejected']}")
 
 
-def configured_task(tasks: list, name: str | None):
-    """The task called `name` (default: the first configured), or a sentence saying which tasks there are."""
-    if name is None:
-        return tasks[0]
-    for task in tasks:
-        if task.name == name:
-            return task
-    raise UserError(f"No task named {name!r}; configured: {', '.join(t.name for t in tasks)} (task files come from "
-                    "--task on `run`, or AUTOANNOTATE_TASKS=a.yaml:b.yaml; default tasks/demo.yaml).")
-
-
 def command_import(args: argparse.Namespace, settings: Settings) -> None:
     from apps.dataset_io import import_labels
+    from core.review_rules import task_named
     from resources import build_resources
 
     resources = build_resources(settings)
-    task = configured_task(resources["tasks"].load(), args.task)
+    task = task_named(resources["tasks"].load(), args.task)
     path = Path(args.path)
     if not path.exists():
         raise UserError(f"{path} does not exist.")
     result = import_labels(resources["store"], resources["images"], args.format, path, task.name, args.user,
                            resources["inbox"].max_pixels, task.concepts)
-    task = task.name
-    emit(args, {"task": task, **result}, render_import)
+    emit(args, {"task": task.name, **result}, render_import)
 
 
 def render_import(result: dict) -> None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from core.annotations import Status
 from core.geometry import Box
-from core.review_rules import NotFound, check_concept, decision_events, drawn_box_event
+from core.review_rules import NotFound, check_concept, decision_events, drawn_box_event, task_named
 from core.task_config import LabelingTask
 from resources.store import DuckDBStore
 from store import Session
@@ -23,12 +23,10 @@ def utc_now() -> datetime:
 class ReviewDesk:
     def __init__(self, store: DuckDBStore, tasks: list[LabelingTask]) -> None:
         self.store = store
-        self.tasks = {task.name: task for task in tasks}
+        self.tasks = tasks
 
     def task(self, name: str) -> LabelingTask:
-        if name not in self.tasks:
-            raise NotFound(f"No task named {name!r}; configured: {', '.join(sorted(self.tasks)) or 'none'}.")
-        return self.tasks[name]
+        return task_named(self.tasks, name)
 
     def decide(self, annotation_id: str, decision: str, reviewer: str, concept: str | None = None,
                box: Box | None = None) -> dict:

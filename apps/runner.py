@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,11 +25,10 @@ from resources.tasks import detectors_for, models_by_task
 PROGRESS_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def pending_files(inbox: Inbox, store: DuckDBStore, exclude: Iterable[str] = ()) -> list[Path]:
-    """Inbox files that no batch has ingested or rejected yet, and none of the batches `exclude` holds."""
-    seen = store.read(lambda s: s.inputs.seen_uris())
-    seen.update(str(path) for batch in exclude for path in inbox.batch_files(batch))
-    return [path for path in list_inbox_files(Path(inbox.path)) if str(path) not in seen]
+def pending_files(inbox: Inbox) -> list[Path]:
+    """Inbox files no batch has pinned yet: the record the sensor reads too, so neither takes a file twice."""
+    pinned = inbox.pinned_files()
+    return [path for path in list_inbox_files(Path(inbox.path)) if path not in pinned]
 
 
 def create_batch(inbox: Inbox, files: list[Path], instance: dg.DagsterInstance) -> str:
@@ -104,9 +103,11 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         say(sentence)
     stages = store.read(lambda s: s.batches.stages(inbox.batches(), models_by_task(tasks, resources["detector"])))
     unfinished = {batch: stage for batch, stage in stages.items() if stage != "complete"}
-    stale = sorted(set(store.read(lambda s: [b for task in tasks for b in s.history.batches_routed_under_other_rules(
-        task)])) - set(unfinished)) if reroute else []
-    files = pending_files(inbox, store, exclude=unfinished)
+    stale = []
+    if reroute:
+        routed_before = store.read(lambda s: {b for t in tasks for b in s.history.batches_routed_under_other_rules(t)})
+        stale = sorted(routed_before - set(unfinished))
+    files = pending_files(inbox)
     if not files and not unfinished and not stale and not build_version:
         return {"batch": None, "files": 0, "resumed": [], "rerouted": []}
     if files or unfinished:

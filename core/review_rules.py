@@ -32,6 +32,18 @@ class Invalid(ReviewError):
     """The decision itself is malformed: an unknown concept or decision."""
 
 
+def task_named(tasks: list[LabelingTask], name: str | None) -> LabelingTask:
+    """The task called `name` (None: the first configured one), or `NotFound` saying which tasks there are and
+    where they come from."""
+    if name is None and tasks:
+        return tasks[0]
+    for task in tasks:
+        if task.name == name:
+            return task
+    raise NotFound(f"No task named {name!r}; configured: {', '.join(t.name for t in tasks) or 'none'} (task files "
+                   "come from --task on `run`, or AUTOANNOTATE_TASKS=a.yaml:b.yaml; default tasks/demo.yaml).")
+
+
 def check_concept(task: LabelingTask, concept: str) -> str:
     if concept not in task.concepts:
         raise Invalid(f"{concept!r} is not a concept of task {task.name!r} (concepts: {', '.join(task.concepts)}).")

@@ -51,11 +51,6 @@ class InputsSQL:
         return {"new": len(new_inputs), "duplicates": sum(s["duplicate_of_earlier"] for s in sources),
                 "batch_inputs": self.s.scalar("SELECT count(*) FROM inputs WHERE batch = ?", [batch])}
 
-    def seen_uris(self) -> set[str]:
-        """Every file path a batch has ingested or rejected."""
-        return {uri for (uri,) in self.s.conn.execute(
-            "SELECT uri FROM input_sources UNION SELECT uri FROM rejected_inputs").fetchall()}
-
     def batch_input_ids(self, batch: str) -> list[str]:
         return [i for (i,) in self.s.conn.execute(
             "SELECT input_id FROM inputs WHERE batch = ? ORDER BY input_id", [batch]).fetchall()]
