@@ -46,6 +46,10 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (
 _migrated: set[str] = set()
 _write_locks: dict[str, threading.Lock] = {}
 _write_locks_guard = threading.Lock()
+# DuckDB shares one database instance between a process's connections to a file and tears it down
+# when the last one closes; a connect racing that teardown fails ("Unique file handle conflict").
+# Opening and closing therefore take turns within the process (each is quick; transactions still overlap).
+_instance_turns = threading.Lock()
 
 
 def _process_write_lock(path: str) -> threading.Lock:
@@ -154,7 +158,8 @@ class Database:
                 # Always read-write: DuckDB refuses two connections to one file with different
                 # configurations in one process (the review server reads and writes from threads),
                 # and a writer in another process blocks read-only opens anyway.
-                return duckdb.connect(self.path)
+                with _instance_turns:
+                    return duckdb.connect(self.path)
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():
                     reason = str(error).strip().splitlines()[0].split(": ", 1)[-1]
@@ -188,7 +193,8 @@ class Database:
                 raise
             conn.commit()
         finally:
-            conn.close()
+            with _instance_turns:
+                conn.close()
 
     def read(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` in one transaction and return what it returns."""

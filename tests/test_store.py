@@ -1,5 +1,6 @@
 """The DuckDB store under contention from a second, real process."""
 
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +51,27 @@ def test_failed_work_is_rolled_back(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         store.write(half_then_fail)
     assert query(store, "SELECT count(*) AS n FROM t")["n"].iloc[0] == 0
+
+
+def test_threads_of_one_process_open_and_close_the_file_without_conflict(tmp_path: Path) -> None:
+    """The review server's threads each open and close the file; none may meet another's teardown."""
+    store = DuckDBStore(path=str(tmp_path / "db.duckdb"))
+    store.write(lambda s: s.insert("routing_rules", []))
+    failures: list[str] = []
+
+    def read_repeatedly() -> None:
+        for _ in range(1500):
+            try:
+                store.read(lambda s: s.scalar("SELECT 1"))
+            except duckdb.Error as error:
+                failures.append(str(error).splitlines()[0])
+
+    threads = [threading.Thread(target=read_repeatedly) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
 
 
 def test_lock_holder_is_parsed_from_duckdbs_message() -> None:
