@@ -21,6 +21,13 @@ class UserError(Exception):
     """An error whose message is meant for the user as it is."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that fails like every other command: one line on stderr and exit 1 (not usage and 2)."""
+
+    def error(self, message: str) -> None:
+        self.exit(1, f"autoannotate: {message} (see `{self.prog} --help`).\n")
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     """A plain aligned text table."""
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
@@ -52,12 +59,20 @@ def command_demo(args: argparse.Namespace, settings: Settings) -> None:
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
     from apps.runner import run_pipeline
+    from resources import build_resources
 
     inbox = Path(args.inbox).resolve() if args.inbox else None
     if inbox is not None and not inbox.is_dir():
         raise UserError(f"The inbox {inbox} is not a folder.")
-    summary = run_pipeline(settings.with_run_options(inbox, args.task), progress=None if args.json else print,
-                           build_version=args.version, reroute=args.reroute)
+    run_settings = settings.with_run_options(inbox, args.task)
+    if args.task:
+        if "task_files" in settings.from_environment:
+            raise UserError("AUTOANNOTATE_TASKS is set, and it decides the tasks of every command; unset it to "
+                            "use --task, or list the files there.")
+        build_resources(run_settings)["tasks"].load()  # a broken file is refused before it is remembered
+        run_settings.remember_task_files()
+    summary = run_pipeline(run_settings, progress=None if args.json else print, build_version=args.version,
+                           reroute=args.reroute)
     emit(args, summary, render_run_summary)
 
 
@@ -67,7 +82,11 @@ def render_run_summary(summary: dict) -> None:
     for batch in summary["rerouted"]:
         print(f"re-routed batch {batch} under the current rules")
     if summary["batch"] is None:
-        print("Nothing new in the inbox: every file there was already ingested or rejected.")
+        if summary.get("inbox_missing"):
+            print(f"The inbox {summary['inbox']} does not exist: put images there, or pass --inbox FOLDER.")
+        else:
+            print(f"Nothing new in the inbox {summary['inbox']}: every file there was already ingested or "
+                  "rejected.")
         return
     print(f"\nbatch {summary['batch']}: {summary['files']} files")
     print_table([{"what": k, "count": v} for k, v in summary["ingestion"].items()], ["what", "count"])
@@ -93,11 +112,17 @@ def render_run_summary(summary: dict) -> None:
 
 def command_status(args: argparse.Namespace, settings: Settings) -> None:
     from apps.status import collect_status
+    from core.review_rules import ReviewError, task_named
     from resources import build_resources
     from resources.tasks import models_by_task
 
     resources = build_resources(settings)
     tasks = resources["tasks"].load()
+    if args.task:
+        try:
+            task_named(tasks, args.task)
+        except ReviewError as error:
+            raise UserError(str(error)) from None
     status = collect_status(resources["store"], task=args.task, batches=resources["inbox"].batches(),
                             models=models_by_task(tasks, resources["detector"]), rules_of=tasks)
     emit(args, status, render_status)
@@ -107,8 +132,9 @@ def render_status(status: dict) -> None:
     print_table([{"what": k, "count": status[k]} for k in ("inputs", "rejected", "duplicates", "predictions")],
                 ["what", "count"])
     print("\nannotations (current state):")
-    print_table([{"concept": c, **counts} for c, counts in status["annotations_by_concept"].items()],
-                ["concept", Status.SUCCESS, Status.AWAITING_REVIEW, Status.REJECTED])
+    statuses = [Status.SUCCESS, Status.AWAITING_REVIEW, Status.REJECTED]
+    print_table([{"concept": c, **{s: counts.get(s, 0) for s in statuses}}
+                 for c, counts in status["annotations_by_concept"].items()], ["concept", *statuses])
     for name, task in status["tasks"].items():
         print(f"\ntask {name}: {task['inputs_processed']}/{task['inputs_total']} inputs processed")
         print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
@@ -186,7 +212,7 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
 
 def command_review(args: argparse.Namespace, settings: Settings) -> None:
     from apps.review_desk import ReviewDesk
-    from core.review_rules import ReviewError
+    from core.review_rules import ReviewError, task_named
     from resources import build_resources
 
     resources = build_resources(settings)
@@ -196,6 +222,7 @@ def command_review(args: argparse.Namespace, settings: Settings) -> None:
 
         from apps.review_server import create_app
 
+        refuse_busy_port(args.host, args.port)
         print(f"review page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
         uvicorn.run(create_app(store, resources["images"], tasks), host=args.host, port=args.port,
                     log_level="warning")
@@ -203,16 +230,39 @@ def command_review(args: argparse.Namespace, settings: Settings) -> None:
     desk = ReviewDesk(store, tasks)
     try:
         if args.action == "list":
-            task = args.task or tasks[0].name
-            items = desk.queue(task, args.reviewer, [Status.AWAITING_REVIEW] if args.pending else None)
-            emit(args, {"task": task, "reviewer": args.reviewer, "items": items},
-                 lambda r: print_table(r["items"], ["input_id", "pending", "boxes", "doubt"]))
+            task = task_named(tasks, args.task)
+            if args.reviewer not in task.reviewers:
+                raise UserError(f"{args.reviewer!r} is not a reviewer of task {task.name!r} (reviewers: "
+                                f"{', '.join(task.reviewers) or 'none'}).")
+            items = desk.queue(task.name, args.reviewer, [Status.AWAITING_REVIEW] if args.pending else None)
+            emit(args, {"task": task.name, "reviewer": args.reviewer, "pending": args.pending, "items": items},
+                 render_queue)
             return
         decision = {"accept": "accept", "reject": "reject", "relabel": "correct"}[args.action]
         result = desk.decide(args.annotation_id, decision, args.reviewer, concept=getattr(args, "concept", None))
     except ReviewError as error:
         raise UserError(str(error)) from None
     emit(args, result, lambda r: print(f"{r['annotation_id']}: {r['status']} ({r['written']} event(s) written)"))
+
+
+def render_queue(queue: dict) -> None:
+    if not queue["items"]:
+        print(f"{queue['reviewer']} has nothing {'left ' if queue.get('pending') else ''}to review in task "
+              f"{queue['task']}.")
+        return
+    print_table(queue["items"], ["input_id", "file", "pending", "boxes", "doubt"])
+
+
+def refuse_busy_port(host: str, port: int) -> None:
+    """One sentence instead of uvicorn's traceback when something already listens on the port."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"Cannot serve the review page on {host}:{port}: {error.strerror.lower()}; pass "
+                            "--port with a free port.") from None
 
 
 EXAMPLES = {
@@ -245,10 +295,11 @@ def add_examples(parser: argparse.ArgumentParser, path: str = "") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autoannotate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="autoannotate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON (before or after the verb)")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    # SUPPRESS: a verb's default must not undo `autoannotate --json VERB`.
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", parents=[common], help="write generated demo images into the inbox")
@@ -292,7 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve = review.add_parser("serve", help="the review page in the browser")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     review.required = True
     for parser_ in (listing, serve):
         parser_.set_defaults(handler=command_review)

@@ -78,6 +78,16 @@ def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str,
         status=Status.SUCCESS, annotator=user, source=Source.IMPORT, event_at=now)
 
 
+def missing_version_sentence(version_key: str, stored: list[str]) -> str:
+    """Why `version_key` names no version, and what to type instead."""
+    if "@" not in version_key:
+        hint = f"a version key is TASK@DAY, e.g. {version_key}@{datetime.now(UTC).date().isoformat()}"
+    else:
+        hint = "`autoannotate version create --date DAY` builds a day's version"
+    newest = f"; stored: {', '.join(stored[:5])}{' ...' if len(stored) > 5 else ''}" if stored else ""
+    return f"No dataset version {version_key!r}: {hint}{newest}."
+
+
 def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStore, version_key: str, fmt: str,
                    out: Path) -> dict:
     """Write a version as an Ultralytics YOLO dataset or a COCO JSON (with its images) into `out`."""
@@ -85,7 +95,7 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
     def read(s: Session):
         version = s.versions.get(version_key)
         if version is None:
-            raise KeyError(f"No dataset version {version_key!r}; `autoannotate version create` makes one.")
+            raise KeyError(missing_version_sentence(version_key, s.versions.keys(version_key.split("@")[0])))
         rows = s.history.as_of(version["task"], version["cutoff"])
         # Class ids come from the task's registry, so they never move between versions.
         names = s.history.class_names(version["task"], sorted(rows["concept"].unique()))

@@ -108,8 +108,9 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         routed_before = store.read(lambda s: {b for t in tasks for b in s.history.batches_routed_under_other_rules(t)})
         stale = sorted(routed_before - set(unfinished))
     files = pending_files(inbox)
+    nothing = {"batch": None, "files": 0, "inbox": inbox.path, "inbox_missing": not Path(inbox.path).is_dir()}
     if not files and not unfinished and not stale and not build_version:
-        return {"batch": None, "files": 0, "resumed": [], "rerouted": []}
+        return {**nothing, "resumed": [], "rerouted": []}
     if files or unfinished:
         load_models_in_background(detectors_for(tasks, resources["detector"]))
         # Before pinning a batch: a run that gives up waiting leaves nothing behind.
@@ -123,7 +124,7 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     for batch in stale:
         say(f"batch {batch} was routed under earlier rules; re-routing it ...")
         run_batch(definitions, instance, batch, settings.slot_wait_s, say, assets=[dg.AssetKey("annotations")])
-    summary: dict = {"batch": None, "files": 0, "resumed": resumed, "rerouted": stale}
+    summary: dict = {**nothing, "resumed": resumed, "rerouted": stale}
     if files:
         batch = create_batch(inbox, files, instance)
         say(f"batch {batch}: running the pipeline over {len(files)} new files ...")

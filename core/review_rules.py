@@ -40,8 +40,9 @@ def task_named(tasks: list[LabelingTask], name: str | None) -> LabelingTask:
     for task in tasks:
         if task.name == name:
             return task
-    raise NotFound(f"No task named {name!r}; configured: {', '.join(t.name for t in tasks) or 'none'} (task files "
-                   "come from --task on `run`, or AUTOANNOTATE_TASKS=a.yaml:b.yaml; default tasks/demo.yaml).")
+    raise NotFound(f"No task named {name!r}; configured: {', '.join(t.name for t in tasks) or 'none'} (the task "
+                   "files are AUTOANNOTATE_TASKS=a.yaml:b.yaml if set, else those of the last `run --task`, kept in "
+                   "the home's tasks.txt, else tasks/demo.yaml).")
 
 
 def check_concept(task: LabelingTask, concept: str) -> str:

@@ -17,6 +17,7 @@ from core.image_checks import DEFAULT_MAX_PIXELS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_WEIGHTS = REPO_ROOT / "models" / "demo_detector.pt"
 DEMO_TASK = REPO_ROOT / "tasks" / "demo.yaml"
+TASK_RECORD = "tasks.txt"  # in the home: the task files of the last `autoannotate run --task`
 
 # Variable name -> Settings field, for the values a deployment tunes (shown in the README).
 ENVIRONMENT = {
@@ -72,8 +73,13 @@ class Settings:
             values["task_files"] = tuple(environ["AUTOANNOTATE_TASKS"].split(os.pathsep))
         if "AUTOANNOTATE_INBOX" in environ:
             values["inbox"] = Path(environ["AUTOANNOTATE_INBOX"])
-        return cls(home=Path(environ.get("AUTOANNOTATE_HOME", "data")).resolve(),
-                   from_environment=frozenset(values), **values)
+        home = Path(environ.get("AUTOANNOTATE_HOME", "data")).resolve()
+        remembered = home / TASK_RECORD
+        if "task_files" not in values and remembered.is_file():
+            # The task files the last `run --task` used: what review, status, import and the sensor see too.
+            files = tuple(line for line in remembered.read_text().splitlines() if line.strip())
+            return cls(home=home, from_environment=frozenset(values), **values, task_files=files)
+        return cls(home=home, from_environment=frozenset(values), **values)
 
     @staticmethod
     @cache
@@ -84,7 +90,13 @@ class Settings:
 
     def with_run_options(self, inbox: Path | None = None, task_files: list[str] | None = None) -> Settings:
         """These settings with a run's own `--inbox` / `--task` (None keeps what is configured)."""
-        return replace(self, inbox=inbox or self.inbox, task_files=tuple(task_files) if task_files else self.task_files)
+        chosen = tuple(str(Path(f).resolve()) for f in task_files) if task_files else self.task_files
+        return replace(self, inbox=inbox or self.inbox, task_files=chosen)
+
+    def remember_task_files(self) -> None:
+        """Keep these task files in the home, for the commands and the Dagster code location that follow."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / TASK_RECORD).write_text("".join(f"{path}\n" for path in self.task_files))
 
     @property
     def inbox_path(self) -> Path:

@@ -77,26 +77,30 @@ class LabelingTask(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> LabelingTask:
+        # Every problem at once, so a user fixes the file in one pass.
+        problems = []
         concepts = set(self.concepts)
         if len(concepts) != len(self.concepts):
-            raise ValueError("concepts: a concept is listed twice")
+            problems.append("concepts: a concept is listed twice")
         for class_name, concept in self.class_map.items():
             if concept not in concepts:
-                raise ValueError(f"class_map.{class_name}: unknown concept {concept!r} (concepts: "
-                                 f"{', '.join(self.concepts)})")
+                problems.append(f"class_map.{class_name}: unknown concept {concept!r} (concepts: "
+                                f"{', '.join(self.concepts)})")
         for concept in self.thresholds.per_concept:
             if concept not in concepts:
-                raise ValueError(f"thresholds.per_concept.{concept}: unknown concept {concept!r} (concepts: "
-                                 f"{', '.join(self.concepts)})")
+                problems.append(f"thresholds.per_concept.{concept}: unknown concept {concept!r} (concepts: "
+                                f"{', '.join(self.concepts)})")
         for rule in self.rules():
             prefix = ("thresholds.per_concept." + rule.concept) if rule.concept in self.thresholds.per_concept \
                 else "thresholds"
             if rule.lower > rule.upper:
-                raise ValueError(f"{prefix}.lower ({rule.lower}) is above {prefix}.upper ({rule.upper})")
+                problems.append(f"{prefix}.lower ({rule.lower}) is above {prefix}.upper ({rule.upper})")
         if not self.reviewers and any(rule.has_review_band for rule in self.rules()):
-            raise ValueError("reviewers: the thresholds leave a review band, so at least one reviewer is needed")
+            problems.append("reviewers: the thresholds leave a review band, so at least one reviewer is needed")
         if len(set(self.reviewers)) != len(self.reviewers):
-            raise ValueError("reviewers: a reviewer is listed twice")
+            problems.append("reviewers: a reviewer is listed twice")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def concept_for(self, class_name: str) -> str | None:
@@ -146,22 +150,25 @@ def _field_path(location: tuple) -> str:
     return ".".join(str(part) for part in location if not str(part).startswith("function-after"))
 
 
+def _problem(error: dict) -> str:
+    """One pydantic error as `field: what is wrong`."""
+    field = _field_path(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "literal_error":
+        message = f"unknown value {error['input']!r}; {message[0].lower()}{message[1:]}"
+    elif error["type"] in ("greater_than_equal", "less_than_equal"):
+        message = f"{error['input']} is outside [0, 1]" if "threshold" in field else message
+    return f"{field}: {message}" if field else message
+
+
 def parse_task(data: object, source: str) -> LabelingTask:
-    """Validate a task's mapping; the error is one sentence naming the file and the field."""
+    """Validate a task's mapping; the error is one sentence naming the file and every wrong field."""
     if not isinstance(data, dict):
         raise TaskConfigError(f"{source}: a task file must be a YAML mapping (name, concepts, thresholds, ...).")
     try:
         return LabelingTask.model_validate({**data, "source_file": source})
     except ValidationError as errors:
-        error = errors.errors()[0]
-        field = _field_path(error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "literal_error":
-            message = f"unknown value {error['input']!r}; {message[0].lower()}{message[1:]}"
-        elif error["type"] in ("greater_than_equal", "less_than_equal"):
-            message = f"{error['input']} is outside [0, 1]" if "threshold" in field else message
-        text = f"{field}: {message}" if field else message
-        raise TaskConfigError(f"{source}: {text}.") from None
+        raise TaskConfigError(f"{source}: {'; '.join(_problem(e) for e in errors.errors())}.") from None
 
 
 def load_task(path: Path | str) -> LabelingTask:

@@ -14,7 +14,14 @@ class LabelingTasks(dg.ConfigurableResource):
     task_files: list[str]
 
     def load(self) -> list[LabelingTask]:
-        tasks = [load_task(path) for path in self.task_files]
+        tasks, problems = [], []
+        for path in self.task_files:  # every broken file at once
+            try:
+                tasks.append(load_task(path))
+            except TaskConfigError as error:
+                problems.append(str(error))
+        if problems:
+            raise TaskConfigError(" ".join(problems))
         names = [task.name for task in tasks]
         for name in names:
             if names.count(name) > 1:

@@ -79,6 +79,7 @@ class ReviewSQL:
             rows = self.s.df(f"""
                 WITH current AS (SELECT * FROM ({CURRENT}) WHERE task = $task AND status <> $retired)
                 SELECT r.input_id,
+                       (SELECT regexp_extract(i.uri, '[^/]*$') FROM inputs i WHERE i.input_id = r.input_id) AS file,
                        count(c.annotation_id) FILTER (WHERE c.status = $awaiting) AS pending,
                        count(c.annotation_id) AS boxes,
                        min(least(abs(c.confidence - q.upper), abs(c.confidence - q.lower)))

@@ -35,6 +35,12 @@ class VersionsSQL:
         rows = self.s.df("SELECT * FROM dataset_versions WHERE version_key = ?", [version_key])
         return rows.iloc[0].to_dict() if len(rows) else None
 
+    def keys(self, task: str | None = None) -> list[str]:
+        """The stored version keys (of one task), newest day first."""
+        rows = self.s.conn.execute("SELECT version_key FROM dataset_versions WHERE ? IS NULL OR task = ? "
+                                   "ORDER BY day DESC, version_key", [task, task]).fetchall()
+        return [key for (key,) in rows]
+
     def record(self, key: str, task: str, day: date, cutoff: datetime, manifest: Manifest, manifest_path: str,
                now: datetime) -> bool:
         """Store the version's row when its manifest is new or changed (then `changed_at` moves, `created_at`

@@ -135,3 +135,66 @@ def test_class_ids_never_move_and_stray_concepts_and_tasks_are_refused(tmp_path:
     write_demo_images(tmp_path / "b", 4, seed=52)
     autoannotate("run", "--inbox", str(tmp_path / "b"), "--version", home=home, env=env)
     assert exported_names("v2") == {0: "ball", 1: "box", 2: "sign", 3: "raccoon"}
+
+
+def test_every_refusal_is_one_line_exit_1_and_says_what_to_do(tmp_path: Path) -> None:
+    import socket
+
+    home = tmp_path / "home"
+
+    def refused(*args: str) -> str:
+        result = autoannotate(*args, home=home, check=False)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        return result.stderr.strip()
+
+    assert refused("run", "--bogus") == "autoannotate: unrecognized arguments: --bogus (see `autoannotate --help`)."
+    assert refused("review", "list") == ("autoannotate: the following arguments are required: --reviewer (see "
+                                         "`autoannotate review list --help`).")
+    assert refused("status", "--task", "nope").startswith(
+        "autoannotate: No task named 'nope'; configured: demo-shapes (the task files are AUTOANNOTATE_TASKS")
+    assert refused("review", "list", "--reviewer", "zed") == (
+        "autoannotate: 'zed' is not a reviewer of task 'demo-shapes' (reviewers: alice, bob, carol).")
+    today = datetime.now(UTC).date().isoformat()
+    assert refused("export", "--version", "demo-shapes", "--format", "yolo", "--out", str(tmp_path / "x")) == (
+        f"autoannotate: No dataset version 'demo-shapes': a version key is TASK@DAY, e.g. demo-shapes@{today}.")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert refused("review", "serve", "--port", str(port)) == (
+            f"autoannotate: Cannot serve the review page on 127.0.0.1:{port}: address already in use; pass --port "
+            "with a free port.")
+
+    assert autoannotate("run", home=home).stdout.strip() == (
+        f"The inbox {home / 'inbox'} does not exist: put images there, or pass --inbox FOLDER.")
+    assert autoannotate("review", "list", "--reviewer", "bob", "--pending", home=home).stdout.strip() == (
+        "bob has nothing left to review in task demo-shapes.")
+    assert json.loads(autoannotate("--json", "status", home=home).stdout)["inputs"] == 0  # --json before the verb
+
+
+def test_the_tasks_of_the_last_run_are_the_tasks_every_command_sees(tmp_path: Path) -> None:
+    from helpers import write_task_file
+
+    from apps.demo_scenes import write_demo_images
+
+    home = tmp_path / "home"
+    task = write_task_file(tmp_path, name="parcels", reviewers=["dora"])
+    write_demo_images(tmp_path / "in", 6, seed=3)
+    autoannotate("run", "--inbox", str(tmp_path / "in"), "--task", str(task), home=home)
+    assert (home / "tasks.txt").read_text() == f"{task}\n"
+    status = json.loads(autoannotate("status", "--json", home=home).stdout)
+    assert list(status["tasks"]) == ["parcels"]
+    assert json.loads(autoannotate("review", "list", "--reviewer", "dora", "--json", home=home).stdout)["task"] \
+        == "parcels"
+    rows = autoannotate("status", home=home).stdout.split("annotations (current state):")[1].split("\n\n")[0]
+    cells = [line.split() for line in rows.strip().splitlines()[2:]]
+    assert cells and all(len(row) == 4 and all(c.isdigit() for c in row[1:]) for row in cells)  # no blank cells
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\n")
+    result = autoannotate("run", "--task", str(broken), home=home, check=False)
+    assert result.returncode == 1 and "concepts: Field required" in result.stderr
+    assert (home / "tasks.txt").read_text() == f"{task}\n"  # a broken file is not remembered
+    both = autoannotate("run", "--task", str(task), home=home, env={"AUTOANNOTATE_TASKS": str(task)}, check=False)
+    assert both.returncode == 1 and "AUTOANNOTATE_TASKS is set" in both.stderr

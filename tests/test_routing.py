@@ -93,6 +93,28 @@ def test_every_config_mistake_names_its_field(changes: dict, message: str) -> No
     assert str(raised.value).startswith(message)
 
 
+def test_every_mistake_of_a_task_file_is_named_at_once(tmp_path) -> None:
+    from resources.tasks import LabelingTasks
+
+    with pytest.raises(TaskConfigError) as raised:
+        task(priority="urgent", thresholds={"upper": 1.5, "lower": 0.4, "upper_operator": "=>"})
+    assert str(raised.value) == (
+        "task.yaml: thresholds.upper: 1.5 is outside [0, 1]; thresholds.upper_operator: unknown value '=>'; input "
+        "should be '>', '>=', '=', '<=' or '<'; priority: unknown value 'urgent'; input should be 'low', 'medium' "
+        "or 'high'.")
+    with pytest.raises(TaskConfigError) as raised:
+        task(class_map={"auto": "truck", "bus": "van"}, reviewers=["ann", "ann"])
+    assert str(raised.value) == ("task.yaml: class_map.auto: unknown concept 'truck' (concepts: car, person); "
+                                 "class_map.bus: unknown concept 'van' (concepts: car, person); reviewers: a reviewer "
+                                 "is listed twice.")
+    (tmp_path / "a.yaml").write_text("name: a\n")
+    (tmp_path / "b.yaml").write_text("- not a mapping\n")
+    with pytest.raises(TaskConfigError) as raised:
+        LabelingTasks(task_files=[str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]).load()
+    assert str(tmp_path / "a.yaml") in str(raised.value) and str(tmp_path / "b.yaml") in str(raised.value)
+    assert "concepts: field required" in str(raised.value).lower()
+
+
 def test_no_reviewers_needed_without_a_review_band() -> None:
     assert task(thresholds={"upper": 0.5, "lower": 0.5}, reviewers=[]).reviewers == []
 
