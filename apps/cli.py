@@ -200,6 +200,37 @@ def command_version_create(args: argparse.Namespace, settings: Settings) -> None
          for k, v in r["versions"].items()], ["version", "annotations", "inputs", "manifest_sha256", "changed"]))
 
 
+def command_model_classes(args: argparse.Namespace, settings: Settings) -> None:
+    from resources import build_resources
+    from resources.detector import Detector
+    from resources.tasks import detector_for
+
+    resources = build_resources(settings)
+    default: Detector = resources["detector"]
+    tasks = [] if args.weights else resources["tasks"].load()
+    if args.weights:
+        path = Path(args.weights).expanduser().resolve()
+        detectors = [Detector(**{**default.model_dump(), "weights": str(path)})]
+    else:
+        detectors = [detector_for(task, default) for task in tasks]
+    models: dict[str, dict] = {}
+    for index, detector in enumerate(detectors):
+        model = detector.load()
+        entry = models.setdefault(model.path, {"weights": model.path, "model_id": model.model_id,
+                                               "classes": model.class_names, "tasks": {}})
+        if tasks:
+            entry["tasks"][tasks[index].name] = {c: tasks[index].concept_for(c) for c in model.class_names}
+    emit(args, {"models": list(models.values())}, render_model_classes)
+
+
+def render_model_classes(result: dict) -> None:
+    for model in result["models"]:
+        print(f"model {model['weights']} ({model['model_id'][:12]}): {len(model['classes'])} classes")
+        rows = [{"id": i, "class": c, **{f"{t} concept": m[c] or "-" for t, m in model["tasks"].items()}}
+                for i, c in enumerate(model["classes"])]
+        print_table(rows, ["id", "class", *(f"{t} concept" for t in model["tasks"])])
+
+
 def command_export(args: argparse.Namespace, settings: Settings) -> None:
     from apps.dataset_io import export_version
     from resources import build_resources
@@ -279,6 +310,8 @@ EXAMPLES = {
     "import": "autoannotate import --format voc ~/datasets/VOCdevkit/VOC2012 --user alice --task demo-shapes",
     "version": "autoannotate version create --date 2026-11-22",
     "version create": "autoannotate version create --date 2026-11-22",
+    "model": "autoannotate model classes ~/models/best.pt",
+    "model classes": "autoannotate model classes ~/models/best.pt",
     "export": "autoannotate export --version demo-shapes@2026-11-22 --format yolo --out exports/yolo",
 }
 
@@ -360,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     create = version.add_parser("create", parents=[common], help="build every task's version of a day")
     create.add_argument("--date", help="YYYY-MM-DD (default: today, UTC)")
     create.set_defaults(handler=command_version_create)
+
+    model = sub.add_parser("model", help="detector weights").add_subparsers(dest="action", required=True)
+    classes = model.add_parser("classes", parents=[common],
+                               help="a model's class ids and names, and the concept each task maps them to")
+    classes.add_argument("weights", nargs="?", help="weights file (default: the models of the configured tasks)")
+    classes.set_defaults(handler=command_model_classes)
 
     export = sub.add_parser("export", parents=[common], help="write a dataset version as YOLO or COCO")
     export.add_argument("--version", required=True, help="version key, e.g. demo-shapes@2026-11-22")

@@ -12,7 +12,7 @@ from core.annotations import BAND_STATUS
 from core.image_checks import Rejection, inspect_image_file, load_oriented_rgb
 from core.routing import route_predictions
 from core.settings import Settings
-from core.task_config import load_task
+from core.task_config import check_class_map, load_task
 from resources import build_resources
 from resources.tasks import detector_for
 from store.predictions import prediction_rows
@@ -23,6 +23,7 @@ def dry_run(settings: Settings, task_file: str, images: list[Path]) -> dict:
     task = load_task(task_file)
     detector = detector_for(task, build_resources(settings)["detector"])
     model = detector.load()
+    check_class_map(task, model.class_names, model.name)
     report = []
     for path in images:
         checked = inspect_image_file(path, settings.max_pixels)

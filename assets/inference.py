@@ -12,7 +12,7 @@ from assets.partitions import batch_partitions
 from resources.detector import Detector
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, write_or_retry
-from resources.tasks import LabelingTasks, detectors_for
+from resources.tasks import LabelingTasks, check_class_maps, detectors_for
 
 
 @dg.asset(
@@ -28,9 +28,11 @@ from resources.tasks import LabelingTasks, detectors_for
 def predictions(context: dg.AssetExecutionContext, store: DuckDBStore, images: ImageStore,
                 detector: Detector, tasks: LabelingTasks) -> dg.MaterializeResult:
     batch = context.partition_key
-    detectors = detectors_for(tasks.load(), detector)
-    # Every model is loaded first: unusable weights fail here, before any image is read.
-    models = [(d, d.load()) for d in detectors]
+    task_list = tasks.load()
+    # Every model is loaded first: unusable weights or a class_map naming classes a model lacks fail here,
+    # before any image is read.
+    models = [(d, d.load()) for d in detectors_for(task_list, detector)]
+    check_class_maps(task_list, detector, models)
     input_ids = store.read(lambda s: s.inputs.batch_input_ids(batch))
     per_model, total_rows = {}, 0
     for chosen, model in models:

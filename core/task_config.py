@@ -146,6 +146,16 @@ class LabelingTask(Strict):
         return path if path.is_absolute() else (Path(self.source_file).parent / path).resolve()
 
 
+def check_class_map(task: LabelingTask, class_names: list[str], model_name: str) -> None:
+    """Refuse a task whose class_map names classes its model does not have (a typo would map nothing)."""
+    missing = [name for name in task.class_map if name not in class_names]
+    if missing:
+        raise TaskConfigError(
+            f"{task.source_file or task.name}: class_map names {', '.join(repr(m) for m in missing)}, which the model "
+            f"{model_name} does not have; its classes are {', '.join(class_names)} (`autoannotate model classes` "
+            "lists them).")
+
+
 def _field_path(location: tuple) -> str:
     return ".".join(str(part) for part in location if not str(part).startswith("function-after"))
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from core.task_config import LabelingTask, TaskConfigError, load_task
-from resources.detector import Detector, file_sha256
+from core.task_config import LabelingTask, TaskConfigError, check_class_map, load_task
+from resources.detector import Detector, LoadedModel, file_sha256
 
 
 class LabelingTasks(dg.ConfigurableResource):
@@ -48,5 +48,12 @@ def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector
 
 def models_by_task(tasks: list[LabelingTask], default: Detector) -> dict[str, str]:
     """Task name -> the model id (weights hash) it predicts with."""
-    return {task.name: file_sha256(d.weights_path()) for task, d in zip(tasks, detectors_for(tasks, default),
-                                                                          strict=True)}
+    return {task.name: file_sha256(detector_for(task, default).weights_path()) for task in tasks}
+
+
+def check_class_maps(tasks: list[LabelingTask], default: Detector, models: list[tuple[Detector, LoadedModel]]) -> None:
+    """Each task's class_map against the classes of the model it predicts with."""
+    by_weights = {str(chosen.weights_path()): model for chosen, model in models}
+    for task in tasks:
+        model = by_weights[str(detector_for(task, default).weights_path())]
+        check_class_map(task, model.class_names, model.name)

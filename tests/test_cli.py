@@ -198,3 +198,34 @@ def test_the_tasks_of_the_last_run_are_the_tasks_every_command_sees(tmp_path: Pa
     assert (home / "tasks.txt").read_text() == f"{task}\n"  # a broken file is not remembered
     both = autoannotate("run", "--task", str(task), home=home, env={"AUTOANNOTATE_TASKS": str(task)}, check=False)
     assert both.returncode == 1 and "AUTOANNOTATE_TASKS is set" in both.stderr
+
+
+def test_a_class_map_naming_a_class_the_model_lacks_is_refused_and_model_classes_lists_them(tmp_path: Path) -> None:
+    from helpers import write_task_file
+
+    from apps.demo_scenes import write_demo_images
+
+    home = tmp_path / "home"
+    typo = write_task_file(tmp_path, class_map={"circel": "ball", "square": "box", "triangle": "sign"})
+    images = write_demo_images(tmp_path / "in", 3, seed=9)
+    sentence = (f"{typo}: class_map names 'circel', which the model demo_detector.pt does not have; its classes are "
+                "circle, square, triangle, cross (`autoannotate model classes` lists them).")
+    dry = autoannotate("dry-run", "--task", str(typo), str(images[0]), home=home, check=False)
+    assert (dry.returncode, dry.stderr.strip()) == (1, f"autoannotate: {sentence}")
+    run = autoannotate("run", "--inbox", str(tmp_path / "in"), "--task", str(typo), home=home, check=False)
+    assert run.returncode == 1 and sentence in run.stderr
+    assert json.loads(autoannotate("status", "--json", home=home).stdout)["predictions"] == 0
+
+    fixed = write_task_file(tmp_path, class_map={"circle": "ball", "square": "box", "triangle": "sign"})
+    assert fixed == typo
+    resumed = json.loads(autoannotate("run", "--inbox", str(tmp_path / "in"), "--json", home=home).stdout)
+    assert [r["stage"] for r in resumed["resumed"]] == ["not predicted"]
+    assert resumed["batch"] is None
+    assert json.loads(autoannotate("status", "--json", home=home).stdout)["predictions"] > 0
+
+    listing = json.loads(autoannotate("model", "classes", "--json", home=home).stdout)["models"]
+    assert [m["classes"] for m in listing] == [["circle", "square", "triangle", "cross"]]
+    assert listing[0]["tasks"] == {"demo-shapes": {"circle": "ball", "square": "box", "triangle": "sign",
+                                                   "cross": None}}
+    missing = autoannotate("model", "classes", str(tmp_path / "nope.pt"), home=home, check=False)
+    assert missing.returncode == 1 and str(tmp_path / "nope.pt") in missing.stderr
