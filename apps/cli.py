@@ -260,6 +260,12 @@ def command_review(args: argparse.Namespace, settings: Settings) -> None:
         return
     desk = ReviewDesk(store, tasks)
     try:
+        if args.action == "invite":
+            url = f"http://{args.host}:{args.port}/?token={desk.invite(args.reviewer)}"
+            emit(args, {"reviewer": args.reviewer, "url": url}, lambda r: print(
+                f"{r['url']}\n(personal to {r['reviewer']}: whoever opens it decides as {r['reviewer']}; a new invite "
+                "replaces it)"))
+            return
         if args.action == "list":
             task = task_named(tasks, args.task)
             if args.reviewer not in task.reviewers:
@@ -307,6 +313,7 @@ EXAMPLES = {
     "review reject": "autoannotate review reject 5d41402abc4b2a76b9719d911017c592 --reviewer alice",
     "review relabel": "autoannotate review relabel 5d41402abc4b2a76b9719d911017c592 --concept ball --reviewer alice",
     "review serve": "autoannotate review serve --port 8765",
+    "review invite": "autoannotate review invite alice --host 192.168.1.20",
     "import": "autoannotate import --format voc ~/datasets/VOCdevkit/VOC2012 --user alice --task demo-shapes",
     "version": "autoannotate version create --date 2026-11-22",
     "version create": "autoannotate version create --date 2026-11-22",
@@ -373,11 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
         decision.add_argument("--reviewer", required=True)
         if action == "relabel":
             decision.add_argument("--concept", required=True)
+    invite = review.add_parser("invite", parents=[common], help="a reviewer's personal link to the review page")
+    invite.add_argument("reviewer")
     serve = review.add_parser("serve", help="the review page in the browser")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8765)
+    for option, default in (("--host", "127.0.0.1"), ("--port", 8765)):
+        invite.add_argument(option, default=default, type=type(default), help="where `review serve` listens")
     review.required = True
-    for parser_ in (listing, serve):
+    for parser_ in (listing, serve, invite):
         parser_.set_defaults(handler=command_review)
     for action in ("accept", "reject", "relabel"):
         review.choices[action].set_defaults(handler=command_review)

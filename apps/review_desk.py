@@ -6,14 +6,28 @@ events through the annotation history in one transaction.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from datetime import UTC, datetime
 
 from core.annotations import Status
 from core.geometry import Box
-from core.review_rules import NotFound, check_concept, decision_events, drawn_box_event, task_named
+from core.review_rules import (
+    NotFound,
+    check_concept,
+    check_reviewer,
+    decision_events,
+    drawn_box_event,
+    task_named,
+    undo_event,
+)
 from core.task_config import LabelingTask
 from resources.store import DuckDBStore
 from store import Session
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def utc_now() -> datetime:
@@ -28,14 +42,31 @@ class ReviewDesk:
     def task(self, name: str) -> LabelingTask:
         return task_named(self.tasks, name)
 
+    def invite(self, reviewer: str) -> str:
+        """A new personal token for `reviewer` (shown once; only its hash is stored); the earlier one stops
+        working."""
+        if not any(reviewer in task.reviewers for task in self.tasks):
+            known = sorted({r for task in self.tasks for r in task.reviewers})
+            raise NotFound(f"{reviewer!r} is not a reviewer of any configured task (reviewers: "
+                           f"{', '.join(known) or 'none'}).")
+        token = secrets.token_urlsafe(24)
+        self.store.write(lambda s: s.reviews.issue_token(reviewer, token_sha256(token), utc_now()))
+        return token
+
+    def signed_in(self, token: str) -> str | None:
+        """The reviewer a token belongs to, if it is current."""
+        return self.store.read(lambda s: s.reviews.reviewer_of_token(token_sha256(token)))
+
     def decide(self, annotation_id: str, decision: str, reviewer: str, concept: str | None = None,
                box: Box | None = None) -> dict:
         """Accept, reject or correct (`decision` "correct" with a new concept and/or box) one annotation."""
 
         def work(s: Session) -> dict:
             current = s.history.current_one(annotation_id)
+            task = self.task(current.task)
+            check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id))
             if concept is not None:
-                check_concept(self.task(current.task), concept)
+                check_concept(task, concept)
             events, standing = decision_events(current, decision, reviewer, utc_now(), concept, box)
             written = s.history.append(events)
             return {"annotation_id": standing, "status": str(events[-1].status if events else current.status),
@@ -45,11 +76,13 @@ class ReviewDesk:
 
     def draw(self, task: str, input_id: str, concept: str, box: Box, reviewer: str) -> dict:
         """A box the model missed: a new SUCCESS annotation; drawing the same box twice writes it once."""
-        event = drawn_box_event(self.task(task), input_id, concept, box, reviewer, utc_now())
+        chosen = self.task(task)
+        event = drawn_box_event(chosen, input_id, concept, box, reviewer, utc_now())
 
         def work(s: Session) -> dict:
             if not s.inputs.exists(input_id):
                 raise NotFound(f"No input has the id {input_id!r}.")
+            check_reviewer(chosen, reviewer, s.reviews.assignee(task, input_id))
             written = 0 if s.history.exists(event.annotation_id) else s.history.append([event])
             return {"annotation_id": event.annotation_id, "status": str(Status.SUCCESS), "written": written}
 
@@ -57,15 +90,33 @@ class ReviewDesk:
 
     def accept_above(self, task: str, input_id: str, threshold: float, reviewer: str) -> dict:
         """Accept every box of one image still awaiting review whose confidence is at least `threshold`."""
-        self.task(task)
+        chosen = self.task(task)
         now = utc_now()
 
         def work(s: Session) -> dict:
+            check_reviewer(chosen, reviewer, s.reviews.assignee(task, input_id))
             pending = s.history.current(task=task, input_id=input_id, status=[Status.AWAITING_REVIEW],
                                         min_confidence=threshold)["annotation_id"].tolist()
             events = [e for a in pending for e in decision_events(s.history.current_one(a), "accept", reviewer,
                                                                   now)[0]]
-            return {"accepted": len(pending), "written": s.history.append(events)}
+            return {"accepted": len(pending), "annotation_ids": pending, "written": s.history.append(events)}
+
+        return self.store.write(work)
+
+    def undo(self, annotation_ids: list[str], reviewer: str) -> dict:
+        """Take back the reviewer's latest decision on each annotation (a correction is two: the original and
+        the corrected one), in one transaction."""
+
+        def work(s: Session) -> dict:
+            events = []
+            for annotation_id in annotation_ids:
+                current = s.history.current_one(annotation_id)
+                task = self.task(current.task)
+                check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id))
+                events.append(undo_event(current, s.history.status_before_last(annotation_id), reviewer,
+                                         utc_now()))
+            return {"undone": [{"annotation_id": e.annotation_id, "status": str(e.status)} for e in events],
+                    "written": s.history.append(events)}
 
         return self.store.write(work)
 

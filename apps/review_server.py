@@ -3,24 +3,31 @@
 Images are served only from the image store, by input id; every decision is an
 annotation event written through the store's lock handling, so a pipeline run that
 holds DuckDB makes a click wait, never lose the decision.
+
+Every request is made as a reviewer: the personal link `autoannotate review invite NAME`
+prints signs the browser in (an HttpOnly, SameSite=Strict cookie); scripts send the token
+as `Authorization: Bearer TOKEN`. A decision naming another reviewer is refused, and so is
+any write whose Origin is not this server (no cross-site request forgery).
 """
 
 from __future__ import annotations
 
 import io
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, model_validator
 
 from apps.review_desk import ReviewDesk
 from core.geometry import Box as UnitBox
 from core.image_checks import load_oriented_rgb
-from core.review_rules import Conflict, Invalid, NotFound, ReviewError
+from core.review_rules import Conflict, Forbidden, Invalid, NotFound, ReviewError
 from core.task_config import LabelingTask
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
@@ -29,6 +36,9 @@ from store import DatabaseLockedError
 INPUT_ID = re.compile(r"^[0-9a-f]{64}$")
 ANNOTATION_ID = re.compile(r"^[0-9a-f]{32}$")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TOKEN_COOKIE = "autoannotate_review"
+SIGN_IN = "Open your personal review link to sign in; `autoannotate review invite NAME` prints it."
+STALE_LINK = "This review link is no longer valid (a newer invite replaced it); ask for a new one."
 
 
 class Box(BaseModel):
@@ -48,77 +58,135 @@ class Box(BaseModel):
 
 
 class Decision(BaseModel):
-    reviewer: str = Field(min_length=1)
+    reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
     decision: Literal["accept", "reject"]
 
 
 class Correction(BaseModel):
-    reviewer: str = Field(min_length=1)
+    reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
     concept: str | None = None
     box: Box | None = None
 
 
 class NewBox(BaseModel):
-    reviewer: str = Field(min_length=1)
+    reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
     task: str
     concept: str
     box: Box
 
 
+class Undo(BaseModel):
+    reviewer: str | None = None
+    annotation_ids: list[Annotated[str, Field(pattern=ANNOTATION_ID.pattern)]] = Field(min_length=1)
+
+
 class AcceptAbove(BaseModel):
-    reviewer: str = Field(min_length=1)
+    reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
     task: str
     threshold: float = Field(ge=0.0, le=1.0)
 
 
-ERROR_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+ERROR_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403}
+
+
+def answer(work: Callable[[], object]) -> object:
+    """Run a desk call; a refusal becomes the HTTP status of its type, a lasting lock a 503."""
+    try:
+        return work()
+    except ReviewError as error:
+        raise HTTPException(ERROR_STATUS.get(type(error), 400), str(error)) from None
+    except DatabaseLockedError as error:
+        raise HTTPException(503, f"Your decision was not saved: {error}") from None
+
+
+def signed_in(request: Request) -> str:
+    """The reviewer the request's token (cookie, or `Authorization: Bearer`) belongs to."""
+    header = request.headers.get("authorization", "")
+    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else \
+        request.cookies.get(TOKEN_COOKIE)
+    if not token:
+        raise HTTPException(401, SIGN_IN)
+    reviewer = answer(lambda: request.app.state.desk.signed_in(token))
+    if reviewer is None:
+        raise HTTPException(401, STALE_LINK)
+    return reviewer
+
+
+Me = Annotated[str, Depends(signed_in)]
 
 
 def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]) -> FastAPI:
     app = FastAPI(title="autoannotate review", docs_url=None, redoc_url=None)
-    desk = ReviewDesk(store, tasks)
+    desk = app.state.desk = ReviewDesk(store, tasks)
+
+    @app.middleware("http")
+    async def same_origin_writes(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """A browser sends Origin with every POST: one from another site is refused before anything runs."""
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != request.headers.get("host"):
+            return JSONResponse({"detail": f"Requests from {origin} are refused: the review page only accepts "
+                                           "decisions from its own pages."}, status_code=403)
+        return await call_next(request)
+
+    def acting(me: str, named: str | None) -> str:
+        if named is not None and named != me:
+            raise HTTPException(403, f"You are signed in as {me}; a decision as {named} is refused.")
+        return me
 
     def checked(pattern: re.Pattern, value: str, what: str) -> str:
         if not pattern.match(value):
             raise HTTPException(404, f"{value!r} is not a{'n' if what[0] in 'ai' else ''} {what} id.")
         return value
 
-    def answer(work):
-        """Run a desk call; a refusal becomes the HTTP status of its type, a lasting lock a 503."""
-        try:
-            return work()
-        except ReviewError as error:
-            raise HTTPException(ERROR_STATUS.get(type(error), 400), str(error)) from None
-        except DatabaseLockedError as error:
-            raise HTTPException(503, f"Your decision was not saved: {error}") from None
+    def tasks_of(reviewer: str) -> list[dict]:
+        return [{"name": t.name, "reviewers": t.reviewers, "concepts": t.concepts, "allow_takeover": t.allow_takeover,
+                 "rules": [r.model_dump() for r in t.rules()]} for t in tasks if reviewer in t.reviewers]
+
+    def sentence_page(request: Request, sentence: str, status: int) -> HTMLResponse:
+        return TEMPLATES.TemplateResponse(request, "review.html", {"sentence": sentence, "tasks": [],
+                                                                    "reviewer": None}, status_code=status)
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request) -> HTMLResponse:
-        return TEMPLATES.TemplateResponse(request, "review.html", {"tasks": [
-            {"name": t.name, "reviewers": t.reviewers, "concepts": t.concepts} for t in tasks]})
+    def page(request: Request, token: str | None = None) -> Response:
+        if token is not None:  # the personal link: keep the token in a cookie, drop it from the address bar
+            if answer(lambda: desk.signed_in(token)) is None:
+                return sentence_page(request, STALE_LINK, 401)
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", max_age=90 * 24 * 3600)
+            return response
+        try:
+            me = signed_in(request)
+        except HTTPException as refused:
+            return sentence_page(request, refused.detail, refused.status_code)
+        mine = tasks_of(me)
+        if not mine:
+            return sentence_page(request, f"{me} is not a reviewer of any configured task.", 403)
+        return TEMPLATES.TemplateResponse(request, "review.html", {"tasks": mine, "reviewer": me, "sentence": None})
 
     @app.get("/api/tasks")
-    def list_tasks() -> list[dict]:
-        return [{"name": t.name, "reviewers": t.reviewers, "concepts": t.concepts,
-                 "rules": [r.model_dump() for r in t.rules()]} for t in tasks]
+    def list_tasks(me: Me) -> list[dict]:
+        return tasks_of(me)
 
     @app.get("/api/queue")
-    def queue(task: str, reviewer: str, status: list[str] = Query(default=[]),  # noqa: B008
+    def queue(me: Me, task: str, reviewer: str | None = None, status: list[str] = Query(default=[]),  # noqa: B008
               concept: list[str] = Query(default=[]), labeler: list[str] = Query(default=[]),  # noqa: B008
               combine: Literal["and", "or"] = "and") -> dict:
         chosen = answer(lambda: desk.task(task))
+        reviewer = reviewer or me
         if reviewer not in chosen.reviewers:
             raise HTTPException(404, f"{reviewer!r} is not a reviewer of task {task!r}.")
+        if me not in chosen.reviewers or (reviewer != me and not chosen.allow_takeover):
+            raise HTTPException(403, f"You are signed in as {me}; task {task!r} shows you only your own queue.")
         items = desk.queue(task, reviewer, status, concept, labeler, combine)
-        return {"items": items, "progress": desk.progress(task)}
+        return {"items": items, "progress": desk.progress(task), "reviewer": reviewer}
 
     @app.get("/api/inputs/{input_id}")
-    def image_boxes(input_id: str, task: str) -> dict:
+    def image_boxes(me: Me, input_id: str, task: str) -> dict:
         checked(INPUT_ID, input_id, "input")
         return {"input_id": input_id, "annotations": answer(lambda: desk.image(task, input_id))}
 
     @app.get("/images/{input_id}")
-    def image(input_id: str) -> Response:
+    def image(me: Me, input_id: str) -> Response:
         checked(INPUT_ID, input_id, "input")
         try:
             data = images.read(input_id)
@@ -129,26 +197,31 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         return Response(buffer.getvalue(), media_type="image/jpeg")
 
     @app.post("/api/annotations/{annotation_id}/decision")
-    def decide(annotation_id: str, body: Decision) -> dict:
+    def decide(me: Me, annotation_id: str, body: Decision) -> dict:
         checked(ANNOTATION_ID, annotation_id, "annotation")
-        return answer(lambda: desk.decide(annotation_id, body.decision, body.reviewer))
+        return answer(lambda: desk.decide(annotation_id, body.decision, acting(me, body.reviewer)))
 
     @app.post("/api/annotations/{annotation_id}/correct")
-    def correct(annotation_id: str, body: Correction) -> dict:
+    def correct(me: Me, annotation_id: str, body: Correction) -> dict:
         checked(ANNOTATION_ID, annotation_id, "annotation")
         if body.concept is None and body.box is None:
             raise HTTPException(422, "A correction needs a new concept, a new box, or both.")
-        return answer(lambda: desk.decide(annotation_id, "correct", body.reviewer, concept=body.concept,
+        return answer(lambda: desk.decide(annotation_id, "correct", acting(me, body.reviewer), concept=body.concept,
                                           box=body.box.unit_box() if body.box else None))
 
     @app.post("/api/inputs/{input_id}/boxes")
-    def draw(input_id: str, body: NewBox) -> dict:
+    def draw(me: Me, input_id: str, body: NewBox) -> dict:
         checked(INPUT_ID, input_id, "input")
-        return answer(lambda: desk.draw(body.task, input_id, body.concept, body.box.unit_box(), body.reviewer))
+        return answer(lambda: desk.draw(body.task, input_id, body.concept, body.box.unit_box(),
+                                        acting(me, body.reviewer)))
 
     @app.post("/api/inputs/{input_id}/accept-above")
-    def accept_all_above(input_id: str, body: AcceptAbove) -> dict:
+    def accept_all_above(me: Me, input_id: str, body: AcceptAbove) -> dict:
         checked(INPUT_ID, input_id, "input")
-        return answer(lambda: desk.accept_above(body.task, input_id, body.threshold, body.reviewer))
+        return answer(lambda: desk.accept_above(body.task, input_id, body.threshold, acting(me, body.reviewer)))
+
+    @app.post("/api/undo")
+    def undo(me: Me, body: Undo) -> dict:
+        return answer(lambda: desk.undo(body.annotation_ids, acting(me, body.reviewer)))
 
     return app

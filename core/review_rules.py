@@ -32,6 +32,31 @@ class Invalid(ReviewError):
     """The decision itself is malformed: an unknown concept or decision."""
 
 
+class Forbidden(ReviewError):
+    """The reviewer may not make this decision: not a reviewer of the task, or someone else's image."""
+
+
+def check_reviewer(task: LabelingTask, reviewer: str, assignee: str | None) -> None:
+    """A decision is made by one of the task's reviewers, on an image of their own queue (or one no queue
+    holds) unless the task lets reviewers take over each other's images."""
+    if reviewer not in task.reviewers:
+        raise Forbidden(f"{reviewer!r} is not a reviewer of task {task.name!r} (reviewers: "
+                        f"{', '.join(task.reviewers) or 'none'}).")
+    if assignee is not None and assignee != reviewer and not task.allow_takeover:
+        raise Forbidden(f"This image is in {assignee}'s queue, and task {task.name!r} does not let reviewers take "
+                        "over each other's images (allow_takeover: true in the task file would).")
+
+
+def undo_event(current: AnnotationEvent, status_before: Status | None, reviewer: str,
+               now: datetime) -> AnnotationEvent:
+    """Take back the reviewer's own latest decision on an annotation: its status before it (a box the reviewer
+    added is retired)."""
+    if current.source != Source.REVIEW or current.annotator != reviewer:
+        raise Conflict(f"The latest decision on annotation {current.annotation_id} is not yours to undo "
+                       f"({current.annotator}, {current.source}).")
+    return replace(current, status=status_before or Status.RETIRED, annotator=reviewer, event_at=now)
+
+
 def task_named(tasks: list[LabelingTask], name: str | None) -> LabelingTask:
     """The task called `name` (None: the first configured one), or `NotFound` saying which tasks there are and
     where they come from."""

@@ -71,6 +71,7 @@ class LabelingTask(Strict):
     class_map: dict[str, str] = Field(default_factory=dict)
     thresholds: Thresholds
     reviewers: list[str] = Field(default_factory=list)
+    allow_takeover: bool = False  # may a reviewer decide images in another reviewer's queue?
     priority: Literal["low", "medium", "high"] = "medium"
     annotator: str = Field(default="autoannotate", min_length=1)  # who auto-accepted annotations are by
     source_file: str = ""

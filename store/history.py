@@ -83,6 +83,12 @@ class AnnotationHistory:
             raise NotFound(f"No annotation has the id {annotation_id!r}.")
         return event_from_row(rows.iloc[0].to_dict())
 
+    def status_before_last(self, annotation_id: str) -> Status | None:
+        """The status the annotation had before its latest event (None: the latest is its first)."""
+        rows = self.s.conn.execute("SELECT status FROM annotations WHERE annotation_id = ? "
+                                   "ORDER BY event_at DESC, seq DESC LIMIT 1 OFFSET 1", [annotation_id]).fetchall()
+        return Status(rows[0][0]) if rows else None
+
     def as_of(self, task: str, cutoff: datetime, status: Status = Status.SUCCESS) -> pd.DataFrame:
         """The annotations of `task` whose latest event before `cutoff` has `status`."""
         return self.s.df(*self.as_of_sql(task, cutoff, status))

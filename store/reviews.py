@@ -35,6 +35,22 @@ class ReviewSQL:
         return self.s.insert("review_assignments", [
             {"task": task.name, "input_id": i, "reviewer": r, "assigned_at": now} for i, r in fresh.items()])
 
+    def assignee(self, task: str, input_id: str) -> str | None:
+        """The reviewer whose queue holds the input, if any."""
+        rows = self.s.conn.execute("SELECT reviewer FROM review_assignments WHERE task = ? AND input_id = ?",
+                                   [task, input_id]).fetchall()
+        return rows[0][0] if rows else None
+
+    def issue_token(self, reviewer: str, token_sha256: str, now: datetime) -> None:
+        """The reviewer's token from now on; the earlier one stops working."""
+        self.s.conn.execute("DELETE FROM reviewer_tokens WHERE reviewer = ?", [reviewer])
+        self.s.insert("reviewer_tokens", [{"reviewer": reviewer, "token_sha256": token_sha256, "created_at": now}])
+
+    def reviewer_of_token(self, token_sha256: str) -> str | None:
+        rows = self.s.conn.execute("SELECT reviewer FROM reviewer_tokens WHERE token_sha256 = ?",
+                                   [token_sha256]).fetchall()
+        return rows[0][0] if rows else None
+
     def progress(self, task: str) -> dict[str, dict[str, int]]:
         """Per reviewer: inputs assigned, and how many of them hold no undecided review item (`reviewed`,
         also given as `done`, the name the status contract uses)."""

@@ -254,6 +254,13 @@ REVIEW_ASSIGNMENTS = Table("review_assignments", "Which reviewer holds which inp
     timestamp("assigned_at", "When it was assigned (UTC)."),
 ), primary_key=("task", "input_id"))
 
+REVIEWER_TOKENS = Table("reviewer_tokens", "Each reviewer's personal review-page token, stored only as its hash.", (
+    text("reviewer", "The reviewer the token signs in as.", unique=True),
+    sha256("token_sha256", "sha256 of the token (the token itself is shown once, by `review invite`).",
+           unique=True),
+    timestamp("created_at", "When it was issued (UTC); a new invite replaces the reviewer's earlier token."),
+), primary_key=("reviewer",))
+
 DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task and day; earlier contents live in "
                          "Dagster's materializations.", (
     Column("version_key", "VARCHAR", "TASK@YYYY-MM-DD.", checks=(pa.Check.str_matches(r"^.+@\d{4}-\d{2}-\d{2}$"),),
@@ -272,4 +279,4 @@ DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task an
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE,
-    TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, DATASET_VERSIONS)}
+    TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, REVIEWER_TOKENS, DATASET_VERSIONS)}

@@ -4,6 +4,7 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,14 +38,26 @@ def resources(reviewed_home: Path, tmp_path: Path) -> dict:
 
 
 @pytest.fixture
-def client(resources: dict) -> TestClient:
-    return TestClient(create_app(resources["store"], resources["images"], resources["tasks"].load()))
+def client(resources: dict) -> Callable[[str], TestClient]:
+    """`client(name)`: the API as the reviewer `name`, signed in with the token `review invite` gives."""
+    app = create_app(resources["store"], resources["images"], resources["tasks"].load())
+    clients: dict[str, TestClient] = {}
+
+    def signed_in_as(reviewer: str) -> TestClient:
+        if reviewer not in clients:
+            token = app.state.desk.invite(reviewer)
+            clients[reviewer] = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+        return clients[reviewer]
+
+    return signed_in_as
 
 
-def pending(resources: dict, count: int = 1) -> list[dict]:
+def pending(resources: dict, count: int = 1, reviewer: str | None = None) -> list[dict]:
+    """Annotations awaiting review, with the reviewer whose queue holds their image (`reviewer`)."""
     rows = query(resources["store"],
-        f"SELECT * FROM ({CURRENT_ANNOTATIONS}) WHERE status = 'AWAITING_REVIEW' ORDER BY annotation_id LIMIT ?",
-        [count])
+        f"SELECT c.*, r.reviewer FROM ({CURRENT_ANNOTATIONS}) c JOIN review_assignments r USING (task, input_id) "
+        "WHERE c.status = 'AWAITING_REVIEW' AND ($reviewer IS NULL OR r.reviewer = $reviewer) "
+        "ORDER BY c.annotation_id LIMIT $count", {"count": count, "reviewer": reviewer})
     assert len(rows) == count
     return rows.to_dict("records")
 
@@ -55,25 +68,24 @@ def events_of(resources: dict, annotation_id: str) -> list[tuple[str, str, str]]
     return list(rows.itertuples(index=False, name=None))
 
 
-def test_accept_and_reject_are_events_and_a_double_submit_is_one(client: TestClient, resources: dict) -> None:
-    first, second = pending(resources, 2)
+def test_accept_and_reject_are_events_and_a_double_submit_is_one(client: Callable, resources: dict) -> None:
+    first, second = pending(resources, 1, "alice")[0], pending(resources, 1, "bob")[0]
     for _ in range(2):  # the button pressed twice, or two tabs
-        response = client.post(f"/api/annotations/{first['annotation_id']}/decision",
-                               json={"reviewer": "alice", "decision": "accept"})
+        response = client("alice").post(f"/api/annotations/{first['annotation_id']}/decision",
+                                        json={"reviewer": "alice", "decision": "accept"})
         assert response.status_code == 200
     assert events_of(resources, first["annotation_id"]) == [("AWAITING_REVIEW", "auto", "autoannotate-demo-bot"),
                                                             ("SUCCESS", "review", "alice")]
-    response = client.post(f"/api/annotations/{second['annotation_id']}/decision",
-                           json={"reviewer": "bob", "decision": "reject"})
+    response = client("bob").post(f"/api/annotations/{second['annotation_id']}/decision", json={"decision": "reject"})
     assert response.json()["status"] == "REJECTED"
     assert events_of(resources, second["annotation_id"])[-1] == ("REJECTED", "review", "bob")
 
 
-def test_correct_box_and_concept_retire_the_original(client: TestClient, resources: dict) -> None:
-    (item,) = pending(resources)
+def test_correct_box_and_concept_retire_the_original(client: Callable, resources: dict) -> None:
+    (item,) = pending(resources, 1, "carol")
     box = {"x1": item["x1"], "y1": item["y1"], "x2": min(1.0, item["x2"] + 0.05), "y2": item["y2"]}
-    response = client.post(f"/api/annotations/{item['annotation_id']}/correct",
-                           json={"reviewer": "carol", "box": box, "concept": "box"})
+    response = client("carol").post(f"/api/annotations/{item['annotation_id']}/correct",
+                                    json={"reviewer": "carol", "box": box, "concept": "box"})
     assert response.status_code == 200, response.text
     corrected = response.json()["annotation_id"]
     assert events_of(resources, item["annotation_id"])[-1] == ("RETIRED", "review", "carol")
@@ -81,14 +93,14 @@ def test_correct_box_and_concept_retire_the_original(client: TestClient, resourc
     assert (row["status"][0], row["concept"][0], row["x2"][0]) == ("SUCCESS", "box", pytest.approx(box["x2"]))
 
 
-def test_draw_a_missed_box_and_accept_all_above(client: TestClient, resources: dict) -> None:
-    (item,) = pending(resources)
-    drawn = client.post(f"/api/inputs/{item['input_id']}/boxes", json={
+def test_draw_a_missed_box_and_accept_all_above(client: Callable, resources: dict) -> None:
+    (item,) = pending(resources, 1, "alice")
+    drawn = client("alice").post(f"/api/inputs/{item['input_id']}/boxes", json={
         "reviewer": "alice", "task": "demo-shapes", "concept": "sign",
         "box": {"x1": 0.01, "y1": 0.01, "x2": 0.05, "y2": 0.05}})
     assert drawn.status_code == 200
     assert events_of(resources, drawn.json()["annotation_id"]) == [("SUCCESS", "review", "alice")]
-    above = client.post(f"/api/inputs/{item['input_id']}/accept-above",
+    above = client("alice").post(f"/api/inputs/{item['input_id']}/accept-above",
                         json={"reviewer": "alice", "task": "demo-shapes", "threshold": 0.0})
     assert above.json()["accepted"] >= 1
     left = query(resources["store"], f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
@@ -98,23 +110,29 @@ def test_draw_a_missed_box_and_accept_all_above(client: TestClient, resources: d
 
 @pytest.mark.parametrize(("method", "url", "body", "status", "detail"), [
     ("post", "/api/annotations/0123456789abcdef0123456789abcdef/decision",
-     {"reviewer": "a", "decision": "accept"}, 404, "No annotation has the id"),
+     {"decision": "accept"}, 404, "No annotation has the id"),
     ("get", "/images/" + "0" * 64, None, 404, "No stored image has the id"),
     ("get", "/images/..%2F..%2Fetc%2Fpasswd", None, 404, None),
     ("get", "/images/../../etc/passwd", None, 404, None),
-    ("post", "/api/annotations/not-an-id/decision", {"reviewer": "a", "decision": "accept"}, 404,
+    ("post", "/api/annotations/not-an-id/decision", {"decision": "accept"}, 404,
      "is not an annotation id"),
-    ("post", "/api/inputs/{input}/boxes", {"reviewer": "a", "task": "demo-shapes", "concept": "sign",
+    ("post", "/api/inputs/{input}/boxes", {"task": "demo-shapes", "concept": "sign",
                                            "box": {"x1": 0.5, "y1": 0.5, "x2": 1.2, "y2": 0.6}}, 422,
      "less than or equal to 1"),
-    ("post", "/api/inputs/{input}/boxes", {"reviewer": "a", "task": "demo-shapes", "concept": "sign",
+    ("post", "/api/inputs/{input}/boxes", {"task": "demo-shapes", "concept": "sign",
                                            "box": {"x1": 0.5, "y1": 0.5, "x2": 0.4, "y2": 0.6}}, 422, "x1 < x2"),
-    ("post", "/api/annotations/{annotation}/decision", {"reviewer": "a", "decision": "maybe"}, 422, None),
+    ("post", "/api/annotations/{annotation}/decision", {"decision": "maybe"}, 422, None),
+    ("post", "/api/annotations/{annotation}/decision", {"reviewer": "bob", "decision": "accept"}, 403,
+     "You are signed in as alice; a decision as bob is refused."),
+    ("post", "/api/undo", {"annotation_ids": ["{annotation}"]}, 409, "is not yours to undo"),
 ])
-def test_bad_requests_get_a_4xx_and_a_message(client: TestClient, resources: dict, method: str, url: str,
+def test_bad_requests_get_a_4xx_and_a_message(client: Callable, resources: dict, method: str, url: str,
                                               body: dict | None, status: int, detail: str | None) -> None:
-    (item,) = pending(resources)
+    (item,) = pending(resources, 1, "alice")
     url = url.format(input=item["input_id"], annotation=item["annotation_id"])
+    if body and "annotation_ids" in body:
+        body = {"annotation_ids": [item["annotation_id"]]}
+    client = client("alice")
     response = client.request(method.upper(), url, json=body)
     assert response.status_code == status
     if detail:
@@ -126,9 +144,10 @@ def test_bad_requests_get_a_4xx_and_a_message(client: TestClient, resources: dic
     assert query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0] == before
 
 
-def test_decisions_posted_while_a_pipeline_holds_the_lock_are_all_saved(client: TestClient,
+def test_decisions_posted_while_a_pipeline_holds_the_lock_are_all_saved(client: Callable,
                                                                           resources: dict) -> None:
-    items = pending(resources, 3)
+    items = pending(resources, 3, "alice")
+    client = client("alice")
     holder = hold_lock(Path(resources["store"].path), seconds=3)
     responses = []
     threads = [threading.Thread(target=lambda a=item: responses.append(client.post(
@@ -167,8 +186,9 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
     assert len(queue) == 1, "the demo scenes should give an image with three boxes to review"
     reviewer, input_id = queue["reviewer"][0], queue["input_id"][0]
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store, resources["images"], resources["tasks"].load()),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(store, resources["images"], resources["tasks"].load())
+    token = app.state.desk.invite(reviewer)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -178,10 +198,10 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
             browser = launch_chromium(playwright)
             try:
                 page = browser.new_page(viewport={"width": 1500, "height": 800})
-                page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-                page.select_option("#reviewer", reviewer)
-                page.wait_for_load_state("networkidle")
-                page.locator("#queue div", has_text=input_id[:12]).click()
+                page.goto(f"http://127.0.0.1:{port}/?token={token}", wait_until="networkidle")
+                assert page.url == f"http://127.0.0.1:{port}/"  # the token left the address bar for a cookie
+                assert page.locator("#me").inner_text() == reviewer
+                page.locator(f'#queue-items div[data-input="{input_id}"]').click()
                 page.locator(f'#canvas[data-input="{input_id}"]').wait_for(timeout=20_000)
                 page.wait_for_function(
                     "n => [...document.querySelectorAll('#boxes .box')].filter("
@@ -201,11 +221,10 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
                 page.locator(f'#boxes .box[data-id="{pending_ids[2]}"]').click()
                 box = query(store, "SELECT x1, y1, x2, y2 FROM annotations WHERE annotation_id = ? LIMIT 1",
                                      [pending_ids[2]]).iloc[0]
-                size = query(store, "SELECT width, height FROM inputs WHERE input_id = ?", [input_id]).iloc[0]
-                scale = min(800 / size["width"], 600 / size["height"])
                 canvas = page.locator("#canvas").bounding_box()
-                x = canvas["x"] + box["x2"] * size["width"] * scale
-                y = canvas["y"] + (box["y1"] + box["y2"]) / 2 * size["height"] * scale
+                left, top, width, height = map(float, page.locator("#canvas").get_attribute("data-drawn").split(","))
+                x = canvas["x"] + left + box["x2"] * width
+                y = canvas["y"] + top + (box["y1"] + box["y2"]) / 2 * height
                 page.mouse.move(x, y)
                 page.mouse.down()
                 page.mouse.move(x + 15, y, steps=5)  # drag the right edge outwards
@@ -238,10 +257,11 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
     assert left["n"][0] == 0
 
 
-def test_queue_filters_combine_with_and_or(client: TestClient, resources: dict) -> None:
+def test_queue_filters_combine_with_and_or(client: Callable, resources: dict) -> None:
     assigned = query(resources["store"], "SELECT reviewer, count(*) AS n FROM review_assignments GROUP BY 1 "
                                            "ORDER BY n DESC LIMIT 1")
     reviewer = assigned["reviewer"][0]
+    client = client(reviewer)
 
     def inputs(**filters) -> set[str]:
         response = client.get("/api/queue", params={"task": "demo-shapes", "reviewer": reviewer, **filters})
@@ -262,16 +282,16 @@ def test_queue_filters_combine_with_and_or(client: TestClient, resources: dict) 
     assert client.get("/api/queue", params={"task": "demo-shapes", "reviewer": "mallory"}).status_code == 404
 
 
-def test_the_next_version_holds_exactly_the_accepted_boxes(client: TestClient, resources: dict,
+def test_the_next_version_holds_exactly_the_accepted_boxes(client: Callable, resources: dict,
                                                            tmp_path: Path) -> None:
     import dagster as dg
 
     from assets.versions import dataset_versions
 
-    keep, drop = pending(resources, 2)
+    keep, drop = pending(resources, 2, "alice")
     for item, decision in ((keep, "accept"), (drop, "reject")):
-        assert client.post(f"/api/annotations/{item['annotation_id']}/decision",
-                           json={"reviewer": "alice", "decision": decision}).status_code == 200
+        assert client("alice").post(f"/api/annotations/{item['annotation_id']}/decision",
+                                    json={"decision": decision}).status_code == 200
     today = time.strftime("%Y-%m-%d", time.gmtime())
     dg.materialize([dataset_versions], partition_key=today, instance=dg.DagsterInstance.ephemeral(),
                    resources=resources)
@@ -287,7 +307,7 @@ def test_the_next_version_holds_exactly_the_accepted_boxes(client: TestClient, r
 
 def test_relabel_from_the_cli_refuses_a_concept_the_task_does_not_have(resources: dict) -> None:
     home = Path(resources["store"].path).parent
-    item = pending(resources)[0]
+    item = pending(resources, 1, "alice")[0]
     env = {"AUTOANNOTATE_TASKS": str(home / "demo-shapes.yaml")}
     refused = autoannotate("review", "relabel", item["annotation_id"], "--concept", "cat", "--reviewer", "alice",
                            home=home, check=False, env=env)
@@ -300,15 +320,81 @@ def test_relabel_from_the_cli_refuses_a_concept_the_task_does_not_have(resources
     assert json.loads(relabelled.stdout)["status"] == "SUCCESS"
 
 
-def test_boxes_drawn_a_millionth_apart_are_two_annotations(client: TestClient, resources: dict) -> None:
+def test_boxes_drawn_a_millionth_apart_are_two_annotations(client: Callable, resources: dict) -> None:
     """Every annotation id rounds boxes to the same 6 decimals (drawn boxes once used 5)."""
-    input_id = pending(resources)[0]["input_id"]
+    input_id = pending(resources, 1, "alice")[0]["input_id"]
     ids = []
     for x1 in (0.100001, 0.100004):
-        response = client.post(f"/api/inputs/{input_id}/boxes", json={
+        response = client("alice").post(f"/api/inputs/{input_id}/boxes", json={
             "reviewer": "alice", "task": "demo-shapes", "concept": "ball",
             "box": {"x1": x1, "y1": 0.2, "x2": 0.3, "y2": 0.4}})
         assert response.status_code == 200, response.text
         assert response.json()["written"] == 1
         ids.append(response.json()["annotation_id"])
     assert ids[0] != ids[1]
+
+
+def test_decisions_are_bound_to_the_signed_in_reviewer_and_their_own_queue(client: Callable, resources: dict,
+                                                                         tmp_path: Path) -> None:
+    alices = pending(resources, 1, "alice")[0]
+    url = f"/api/annotations/{alices['annotation_id']}/decision"
+    before = query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0]
+
+    app = create_app(resources["store"], resources["images"], resources["tasks"].load())
+    anonymous = TestClient(app)
+    assert anonymous.post(url, json={"reviewer": "alice", "decision": "accept"}).status_code == 401
+    page = anonymous.get("/")
+    assert page.status_code == 401 and "`autoannotate review invite NAME` prints it" in page.text
+    stale = app.state.desk.invite("alice")
+    fresh = app.state.desk.invite("alice")  # a new invite replaces the earlier link
+    assert TestClient(app, headers={"Authorization": f"Bearer {stale}"}).post(
+        url, json={"decision": "accept"}).json()["detail"].startswith("This review link is no longer valid")
+    signed_in = TestClient(app).get(f"/?token={fresh}", follow_redirects=False)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+    cookie = signed_in.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+
+    bob = client("bob").post(url, json={"decision": "accept"})
+    assert (bob.status_code, bob.json()["detail"]) == (403, "This image is in alice's queue, and task 'demo-shapes' "
+                                                            "does not let reviewers take over each other's images "
+                                                            "(allow_takeover: true in the task file would).")
+    assert client("bob").get("/api/queue", params={"task": "demo-shapes", "reviewer": "alice"}).status_code == 403
+    forged = client("alice").post(url, json={"decision": "reject"}, headers={"Origin": "http://evil.example"})
+    assert forged.status_code == 403 and "Requests from http://evil.example are refused" in forged.json()["detail"]
+    assert query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0] == before  # nothing written
+    same_site = client("alice").post(url, json={"decision": "accept"}, headers={"Origin": "http://testserver"})
+    assert same_site.status_code == 200
+
+    home = Path(resources["store"].path).parent
+    env = {"AUTOANNOTATE_TASKS": str(home / "demo-shapes.yaml")}
+    bobs = pending(resources, 1, "bob")[0]
+    cli = autoannotate("review", "accept", bobs["annotation_id"], "--reviewer", "alice", home=home, env=env,
+                       check=False)
+    assert cli.returncode == 1 and "This image is in bob's queue" in cli.stderr
+    outsider = autoannotate("review", "accept", bobs["annotation_id"], "--reviewer", "mallory", home=home, env=env,
+                            check=False)
+    assert outsider.returncode == 1 and "'mallory' is not a reviewer of task 'demo-shapes'" in outsider.stderr
+
+    takeover = write_task_file(tmp_path, allow_takeover=True, thresholds={"upper": 0.99, "lower": 0.3})
+    taken = autoannotate("review", "accept", bobs["annotation_id"], "--reviewer", "alice", home=home,
+                         env={"AUTOANNOTATE_TASKS": str(takeover)})
+    assert "SUCCESS" in taken.stdout
+    assert events_of(resources, bobs["annotation_id"])[-1] == ("SUCCESS", "review", "alice")
+
+
+def test_undo_takes_back_the_last_decision(client: Callable, resources: dict) -> None:
+    accepted, corrected = pending(resources, 2, "carol")
+    carol = client("carol")
+    carol.post(f"/api/annotations/{accepted['annotation_id']}/decision", json={"decision": "accept"})
+    undone = carol.post("/api/undo", json={"annotation_ids": [accepted["annotation_id"]]})
+    assert undone.json()["undone"] == [{"annotation_id": accepted["annotation_id"], "status": "AWAITING_REVIEW"}]
+    assert [e[0] for e in events_of(resources, accepted["annotation_id"])] == [
+        "AWAITING_REVIEW", "SUCCESS", "AWAITING_REVIEW"]
+
+    new_id = carol.post(f"/api/annotations/{corrected['annotation_id']}/correct",
+                        json={"concept": "box"}).json()["annotation_id"]
+    carol.post("/api/undo", json={"annotation_ids": [corrected["annotation_id"], new_id]})
+    state = query(resources["store"], f"SELECT annotation_id, status FROM ({CURRENT_ANNOTATIONS}) "
+                                      "WHERE annotation_id IN (?, ?)", [corrected["annotation_id"], new_id])
+    assert dict(zip(state["annotation_id"], state["status"])) == {corrected["annotation_id"]: "AWAITING_REVIEW",
+                                                                  new_id: "RETIRED"}
