@@ -1,10 +1,11 @@
 """Human review: the JSON API through FastAPI's test client, a locked database, and the page in Chromium."""
 
+import contextlib
 import json
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,25 @@ def test_decisions_posted_while_a_pipeline_holds_the_lock_are_all_saved(client: 
         assert events_of(resources, item["annotation_id"])[-1] == ("SUCCESS", "review", "alice")
 
 
+@contextlib.contextmanager
+def review_server(resources: dict) -> Iterator[tuple[int, object]]:
+    """`autoannotate review serve` in a thread: its port and app."""
+    import uvicorn
+
+    port = free_port()
+    app = create_app(resources["store"], resources["images"], resources["tasks"].load())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        yield port, app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def wait_for_row(page, annotation_id: str, status: str | None) -> None:
     """Wait until the page shows the box with that status (or, with None, no longer shows it)."""
     page.wait_for_function(
@@ -175,7 +195,6 @@ def wait_for_row(page, annotation_id: str, status: str | None) -> None:
 
 @pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) -> None:
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     store = resources["store"]
@@ -185,63 +204,52 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
         GROUP BY 1, 2 HAVING n >= 3 ORDER BY n DESC, 2 LIMIT 1""")
     assert len(queue) == 1, "the demo scenes should give an image with three boxes to review"
     reviewer, input_id = queue["reviewer"][0], queue["input_id"][0]
-    port = free_port()
-    app = create_app(store, resources["images"], resources["tasks"].load())
-    token = app.state.desk.invite(reviewer)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.05)
-        with sync_playwright() as playwright:
-            browser = launch_chromium(playwright)
-            try:
-                page = browser.new_page(viewport={"width": 1500, "height": 800})
-                page.goto(f"http://127.0.0.1:{port}/?token={token}", wait_until="networkidle")
-                assert page.url == f"http://127.0.0.1:{port}/"  # the token left the address bar for a cookie
-                assert page.locator("#me").inner_text() == reviewer
-                page.locator(f'#queue-items div[data-input="{input_id}"]').click()
-                page.locator(f'#canvas[data-input="{input_id}"]').wait_for(timeout=20_000)
-                page.wait_for_function(
-                    "n => [...document.querySelectorAll('#boxes .box')].filter("
-                    "b => b.innerText.includes('AWAITING_REVIEW')).length >= n", arg=3, timeout=20_000)
-                rows = page.locator("#boxes .box")
-                pending_ids = [rows.nth(i).get_attribute("data-id") for i in range(rows.count())
-                               if "AWAITING_REVIEW" in rows.nth(i).inner_text()]
-                assert len(pending_ids) >= 3
+    with review_server(resources) as (port, app), sync_playwright() as playwright:
+        token = app.state.desk.invite(reviewer)
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 800})
+            page.goto(f"http://127.0.0.1:{port}/?token={token}", wait_until="networkidle")
+            assert page.url == f"http://127.0.0.1:{port}/"  # the token left the address bar for a cookie
+            assert page.locator("#me").inner_text() == reviewer
+            page.locator(f'#queue-items div[data-input="{input_id}"]').click()
+            page.locator(f'#canvas[data-input="{input_id}"]').wait_for(timeout=20_000)
+            page.wait_for_function(
+                "n => [...document.querySelectorAll('#boxes .box')].filter("
+                "b => b.innerText.includes('AWAITING_REVIEW')).length >= n", arg=3, timeout=20_000)
+            rows = page.locator("#boxes .box")
+            pending_ids = [rows.nth(i).get_attribute("data-id") for i in range(rows.count())
+                           if "AWAITING_REVIEW" in rows.nth(i).inner_text()]
+            assert len(pending_ids) >= 3
 
-                page.locator(f'#boxes .box[data-id="{pending_ids[0]}"]').click()
-                page.keyboard.press("a")  # accept with the keyboard
-                wait_for_row(page, pending_ids[0], "SUCCESS")
-                page.locator(f'#boxes .box[data-id="{pending_ids[1]}"]').click()
-                page.click("#reject")  # reject with the mouse
-                wait_for_row(page, pending_ids[1], "REJECTED")
+            page.locator(f'#boxes .box[data-id="{pending_ids[0]}"]').click()
+            page.keyboard.press("a")  # accept with the keyboard
+            wait_for_row(page, pending_ids[0], "SUCCESS")
+            page.locator(f'#boxes .box[data-id="{pending_ids[1]}"]').click()
+            page.click("#reject")  # reject with the mouse
+            wait_for_row(page, pending_ids[1], "REJECTED")
 
-                page.locator(f'#boxes .box[data-id="{pending_ids[2]}"]').click()
-                box = query(store, "SELECT x1, y1, x2, y2 FROM annotations WHERE annotation_id = ? LIMIT 1",
-                                     [pending_ids[2]]).iloc[0]
-                canvas = page.locator("#canvas").bounding_box()
-                left, top, width, height = map(float, page.locator("#canvas").get_attribute("data-drawn").split(","))
-                x = canvas["x"] + left + box["x2"] * width
-                y = canvas["y"] + top + (box["y1"] + box["y2"]) / 2 * height
-                page.mouse.move(x, y)
-                page.mouse.down()
-                page.mouse.move(x + 15, y, steps=5)  # drag the right edge outwards
-                page.mouse.up()
-                wait_for_row(page, pending_ids[2], None)  # the original is retired, its correction shown
-                page.screenshot(path=str(output_dir / "review-page.png"))
-                page.keyboard.press("d")  # image done: what is left awaiting review is accepted
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and query(store,
-                        f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
-                        "AND status = 'AWAITING_REVIEW'", [input_id])["n"][0]:
-                    time.sleep(0.2)
-            finally:
-                browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+            page.locator(f'#boxes .box[data-id="{pending_ids[2]}"]').click()
+            box = query(store, "SELECT x1, y1, x2, y2 FROM annotations WHERE annotation_id = ? LIMIT 1",
+                                 [pending_ids[2]]).iloc[0]
+            canvas = page.locator("#canvas").bounding_box()
+            left, top, width, height = map(float, page.locator("#canvas").get_attribute("data-drawn").split(","))
+            x = canvas["x"] + left + box["x2"] * width
+            y = canvas["y"] + top + (box["y1"] + box["y2"]) / 2 * height
+            page.mouse.move(x, y)
+            page.mouse.down()
+            page.mouse.move(x + 15, y, steps=5)  # drag the right edge outwards
+            page.mouse.up()
+            wait_for_row(page, pending_ids[2], None)  # the original is retired, its correction shown
+            page.screenshot(path=str(output_dir / "review-page.png"))
+            page.keyboard.press("d")  # image done: what is left awaiting review is accepted
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and query(store,
+                    f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
+                    "AND status = 'AWAITING_REVIEW'", [input_id])["n"][0]:
+                time.sleep(0.2)
+        finally:
+            browser.close()
 
     assert events_of(resources, pending_ids[0])[-1] == ("SUCCESS", "review", reviewer)
     assert events_of(resources, pending_ids[1])[-1] == ("REJECTED", "review", reviewer)
@@ -398,3 +406,100 @@ def test_undo_takes_back_the_last_decision(client: Callable, resources: dict) ->
                                       "WHERE annotation_id IN (?, ?)", [corrected["annotation_id"], new_id])
     assert dict(zip(state["annotation_id"], state["status"])) == {corrected["annotation_id"]: "AWAITING_REVIEW",
                                                                   new_id: "RETIRED"}
+
+
+@pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("viewport", [(1280, 720), (1920, 1080)])
+def test_review_page_on_real_screens(resources: dict, output_dir: Path, viewport: tuple[int, int]) -> None:
+    """The image fills the stage beside the panels, keys act on undecided boxes and move on, and the empty,
+    filtered-out and finished queues each say so in a sentence."""
+    from playwright.sync_api import sync_playwright
+
+    store = resources["store"]
+    reviewer = "bob"
+    mine = query(store, f"""
+        SELECT r.input_id, count(*) FILTER (WHERE c.status = 'AWAITING_REVIEW') AS pending
+        FROM review_assignments r JOIN ({CURRENT_ANNOTATIONS}) c USING (task, input_id)
+        WHERE r.reviewer = ? GROUP BY 1""", [reviewer])
+    assert len(mine) >= 2 and (mine["pending"] > 0).all()
+    with review_server(resources) as (port, app), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(reviewer)}", wait_until="networkidle")
+            page.wait_for_function("document.querySelector('#canvas').dataset.drawn")
+
+            def drawn() -> list[float]:
+                return [float(v) for v in page.locator("#canvas").get_attribute("data-drawn").split(",")]
+
+            stage, side = page.locator("#stage").bounding_box(), page.locator("#side").bounding_box()
+            left, top, width, height = drawn()
+            assert stage["x"] + stage["width"] <= side["x"] + 1  # the stage does not run under the side panel
+            assert stage["x"] + stage["width"] <= viewport[0] and stage["y"] + stage["height"] <= viewport[1]
+            assert max(width / stage["width"], height / stage["height"]) == pytest.approx(1.0, abs=0.01)
+            assert width * height >= 0.4 * stage["width"] * stage["height"]  # at 800x600 it was ~25 % at 1080p
+            assert left >= -0.5 and top >= -0.5 and left + width <= stage["width"] + 0.5
+            page.screenshot(path=str(output_dir / f"review-{viewport[0]}x{viewport[1]}.png"))
+
+            files = set(query(store, "SELECT regexp_extract(uri, '[^/]*$') AS f FROM inputs WHERE input_id IN "
+                                     "(SELECT unnest(?))", [list(mine["input_id"])])["f"])
+            shown = page.locator("#queue-items .item").all_inner_texts()
+            assert {text.splitlines()[0].strip() for text in shown} == files
+            assert page.locator("#queue-head").inner_text() == f"1 / {len(mine)} images"
+
+            page.mouse.move(stage["x"] + stage["width"] / 2, stage["y"] + stage["height"] / 2)
+            page.mouse.wheel(0, -300)  # zoom in at the cursor, then back to fit
+            page.wait_for_function(f"Number(document.querySelector('#canvas').dataset.drawn.split(',')[2]) > {width}")
+            page.keyboard.press("0")
+            assert drawn()[2] == pytest.approx(width, abs=0.5)
+
+            first = page.locator("#canvas").get_attribute("data-input")
+            awaiting = int(mine.set_index("input_id")["pending"][first])
+            for _ in range(awaiting):  # `a` accepts the selected undecided box; the next one is selected
+                selected = page.locator("#boxes .box.selected")
+                assert "AWAITING_REVIEW" in selected.inner_text()
+                box_id = selected.get_attribute("data-id")
+                page.keyboard.press("a")
+                wait_for_row(page, box_id, "SUCCESS")
+            page.keyboard.press("r")  # nothing undecided is selected: nothing is rejected
+            page.wait_for_function("document.querySelector('#message').innerText.includes('No box awaiting review')")
+            assert query(store, f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? AND status = "
+                                "'REJECTED' AND annotator = ?", [first, reviewer])["n"][0] == 0
+            page.keyboard.press("u")  # undo the last accept
+            wait_for_row(page, box_id, "AWAITING_REVIEW")
+            page.keyboard.press("a")
+            wait_for_row(page, box_id, "SUCCESS")
+            page.keyboard.press("n")  # on to the next image that still has boxes to review
+            page.wait_for_function(f"document.querySelector('#canvas').dataset.input !== '{first}'")
+            assert page.locator("#canvas").get_attribute("data-input") in set(mine["input_id"]) - {first}
+
+            page.fill("#f-labeler", "nobody")
+            page.locator("#f-labeler").dispatch_event("change")
+            page.wait_for_function("document.querySelector('#banner').innerText.startsWith('No images match')")
+            page.fill("#f-labeler", "")
+            page.locator("#f-labeler").dispatch_event("change")
+            page.wait_for_function("document.querySelectorAll('#queue-items .item').length > 1")
+            page.locator("#f-labeler").blur()  # keys go to the page again, not to the filter
+            for _ in range(3 * len(mine)):  # `d` finishes each image and moves on, until the queue is done
+                if page.locator("#banner").inner_text().startswith("All done"):
+                    break
+                page.keyboard.press("d")
+                page.wait_for_timeout(700)
+            assert page.locator("#banner").inner_text() == "All done: every image in your queue of demo-shapes is " \
+                                                           "reviewed."
+            assert page.locator("#progress").inner_text() == f"Your queue: {len(mine)} / {len(mine)} images reviewed"
+            assert errors == [] and page.locator("#message").inner_text() == ""
+        finally:
+            browser.close()
+    assert query(store, f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) c JOIN review_assignments r "
+                        "USING (task, input_id) WHERE r.reviewer = ? AND c.status = 'AWAITING_REVIEW'",
+                 [reviewer])["n"][0] == 0
+
+
+def test_the_page_without_a_link_says_how_to_sign_in(resources: dict) -> None:
+    page = TestClient(create_app(resources["store"], resources["images"], resources["tasks"].load())).get("/")
+    assert page.status_code == 401
+    assert '<p id="signin">Open your personal review link to sign in; `autoannotate review invite NAME` prints it.' \
+           in page.text
