@@ -143,13 +143,11 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
 
 
 def create_versions(settings: Settings, day: str, definitions: dg.Definitions | None = None) -> dict:
-    """Materialize `dataset_versions` for one day in-process, on the persistent instance."""
-    from assets.versions import dataset_versions, dataset_versions_schema_check
-
+    """Run the `build_dataset_versions` job for one day in-process, on the persistent instance."""
     definitions = definitions or build_definitions(settings)
-    result = dg.materialize([dataset_versions, dataset_versions_schema_check], partition_key=day,
-                            instance=persistent_instance(settings.dagster_home), resources=definitions.resources,
-                            raise_on_error=False, run_config=PROGRESS_LOGS)
+    result = definitions.resolve_job_def("build_dataset_versions").execute_in_process(
+        partition_key=day, instance=persistent_instance(settings.dagster_home), raise_on_error=False,
+        run_config=PROGRESS_LOGS)
     if not result.success:
         raise RuntimeError(f"Building the versions of {day} failed: {first_failure(result)}")
     return result.asset_materializations_for_node("dataset_versions")[0].metadata["versions"].value

@@ -20,12 +20,10 @@ from resources.versions import VersionStore
 from store import Session
 
 
-def write_version(s: Session, versions: VersionStore, task: str, day: date, now: datetime) -> dict | None:
-    """Build (or confirm) the version of `task` on `day`; None when the task had no events yet."""
+def write_version(s: Session, versions: VersionStore, task: str, day: date, now: datetime) -> dict:
+    """Build (or confirm) the version of `task` on `day` (empty before the task's first annotation: every built
+    day can be exported)."""
     cutoff = end_of_day(day)
-    first = s.history.first_event_at(task)
-    if first is None or first >= cutoff:
-        return None  # a task's versions start on its first day
     manifest = s.versions.manifest(task, cutoff)
     key = f"{task}@{day.isoformat()}"
     path = versions.write_manifest(task, day.isoformat(), manifest.text)
@@ -51,22 +49,19 @@ def dataset_versions(context: dg.AssetExecutionContext, store: DuckDBStore,
                      versions: VersionStore) -> dg.MaterializeResult:
     now = datetime.now(UTC).replace(tzinfo=None)
 
-    def build(s: Session) -> list[dict]:
-        built = []
-        for day in context.partition_keys:
-            for task in s.history.tasks():
-                result = write_version(s, versions, task, date.fromisoformat(day), now)
-                if result:
-                    built.append(result)
-        return built
+    def build(s: Session) -> dict[str, list[dict]]:
+        return {day: [write_version(s, versions, task, date.fromisoformat(day), now) for task in s.history.tasks()]
+                for day in context.partition_keys}
 
-    built = write_or_retry(store, build)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(built),
-        "versions": {v["version"]: {k: v[k] for k in ("manifest_sha256", "annotations", "inputs", "per_concept",
-                                                      "changed")} for v in built},
-        "days": len(context.partition_keys),
-    })
+    for day, built in write_or_retry(store, build).items():
+        # Each day's partition describes that day's versions (a backfill of many days is one run).
+        context.add_asset_metadata(partition_key=day, metadata={
+            "dagster/row_count": len(built),
+            "annotations": sum(v["annotations"] for v in built),
+            "versions": {v["version"]: {k: v[k] for k in ("manifest_sha256", "annotations", "inputs", "per_concept",
+                                                          "changed")} for v in built},
+        })
+    return dg.MaterializeResult(metadata={"days": len(context.partition_keys)})
 
 
 dataset_versions_schema_check = table_schema_check(dataset_versions, "dataset_versions",

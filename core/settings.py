@@ -32,6 +32,8 @@ ENVIRONMENT = {
     "AUTOANNOTATE_VERSIONS_START": "versions_start",
     "AUTOANNOTATE_SENSOR_INTERVAL": "sensor_interval_s",
     "AUTOANNOTATE_CATCH_UP_CRON": "catch_up_cron",
+    "AUTOANNOTATE_VERSIONS_INTERVAL": "versions_interval_s",
+    "AUTOANNOTATE_VERSIONS_CRON": "versions_cron",
     "AUTOANNOTATE_SLOT_WAIT_S": "slot_wait_s",
 }
 
@@ -54,6 +56,8 @@ class Settings:
     versions_start: str = "2026-11-01"
     sensor_interval_s: int = 30
     catch_up_cron: str = "0 * * * *"
+    versions_interval_s: int = 300  # at most one rebuild of today's versions this often, after new batches
+    versions_cron: str = "15 0 * * *"  # the daily cut: yesterday's versions, final, shortly after midnight UTC
     slot_wait_s: float = 600.0  # how long a CLI run waits for another run to free the database slot
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 

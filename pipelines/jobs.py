@@ -1,8 +1,8 @@
-"""Jobs: the whole per-batch graph, from inbox files to annotations."""
+"""Jobs: the whole per-batch graph, from inbox files to annotations; and the dataset versions of a day."""
 
 import dagster as dg
 
-from assets.partitions import batch_partitions
+from assets.partitions import batch_partitions, daily_partitions
 
 annotate_batch_job = dg.define_asset_job(
     "annotate_batch",
@@ -12,4 +12,12 @@ annotate_batch_job = dg.define_asset_job(
     # subprocess per step would import torch again for each.
     executor_def=dg.in_process_executor,
     description="Ingest one inbox batch, detect objects and route every prediction to a band.",
+)
+
+build_dataset_versions_job = dg.define_asset_job(
+    "build_dataset_versions",
+    selection=dg.AssetSelection.assets("dataset_versions"),
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,
+    description="Build every task's dataset version of one day (a backfill of many days is one run).",
 )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 
 import dagster as dg
 
 from assets.partitions import batch_partitions
 from core.settings import Settings
-from pipelines.jobs import annotate_batch_job
+from pipelines.jobs import annotate_batch_job, build_dataset_versions_job
 from resources.detector import Detector
 from resources.tasks import LabelingTasks, models_by_task
 
@@ -42,6 +43,14 @@ def batches_to_catch_up(all_batches: list[str], annotated: set[str], model_ids: 
                         wanted: set[str]) -> list[str]:
     """Batches without annotations, or whose predictions lack one of the models the tasks use now."""
     return sorted(b for b in all_batches if b not in annotated or not wanted <= model_ids.get(b, set()))
+
+
+@dg.schedule(job=build_dataset_versions_job, cron_schedule=Settings.current().versions_cron, execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="The daily cut: builds the day that just ended, with every review decision of that day.")
+def daily_versions_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+    return dg.RunRequest(partition_key=day, run_key=f"daily-{day}")
 
 
 @dg.schedule(job=annotate_batch_job, cron_schedule=Settings.current().catch_up_cron,

@@ -15,7 +15,7 @@ import dagster as dg
 
 from assets.partitions import batch_partitions
 from core.settings import Settings
-from pipelines.jobs import annotate_batch_job
+from pipelines.jobs import annotate_batch_job, build_dataset_versions_job
 from pipelines.recovery import release_abandoned_runs
 from resources.inbox import Inbox, batch_key_for, list_inbox_files
 
@@ -89,6 +89,27 @@ def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = No
         dynamic_partitions_requests=[batch_partitions.build_add_request([key])],
         cursor=json.dumps({"requested": requested, "pending": pending}, sort_keys=True),
     )
+
+
+def versions_request(latest_annotations: int | None, cursor_text: str | None, day: str
+                     ) -> dg.SensorResult | dg.SkipReason:
+    """Today's versions once batches were annotated since the last request (`latest_annotations`: the storage id
+    of the newest `annotations` materialization); many batches in one interval make one run."""
+    seen = int(cursor_text) if cursor_text else 0
+    if latest_annotations is None or latest_annotations <= seen:
+        return dg.SkipReason("No batch was annotated since today's versions were last requested.")
+    return dg.SensorResult(run_requests=[dg.RunRequest(partition_key=day, run_key=f"{day}-{latest_annotations}")],
+                           cursor=str(latest_annotations))
+
+
+@dg.sensor(job=build_dataset_versions_job, minimum_interval_seconds=Settings.current().versions_interval_s,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Rebuilds today's dataset versions after batches were annotated (at most once per "
+                       "AUTOANNOTATE_VERSIONS_INTERVAL seconds).")
+def dataset_versions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    records = context.instance.fetch_materializations(dg.AssetKey("annotations"), limit=1).records
+    return versions_request(records[0].storage_id if records else None, context.cursor,
+                            datetime.now(UTC).date().isoformat())
 
 
 @dg.sensor(job=annotate_batch_job, minimum_interval_seconds=Settings.current().sensor_interval_s,

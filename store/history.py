@@ -103,9 +103,6 @@ class AnnotationHistory:
         return (f"SELECT * FROM ({latest_events_sql('task = $task AND event_at < $cutoff')}) WHERE status = $status",
                 {**params, "cutoff": cutoff})
 
-    def first_event_at(self, task: str) -> datetime | None:
-        return self.s.scalar("SELECT min(event_at) FROM annotations WHERE task = ?", [task])
-
     def tasks(self) -> list[str]:
         return [t for (t,) in self.s.conn.execute("SELECT DISTINCT task FROM annotations ORDER BY 1").fetchall()]
 

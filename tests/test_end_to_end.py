@@ -62,7 +62,8 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     dagster_home = prepare_dagster_home(home / "dagster")
     port = free_port()
     env = {**os.environ, "AUTOANNOTATE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
-           "AUTOANNOTATE_SENSOR_INTERVAL": "5", "AUTOANNOTATE_SETTLE_SECONDS": "2"}
+           "AUTOANNOTATE_SENSOR_INTERVAL": "5", "AUTOANNOTATE_SETTLE_SECONDS": "2",
+           "AUTOANNOTATE_VERSIONS_INTERVAL": "5"}
     log = (home / "dagster-dev.log").open("w")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
@@ -96,12 +97,18 @@ def test_sensor_run_writes_annotations_and_graphql_shows_the_lineage(dagster_dev
     for path in staged:  # copied in the way a user drops files into the folder
         shutil.copy(path, home / "inbox" / path.name)
 
-    def finished_run() -> dict | None:
-        runs = graphql(url, "{ runsOrError { ... on Runs { results { runId status } } } }")["runsOrError"]["results"]
+    def finished_run(job: str) -> dict | None:
+        runs = graphql(url, "{ runsOrError { ... on Runs { results { runId status jobName tags { key value } } } } }"
+                       )["runsOrError"]["results"]
         assert all(run["status"] not in ("FAILURE", "CANCELED") for run in runs), runs
-        return next((run for run in runs if run["status"] == "SUCCESS"), None)
+        return next((run for run in runs if run["status"] == "SUCCESS" and run["jobName"] == job), None)
 
-    wait_for(finished_run, timeout=180, what="a successful sensor run")
+    wait_for(lambda: finished_run("annotate_batch"), timeout=180, what="a successful sensor run")
+    # The versions sensor (on by default) then builds today's versions, as a named job.
+    versions_run = wait_for(lambda: finished_run("build_dataset_versions"), timeout=120,
+                            what="today's versions after the batch")
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert {"key": "dagster/partition", "value": today} in versions_run["tags"]
 
     from core.settings import Settings
     from resources import build_resources
@@ -110,6 +117,10 @@ def test_sensor_run_writes_annotations_and_graphql_shows_the_lineage(dagster_dev
     assert query(store, "SELECT count(*) AS n FROM inputs")["n"].iloc[0] == 6
     assert query(store, "SELECT count(*) AS n FROM task_inputs")["n"].iloc[0] == 6
     assert query(store, "SELECT count(*) AS n FROM annotations")["n"].iloc[0] > 0
+    version = query(store, "SELECT version_key, annotations FROM dataset_versions")
+    assert list(version["version_key"]) == [f"demo-shapes@{today}"]
+    accepted = query(store, "SELECT count(*) AS n FROM annotation_state WHERE status = 'SUCCESS'")["n"].iloc[0]
+    assert version["annotations"].iloc[0] == accepted
 
     nodes = graphql(url, "{ assetNodes { assetKey { path } dependencyKeys { path } } }")["assetNodes"]
     edges = {(dep["path"][-1], node["assetKey"]["path"][-1]) for node in nodes for dep in node["dependencyKeys"]}

@@ -42,3 +42,43 @@ def test_catch_up_requests_pending_and_stale_batches_only(resources: dict, inbox
     requests = evaluate(resources, instance)
     assert sorted(r.partition_key for r in requests) == sorted([done, waiting])
     assert len({r.run_key for r in requests}) == 2
+
+
+def test_versions_are_built_after_batches_and_daily_as_a_named_job(home: Path, instance: dg.DagsterInstance) -> None:
+    """The versions sensor asks for today's versions once batches were annotated since it last asked (one run for
+    many batches); the daily schedule builds the day that just ended; both run the `build_dataset_versions` job."""
+    from datetime import UTC, datetime
+
+    from apps.runner import create_versions
+    from core.settings import Settings
+    from pipelines.instance import persistent_instance
+    from pipelines.schedules import daily_versions_schedule
+    from pipelines.sensors import dataset_versions_sensor
+
+    def tick(cursor: str | None):
+        with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+            return dataset_versions_sensor(context), context
+
+    idle, _ = tick(None)
+    assert isinstance(idle, dg.SkipReason)  # nothing annotated yet
+    for batch in ("b1", "b2"):  # two batches annotated within one interval
+        instance.report_runless_asset_event(dg.AssetMaterialization("annotations", partition=batch))
+    today = datetime.now(UTC).date().isoformat()
+    asked, _ = tick(None)
+    (request,) = asked.run_requests
+    assert request.partition_key == today and request.job_name in (None, "build_dataset_versions")
+    again, _ = tick(asked.cursor)
+    assert isinstance(again, dg.SkipReason)  # the same batches ask for nothing more
+    instance.report_runless_asset_event(dg.AssetMaterialization("annotations", partition="b3"))
+    (later,) = tick(asked.cursor)[0].run_requests
+    assert later.run_key != request.run_key
+
+    with dg.build_schedule_context(instance=instance,
+                                   scheduled_execution_time=datetime(2026, 11, 24, 0, 15, tzinfo=UTC)) as context:
+        daily = daily_versions_schedule(context)
+    assert (daily.partition_key, daily.run_key) == ("2026-11-23", "daily-2026-11-23")
+    assert dataset_versions_sensor.job_name == daily_versions_schedule.job_name == "build_dataset_versions"
+
+    create_versions(Settings(home=home), today)  # what `version create` and `run --version` do
+    runs = persistent_instance(Settings(home=home).dagster_home).get_runs()
+    assert [run.job_name for run in runs] == ["build_dataset_versions"]

@@ -54,7 +54,7 @@ def test_as_of_semantics_over_a_history_with_controlled_timestamps(resources: di
     for day in ("2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"):
         build(resources, instance, day)
     versions = versions_of(resources)
-    assert "t@2026-11-01" not in versions  # before the task's first event: no version
+    assert versions["t@2026-11-01"][1] == 0  # before the task's first event: an empty version, still exportable
     assert {day: versions[f"t@{day}"][1] for day in ("2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05")} == {
         "2026-11-02": 1, "2026-11-03": 2, "2026-11-04": 3, "2026-11-05": 2}
     manifest = Path(resources["versions"].manifest_path("t", "2026-11-03")).read_text().splitlines()
@@ -255,3 +255,23 @@ def test_a_malformed_label_file_is_rejected_with_file_and_line_and_nothing_is_wr
     assert str(raised.value) == f"{label}:{bad_line}: {message}"
     assert table_count(resources, "annotations") == 0
     assert table_count(resources, "inputs") == 0
+
+
+def test_each_day_of_a_backfill_describes_its_own_version_and_every_day_exports(
+        resources: dict, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    write_events(resources, [event("a", "SUCCESS", "2026-11-03T09:00:00"),
+                             event("b", "SUCCESS", "2026-11-04T10:00:00", x1=0.2)])
+    build(resources, instance, "2026-11-02", "2026-11-04")  # one run for three days
+    records = instance.fetch_materializations(dg.AssetKey("dataset_versions"), limit=10).records
+    metadata = {r.asset_materialization.partition: r.asset_materialization.metadata for r in records}
+    days = ("2026-11-02", "2026-11-03", "2026-11-04")
+    assert {day: list(m["versions"].value) for day, m in metadata.items()} == {d: [f"t@{d}"] for d in days}
+    assert {day: m["annotations"].value for day, m in metadata.items()} == dict(zip(days, (0, 1, 2), strict=True))
+    empty = export_version(resources["store"], resources["images"], resources["versions"], "t@2026-11-02", "coco",
+                           tmp_path / "empty")
+    assert json.loads(Path(empty["out"]).read_text())["annotations"] == []
+    with pytest.raises(KeyError) as missing:
+        export_version(resources["store"], resources["images"], resources["versions"], "t@2026-10-01", "coco",
+                       tmp_path / "missing")
+    assert missing.value.args[0] == ("No dataset version 't@2026-10-01': `autoannotate version create --date DAY` "
+                                     "builds a day's version; stored: t@2026-11-04, t@2026-11-03, t@2026-11-02.")
