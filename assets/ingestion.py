@@ -5,6 +5,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import dagster as dg
+from pydantic import Field
 
 from assets.checks import table_metadata, table_schema_check
 from assets.partitions import batch_partitions
@@ -15,6 +16,13 @@ from resources.inbox import Inbox, InboxGoneError
 from resources.store import DuckDBStore, write_or_retry
 
 
+class BatchFiles(dg.Config):
+    """The files (relative to the inbox) of a batch the sensor requested. The run pins them when it starts, so
+    that evaluating a tick, or previewing one in the UI, writes nothing."""
+
+    files: list[str] = Field(default_factory=list)
+
+
 @dg.asset(
     partitions_def=batch_partitions,
     group_name="ingestion",
@@ -23,9 +31,11 @@ from resources.store import DuckDBStore, write_or_retry
     metadata=table_metadata("inputs"),
     description="Validated, deduplicated, content-addressed images of one inbox batch (DuckDB table `inputs`).",
 )
-def inputs(context: dg.AssetExecutionContext, store: DuckDBStore, images: ImageStore,
+def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBStore, images: ImageStore,
            inbox: Inbox) -> dg.MaterializeResult:
     batch = context.partition_key
+    if config.files and not inbox.manifest_path(batch).exists():
+        inbox.write_batch(config.files, key=batch)
     pinned = inbox.batch_files(batch)
     # A file removed from the inbox since the batch was made keeps the rows it already has.
     files = [path for path in pinned if os.path.lexists(path)]

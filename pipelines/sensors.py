@@ -83,9 +83,10 @@ def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = No
     signatures = {name: file_signature(folder / name) for name in ready}
     requested.update(signatures)
     key = batch_key(folder, ready)
-    inbox.write_batch(ready, key=key)
+    # The files travel in the run's config and the run pins them: a tick (or its preview in the UI) writes nothing.
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=key, run_key=key, tags={"autoannotate/files": str(len(ready))})],
+        run_requests=[dg.RunRequest(partition_key=key, run_key=key, tags={"autoannotate/files": str(len(ready))},
+                                    run_config={"ops": {"inputs": {"config": {"files": sorted(ready)}}}})],
         dynamic_partitions_requests=[batch_partitions.build_add_request([key])],
         cursor=json.dumps({"requested": requested, "pending": pending}, sort_keys=True),
     )

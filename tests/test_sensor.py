@@ -23,6 +23,11 @@ def tick(inbox: Inbox, cursor: str | None, instance: dg.DagsterInstance):
         return inbox_sensor(context)
 
 
+def requested_files(inbox: Path, request: dg.RunRequest) -> list[Path]:
+    """The files a run request asks its run to pin and ingest."""
+    return [inbox / name for name in request.run_config["ops"]["inputs"]["config"]["files"]]
+
+
 def age(path: Path, seconds: float) -> None:
     past = time.time() - seconds
     os.utime(path, (past, past))
@@ -51,8 +56,7 @@ def test_files_still_changing_wait_for_the_next_tick(inbox_resource: Inbox, inbo
     assert not second.run_requests
     third = tick(inbox_resource, second.cursor, instance)  # unchanged since the previous tick: settled
     assert len(third.run_requests) == 1
-    batch = third.run_requests[0].partition_key
-    assert inbox_resource.batch_files(batch) == [growing]
+    assert requested_files(inbox, third.run_requests[0]) == [growing]
 
 
 def test_old_files_are_taken_at_once_and_never_requested_twice(inbox_resource: Inbox, inbox: Path,
@@ -78,7 +82,7 @@ def test_old_files_are_taken_at_once_and_never_requested_twice(inbox_resource: I
     (inbox / "3.png").write_bytes(image_bytes("PNG", colour=(9, 9, 9)))
     age(inbox / "3.png", 120)
     later = tick(inbox_resource, first.cursor, instance)
-    assert inbox_resource.batch_files(later.run_requests[0].partition_key) == [inbox / "3.png"]
+    assert requested_files(inbox, later.run_requests[0]) == [inbox / "3.png"]
 
 
 def test_files_a_cli_run_already_pinned_are_not_requested_again(inbox_resource: Inbox, inbox: Path,
@@ -94,4 +98,29 @@ def test_files_a_cli_run_already_pinned_are_not_requested_again(inbox_resource: 
     (inbox / "3.png").write_bytes(image_bytes("PNG", colour=(3, 0, 0)))
     age(inbox / "3.png", 120)
     result = tick(inbox_resource, None, instance)
-    assert inbox_resource.batch_files(result.run_requests[0].partition_key) == [inbox / "3.png"]
+    assert requested_files(inbox, result.run_requests[0]) == [inbox / "3.png"]
+
+
+def test_a_tick_writes_nothing_and_its_run_pins_the_batch(inbox_resource: Inbox, inbox: Path, home: Path,
+                                                          resources: dict, instance: dg.DagsterInstance) -> None:
+    """"Preview tick result" in the UI evaluates the sensor: that must leave no trace. The run it asks for pins
+    the batch when it starts, and then the CLI and later ticks see those files as taken."""
+    from assets.ingestion import inputs
+    from assets.partitions import batch_partitions
+
+    for index in range(2):
+        (inbox / f"{index}.png").write_bytes(image_bytes("PNG", colour=(index, 5, 0)))
+        age(inbox / f"{index}.png", 120)
+    (request,) = tick(inbox_resource, None, instance).run_requests
+    assert not (home / "batches").exists() or list((home / "batches").iterdir()) == []
+    assert inbox_resource.pinned_files() == set()
+
+    instance.add_dynamic_partitions(batch_partitions.name, [request.partition_key])
+    dg.materialize([inputs], partition_key=request.partition_key, run_config=request.run_config, instance=instance,
+                   resources={**resources, "inbox": inbox_resource})
+    assert inbox_resource.batch_files(request.partition_key) == [inbox / "0.png", inbox / "1.png"]
+    from apps.runner import pending_files
+
+    assert pending_files(inbox_resource) == []  # a CLI run now leaves them alone
+    # A tick that lost its cursor asks for the very same run again, which Dagster launches once.
+    assert tick(inbox_resource, None, instance).run_requests[0].run_key == request.run_key
