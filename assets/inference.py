@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.checks import table_metadata, table_schema_check
+from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.ingestion import inputs
 from assets.partitions import batch_partitions
 from resources.detector import Detector
@@ -53,6 +53,7 @@ def predictions(context: dg.AssetExecutionContext, store: DuckDBStore, images: I
             "predictions_per_class": dict(sorted(Counter(rows["class_name"]).items())),
         }
     return dg.MaterializeResult(metadata={
+        "dagster/column_schema": column_schema("predictions"),  # the Columns tab reads the latest event
         "dagster/row_count": total_rows,
         "images": len(input_ids),
         "models": per_model,

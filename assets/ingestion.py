@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
-from assets.checks import table_metadata, table_schema_check
+from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.partitions import batch_partitions
 from core.faults import pause_point
 from core.image_checks import inspect_files
@@ -54,6 +54,7 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
     counts = write_or_retry(store, lambda s: s.inputs.record_batch(batch, accepted, rejected, stored, now))
     by_reason = Counter(r.code for _, r in rejected)
     return dg.MaterializeResult(metadata={
+        "dagster/column_schema": column_schema("inputs"),  # the Columns tab reads the latest event
         "dagster/row_count": counts["batch_inputs"],
         "files": len(files),
         "files_gone_from_inbox": len(pinned) - len(files),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.checks import table_metadata, table_schema_check
+from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.inference import predictions
 from assets.partitions import batch_partitions
 from core.annotations import LIVE_STATUSES, Source, Status
@@ -50,14 +50,17 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
                 detector: Detector, images: ImageStore) -> dg.MaterializeResult:
     batch = context.partition_key
     now = datetime.now(UTC).replace(tzinfo=None)
-    per_task, queues, pictures = {}, {}, {}
+    per_task, queues, pictures, totals = {}, {}, {}, {}
     for task in tasks.load():
         model_id = file_sha256(detector_for(task, detector).weights_path())
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now))
         queues[task.name] = store.read(lambda s, task=task: s.reviews.progress(task.name))
         pictures.update(task_pictures(store, images, task, batch, model_id))
+        totals.update(task_totals(store, task.name, per_task[task.name]["bands"], queues[task.name]))
     return dg.MaterializeResult(metadata={
+        "dagster/column_schema": column_schema("annotations"),  # the Columns tab reads the latest event
+        **totals,
         "dagster/row_count": sum(t["appended_events"] for t in per_task.values()),
         "bands_per_task_and_concept": {name: t["bands"] for name, t in per_task.items()},
         "review_queues": queues,
@@ -65,6 +68,23 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
         "routing_rules": dg.MetadataValue.json({task.name: task.rules_hash for task in tasks.load()}),
         **pictures,
     })
+
+
+def task_totals(store: DuckDBStore, task: str, bands: dict[str, dict[str, int]],
+                queues: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Numbers the asset page shows at a glance (and plots across batches): this batch's bands beside the task's
+    current totals, so a batch of duplicates still shows where the task stands."""
+    by_status = store.read(lambda s: s.history.counts(task)).groupby("status")["n"].sum()
+    return {
+        f"{task}: batch accepted": sum(b["accept"] for b in bands.values()),
+        f"{task}: batch to review": sum(b["review"] for b in bands.values()),
+        f"{task}: batch discarded": sum(b["discard"] for b in bands.values()),
+        f"{task}: total accepted": int(by_status.get(str(Status.SUCCESS), 0)),
+        f"{task}: total awaiting review": int(by_status.get(str(Status.AWAITING_REVIEW), 0)),
+        f"{task}: total rejected": int(by_status.get(str(Status.REJECTED), 0)),
+        f"{task}: images reviewed": sum(q["reviewed"] for q in queues.values()),
+        f"{task}: images assigned to reviewers": sum(q["assigned"] for q in queues.values()),
+    }
 
 
 def task_pictures(store: DuckDBStore, images: ImageStore, task: LabelingTask, batch: str,

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
-from assets.checks import table_metadata, table_schema_check
+from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.partitions import daily_partitions
 from assets.triage import annotations
 from core.faults import pause_point
@@ -61,7 +61,8 @@ def dataset_versions(context: dg.AssetExecutionContext, store: DuckDBStore,
             "versions": {v["version"]: {k: v[k] for k in ("manifest_sha256", "annotations", "inputs", "per_concept",
                                                           "changed")} for v in built},
         })
-    return dg.MaterializeResult(metadata={"days": len(context.partition_keys)})
+    return dg.MaterializeResult(metadata={"days": len(context.partition_keys),
+                                          "dagster/column_schema": column_schema("dataset_versions")})
 
 
 dataset_versions_schema_check = table_schema_check(dataset_versions, "dataset_versions",

@@ -11,7 +11,7 @@ import base64
 import io
 
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from core.annotations import Status
 from core.task_config import LabelingTask
@@ -26,49 +26,73 @@ def markdown_image(png: bytes, alt: str) -> str:
 
 
 def confidence_histograms(routed: pd.DataFrame, task: LabelingTask) -> bytes:
-    """One panel per concept: stacked histogram by band, lower and upper thresholds as lines."""
+    """One panel per concept: stacked histogram by band, the lower and upper thresholds as lines, one legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rules = {rule.concept: rule for rule in task.rules()}
     concepts = list(rules)
-    figure = Figure(figsize=(3.2 * len(concepts), 2.6))
+    columns = min(len(concepts), 3)
+    rows = -(-len(concepts) // columns)
+    figure = Figure(figsize=(5.2 * columns, 3.8 * rows + 0.6))
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(concepts), squeeze=False)
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
     bins = [i / 20 for i in range(21)]
-    for axis, concept in zip(axes[0], concepts, strict=True):
-        rows = routed[routed["concept"] == concept]
-        data = [rows[rows["band"] == band]["confidence"] for band in BAND_COLOURS]
-        axis.hist(data, bins=bins, stacked=True, color=list(BAND_COLOURS.values()), label=list(BAND_COLOURS))
+    for axis, concept in zip(axes, concepts, strict=False):
+        chosen = routed[routed["concept"] == concept]
+        data = [chosen[chosen["band"] == band]["confidence"] for band in BAND_COLOURS]
+        axis.hist(data, bins=bins, stacked=True, color=list(BAND_COLOURS.values()),
+                  label=[f"{band} ({len(d)})" for band, d in zip(BAND_COLOURS, data, strict=True)])
         rule = rules[concept]
-        axis.axvline(rule.lower, color="#c62828", linestyle="--", linewidth=1)
-        axis.axvline(rule.upper, color="#1565c0", linestyle="--", linewidth=1)
-        axis.set_title(f"{concept} (lower {rule.lower_operator} {rule.lower}, upper {rule.upper_operator} "
-                       f"{rule.upper})", fontsize=8)
+        axis.axvline(rule.lower, color="#c62828", linestyle="--", linewidth=2, label=f"lower threshold {rule.lower}")
+        axis.axvline(rule.upper, color="#1565c0", linestyle="--", linewidth=2, label=f"upper threshold {rule.upper}")
+        axis.set_title(f"{concept}: {len(chosen)} predictions", fontsize=13)
         axis.set_xlim(0, 1)
-        axis.set_xlabel("confidence", fontsize=8)
-        axis.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=7)
+        axis.set_ylim(bottom=0)  # an empty panel starts at 0, never below
+        if chosen.empty:
+            axis.text(0.5, 0.5, "no predictions in this batch", ha="center", va="center", fontsize=12,
+                      transform=axis.transAxes)
+        axis.set_xlabel("confidence", fontsize=11)
+        axis.set_ylabel("predictions", fontsize=11)
+        axis.tick_params(labelsize=10)
+        axis.legend(fontsize=9, loc="upper left")
+    for axis in axes[len(concepts):]:
+        axis.set_visible(False)
+    figure.suptitle(f"task {task.name}: confidence by band (accept above upper, review between, discard below)",
+                    fontsize=13)
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
+    figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
-def annotated_grid(samples: list[tuple[Image.Image, pd.DataFrame]], columns: int = 3, cell: int = 240) -> bytes:
-    """Thumbnails with their current annotations drawn (green accepted, amber to review)."""
+def annotated_grid(samples: list[tuple[Image.Image, pd.DataFrame]], columns: int = 3, cell: int = 400) -> bytes:
+    """Thumbnails with their current annotations drawn, labels on filled strips, a colour legend on top."""
+    legend_height = 28
     rows = max(1, -(-len(samples) // columns))
-    grid = Image.new("RGB", (columns * cell, rows * cell), (255, 255, 255))
+    grid = Image.new("RGB", (columns * cell, rows * cell + legend_height), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=16)
+    x = 8
+    for label, colour in (("accepted", STATUS_COLOURS[Status.SUCCESS]),
+                          ("awaiting review", STATUS_COLOURS[Status.AWAITING_REVIEW])):
+        draw.rectangle((x, 7, x + 14, 21), fill=colour)
+        draw.text((x + 20, 5), label, fill=(0, 0, 0), font=font)
+        x += 40 + int(draw.textlength(label, font=font))
     for index, (image, boxes) in enumerate(samples):
         thumb = image.copy()
         thumb.thumbnail((cell - 8, cell - 8))
-        draw = ImageDraw.Draw(thumb)
+        pen = ImageDraw.Draw(thumb)
         for box in boxes.itertuples():
             colour = STATUS_COLOURS.get(box.status, (200, 0, 0))
             xy = (box.x1 * thumb.width, box.y1 * thumb.height, box.x2 * thumb.width, box.y2 * thumb.height)
-            draw.rectangle(xy, outline=colour, width=2)
-            draw.text((xy[0] + 2, xy[1] + 1), f"{box.concept} {box.confidence:.2f}", fill=colour)
-        grid.paste(thumb, ((index % columns) * cell + 4, (index // columns) * cell + 4))
+            pen.rectangle(xy, outline=colour, width=3)
+            text = f"{box.concept} {box.confidence:.2f}" if box.confidence == box.confidence else box.concept
+            strip = pen.textbbox((xy[0], xy[1]), text, font=font)
+            top = xy[1] - (strip[3] - strip[1]) - 4 if xy[1] > 24 else xy[1]
+            pen.rectangle((xy[0], top, xy[0] + strip[2] - strip[0] + 6, top + strip[3] - strip[1] + 4), fill=colour)
+            pen.text((xy[0] + 3, top), text, fill=(255, 255, 255), font=font)
+        grid.paste(thumb, ((index % columns) * cell + 4, (index // columns) * cell + 4 + legend_height))
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
     return buffer.getvalue()

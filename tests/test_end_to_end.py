@@ -1,6 +1,8 @@
 """The real Dagster daemon and webserver on loopback: the sensor annotates new files; lineage in GraphQL and
 in headless Chromium. Every process is stopped at the end."""
 
+import base64
+import io
 import json
 import os
 import shutil
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers import BROWSER_AVAILABLE, free_port, launch_chromium, query
+from PIL import Image
 
 from apps.demo_scenes import write_demo_images
 from pipelines.instance import prepare_dagster_home
@@ -121,6 +124,20 @@ def test_sensor_run_writes_annotations_and_graphql_shows_the_lineage(dagster_dev
     assert list(version["version_key"]) == [f"demo-shapes@{today}"]
     accepted = query(store, "SELECT count(*) AS n FROM annotation_state WHERE status = 'SUCCESS'")["n"].iloc[0]
     assert version["annotations"].iloc[0] == accepted
+
+    # What the asset page shows: column descriptions, the task's totals beside the batch's, a legible histogram.
+    (node,) = graphql(url, """{ assetNodes(assetKeys: [{path: ["annotations"]}]) { assetMaterializations(limit: 1) {
+        metadataEntries { label ... on TableSchemaMetadataEntry { schema { columns { name description } } }
+                          ... on IntMetadataEntry { intValue } ... on MarkdownMetadataEntry { mdStr } } } } }""")[
+        "assetNodes"]
+    entries = {e["label"]: e for e in node["assetMaterializations"][0]["metadataEntries"]}
+    columns = entries["dagster/column_schema"]["schema"]["columns"]
+    assert len(columns) > 10 and all(c["description"] for c in columns)
+    assert entries["demo-shapes: total accepted"]["intValue"] == accepted
+    assert entries["demo-shapes: batch accepted"]["intValue"] + entries["demo-shapes: batch to review"]["intValue"] \
+        == query(store, "SELECT count(*) AS n FROM annotation_state WHERE status <> 'RETIRED'")["n"].iloc[0]
+    png = base64.b64decode(entries["demo-shapes confidence histogram"]["mdStr"].split("base64,")[1].rstrip(")"))
+    assert Image.open(io.BytesIO(png)).size[0] >= 1500
 
     nodes = graphql(url, "{ assetNodes { assetKey { path } dependencyKeys { path } } }")["assetNodes"]
     edges = {(dep["path"][-1], node["assetKey"]["path"][-1]) for node in nodes for dep in node["dependencyKeys"]}
