@@ -153,7 +153,8 @@ def check_class_map(task: LabelingTask, class_names: list[str], model_name: str)
     if missing:
         raise TaskConfigError(
             f"{task.source_file or task.name}: class_map names {', '.join(repr(m) for m in missing)}, which the model "
-            f"{model_name} does not have; its classes are {', '.join(class_names)} (`autoannotate model classes` "
+            f"{model_name} does not have; its classes are {', '.join(class_names[:20])}"
+            f"{f' ... ({len(class_names)} in all)' if len(class_names) > 20 else ''} (`autoannotate model classes` "
             "lists them).")
 
 

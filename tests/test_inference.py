@@ -106,7 +106,8 @@ def test_segmentation_model_writes_polygons_pandera_accepts(
         resources: dict, inbox: Path, instance: dg.DagsterInstance, segmentation_weights: Path) -> None:
     write_demo_images(inbox, 2, seed=3)
     resources["detector"] = Detector(weights=str(segmentation_weights), imgsz=160, conf_floor=0.5)
-    resources["tasks"] = LabelingTasks(task_files=[str(write_task_file(inbox.parent, model=None))])
+    # A model of numbered classes: the demo task's class_map (circle, ...) would name classes it lacks.
+    resources["tasks"] = LabelingTasks(task_files=[str(write_task_file(inbox.parent, model=None, class_map={}))])
     batch = new_batch(resources, instance)
     materialize_batch([inputs, predictions], resources, instance, batch, [predictions_schema_check])
     polygons = query(resources["store"], "SELECT polygon FROM predictions WHERE polygon IS NOT NULL")

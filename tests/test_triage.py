@@ -53,7 +53,9 @@ def test_threshold_change_moves_auto_statuses_but_not_human_decisions(
     reviewed = movable["annotation_id"].iloc[0]
     assert before[reviewed] == ("AWAITING_REVIEW", "auto")
     store = resources["store"]
-    ReviewDesk(store, resources["tasks"].load()).decide(reviewed, "reject", "alice")
+    owner = query(store, f"SELECT r.reviewer FROM review_assignments r JOIN ({CURRENT_ANNOTATIONS}) c "
+                         "USING (task, input_id) WHERE c.annotation_id = ?", [reviewed])["reviewer"][0]
+    ReviewDesk(store, resources["tasks"].load()).decide(reviewed, "reject", owner)
 
     write_task(tmp_path, upper=0.5, lower=0.3)  # lower the upper threshold, then backfill the batch
     materialize_batch([annotations], resources, instance, batch, CHECKS)
