@@ -98,7 +98,7 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     resources = definitions.resources
     tasks = resources["tasks"].load()  # a broken task file fails here, before anything is ingested
     store, inbox = resources["store"], resources["inbox"]
-    instance = persistent_instance(settings.dagster_home)
+    instance = persistent_instance(settings.dagster_home, settings.database_writers)
     for sentence in release_abandoned_runs(instance):
         say(sentence)
     stages = store.read(lambda s: s.batches.stages(inbox.batches(), models_by_task(tasks, resources["detector"])))
@@ -146,7 +146,8 @@ def create_versions(settings: Settings, day: str, definitions: dg.Definitions | 
     """Run the `build_dataset_versions` job for one day in-process, on the persistent instance."""
     definitions = definitions or build_definitions(settings)
     result = definitions.resolve_job_def("build_dataset_versions").execute_in_process(
-        partition_key=day, instance=persistent_instance(settings.dagster_home), raise_on_error=False,
+        partition_key=day, instance=persistent_instance(settings.dagster_home, settings.database_writers),
+        raise_on_error=False,
         run_config=PROGRESS_LOGS)
     if not result.success:
         raise RuntimeError(f"Building the versions of {day} failed: {first_failure(result)}")

@@ -35,6 +35,8 @@ ENVIRONMENT = {
     "AUTOANNOTATE_VERSIONS_INTERVAL": "versions_interval_s",
     "AUTOANNOTATE_VERSIONS_CRON": "versions_cron",
     "AUTOANNOTATE_SLOT_WAIT_S": "slot_wait_s",
+    "AUTOANNOTATE_CATALOG": "catalog",
+    "AUTOANNOTATE_DATA_PATH": "data_path",
 }
 
 
@@ -59,6 +61,8 @@ class Settings:
     versions_interval_s: int = 300  # at most one rebuild of today's versions this often, after new batches
     versions_cron: str = "15 0 * * *"  # the daily cut: yesterday's versions, final, shortly after midnight UTC
     slot_wait_s: float = 600.0  # how long a CLI run waits for another run to free the database slot
+    catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
+    data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod
@@ -109,6 +113,29 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.home / "autoannotate.duckdb"
+
+    @property
+    def lake_catalog(self) -> str:
+        """The DuckLake catalog `Database` attaches ("" in embedded mode)."""
+        if self.catalog in ("", "duckdb"):
+            return ""
+        if self.catalog == "ducklake":
+            return str(self.home / "lake.ducklake")
+        if self.catalog.startswith("postgres:"):
+            return self.catalog
+        raise ValueError(f"AUTOANNOTATE_CATALOG={self.catalog!r} is not a catalog: use duckdb (the default, one "
+                         "DuckDB file), ducklake (a DuckLake with its catalog in the home) or postgres:CONNINFO "
+                         "(e.g. postgres:dbname=autoannotate host=db.internal user=autoannotate).")
+
+    @property
+    def database_writers(self) -> int:
+        """How many steps may write the database at once: a DuckLake on PostgreSQL takes concurrent writers,
+        a DuckDB file (or a DuckLake whose catalog is one) a single one."""
+        return 8 if self.lake_catalog.startswith("postgres:") else 1
+
+    @property
+    def lake_data_path(self) -> str:
+        return self.data_path or str(self.home / "lake")
 
     @property
     def images_root(self) -> Path:

@@ -348,7 +348,7 @@ class Detector(dg.ConfigurableResource):
                 log(f"predicted {done}/{len(input_ids)} images")
             if done == 1:
                 pause_point("inference")
-        frame = pd.DataFrame(rows, columns=[c.name for c in PREDICTIONS.written_columns])
+        frame = pd.DataFrame(rows, columns=[c.name for c in PREDICTIONS.columns])
         return frame.drop_duplicates("prediction_id"), pd.DataFrame(processed)
 
 

@@ -19,10 +19,12 @@ class DuckDBStore(dg.ConfigurableResource):
     path: str
     lock_timeout_s: float = 60.0
     first_backoff_s: float = 0.05
+    catalog: str = ""  # a DuckLake catalog (team mode); "" for the DuckDB file at `path`
+    data_path: str = ""
 
     @property
     def database(self) -> Database:
-        return Database(self.path, self.lock_timeout_s, self.first_backoff_s)
+        return Database(self.path, self.lock_timeout_s, self.first_backoff_s, self.catalog, self.data_path)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

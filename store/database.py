@@ -1,16 +1,23 @@
-"""The DuckDB file: one connection and one short transaction per unit of work.
+"""The database: one connection and one short transaction per unit of work.
 
-DuckDB lets a single process hold a database file read-write, and a writer also
-blocks read-only opens from other processes. Every component therefore opens a
-connection, does its work in one transaction and closes it; an open that finds the
-file locked is retried with exponential backoff and jitter for a bounded time and
-then fails with a message naming the process that holds the lock.
+Embedded (the default), the tables live in one DuckDB file. DuckDB lets a single process
+hold it read-write, and a writer also blocks read-only opens from other processes. Every
+component therefore opens a connection, does its work in one transaction and closes it; an
+open that finds the file locked is retried with exponential backoff and jitter for a bounded
+time and then fails with a message naming the process that holds the lock.
+
+In team mode the same tables and the same SQL live in a DuckLake: Parquet files under a data
+path, with the catalog in a local DuckDB file or in PostgreSQL (which many processes on many
+machines share). Its extensions load from the `duckdb-ext-*` wheels, never from the network.
+A process keeps one DuckDB instance with the lake attached while any of its threads works,
+and each unit of work gets its own cursor and transaction.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import sysconfig
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +57,10 @@ _write_locks_guard = threading.Lock()
 # when the last one closes; a connect racing that teardown fails ("Unique file handle conflict").
 # Opening and closing therefore take turns within the process (each is quick; transactions still overlap).
 _instance_turns = threading.Lock()
+_lakes: dict[tuple[str, str], list] = {}  # (catalog, data path) -> [attached instance, units of work using it]
+# The DuckLake and postgres extensions as the `duckdb-ext-*` wheels install them; nothing is fetched.
+LAKE_CONFIG = {"extension_directory": str(Path(sysconfig.get_paths()["purelib"]) / "duckdb_ext" / "extensions"),
+               "autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
 def _process_write_lock(path: str) -> threading.Lock:
@@ -85,8 +96,8 @@ class Session:
 
     Nothing outside the `store` package writes SQL against the tables: callers use these families."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
-        self.conn = conn
+    def __init__(self, conn: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
+        self.conn, self.lake = conn, lake
         self.inputs = InputsSQL(self)
         self.batches = BatchesSQL(self)
         self.predictions = PredictionsSQL(self)
@@ -113,13 +124,16 @@ class Session:
             frame = pd.DataFrame(frame)
         polars_frame = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
         validated = validate_frame(polars_frame, table)
+        if self.lake and TABLES[table].primary_key:
+            # The optimistic stand-in for a unique key: a concurrent writer of this table conflicts at commit.
+            self.conn.execute("UPDATE write_turns SET taken_at = now() WHERE table_name = ?", [table])
         with self.registered("incoming_rows", validated):
             self.conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
         return len(validated)
 
     def table_rows(self, table: str, where: str = "TRUE", params: dict | None = None) -> pl.DataFrame:
         """The stored rows of `table` matching `where`, in the columns its writes carry (for schema checks)."""
-        columns = ", ".join(c.name for c in TABLES[table].written_columns)
+        columns = ", ".join(c.name for c in TABLES[table].columns)
         return self.pl(f"SELECT {columns} FROM {table} WHERE {where}", params)
 
     @contextmanager
@@ -132,43 +146,104 @@ class Session:
             self.conn.unregister(name)
 
 
-def create_tables(conn: duckdb.DuckDBPyConnection) -> None:
+def create_tables(conn: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
     """Create the tables a file lacks; a table derived from others (the annotation state) is filled from
     them when a file written before it existed first meets it."""
-    existing = {name for (name,) in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    existing = {name for (name,) in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_type = 'BASE TABLE'").fetchall()}
     for table in TABLES.values():
-        for statement in table.ddl():
+        for statement in table.ddl(lake):
             conn.execute(statement)
         if table.backfill and existing and table.name not in existing:
             conn.execute(table.backfill)
+    if lake:
+        keyed = [name for name, table in TABLES.items() if table.primary_key]
+        conn.execute("INSERT INTO write_turns SELECT name, now() FROM (SELECT unnest(?::VARCHAR[]) AS name) "
+                     "WHERE name NOT IN (SELECT table_name FROM write_turns)", [keyed])
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def attach_lake(catalog: str, data_path: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the DuckLake attached as `autoannotate` and in use."""
+    conn = duckdb.connect(config=LAKE_CONFIG)
+    try:
+        conn.execute("LOAD ducklake")
+        if catalog.startswith("postgres:"):
+            conn.execute("LOAD postgres")
+        conn.execute(f"ATTACH {sql_literal('ducklake:' + catalog)} AS autoannotate "
+                     f"(DATA_PATH {sql_literal(data_path.rstrip('/') + '/')})")
+        conn.execute("USE autoannotate")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 class Database:
-    """Opens the project's DuckDB file for one unit of work at a time."""
+    """Opens the project's database for one unit of work at a time: the DuckDB file at `path`, or, with a
+    `catalog` (a DuckLake catalog: a DuckDB file's path or `postgres:CONNINFO`), the DuckLake whose data
+    files live under `data_path`."""
 
-    def __init__(self, path: str, lock_timeout_s: float = 60.0, first_backoff_s: float = 0.05) -> None:
+    def __init__(self, path: str, lock_timeout_s: float = 60.0, first_backoff_s: float = 0.05, catalog: str = "",
+                 data_path: str = "") -> None:
         self.path, self.lock_timeout_s, self.first_backoff_s = path, lock_timeout_s, first_backoff_s
+        self.catalog, self.data_path = catalog, data_path
+
+    @property
+    def location(self) -> str:
+        """What a sentence about this database names."""
+        return f"DuckLake catalog {self.catalog.split(' password=')[0]}" if self.catalog else self.path
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        with _instance_turns:
+            if not self.catalog:
+                # Always read-write: DuckDB refuses two connections to one file with different
+                # configurations in one process (the review server reads and writes from threads),
+                # and a writer in another process blocks read-only opens anyway.
+                return duckdb.connect(self.path)
+            shared = _lakes.get((self.catalog, self.data_path))
+            if shared is None:
+                shared = _lakes[(self.catalog, self.data_path)] = [attach_lake(self.catalog, self.data_path), 0]
+            shared[1] += 1
+            cursor = shared[0].cursor()
+            cursor.execute("USE autoannotate")  # a cursor starts in the in-memory catalog
+            return cursor
+
+    def _close(self, conn: duckdb.DuckDBPyConnection) -> None:
+        with _instance_turns:
+            conn.close()
+            if self.catalog:
+                shared = _lakes[(self.catalog, self.data_path)]
+                shared[1] -= 1
+                # A catalog in a DuckDB file is locked while attached: let other processes have it.
+                if shared[1] == 0 and not self.catalog.startswith("postgres:"):
+                    shared[0].close()
+                    del _lakes[(self.catalog, self.data_path)]
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        for folder in (Path(self.path).parent, *([Path(self.data_path)] if self.catalog else [])):
+            folder.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         delay = self.first_backoff_s
         while True:
             try:
-                # Always read-write: DuckDB refuses two connections to one file with different
-                # configurations in one process (the review server reads and writes from threads),
-                # and a writer in another process blocks read-only opens anyway.
-                with _instance_turns:
-                    return duckdb.connect(self.path)
-            except duckdb.IOException as error:
-                if "lock" not in str(error).lower():
-                    reason = str(error).strip().splitlines()[0].split(": ", 1)[-1]
+                return self._connect()
+            except duckdb.Error as error:
+                text = str(error)
+                # Two processes creating one new DuckLake catalog at once: the loser retries.
+                racing = "Failed to initialize DuckLake" in text
+                if "lock" not in text.lower() and not racing:
+                    reason = text.strip().splitlines()[0].split(": ", 1)[-1]
                     raise DatabaseUnavailableError(
-                        f"The database {self.path} cannot be opened for writing ({reason}); make its folder "
-                        "writable and give it space, then run again.") from None
+                        f"The database {self.location} cannot be opened for writing ({reason}); make its folder "
+                        "writable and give it space (or start the catalog's server), then run again.") from None
                 if time.monotonic() + delay > deadline:
                     raise DatabaseLockedError(
-                        f"The database {self.path} is locked by {describe_lock_holder(str(error))} and stayed "
+                        f"The database {self.location} is locked by {describe_lock_holder(str(error))} and stayed "
                         f"locked for {self.lock_timeout_s:g} s; wait for that process to finish or stop it."
                     ) from None
                 time.sleep(delay * random.uniform(0.5, 1.5))
@@ -179,30 +254,56 @@ class Database:
         """One connection, one transaction: committed on success, rolled back on any error.
 
         Tables are created on the first use in a process, and again when the file was removed since."""
-        new_file = not Path(self.path).exists()
+        new_file = not self.catalog and not Path(self.path).exists()
         conn = self._open()
+        key = self.catalog or self.path
         try:
-            if new_file or self.path not in _migrated:
-                create_tables(conn)
-                _migrated.add(self.path)
+            if new_file or key not in _migrated:
+                self._create_tables(conn)
+                _migrated.add(key)
             conn.begin()
             try:
-                yield Session(conn)
+                yield Session(conn, lake=bool(self.catalog))
             except BaseException:
                 conn.rollback()
                 raise
             conn.commit()
         finally:
-            with _instance_turns:
-                conn.close()
+            self._close(conn)
+
+    def _create_tables(self, conn: duckdb.DuckDBPyConnection, attempts: int = 6) -> None:
+        """Create what is missing; two processes meeting a new DuckLake at once conflict, and the loser looks
+        again (the winner's tables are then there)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                create_tables(conn, lake=bool(self.catalog))
+                return
+            except duckdb.TransactionException:
+                if not self.catalog or attempt == attempts:
+                    raise
+                time.sleep(self.first_backoff_s * attempt * random.uniform(0.5, 1.5))
 
     def read(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` in one transaction and return what it returns."""
         with self.transaction() as session:
             return work(session)
 
-    def write(self, work: Callable[[Session], T]) -> T:
+    def write(self, work: Callable[[Session], T], attempts: int = 6) -> T:
         """Like `read`, for writes. Writers of one process take turns (threads of the review server):
-        DuckDB would otherwise abort one of two overlapping transactions on a write-write conflict."""
-        with _process_write_lock(self.path), self.transaction() as session:
-            return work(session)
+        DuckDB would otherwise abort one of two overlapping transactions on a write-write conflict. Writers of
+        other processes on a DuckLake commit optimistically: a commit that conflicts with another's is rolled
+        back and the whole unit of work runs again (every write is idempotent), a bounded number of times."""
+        delay, attempt = self.first_backoff_s, 1
+        while True:
+            try:
+                with _process_write_lock(self.path), self.transaction() as session:
+                    return work(session)
+            except duckdb.TransactionException as error:
+                if not self.catalog:
+                    raise
+                if attempt == attempts:
+                    raise DatabaseLockedError(
+                        f"Writing to {self.location} conflicted with other writers {attempts} times "
+                        f"({str(error).splitlines()[0]}); run again.") from None
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay, attempt = min(delay * 2, 2.0), attempt + 1

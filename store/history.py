@@ -150,8 +150,10 @@ class AnnotationHistory:
             return self._append_relation("appended_events")
 
     def _append_relation(self, relation: str) -> int:
+        # Events are numbered after the largest stored one: the same in a DuckDB file and in a DuckLake.
         fresh = self.s.pl(f"""
-            SELECT * FROM (SELECT {EVENT_ID_SQL} AS event_id, {', '.join(EVENT_FIELDS)} FROM {relation}) e
+            SELECT *, (SELECT coalesce(max(seq), 0) FROM annotations) + row_number() OVER () AS seq
+            FROM (SELECT {EVENT_ID_SQL} AS event_id, {', '.join(EVENT_FIELDS)} FROM {relation}) e
             WHERE NOT EXISTS (SELECT 1 FROM annotations a WHERE a.event_id = e.event_id)""")
         written = self.s.insert("annotations", fresh)
         if written:

@@ -34,7 +34,6 @@ class Column:
     checks: tuple[pa.Check, ...] = ()
     nullable: bool = False
     unique: bool = False
-    default: str | None = None  # filled by the database (SQL expression); not validated on write
     added_later: bool = False  # nullable column added after files were written: added to them on open
 
 
@@ -45,29 +44,24 @@ class Table:
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ()
     checks: tuple[pa.Check, ...] = ()
-    setup: tuple[str, ...] = ()  # statements the table needs first (sequences)
     backfill: str | None = None  # fills the table from others when it is created in an existing file
 
-    def ddl(self) -> list[str]:
-        """Idempotent statements creating the table: safe to run on every open."""
-        lines = [f"{c.name} {c.sql_type}{'' if c.nullable else ' NOT NULL'}"
-                 f"{f' DEFAULT {c.default}' if c.default else ''}" for c in self.columns]
-        if self.primary_key:
+    def ddl(self, lake: bool = False) -> list[str]:
+        """Idempotent statements creating the table: safe to run on every open. A DuckLake has no primary keys:
+        there, every write keeps keys unique itself (content-derived ids, anti-joins)."""
+        lines = [f"{c.name} {c.sql_type}{'' if c.nullable else ' NOT NULL'}" for c in self.columns]
+        if self.primary_key and not lake:
             lines.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
         added = [f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {c.name} {c.sql_type}"
                  for c in self.columns if c.added_later]
-        return [*self.setup, f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(lines)})", *added]
-
-    @property
-    def written_columns(self) -> list[Column]:
-        return [c for c in self.columns if c.default is None]
+        return [f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(lines)})", *added]
 
     @cached_property
     def schema(self) -> pa.DataFrameSchema:
         """The pandera model every write of this table passes."""
         columns = {c.name: pa.Column(POLARS_TYPES[c.sql_type], checks=list(c.checks), nullable=c.nullable,
                                      unique=c.unique and len(self.primary_key) <= 1)
-                   for c in self.written_columns}
+                   for c in self.columns}
         unique = list(self.primary_key) if len(self.primary_key) > 1 else None
         return pa.DataFrameSchema(columns, checks=list(self.checks), strict=True, coerce=True, unique=unique,
                                   name=self.name)
@@ -184,8 +178,8 @@ PROCESSED_INPUTS = Table("processed_inputs", "Inputs a model has run on, with or
 ANNOTATIONS = Table("annotations", "The annotation history: one status event of one annotation per row; the "
                     "current state is the latest event per annotation_id.", (
     digest32("event_id", "Derived from annotation, status, source, annotator and time.", unique=True),
-    Column("seq", "BIGINT", "Write order, breaking ties between events of one instant.",
-           default="nextval('event_seq')"),
+    Column("seq", "BIGINT", "Write order, breaking ties between events of one instant (the writer numbers its "
+           "events after the largest stored one; DuckLake has no sequences).", checks=(pa.Check.ge(1),)),
     digest32("annotation_id", "The annotation this event belongs to."),
     text("task", "Labeling task."),
     sha256("input_id", "The input."),
@@ -202,7 +196,7 @@ ANNOTATIONS = Table("annotations", "The annotation history: one status event of 
     Column("rules", "VARCHAR", "The routing rules that wrote an auto event (see `routing_rules`); empty for "
            "people's events and for auto events written before rules were recorded.", nullable=True,
            added_later=True),
-), primary_key=("event_id",), checks=GEOMETRY_CHECKS, setup=("CREATE SEQUENCE IF NOT EXISTS event_seq",))
+), primary_key=("event_id",), checks=GEOMETRY_CHECKS)
 
 
 def latest_events_sql(where: str = "TRUE") -> str:
@@ -216,7 +210,7 @@ def latest_events_sql(where: str = "TRUE") -> str:
 ANNOTATION_STATE = Table(
     "annotation_state", "The current state of every annotation: its latest event in `annotations`, kept up to date "
     "by every append, so reading current state never scans the whole history.",
-    tuple(replace(c, default=None, unique=c.unique or c.name == "annotation_id") for c in ANNOTATIONS.columns),
+    tuple(replace(c, unique=c.unique or c.name == "annotation_id") for c in ANNOTATIONS.columns),
     checks=GEOMETRY_CHECKS,
     backfill=f"INSERT INTO annotation_state BY NAME {latest_events_sql()}",
 )
@@ -277,6 +271,13 @@ DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task an
     timestamp("changed_at", "When its manifest last changed (UTC)."),
 ), primary_key=("version_key",))
 
+WRITE_TURNS = Table("write_turns", "DuckLake only: one row per keyed table, updated by every write of that table, so "
+                    "that two processes writing one table at once conflict and one of them runs again (a DuckLake "
+                    "has no unique keys to refuse the second copy of a row).", (
+    text("table_name", "The table."),
+    timestamp("taken_at", "When a writer last took its turn (UTC)."),
+), primary_key=("table_name",))
+
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE,
-    TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, REVIEWER_TOKENS, DATASET_VERSIONS)}
+    TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, REVIEWER_TOKENS, DATASET_VERSIONS, WRITE_TURNS)}

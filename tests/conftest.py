@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -49,3 +50,38 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     path = REPO / "test-output" / request.node.name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[tuple[Path, int]]:
+    """A real PostgreSQL cluster on loopback for the session (Debian's server binaries), stopped at the end."""
+    import shutil
+    import tempfile
+
+    from helpers import free_port
+
+    from apps.team_services import postgres_bin, start_postgres, stop_postgres
+
+    if postgres_bin() is None:
+        pytest.skip("Debian's postgresql package is not installed (.ci/run installs it): team mode is not tested")
+    # Not under pytest's private temp folder: the cluster belongs to the `postgres` user, who must reach it.
+    folder, port = Path(tempfile.mkdtemp(prefix="autoannotate-postgres-")), free_port()
+    folder.chmod(0o755)
+    start_postgres(folder, port)
+    yield folder, port
+    stop_postgres(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def team_catalog(postgres_server: tuple[Path, int], request: pytest.FixtureRequest) -> str:
+    """`AUTOANNOTATE_CATALOG` for a fresh DuckLake catalog database of this test on the session's server."""
+    import re
+    import subprocess
+
+    from apps.team_services import postgres_bin
+
+    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
+    subprocess.run([str(postgres_bin() / "createdb"), "-h", "127.0.0.1", "-p", str(postgres_server[1]), "-U",
+                    "postgres", name], check=True, capture_output=True)
+    return f"postgres:dbname={name} host=127.0.0.1 port={postgres_server[1]} user=postgres"

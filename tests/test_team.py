@@ -1,0 +1,83 @@
+"""Team mode: the same tables and SQL in a DuckLake whose catalog is a real PostgreSQL, beside the embedded file."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from helpers import autoannotate
+
+from apps.demo_scenes import write_demo_images
+
+pytestmark = pytest.mark.team
+
+TABLES = ("inputs", "input_sources", "rejected_inputs", "models", "predictions", "processed_inputs", "annotations",
+          "annotation_state", "task_inputs", "task_classes", "routing_rules", "review_assignments", "dataset_versions")
+
+
+def in_home(home: Path, env: dict, expression: str) -> object:
+    """The JSON value of `expression` (over `store`) computed by a fresh process in that home and mode."""
+    code = ("import json; from core.settings import Settings; from resources import build_resources; "
+            f"store = build_resources(Settings.from_env())['store']; print(json.dumps({expression}))")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "AUTOANNOTATE_HOME": str(home), **env},
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def table_counts(home: Path, env: dict) -> dict[str, int]:
+    return in_home(home, env, f"store.read(lambda s: {{t: s.scalar('SELECT count(*) FROM ' + t) for t in {TABLES}}})")
+
+
+def test_the_same_inbox_gives_the_same_tables_and_manifests_in_every_mode(tmp_path: Path, team_catalog: str) -> None:
+    inbox = tmp_path / "inbox"
+    write_demo_images(inbox, 12, seed=61)
+    modes = {"embedded": {}, "ducklake": {"AUTOANNOTATE_CATALOG": "ducklake"},
+             "postgres": {"AUTOANNOTATE_CATALOG": team_catalog}}
+    today = datetime.now(UTC).date().isoformat()
+    hashes, counts = {}, {}
+    for mode, env in modes.items():
+        home = tmp_path / mode
+        summary = json.loads(autoannotate("run", "--inbox", str(inbox), "--version", "--json", home=home,
+                                          env=env).stdout)
+        hashes[mode] = summary["versions"][f"demo-shapes@{today}"]["manifest_sha256"]
+        counts[mode] = table_counts(home, env)
+        again = json.loads(autoannotate("run", "--inbox", str(inbox), "--version", "--json", home=home,
+                                        env=env).stdout)
+        assert again["batch"] is None and table_counts(home, env) == counts[mode]  # a re-run duplicates nothing
+    assert hashes["ducklake"] == hashes["postgres"] == hashes["embedded"]
+    assert counts["ducklake"] == counts["postgres"] == counts["embedded"]
+    assert counts["embedded"]["inputs"] == 12 and counts["embedded"]["annotations"] > 0
+    assert (tmp_path / "ducklake" / "lake" / "main" / "inputs").is_dir()  # Parquet files under the home
+    assert not (tmp_path / "postgres" / "autoannotate.duckdb").exists()
+
+
+def test_two_runs_write_one_lake_at_once(tmp_path: Path, team_catalog: str) -> None:
+    home, env = tmp_path / "home", {"AUTOANNOTATE_CATALOG": team_catalog}
+    for name, seed in (("a", 71), ("b", 72)):
+        write_demo_images(tmp_path / name, 10, seed=seed, prefix=name)
+    script = str(Path(sys.executable).parent / "autoannotate")
+    runs = [subprocess.Popen([script, "run", "--inbox", str(tmp_path / name), "--json"],
+                             env={**os.environ, "AUTOANNOTATE_HOME": str(home), **env},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    summaries = [json.loads(out) for out, _ in outputs]
+    assert [s["ingestion"]["inputs"] for s in summaries] == [10, 10]
+    counts = table_counts(home, env)
+    assert counts["inputs"] == counts["input_sources"] == counts["task_inputs"] == 20
+    repeated = in_home(home, env, "store.read(lambda s: s.scalar('SELECT count(*) - count(DISTINCT event_id) + "
+                       "(SELECT count(*) - count(DISTINCT input_id) FROM inputs) FROM annotations'))")
+    assert repeated == 0  # every event and every input exactly once
+
+
+def test_a_catalog_server_that_is_down_is_one_sentence(tmp_path: Path, postgres_server: tuple[Path, int]) -> None:
+    from helpers import free_port
+
+    catalog = f"postgres:dbname=autoannotate host=127.0.0.1 port={free_port()} user=postgres"  # nothing listens
+    result = autoannotate("status", home=tmp_path / "home", env={"AUTOANNOTATE_CATALOG": catalog}, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"autoannotate: The database DuckLake catalog {catalog} cannot be opened")
+    assert len(result.stderr.strip().splitlines()) == 1
