@@ -150,9 +150,11 @@ class AnnotationHistory:
             return self._append_relation("appended_events")
 
     def _append_relation(self, relation: str) -> int:
-        # Events are numbered after the largest stored one: the same in a DuckDB file and in a DuckLake.
+        # Events are numbered after the largest stored one (the same in a DuckDB file and in a DuckLake), in an
+        # order that depends on the events only, so a re-run numbers them as a first run did.
         fresh = self.s.pl(f"""
-            SELECT *, (SELECT coalesce(max(seq), 0) FROM annotations) + row_number() OVER () AS seq
+            SELECT *, (SELECT coalesce(max(seq), 0) FROM annotations)
+                      + row_number() OVER (ORDER BY event_at, annotation_id, status) AS seq
             FROM (SELECT {EVENT_ID_SQL} AS event_id, {', '.join(EVENT_FIELDS)} FROM {relation}) e
             WHERE NOT EXISTS (SELECT 1 FROM annotations a WHERE a.event_id = e.event_id)""")
         written = self.s.insert("annotations", fresh)
