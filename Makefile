@@ -26,7 +26,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 ui: $(STAMP)
-	$(BIN)/python -c "from core.settings import Settings; from pipelines.instance import prepare_dagster_home as p; s = Settings.from_env(); p(s.dagster_home, s.database_writers)"
+	$(BIN)/python -c "from core.settings import Settings; from pipelines.instance import prepare_dagster_home as p; s = Settings.from_env(); p(s.dagster_home, s.database_writers, s.dagster_storage)"
 	DAGSTER_HOME=$(AUTOANNOTATE_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:

@@ -25,6 +25,11 @@ from resources.tasks import detectors_for, models_by_task
 PROGRESS_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+def instance_of(settings: Settings) -> dg.DagsterInstance:
+    """The deployment's persistent Dagster instance (SQLite in the home, or PostgreSQL in team mode)."""
+    return persistent_instance(settings.dagster_home, settings.database_writers, settings.dagster_storage)
+
+
 def pending_files(inbox: Inbox) -> list[Path]:
     """Inbox files no batch has pinned yet: the record the sensor reads too, so neither takes a file twice."""
     pinned = inbox.pinned_files()
@@ -98,7 +103,7 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     resources = definitions.resources
     tasks = resources["tasks"].load()  # a broken task file fails here, before anything is ingested
     store, inbox = resources["store"], resources["inbox"]
-    instance = persistent_instance(settings.dagster_home, settings.database_writers)
+    instance = instance_of(settings)
     for sentence in release_abandoned_runs(instance):
         say(sentence)
     stages = store.read(lambda s: s.batches.stages(inbox.batches(), models_by_task(tasks, resources["detector"])))
@@ -146,8 +151,7 @@ def create_versions(settings: Settings, day: str, definitions: dg.Definitions | 
     """Run the `build_dataset_versions` job for one day in-process, on the persistent instance."""
     definitions = definitions or build_definitions(settings)
     result = definitions.resolve_job_def("build_dataset_versions").execute_in_process(
-        partition_key=day, instance=persistent_instance(settings.dagster_home, settings.database_writers),
-        raise_on_error=False,
+        partition_key=day, instance=instance_of(settings), raise_on_error=False,
         run_config=PROGRESS_LOGS)
     if not result.success:
         raise RuntimeError(f"Building the versions of {day} failed: {first_failure(result)}")

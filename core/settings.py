@@ -37,6 +37,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_SLOT_WAIT_S": "slot_wait_s",
     "AUTOANNOTATE_CATALOG": "catalog",
     "AUTOANNOTATE_DATA_PATH": "data_path",
+    "AUTOANNOTATE_DAGSTER_STORAGE": "dagster_storage",
 }
 
 
@@ -63,6 +64,7 @@ class Settings:
     slot_wait_s: float = 600.0  # how long a CLI run waits for another run to free the database slot
     catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
     data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
+    dagster_storage: str = ""  # "" SQLite under <home>/dagster; "postgres:CONNINFO" one instance for a team
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod

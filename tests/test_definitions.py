@@ -85,3 +85,22 @@ def test_every_table_column_has_a_description_in_the_ui() -> None:
     for asset_key in defs.resolve_all_asset_keys():
         schema = defs.resolve_assets_def(asset_key).specs_by_key[asset_key].metadata["dagster/column_schema"]
         assert all(column.description for column in schema.columns), asset_key
+
+
+def test_the_generated_dagster_yaml_follows_the_settings_and_keeps_a_users_edits(tmp_path: Path) -> None:
+    import yaml
+
+    from pipelines.instance import prepare_dagster_home
+
+    config = tmp_path / "dagster.yaml"
+    prepare_dagster_home(tmp_path)
+    assert yaml.safe_load(config.read_text())["concurrency"]["pools"]["default_limit"] == 1
+    prepare_dagster_home(tmp_path, writers=8, storage="postgres:dbname=d host=h port=5 user=u password=p")
+    written = yaml.safe_load(config.read_text())
+    assert written["concurrency"]["pools"]["default_limit"] == 8
+    assert written["storage"]["postgres"]["postgres_db"] == {"hostname": "h", "port": 5, "username": "u",
+                                                             "password": "p", "db_name": "d",
+                                                             "scheme": "postgresql+psycopg2"}
+    config.write_text(config.read_text() + "# mine\n")
+    prepare_dagster_home(tmp_path)  # an edited file is the user's
+    assert config.read_text().endswith("# mine\n")

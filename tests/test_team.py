@@ -21,6 +21,7 @@ TABLES = ("inputs", "input_sources", "rejected_inputs", "models", "predictions",
 def in_home(home: Path, env: dict, expression: str) -> object:
     """The JSON value of `expression` (over `store`) computed by a fresh process in that home and mode."""
     code = ("import json; from core.settings import Settings; from resources import build_resources; "
+            "from apps.runner import instance_of; "
             f"store = build_resources(Settings.from_env())['store']; print(json.dumps({expression}))")
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "AUTOANNOTATE_HOME": str(home), **env},
                             capture_output=True, text=True, check=True)
@@ -81,3 +82,25 @@ def test_a_catalog_server_that_is_down_is_one_sentence(tmp_path: Path, postgres_
     assert result.returncode == 1
     assert result.stderr.startswith(f"autoannotate: The database DuckLake catalog {catalog} cannot be opened")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dagster_on_postgresql_is_one_instance_for_every_machine(tmp_path: Path, team_catalog: str,
+                                                                  postgres_server: tuple[Path, int]) -> None:
+    """With AUTOANNOTATE_DAGSTER_STORAGE, a run made from one home is in the instance every other home (another
+    machine's daemon, webserver or CLI) opens."""
+    from apps.team_services import postgres_bin
+
+    subprocess.run([str(postgres_bin() / "createdb"), "-h", "127.0.0.1", "-p", str(postgres_server[1]), "-U",
+                    "postgres", "dagster_shared"], check=True, capture_output=True)
+    storage = f"postgres:dbname=dagster_shared host=127.0.0.1 port={postgres_server[1]} user=postgres"
+    env = {"AUTOANNOTATE_CATALOG": team_catalog, "AUTOANNOTATE_DAGSTER_STORAGE": storage,
+           "AUTOANNOTATE_DATA_PATH": str(tmp_path / "shared-lake")}
+    write_demo_images(tmp_path / "inbox", 4, seed=81)
+    autoannotate("run", "--inbox", str(tmp_path / "inbox"), home=tmp_path / "machine-a", env=env)
+    config = (tmp_path / "machine-a" / "dagster" / "dagster.yaml").read_text()
+    assert "postgres_db:" in config and "db_name: dagster_shared" in config
+    assert not list((tmp_path / "machine-a" / "dagster").glob("**/*.db"))  # no SQLite storage
+    runs = in_home(tmp_path / "machine-b", env,
+                   "[(r.job_name, r.status.value) for r in instance_of(Settings.from_env()).get_runs()]")
+    assert runs == [["annotate_batch", "SUCCESS"]]
+    assert in_home(tmp_path / "machine-b", env, "store.read(lambda s: s.scalar('SELECT count(*) FROM inputs'))") == 4
