@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export AUTOANNOTATE_HOME ?= $(CURDIR)/data
 
-.PHONY: run test lint ui setup clean
+.PHONY: run test lint ui setup clean team-up team-down
 
 setup: $(STAMP)
 
@@ -28,6 +28,13 @@ test: lint
 ui: $(STAMP)
 	$(BIN)/python -c "from core.settings import Settings; from pipelines.instance import prepare_dagster_home as p; s = Settings.from_env(); p(s.dagster_home, s.database_writers, s.dagster_storage)"
 	DAGSTER_HOME=$(AUTOANNOTATE_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Team mode on this machine: PostgreSQL (catalog + Dagster storage), the daemon and the webserver.
+team-up: $(STAMP)
+	$(BIN)/python -m apps.team_services up
+
+team-down: $(STAMP)
+	$(BIN)/python -m apps.team_services down
 
 clean:
 	rm -rf $(VENV) data

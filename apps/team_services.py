@@ -1,4 +1,5 @@
-"""Team mode's services on one machine: a PostgreSQL cluster for the DuckLake catalog, in a folder of its own.
+"""Team mode's services on one machine: PostgreSQL (the DuckLake catalog and Dagster's storage) in a folder of
+its own, and the Dagster daemon and webserver on it (`make team-up` / `make team-down`).
 
 Debian's PostgreSQL server binaries live outside PATH (`/usr/lib/postgresql/<major>/bin`), and `initdb`
 refuses to run as root, so as root the cluster belongs to the `postgres` user. It listens on loopback only,
@@ -7,11 +8,20 @@ trusts loopback connections (nothing else can reach it) and keeps its socket in 
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
+
+from core.settings import REPO_ROOT, Settings
+from pipelines.instance import prepare_dagster_home
 
 DATABASE = "autoannotate"
 
@@ -77,3 +87,112 @@ def _run(command: list[str], what: str, log: Path | None = None) -> None:
         detail = (result.stderr or result.stdout).strip().splitlines()
         tail = log.read_text().strip().splitlines()[-1:] if log and log.exists() else []
         raise ServiceError(f"{what} failed: {' '.join(detail[-1:] + tail) or f'exit {result.returncode}'}")
+
+
+def cluster_folder(settings: Settings) -> Path:
+    """Where `team_up` keeps its cluster: in the home, or, as root (the cluster then belongs to `postgres`, who
+    may not reach the home), under the `postgres` user's own folder."""
+    if os.geteuid() != 0:
+        return settings.home / "team" / "postgres"
+    digest = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
+    return Path("/var/lib/postgresql") / f"autoannotate-{digest}"
+
+
+def team_env(settings: Settings, port: int) -> dict[str, str]:
+    """The variables that put a home in team mode on this machine's PostgreSQL."""
+    server = f"host=127.0.0.1 port={port} user=postgres"
+    return {"AUTOANNOTATE_CATALOG": f"postgres:dbname={DATABASE} {server}",
+            "AUTOANNOTATE_DAGSTER_STORAGE": f"postgres:dbname=dagster {server}"}
+
+
+def team_up(settings: Settings) -> dict[str, object]:
+    """PostgreSQL (catalog and Dagster storage), the Dagster daemon and the webserver on this machine, in the
+    background; `team.env` in the home holds the variables every later command needs."""
+    folder = settings.home / "team"
+    folder.mkdir(parents=True, exist_ok=True)
+    start_postgres(cluster_folder(settings), settings.team_postgres_port)
+    binaries = postgres_bin()
+    listed = subprocess.run([str(binaries / "psql"), *_psql_args(settings.team_postgres_port), "-tAc",
+                             "SELECT 1 FROM pg_database WHERE datname = 'dagster'"], capture_output=True, text=True)
+    if listed.stdout.strip() != "1":
+        _run([str(binaries / "createdb"), *_psql_args(settings.team_postgres_port), "dagster"], "createdb dagster")
+    variables = team_env(settings, settings.team_postgres_port)
+    (settings.home / "team.env").write_text("".join(f"export {k}='{v}'\n" for k, v in variables.items()))
+    team = replace(settings, catalog=variables["AUTOANNOTATE_CATALOG"],
+                   dagster_storage=variables["AUTOANNOTATE_DAGSTER_STORAGE"])
+    prepare_dagster_home(team.dagster_home, team.database_writers, team.dagster_storage)
+    env = {**os.environ, **variables, "AUTOANNOTATE_HOME": str(settings.home), "DAGSTER_HOME": str(team.dagster_home)}
+    bin_dir = Path(sys.executable).parent
+    commands = {
+        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+        "webserver": [str(bin_dir / "dagster-webserver"), "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
+                      "-p", str(settings.team_web_port)],
+    }
+    for name, command in commands.items():
+        if _alive(folder / f"{name}.pid"):
+            continue
+        with (folder / f"{name}.log").open("a") as log:
+            process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        (folder / f"{name}.pid").write_text(str(process.pid))
+    return {"webserver": f"http://127.0.0.1:{settings.team_web_port}", "env_file": str(settings.home / "team.env"),
+            **variables}
+
+
+def team_down(settings: Settings) -> None:
+    """Stop what `team_up` started: the daemon and webserver (their whole process groups), then PostgreSQL."""
+    folder = settings.home / "team"
+    for name in ("webserver", "daemon"):
+        pid_file = folder / f"{name}.pid"
+        if _alive(pid_file):
+            _stop_group(int(pid_file.read_text()))
+        pid_file.unlink(missing_ok=True)
+    stop_postgres(cluster_folder(settings))
+
+
+def _alive(pid_file: Path) -> bool:
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _stop_group(pid: int, grace_s: float = 15.0) -> None:
+    """SIGTERM the process group, SIGKILL it if it is still there after `grace_s`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m apps.team_services up|down` (what `make team-up` and `make team-down` run)."""
+    action = (argv or sys.argv[1:] or ["up"])[0]
+    settings = Settings.from_env()
+    if action == "down":
+        team_down(settings)
+        print("team services stopped")
+        return 0
+    try:
+        started = team_up(settings)
+    except ServiceError as error:
+        print(f"autoannotate: {error}", file=sys.stderr)
+        return 1
+    print(f"team services up: Dagster UI {started['webserver']} (daemon running, storage and catalog in "
+          f"PostgreSQL on 127.0.0.1:{settings.team_postgres_port}).\n"
+          f"Run `source {started['env_file']}` before autoannotate commands; `make team-down` stops everything.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

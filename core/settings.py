@@ -38,6 +38,8 @@ ENVIRONMENT = {
     "AUTOANNOTATE_CATALOG": "catalog",
     "AUTOANNOTATE_DATA_PATH": "data_path",
     "AUTOANNOTATE_DAGSTER_STORAGE": "dagster_storage",
+    "AUTOANNOTATE_TEAM_POSTGRES_PORT": "team_postgres_port",
+    "AUTOANNOTATE_TEAM_WEB_PORT": "team_web_port",
 }
 
 
@@ -65,6 +67,8 @@ class Settings:
     catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
     data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
     dagster_storage: str = ""  # "" SQLite under <home>/dagster; "postgres:CONNINFO" one instance for a team
+    team_postgres_port: int = 55432  # `make team-up`: its PostgreSQL (loopback) and Dagster UI ports
+    team_web_port: int = 3000
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod

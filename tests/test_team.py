@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -104,3 +105,52 @@ def test_dagster_on_postgresql_is_one_instance_for_every_machine(tmp_path: Path,
                    "[(r.job_name, r.status.value) for r in instance_of(Settings.from_env()).get_runs()]")
     assert runs == [["annotate_batch", "SUCCESS"]]
     assert in_home(tmp_path / "machine-b", env, "store.read(lambda s: s.scalar('SELECT count(*) FROM inputs'))") == 4
+
+
+def test_team_up_serves_one_instance_that_cli_runs_report_to_and_team_down_stops_it(tmp_path: Path,
+                                                                                     postgres_server: tuple) -> None:
+    """`make team-up` on this machine: PostgreSQL, the daemon and the webserver; a CLI run with `team.env` shows
+    in the webserver; `make team-down` leaves nothing running."""
+    import shlex
+    import time
+    import urllib.request
+
+    from helpers import free_port
+
+    home = tmp_path / "home"
+    ports = {"AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()), "AUTOANNOTATE_TEAM_WEB_PORT": str(free_port())}
+    environment = {**os.environ, "AUTOANNOTATE_HOME": str(home), **ports}
+    up = subprocess.run([sys.executable, "-m", "apps.team_services", "up"], env=environment, capture_output=True,
+                        text=True, timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr
+        url = f"http://127.0.0.1:{ports['AUTOANNOTATE_TEAM_WEB_PORT']}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/server_info", timeout=5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (home / "team" / "webserver.log").read_text()[-3000:]
+                time.sleep(1)
+        variables = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
+                         for line in (home / "team.env").read_text().splitlines())
+        write_demo_images(tmp_path / "inbox", 3, seed=91)
+        autoannotate("run", "--inbox", str(tmp_path / "inbox"), home=home, env={**ports, **variables})
+        request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": (
+            "{ runsOrError { ... on Runs { results { jobName status } } } }")}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            runs = json.loads(response.read())["data"]["runsOrError"]["results"]
+        assert runs == [{"jobName": "annotate_batch", "status": "SUCCESS"}]
+    finally:
+        down = subprocess.run([sys.executable, "-m", "apps.team_services", "down"], env=environment,
+                              capture_output=True, text=True, timeout=120)
+    from apps.team_services import cluster_folder
+    from core.settings import Settings
+
+    shutil.rmtree(cluster_folder(Settings(home=home)), ignore_errors=True)
+    assert down.returncode == 0, down.stderr
+    assert not list((home / "team").glob("*.pid"))
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/server_info", timeout=5)
