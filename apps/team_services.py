@@ -98,16 +98,21 @@ def cluster_folder(settings: Settings) -> Path:
     return Path("/var/lib/postgresql") / f"autoannotate-{digest}"
 
 
-def team_env(settings: Settings, port: int) -> dict[str, str]:
-    """The variables that put a home in team mode on this machine's PostgreSQL."""
-    server = f"host=127.0.0.1 port={port} user=postgres"
+def team_env(settings: Settings) -> dict[str, str]:
+    """The variables that put a home in team mode on this machine's PostgreSQL and Redis."""
+    server = f"host=127.0.0.1 port={settings.team_postgres_port} user=postgres"
     return {"AUTOANNOTATE_CATALOG": f"postgres:dbname={DATABASE} {server}",
-            "AUTOANNOTATE_DAGSTER_STORAGE": f"postgres:dbname=dagster {server}"}
+            "AUTOANNOTATE_DAGSTER_STORAGE": f"postgres:dbname=dagster {server}",
+            "AUTOANNOTATE_CELERY_BROKER": f"redis://127.0.0.1:{settings.team_redis_port}/0"}
 
 
 def team_up(settings: Settings) -> dict[str, object]:
-    """PostgreSQL (catalog and Dagster storage), the Dagster daemon and the webserver on this machine, in the
-    background; `team.env` in the home holds the variables every later command needs."""
+    """PostgreSQL (catalog and Dagster storage), Redis (the Celery broker), Celery workers, the Dagster daemon and
+    the webserver on this machine, in the background; `team.env` in the home holds the variables every later
+    command needs."""
+    if shutil.which("redis-server") is None:
+        raise ServiceError("Redis is not installed (Debian: apt-get install redis-server); team mode's Celery "
+                           "workers need it as their broker.")
     folder = settings.home / "team"
     folder.mkdir(parents=True, exist_ok=True)
     start_postgres(cluster_folder(settings), settings.team_postgres_port)
@@ -116,14 +121,22 @@ def team_up(settings: Settings) -> dict[str, object]:
                              "SELECT 1 FROM pg_database WHERE datname = 'dagster'"], capture_output=True, text=True)
     if listed.stdout.strip() != "1":
         _run([str(binaries / "createdb"), *_psql_args(settings.team_postgres_port), "dagster"], "createdb dagster")
-    variables = team_env(settings, settings.team_postgres_port)
+    variables = team_env(settings)
     (settings.home / "team.env").write_text("".join(f"export {k}='{v}'\n" for k, v in variables.items()))
     team = replace(settings, catalog=variables["AUTOANNOTATE_CATALOG"],
                    dagster_storage=variables["AUTOANNOTATE_DAGSTER_STORAGE"])
     prepare_dagster_home(team.dagster_home, team.database_writers, team.dagster_storage)
-    env = {**os.environ, **variables, "AUTOANNOTATE_HOME": str(settings.home), "DAGSTER_HOME": str(team.dagster_home)}
     bin_dir = Path(sys.executable).parent
+    env = {**os.environ, **variables, "AUTOANNOTATE_HOME": str(settings.home), "DAGSTER_HOME": str(team.dagster_home),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # dagster-celery starts `celery`
+    broker = variables["AUTOANNOTATE_CELERY_BROKER"]
+    (folder / "celery.yaml").write_text(f"execution:\n  config:\n    broker: {broker}\n    backend: {broker}\n")
     commands = {
+        "redis": ["redis-server", "--port", str(settings.team_redis_port), "--bind", "127.0.0.1", "--save", "",
+                  "--dir", str(folder)],
+        **{f"worker-{n}": [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y",
+                           str(folder / "celery.yaml"), "-n", f"worker-{n}@%h"]
+           for n in range(1, settings.team_workers + 1)},
         "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
         "webserver": [str(bin_dir / "dagster-webserver"), "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
                       "-p", str(settings.team_web_port)],
@@ -140,10 +153,9 @@ def team_up(settings: Settings) -> dict[str, object]:
 
 
 def team_down(settings: Settings) -> None:
-    """Stop what `team_up` started: the daemon and webserver (their whole process groups), then PostgreSQL."""
+    """Stop what `team_up` started (each process group: workers, daemon, webserver, then Redis), then PostgreSQL."""
     folder = settings.home / "team"
-    for name in ("webserver", "daemon"):
-        pid_file = folder / f"{name}.pid"
+    for pid_file in sorted(folder.glob("*.pid"), key=lambda p: p.stem == "redis"):  # the broker last
         if _alive(pid_file):
             _stop_group(int(pid_file.read_text()))
         pid_file.unlink(missing_ok=True)
@@ -189,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autoannotate: {error}", file=sys.stderr)
         return 1
     print(f"team services up: Dagster UI {started['webserver']} (daemon running, storage and catalog in "
-          f"PostgreSQL on 127.0.0.1:{settings.team_postgres_port}).\n"
+          f"PostgreSQL on 127.0.0.1:{settings.team_postgres_port}, {settings.team_workers} Celery workers on Redis "
+          f"127.0.0.1:{settings.team_redis_port}).\n"
           f"Run `source {started['env_file']}` before autoannotate commands; `make team-down` stops everything.")
     return 0
 

@@ -38,8 +38,11 @@ ENVIRONMENT = {
     "AUTOANNOTATE_CATALOG": "catalog",
     "AUTOANNOTATE_DATA_PATH": "data_path",
     "AUTOANNOTATE_DAGSTER_STORAGE": "dagster_storage",
+    "AUTOANNOTATE_CELERY_BROKER": "celery_broker",
     "AUTOANNOTATE_TEAM_POSTGRES_PORT": "team_postgres_port",
     "AUTOANNOTATE_TEAM_WEB_PORT": "team_web_port",
+    "AUTOANNOTATE_TEAM_REDIS_PORT": "team_redis_port",
+    "AUTOANNOTATE_TEAM_WORKERS": "team_workers",
 }
 
 
@@ -67,8 +70,11 @@ class Settings:
     catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
     data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
     dagster_storage: str = ""  # "" SQLite under <home>/dagster; "postgres:CONNINFO" one instance for a team
+    celery_broker: str = ""  # team mode: "redis://host:6379/0" sends the batch job's steps to Celery workers
     team_postgres_port: int = 55432  # `make team-up`: its PostgreSQL (loopback) and Dagster UI ports
     team_web_port: int = 3000
+    team_redis_port: int = 56379  # `make team-up`: the Celery broker (Redis, loopback) and how many workers
+    team_workers: int = 2
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod

@@ -3,14 +3,25 @@
 import dagster as dg
 
 from assets.partitions import batch_partitions, daily_partitions
+from core.settings import Settings
+
+
+def batch_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """Embedded: one process for the whole run (the stages run one after another anyway, and a subprocess per
+    step would import torch again for each). Team mode with a Celery broker: every step goes to a Celery worker,
+    on any machine, so the batches of many runs spread over every worker (each keeps its models loaded)."""
+    if not settings.celery_broker:
+        return dg.in_process_executor
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured({"broker": settings.celery_broker, "backend": settings.celery_broker})
+
 
 annotate_batch_job = dg.define_asset_job(
     "annotate_batch",
     selection=dg.AssetSelection.groups("ingestion", "inference", "triage"),
     partitions_def=batch_partitions,
-    # One process for the whole run: the stages run one after another anyway, and a
-    # subprocess per step would import torch again for each.
-    executor_def=dg.in_process_executor,
+    executor_def=batch_executor(Settings.current()),
     description="Ingest one inbox batch, detect objects and route every prediction to a band.",
 )
 

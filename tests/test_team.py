@@ -107,24 +107,45 @@ def test_dagster_on_postgresql_is_one_instance_for_every_machine(tmp_path: Path,
     assert in_home(tmp_path / "machine-b", env, "store.read(lambda s: s.scalar('SELECT count(*) FROM inputs'))") == 4
 
 
-def test_team_up_serves_one_instance_that_cli_runs_report_to_and_team_down_stops_it(tmp_path: Path,
-                                                                                     postgres_server: tuple) -> None:
-    """`make team-up` on this machine: PostgreSQL, the daemon and the webserver; a CLI run with `team.env` shows
-    in the webserver; `make team-down` leaves nothing running."""
+def test_team_up_runs_batches_on_two_celery_workers_and_team_down_stops_everything(
+        tmp_path: Path, postgres_server: tuple) -> None:
+    """`make team-up` on this machine: PostgreSQL, Redis, two Celery workers, the daemon and the webserver. A CLI
+    run with `team.env` shows in the webserver; four batches launched as a backfill run through the daemon, their
+    steps spread over both workers, and every input is stored exactly once; `make team-down` leaves nothing."""
     import shlex
     import time
     import urllib.request
 
     from helpers import free_port
 
+    from apps.runner import create_batch, instance_of, pending_files
+    from apps.team_services import cluster_folder
+    from core.settings import Settings
+    from resources import build_resources
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("Debian's redis-server package is not installed (.ci/run installs it)")
     home = tmp_path / "home"
-    ports = {"AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()), "AUTOANNOTATE_TEAM_WEB_PORT": str(free_port())}
+    ports = {"AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()), "AUTOANNOTATE_TEAM_WEB_PORT": str(free_port()),
+             "AUTOANNOTATE_TEAM_REDIS_PORT": str(free_port())}
     environment = {**os.environ, "AUTOANNOTATE_HOME": str(home), **ports}
+    url = f"http://127.0.0.1:{ports['AUTOANNOTATE_TEAM_WEB_PORT']}"
+
+    def graphql(query: str, variables: dict | None = None) -> dict:
+        request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables
+                                                                            or {}}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())["data"]
+
+    def runs() -> list[dict]:
+        return graphql("{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }")[
+            "runsOrError"]["results"]
+
     up = subprocess.run([sys.executable, "-m", "apps.team_services", "up"], env=environment, capture_output=True,
                         text=True, timeout=300)
     try:
         assert up.returncode == 0, up.stderr
-        url = f"http://127.0.0.1:{ports['AUTOANNOTATE_TEAM_WEB_PORT']}"
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -137,19 +158,43 @@ def test_team_up_serves_one_instance_that_cli_runs_report_to_and_team_down_stops
                          for line in (home / "team.env").read_text().splitlines())
         write_demo_images(tmp_path / "inbox", 3, seed=91)
         autoannotate("run", "--inbox", str(tmp_path / "inbox"), home=home, env={**ports, **variables})
-        request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": (
-            "{ runsOrError { ... on Runs { results { jobName status } } } }")}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            runs = json.loads(response.read())["data"]["runsOrError"]["results"]
-        assert runs == [{"jobName": "annotate_batch", "status": "SUCCESS"}]
+        assert [(r["jobName"], r["status"]) for r in runs()] == [("annotate_batch", "SUCCESS")]
+
+        os.environ.update({"AUTOANNOTATE_HOME": str(home), **ports, **variables})
+        try:
+            settings = Settings.from_env()
+            inbox, instance = build_resources(settings)["inbox"], instance_of(settings)
+            batches = []
+            for index in range(4):
+                write_demo_images(settings.inbox_path, 4, seed=200 + index, prefix=f"wave{index}")
+                batches.append(create_batch(inbox, pending_files(inbox), instance))
+        finally:
+            for name in ("AUTOANNOTATE_HOME", *ports, *variables):
+                os.environ.pop(name, None)
+        launched = graphql("""mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+            __typename ... on PythonError { message } } }""", {"p": {"partitionNames": batches, "selector": {
+            "partitionSetName": "annotate_batch_partition_set", "repositorySelector": {
+                "repositoryLocationName": "pipelines.definitions:defs", "repositoryName": "__repository__"}}}})
+        assert launched["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", launched
+        deadline = time.monotonic() + 400
+        while True:
+            done = [r for r in runs() if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+            if len(done) == 5:
+                break
+            assert time.monotonic() < deadline, runs()
+            time.sleep(3)
+        assert sorted(r["status"] for r in done) == ["SUCCESS"] * 5
+        logs = {name: (home / "team" / f"{name}.log").read_text() for name in ("worker-1", "worker-2")}
+        assert all("Task execute_plan" in text for text in logs.values())  # both workers ran steps
+        counts = table_counts(home, variables)
+        assert counts["inputs"] == counts["input_sources"] == counts["task_inputs"] == 3 + 4 * 4
+        repeated = in_home(home, variables, "store.read(lambda s: s.scalar('SELECT count(*) - count(DISTINCT "
+                           "event_id) + (SELECT count(*) - count(DISTINCT input_id) FROM inputs) FROM annotations'))")
+        assert repeated == 0
     finally:
         down = subprocess.run([sys.executable, "-m", "apps.team_services", "down"], env=environment,
                               capture_output=True, text=True, timeout=120)
-    from apps.team_services import cluster_folder
-    from core.settings import Settings
-
-    shutil.rmtree(cluster_folder(Settings(home=home)), ignore_errors=True)
+        shutil.rmtree(cluster_folder(Settings(home=home)), ignore_errors=True)
     assert down.returncode == 0, down.stderr
     assert not list((home / "team").glob("*.pid"))
     with pytest.raises(OSError):
