@@ -39,6 +39,8 @@ ENVIRONMENT = {
     "AUTOANNOTATE_DATA_PATH": "data_path",
     "AUTOANNOTATE_DAGSTER_STORAGE": "dagster_storage",
     "AUTOANNOTATE_CELERY_BROKER": "celery_broker",
+    "AUTOANNOTATE_MAINTENANCE_CRON": "maintenance_cron",
+    "AUTOANNOTATE_SNAPSHOT_DAYS": "snapshot_days",
     "AUTOANNOTATE_TEAM_POSTGRES_PORT": "team_postgres_port",
     "AUTOANNOTATE_TEAM_WEB_PORT": "team_web_port",
     "AUTOANNOTATE_TEAM_REDIS_PORT": "team_redis_port",
@@ -70,6 +72,8 @@ class Settings:
     catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
     data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
     dagster_storage: str = ""  # "" SQLite under <home>/dagster; "postgres:CONNINFO" one instance for a team
+    maintenance_cron: str = "30 3 * * *"  # store housekeeping (a DuckLake's small files and old snapshots), UTC
+    snapshot_days: int = 7  # a DuckLake keeps snapshots (time travel) this many days
     celery_broker: str = ""  # team mode: "redis://host:6379/0" sends the batch job's steps to Celery workers
     team_postgres_port: int = 55432  # `make team-up`: its PostgreSQL (loopback) and Dagster UI ports
     team_web_port: int = 3000

@@ -25,6 +25,13 @@ annotate_batch_job = dg.define_asset_job(
     description="Ingest one inbox batch, detect objects and route every prediction to a band.",
 )
 
+maintain_store_job = dg.define_asset_job(
+    "maintain_store",
+    selection=dg.AssetSelection.assets("store_maintenance"),
+    executor_def=dg.in_process_executor,
+    description="Housekeeping of the store (see the `store_maintenance` asset).",
+)
+
 build_dataset_versions_job = dg.define_asset_job(
     "build_dataset_versions",
     selection=dg.AssetSelection.assets("dataset_versions"),

@@ -10,7 +10,7 @@ import dagster as dg
 
 from assets.partitions import batch_partitions
 from core.settings import Settings
-from pipelines.jobs import annotate_batch_job, build_dataset_versions_job
+from pipelines.jobs import annotate_batch_job, build_dataset_versions_job, maintain_store_job
 from resources.detector import Detector
 from resources.tasks import LabelingTasks, models_by_task
 
@@ -43,6 +43,12 @@ def batches_to_catch_up(all_batches: list[str], annotated: set[str], model_ids: 
                         wanted: set[str]) -> list[str]:
     """Batches without annotations, or whose predictions lack one of the models the tasks use now."""
     return sorted(b for b in all_batches if b not in annotated or not wanted <= model_ids.get(b, set()))
+
+
+maintenance_schedule = dg.ScheduleDefinition(
+    name="maintenance_schedule", job=maintain_store_job, cron_schedule=Settings.current().maintenance_cron,
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Store housekeeping every night (AUTOANNOTATE_MAINTENANCE_CRON).")
 
 
 @dg.schedule(job=build_dataset_versions_job, cron_schedule=Settings.current().versions_cron, execution_timezone="UTC",

@@ -34,6 +34,9 @@ class DuckDBStore(dg.ConfigurableResource):
     def read(self, work: Callable[[Session], T]) -> T:
         return self.database.read(work)
 
+    def maintain(self, keep_days: float) -> dict[str, int]:
+        return self.database.maintain(keep_days)
+
     def write(self, work: Callable[[Session], T]) -> T:
         return self.database.write(work)
 

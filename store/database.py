@@ -283,6 +283,24 @@ class Database:
                     raise
                 time.sleep(self.first_backoff_s * attempt * random.uniform(0.5, 1.5))
 
+    def maintain(self, keep_days: float) -> dict[str, int]:
+        """Housekeeping. A DuckLake: merge adjacent small Parquet files, expire snapshots older than `keep_days`
+        (time travel reaches back that far) and delete the files no snapshot needs. A DuckDB file: a checkpoint.
+        Outside a transaction: these calls manage their own."""
+        conn = self._open()
+        try:
+            if not self.catalog:
+                conn.execute("CHECKPOINT")
+                return {"checkpoints": 1}
+            merged = len(conn.execute("CALL ducklake_merge_adjacent_files('autoannotate')").fetchall())
+            expired = len(conn.execute("CALL ducklake_expire_snapshots('autoannotate', older_than => now() - "
+                                       "to_days(CAST(? AS INTEGER)))", [int(keep_days)]).fetchall())
+            removed = len(conn.execute("CALL ducklake_cleanup_old_files('autoannotate', cleanup_all => true)")
+                          .fetchall())
+            return {"files_merged": merged, "snapshots_expired": expired, "files_removed": removed}
+        finally:
+            self._close(conn)
+
     def read(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` in one transaction and return what it returns."""
         with self.transaction() as session:

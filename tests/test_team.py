@@ -199,3 +199,26 @@ def test_team_up_runs_batches_on_two_celery_workers_and_team_down_stops_everythi
     assert not list((home / "team").glob("*.pid"))
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/server_info", timeout=5)
+
+
+def test_maintenance_expires_a_lakes_old_snapshots_and_keeps_every_row(tmp_path: Path) -> None:
+    import dagster as dg
+
+    from assets.maintenance import store_maintenance
+    from core.settings import Settings
+    from resources import build_resources
+
+    home, env = tmp_path / "home", {"AUTOANNOTATE_CATALOG": "ducklake"}
+    write_demo_images(tmp_path / "inbox", 6, seed=95)
+    autoannotate("run", "--inbox", str(tmp_path / "inbox"), "--version", home=home, env=env)
+    before = table_counts(home, env)
+    snapshots = "store.read(lambda s: s.scalar(\"SELECT count(*) FROM ducklake_snapshots('autoannotate')\"))"
+    assert in_home(home, env, snapshots) > 5
+    store = build_resources(Settings(home=home, catalog="ducklake"))["store"]
+    result = dg.materialize([store_maintenance], resources={"store": store})
+    metadata = result.asset_materializations_for_node("store_maintenance")[0].metadata
+    assert metadata["snapshots_expired"].value == 0  # all younger than AUTOANNOTATE_SNAPSHOT_DAYS (7)
+    assert store.maintain(keep_days=0)["snapshots_expired"] > 5
+    assert in_home(home, env, snapshots) == 1 and table_counts(home, env) == before
+    embedded = build_resources(Settings(home=tmp_path / "embedded"))["store"]
+    assert embedded.maintain(keep_days=0) == {"checkpoints": 1}
