@@ -124,7 +124,7 @@ class Session:
             frame = pd.DataFrame(frame)
         polars_frame = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
         validated = validate_frame(polars_frame, table)
-        if self.lake and TABLES[table].primary_key:
+        if self.lake and TABLES[table].primary_key and TABLES[table].takes_turns:
             # The optimistic stand-in for a unique key: a concurrent writer of this table conflicts at commit.
             self.conn.execute("UPDATE write_turns SET taken_at = now() WHERE table_name = ?", [table])
         with self.registered("incoming_rows", validated):
@@ -158,7 +158,7 @@ def create_tables(conn: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
         if table.backfill and existing and table.name not in existing:
             conn.execute(table.backfill)
     if lake:
-        keyed = [name for name, table in TABLES.items() if table.primary_key]
+        keyed = [name for name, table in TABLES.items() if table.primary_key and table.takes_turns]
         conn.execute("INSERT INTO write_turns SELECT name, now() FROM (SELECT unnest(?::VARCHAR[]) AS name) "
                      "WHERE name NOT IN (SELECT table_name FROM write_turns)", [keyed])
 

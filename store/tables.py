@@ -44,6 +44,9 @@ class Table:
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ()
     checks: tuple[pa.Check, ...] = ()
+    # In a DuckLake two writers could insert one key twice: its writes take turns (see `write_turns`), unless
+    # the key is unique by construction (an event id derived from its content and time).
+    takes_turns: bool = True
     backfill: str | None = None  # fills the table from others when it is created in an existing file
 
     def ddl(self, lake: bool = False) -> list[str]:
@@ -196,7 +199,7 @@ ANNOTATIONS = Table("annotations", "The annotation history: one status event of 
     Column("rules", "VARCHAR", "The routing rules that wrote an auto event (see `routing_rules`); empty for "
            "people's events and for auto events written before rules were recorded.", nullable=True,
            added_later=True),
-), primary_key=("event_id",), checks=GEOMETRY_CHECKS)
+), primary_key=("event_id",), checks=GEOMETRY_CHECKS, takes_turns=False)
 
 
 def latest_events_sql(where: str = "TRUE") -> str:

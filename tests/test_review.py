@@ -482,11 +482,17 @@ def test_review_page_on_real_screens(resources: dict, output_dir: Path, viewport
             page.locator("#f-labeler").dispatch_event("change")
             page.wait_for_function("document.querySelectorAll('#queue-items .item').length > 1")
             page.locator("#f-labeler").blur()  # keys go to the page again, not to the filter
-            for _ in range(3 * len(mine)):  # `d` finishes each image and moves on, until the queue is done
+            to_review = "[...document.querySelectorAll('#queue-items .item')].filter(i => i.innerText.includes(" \
+                        "'to review')).length"
+            for _ in range(2 * len(mine)):  # `d` finishes each image and moves on, until the queue is done
                 if page.locator("#banner").inner_text().startswith("All done"):
                     break
-                page.keyboard.press("d")
-                page.wait_for_timeout(700)
+                left, shown = page.evaluate(to_review), page.locator("#canvas").get_attribute("data-input")
+                page.keyboard.press("d")  # then wait until it finished the image or moved on
+                page.wait_for_function(f"([n, shown]) => document.querySelector('#banner').innerText.startsWith("
+                                       f"'All done') || {to_review} < n || "
+                                       "document.querySelector('#canvas').dataset.input !== shown",
+                                       arg=[left, shown], timeout=30_000)
             assert page.locator("#banner").inner_text() == "All done: every image in your queue of demo-shapes is " \
                                                            "reviewed."
             assert page.locator("#progress").inner_text() == f"Your queue: {len(mine)} / {len(mine)} images reviewed"

@@ -1,0 +1,151 @@
+"""Review decisions while batches land: how long does a reviewer's click take, embedded and in team mode?
+
+A home is filled with one batch of demo scenes under a wide review band (0.05 to 0.99), so that most boxes wait
+for a reviewer. Then four new batches run as four concurrent `autoannotate run` processes while one reviewer
+thread per reviewer posts decisions on their own boxes through the review server's HTTP API (uvicorn, real
+sockets), 500 in all. Printed: decisions saved, their latency (p50, p95, max) and the wall time of the four runs.
+Embedded, every click and every run take turns on the DuckDB file; in team mode (a DuckLake whose catalog is a
+real PostgreSQL, started here from Debian's binaries) they write at once. Demo scenes are synthetic.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/team_review_latency.py [--mode embedded|postgres|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+import yaml
+
+from apps.demo_scenes import write_demo_images
+from apps.review_server import create_app
+from apps.runner import run_pipeline
+from apps.team_services import start_postgres, stop_postgres
+from core.settings import DEMO_TASK, DEMO_WEIGHTS, Settings
+from resources import build_resources
+
+DECISIONS = 500
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wide_band_task(folder: Path) -> Path:
+    data = yaml.safe_load(DEMO_TASK.read_text())
+    data["model"]["weights"] = str(DEMO_WEIGHTS)
+    data["thresholds"] = {"upper": 0.99, "lower": 0.05}
+    path = folder / "wide-band.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def measure(mode: str, root: Path, catalog: str) -> dict:
+    home = root / mode
+    task = wide_band_task(root)
+    settings = Settings(home=home, task_files=(str(task),), catalog=catalog)
+    write_demo_images(home / "first", 220, seed=500)
+    run_pipeline(settings.with_run_options(home / "first"), progress=lambda _: None)
+    resources = build_resources(settings)
+    tasks = resources["tasks"].load()
+    pending = resources["store"].read(lambda s: s.df(
+        "SELECT c.annotation_id, r.reviewer FROM annotation_state c JOIN review_assignments r USING (task, input_id) "
+        "WHERE c.status = 'AWAITING_REVIEW' ORDER BY c.annotation_id"))
+    if len(pending) < DECISIONS:
+        raise SystemExit(f"only {len(pending)} boxes await review; {DECISIONS} are needed")
+    pending = pending.head(DECISIONS)
+
+    app = create_app(resources["store"], resources["images"], tasks)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+
+    for index in range(4):
+        write_demo_images(home / f"wave{index}", 25, seed=600 + index, prefix=f"wave{index}")
+    env = {**os.environ, "AUTOANNOTATE_HOME": str(home), "AUTOANNOTATE_TASKS": str(task),
+           **({"AUTOANNOTATE_CATALOG": catalog} if catalog else {})}
+    script = str(Path(sys.executable).parent / "autoannotate")
+    started = time.perf_counter()
+    logs = [(home / f"run{i}.log").open("w") for i in range(4)]
+    runs = [subprocess.Popen([script, "run", "--inbox", str(home / f"wave{i}")], env=env,
+                             stdout=subprocess.DEVNULL, stderr=log, text=True) for i, log in enumerate(logs)]
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def review(reviewer: str, ids: list[str]) -> None:
+        token = app.state.desk.invite(reviewer)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
+                          timeout=120) as client:
+            for annotation_id in ids:
+                began = time.perf_counter()
+                response = client.post(f"/api/annotations/{annotation_id}/decision", json={"decision": "accept"})
+                latencies.append(time.perf_counter() - began)
+                if response.status_code != 200:
+                    failures.append(response.text[:200])
+
+    reviewers = [threading.Thread(target=review, args=(name, list(group["annotation_id"])))
+                 for name, group in pending.groupby("reviewer")]
+    for thread in reviewers:
+        thread.start()
+    for thread in reviewers:
+        thread.join()
+    codes = [run.wait(timeout=1800) for run in runs]
+    errors = [line for i, code in enumerate(codes) if code
+              for line in (home / f"run{i}.log").read_text().splitlines() if line.startswith("autoannotate:")]
+    runs_s = time.perf_counter() - started
+    server.should_exit = True
+    saved = resources["store"].read(lambda s: s.scalar(
+        "SELECT count(*) FROM annotation_state WHERE status = 'SUCCESS' AND source = 'review'"))
+    ordered = sorted(latencies)
+    return {"mode": mode, "decisions": len(latencies), "saved": saved, "failed": len(failures),
+            "p50_ms": round(1000 * statistics.median(ordered)),
+            "p95_ms": round(1000 * ordered[int(0.95 * (len(ordered) - 1))]), "max_ms": round(1000 * ordered[-1]),
+            "runs_ok": codes.count(0), "runs_wall_s": round(runs_s, 1), "run_errors": errors}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["embedded", "postgres", "both"], default="both")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="autoannotate-latency-"))
+    root.chmod(0o755)
+    results = []
+    postgres = root / "postgres"
+    try:
+        if args.mode in ("embedded", "both"):
+            results.append(measure("embedded", root, ""))
+        if args.mode in ("postgres", "both"):
+            catalog = "postgres:" + start_postgres(postgres, free_port())
+            results.append(measure("postgres", root, catalog))
+    finally:
+        stop_postgres(postgres)
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"{DECISIONS} review decisions (one thread per reviewer) during 4 concurrent runs of 25 demo scenes each "
+          "(synthetic scenes; this machine)")
+    print(f"{'mode':<10} {'saved':>6} {'failed':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'runs ok':>8} "
+          f"{'runs wall s':>12}")
+    for r in results:
+        print(f"{r['mode']:<10} {r['saved']:>6} {r['failed']:>6} {r['p50_ms']:>7} {r['p95_ms']:>7} {r['max_ms']:>7} "
+              f"{r['runs_ok']:>8} {r['runs_wall_s']:>12}")
+        for error in r["run_errors"]:
+            print(f"  {r['mode']} run failed: {error}")
+
+
+if __name__ == "__main__":
+    main()
