@@ -243,7 +243,7 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
 
 def command_review(args: argparse.Namespace, settings: Settings) -> None:
     from apps.review_desk import ReviewDesk
-    from core.review_rules import ReviewError, task_named
+    from core.review_rules import ReviewError, check_reviewer, task_named
     from resources import build_resources
 
     resources = build_resources(settings)
@@ -268,9 +268,7 @@ def command_review(args: argparse.Namespace, settings: Settings) -> None:
             return
         if args.action == "list":
             task = task_named(tasks, args.task)
-            if args.reviewer not in task.reviewers:
-                raise UserError(f"{args.reviewer!r} is not a reviewer of task {task.name!r} (reviewers: "
-                                f"{', '.join(task.reviewers) or 'none'}).")
+            check_reviewer(task, args.reviewer, assignee=None)
             items = desk.queue(task.name, args.reviewer, [Status.AWAITING_REVIEW] if args.pending else None)
             emit(args, {"task": task.name, "reviewer": args.reviewer, "pending": args.pending, "items": items},
                  render_queue)

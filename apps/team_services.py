@@ -58,13 +58,18 @@ def start_postgres(folder: Path, port: int) -> str:
     options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
     _run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"),
                     "-w", "start"], folder), "pg_ctl start", log=folder / "server.log")
-    conninfo = f"host=127.0.0.1 port={port} user=postgres"
+    ensure_database(port, DATABASE)
+    return f"dbname={DATABASE} host=127.0.0.1 port={port} user=postgres"
+
+
+def ensure_database(port: int, name: str) -> None:
+    """Create the database `name` on the loopback cluster at `port` unless it exists."""
+    binaries = postgres_bin()
     exists = subprocess.run([str(binaries / "psql"), *_psql_args(port), "-tAc",
-                             f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
+                             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
                             capture_output=True, text=True, check=False)
     if exists.stdout.strip() != "1":
-        _run([str(binaries / "createdb"), *_psql_args(port), DATABASE], "createdb")
-    return f"dbname={DATABASE} {conninfo}"
+        _run([str(binaries / "createdb"), *_psql_args(port), name], f"createdb {name}")
 
 
 def stop_postgres(folder: Path, mode: str = "fast") -> None:
@@ -116,11 +121,7 @@ def team_up(settings: Settings) -> dict[str, object]:
     folder = settings.home / "team"
     folder.mkdir(parents=True, exist_ok=True)
     start_postgres(cluster_folder(settings), settings.team_postgres_port)
-    binaries = postgres_bin()
-    listed = subprocess.run([str(binaries / "psql"), *_psql_args(settings.team_postgres_port), "-tAc",
-                             "SELECT 1 FROM pg_database WHERE datname = 'dagster'"], capture_output=True, text=True)
-    if listed.stdout.strip() != "1":
-        _run([str(binaries / "createdb"), *_psql_args(settings.team_postgres_port), "dagster"], "createdb dagster")
+    ensure_database(settings.team_postgres_port, "dagster")
     variables = team_env(settings)
     (settings.home / "team.env").write_text("".join(f"export {k}='{v}'\n" for k, v in variables.items()))
     team = replace(settings, catalog=variables["AUTOANNOTATE_CATALOG"],

@@ -98,12 +98,11 @@ class Settings:
         if "AUTOANNOTATE_INBOX" in environ:
             values["inbox"] = Path(environ["AUTOANNOTATE_INBOX"])
         home = Path(environ.get("AUTOANNOTATE_HOME", "data")).resolve()
-        remembered = home / TASK_RECORD
-        if "task_files" not in values and remembered.is_file():
+        remembered, record = {}, home / TASK_RECORD
+        if "task_files" not in values and record.is_file():
             # The task files the last `run --task` used: what review, status, import and the sensor see too.
-            files = tuple(line for line in remembered.read_text().splitlines() if line.strip())
-            return cls(home=home, from_environment=frozenset(values), **values, task_files=files)
-        return cls(home=home, from_environment=frozenset(values), **values)
+            remembered["task_files"] = tuple(line for line in record.read_text().splitlines() if line.strip())
+        return cls(home=home, from_environment=frozenset(values), **values, **remembered)
 
     @staticmethod
     @cache

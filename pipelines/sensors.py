@@ -51,11 +51,11 @@ def settled_files(inbox: Path, cursor: dict, settle_seconds: float, now: float
     return ready, pending
 
 
-def batch_key(folder: Path, names: list[str]) -> str:
-    """The key depends only on the files, so a tick evaluated twice (a daemon restart before the cursor was
-    saved) asks for the same run key, which Dagster launches once."""
-    newest = max(file_signature(folder / name)[1] for name in names) / 1e9
-    return batch_key_for(names, datetime.fromtimestamp(newest, UTC))
+def batch_key(signatures: dict[str, list[int]]) -> str:
+    """The key depends only on the files (name -> size and mtime), so a tick evaluated twice (a daemon restart
+    before the cursor was saved) asks for the same run key, which Dagster launches once."""
+    newest = max(signature[1] for signature in signatures.values()) / 1e9
+    return batch_key_for(list(signatures), datetime.fromtimestamp(newest, UTC))
 
 
 def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = None
@@ -69,8 +69,10 @@ def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = No
     ready, pending = settled_files(folder, cursor, inbox.settle_seconds, now)
     # Files a CLI run or an earlier tick already made a batch of are taken; the batch this very tick would
     # make does not count (a tick evaluated twice must ask for the same run again).
-    pinned = inbox.pinned_files(except_batch=batch_key(folder, ready)) if ready else set()
-    ready = [name for name in ready if folder / name not in pinned]
+    signatures = {name: file_signature(folder / name) for name in ready}
+    pinned = inbox.pinned_files(except_batch=batch_key(signatures)) if ready else set()
+    signatures = {name: signature for name, signature in signatures.items() if folder / name not in pinned}
+    ready = list(signatures)
     if not ready:
         if not pending:
             return dg.SkipReason(f"No new files in {folder}.")
@@ -80,9 +82,8 @@ def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = No
                                       "written, taken once their size and time stop changing."),
             cursor=json.dumps({**cursor, "pending": pending}, sort_keys=True))
     requested = dict(cursor.get("requested", {}))
-    signatures = {name: file_signature(folder / name) for name in ready}
     requested.update(signatures)
-    key = batch_key(folder, ready)
+    key = batch_key(signatures)
     # The files travel in the run's config and the run pins them: a tick (or its preview in the UI) writes nothing.
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=key, run_key=key, tags={"autoannotate/files": str(len(ready))},

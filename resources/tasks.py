@@ -48,7 +48,9 @@ def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector
 
 def models_by_task(tasks: list[LabelingTask], default: Detector) -> dict[str, str]:
     """Task name -> the model id (weights hash) it predicts with."""
-    return {task.name: file_sha256(detector_for(task, default).weights_path()) for task in tasks}
+    paths = {task.name: detector_for(task, default).weights_path() for task in tasks}
+    hashes = {path: file_sha256(path) for path in set(paths.values())}
+    return {name: hashes[path] for name, path in paths.items()}
 
 
 def check_class_maps(tasks: list[LabelingTask], default: Detector, models: list[tuple[Detector, LoadedModel]]) -> None:

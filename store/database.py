@@ -31,7 +31,7 @@ import pandera.polars as pa
 import polars as pl
 
 from store.batches import BatchesSQL
-from store.history import AnnotationHistory
+from store.history import AnnotationHistory, literal
 from store.inputs import InputsSQL
 from store.predictions import PredictionsSQL
 from store.reviews import ReviewSQL
@@ -66,6 +66,12 @@ LAKE_CONFIG = {"extension_directory": str(Path(sysconfig.get_paths()["purelib"])
 def _process_write_lock(path: str) -> threading.Lock:
     with _write_locks_guard:
         return _write_locks.setdefault(path, threading.Lock())
+
+
+def back_off(delay: float) -> float:
+    """Sleep about `delay` seconds (with jitter, so waiting processes do not retry in step); the next delay."""
+    time.sleep(delay * random.uniform(0.5, 1.5))
+    return min(delay * 2, 2.0)
 
 
 def describe_lock_holder(message: str) -> str:
@@ -163,10 +169,6 @@ def create_tables(conn: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
                      "WHERE name NOT IN (SELECT table_name FROM write_turns)", [keyed])
 
 
-def sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def attach_lake(catalog: str, data_path: str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the DuckLake attached as `autoannotate` and in use."""
     conn = duckdb.connect(config=LAKE_CONFIG)
@@ -174,8 +176,8 @@ def attach_lake(catalog: str, data_path: str) -> duckdb.DuckDBPyConnection:
         conn.execute("LOAD ducklake")
         if catalog.startswith("postgres:"):
             conn.execute("LOAD postgres")
-        conn.execute(f"ATTACH {sql_literal('ducklake:' + catalog)} AS autoannotate "
-                     f"(DATA_PATH {sql_literal(data_path.rstrip('/') + '/')})")
+        conn.execute(f"ATTACH {literal('ducklake:' + catalog)} AS autoannotate "
+                     f"(DATA_PATH {literal(data_path.rstrip('/') + '/')})")
         conn.execute("USE autoannotate")
     except BaseException:
         conn.close()
@@ -246,8 +248,7 @@ class Database:
                         f"The database {self.location} is locked by {describe_lock_holder(str(error))} and stayed "
                         f"locked for {self.lock_timeout_s:g} s; wait for that process to finish or stop it."
                     ) from None
-                time.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 2.0)
+                delay = back_off(delay)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -274,6 +275,7 @@ class Database:
     def _create_tables(self, conn: duckdb.DuckDBPyConnection, attempts: int = 6) -> None:
         """Create what is missing; two processes meeting a new DuckLake at once conflict, and the loser looks
         again (the winner's tables are then there)."""
+        delay = self.first_backoff_s
         for attempt in range(1, attempts + 1):
             try:
                 create_tables(conn, lake=bool(self.catalog))
@@ -281,7 +283,7 @@ class Database:
             except duckdb.TransactionException:
                 if not self.catalog or attempt == attempts:
                     raise
-                time.sleep(self.first_backoff_s * attempt * random.uniform(0.5, 1.5))
+                delay = back_off(delay)
 
     def maintain(self, keep_days: float) -> dict[str, int]:
         """Housekeeping. A DuckLake: merge adjacent small Parquet files, expire snapshots older than `keep_days`
@@ -323,5 +325,4 @@ class Database:
                     raise DatabaseLockedError(
                         f"Writing to {self.location} conflicted with other writers {attempts} times "
                         f"({str(error).splitlines()[0]}); run again.") from None
-            time.sleep(delay * random.uniform(0.5, 1.5))
-            delay, attempt = min(delay * 2, 2.0), attempt + 1
+            delay, attempt = back_off(delay), attempt + 1

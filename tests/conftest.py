@@ -77,11 +77,9 @@ def postgres_server() -> Iterator[tuple[Path, int]]:
 def team_catalog(postgres_server: tuple[Path, int], request: pytest.FixtureRequest) -> str:
     """`AUTOANNOTATE_CATALOG` for a fresh DuckLake catalog database of this test on the session's server."""
     import re
-    import subprocess
 
-    from apps.team_services import postgres_bin
+    from apps.team_services import ensure_database
 
     name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
-    subprocess.run([str(postgres_bin() / "createdb"), "-h", "127.0.0.1", "-p", str(postgres_server[1]), "-U",
-                    "postgres", name], check=True, capture_output=True)
+    ensure_database(postgres_server[1], name)
     return f"postgres:dbname={name} host=127.0.0.1 port={postgres_server[1]} user=postgres"

@@ -89,10 +89,9 @@ def test_dagster_on_postgresql_is_one_instance_for_every_machine(tmp_path: Path,
                                                                   postgres_server: tuple[Path, int]) -> None:
     """With AUTOANNOTATE_DAGSTER_STORAGE, a run made from one home is in the instance every other home (another
     machine's daemon, webserver or CLI) opens."""
-    from apps.team_services import postgres_bin
+    from apps.team_services import ensure_database
 
-    subprocess.run([str(postgres_bin() / "createdb"), "-h", "127.0.0.1", "-p", str(postgres_server[1]), "-U",
-                    "postgres", "dagster_shared"], check=True, capture_output=True)
+    ensure_database(postgres_server[1], "dagster_shared")
     storage = f"postgres:dbname=dagster_shared host=127.0.0.1 port={postgres_server[1]} user=postgres"
     env = {"AUTOANNOTATE_CATALOG": team_catalog, "AUTOANNOTATE_DAGSTER_STORAGE": storage,
            "AUTOANNOTATE_DATA_PATH": str(tmp_path / "shared-lake")}
