@@ -11,17 +11,22 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 from core.settings import REPO_ROOT, Settings
 from pipelines.instance import prepare_dagster_home
+from pipelines.jobs import celery_config
 
 DATABASE = "autoannotate"
 
@@ -45,8 +50,8 @@ def _as_owner(command: list[str], folder: Path) -> list[str]:
 
 
 def start_postgres(folder: Path, port: int) -> str:
-    """Initialise (once) and start a cluster in `folder` on 127.0.0.1:`port` with the database `autoannotate`;
-    returns its libpq connection string."""
+    """Initialise (once) and start (unless it runs) a cluster in `folder` on 127.0.0.1:`port` with the database
+    `autoannotate`; returns its libpq connection string."""
     binaries = postgres_bin()
     if binaries is None:
         raise ServiceError("PostgreSQL is not installed (Debian: apt-get install postgresql); team mode needs it.")
@@ -55,9 +60,12 @@ def start_postgres(folder: Path, port: int) -> str:
     if not (data / "PG_VERSION").exists():
         _run(_as_owner([str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
                        folder), "initdb")
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
-    _run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"),
-                    "-w", "start"], folder), "pg_ctl start", log=folder / "server.log")
+    status = subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "status"], folder),
+                            capture_output=True, check=False)
+    if status.returncode != 0:  # not running yet
+        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
+        _run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"),
+                        "-w", "start"], folder), "pg_ctl start", log=folder / "server.log")
     ensure_database(port, DATABASE)
     return f"dbname={DATABASE} host=127.0.0.1 port={port} user=postgres"
 
@@ -125,18 +133,21 @@ def team_up(settings: Settings) -> dict[str, object]:
     variables = team_env(settings)
     (settings.home / "team.env").write_text("".join(f"export {k}='{v}'\n" for k, v in variables.items()))
     team = replace(settings, catalog=variables["AUTOANNOTATE_CATALOG"],
-                   dagster_storage=variables["AUTOANNOTATE_DAGSTER_STORAGE"])
+                   dagster_storage=variables["AUTOANNOTATE_DAGSTER_STORAGE"],
+                   celery_broker=variables["AUTOANNOTATE_CELERY_BROKER"])
     prepare_dagster_home(team.dagster_home, team.database_writers, team.dagster_storage)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, **variables, "AUTOANNOTATE_HOME": str(settings.home), "DAGSTER_HOME": str(team.dagster_home),
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # dagster-celery starts `celery`
-    broker = variables["AUTOANNOTATE_CELERY_BROKER"]
-    (folder / "celery.yaml").write_text(f"execution:\n  config:\n    broker: {broker}\n    backend: {broker}\n")
+    # The workers' side of the executor's config (the same broker, acknowledgement and redelivery settings).
+    (folder / "celery.yaml").write_text(yaml.safe_dump({"execution": {"config": celery_config(team)}}))
     commands = {
         "redis": ["redis-server", "--port", str(settings.team_redis_port), "--bind", "127.0.0.1", "--save", "",
                   "--dir", str(folder)],
+        # One step at a time per worker: inference already spreads over every core of its machine (ONNX
+        # Runtime's threads), so two at once on one machine would each run at half speed.
         **{f"worker-{n}": [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y",
-                           str(folder / "celery.yaml"), "-n", f"worker-{n}@%h"]
+                           str(folder / "celery.yaml"), "-n", f"worker-{n}@%h", "--", "--concurrency=1"]
            for n in range(1, settings.team_workers + 1)},
         "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
         "webserver": [str(bin_dir / "dagster-webserver"), "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
@@ -186,6 +197,31 @@ def _stop_group(pid: int, grace_s: float = 15.0) -> None:
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    """One request to the Dagster webserver's GraphQL API at `url`; its `data`."""
+    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}})
+                                     .encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+def launch_backfill(url: str, batches: list[str]) -> None:
+    """What the UI's "Launch backfill" does for the batch job's partitions: one run per batch, queued for the
+    daemon, whose steps go to the Celery workers."""
+    launched = graphql(url, """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+        __typename ... on PythonError { message } } }""", {"p": {"partitionNames": batches, "selector": {
+        "partitionSetName": "annotate_batch_partition_set", "repositorySelector": {
+            "repositoryLocationName": "pipelines.definitions:defs", "repositoryName": "__repository__"}}}})
+    outcome = launched["launchPartitionBackfill"]
+    if outcome["__typename"] != "LaunchBackfillSuccess":
+        raise ServiceError(f"The backfill of {len(batches)} batches was refused: {outcome.get('message', outcome)}")
+
+
+def run_statuses(url: str) -> list[dict]:
+    """Every run the webserver knows: job name and status."""
+    return graphql(url, "{ runsOrError { ... on Runs { results { jobName status } } } }")["runsOrError"]["results"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,10 +35,12 @@ ENVIRONMENT = {
     "AUTOANNOTATE_VERSIONS_INTERVAL": "versions_interval_s",
     "AUTOANNOTATE_VERSIONS_CRON": "versions_cron",
     "AUTOANNOTATE_SLOT_WAIT_S": "slot_wait_s",
+    "AUTOANNOTATE_STORE_WAIT_S": "store_wait_s",
     "AUTOANNOTATE_CATALOG": "catalog",
     "AUTOANNOTATE_DATA_PATH": "data_path",
     "AUTOANNOTATE_DAGSTER_STORAGE": "dagster_storage",
     "AUTOANNOTATE_CELERY_BROKER": "celery_broker",
+    "AUTOANNOTATE_CELERY_REDELIVER_S": "celery_redeliver_s",
     "AUTOANNOTATE_MAINTENANCE_CRON": "maintenance_cron",
     "AUTOANNOTATE_SNAPSHOT_DAYS": "snapshot_days",
     "AUTOANNOTATE_TEAM_POSTGRES_PORT": "team_postgres_port",
@@ -69,12 +71,14 @@ class Settings:
     versions_interval_s: int = 300  # at most one rebuild of today's versions this often, after new batches
     versions_cron: str = "15 0 * * *"  # the daily cut: yesterday's versions, final, shortly after midnight UTC
     slot_wait_s: float = 600.0  # how long a CLI run waits for another run to free the database slot
+    store_wait_s: float = 60.0  # how long a unit of work waits for the file's lock, or for a lost catalog server
     catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
     data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
     dagster_storage: str = ""  # "" SQLite under <home>/dagster; "postgres:CONNINFO" one instance for a team
     maintenance_cron: str = "30 3 * * *"  # store housekeeping (a DuckLake's small files and old snapshots), UTC
     snapshot_days: int = 7  # a DuckLake keeps snapshots (time travel) this many days
     celery_broker: str = ""  # team mode: "redis://host:6379/0" sends the batch job's steps to Celery workers
+    celery_redeliver_s: int = 3600  # a step whose worker died goes to another worker after this long
     team_postgres_port: int = 55432  # `make team-up`: its PostgreSQL (loopback) and Dagster UI ports
     team_web_port: int = 3000
     team_redis_port: int = 56379  # `make team-up`: the Celery broker (Redis, loopback) and how many workers

@@ -6,6 +6,21 @@ from assets.partitions import batch_partitions, daily_partitions
 from core.settings import Settings
 
 
+def celery_config(settings: Settings) -> dict:
+    """dagster-celery's executor config, which the workers must share (`make team-up` writes it to the YAML
+    they start with). A step's message is acknowledged only when the step has finished: a worker that dies
+    mid-step (killed, or its machine gone) leaves it unacknowledged, and Redis hands it to another worker after
+    `celery_redeliver_s` (so keep that above the longest step; a step is idempotent, so a late second delivery
+    costs time, not rows). A worker whose pool process dies requeues the step at once."""
+    sweep_s = max(1, min(10, settings.celery_redeliver_s // 4))
+    return {"broker": settings.celery_broker, "backend": settings.celery_broker, "config_source": {
+        "task_acks_late": True, "task_reject_on_worker_lost": True, "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": settings.celery_redeliver_s,
+                                     "unacked_restore_interval": sweep_s, "unacked_restore_throttle": 1,
+                                     "max_retries": 3, "interval_start": 0, "interval_step": 0.2,
+                                     "interval_max": 0.5}}}
+
+
 def batch_executor(settings: Settings) -> dg.ExecutorDefinition:
     """Embedded: one process for the whole run (the stages run one after another anyway, and a subprocess per
     step would import torch again for each). Team mode with a Celery broker: every step goes to a Celery worker,
@@ -14,7 +29,7 @@ def batch_executor(settings: Settings) -> dg.ExecutorDefinition:
         return dg.in_process_executor
     from dagster_celery import celery_executor
 
-    return celery_executor.configured({"broker": settings.celery_broker, "backend": settings.celery_broker})
+    return celery_executor.configured(celery_config(settings))
 
 
 annotate_batch_job = dg.define_asset_job(

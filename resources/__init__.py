@@ -37,7 +37,8 @@ def build_resources(settings: Settings, show_variables: bool = False) -> dict:
 
     return {
         "tasks": LabelingTasks(task_files=[str(Path(t).resolve()) for t in settings.task_files]),
-        "store": DuckDBStore(path=str(settings.database_path), catalog=settings.lake_catalog,
+        "store": DuckDBStore(path=str(settings.database_path), lock_timeout_s=settings.store_wait_s,
+                             catalog=settings.lake_catalog,
                              data_path=settings.lake_data_path if settings.lake_catalog else ""),
         "images": ImageStore(root=str(settings.images_root)),
         "versions": VersionStore(root=str(settings.versions_root), val_ratio=value("val_ratio")),

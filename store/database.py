@@ -21,7 +21,7 @@ import sysconfig
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -57,10 +57,22 @@ _write_locks_guard = threading.Lock()
 # when the last one closes; a connect racing that teardown fails ("Unique file handle conflict").
 # Opening and closing therefore take turns within the process (each is quick; transactions still overlap).
 _instance_turns = threading.Lock()
-_lakes: dict[tuple[str, str], list] = {}  # (catalog, data path) -> [attached instance, units of work using it]
+_lakes: dict[tuple[str, str], _SharedLake] = {}  # (catalog, data path) -> the process's attached instance
+_reached: set[str] = set()  # catalogs this process has had: losing one later is waited for, not reported at once
+# What DuckDB's postgres extension says when the catalog's server went away (restart, failover, network).
+_CONNECTION_LOST = re.compile(r"server closed the connection|Unable to connect to Postgres|connection to server|"
+                              r"terminating connection|no connection to the server|could not (?:send|receive) data|"
+                              r'Failed to execute query "ROLLBACK"')
 # The DuckLake and postgres extensions as the `duckdb-ext-*` wheels install them; nothing is fetched.
 LAKE_CONFIG = {"extension_directory": str(Path(sysconfig.get_paths()["purelib"]) / "duckdb_ext" / "extensions"),
                "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+
+class _SharedLake:
+    """One in-memory DuckDB with the lake attached, shared by a process's units of work (each its cursor)."""
+
+    def __init__(self, instance: duckdb.DuckDBPyConnection) -> None:
+        self.instance, self.users, self.retired = instance, 0, False
 
 
 def _process_write_lock(path: str) -> threading.Lock:
@@ -200,33 +212,54 @@ class Database:
         """What a sentence about this database names."""
         return f"DuckLake catalog {self.catalog.split(' password=')[0]}" if self.catalog else self.path
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
+    def _connect(self) -> tuple[duckdb.DuckDBPyConnection, _SharedLake | None]:
         with _instance_turns:
             if not self.catalog:
                 # Always read-write: DuckDB refuses two connections to one file with different
                 # configurations in one process (the review server reads and writes from threads),
                 # and a writer in another process blocks read-only opens anyway.
-                return duckdb.connect(self.path)
+                return duckdb.connect(self.path), None
             shared = _lakes.get((self.catalog, self.data_path))
             if shared is None:
-                shared = _lakes[(self.catalog, self.data_path)] = [attach_lake(self.catalog, self.data_path), 0]
-            shared[1] += 1
-            cursor = shared[0].cursor()
-            cursor.execute("USE autoannotate")  # a cursor starts in the in-memory catalog
-            return cursor
+                shared = _lakes[(self.catalog, self.data_path)] = _SharedLake(attach_lake(self.catalog,
+                                                                                        self.data_path))
+            cursor = shared.instance.cursor()
+            try:
+                cursor.execute("USE autoannotate")  # a cursor starts in the in-memory catalog
+            except BaseException:
+                cursor.close()
+                raise
+            shared.users += 1
+            _reached.add(self.catalog)
+            return cursor, shared
 
-    def _close(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def _close(self, conn: duckdb.DuckDBPyConnection, shared: _SharedLake | None) -> None:
         with _instance_turns:
             conn.close()
-            if self.catalog:
-                shared = _lakes[(self.catalog, self.data_path)]
-                shared[1] -= 1
-                # A catalog in a DuckDB file is locked while attached: let other processes have it.
-                if shared[1] == 0 and not self.catalog.startswith("postgres:"):
-                    shared[0].close()
+            if shared is None:
+                return
+            shared.users -= 1
+            # A catalog in a DuckDB file is locked while attached: let other processes have it.
+            if shared.users == 0 and (shared.retired or not self.catalog.startswith("postgres:")):
+                shared.instance.close()
+                if _lakes.get((self.catalog, self.data_path)) is shared:
                     del _lakes[(self.catalog, self.data_path)]
 
-    def _open(self) -> duckdb.DuckDBPyConnection:
+    def _retire_lake(self) -> None:
+        """The catalog's server went away: later units of work attach afresh (DuckDB's postgres connections of
+        the old instance are dead); the old one closes when its last unit of work ends."""
+        with _instance_turns:
+            shared = _lakes.pop((self.catalog, self.data_path), None)
+            if shared is not None:
+                shared.retired = True
+                if shared.users == 0:
+                    shared.instance.close()
+
+    def _connection_lost(self, error: BaseException) -> bool:
+        return (self.catalog.startswith("postgres:") and self.catalog in _reached
+                and bool(_CONNECTION_LOST.search(str(error))))
+
+    def _open(self) -> tuple[duckdb.DuckDBPyConnection, _SharedLake | None]:
         for folder in (Path(self.path).parent, *([Path(self.data_path)] if self.catalog else [])):
             folder.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
@@ -235,6 +268,8 @@ class Database:
             try:
                 return self._connect()
             except duckdb.Error as error:
+                if self._connection_lost(error):
+                    raise  # the unit of work waits for the server (see `_run_unit`)
                 text = str(error)
                 # Two processes creating one new DuckLake catalog at once: the loser retries.
                 racing = "Failed to initialize DuckLake" in text
@@ -256,7 +291,7 @@ class Database:
 
         Tables are created on the first use in a process, and again when the file was removed since."""
         new_file = not self.catalog and not Path(self.path).exists()
-        conn = self._open()
+        conn, shared = self._open()
         key = self.catalog or self.path
         try:
             if new_file or key not in _migrated:
@@ -270,7 +305,7 @@ class Database:
                 raise
             conn.commit()
         finally:
-            self._close(conn)
+            self._close(conn, shared)
 
     def _create_tables(self, conn: duckdb.DuckDBPyConnection, attempts: int = 6) -> None:
         """Create what is missing; two processes meeting a new DuckLake at once conflict, and the loser looks
@@ -289,7 +324,7 @@ class Database:
         """Housekeeping. A DuckLake: merge adjacent small Parquet files, expire snapshots older than `keep_days`
         (time travel reaches back that far) and delete the files no snapshot needs. A DuckDB file: a checkpoint.
         Outside a transaction: these calls manage their own."""
-        conn = self._open()
+        conn, shared = self._open()
         try:
             if not self.catalog:
                 conn.execute("CHECKPOINT")
@@ -301,28 +336,44 @@ class Database:
                           .fetchall())
             return {"files_merged": merged, "snapshots_expired": expired, "files_removed": removed}
         finally:
-            self._close(conn)
+            self._close(conn, shared)
 
     def read(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` in one transaction and return what it returns."""
-        with self.transaction() as session:
-            return work(session)
+        return self._run_unit(work, writes=False)
 
     def write(self, work: Callable[[Session], T], attempts: int = 6) -> T:
         """Like `read`, for writes. Writers of one process take turns (threads of the review server):
         DuckDB would otherwise abort one of two overlapping transactions on a write-write conflict. Writers of
         other processes on a DuckLake commit optimistically: a commit that conflicts with another's is rolled
         back and the whole unit of work runs again (every write is idempotent), a bounded number of times."""
-        delay, attempt = self.first_backoff_s, 1
+        return self._run_unit(work, writes=True, attempts=attempts)
+
+    def _run_unit(self, work: Callable[[Session], T], writes: bool, attempts: int = 6) -> T:
+        """One unit of work in one transaction, run again after a DuckLake write conflict (up to `attempts`
+        times) or after losing the catalog's server (until it answers again, for up to `lock_timeout_s`): a
+        transaction cut off before its commit stored nothing, and the work is idempotent."""
+        delay, attempt, lost_until = self.first_backoff_s, 1, None
         while True:
             try:
-                with _process_write_lock(self.path), self.transaction() as session:
+                with _process_write_lock(self.path) if writes else nullcontext(), \
+                        self.transaction() as session:
                     return work(session)
-            except duckdb.TransactionException as error:
-                if not self.catalog:
+            except duckdb.Error as error:
+                if self._connection_lost(error):
+                    self._retire_lake()
+                    lost_until = lost_until or time.monotonic() + self.lock_timeout_s
+                    if time.monotonic() + delay > lost_until:
+                        raise DatabaseUnavailableError(
+                            f"The {self.location} stopped answering and did not answer again within "
+                            f"{self.lock_timeout_s:g} s; nothing of that unit of work was stored. Start the "
+                            "catalog's server and run again.") from None
+                elif not (writes and self.catalog and isinstance(error, duckdb.TransactionException)):
                     raise
-                if attempt == attempts:
+                elif attempt == attempts:
                     raise DatabaseLockedError(
                         f"Writing to {self.location} conflicted with other writers {attempts} times "
                         f"({str(error).splitlines()[0]}); run again.") from None
-            delay, attempt = back_off(delay), attempt + 1
+                else:
+                    attempt += 1
+            delay = back_off(delay)

@@ -1,0 +1,120 @@
+"""Team mode's throughput with one Celery worker and with two, on the same inbox.
+
+For each worker count: a fresh home, `make team-up` (PostgreSQL, Redis, N Celery workers of one process each, the
+daemon, the webserver) on free ports, the same real photographs (scikit-image's, 0.3-12 MP, as in
+`realistic_pipeline.py`) split into batches, launched as one backfill through the webserver (what the UI's
+backfill button does). Timed: from the launch to the last run's end. Printed: images/s for each count and
+their ratio. The model is YOLOv8n's layout at 640 px (random, calibrated weights: speed does not depend on them).
+
+On one machine both workers share its cores, and inference already uses every core (ONNX Runtime's threads),
+so a second worker gains only what one worker leaves idle: decoding, ingestion, the store's writes and each
+step's start. Across machines each worker brings its own cores.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/team_throughput.py --images 200 --batches 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from apps.runner import create_batch, instance_of, pending_files
+from apps.team_services import cluster_folder, launch_backfill, run_statuses
+from benchmarks.realistic_pipeline import build_yolov8n, make_photos
+from core.settings import Settings
+from resources import build_resources
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def team(action: str, environment: dict) -> None:
+    result = subprocess.run([sys.executable, "-m", "apps.team_services", action], env=environment,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise SystemExit(f"team {action} failed: {result.stderr}")
+
+
+def measure(workers: int, photos: list[Path], batches: int, task: Path, work: Path) -> float:
+    """Seconds from launching the backfill to the end of its last run."""
+    home = work / f"home-{workers}"
+    shutil.rmtree(home, ignore_errors=True)
+    variables = {"AUTOANNOTATE_HOME": str(home), "AUTOANNOTATE_TASKS": str(task),
+                 "AUTOANNOTATE_TEAM_WORKERS": str(workers), "AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()),
+                 "AUTOANNOTATE_TEAM_WEB_PORT": str(free_port()), "AUTOANNOTATE_TEAM_REDIS_PORT": str(free_port())}
+    environment = {**os.environ, **variables}
+    team("up", environment)
+    try:
+        url = f"http://127.0.0.1:{variables['AUTOANNOTATE_TEAM_WEB_PORT']}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                run_statuses(url)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        team_variables = dict(line.removeprefix("export ").replace("'", "").split("=", 1)
+                              for line in (home / "team.env").read_text().splitlines())
+        settings = Settings.from_env({**variables, **team_variables})
+        inbox, instance = build_resources(settings)["inbox"], instance_of(settings)
+        settings.inbox_path.mkdir(parents=True, exist_ok=True)
+        keys = []
+        for part in range(batches):
+            for photo in photos[part::batches]:
+                shutil.copyfile(photo, settings.inbox_path / photo.name)
+            keys.append(create_batch(inbox, pending_files(inbox), instance))
+        started = time.perf_counter()
+        launch_backfill(url, keys)
+        while True:
+            statuses = [r["status"] for r in run_statuses(url)]
+            if len(statuses) == batches and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses):
+                break
+            time.sleep(1)
+        elapsed = time.perf_counter() - started
+        if statuses != ["SUCCESS"] * batches:
+            raise SystemExit(f"{workers} worker(s): runs ended {statuses}; see {home / 'team'}")
+        return elapsed
+    finally:
+        team("down", environment)
+        shutil.rmtree(cluster_folder(Settings(home=home)), ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--work", type=Path, default=None, help="folder for photos and homes (default: a temp dir)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-team-throughput-"))
+    photos = make_photos(work / "photos", args.images, seed=5)
+    weights = build_yolov8n(work / "yolov8n-random.pt", photos)
+    task = work / "task.yaml"
+    task.write_text(json.dumps({
+        "name": "photos", "concepts": ["thing"], "class_map": {"0": "thing"}, "annotator": "bench",
+        "model": {"weights": str(weights), "imgsz": 640},
+        "thresholds": {"upper": 0.9, "lower": 0.5}, "reviewers": ["r1", "r2"]}))
+    print(f"{len(photos)} photos in {args.batches} batches, {os.cpu_count()} cores, YOLOv8n (random) at 640, "
+          "DuckLake on PostgreSQL, Dagster on PostgreSQL, Celery on Redis")
+    rates = {}
+    for workers in (1, 2):
+        elapsed = measure(workers, photos, args.batches, task, work)
+        rates[workers] = len(photos) / elapsed
+        print(f"{workers} worker(s): {elapsed:7.1f} s, {rates[workers]:6.2f} images/s")
+    print(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
