@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.annotations import Status
 from core.settings import Settings
+from core.task_config import LabelingTask
 
 
 class UserError(Exception):
@@ -146,6 +147,88 @@ def render_status(status: dict) -> None:
               "finishes them):")
         print_table([{"batch": b, "stage": stage} for b, stage in status["unfinished_batches"].items()],
                     ["batch", "stage"])
+
+
+def configured_task(settings: Settings, name: str | None) -> tuple[dict, LabelingTask]:
+    """The resources and the configured task called `name` (the first one without a name)."""
+    from core.review_rules import ReviewError, task_named
+    from resources import build_resources
+
+    resources = build_resources(settings)
+    try:
+        return resources, task_named(resources["tasks"].load(), name)
+    except ReviewError as error:
+        raise UserError(str(error)) from None
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _threshold(value: float | None) -> str:
+    return "none reaches it" if value is None else f"{value:.4g}"
+
+
+def command_quality(args: argparse.Namespace, settings: Settings) -> None:
+    resources, task = configured_task(settings, args.task)
+    report = resources["store"].read(lambda s: s.quality.report(task, args.confidence))
+    concepts = {c: {k: v for k, v in figures.items() if k != "curve"} for c, figures in report.items()}
+    emit(args, {"task": task.name, "confidence": args.confidence, "iou": task.match_iou, "concepts": concepts},
+         render_quality)
+
+
+def render_quality(result: dict) -> None:
+    print(f"label quality of task {result['task']} against the labels people confirmed (IoU >= {result['iou']}; "
+          f"[low, high]: {result['confidence']:.0%} Wilson intervals)")
+    print_table([{"concept": c, "reference boxes": f["reference_boxes"], "thresholds": f"{f['upper']} / {f['lower']}",
+                  "precision": f"{_share(f['precision'])} [{_share(f['precision_low'])}, "
+                               f"{_share(f['precision_high'])}]",
+                  "recall": f"{_share(f['recall'])} [{_share(f['recall_low'])}, {_share(f['recall_high'])}]",
+                  "with review: precision / recall": f"{_share(f['precision_with_review'])} / "
+                                                     f"{_share(f['recall_with_review'])}",
+                  "auto-accepted": _share(f["share_auto_accepted"]), "review load": f["review_load"]}
+                 for c, f in result["concepts"].items()],
+                ["concept", "reference boxes", "thresholds", "precision", "recall", "with review: precision / recall",
+                 "auto-accepted", "review load"])
+    for concept, figures in result["concepts"].items():
+        if figures["note"]:
+            print(f"{concept}: {figures['note']}")
+
+
+def command_calibrate(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.quality import write_calibrated_task
+
+    for flag, value in (("--target-precision", args.target_precision), ("--confidence", args.confidence),
+                        ("--target-recall", args.target_recall)):
+        if value is not None and not 0 < value < 1:
+            raise UserError(f"{flag} {value} is not a proportion between 0 and 1 (e.g. 0.95).")
+    resources, task = configured_task(settings, args.task)
+    proposal = resources["store"].read(lambda s: s.quality.calibration(task, args.target_precision, args.confidence,
+                                                                        args.target_recall))
+    written = str(write_calibrated_task(task, proposal, args.target_precision)) if args.write else None
+    emit(args, {"task": task.name, "target_precision": args.target_precision, "confidence": args.confidence,
+                "target_recall": args.target_recall, "concepts": proposal, "written": written}, render_calibration)
+
+
+def render_calibration(result: dict) -> None:
+    print(f"thresholds of task {result['task']} for a precision of at least {result['target_precision']} "
+          f"(the lower end of its {result['confidence']:.0%} interval)"
+          + (f" and a recall with review of {result['target_recall']}" if result["target_recall"] else ""))
+    print_table([{"concept": c, "reference boxes": p["reference_boxes"],
+                  "upper": f"{p['current_upper']:.4g} -> {_threshold(p['upper'])}",
+                  "lower": f"{p['current_lower']:.4g} -> {_threshold(p['lower'])}",
+                  "expected precision (low)": _share(p["expected_precision_low"]),
+                  "auto-accepted": _share(p["share_auto_accepted"]),
+                  "review load": "-" if p["review_load"] is None else p["review_load"]}
+                 for c, p in result["concepts"].items()],
+                ["concept", "reference boxes", "upper", "lower", "expected precision (low)", "auto-accepted",
+                 "review load"])
+    missed = [c for c, p in result["concepts"].items() if p["target_recall_reached"] is False]
+    if missed:
+        print(f"no lower threshold keeps the target recall for {', '.join(missed)}: the lowest confidence stored "
+              "is proposed")
+    print(f"wrote {result['written']}" if result["written"] else
+          "nothing written (add --write for a calibrated copy of the task file)")
 
 
 def command_dry_run(args: argparse.Namespace, settings: Settings) -> None:
@@ -304,6 +387,8 @@ EXAMPLES = {
     "demo": "autoannotate demo --count 40",
     "run": "autoannotate run --inbox ~/photos --task tasks/demo.yaml --version",
     "status": "autoannotate status --task demo-shapes",
+    "quality": "autoannotate quality --task demo-shapes",
+    "calibrate": "autoannotate calibrate --task demo-shapes --target-precision 0.95 --target-recall 0.9 --write",
     "dry-run": "autoannotate dry-run --task tasks/demo.yaml ~/photos/IMG_0001.jpg ~/photos/IMG_0002.jpg",
     "review": "autoannotate review serve",
     "review list": "autoannotate review list --reviewer alice --pending",
@@ -361,6 +446,24 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="counts of inputs, rejections, predictions, annotations")
     status.add_argument("--task", help="only this task's annotations and review progress")
     status.set_defaults(handler=command_status)
+
+    quality = sub.add_parser("quality", parents=[common],
+                             help="precision and recall of each concept's bands, against the labels people confirmed")
+    quality.add_argument("--task", help="task name (default: the first configured task)")
+    quality.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default 0.95)")
+    quality.set_defaults(handler=command_quality)
+
+    calibration = sub.add_parser("calibrate", parents=[common],
+                                 help="thresholds that reach a target precision, from the labels people confirmed")
+    calibration.add_argument("--task", help="task name (default: the first configured task)")
+    calibration.add_argument("--target-precision", type=float, required=True,
+                             help="the accepted band's precision to reach, at the interval's lower end")
+    calibration.add_argument("--confidence", type=float, default=0.95, help="level of that interval (default 0.95)")
+    calibration.add_argument("--target-recall", type=float,
+                             help="share of reference boxes accepted or sent to review (sets the lower threshold)")
+    calibration.add_argument("--write", action="store_true",
+                             help="write the calibrated task file beside the task's (NAME.calibrated.yaml)")
+    calibration.set_defaults(handler=command_calibrate)
 
     dry = sub.add_parser("dry-run", parents=[common], help="what a task would write for these images; writes nothing")
     dry.add_argument("--task", required=True, help="labeling task file")

@@ -1,13 +1,20 @@
 """Review decisions while batches land: how long does a reviewer's click take, embedded and in team mode?
 
 A home is filled with one batch of demo scenes under a wide review band (0.05 to 0.99), so that most boxes wait
-for a reviewer. Then four new batches run as four concurrent `autoannotate run` processes while one reviewer
-thread per reviewer posts decisions on their own boxes through the review server's HTTP API (uvicorn, real
-sockets), 500 in all. Printed: decisions saved, their latency (p50, p95, max) and the wall time of the four runs.
-Embedded, every click and every run take turns on the DuckDB file; in team mode (a DuckLake whose catalog is a
-real PostgreSQL, started here from Debian's binaries) they write at once. Demo scenes are synthetic.
+for a reviewer. Then four new batches run while one reviewer thread per reviewer posts decisions on their own
+boxes through the review server's HTTP API (uvicorn, real sockets), 500 in all. Printed: decisions saved, their
+latency (p50, p95, max) and the wall time of the four runs. Modes:
 
-    PYTHONPATH=. .venv/bin/python benchmarks/team_review_latency.py [--mode embedded|postgres|both]
+- embedded: the four batches as four concurrent `autoannotate run` processes; every click and every run take
+  turns on the DuckDB file;
+- postgres: the same four processes on a DuckLake whose catalog is a real PostgreSQL (started here from
+  Debian's binaries); they write at once;
+- celery: `make team-up` (PostgreSQL for the catalog and Dagster, Redis, two Celery workers, the daemon), the
+  four batches launched as one backfill, their steps on the two workers.
+
+Demo scenes are synthetic.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/team_review_latency.py [--mode embedded|postgres|celery|all]
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,8 +37,8 @@ import yaml
 
 from apps.demo_scenes import write_demo_images
 from apps.review_server import create_app
-from apps.runner import run_pipeline
-from apps.team_services import start_postgres, stop_postgres
+from apps.runner import create_batch, instance_of, pending_files, run_pipeline
+from apps.team_services import cluster_folder, launch_backfill, run_statuses, start_postgres, stop_postgres
 from core.settings import DEMO_TASK, DEMO_WEIGHTS, Settings
 from resources import build_resources
 
@@ -54,10 +62,49 @@ def wide_band_task(folder: Path) -> Path:
     return path
 
 
-def measure(mode: str, root: Path, catalog: str) -> dict:
-    home = root / mode
-    task = wide_band_task(root)
-    settings = Settings(home=home, task_files=(str(task),), catalog=catalog)
+def four_cli_runs(home: Path, task: Path, catalog: str) -> Callable[[], tuple[int, list[str]]]:
+    """Four concurrent `autoannotate run` processes, one batch each; returns what waits for them (how many
+    succeeded, the sentences of those that failed)."""
+    for index in range(4):
+        write_demo_images(home / f"wave{index}", 25, seed=600 + index, prefix=f"wave{index}")
+    env = {**os.environ, "AUTOANNOTATE_HOME": str(home), "AUTOANNOTATE_TASKS": str(task),
+           **({"AUTOANNOTATE_CATALOG": catalog} if catalog else {})}
+    script = str(Path(sys.executable).parent / "autoannotate")
+    logs = [(home / f"run{i}.log").open("w") for i in range(4)]
+    runs = [subprocess.Popen([script, "run", "--inbox", str(home / f"wave{i}")], env=env,
+                             stdout=subprocess.DEVNULL, stderr=log, text=True) for i, log in enumerate(logs)]
+
+    def wait() -> tuple[int, list[str]]:
+        codes = [run.wait(timeout=1800) for run in runs]
+        return codes.count(0), [line for i, code in enumerate(codes) if code
+                                for line in (home / f"run{i}.log").read_text().splitlines()
+                                if line.startswith("autoannotate:")]
+    return wait
+
+
+def four_celery_batches(settings: Settings, url: str) -> Callable[[], tuple[int, list[str]]]:
+    """Four batches launched as one backfill through the team's webserver: the daemon runs them, their steps
+    on the Celery workers."""
+    inbox, instance = build_resources(settings)["inbox"], instance_of(settings)
+    batches = []
+    for index in range(4):
+        write_demo_images(settings.inbox_path, 25, seed=600 + index, prefix=f"wave{index}")
+        batches.append(create_batch(inbox, pending_files(inbox), instance))
+    before = len(run_statuses(url))
+    launch_backfill(url, batches)
+
+    def wait() -> tuple[int, list[str]]:
+        while True:
+            everything = run_statuses(url)  # newest first
+            statuses = [r["status"] for r in everything[:len(everything) - before]]
+            if len(statuses) == 4 and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses):
+                return statuses.count("SUCCESS"), [f"run {s}" for s in statuses if s != "SUCCESS"]
+            time.sleep(1)
+    return wait
+
+
+def measure(mode: str, settings: Settings, task: Path, url: str = "") -> dict:
+    home = settings.home
     write_demo_images(home / "first", 220, seed=500)
     run_pipeline(settings.with_run_options(home / "first"), progress=lambda _: None)
     resources = build_resources(settings)
@@ -76,15 +123,8 @@ def measure(mode: str, root: Path, catalog: str) -> dict:
     while not server.started:
         time.sleep(0.05)
 
-    for index in range(4):
-        write_demo_images(home / f"wave{index}", 25, seed=600 + index, prefix=f"wave{index}")
-    env = {**os.environ, "AUTOANNOTATE_HOME": str(home), "AUTOANNOTATE_TASKS": str(task),
-           **({"AUTOANNOTATE_CATALOG": catalog} if catalog else {})}
-    script = str(Path(sys.executable).parent / "autoannotate")
     started = time.perf_counter()
-    logs = [(home / f"run{i}.log").open("w") for i in range(4)]
-    runs = [subprocess.Popen([script, "run", "--inbox", str(home / f"wave{i}")], env=env,
-                             stdout=subprocess.DEVNULL, stderr=log, text=True) for i, log in enumerate(logs)]
+    wait = four_celery_batches(settings, url) if url else four_cli_runs(home, task, settings.catalog)
     latencies: list[float] = []
     failures: list[str] = []
 
@@ -105,9 +145,7 @@ def measure(mode: str, root: Path, catalog: str) -> dict:
         thread.start()
     for thread in reviewers:
         thread.join()
-    codes = [run.wait(timeout=1800) for run in runs]
-    errors = [line for i, code in enumerate(codes) if code
-              for line in (home / f"run{i}.log").read_text().splitlines() if line.startswith("autoannotate:")]
+    runs_ok, errors = wait()
     runs_s = time.perf_counter() - started
     server.should_exit = True
     saved = resources["store"].read(lambda s: s.scalar(
@@ -116,27 +154,49 @@ def measure(mode: str, root: Path, catalog: str) -> dict:
     return {"mode": mode, "decisions": len(latencies), "saved": saved, "failed": len(failures),
             "p50_ms": round(1000 * statistics.median(ordered)),
             "p95_ms": round(1000 * ordered[int(0.95 * (len(ordered) - 1))]), "max_ms": round(1000 * ordered[-1]),
-            "runs_ok": codes.count(0), "runs_wall_s": round(runs_s, 1), "run_errors": errors}
+            "runs_ok": runs_ok, "runs_wall_s": round(runs_s, 1), "run_errors": errors}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["embedded", "postgres", "both"], default="both")
+    parser.add_argument("--mode", choices=["embedded", "postgres", "celery", "all"], default="all")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="autoannotate-latency-"))
     root.chmod(0o755)
+    task = wide_band_task(root)
     results = []
-    postgres = root / "postgres"
+    postgres = root / "postgres-server"
+    team_home = root / "celery"
+    team_environment = {**os.environ, "AUTOANNOTATE_HOME": str(team_home), "AUTOANNOTATE_TASKS": str(task),
+                        "AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()), "AUTOANNOTATE_TEAM_WEB_PORT":
+                        str(free_port()), "AUTOANNOTATE_TEAM_REDIS_PORT": str(free_port())}
     try:
-        if args.mode in ("embedded", "both"):
-            results.append(measure("embedded", root, ""))
-        if args.mode in ("postgres", "both"):
+        if args.mode in ("embedded", "all"):
+            results.append(measure("embedded", Settings(home=root / "embedded", task_files=(str(task),)), task))
+        if args.mode in ("postgres", "all"):
             catalog = "postgres:" + start_postgres(postgres, free_port())
-            results.append(measure("postgres", root, catalog))
+            results.append(measure("postgres", Settings(home=root / "postgres", task_files=(str(task),),
+                                                        catalog=catalog), task))
+        if args.mode in ("celery", "all"):
+            subprocess.run([sys.executable, "-m", "apps.team_services", "up"], env=team_environment, check=True)
+            settings = Settings.from_env(team_environment | dict(
+                line.removeprefix("export ").replace("'", "").split("=", 1)
+                for line in (team_home / "team.env").read_text().splitlines()))
+            url = f"http://127.0.0.1:{team_environment['AUTOANNOTATE_TEAM_WEB_PORT']}"
+            while True:
+                try:
+                    run_statuses(url)
+                    break
+                except OSError:
+                    time.sleep(1)
+            results.append(measure("celery", settings, task, url))
     finally:
         stop_postgres(postgres)
+        if team_home.exists():
+            subprocess.run([sys.executable, "-m", "apps.team_services", "down"], env=team_environment, check=False)
+            shutil.rmtree(cluster_folder(Settings(home=team_home)), ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{DECISIONS} review decisions (one thread per reviewer) during 4 concurrent runs of 25 demo scenes each "
+    print(f"{DECISIONS} review decisions (one thread per reviewer) while 4 batches of 25 demo scenes each run "
           "(synthetic scenes; this machine)")
     print(f"{'mode':<10} {'saved':>6} {'failed':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'runs ok':>8} "
           f"{'runs wall s':>12}")

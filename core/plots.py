@@ -25,18 +25,34 @@ def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def confidence_histograms(routed: pd.DataFrame, task: LabelingTask) -> bytes:
-    """One panel per concept: stacked histogram by band, the lower and upper thresholds as lines, one legend."""
+def _panels(count: int) -> tuple:
+    """A figure with one panel per concept, three to a row."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rules = {rule.concept: rule for rule in task.rules()}
-    concepts = list(rules)
-    columns = min(len(concepts), 3)
-    rows = -(-len(concepts) // columns)
+    columns = min(count, 3)
+    rows = -(-count // columns)
     figure = Figure(figsize=(5.2 * columns, 3.8 * rows + 0.6))
     FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    return figure, figure.subplots(rows, columns, squeeze=False).flatten()
+
+
+def _png(figure: object, unused: list, title: str) -> bytes:
+    """The figure as PNG bytes, its unused panels hidden, under `title`."""
+    for axis in unused:
+        axis.set_visible(False)
+    figure.suptitle(title, fontsize=13)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def confidence_histograms(routed: pd.DataFrame, task: LabelingTask) -> bytes:
+    """One panel per concept: stacked histogram by band, the lower and upper thresholds as lines, one legend."""
+    rules = {rule.concept: rule for rule in task.rules()}
+    concepts = list(rules)
+    figure, axes = _panels(len(concepts))
     bins = [i / 20 for i in range(21)]
     for axis, concept in zip(axes, concepts, strict=False):
         chosen = routed[routed["concept"] == concept]
@@ -56,14 +72,8 @@ def confidence_histograms(routed: pd.DataFrame, task: LabelingTask) -> bytes:
         axis.set_ylabel("predictions", fontsize=11)
         axis.tick_params(labelsize=10)
         axis.legend(fontsize=9, loc="upper left")
-    for axis in axes[len(concepts):]:
-        axis.set_visible(False)
-    figure.suptitle(f"task {task.name}: confidence by band (accept above upper, review between, discard below)",
-                    fontsize=13)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return _png(figure, axes[len(concepts):],
+                f"task {task.name}: confidence by band (accept above upper, review between, discard below)")
 
 
 def annotated_grid(samples: list[tuple[Image.Image, pd.DataFrame]], columns: int = 3, cell: int = 400) -> bytes:
@@ -96,3 +106,30 @@ def annotated_grid(samples: list[tuple[Image.Image, pd.DataFrame]], columns: int
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def precision_recall_curves(report: dict, task: LabelingTask) -> bytes:
+    """One panel per concept: precision against recall as the confidence threshold falls, with the points of
+    the task's accepted band (upper threshold) and accepted + review band (lower threshold) marked."""
+    concepts = list(report)
+    figure, axes = _panels(len(concepts))
+    for axis, concept in zip(axes, concepts, strict=False):
+        figures = report[concept]
+        curve = figures["curve"]
+        axis.plot(curve["recall"], curve["precision"], color="#37474f", linewidth=2, label="threshold falling")
+        for band, colour, label in (("", "#1565c0", f"accepted (> {figures['upper']})"),
+                                    ("_with_review", "#f9a825", f"with review (> {figures['lower']})")):
+            if figures[f"precision{band}"] is not None:
+                axis.plot(figures[f"recall{band}"], figures[f"precision{band}"], "o", color=colour, markersize=9,
+                          label=label)
+        axis.set_title(f"{concept}: {figures['reference_boxes']} reference boxes", fontsize=13)
+        if figures["note"]:
+            axis.text(0.5, 0.5, "too few reference boxes", ha="center", va="center", fontsize=12,
+                      transform=axis.transAxes)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1.02)
+        axis.set_xlabel("recall", fontsize=11)
+        axis.set_ylabel("precision", fontsize=11)
+        axis.legend(fontsize=9, loc="lower left")
+    return _png(figure, axes[len(concepts):],
+                f"task {task.name}: precision and recall against the labels people confirmed")

@@ -42,6 +42,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_CELERY_BROKER": "celery_broker",
     "AUTOANNOTATE_CELERY_REDELIVER_S": "celery_redeliver_s",
     "AUTOANNOTATE_MAINTENANCE_CRON": "maintenance_cron",
+    "AUTOANNOTATE_QUALITY_CRON": "quality_cron",
     "AUTOANNOTATE_SNAPSHOT_DAYS": "snapshot_days",
     "AUTOANNOTATE_TEAM_POSTGRES_PORT": "team_postgres_port",
     "AUTOANNOTATE_TEAM_WEB_PORT": "team_web_port",
@@ -75,6 +76,7 @@ class Settings:
     catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
     data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
     dagster_storage: str = ""  # "" SQLite under <home>/dagster; "postgres:CONNINFO" one instance for a team
+    quality_cron: str = "45 0 * * *"  # label quality measured, after the daily versions, UTC
     maintenance_cron: str = "30 3 * * *"  # store housekeeping (a DuckLake's small files and old snapshots), UTC
     snapshot_days: int = 7  # a DuckLake keeps snapshots (time travel) this many days
     celery_broker: str = ""  # team mode: "redis://host:6379/0" sends the batch job's steps to Celery workers

@@ -74,6 +74,10 @@ class LabelingTask(Strict):
     allow_takeover: bool = False  # may a reviewer decide images in another reviewer's queue?
     priority: Literal["low", "medium", "high"] = "medium"
     annotator: str = Field(default="autoannotate", min_length=1)  # who auto-accepted annotations are by
+    # Label quality: the accepted band's precision the team wants (the quality check warns below it, at the
+    # lower bound of its 95 % interval), and how much a prediction must overlap a reference box to match it.
+    target_precision: float | None = Field(default=None, gt=0.0, lt=1.0)
+    match_iou: float = Field(default=0.5, gt=0.0, le=1.0)
     source_file: str = ""
 
     @model_validator(mode="after")

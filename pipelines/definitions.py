@@ -2,14 +2,19 @@
 
 import dagster as dg
 
-from assets import inference, ingestion, maintenance, triage, versions
+from assets import inference, ingestion, maintenance, quality, triage, versions
 from core.settings import Settings
-from pipelines.jobs import annotate_batch_job, build_dataset_versions_job, maintain_store_job
-from pipelines.schedules import catch_up_schedule, daily_versions_schedule, maintenance_schedule
+from pipelines.jobs import (
+    annotate_batch_job,
+    build_dataset_versions_job,
+    maintain_store_job,
+    measure_label_quality_job,
+)
+from pipelines.schedules import catch_up_schedule, daily_versions_schedule, maintenance_schedule, quality_schedule
 from pipelines.sensors import dataset_versions_sensor, inbox_sensor
 from resources import build_resources
 
-ASSET_MODULES = [ingestion, inference, triage, versions, maintenance]
+ASSET_MODULES = [ingestion, inference, triage, versions, quality, maintenance]
 
 
 def build_definitions(settings: Settings, show_variables: bool = False) -> dg.Definitions:
@@ -17,9 +22,9 @@ def build_definitions(settings: Settings, show_variables: bool = False) -> dg.De
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-        jobs=[annotate_batch_job, build_dataset_versions_job, maintain_store_job],
+        jobs=[annotate_batch_job, build_dataset_versions_job, maintain_store_job, measure_label_quality_job],
         sensors=[inbox_sensor, dataset_versions_sensor],
-        schedules=[catch_up_schedule, daily_versions_schedule, maintenance_schedule],
+        schedules=[catch_up_schedule, daily_versions_schedule, maintenance_schedule, quality_schedule],
         resources=build_resources(settings, show_variables),
     )
 

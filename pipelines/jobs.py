@@ -47,6 +47,13 @@ maintain_store_job = dg.define_asset_job(
     description="Housekeeping of the store (see the `store_maintenance` asset).",
 )
 
+measure_label_quality_job = dg.define_asset_job(
+    "measure_label_quality",
+    selection=dg.AssetSelection.assets("label_quality"),
+    executor_def=dg.in_process_executor,
+    description="Measure every task's label quality (the `label_quality` asset and its target check).",
+)
+
 build_dataset_versions_job = dg.define_asset_job(
     "build_dataset_versions",
     selection=dg.AssetSelection.assets("dataset_versions"),

@@ -10,7 +10,12 @@ import dagster as dg
 
 from assets.partitions import batch_partitions
 from core.settings import Settings
-from pipelines.jobs import annotate_batch_job, build_dataset_versions_job, maintain_store_job
+from pipelines.jobs import (
+    annotate_batch_job,
+    build_dataset_versions_job,
+    maintain_store_job,
+    measure_label_quality_job,
+)
 from resources.detector import Detector
 from resources.tasks import LabelingTasks, models_by_task
 
@@ -49,6 +54,12 @@ maintenance_schedule = dg.ScheduleDefinition(
     name="maintenance_schedule", job=maintain_store_job, cron_schedule=Settings.current().maintenance_cron,
     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Store housekeeping every night (AUTOANNOTATE_MAINTENANCE_CRON).")
+
+
+quality_schedule = dg.ScheduleDefinition(
+    name="quality_schedule", job=measure_label_quality_job, cron_schedule=Settings.current().quality_cron,
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Measures every task's label quality each night, after the daily versions (AUTOANNOTATE_QUALITY_CRON).")
 
 
 @dg.schedule(job=build_dataset_versions_job, cron_schedule=Settings.current().versions_cron, execution_timezone="UTC",

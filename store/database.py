@@ -34,6 +34,7 @@ from store.batches import BatchesSQL
 from store.history import AnnotationHistory, literal
 from store.inputs import InputsSQL
 from store.predictions import PredictionsSQL
+from store.quality import QualitySQL
 from store.reviews import ReviewSQL
 from store.tables import TABLES
 from store.versions import VersionsSQL
@@ -121,6 +122,7 @@ class Session:
         self.predictions = PredictionsSQL(self)
         self.history = AnnotationHistory(self)
         self.reviews = ReviewSQL(self)
+        self.quality = QualitySQL(self)
         self.versions = VersionsSQL(self)
 
     def scalar(self, sql: str, params: list | dict | None = None) -> object:
