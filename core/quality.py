@@ -39,22 +39,35 @@ def match_predictions(predictions: pd.DataFrame, references: pd.DataFrame,
     """Whether each prediction (columns input_id, concept, x1, y1, x2, y2, confidence) matches a reference box
     (input_id, concept, x1, y1, x2, y2), in the predictions' row order."""
     matched = np.zeros(len(predictions), dtype=bool)
+    for row, _ in greedy_pairs(predictions, references, iou_threshold):
+        matched[row] = True
+    return matched
+
+
+def greedy_pairs(predictions: pd.DataFrame, references: pd.DataFrame,
+                 iou_threshold: float = DEFAULT_IOU) -> list[tuple[int, int]]:
+    """COCO's one-to-one matching as (prediction position, reference position) pairs, positions counted in
+    each frame's row order."""
+    pairs: list[tuple[int, int]] = []
     if predictions.empty or references.empty:
-        return matched
-    truth = {key: group[BOX].to_numpy(float) for key, group in references.groupby(["input_id", "concept"])}
+        return pairs
+    references = references.reset_index(drop=True)
+    truth = {key: (references.loc[rows, BOX].to_numpy(float), np.asarray(rows))
+             for key, rows in references.groupby(["input_id", "concept"]).groups.items()}
     ranked = predictions.reset_index(drop=True)
     for key, group in ranked.groupby(["input_id", "concept"]):
-        boxes = truth.get(key)
-        if boxes is None:
+        if key not in truth:
             continue
+        boxes, positions = truth[key]
         taken = np.zeros(len(boxes), dtype=bool)
         group = group.sort_values("confidence", ascending=False, kind="mergesort")
         for row, box in zip(group.index, group[BOX].to_numpy(float), strict=True):
             overlap = np.where(taken, -1.0, iou_one_to_many(box, boxes))
             best = len(overlap) - 1 - int(np.argmax(overlap[::-1]))  # COCO keeps the last of equal best
             if overlap[best] >= iou_threshold:
-                taken[best] = matched[row] = True
-    return matched
+                taken[best] = True
+                pairs.append((int(row), int(positions[best])))
+    return pairs
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -2,6 +2,12 @@
 
     python scripts/train_demo_detector.py --train 1200 --val 200 --epochs 40
 
+The second bundled model (`models/demo_detector_v2.pt`, what a team's next model looks like: re-runs with it
+are matched to the first model's annotations) is a short fine-tune of the first on scenes it never saw:
+
+    python scripts/train_demo_detector.py --fine-tune models/demo_detector.pt --train 200 --val 100 \
+        --epochs 3 --imgsz 256 --out models/demo_detector_v2.pt
+
 Writes `models/demo_detector.pt` and `models/demo_detector.json` (how it was made and
 its validation mAP50 on held-out generated scenes, whose seeds never overlap the
 training seeds). No weights are downloaded: the network is built from the
@@ -23,6 +29,7 @@ from core.offline import make_ultralytics_offline
 REPO = Path(__file__).resolve().parents[1]
 ARCHITECTURE = REPO / "scripts" / "demo_detector.yaml"
 VAL_SEED_OFFSET = 10_000_000  # validation scenes never share a seed with training scenes
+FINE_TUNE_SEED_OFFSET = 20_000_000  # nor do a fine-tune's training scenes with the first training's
 
 
 def write_split(root: Path, split: str, count: int, seed_offset: int) -> None:
@@ -49,24 +56,25 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--out", type=Path, default=REPO / "models" / "demo_detector.pt")
+    parser.add_argument("--fine-tune", type=Path, help="start from these weights instead of from scratch")
     args = parser.parse_args()
 
     make_ultralytics_offline()
     from ultralytics import YOLO
 
     work = Path(tempfile.mkdtemp(prefix="demo-detector-"))
-    write_split(work, "train", args.train, seed_offset=0)
+    write_split(work, "train", args.train, seed_offset=FINE_TUNE_SEED_OFFSET if args.fine_tune else 0)
     write_split(work, "val", args.val, seed_offset=VAL_SEED_OFFSET)
     data = work / "data.yaml"
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(SHAPE_CLASSES))
     data.write_text(f"path: {work}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
 
     started = time.time()
-    model = YOLO(str(ARCHITECTURE), task="detect")
+    model = YOLO(str(args.fine_tune or ARCHITECTURE), task="detect")
     model.train(
         data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device="cpu", workers=2,
         project=str(work / "runs"), name="train", plots=False, amp=False, seed=0, deterministic=True,
-        pretrained=False, mosaic=1.0, close_mosaic=5, patience=100, verbose=False,
+        pretrained=bool(args.fine_tune), mosaic=1.0, close_mosaic=5, patience=100, verbose=False,
     )
     best = work / "runs" / "train" / "weights" / "best.pt"
     metrics = YOLO(str(best)).val(data=str(data), imgsz=args.imgsz, batch=args.batch, device="cpu", plots=False)
@@ -74,6 +82,7 @@ def main() -> None:
     shutil.copyfile(best, args.out)
     report = {
         "architecture": ARCHITECTURE.name,
+        **({"fine_tuned_from": args.fine_tune.name} if args.fine_tune else {}),
         "classes": list(SHAPE_CLASSES),
         "train_scenes": args.train,
         "val_scenes": args.val,

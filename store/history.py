@@ -14,6 +14,7 @@ import pandas as pd
 import polars as pl
 
 from core.annotations import EVENT_FIELDS, AnnotationEvent, Source, Status
+from core.quality import greedy_pairs
 from core.review_rules import NotFound
 from core.routing import routed_sql
 from core.task_config import LabelingTask
@@ -182,8 +183,10 @@ class AnnotationHistory:
         if not self.s.scalar("SELECT count(*) FROM routing_rules WHERE rules = ?", [task.rules_hash]):
             self.s.insert("routing_rules", [{"rules": task.rules_hash, "task": task.name, "first_used_at": now,
                                              "definition": json.dumps(task.routing_definition(), sort_keys=True)}])
-        self.s.conn.execute(f"CREATE OR REPLACE TEMP TABLE new_events AS {self._auto_events_sql(task, routed)}",
-                            {**params, "now": now})
+        matches = self._match_existing(task, routed, params)
+        with self.s.registered("matched_predictions", matches):
+            self.s.conn.execute(f"CREATE OR REPLACE TEMP TABLE new_events AS {self._auto_events_sql(task, routed)}",
+                                {**params, "now": now})
         appended = self._append_relation("new_events")
         bands = self.s.df(f"SELECT concept, band, count(*) AS n FROM ({routed}) GROUP BY 1, 2", params)
         total = self.s.predictions.batch_count(batch, model_id)
@@ -202,29 +205,77 @@ class AnnotationHistory:
             "unmapped_predictions": int(total - bands["n"].sum()),
         }
 
+    def _match_existing(self, task: LabelingTask, routed: str, params: dict) -> pd.DataFrame:
+        """The batch's kept predictions (accept or review band) that are objects the task already has on their
+        image: (prediction_id, annotation_id of that annotation, whether a person decided it). An annotation
+        already carrying this model's prediction keeps it; otherwise the task's other annotations of the image
+        and concept (another model's, imported, drawn, or rejected by a person) are matched one-to-one by IoU,
+        most confident prediction first (`core.quality.greedy_pairs`)."""
+        name = literal(task.name)
+        kept = f"(SELECT * FROM ({routed}) WHERE band <> 'discard')"
+        own = self.s.df(f"""
+            SELECT prediction_id, annotation_id, false AS decided FROM ({CURRENT})
+            WHERE task = {name} AND prediction_id IN (SELECT prediction_id FROM {kept})
+              AND annotation_id <> {digest32_sql(name, 'prediction_id')}""", params)
+        existing = self.s.df(f"""
+            WITH people AS (SELECT DISTINCT annotation_id FROM annotations WHERE task = {name}
+                            AND source <> '{Source.AUTO}' AND input_id IN (SELECT input_id FROM {kept}))
+            SELECT annotation_id, input_id, concept, x1, y1, x2, y2, annotation_id IN (SELECT * FROM people) AS decided
+            FROM ({CURRENT})
+            WHERE task = {name} AND input_id IN (SELECT input_id FROM {kept})
+              AND (prediction_id IS NULL OR prediction_id NOT IN (SELECT prediction_id FROM {BATCH_PREDICTIONS}))
+              AND (status IN ('{Status.SUCCESS}', '{Status.AWAITING_REVIEW}')
+                   OR (status = '{Status.REJECTED}' AND annotation_id IN (SELECT * FROM people)))
+            ORDER BY annotation_id""", params)
+        if existing.empty:
+            return own
+        new = self.s.df(f"""SELECT prediction_id, input_id, concept, x1, y1, x2, y2, confidence FROM {kept}
+                            WHERE input_id IN (SELECT unnest($inputs)) ORDER BY prediction_id""",
+                        {**params, "inputs": existing["input_id"].unique().tolist()})
+        pairs = greedy_pairs(new, existing, task.match_iou)
+        if not pairs:
+            return own
+        predictions, annotations = zip(*pairs, strict=True)
+        matched = pd.DataFrame({"prediction_id": new["prediction_id"].to_numpy()[list(predictions)],
+                                "annotation_id": existing["annotation_id"].to_numpy()[list(annotations)],
+                                "decided": existing["decided"].to_numpy(bool)[list(annotations)]})
+        return pd.concat([own, matched], ignore_index=True)
+
     @staticmethod
     def _auto_events_sql(task: LabelingTask, routed: str) -> str:
+        """Events for the batch (`matched_predictions` from `_match_existing` registered): each kept prediction
+        moves its annotation (its own, or the existing one it matched, which takes its confidence, box and
+        model) to its band; a prediction matching an annotation a person decided adds nothing (the person's
+        decision wins). The batch's auto annotations no prediction keeps any more are RETIRED when this model
+        made them (the thresholds moved), and go to review when another model made them (the new model does
+        not find them: a person should say whether they stay)."""
         name, annotator, rules = literal(task.name), literal(task.annotator), literal(task.rules_hash)
         kept = ", ".join(f"c.{f}" for f in EVENT_FIELDS
                          if f not in ("status", "source", "event_at", "annotator", "rules"))
         return f"""
             WITH desired AS (
-                SELECT {digest32_sql(name, 'prediction_id')} AS annotation_id, {name} AS task, input_id,
-                       prediction_id, model_id, batch, concept, x1, y1, x2, y2, polygon, confidence,
+                SELECT coalesce(m.annotation_id, {digest32_sql(name, 'r.prediction_id')}) AS annotation_id,
+                       {name} AS task, input_id, r.prediction_id, model_id, batch, concept, x1, y1, x2, y2, polygon,
+                       confidence,
                        CASE band WHEN 'accept' THEN '{Status.SUCCESS}' ELSE '{Status.AWAITING_REVIEW}' END AS status,
                        {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at, {rules} AS rules
-                FROM ({routed}) WHERE band <> 'discard'),
+                FROM ({routed}) r LEFT JOIN matched_predictions m USING (prediction_id)
+                WHERE band <> 'discard' AND NOT coalesce(m.decided, false)),
             current AS (SELECT * FROM ({CURRENT}) WHERE task = {name} AND batch = $batch),
             decided AS (SELECT DISTINCT annotation_id FROM annotations
                         WHERE task = {name} AND batch = $batch AND source <> '{Source.AUTO}')
-            SELECT d.* FROM desired d LEFT JOIN current c USING (annotation_id)
-            WHERE d.annotation_id NOT IN (SELECT annotation_id FROM decided) AND c.status IS DISTINCT FROM d.status
+            SELECT d.* FROM desired d LEFT JOIN ({CURRENT}) c ON c.annotation_id = d.annotation_id
+            WHERE d.annotation_id NOT IN (SELECT annotation_id FROM decided)
+              AND (c.status IS DISTINCT FROM d.status OR c.prediction_id IS DISTINCT FROM d.prediction_id)
             UNION ALL BY NAME
-            SELECT {kept}, '{Status.RETIRED}' AS status, {annotator} AS annotator, '{Source.AUTO}' AS source,
-                   $now AS event_at, {rules} AS rules
+            SELECT {kept},
+                   CASE WHEN c.model_id = $model_id THEN '{Status.RETIRED}' ELSE '{Status.AWAITING_REVIEW}' END
+                       AS status,
+                   {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at, {rules} AS rules
             FROM current c
             WHERE c.status <> '{Status.RETIRED}' AND c.annotation_id NOT IN (SELECT annotation_id FROM decided)
-              AND c.annotation_id NOT IN (SELECT annotation_id FROM desired)"""
+              AND c.annotation_id NOT IN (SELECT annotation_id FROM desired)
+              AND NOT (c.model_id <> $model_id AND c.status = '{Status.AWAITING_REVIEW}')"""
 
     def class_names(self, task: str, concepts: Iterable[str] = (), now: datetime | None = None) -> list[str]:
         """The task's concepts in class-id order, after giving each of `concepts` not yet known the next id
