@@ -106,6 +106,7 @@ def band_quality(confidence: np.ndarray, matched: np.ndarray, reference_boxes: i
     figures: dict = {"reference_boxes": reference_boxes, "predictions": len(confidence),
                      "accepted": int(accepted.sum()), "to_review": int((kept & ~accepted).sum()),
                      "share_auto_accepted": float(every_accepted.mean()) if len(every_accepted) else None,
+                     "auto_accepted": int(every_accepted.sum()),
                      "review_load": int((every_kept & ~every_accepted).sum()), "note": ""}
     true_accepted, true_kept = int((matched & accepted).sum()), int((matched & kept).sum())
     figures |= _proportion("precision", true_accepted, int(accepted.sum()), level)
