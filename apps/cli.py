@@ -165,6 +165,15 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _interval(figures: dict, name: str) -> str:
+    """`name` with its interval, as "p [low, high]"."""
+    return f"{_share(figures[name])} [{_share(figures[name + '_low'])}, {_share(figures[name + '_high'])}]"
+
+
+def _or_dash(value: object) -> object:
+    return "-" if value is None else value
+
+
 def _threshold(value: float | None) -> str:
     return "none reaches it" if value is None else f"{value:.4g}"
 
@@ -181,9 +190,7 @@ def render_quality(result: dict) -> None:
     print(f"label quality of task {result['task']} against the labels people confirmed (IoU >= {result['iou']}; "
           f"[low, high]: {result['confidence']:.0%} Wilson intervals)")
     print_table([{"concept": c, "reference boxes": f["reference_boxes"], "thresholds": f"{f['upper']} / {f['lower']}",
-                  "precision": f"{_share(f['precision'])} [{_share(f['precision_low'])}, "
-                               f"{_share(f['precision_high'])}]",
-                  "recall": f"{_share(f['recall'])} [{_share(f['recall_low'])}, {_share(f['recall_high'])}]",
+                  "precision": _interval(f, "precision"), "recall": _interval(f, "recall"),
                   "with review: precision / recall": f"{_share(f['precision_with_review'])} / "
                                                      f"{_share(f['recall_with_review'])}",
                   "auto-accepted": _share(f["share_auto_accepted"]), "review load": f["review_load"]}
@@ -193,6 +200,18 @@ def render_quality(result: dict) -> None:
     for concept, figures in result["concepts"].items():
         if figures["note"]:
             print(f"{concept}: {figures['note']}")
+    checked = {c: f["spot_checks"] for c, f in result["concepts"].items()
+               if f["spot_checks"]["accepted_checked"] or f["spot_checks"]["discarded_checked"]}
+    if checked:
+        print("\nspot checks (decided by a person), scaled to their whole band:")
+        print_table([{"concept": c, "accepted checked": f["accepted_checked"],
+                      "accepted precision": _interval(f, "accepted_precision"),
+                      "est. false accepts": _or_dash(f["estimated_false_accepts"]),
+                      "discarded checked": f["discarded_checked"], "miss rate": _interval(f, "miss_rate"),
+                      "est. missed objects": _or_dash(f["estimated_misses"])}
+                     for c, f in checked.items()],
+                    ["concept", "accepted checked", "accepted precision", "est. false accepts", "discarded checked",
+                     "miss rate", "est. missed objects"])
 
 
 def command_calibrate(args: argparse.Namespace, settings: Settings) -> None:
@@ -219,7 +238,7 @@ def render_calibration(result: dict) -> None:
                   "lower": f"{p['current_lower']:.4g} -> {_threshold(p['lower'])}",
                   "expected precision (low)": _share(p["expected_precision_low"]),
                   "auto-accepted": _share(p["share_auto_accepted"]),
-                  "review load": "-" if p["review_load"] is None else p["review_load"]}
+                  "review load": _or_dash(p["review_load"])}
                  for c, p in result["concepts"].items()],
                 ["concept", "reference boxes", "upper", "lower", "expected precision (low)", "auto-accepted",
                  "review load"])

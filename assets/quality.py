@@ -9,7 +9,7 @@ from resources.tasks import LabelingTasks
 
 FIGURES = ("reference_boxes", "precision", "precision_low", "precision_high", "recall", "recall_low", "recall_high",
            "precision_with_review", "recall_with_review", "share_auto_accepted", "auto_accepted", "review_load",
-           "note")
+           "spot_checks", "note")
 
 
 @dg.asset(

@@ -136,8 +136,10 @@ def calibrate_concept(confidence: np.ndarray, matched: np.ndarray, reference_box
                       all_confidence: np.ndarray | None = None) -> dict:
     """Thresholds for one concept from its predictions on the images with reference labels.
 
-    `upper`: the lowest threshold (among the observed confidences and 0) whose accepted band's precision has a
-    `level` Wilson lower bound of at least `target_precision`; None when no threshold reaches it. `lower`: the
+    `upper`: scanning the thresholds (the observed confidences and 0) down from the highest, the lowest of the
+    first run of thresholds whose accepted band's precision has a `level` Wilson lower bound of at least
+    `target_precision` (the scan stops at the first failure below that run, so a threshold that passes by luck
+    below one that fails is never chosen); None when no threshold reaches it. `lower`: the
     highest threshold at most `upper` whose accepted + review band keeps `target_recall` of the reference boxes
     (the lowest observed confidence when none does); the rule's own without a target recall. The share
     auto-accepted and the review load are those of `all_confidence` (every prediction of the concept; the
@@ -146,11 +148,12 @@ def calibrate_concept(confidence: np.ndarray, matched: np.ndarray, reference_box
     everything = confidence if all_confidence is None else all_confidence
     candidates = np.unique(np.r_[confidence, 0.0])
     upper, precision_low, precision = None, None, None
-    for threshold in candidates:
+    for threshold in candidates[::-1]:
         band = OPERATORS[upper_operator](confidence, threshold)
         low, _ = wilson_interval(int((band & matched).sum()), int(band.sum()), level)
         if band.any() and low >= target_precision:
             upper, precision_low, precision = float(threshold), low, float(matched[band].mean())
+        elif upper is not None:
             break
     lower, recall_reached = rule.lower, None
     if target_recall is not None and reference_boxes:
@@ -185,17 +188,40 @@ def _all_confidence(everything: pd.DataFrame, concept: str) -> np.ndarray:
     return everything.loc[everything["concept"] == concept, "confidence"].to_numpy(float)
 
 
+def spot_check_estimates(outcomes: dict[str, tuple[int, int]], accepted: int, discarded: int,
+                         level: float = 0.95) -> dict:
+    """What the spot checks say about the bands no person reviews. `outcomes` per band ("accept", "discard"):
+    (checks a person decided, how many of them the person kept). Kept accepted boxes estimate the accepted
+    band's precision; kept discarded predictions (real objects) its miss rate. Each rate is scaled to its whole
+    band (`accepted`, `discarded` predictions), which weights every checked box by the inverse of its band's
+    sampling rate."""
+    decided_accepted, confirmed = outcomes.get("accept", (0, 0))
+    decided_discarded, missed = outcomes.get("discard", (0, 0))
+    figures = {"accepted_checked": decided_accepted, "discarded_checked": decided_discarded}
+    figures |= _proportion("accepted_precision", confirmed, decided_accepted, level)
+    figures |= _proportion("miss_rate", missed, decided_discarded, level)
+    figures["estimated_false_accepts"] = (None if figures["accepted_precision"] is None
+                                          else round((1 - figures["accepted_precision"]) * accepted, 1))
+    figures["estimated_misses"] = None if figures["miss_rate"] is None else round(figures["miss_rate"] * discarded, 1)
+    return figures
+
+
 def task_quality(rules: list[ConceptRule], predictions: pd.DataFrame, references: pd.DataFrame,
-                 everything: pd.DataFrame, level: float = 0.95, iou_threshold: float = DEFAULT_IOU) -> dict:
-    """Per concept: `band_quality` under its rule, with its thresholds and precision/recall curve."""
+                 everything: pd.DataFrame, level: float = 0.95, iou_threshold: float = DEFAULT_IOU,
+                 spot_checks: dict[str, dict[str, tuple[int, int]]] | None = None) -> dict:
+    """Per concept: `band_quality` under its rule, with its thresholds and precision/recall curve, and what its
+    spot checks (per concept and band: decided, kept) estimate."""
     scored = scored_by_concept([r.concept for r in rules], predictions, references, iou_threshold)
     report = {}
     for rule in rules:
         confidence, matched, reference_boxes = scored[rule.concept]
+        every = _all_confidence(everything, rule.concept)
+        figures = band_quality(confidence, matched, reference_boxes, rule, level, every)
+        discarded = len(every) - figures["auto_accepted"] - figures["review_load"]
         report[rule.concept] = {
-            "upper": rule.upper, "lower": rule.lower,
-            **band_quality(confidence, matched, reference_boxes, rule, level,
-                           _all_confidence(everything, rule.concept)),
+            "upper": rule.upper, "lower": rule.lower, **figures,
+            "spot_checks": spot_check_estimates((spot_checks or {}).get(rule.concept, {}), figures["auto_accepted"],
+                                                discarded, level),
             "curve": precision_recall_curve(confidence, matched, reference_boxes)}
     return report
 

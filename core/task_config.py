@@ -41,6 +41,16 @@ class Thresholds(Strict):
     per_concept: dict[str, ConceptThresholds] = Field(default_factory=dict)
 
 
+class SpotCheck(Strict):
+    """Shares of each batch sent to a reviewer although the thresholds decided them: auto-accepted annotations
+    (their status stays unless the reviewer rejects or corrects them) and discarded predictions (they become
+    annotations awaiting review). Which ones is fixed by `seed`: the same batch always gives the same sample."""
+
+    accepted: float = Field(default=0.0, ge=0.0, le=1.0)
+    discarded: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 0
+
+
 class ModelChoice(Strict):
     weights: str
     imgsz: int = 0
@@ -78,6 +88,7 @@ class LabelingTask(Strict):
     # lower bound of its 95 % interval), and how much a prediction must overlap a reference box to match it.
     target_precision: float | None = Field(default=None, gt=0.0, lt=1.0)
     match_iou: float = Field(default=0.5, gt=0.0, le=1.0)
+    spot_check: SpotCheck = Field(default_factory=SpotCheck)
     source_file: str = ""
 
     @model_validator(mode="after")
@@ -102,6 +113,8 @@ class LabelingTask(Strict):
                 problems.append(f"{prefix}.lower ({rule.lower}) is above {prefix}.upper ({rule.upper})")
         if not self.reviewers and any(rule.has_review_band for rule in self.rules()):
             problems.append("reviewers: the thresholds leave a review band, so at least one reviewer is needed")
+        if not self.reviewers and (self.spot_check.accepted or self.spot_check.discarded):
+            problems.append("reviewers: spot checks go to a reviewer, so at least one reviewer is needed")
         if len(set(self.reviewers)) != len(self.reviewers):
             problems.append("reviewers: a reviewer is listed twice")
         if problems:

@@ -185,6 +185,7 @@ class AnnotationHistory:
                                              "definition": json.dumps(task.routing_definition(), sort_keys=True)}])
         matches = self._match_existing(task, routed, params)
         with self.s.registered("matched_predictions", matches):
+            self._draw_spot_checks(task, routed, params, now)
             self.s.conn.execute(f"CREATE OR REPLACE TEMP TABLE new_events AS {self._auto_events_sql(task, routed)}",
                                 {**params, "now": now})
         appended = self._append_relation("new_events")
@@ -241,6 +242,31 @@ class AnnotationHistory:
                                 "decided": existing["decided"].to_numpy(bool)[list(annotations)]})
         return pd.concat([own, matched], ignore_index=True)
 
+    def _draw_spot_checks(self, task: LabelingTask, routed: str, params: dict, now: datetime) -> int:
+        """Once per task and batch, the task's `spot_check` shares of the batch's auto-accepted annotations and
+        of its discarded predictions, exactly round(share x count) of each (halves up), the ones whose hash with
+        the task's seed sorts first: the same batch always gives the same sample (`matched_predictions`
+        registered: an accepted prediction's annotation may be an existing one)."""
+        rates, name = task.spot_check, literal(task.name)
+        if not (rates.accepted or rates.discarded) or self.s.scalar(
+                "SELECT count(*) FROM spot_checks WHERE task = $task AND batch = $batch",
+                {"task": task.name, "batch": params["batch"]}):
+            return 0
+        return self.s.insert("spot_checks", self.s.pl(f"""
+            WITH candidates AS (
+                SELECT coalesce(m.annotation_id, {digest32_sql(name, 'r.prediction_id')}) AS annotation_id,
+                       r.input_id, r.band, CASE r.band WHEN 'accept' THEN $accepted ELSE $discarded END AS rate
+                FROM ({routed}) r LEFT JOIN matched_predictions m USING (prediction_id)
+                WHERE r.band IN ('accept', 'discard') AND NOT coalesce(m.decided, false)),
+            ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY band ORDER BY sha256(concat_ws('|', $seed, annotation_id)))
+                              AS rank, count(*) OVER (PARTITION BY band) AS n
+                FROM candidates)
+            SELECT {name} AS task, annotation_id, input_id, $batch AS batch, band, rate, $now AS sampled_at
+            FROM ranked WHERE rank <= floor(rate * n + 0.5)""",
+            {**params, "accepted": rates.accepted, "discarded": rates.discarded, "seed": str(rates.seed),
+             "now": now}))
+
     @staticmethod
     def _auto_events_sql(task: LabelingTask, routed: str) -> str:
         """Events for the batch (`matched_predictions` from `_match_existing` registered): each kept prediction
@@ -248,7 +274,8 @@ class AnnotationHistory:
         model) to its band; a prediction matching an annotation a person decided adds nothing (the person's
         decision wins). The batch's auto annotations no prediction keeps any more are RETIRED when this model
         made them (the thresholds moved), and go to review when another model made them (the new model does
-        not find them: a person should say whether they stay)."""
+        not find them: a person should say whether they stay). A discarded prediction drawn as a spot check
+        becomes an annotation awaiting review."""
         name, annotator, rules = literal(task.name), literal(task.annotator), literal(task.rules_hash)
         kept = ", ".join(f"c.{f}" for f in EVENT_FIELDS
                          if f not in ("status", "source", "event_at", "annotator", "rules"))
@@ -260,7 +287,9 @@ class AnnotationHistory:
                        CASE band WHEN 'accept' THEN '{Status.SUCCESS}' ELSE '{Status.AWAITING_REVIEW}' END AS status,
                        {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at, {rules} AS rules
                 FROM ({routed}) r LEFT JOIN matched_predictions m USING (prediction_id)
-                WHERE band <> 'discard' AND NOT coalesce(m.decided, false)),
+                WHERE (band <> 'discard' OR {digest32_sql(name, 'r.prediction_id')} IN (
+                           SELECT annotation_id FROM spot_checks WHERE task = {name} AND band = 'discard'))
+                  AND NOT coalesce(m.decided, false)),
             current AS (SELECT * FROM ({CURRENT}) WHERE task = {name} AND batch = $batch),
             decided AS (SELECT DISTINCT annotation_id FROM annotations
                         WHERE task = {name} AND batch = $batch AND source <> '{Source.AUTO}')

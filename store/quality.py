@@ -53,9 +53,24 @@ class QualitySQL:
         everything = self.s.df(self._predictions_sql(task, "concept, confidence"), {"task": task.name})
         return on_reference, references, everything
 
+    def spot_check_outcomes(self, task: LabelingTask) -> dict[str, dict[str, tuple[int, int]]]:
+        """Per concept and band of the task's spot checks: (decided by a person, kept by that person: confirmed
+        when drawn from the accepted band, a missed object when drawn from the discarded one)."""
+        rows = self.s.conn.execute("""
+            SELECT s.band, a.concept, count(*) FILTER (WHERE a.source <> 'auto'),
+                   count(*) FILTER (WHERE a.source <> 'auto' AND a.status = 'SUCCESS')
+            FROM spot_checks s JOIN annotation_state a USING (task, annotation_id)
+            WHERE s.task = ? GROUP BY 1, 2""", [task.name]).fetchall()
+        outcomes: dict[str, dict[str, tuple[int, int]]] = {}
+        for band, concept, decided, kept in rows:
+            outcomes.setdefault(concept, {})[band] = (int(decided), int(kept))
+        return outcomes
+
     def report(self, task: LabelingTask, level: float = 0.95) -> dict:
-        """Per concept: `core.quality.band_quality` under the task's thresholds, with its curve."""
-        return task_quality(task.rules(), *self.evidence(task), level, task.match_iou)
+        """Per concept: `core.quality.band_quality` under the task's thresholds, with its curve, and the
+        estimates of its spot checks."""
+        return task_quality(task.rules(), *self.evidence(task), level, task.match_iou,
+                            self.spot_check_outcomes(task))
 
     def calibration(self, task: LabelingTask, target_precision: float, level: float = 0.95,
                     target_recall: float | None = None) -> dict:

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from store.database import Session
 
 
+# Auto-accepted annotations drawn as spot checks that no person has decided yet: they wait in the reviewer's
+# queue like the review band, though their status stays SUCCESS until a person rejects or corrects them.
+PENDING_SPOT_CHECKS = f"""
+    SELECT a.task, a.input_id, a.annotation_id FROM annotation_state a JOIN spot_checks s USING (task, annotation_id)
+    WHERE s.band = 'accept' AND a.status = '{Status.SUCCESS}' AND a.source = 'auto'"""
+
+
 def _none_for_nan(frame: pd.DataFrame, column: str) -> None:
     frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
 
@@ -27,8 +34,9 @@ class ReviewSQL:
     def assign_new(self, task: LabelingTask, now: datetime) -> int:
         """Give every input holding review items, and no reviewer yet, to one of the task's reviewers."""
         needing = [i for (i,) in self.s.conn.execute(
-            f"SELECT DISTINCT input_id FROM ({CURRENT}) WHERE task = ? AND status = ?",
-            [task.name, str(Status.AWAITING_REVIEW)]).fetchall()]
+            f"SELECT DISTINCT input_id FROM ({CURRENT}) WHERE task = $task AND status = $awaiting UNION "
+            f"SELECT input_id FROM ({PENDING_SPOT_CHECKS}) WHERE task = $task ORDER BY 1",
+            {"task": task.name, "awaiting": str(Status.AWAITING_REVIEW)}).fetchall()]
         existing = dict(self.s.conn.execute("SELECT input_id, reviewer FROM review_assignments WHERE task = ?",
                                             [task.name]).fetchall())
         fresh = assign_reviewers(existing, needing, task.reviewers) if task.reviewers else {}
@@ -58,7 +66,9 @@ class ReviewSQL:
             SELECT r.reviewer, count(*) AS assigned,
                    count(*) FILTER (WHERE NOT EXISTS (
                        SELECT 1 FROM ({CURRENT}) c
-                       WHERE c.task = r.task AND c.input_id = r.input_id AND c.status = ?)) AS reviewed
+                       WHERE c.task = r.task AND c.input_id = r.input_id AND c.status = ?) AND NOT EXISTS (
+                       SELECT 1 FROM ({PENDING_SPOT_CHECKS}) p WHERE p.task = r.task AND p.input_id = r.input_id))
+                       AS reviewed
             FROM review_assignments r WHERE r.task = ? GROUP BY 1 ORDER BY 1""",
             [str(Status.AWAITING_REVIEW), task]).fetchall()
         return {reviewer: {"assigned": int(assigned), "reviewed": int(reviewed), "done": int(reviewed)}
@@ -72,9 +82,11 @@ class ReviewSQL:
     def image_annotations(self, task: str, input_id: str) -> list[dict]:
         """Every live (not retired) annotation of one image, as the review page draws them."""
         rows = self.s.df(
-            f"SELECT annotation_id, concept, confidence, status, source, annotator, x1, y1, x2, y2 "
-            f"FROM ({CURRENT}) WHERE task = ? AND input_id = ? AND status <> ? ORDER BY x1, y1",
-            [task, input_id, str(Status.RETIRED)])
+            f"SELECT annotation_id, concept, confidence, status, source, annotator, x1, y1, x2, y2, "
+            f"annotation_id IN (SELECT annotation_id FROM spot_checks WHERE task = $task) AS spot_check, "
+            f"annotation_id IN (SELECT annotation_id FROM ({PENDING_SPOT_CHECKS})) AS spot_check_pending "
+            f"FROM ({CURRENT}) WHERE task = $task AND input_id = $input AND status <> $retired ORDER BY x1, y1",
+            {"task": task, "input": input_id, "retired": str(Status.RETIRED)})
         _none_for_nan(rows, "confidence")
         return rows.to_dict("records")
 
@@ -96,7 +108,8 @@ class ReviewSQL:
                 WITH current AS (SELECT * FROM ({CURRENT}) WHERE task = $task AND status <> $retired)
                 SELECT r.input_id,
                        (SELECT regexp_extract(i.uri, '[^/]*$') FROM inputs i WHERE i.input_id = r.input_id) AS file,
-                       count(c.annotation_id) FILTER (WHERE c.status = $awaiting) AS pending,
+                       count(c.annotation_id) FILTER (WHERE c.status = $awaiting OR c.annotation_id IN (
+                           SELECT annotation_id FROM ({PENDING_SPOT_CHECKS}))) AS pending,
                        count(c.annotation_id) AS boxes,
                        min(least(abs(c.confidence - q.upper), abs(c.confidence - q.lower)))
                            FILTER (WHERE c.status = $awaiting) AS doubt

@@ -251,6 +251,17 @@ REVIEW_ASSIGNMENTS = Table("review_assignments", "Which reviewer holds which inp
     timestamp("assigned_at", "When it was assigned (UTC)."),
 ), primary_key=("task", "input_id"))
 
+SPOT_CHECKS = Table("spot_checks", "Annotations sampled from a batch's accepted band, and discarded predictions, "
+                    "sent to a reviewer to estimate the precision and the misses of the unreviewed bands.", (
+    text("task", "Labeling task."),
+    digest32("annotation_id", "The sampled annotation (for a discarded prediction, the annotation made for it)."),
+    sha256("input_id", "The input."),
+    text("batch", "Batch the sample was drawn from."),
+    one_of("band", ["accept", "discard"], "The band it was drawn from."),
+    unit("rate", "The task's sampling rate for that band when it was drawn."),
+    timestamp("sampled_at", "When it was drawn (UTC)."),
+), primary_key=("task", "annotation_id"))
+
 REVIEWER_TOKENS = Table("reviewer_tokens", "Each reviewer's personal review-page token, stored only as its hash.", (
     text("reviewer", "The reviewer the token signs in as.", unique=True),
     sha256("token_sha256", "sha256 of the token (the token itself is shown once, by `review invite`).",
@@ -283,4 +294,5 @@ WRITE_TURNS = Table("write_turns", "DuckLake only: one row per keyed table, upda
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE,
-    TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, REVIEWER_TOKENS, DATASET_VERSIONS, WRITE_TURNS)}
+    TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, SPOT_CHECKS, REVIEWER_TOKENS, DATASET_VERSIONS,
+    WRITE_TURNS)}

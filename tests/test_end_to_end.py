@@ -163,7 +163,7 @@ def test_asset_graph_page_in_headless_chromium(dagster_dev: tuple[str, Path], ou
                 if page.get_by_text(asset, exact=True).filter(visible=True).count():
                     continue
                 page.get_by_text(group, exact=True).filter(visible=True).last.click()
-                page.get_by_text(asset, exact=True).filter(visible=True).first.wait_for(timeout=30_000)
+                page.get_by_text(asset, exact=True).filter(visible=True).first.wait_for(timeout=60_000)
             page.screenshot(path=str(output_dir / "asset-graph.png"))
         finally:
             browser.close()
