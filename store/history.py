@@ -209,29 +209,30 @@ class AnnotationHistory:
     def _match_existing(self, task: LabelingTask, routed: str, params: dict) -> pd.DataFrame:
         """The batch's kept predictions (accept or review band) that are objects the task already has on their
         image: (prediction_id, annotation_id of that annotation, whether a person decided it). An annotation
-        already carrying this model's prediction keeps it; otherwise the task's other annotations of the image
-        and concept (another model's, imported, drawn, or rejected by a person) are matched one-to-one by IoU,
-        most confident prediction first (`core.quality.greedy_pairs`)."""
+        already carrying this model's prediction keeps it; otherwise the task's annotations of the image and
+        concept not made from this model (another model's, imported, drawn, or rejected by a person) are matched
+        one-to-one by IoU, most confident prediction first (`core.quality.greedy_pairs`). This model's own boxes
+        that people decided are found by id (a decided annotation is never moved)."""
         name = literal(task.name)
-        kept = f"(SELECT * FROM ({routed}) WHERE band <> 'discard')"
+        # Cheap when nothing is to be matched (a new batch): both start from the batch's own rows.
         own = self.s.df(f"""
             SELECT prediction_id, annotation_id, false AS decided FROM ({CURRENT})
-            WHERE task = {name} AND prediction_id IN (SELECT prediction_id FROM {kept})
+            WHERE task = {name} AND batch = $batch AND model_id = $model_id
               AND annotation_id <> {digest32_sql(name, 'prediction_id')}""", params)
         existing = self.s.df(f"""
-            WITH people AS (SELECT DISTINCT annotation_id FROM annotations WHERE task = {name}
-                            AND source <> '{Source.AUTO}' AND input_id IN (SELECT input_id FROM {kept}))
+            WITH inputs AS (SELECT input_id FROM processed_inputs WHERE batch = $batch AND model_id = $model_id),
+            people AS (SELECT DISTINCT annotation_id FROM annotations WHERE task = {name}
+                       AND source <> '{Source.AUTO}' AND input_id IN (SELECT input_id FROM inputs))
             SELECT annotation_id, input_id, concept, x1, y1, x2, y2, annotation_id IN (SELECT * FROM people) AS decided
             FROM ({CURRENT})
-            WHERE task = {name} AND input_id IN (SELECT input_id FROM {kept})
-              AND (prediction_id IS NULL OR prediction_id NOT IN (SELECT prediction_id FROM {BATCH_PREDICTIONS}))
+            WHERE task = {name} AND input_id IN (SELECT input_id FROM inputs) AND model_id IS DISTINCT FROM $model_id
               AND (status IN ('{Status.SUCCESS}', '{Status.AWAITING_REVIEW}')
                    OR (status = '{Status.REJECTED}' AND annotation_id IN (SELECT * FROM people)))
             ORDER BY annotation_id""", params)
         if existing.empty:
             return own
-        new = self.s.df(f"""SELECT prediction_id, input_id, concept, x1, y1, x2, y2, confidence FROM {kept}
-                            WHERE input_id IN (SELECT unnest($inputs)) ORDER BY prediction_id""",
+        new = self.s.df(f"""SELECT prediction_id, input_id, concept, x1, y1, x2, y2, confidence FROM ({routed})
+                            WHERE band <> 'discard' AND input_id IN (SELECT unnest($inputs)) ORDER BY prediction_id""",
                         {**params, "inputs": existing["input_id"].unique().tolist()})
         pairs = greedy_pairs(new, existing, task.match_iou)
         if not pairs:
