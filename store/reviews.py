@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from core.annotations import Status
+from core.annotations import Source, Status
 from core.routing import assign_reviewers
 from core.task_config import LabelingTask
 from store.history import CURRENT
@@ -16,11 +16,22 @@ if TYPE_CHECKING:
     from store.database import Session
 
 
-# Auto-accepted annotations drawn as spot checks that no person has decided yet: they wait in the reviewer's
-# queue like the review band, though their status stays SUCCESS until a person rejects or corrects them.
+# An auto-accepted annotation (current state `c`) drawn as a spot check (`s`) that no person has decided yet: it
+# waits in the reviewer's queue like the review band, though its status stays SUCCESS until a person rejects
+# or corrects it.
+SPOT_CHECK_PENDING = f"(s.band = 'accept' AND c.status = '{Status.SUCCESS}' AND c.source = '{Source.AUTO}')"
 PENDING_SPOT_CHECKS = f"""
-    SELECT a.task, a.input_id, a.annotation_id FROM annotation_state a JOIN spot_checks s USING (task, annotation_id)
-    WHERE s.band = 'accept' AND a.status = '{Status.SUCCESS}' AND a.source = 'auto'"""
+    SELECT c.task, c.input_id, c.annotation_id FROM annotation_state c JOIN spot_checks s USING (task, annotation_id)
+    WHERE {SPOT_CHECK_PENDING}"""
+
+
+def current_with_spot_checks(where: str) -> str:
+    """The current annotations matching `where` (over `c`), each with `spot_check` (drawn as one) and
+    `spot_check_pending` (a spot check still waiting for a person), read from the row itself."""
+    return f"""
+        SELECT c.*, s.band IS NOT NULL AS spot_check, coalesce({SPOT_CHECK_PENDING}, false) AS spot_check_pending
+        FROM ({CURRENT}) c LEFT JOIN spot_checks s ON s.task = c.task AND s.annotation_id = c.annotation_id
+        WHERE {where}"""
 
 
 def _none_for_nan(frame: pd.DataFrame, column: str) -> None:
@@ -82,10 +93,10 @@ class ReviewSQL:
     def image_annotations(self, task: str, input_id: str) -> list[dict]:
         """Every live (not retired) annotation of one image, as the review page draws them."""
         rows = self.s.df(
-            f"SELECT annotation_id, concept, confidence, status, source, annotator, x1, y1, x2, y2, "
-            f"annotation_id IN (SELECT annotation_id FROM spot_checks WHERE task = $task) AS spot_check, "
-            f"annotation_id IN (SELECT annotation_id FROM ({PENDING_SPOT_CHECKS})) AS spot_check_pending "
-            f"FROM ({CURRENT}) WHERE task = $task AND input_id = $input AND status <> $retired ORDER BY x1, y1",
+            "SELECT annotation_id, concept, confidence, status, source, annotator, x1, y1, x2, y2, spot_check, "
+            "spot_check_pending FROM ("
+            + current_with_spot_checks("c.task = $task AND c.input_id = $input AND c.status <> $retired")
+            + ") ORDER BY x1, y1",
             {"task": task, "input": input_id, "retired": str(Status.RETIRED)})
         _none_for_nan(rows, "confidence")
         return rows.to_dict("records")
@@ -105,11 +116,10 @@ class ReviewSQL:
                   "retired": str(Status.RETIRED), **{column: values for column, values in conditions}}
         with self.s.registered("review_rules", rules):
             rows = self.s.df(f"""
-                WITH current AS (SELECT * FROM ({CURRENT}) WHERE task = $task AND status <> $retired)
+                WITH current AS ({current_with_spot_checks("c.task = $task AND c.status <> $retired")})
                 SELECT r.input_id,
                        (SELECT regexp_extract(i.uri, '[^/]*$') FROM inputs i WHERE i.input_id = r.input_id) AS file,
-                       count(c.annotation_id) FILTER (WHERE c.status = $awaiting OR c.annotation_id IN (
-                           SELECT annotation_id FROM ({PENDING_SPOT_CHECKS}))) AS pending,
+                       count(c.annotation_id) FILTER (WHERE c.status = $awaiting OR c.spot_check_pending) AS pending,
                        count(c.annotation_id) AS boxes,
                        min(least(abs(c.confidence - q.upper), abs(c.confidence - q.lower)))
                            FILTER (WHERE c.status = $awaiting) AS doubt
