@@ -30,6 +30,12 @@ def digest32_sql(*expressions: str) -> str:
     return f"substr(sha256(concat_ws('|', {', '.join(expressions)})), 1, 32)"
 
 
+def target_annotation_sql(task_literal: str) -> str:
+    """The annotation a routed prediction `r` moves (`matched_predictions` as `m`): the existing one it matched,
+    else its own."""
+    return f"coalesce(m.annotation_id, {digest32_sql(task_literal, 'r.prediction_id')})"
+
+
 def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -255,8 +261,8 @@ class AnnotationHistory:
             return 0
         return self.s.insert("spot_checks", self.s.pl(f"""
             WITH candidates AS (
-                SELECT coalesce(m.annotation_id, {digest32_sql(name, 'r.prediction_id')}) AS annotation_id,
-                       r.input_id, r.band, CASE r.band WHEN 'accept' THEN $accepted ELSE $discarded END AS rate
+                SELECT {target_annotation_sql(name)} AS annotation_id, r.input_id, r.band,
+                       CASE r.band WHEN 'accept' THEN $accepted ELSE $discarded END AS rate
                 FROM ({routed}) r LEFT JOIN matched_predictions m USING (prediction_id)
                 WHERE r.band IN ('accept', 'discard') AND NOT coalesce(m.decided, false)),
             ranked AS (
@@ -282,13 +288,12 @@ class AnnotationHistory:
                          if f not in ("status", "source", "event_at", "annotator", "rules"))
         return f"""
             WITH desired AS (
-                SELECT coalesce(m.annotation_id, {digest32_sql(name, 'r.prediction_id')}) AS annotation_id,
-                       {name} AS task, input_id, r.prediction_id, model_id, batch, concept, x1, y1, x2, y2, polygon,
-                       confidence,
+                SELECT {target_annotation_sql(name)} AS annotation_id, {name} AS task, input_id,
+                       r.prediction_id, model_id, batch, concept, x1, y1, x2, y2, polygon, confidence,
                        CASE band WHEN 'accept' THEN '{Status.SUCCESS}' ELSE '{Status.AWAITING_REVIEW}' END AS status,
                        {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at, {rules} AS rules
                 FROM ({routed}) r LEFT JOIN matched_predictions m USING (prediction_id)
-                WHERE (band <> 'discard' OR {digest32_sql(name, 'r.prediction_id')} IN (
+                WHERE (band <> 'discard' OR {target_annotation_sql(name)} IN (
                            SELECT annotation_id FROM spot_checks WHERE task = {name} AND band = 'discard'))
                   AND NOT coalesce(m.decided, false)),
             current AS (SELECT * FROM ({CURRENT}) WHERE task = {name} AND batch = $batch),
