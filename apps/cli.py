@@ -150,15 +150,13 @@ def render_status(status: dict) -> None:
 
 
 def configured_task(settings: Settings, name: str | None) -> tuple[dict, LabelingTask]:
-    """The resources and the configured task called `name` (the first one without a name)."""
-    from core.review_rules import ReviewError, task_named
+    """The resources and the configured task called `name` (the first one without a name); an unknown name is
+    `task_named`'s sentence (a ValueError, which `main` prints)."""
+    from core.review_rules import task_named
     from resources import build_resources
 
     resources = build_resources(settings)
-    try:
-        return resources, task_named(resources["tasks"].load(), name)
-    except ReviewError as error:
-        raise UserError(str(error)) from None
+    return resources, task_named(resources["tasks"].load(), name)
 
 
 def _share(value: float | None) -> str:
@@ -267,11 +265,8 @@ def render_dry_run(result: dict) -> None:
 
 def command_import(args: argparse.Namespace, settings: Settings) -> None:
     from apps.dataset_io import import_labels
-    from core.review_rules import task_named
-    from resources import build_resources
 
-    resources = build_resources(settings)
-    task = task_named(resources["tasks"].load(), args.task)
+    resources, task = configured_task(settings, args.task)
     path = Path(args.path)
     if not path.exists():
         raise UserError(f"{path} does not exist.")
