@@ -13,6 +13,7 @@ import glob
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -117,6 +118,25 @@ def team_env(settings: Settings) -> dict[str, str]:
     return {"AUTOANNOTATE_CATALOG": f"postgres:dbname={DATABASE} {server}",
             "AUTOANNOTATE_DAGSTER_STORAGE": f"postgres:dbname=dagster {server}",
             "AUTOANNOTATE_CELERY_BROKER": f"redis://127.0.0.1:{settings.team_redis_port}/0"}
+
+
+def read_team_env(home: Path) -> dict[str, str]:
+    """The variables `team_up` wrote to the home's `team.env`."""
+    return dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
+                for line in (home / "team.env").read_text().splitlines())
+
+
+def wait_for_webserver(url: str, timeout_s: float = 120.0) -> None:
+    """Return once the Dagster webserver at `url` answers; ServiceError when it has not within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/server_info", timeout=5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"The Dagster webserver at {url} did not answer within {timeout_s:g} s.") from None
+            time.sleep(1)
 
 
 def team_up(settings: Settings) -> dict[str, object]:

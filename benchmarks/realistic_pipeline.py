@@ -158,6 +158,16 @@ def build_yolov8n(target: Path, photos: list[Path]) -> Path:
     return target
 
 
+def photo_task(work: Path, weights: Path) -> Path:
+    """The benchmarks' task over the photographs: one concept, the model at 640 px, two reviewers."""
+    task = work / "task.yaml"
+    task.write_text(json.dumps({
+        "name": "photos", "concepts": ["thing"], "class_map": {"0": "thing"}, "annotator": "bench",
+        "model": {"weights": str(weights), "imgsz": 640},
+        "thresholds": {"upper": 0.9, "lower": 0.5}, "reviewers": ["r1", "r2"]}))
+    return task
+
+
 def time_to_first_prediction(cli: Path, inbox: Path, task: Path, home: Path) -> float:
     """Seconds from starting `autoannotate run` to its log line for the first image predicted."""
     started = time.perf_counter()
@@ -225,11 +235,7 @@ def main() -> None:
         stale.unlink()
     sizes = [os.path.getsize(p) for p in paths]
     weights = build_yolov8n(work / "yolov8n-random.pt", paths)
-    task = work / "task.yaml"
-    task.write_text(json.dumps({
-        "name": "photos", "concepts": ["thing"], "class_map": {"0": "thing"}, "annotator": "bench",
-        "model": {"weights": str(weights), "imgsz": 640},
-        "thresholds": {"upper": 0.9, "lower": 0.5}, "reviewers": ["r1", "r2"]}))
+    task = photo_task(work, weights)
     print(f"{len(paths)} photos ({sum(sizes) / 1e6:.0f} MB), {os.cpu_count()} cores, model YOLOv8n (random) at 640")
 
     def report(label: str, result: dict, images: int) -> float:

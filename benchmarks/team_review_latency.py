@@ -38,7 +38,15 @@ import yaml
 from apps.demo_scenes import write_demo_images
 from apps.review_server import create_app
 from apps.runner import create_batch, instance_of, pending_files, run_pipeline
-from apps.team_services import cluster_folder, launch_backfill, run_statuses, start_postgres, stop_postgres
+from apps.team_services import (
+    cluster_folder,
+    launch_backfill,
+    read_team_env,
+    run_statuses,
+    start_postgres,
+    stop_postgres,
+    wait_for_webserver,
+)
 from core.settings import DEMO_TASK, DEMO_WEIGHTS, Settings
 from resources import build_resources
 
@@ -179,16 +187,9 @@ def main() -> None:
                                                         catalog=catalog), task))
         if args.mode in ("celery", "all"):
             subprocess.run([sys.executable, "-m", "apps.team_services", "up"], env=team_environment, check=True)
-            settings = Settings.from_env(team_environment | dict(
-                line.removeprefix("export ").replace("'", "").split("=", 1)
-                for line in (team_home / "team.env").read_text().splitlines()))
+            settings = Settings.from_env(team_environment | read_team_env(team_home))
             url = f"http://127.0.0.1:{team_environment['AUTOANNOTATE_TEAM_WEB_PORT']}"
-            while True:
-                try:
-                    run_statuses(url)
-                    break
-                except OSError:
-                    time.sleep(1)
+            wait_for_webserver(url)
             results.append(measure("celery", settings, task, url))
     finally:
         stop_postgres(postgres)

@@ -16,7 +16,6 @@ step's start. Across machines each worker brings its own cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -27,8 +26,8 @@ import time
 from pathlib import Path
 
 from apps.runner import create_batch, instance_of, pending_files
-from apps.team_services import cluster_folder, launch_backfill, run_statuses
-from benchmarks.realistic_pipeline import build_yolov8n, make_photos
+from apps.team_services import cluster_folder, launch_backfill, read_team_env, run_statuses, wait_for_webserver
+from benchmarks.realistic_pipeline import build_yolov8n, make_photos, photo_task
 from core.settings import Settings
 from resources import build_resources
 
@@ -57,18 +56,8 @@ def measure(workers: int, photos: list[Path], batches: int, task: Path, work: Pa
     team("up", environment)
     try:
         url = f"http://127.0.0.1:{variables['AUTOANNOTATE_TEAM_WEB_PORT']}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                run_statuses(url)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
-        team_variables = dict(line.removeprefix("export ").replace("'", "").split("=", 1)
-                              for line in (home / "team.env").read_text().splitlines())
-        settings = Settings.from_env({**variables, **team_variables})
+        wait_for_webserver(url)
+        settings = Settings.from_env({**variables, **read_team_env(home)})
         inbox, instance = build_resources(settings)["inbox"], instance_of(settings)
         settings.inbox_path.mkdir(parents=True, exist_ok=True)
         keys = []
@@ -101,11 +90,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-team-throughput-"))
     photos = make_photos(work / "photos", args.images, seed=5)
     weights = build_yolov8n(work / "yolov8n-random.pt", photos)
-    task = work / "task.yaml"
-    task.write_text(json.dumps({
-        "name": "photos", "concepts": ["thing"], "class_map": {"0": "thing"}, "annotator": "bench",
-        "model": {"weights": str(weights), "imgsz": 640},
-        "thresholds": {"upper": 0.9, "lower": 0.5}, "reviewers": ["r1", "r2"]}))
+    task = photo_task(work, weights)
     print(f"{len(photos)} photos in {args.batches} batches, {os.cpu_count()} cores, YOLOv8n (random) at 640, "
           "DuckLake on PostgreSQL, Dagster on PostgreSQL, Celery on Redis")
     rates = {}

@@ -114,11 +114,9 @@ def test_dagster_on_postgresql_is_one_instance_for_every_machine(tmp_path: Path,
 def team_services(home: Path, **extra: str) -> Iterator[dict]:
     """`make team-up` for `home` on free ports (with `extra` variables in every service's environment); yields
     the ports, the variables of `team.env`, the webserver's URL and, after `make team-down`, its exit status."""
-    import shlex
-
     from helpers import free_port
 
-    from apps.team_services import cluster_folder
+    from apps.team_services import ServiceError, cluster_folder, read_team_env, wait_for_webserver
     from core.settings import Settings
 
     if shutil.which("redis-server") is None:
@@ -131,16 +129,11 @@ def team_services(home: Path, **extra: str) -> Iterator[dict]:
                         text=True, timeout=300)
     try:
         assert up.returncode == 0, up.stderr
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{team['url']}/server_info", timeout=5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (home / "team" / "webserver.log").read_text()[-3000:]
-                time.sleep(1)
-        team["variables"] = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
-                                 for line in (home / "team.env").read_text().splitlines())
+        try:
+            wait_for_webserver(team["url"])
+        except ServiceError as error:
+            pytest.fail(f"{error}\n{(home / 'team' / 'webserver.log').read_text()[-3000:]}")
+        team["variables"] = read_team_env(home)
         yield team
     finally:
         down = subprocess.run([sys.executable, "-m", "apps.team_services", "down"], env=environment,
