@@ -509,10 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
         review.choices[action].set_defaults(handler=command_review)
 
     importer = sub.add_parser("import", parents=[common], help="existing labels in, as human annotations")
-    importer.add_argument("--format", required=True, choices=["yolo", "coco", "voc"])
+    importer.add_argument("--format", required=True, choices=["yolo", "coco", "voc", "concepts-csv", "classify"],
+                          help="concepts-csv: `file,concept` rows; classify: a folder per concept (or Ultralytics' "
+                               "train/<concept>/ layout): image-level concepts")
     importer.add_argument("--task", help="task the labels belong to (default: the first configured task)")
     importer.add_argument("--user", required=True, help="user id the annotations are attributed to")
-    importer.add_argument("path", help="YOLO dataset folder (data.yaml), COCO JSON file, or VOC folder")
+    importer.add_argument("path", help="YOLO dataset folder (data.yaml), COCO JSON file, VOC folder, concepts CSV "
+                                       "file or concept folders")
     importer.set_defaults(handler=command_import)
 
     version = sub.add_parser("version", help="dataset versions").add_subparsers(dest="action", required=True)

@@ -6,13 +6,15 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.annotations import AnnotationEvent, Source, Status, digest32, human_annotation_id
+from core.annotations import AnnotationEvent, Kind, Source, Status, digest32, human_annotation_id
 from core.formats import (
     LabelBox,
     LabelFormatError,
     image_suffix,
     place_image,
     read_coco,
+    read_concept_csv,
+    read_concept_folders,
     read_voc,
     read_yolo,
     write_coco,
@@ -25,7 +27,8 @@ from resources.store import DuckDBStore
 from resources.versions import VersionStore
 from store import Session
 
-READERS = {"yolo": read_yolo, "coco": read_coco, "voc": read_voc}
+READERS = {"yolo": read_yolo, "coco": read_coco, "voc": read_voc, "concepts-csv": read_concept_csv,
+           "classify": read_concept_folders}
 
 
 def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, task: str, user: str,
@@ -71,11 +74,13 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
 
 def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str, now: datetime) -> AnnotationEvent:
     unit_box = Box(box.x1, box.y1, box.x2, box.y2)
+    # A concept label's id leaves out the box, which is always the whole image.
+    origin = "import" if box.kind == Kind.BOX else "import-concept"
     return AnnotationEvent(
-        annotation_id=human_annotation_id(task, input_id, box.concept, unit_box, "import"), task=task,
+        annotation_id=human_annotation_id(task, input_id, box.concept, unit_box, origin), task=task,
         input_id=input_id, prediction_id=None, model_id=None, batch=batch, concept=box.concept, x1=box.x1,
         y1=box.y1, x2=box.x2, y2=box.y2, polygon=list(box.polygon) if box.polygon else None, confidence=None,
-        status=Status.SUCCESS, annotator=user, source=Source.IMPORT, event_at=now)
+        status=Status.SUCCESS, annotator=user, source=Source.IMPORT, event_at=now, kind=Kind(box.kind))
 
 
 def missing_version_sentence(version_key: str, stored: list[str]) -> str:

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -88,6 +88,8 @@ def generate_scene(
     height: int | None = None,
     max_objects: int = 6,
     hard: bool = False,
+    min_objects: int = 1,
+    shapes: tuple[str, ...] = SHAPE_CLASSES,
 ) -> tuple[Image.Image, list[SceneObject]]:
     """Draw one scene; the same seed always gives the same pixels and boxes.
 
@@ -101,8 +103,8 @@ def generate_scene(
     draw = ImageDraw.Draw(image)
     objects: list[SceneObject] = []
     short_side = min(width, height)
-    for _ in range(rng.randint(1, max_objects)):
-        shape = rng.choice(SHAPE_CLASSES)
+    for _ in range(rng.randint(min_objects, max_objects)):
+        shape = rng.choice(shapes)
         for _attempt in range(20):
             size = rng.uniform(0.12, 0.35) * short_side
             aspect = 1.0 if shape in ("circle", "square") else rng.uniform(0.8, 1.25)
@@ -134,3 +136,33 @@ def write_demo_images(directory: Path, count: int, seed: int = 0, prefix: str = 
         image.save(path, quality=92)
         paths.append(path)
     return paths
+
+
+SCENE_CONCEPTS: tuple[str, ...] = ("blurry", "crowded", "night")
+
+
+def concept_scene(seed: int) -> tuple[Image.Image, set[str]]:
+    """A scene with image-level concepts, each drawn or not at random: `blurry` (blur and noise), `crowded` (four
+    objects or more, against one or two) and `night` (dark)."""
+    rng = random.Random(seed)
+    night, crowded, blurry = (rng.random() < 0.5 for _ in range(3))
+    low, high = (6, 9) if crowded else (1, 2)
+    image, objects = generate_scene(seed, hard=blurry, min_objects=low, max_objects=high)
+    if night:
+        image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.2, 0.4))
+    concepts = {"blurry"} if blurry else set()
+    concepts |= {"crowded"} if len(objects) >= 4 else set()
+    concepts |= {"night"} if night else set()
+    return image, concepts
+
+
+def write_concept_scenes(directory: Path, count: int, seed: int = 0) -> dict[Path, set[str]]:
+    """Write `count` concept scenes as JPEGs into `directory`; each path with its true concepts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for index in range(count):
+        image, concepts = concept_scene(seed * 1_000_003 + index)
+        path = directory / f"concepts_{seed:04d}_{index:05d}.jpg"
+        image.save(path, quality=92)
+        truth[path] = concepts
+    return truth

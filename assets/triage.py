@@ -13,7 +13,7 @@ import dagster as dg
 from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.inference import predictions
 from assets.partitions import batch_partitions
-from core.annotations import LIVE_STATUSES, Source, Status
+from core.annotations import LIVE_STATUSES, Kind, Source, Status
 from core.faults import pause_point
 from core.image_checks import load_oriented_rgb
 from core.plots import annotated_grid, confidence_histograms, markdown_image
@@ -28,9 +28,11 @@ from store import Session
 SAMPLE_IMAGES = 6
 
 
-def annotate_task(s: Session, task: LabelingTask, batch: str, model_id: str, now: datetime) -> dict:
-    """Route one task's predictions of the batch, then give new review items to reviewers."""
-    result = s.history.sync_auto(task, batch, model_id, now)
+def annotate_task(s: Session, task: LabelingTask, batch: str, model_id: str, now: datetime,
+                  kind: Kind = Kind.BOX) -> dict:
+    """Route one task's predictions of the batch (boxes, or a classifier's concept scores), then give new review
+    items to reviewers."""
+    result = s.history.sync_auto(task, batch, model_id, now, kind)
     assigned = s.reviews.assign_new(task, now)
     pause_point("annotations.write")
     return {**result, "newly_assigned": assigned}
@@ -51,7 +53,7 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
     batch = context.partition_key
     now = datetime.now(UTC).replace(tzinfo=None)
     per_task, queues, pictures, totals = {}, {}, {}, {}
-    for task in tasks.load():
+    for task in [t for t in tasks.load() if t.detects]:
         model_id = file_sha256(detector_for(task, detector).weights_path())
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now))
@@ -92,7 +94,7 @@ def task_pictures(store: DuckDBStore, images: ImageStore, task: LabelingTask, ba
     """Confidence histograms with the thresholds, and a few annotated images of the batch."""
     confidences, current = store.read(lambda s: (
         s.predictions.batch_confidences(batch, model_id),
-        s.history.current(task=task.name, batch=batch, status=LIVE_STATUSES)))
+        s.history.current(task=task.name, batch=batch, status=LIVE_STATUSES, kind=Kind.BOX)))
     routed = route_predictions(confidences, task)
     sample_ids = sorted(current["input_id"].unique())[:SAMPLE_IMAGES]
     samples = [(load_oriented_rgb(images.read(i)), current[current["input_id"] == i]) for i in sample_ids]
@@ -122,7 +124,9 @@ def upper_rule_violations(store: DuckDBStore, tasks: list[LabelingTask], batch: 
             # Events from before rules were recorded are checked against the task's current rules.
             writer = task.under_rules(definitions[rules]) if rules else task
             routed = route_predictions(written.rename(columns={"concept": "class_name"}), writer)
-            bad = routed.loc[routed["band"] != "accept", "prediction_id"].tolist()
+            # A task may have its review band write SUCCESS too (`band_status`).
+            bad = routed.loc[routed["band"].map(writer.band_statuses()) != str(Status.SUCCESS), "prediction_id"]
+            bad = bad.tolist()
             if bad:
                 violations.setdefault(task.name, []).extend(bad[:10])
     return violations

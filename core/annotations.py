@@ -18,8 +18,22 @@ from core.geometry import Box
 class Status(StrEnum):
     SUCCESS = "SUCCESS"
     AWAITING_REVIEW = "AWAITING_REVIEW"
+    PENDING = "PENDING"  # written, but neither in a dataset nor in a reviewer's queue (a task's band_status)
     REJECTED = "REJECTED"
     RETIRED = "RETIRED"  # replaced by a correction, or no longer found by the model
+
+
+class Kind(StrEnum):
+    """What an annotation marks: an object (a box, maybe a polygon) or a concept of the whole image."""
+
+    BOX = "box"
+    CONCEPT = "concept"
+
+
+# An image-level concept is stored with the whole image as its box, so that one history, one state table and one
+# review flow serve both kinds; `kind` tells them apart (events written before kinds existed have NULL: boxes).
+WHOLE_IMAGE = Box(0.0, 0.0, 1.0, 1.0)
+KIND_SQL = "coalesce(kind, 'box')"
 
 
 class Source(StrEnum):
@@ -28,7 +42,7 @@ class Source(StrEnum):
     IMPORT = "import"
 
 
-# The status each routing band writes; the discard band writes nothing.
+# The status each routing band writes unless a task's `band_status` says otherwise; the discard band writes nothing.
 BAND_STATUS = {"accept": Status.SUCCESS, "review": Status.AWAITING_REVIEW}
 LIVE_STATUSES = (Status.SUCCESS, Status.AWAITING_REVIEW)
 
@@ -78,6 +92,7 @@ class AnnotationEvent:
     source: Source
     event_at: datetime
     rules: str | None = None  # the routing rules that wrote an auto event; None for people's events
+    kind: Kind = Kind.BOX
 
     @property
     def box(self) -> Box:
@@ -85,7 +100,7 @@ class AnnotationEvent:
 
     def as_row(self) -> dict:
         row = asdict(self)
-        row["status"], row["source"] = str(self.status), str(self.source)
+        row["status"], row["source"], row["kind"] = str(self.status), str(self.source), str(self.kind)
         return row
 
 

@@ -40,6 +40,12 @@ class LabelBox:
     y2: float
     polygon: tuple[float, ...] | None = None
     clipped_at: str | None = None  # "file:line" when the label's box reached outside the image and was clipped
+    kind: str = "box"  # "concept": a concept of the whole image (its box is the whole image)
+
+
+def concept_label(image: Path, concept: str) -> LabelBox:
+    """An image-level concept label: the whole image."""
+    return LabelBox(image, concept, 0.0, 0.0, 1.0, 1.0, kind="concept")
 
 
 def _fail(path: Path, line: int | None, message: str) -> LabelFormatError:
@@ -347,3 +353,42 @@ def _voc_image(root: Path, xml_file: Path, file_name: str) -> Path:
     folders = [root / name for name in VOC_IMAGE_FOLDERS] + [xml_file.parent, root]
     candidates = list(dict.fromkeys(_inside(root, folder / file_name, xml_file, None) for folder in folders))
     return _existing(candidates, xml_file, None, f"image {file_name!r}")
+
+
+# ---------------------------------------------------------------- image-level concepts
+
+CLASSIFY_SPLITS = ("train", "val", "test")
+
+
+def read_concept_csv(path: Path) -> list[LabelBox]:
+    """`file,concept` rows (a header row `file,concept` is allowed; one row per concept of an image); files are
+    relative to the CSV's folder."""
+    import csv
+
+    labels = []
+    with path.open(newline="") as handle:
+        for line, row in enumerate(csv.reader(handle), 1):
+            if not row or (line == 1 and [c.strip().lower() for c in row] == ["file", "concept"]):
+                continue
+            if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                raise _fail(path, line, f"expected two fields `file,concept`, got {','.join(row)!r}")
+            image = _inside(path.parent, path.parent / row[0].strip(), path, line)
+            labels.append(concept_label(_existing([image], path, line, f"image {row[0].strip()!r}"), row[1].strip()))
+    if not labels:
+        raise _fail(path, None, "holds no `file,concept` rows")
+    return labels
+
+
+def read_concept_folders(root: Path) -> list[LabelBox]:
+    """A folder per concept holding its images (`root/<concept>/*.jpg`), or Ultralytics' classification layout
+    with split folders (`root/train/<concept>/...`, `root/val/<concept>/...`)."""
+    splits = [root / s for s in CLASSIFY_SPLITS if (root / s).is_dir()]
+    labels = []
+    for parent in splits or [root]:
+        for folder in sorted(p for p in parent.iterdir() if p.is_dir()):
+            labels += [concept_label(image, folder.name) for image in sorted(folder.iterdir())
+                       if image.suffix.lower() in SUPPORTED_SUFFIXES]
+    if not labels:
+        raise _fail(root, None, "holds no images in concept folders (expected <concept>/<image>, or "
+                                "train/<concept>/<image> as Ultralytics' classification datasets have it)")
+    return labels

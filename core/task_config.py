@@ -56,6 +56,41 @@ class ModelChoice(Strict):
     imgsz: int = 0
 
 
+class ClassifierChoice(Strict):
+    """Where a task's image-level concept scores come from: an Ultralytics classification model (`weights`: its
+    `top_k` classes per image, mapped by `class_map`), or a context-based classifier that autoannotate trains on
+    the images people labelled, over embeddings from `backbone` (any Ultralytics weights). `concepts`: the
+    task's concepts that are image-level (all of them when left out)."""
+
+    weights: str | None = None
+    backbone: str | None = None
+    concepts: list[str] = Field(default_factory=list)
+    top_k: int = Field(default=5, ge=1)
+    imgsz: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClassifierChoice:
+        if (self.weights is None) == (self.backbone is None):
+            raise ValueError("name either `weights` (an Ultralytics -cls model) or `backbone` (weights whose "
+                             "embeddings a context-based classifier learns from), not both or neither")
+        return self
+
+    @property
+    def kind(self) -> Literal["classify", "context"]:
+        return "classify" if self.weights is not None else "context"
+
+
+WritableStatus = Literal["SUCCESS", "PENDING", "AWAITING_REVIEW"]
+
+
+class BandStatus(Strict):
+    """The status each band writes (as Clarifai's annotation writers choose): AWAITING_REVIEW puts the image in a
+    reviewer's queue; PENDING keeps the annotation out of datasets and queues until someone decides it."""
+
+    accept: WritableStatus = "SUCCESS"
+    review: WritableStatus = "AWAITING_REVIEW"
+
+
 class ConceptRule(Strict):
     """The thresholds one concept is routed by, overrides applied."""
 
@@ -77,6 +112,7 @@ class LabelingTask(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     model: ModelChoice | None = None
+    classifier: ClassifierChoice | None = None
     concepts: list[str] = Field(min_length=1)
     class_map: dict[str, str] = Field(default_factory=dict)
     thresholds: Thresholds
@@ -89,6 +125,7 @@ class LabelingTask(Strict):
     target_precision: float | None = Field(default=None, gt=0.0, lt=1.0)
     match_iou: float = Field(default=0.5, gt=0.0, le=1.0)
     spot_check: SpotCheck = Field(default_factory=SpotCheck)
+    band_status: BandStatus = Field(default_factory=BandStatus)
     source_file: str = ""
 
     @model_validator(mode="after")
@@ -111,7 +148,14 @@ class LabelingTask(Strict):
                 else "thresholds"
             if rule.lower > rule.upper:
                 problems.append(f"{prefix}.lower ({rule.lower}) is above {prefix}.upper ({rule.upper})")
-        if not self.reviewers and any(rule.has_review_band for rule in self.rules()):
+        if self.classifier is not None:
+            for concept in self.classifier.concepts:
+                if concept not in concepts:
+                    problems.append(f"classifier.concepts: unknown concept {concept!r} (concepts: "
+                                    f"{', '.join(self.concepts)})")
+        review_writes_queue = self.band_status.review == "AWAITING_REVIEW"
+        if not self.reviewers and ((review_writes_queue and any(rule.has_review_band for rule in self.rules()))
+                                   or self.band_status.accept == "AWAITING_REVIEW"):
             problems.append("reviewers: the thresholds leave a review band, so at least one reviewer is needed")
         if not self.reviewers and (self.spot_check.accepted or self.spot_check.discarded):
             problems.append("reviewers: spot checks go to a reviewer, so at least one reviewer is needed")
@@ -141,10 +185,26 @@ class LabelingTask(Strict):
             ))
         return rules
 
+    @property
+    def detects(self) -> bool:
+        """Does the task annotate objects? A task with a classifier and no `model` annotates whole images only."""
+        return self.model is not None or self.classifier is None
+
+    @property
+    def image_concepts(self) -> list[str]:
+        """The concepts its classifier scores on whole images (none without a classifier)."""
+        if self.classifier is None:
+            return []
+        return list(self.classifier.concepts or self.concepts)
+
     def routing_definition(self) -> dict:
-        """What decides a prediction's band: concepts, class mapping and thresholds (not reviewers or names)."""
-        return {"concepts": self.concepts, "class_map": dict(sorted(self.class_map.items())),
-                "thresholds": self.thresholds.model_dump(mode="json")}
+        """What decides a prediction's band and what it writes: concepts, class mapping, thresholds and (when not
+        the default) the band statuses; not reviewers or names."""
+        definition = {"concepts": self.concepts, "class_map": dict(sorted(self.class_map.items())),
+                      "thresholds": self.thresholds.model_dump(mode="json")}
+        if self.band_status != BandStatus():
+            definition["band_status"] = self.band_status.model_dump()
+        return definition
 
     @property
     def rules_hash(self) -> str:
@@ -155,13 +215,26 @@ class LabelingTask(Strict):
     def under_rules(self, definition: dict) -> LabelingTask:
         """This task as it routed under an earlier `routing_definition` (for checking what those rules wrote)."""
         return self.model_copy(update={"concepts": definition["concepts"], "class_map": definition["class_map"],
-                                       "thresholds": Thresholds(**definition["thresholds"])})
+                                       "thresholds": Thresholds(**definition["thresholds"]),
+                                       "band_status": BandStatus(**definition.get("band_status", {}))})
+
+    def band_statuses(self) -> dict[str, str]:
+        """Band -> the status it writes (the discard band writes nothing)."""
+        return {"accept": self.band_status.accept, "review": self.band_status.review}
+
+    def resolve(self, path: str) -> Path:
+        """A path of the task file, relative to the file."""
+        resolved = Path(path).expanduser()
+        return resolved if resolved.is_absolute() else (Path(self.source_file).parent / resolved).resolve()
 
     def weights_path(self) -> Path | None:
-        if self.model is None:
+        return None if self.model is None else self.resolve(self.model.weights)
+
+    def classifier_path(self) -> Path | None:
+        """The classification weights, or the context-based classifier's backbone."""
+        if self.classifier is None:
             return None
-        path = Path(self.model.weights).expanduser()
-        return path if path.is_absolute() else (Path(self.source_file).parent / path).resolve()
+        return self.resolve(self.classifier.weights or self.classifier.backbone or "")
 
 
 def check_class_map(task: LabelingTask, class_names: list[str], model_name: str) -> None:

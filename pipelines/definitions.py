@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets import inference, ingestion, maintenance, quality, triage, versions
+from assets import concepts, inference, ingestion, maintenance, quality, triage, versions
 from core.settings import Settings
 from pipelines.jobs import (
     annotate_batch_job,
@@ -14,7 +14,7 @@ from pipelines.schedules import catch_up_schedule, daily_versions_schedule, main
 from pipelines.sensors import dataset_versions_sensor, inbox_sensor
 from resources import build_resources
 
-ASSET_MODULES = [ingestion, inference, triage, versions, quality, maintenance]
+ASSET_MODULES = [ingestion, inference, triage, concepts, versions, quality, maintenance]
 
 
 def build_definitions(settings: Settings, show_variables: bool = False) -> dg.Definitions:

@@ -34,10 +34,11 @@ def batch_executor(settings: Settings) -> dg.ExecutorDefinition:
 
 annotate_batch_job = dg.define_asset_job(
     "annotate_batch",
-    selection=dg.AssetSelection.groups("ingestion", "inference", "triage"),
+    selection=dg.AssetSelection.groups("ingestion", "inference", "triage", "concepts"),
     partitions_def=batch_partitions,
     executor_def=batch_executor(Settings.current()),
-    description="Ingest one inbox batch, detect objects and route every prediction to a band.",
+    description="Ingest one inbox batch, detect objects, score image-level concepts and route every prediction "
+                "to a band.",
 )
 
 maintain_store_job = dg.define_asset_job(

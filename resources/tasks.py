@@ -39,16 +39,18 @@ def detector_for(task: LabelingTask, default: Detector) -> Detector:
 
 
 def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector]:
-    """One detector per distinct weights file among the tasks (the default when there are none)."""
+    """One detector per distinct weights file among the tasks that annotate objects (the default when no task is
+    configured; none when every task annotates whole images only)."""
     unique: dict[tuple, Detector] = {}
-    for detector in [detector_for(task, default) for task in tasks] or [default]:
+    chosen = [detector_for(task, default) for task in tasks if task.detects] if tasks else [default]
+    for detector in chosen:
         unique.setdefault((str(Path(detector.weights).resolve()), detector.imgsz), detector)
     return list(unique.values())
 
 
 def models_by_task(tasks: list[LabelingTask], default: Detector) -> dict[str, str]:
-    """Task name -> the model id (weights hash) it predicts with."""
-    paths = {task.name: detector_for(task, default).weights_path() for task in tasks}
+    """Task name -> the model id (weights hash) it detects with, for the tasks that annotate objects."""
+    paths = {task.name: detector_for(task, default).weights_path() for task in tasks if task.detects}
     hashes = {path: file_sha256(path) for path in set(paths.values())}
     return {name: hashes[path] for name, path in paths.items()}
 
@@ -56,6 +58,6 @@ def models_by_task(tasks: list[LabelingTask], default: Detector) -> dict[str, st
 def check_class_maps(tasks: list[LabelingTask], default: Detector, models: list[tuple[Detector, LoadedModel]]) -> None:
     """Each task's class_map against the classes of the model it predicts with."""
     by_weights = {str(chosen.weights_path()): model for chosen, model in models}
-    for task in tasks:
+    for task in [t for t in tasks if t.detects]:
         model = by_weights[str(detector_for(task, default).weights_path())]
         check_class_map(task, model.class_names, model.name)

@@ -31,6 +31,7 @@ import pandera.polars as pa
 import polars as pl
 
 from store.batches import BatchesSQL
+from store.concepts import ConceptsSQL
 from store.history import AnnotationHistory, literal
 from store.inputs import InputsSQL
 from store.predictions import PredictionsSQL
@@ -122,6 +123,7 @@ class Session:
         self.predictions = PredictionsSQL(self)
         self.history = AnnotationHistory(self)
         self.reviews = ReviewSQL(self)
+        self.concepts = ConceptsSQL(self)
         self.quality = QualitySQL(self)
         self.versions = VersionsSQL(self)
 

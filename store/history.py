@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import polars as pl
 
-from core.annotations import EVENT_FIELDS, AnnotationEvent, Source, Status
+from core.annotations import EVENT_FIELDS, KIND_SQL, AnnotationEvent, Kind, Source, Status
 from core.quality import greedy_pairs
 from core.review_rules import NotFound
 from core.routing import routed_sql
@@ -58,6 +58,7 @@ def _filters(**values: object) -> tuple[str, dict]:
 def event_from_row(row: dict) -> AnnotationEvent:
     values = {f: row[f] for f in EVENT_FIELDS}
     values["status"], values["source"] = Status(values["status"]), Source(values["source"])
+    values["kind"] = Kind(values["kind"]) if isinstance(values["kind"], str) else Kind.BOX
     for name in ("prediction_id", "model_id", "batch", "confidence", "rules"):
         if values[name] is not None and pd.isna(values[name]):
             values[name] = None
@@ -75,10 +76,13 @@ class AnnotationHistory:
 
     def current(self, *, task: str | None = None, input_id: str | None = None, batch: str | None = None,
                 status: Iterable[str] | None = None, source: str | None = None,
-                min_confidence: float | None = None) -> pd.DataFrame:
+                min_confidence: float | None = None, kind: Kind | None = None) -> pd.DataFrame:
         """Current state of the annotations matching every given filter (statuses: any of them)."""
         where, params = _filters(task=task, input_id=input_id, batch=batch, source=source,
                                  status=list(status) if status is not None else None)
+        if kind is not None:
+            where += f" AND {KIND_SQL} = $kind"
+            params["kind"] = str(kind)
         if min_confidence is not None:
             where += " AND confidence >= $min_confidence"
             params["min_confidence"] = min_confidence
@@ -150,9 +154,11 @@ class AnnotationHistory:
             events = pd.DataFrame([e.as_row() for e in events], columns=EVENT_FIELDS)
         if len(events) == 0:
             return 0
-        if "rules" not in events.columns:  # people's and imported events carry no routing rules
-            events = (events.with_columns(pl.lit(None, dtype=pl.Utf8).alias("rules"))
-                      if isinstance(events, pl.DataFrame) else events.assign(rules=None))
+        # People's and imported events carry no routing rules; frames without a kind hold boxes.
+        for column, value in (("rules", None), ("kind", str(Kind.BOX))):
+            if column not in events.columns:
+                events = (events.with_columns(pl.lit(value, dtype=pl.Utf8).alias(column))
+                          if isinstance(events, pl.DataFrame) else events.assign(**{column: value}))
         with self.s.registered("appended_events", events):
             return self._append_relation("appended_events")
 
@@ -175,10 +181,10 @@ class AnnotationHistory:
         self.s.conn.execute(f"DELETE FROM annotation_state WHERE {where}")
         self.s.conn.execute(f"INSERT INTO annotation_state BY NAME {latest_events_sql(where)}")
 
-    def sync_auto(self, task: LabelingTask, batch: str, model_id: str, now: datetime) -> dict:
+    def sync_auto(self, task: LabelingTask, batch: str, model_id: str, now: datetime, kind: Kind = Kind.BOX) -> dict:
         """Route the batch's predictions of `model_id` by the task's thresholds and append the events that
-        move the task's auto annotations there: a changed status, or RETIRED for an annotation no longer
-        above the lower band. Annotations with any human event are left alone. Records the task's
+        move the task's auto annotations of `kind` there: a changed status, or RETIRED for an annotation no longer
+        above the lower band. Annotations with any human event are left alone. Records the task's object
         progress (task_inputs) for the batch and returns the band counts per concept."""
         params = {"batch": batch, "model_id": model_id}
         self.class_names(task.name, task.concepts, now)
@@ -189,21 +195,16 @@ class AnnotationHistory:
         if not self.s.scalar("SELECT count(*) FROM routing_rules WHERE rules = ?", [task.rules_hash]):
             self.s.insert("routing_rules", [{"rules": task.rules_hash, "task": task.name, "first_used_at": now,
                                              "definition": json.dumps(task.routing_definition(), sort_keys=True)}])
-        matches = self._match_existing(task, routed, params)
+        matches = self._match_existing(task, routed, params, kind)
         with self.s.registered("matched_predictions", matches):
             self._draw_spot_checks(task, routed, params, now)
             self.s.conn.execute(f"CREATE OR REPLACE TEMP TABLE new_events AS {self._auto_events_sql(task, routed)}",
-                                {**params, "now": now})
+                                {**params, "now": now, "kind": str(kind)})
         appended = self._append_relation("new_events")
         bands = self.s.df(f"SELECT concept, band, count(*) AS n FROM ({routed}) GROUP BY 1, 2", params)
         total = self.s.predictions.batch_count(batch, model_id)
-        self.s.conn.execute("DELETE FROM task_inputs WHERE task = ? AND batch = ?", [task.name, batch])
-        self.s.insert("task_inputs", self.s.pl(f"""
-            SELECT {literal(task.name)} AS task, p.input_id, p.batch, p.model_id,
-                   CAST(count(r.band) FILTER (WHERE r.band <> 'discard') AS INTEGER) AS annotation_count,
-                   $now AS processed_at, {literal(task.rules_hash)} AS rules
-            FROM processed_inputs p LEFT JOIN ({routed}) r USING (input_id)
-            WHERE p.batch = $batch AND p.model_id = $model_id GROUP BY ALL""", {**params, "now": now}))
+        if kind == Kind.BOX:
+            self._record_progress(task, routed, params, now)
         return {
             "appended_events": appended,
             "bands": {concept: {band: int(bands[(bands.concept == concept) & (bands.band == band)]["n"].sum())
@@ -212,7 +213,18 @@ class AnnotationHistory:
             "unmapped_predictions": int(total - bands["n"].sum()),
         }
 
-    def _match_existing(self, task: LabelingTask, routed: str, params: dict) -> pd.DataFrame:
+    def _record_progress(self, task: LabelingTask, routed: str, params: dict, now: datetime) -> None:
+        """The batch's inputs the task has routed for objects, with how many annotations each got."""
+        batch = params["batch"]
+        self.s.conn.execute("DELETE FROM task_inputs WHERE task = ? AND batch = ?", [task.name, batch])
+        self.s.insert("task_inputs", self.s.pl(f"""
+            SELECT {literal(task.name)} AS task, p.input_id, p.batch, p.model_id,
+                   CAST(count(r.band) FILTER (WHERE r.band <> 'discard') AS INTEGER) AS annotation_count,
+                   $now AS processed_at, {literal(task.rules_hash)} AS rules
+            FROM processed_inputs p LEFT JOIN ({routed}) r USING (input_id)
+            WHERE p.batch = $batch AND p.model_id = $model_id GROUP BY ALL""", {**params, "now": now}))
+
+    def _match_existing(self, task: LabelingTask, routed: str, params: dict, kind: Kind) -> pd.DataFrame:
         """The batch's kept predictions (accept or review band) that are objects the task already has on their
         image: (prediction_id, annotation_id of that annotation, whether a person decided it). An annotation
         already carrying this model's prediction keeps it; otherwise the task's annotations of the image and
@@ -223,8 +235,8 @@ class AnnotationHistory:
         # Cheap when nothing is to be matched (a new batch): both start from the batch's own rows.
         own = self.s.df(f"""
             SELECT prediction_id, annotation_id, false AS decided FROM ({CURRENT})
-            WHERE task = {name} AND batch = $batch AND model_id = $model_id
-              AND annotation_id <> {digest32_sql(name, 'prediction_id')}""", params)
+            WHERE task = {name} AND batch = $batch AND model_id = $model_id AND {KIND_SQL} = $kind
+              AND annotation_id <> {digest32_sql(name, 'prediction_id')}""", {**params, "kind": str(kind)})
         existing = self.s.df(f"""
             WITH inputs AS (SELECT input_id FROM processed_inputs WHERE batch = $batch AND model_id = $model_id),
             people AS (SELECT DISTINCT annotation_id FROM annotations WHERE task = {name}
@@ -232,9 +244,9 @@ class AnnotationHistory:
             SELECT annotation_id, input_id, concept, x1, y1, x2, y2, annotation_id IN (SELECT * FROM people) AS decided
             FROM ({CURRENT})
             WHERE task = {name} AND input_id IN (SELECT input_id FROM inputs) AND model_id IS DISTINCT FROM $model_id
-              AND (status IN ('{Status.SUCCESS}', '{Status.AWAITING_REVIEW}')
+              AND {KIND_SQL} = $kind AND (status IN ('{Status.SUCCESS}', '{Status.AWAITING_REVIEW}')
                    OR (status = '{Status.REJECTED}' AND annotation_id IN (SELECT * FROM people)))
-            ORDER BY annotation_id""", params)
+            ORDER BY annotation_id""", {**params, "kind": str(kind)})
         if existing.empty:
             return own
         new = self.s.df(f"""SELECT prediction_id, input_id, concept, x1, y1, x2, y2, confidence FROM ({routed})
@@ -290,13 +302,16 @@ class AnnotationHistory:
             WITH desired AS (
                 SELECT {target_annotation_sql(name)} AS annotation_id, {name} AS task, input_id,
                        r.prediction_id, model_id, batch, concept, x1, y1, x2, y2, polygon, confidence,
-                       CASE band WHEN 'accept' THEN '{Status.SUCCESS}' ELSE '{Status.AWAITING_REVIEW}' END AS status,
-                       {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at, {rules} AS rules
+                       CASE band WHEN 'accept' THEN {literal(task.band_status.accept)}
+                                 WHEN 'review' THEN {literal(task.band_status.review)}
+                                 ELSE '{Status.AWAITING_REVIEW}' END AS status,
+                       {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at, {rules} AS rules,
+                       $kind AS kind
                 FROM ({routed}) r LEFT JOIN matched_predictions m USING (prediction_id)
                 WHERE (band <> 'discard' OR {target_annotation_sql(name)} IN (
                            SELECT annotation_id FROM spot_checks WHERE task = {name} AND band = 'discard'))
                   AND NOT coalesce(m.decided, false)),
-            current AS (SELECT * FROM ({CURRENT}) WHERE task = {name} AND batch = $batch),
+            current AS (SELECT * FROM ({CURRENT}) WHERE task = {name} AND batch = $batch AND {KIND_SQL} = $kind),
             decided AS (SELECT DISTINCT annotation_id FROM annotations
                         WHERE task = {name} AND batch = $batch AND source <> '{Source.AUTO}')
             SELECT d.* FROM desired d LEFT JOIN ({CURRENT}) c ON c.annotation_id = d.annotation_id

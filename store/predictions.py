@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -33,11 +34,12 @@ class PredictionsSQL:
         self.s = session
 
     def register_model(self, model_id: str, name: str, path: str, task_type: str, class_names: list[str],
-                       now: datetime) -> None:
+                       now: datetime, details: dict | None = None) -> None:
         if self.s.scalar("SELECT count(*) FROM models WHERE model_id = ?", [model_id]):
             return
         self.s.insert("models", [{"model_id": model_id, "name": name, "path": path, "task_type": task_type,
-                                  "class_names": class_names, "registered_at": now}])
+                                  "class_names": class_names, "registered_at": now,
+                                  "details": json.dumps(details, sort_keys=True) if details else None}])
 
     def replace_batch(self, batch: str, model_id: str, predictions: pd.DataFrame, processed: pd.DataFrame) -> None:
         """Swap this batch's rows of this model for the new ones, in the session's transaction."""

@@ -15,7 +15,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from core.annotations import Source, Status
+from core.annotations import Kind, Source, Status
 from core.image_checks import REJECTION_CODES, SUPPORTED_FORMATS
 
 SHA256 = r"^[0-9a-f]{64}$"
@@ -154,12 +154,24 @@ MODELS = Table("models", "Every set of detector weights that produced prediction
     sha256("model_id", "sha256 of the weights file.", unique=True),
     text("name", "File name of the weights."),
     text("path", "Where the weights were read from."),
-    one_of("task_type", ["detect", "segment"], "Ultralytics task of the weights."),
+    one_of("task_type", ["detect", "segment", "classify", "context"], "Ultralytics task of the weights, or "
+           "`context` for a context-based concept classifier that autoannotate trained."),
     Column("class_names", "VARCHAR[]", "The model's class names, by class id."),
     timestamp("registered_at", "When the model was first used (UTC)."),
+    Column("details", "VARCHAR", "For a trained concept classifier: its task, backbone and the labels it learned "
+           "from (JSON).", nullable=True, added_later=True),
 ), primary_key=("model_id",))
 
-PREDICTIONS = Table("predictions", "Every detection of every model on every input, above the confidence floor.", (
+EMBEDDINGS = Table("embeddings", "Each input's embedding by each backbone, computed once: a concept classifier "
+                   "retrains on them without running the backbone again.", (
+    sha256("input_id", "The input."),
+    sha256("model_id", "The backbone (weights hash)."),
+    Column("vector", "DOUBLE[]", "Mean- and max-pooled feature maps of the backbone's kept layers."),
+    timestamp("embedded_at", "When it was computed (UTC)."),
+), primary_key=("input_id", "model_id"))
+
+PREDICTIONS = Table("predictions", "Every detection of every model on every input, above the confidence floor; a "
+                    "classifier's concept scores are predictions whose box is the whole image.", (
     digest32("prediction_id", "Derived from model, input, class and box: stable across re-runs.", unique=True),
     text("batch", "Batch the input was predicted in."),
     sha256("input_id", "The input."),
@@ -192,13 +204,15 @@ ANNOTATIONS = Table("annotations", "The annotation history: one status event of 
     text("concept", "The task's concept."),
     *GEOMETRY,
     unit("confidence", "The model's confidence (none for human boxes).", nullable=True),
-    one_of("status", list(Status), "SUCCESS, AWAITING_REVIEW, REJECTED or RETIRED."),
+    one_of("status", list(Status), "SUCCESS, AWAITING_REVIEW, PENDING, REJECTED or RETIRED."),
     text("annotator", "Who wrote the event: the task's annotator id, a reviewer or an importing user."),
     one_of("source", list(Source), "auto, review or import."),
     timestamp("event_at", "When the event happened (UTC)."),
     Column("rules", "VARCHAR", "The routing rules that wrote an auto event (see `routing_rules`); empty for "
            "people's events and for auto events written before rules were recorded.", nullable=True,
            added_later=True),
+    one_of("kind", list(Kind), "box (an object) or concept (the whole image; its box is the whole image); empty "
+           "for events written before kinds existed, which are boxes.", nullable=True, added_later=True),
 ), primary_key=("event_id",), checks=GEOMETRY_CHECKS, takes_turns=False)
 
 
@@ -293,6 +307,6 @@ WRITE_TURNS = Table("write_turns", "DuckLake only: one row per keyed table, upda
 ), primary_key=("table_name",))
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE,
-    TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, SPOT_CHECKS, REVIEWER_TOKENS, DATASET_VERSIONS,
-    WRITE_TURNS)}
+    INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, EMBEDDINGS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS,
+    ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, SPOT_CHECKS, REVIEWER_TOKENS,
+    DATASET_VERSIONS, WRITE_TURNS)}

@@ -88,7 +88,7 @@ def test_every_table_column_has_a_description_in_the_ui() -> None:
         if "table" in metadata:  # every asset that writes a table (store_maintenance writes none)
             tables += 1
             assert all(column.description for column in metadata["dagster/column_schema"].columns), asset_key
-    assert tables == 4
+    assert tables == 6  # inputs, predictions, annotations, dataset_versions, concept_predictions, concept_annotations
 
 
 def test_the_generated_dagster_yaml_follows_the_settings_and_keeps_a_users_edits(tmp_path: Path) -> None:

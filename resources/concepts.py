@@ -1,0 +1,152 @@
+"""Image-level concept scores: an Ultralytics classification model's top-k classes, or a context-based classifier
+(`core.concepts`) over embeddings from any Ultralytics weights, trained classifiers kept content-addressed.
+
+Nothing here downloads: weights are files on disk and Ultralytics is put in offline mode first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from core.concepts import ConceptClassifier
+from core.offline import make_ultralytics_offline
+from resources.detector import DetectorError, file_sha256, letterbox
+
+
+@dataclass
+class Backbone:
+    """Ultralytics weights run for their feature maps: every map a later layer reads (`save`) and the head's inputs,
+    each mean- and max-pooled. Mean pooling alone (what `YOLO.embed()` returns) loses small things: measured on
+    generated scenes with 20 labels, the max-pooled half lifted the `night` and `crowded` concepts from 0.77 and
+    0.73 to 0.90 and 0.79 accuracy."""
+
+    model_id: str
+    network: Any
+    layers: list[int]
+    imgsz: int
+    features: dict[int, Any]
+
+    def embed(self, image_bgr: np.ndarray) -> np.ndarray:
+        import torch
+
+        placed = letterbox(image_bgr, self.imgsz, int(max(np.atleast_1d(self.network.stride.cpu().numpy()))))
+        tensor = torch.from_numpy(np.ascontiguousarray(placed.array[:, :, ::-1].transpose(2, 0, 1))).float()[None]
+        with torch.inference_mode():
+            self.network(tensor / 255.0)
+        pooled = []
+        for layer in self.layers:
+            maps = self.features[layer][0].float()
+            pooled += [maps.mean(dim=(1, 2)), maps.amax(dim=(1, 2))]
+        return torch.cat(pooled).cpu().numpy().astype(float)
+
+
+def feature_layers(network: Any) -> list[int]:
+    """The layers whose outputs later layers read (Ultralytics keeps them in `save`), and the head's inputs."""
+    head = network.model[-1]
+    last = len(network.model) - 1
+    inputs = head.f if isinstance(head.f, list) else [head.f]
+    chosen = {last + i if i < 0 else i for i in inputs} | set(network.save)
+    return sorted(chosen - {last})
+
+
+_cache: dict[tuple, Any] = {}
+_lock = threading.Lock()
+
+
+def _yolo(path: Path) -> Any:
+    make_ultralytics_offline()
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(str(path))
+    except Exception as error:
+        detail = (str(error).strip().splitlines() or ["unreadable"])[0]
+        raise DetectorError(f"Classifier weights {path} are not a YOLO checkpoint ({type(error).__name__}: "
+                            f"{detail}).") from None
+
+
+def _existing(path: Path, role: str) -> Path:
+    if not path.is_file():
+        raise DetectorError(f"{role} {path} do not exist; autoannotate never downloads weights, so put the file on "
+                            "disk and point the task's `classifier` at it.")
+    return path
+
+
+class ConceptModels(dg.ConfigurableResource):
+    """Where trained context-based classifiers are kept (content-addressed, by the sha256 of their file) and the
+    device and threads the backbones and classification models run on."""
+
+    root: str
+    device: str = "cpu"
+    threads: int = 0
+
+    def backbone(self, path: Path) -> Backbone:
+        """Any Ultralytics weights, loaded once per process, with hooks on the layers an embedding pools."""
+        path = _existing(path, "Backbone weights")
+        model_id = file_sha256(path)
+        with _lock:
+            if ("backbone", model_id) not in _cache:
+                import torch
+
+                network = _yolo(path).model.float().eval().to(self.device)
+                features: dict[int, Any] = {}
+                layers = feature_layers(network)
+                for index in layers:
+                    network.model[index].register_forward_hook(
+                        lambda _module, _inputs, output, index=index: features.__setitem__(index, output))
+                torch.set_num_threads(self.threads or os.cpu_count() or 1)
+                imgsz = int(getattr(network, "args", {}).get("imgsz", 640) or 640)
+                _cache[("backbone", model_id)] = Backbone(model_id, network, layers, imgsz, features)
+            return _cache[("backbone", model_id)]
+
+    def classification_model(self, path: Path) -> tuple[str, Any]:
+        """(model id, Ultralytics model) of `-cls` weights; other weights are refused with a sentence naming them."""
+        path = _existing(path, "Classifier weights")
+        model_id = file_sha256(path)
+        with _lock:
+            if ("classify", model_id) not in _cache:
+                model = _yolo(path)
+                if model.task != "classify":
+                    raise DetectorError(
+                        f"Classifier weights {path} are a {model.task!r} model; `classifier.weights` needs a "
+                        "classification (-cls) model. To learn concepts from a detector's features, name it as "
+                        "`classifier.backbone` instead.")
+                _cache[("classify", model_id)] = model
+            return model_id, _cache[("classify", model_id)]
+
+    def top_classes(self, path: Path, images_bgr: list[np.ndarray], top_k: int, imgsz: int = 0
+                    ) -> tuple[str, list[str], list[list[tuple[str, float]]]]:
+        """(model id, class names, each image's `top_k` classes with their probabilities, most probable first)."""
+        model_id, model = self.classification_model(path)
+        names = [model.names[i] for i in sorted(model.names)]
+        found = []
+        for image in images_bgr:
+            result = model.predict(image, imgsz=imgsz or None, device=self.device, verbose=False)[0]
+            probabilities = result.probs.data.float().cpu().numpy()
+            order = np.argsort(-probabilities, kind="stable")[:top_k]
+            found.append([(names[i], float(probabilities[i])) for i in order])
+        return model_id, names, found
+
+    def save(self, classifier: ConceptClassifier) -> tuple[str, Path]:
+        """Store a trained classifier under its content hash; the same labels give the same file and id."""
+        data = classifier.to_bytes()
+        model_id = hashlib.sha256(data).hexdigest()
+        path = Path(self.root) / f"context-{model_id[:16]}.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = path.with_suffix(".tmp")
+            scratch.write_bytes(data)
+            os.replace(scratch, path)
+        return model_id, path
+
+    @staticmethod
+    def load(path: Path) -> ConceptClassifier:
+        return ConceptClassifier.from_bytes(Path(path).read_bytes())
