@@ -85,7 +85,7 @@ def test_twenty_labelled_scenes_teach_the_context_classifier_and_its_scores_beco
         np.mean([c in t for t in truth.values()]) for c in SCENE_CONCEPTS)]))
     print(f"context classifier, 20 labelled scenes: accuracy {accuracy:.3f} on 100 held-out scenes "
           f"(majority answer {majority:.3f})")
-    assert accuracy >= max(0.7, majority + 0.15)  # measured 0.780 against a majority answer of 0.56
+    assert accuracy >= max(0.7, majority + 0.15)  # measured 0.780 against a majority answer of 0.567
     current = query(resources["store"], "SELECT concept, status, kind, x1, y1, x2, y2, confidence, annotator "
                                         "FROM annotation_state WHERE task = ? AND source = 'auto'", [task.name])
     assert set(current["kind"]) == {str(Kind.CONCEPT)}
