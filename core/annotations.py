@@ -45,6 +45,7 @@ class Source(StrEnum):
 # The status each routing band writes unless a task's `band_status` says otherwise; the discard band writes nothing.
 BAND_STATUS = {"accept": Status.SUCCESS, "review": Status.AWAITING_REVIEW}
 LIVE_STATUSES = (Status.SUCCESS, Status.AWAITING_REVIEW)
+BAND_WRITABLE = (Status.SUCCESS, Status.PENDING, Status.AWAITING_REVIEW)  # what a task's `band_status` may choose
 
 
 def digest32(*parts: str) -> str:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.annotations import BAND_WRITABLE, Status
 
 Operator = Literal[">", ">=", "=", "<=", "<"]
 
@@ -80,15 +82,19 @@ class ClassifierChoice(Strict):
         return "classify" if self.weights is not None else "context"
 
 
-WritableStatus = Literal["SUCCESS", "PENDING", "AWAITING_REVIEW"]
-
-
 class BandStatus(Strict):
     """The status each band writes (as Clarifai's annotation writers choose): AWAITING_REVIEW puts the image in a
     reviewer's queue; PENDING keeps the annotation out of datasets and queues until someone decides it."""
 
-    accept: WritableStatus = "SUCCESS"
-    review: WritableStatus = "AWAITING_REVIEW"
+    accept: Status = Status.SUCCESS
+    review: Status = Status.AWAITING_REVIEW
+
+    @field_validator("accept", "review")
+    @classmethod
+    def _writable(cls, status: Status) -> Status:
+        if status not in BAND_WRITABLE:
+            raise ValueError(f"a band writes one of {', '.join(BAND_WRITABLE)}, not {status}")
+        return status
 
 
 class ConceptRule(Strict):
@@ -153,9 +159,9 @@ class LabelingTask(Strict):
                 if concept not in concepts:
                     problems.append(f"classifier.concepts: unknown concept {concept!r} (concepts: "
                                     f"{', '.join(self.concepts)})")
-        review_writes_queue = self.band_status.review == "AWAITING_REVIEW"
+        review_writes_queue = self.band_status.review == Status.AWAITING_REVIEW
         if not self.reviewers and ((review_writes_queue and any(rule.has_review_band for rule in self.rules()))
-                                   or self.band_status.accept == "AWAITING_REVIEW"):
+                                   or self.band_status.accept == Status.AWAITING_REVIEW):
             problems.append("reviewers: the thresholds leave a review band, so at least one reviewer is needed")
         if not self.reviewers and (self.spot_check.accepted or self.spot_check.discarded):
             problems.append("reviewers: spot checks go to a reviewer, so at least one reviewer is needed")
@@ -203,7 +209,7 @@ class LabelingTask(Strict):
         definition = {"concepts": self.concepts, "class_map": dict(sorted(self.class_map.items())),
                       "thresholds": self.thresholds.model_dump(mode="json")}
         if self.band_status != BandStatus():
-            definition["band_status"] = self.band_status.model_dump()
+            definition["band_status"] = self.band_status.model_dump(mode="json")
         return definition
 
     @property
@@ -220,7 +226,7 @@ class LabelingTask(Strict):
 
     def band_statuses(self) -> dict[str, str]:
         """Band -> the status it writes (the discard band writes nothing)."""
-        return {"accept": self.band_status.accept, "review": self.band_status.review}
+        return {"accept": str(self.band_status.accept), "review": str(self.band_status.review)}
 
     def resolve(self, path: str) -> Path:
         """A path of the task file, relative to the file."""

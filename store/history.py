@@ -302,8 +302,8 @@ class AnnotationHistory:
             WITH desired AS (
                 SELECT {target_annotation_sql(name)} AS annotation_id, {name} AS task, input_id,
                        r.prediction_id, model_id, batch, concept, x1, y1, x2, y2, polygon, confidence,
-                       CASE band WHEN 'accept' THEN {literal(task.band_status.accept)}
-                                 WHEN 'review' THEN {literal(task.band_status.review)}
+                       CASE band WHEN 'accept' THEN {literal(str(task.band_status.accept))}
+                                 WHEN 'review' THEN {literal(str(task.band_status.review))}
                                  ELSE '{Status.AWAITING_REVIEW}' END AS status,
                        {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at, {rules} AS rules,
                        $kind AS kind
