@@ -102,6 +102,8 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
         if version is None:
             raise KeyError(missing_version_sentence(version_key, s.versions.keys(version_key.split("@")[0])))
         rows = s.history.as_of(version["task"], version["cutoff"])
+        # Box formats carry objects only: an image-level concept (its box is the whole image) is not a box.
+        rows = rows[rows["kind"].fillna(str(Kind.BOX)) == str(Kind.BOX)]
         # Class ids come from the task's registry, so they never move between versions.
         names = s.history.class_names(version["task"], sorted(rows["concept"].unique()))
         return (version, rows, names, s.inputs.sizes(list(rows["input_id"].unique())),

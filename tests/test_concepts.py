@@ -3,7 +3,7 @@ image-level annotations, and concept labels imported from a CSV or from concept 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from helpers import new_batch, query, table_count
 
-from apps.dataset_io import import_labels
+from apps.dataset_io import export_version, import_labels
 from apps.demo_scenes import SCENE_CONCEPTS, write_concept_scenes
+from assets.versions import dataset_versions
 from core.annotations import Kind, Status
 from core.concepts import train_concept_classifier
 from core.settings import REPO_ROOT, Settings
@@ -105,6 +106,15 @@ def test_twenty_labelled_scenes_teach_the_context_classifier_and_its_scores_beco
     assert table_count(resources, "annotations") == events
     assert table_count(resources, "models", "task_type = 'context'") == 1
     assert table_count(resources, "embeddings") == 100 + imported["images"]
+
+    # A dataset version holds the accepted concepts; a box export carries none of them as boxes.
+    day = datetime.now(UTC).date().isoformat()
+    assert dg.materialize([dataset_versions], partition_key=day, instance=instance, resources=resources).success
+    accepted = table_count(resources, "annotation_state", "task = ? AND status = 'SUCCESS'", [task.name])
+    assert table_count(resources, "dataset_versions", "annotations = ?", [accepted]) == 1
+    exported = export_version(resources["store"], resources["images"], resources["versions"], f"{task.name}@{day}",
+                              "yolo", tmp_path / "yolo")
+    assert exported["annotations"] == 0
 
 
 def route_concept_scores(resources: dict, task_data: dict, scores: list[float]) -> list[str | None]:
