@@ -26,9 +26,10 @@ class ConceptsSQL:
 
     def store_embeddings(self, rows: list[dict]) -> int:
         """Add embeddings not stored yet (a re-run adds none)."""
-        fresh = [r for r in rows if not self.s.scalar(
-            "SELECT count(*) FROM embeddings WHERE input_id = ? AND model_id = ?", [r["input_id"], r["model_id"]])]
-        return self.s.insert("embeddings", fresh)
+        stored = {(i, m) for i, m in self.s.conn.execute(
+            "SELECT input_id, model_id FROM embeddings WHERE input_id IN (SELECT unnest(?::VARCHAR[]))",
+            [[r["input_id"] for r in rows]]).fetchall()}
+        return self.s.insert("embeddings", [r for r in rows if (r["input_id"], r["model_id"]) not in stored])
 
     def labels(self, task: str, concepts: list[str]) -> pd.DataFrame:
         """(input_id, concept, positive) for every image a person gave image-level concepts (imported or decided in
