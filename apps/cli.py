@@ -136,8 +136,17 @@ def render_status(status: dict) -> None:
     statuses = [Status.SUCCESS, Status.AWAITING_REVIEW, Status.REJECTED]
     print_table([{"concept": c, **{s: counts.get(s, 0) for s in statuses}}
                  for c, counts in status["annotations_by_concept"].items()], ["concept", *statuses])
+    if status["image_concepts_by_concept"]:
+        print("\nimage-level concepts (current state):")
+        statuses = [Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING, Status.REJECTED]
+        print_table([{"concept": c, **{s: counts.get(s, 0) for s in statuses}}
+                     for c, counts in status["image_concepts_by_concept"].items()], ["concept", *statuses])
     for name, task in status["tasks"].items():
-        print(f"\ntask {name}: {task['inputs_processed']}/{task['inputs_total']} inputs processed")
+        total = task["inputs_total"]
+        done = [f"{task[key]}/{total} inputs {what}" for key, what in (
+            ("inputs_processed", "processed for objects"),
+            ("inputs_scored_for_concepts", "scored for image-level concepts")) if task[key]]
+        print(f"\ntask {name}: {', '.join(done) or f'0/{total} inputs processed'}")
         print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
     for name, count in status["batches_routed_under_older_rules"].items():
         print(f"\ntask {name}: {count} batches were routed under earlier thresholds; `autoannotate run --reroute` "
@@ -256,8 +265,11 @@ def command_dry_run(args: argparse.Namespace, settings: Settings) -> None:
 
 def render_dry_run(result: dict) -> None:
     print(f"task {result['task']} (nothing is written)")
-    rows = [{"image": image["image"], **p} for image in result["images"] for p in image.get("predictions", [])]
-    print_table(rows, ["image", "class_name", "concept", "confidence", "band", "status"])
+    for key, title in (("predictions", "boxes"), ("concepts", "image-level concepts")):
+        rows = [{"image": image["image"], **p} for image in result["images"] for p in image.get(key, [])]
+        if any(key in image for image in result["images"]):
+            print(f"\n{title}:")
+            print_table(rows, ["image", "class_name", "concept", "confidence", "band", "status"])
     for image in result["images"]:
         if "rejected" in image:
             print(f"  {image['rejected']}")
@@ -367,8 +379,8 @@ def command_review(args: argparse.Namespace, settings: Settings) -> None:
             task = task_named(tasks, args.task)
             check_reviewer(task, args.reviewer, assignee=None)
             items = desk.queue(task.name, args.reviewer, [Status.AWAITING_REVIEW] if args.pending else None)
-            emit(args, {"task": task.name, "reviewer": args.reviewer, "pending": args.pending, "items": items},
-                 render_queue)
+            emit(args, {"task": task.name, "reviewer": args.reviewer, "pending": args.pending, "items": items,
+                        "undecided": desk.undecided(task.name, args.reviewer)}, render_queue)
             return
         decision = {"accept": "accept", "reject": "reject", "relabel": "correct"}[args.action]
         result = desk.decide(args.annotation_id, decision, args.reviewer, concept=getattr(args, "concept", None))
@@ -382,7 +394,13 @@ def render_queue(queue: dict) -> None:
         print(f"{queue['reviewer']} has nothing {'left ' if queue.get('pending') else ''}to review in task "
               f"{queue['task']}.")
         return
-    print_table(queue["items"], ["input_id", "file", "pending", "boxes", "doubt"])
+    print_table(queue["items"], ["input_id", "file", "pending", "boxes", "concepts", "doubt"])
+    if queue["undecided"]:
+        print(f"\nundecided items ({len(queue['undecided'])}): accept, reject or relabel them by annotation_id")
+        print_table([{**item, "spot check": "yes" if item["spot_check"] else "",
+                      "confidence": "" if item["confidence"] is None else f"{item['confidence']:.3f}"}
+                     for item in queue["undecided"]],
+                    ["annotation_id", "file", "kind", "concept", "confidence", "status", "spot check"])
 
 
 def refuse_busy_port(host: str, port: int) -> None:
@@ -484,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     dry.add_argument("images", nargs="+", help="image files")
     dry.set_defaults(handler=command_dry_run)
     review = sub.add_parser("review", help="the human review queue").add_subparsers(dest="action", required=True)
-    listing = review.add_parser("list", parents=[common], help="a reviewer's images, most doubtful first")
+    listing = review.add_parser("list", parents=[common], help="a reviewer's images, most doubtful first, and "
+                                "every undecided item (box or image-level concept) with its annotation id")
     listing.add_argument("--task", help="task name (default: the first configured task)")
     listing.add_argument("--reviewer", required=True)
     listing.add_argument("--pending", action="store_true", help="only images with boxes awaiting review")
@@ -529,9 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     classes.add_argument("weights", nargs="?", help="weights file (default: the models of the configured tasks)")
     classes.set_defaults(handler=command_model_classes)
 
-    export = sub.add_parser("export", parents=[common], help="write a dataset version as YOLO or COCO")
+    export = sub.add_parser("export", parents=[common], help="write a dataset version as YOLO, classify or COCO")
     export.add_argument("--version", required=True, help="version key, e.g. demo-shapes@2026-11-22")
-    export.add_argument("--format", required=True, choices=["yolo", "coco"])
+    export.add_argument("--format", required=True, choices=["yolo", "coco", "classify"],
+                        help="yolo (Ultralytics detection), classify (Ultralytics classification: image-level "
+                             "concepts, one per image) or coco (boxes, and image-level concepts on each image)")
     export.add_argument("--out", required=True, help="output folder")
     export.set_defaults(handler=command_export)
     add_examples(parser)

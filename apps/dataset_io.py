@@ -17,6 +17,7 @@ from core.formats import (
     read_concept_folders,
     read_voc,
     read_yolo,
+    write_classify,
     write_coco,
     write_yolo,
 )
@@ -95,34 +96,44 @@ def missing_version_sentence(version_key: str, stored: list[str]) -> str:
 
 def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStore, version_key: str, fmt: str,
                    out: Path) -> dict:
-    """Write a version as an Ultralytics YOLO dataset or a COCO JSON (with its images) into `out`."""
+    """Write a version as an Ultralytics YOLO dataset, an Ultralytics classification dataset (`classify`: its
+    image-level concepts, one per image) or a COCO JSON (boxes, and image-level concepts on each image), with its
+    images, into `out`."""
 
     def read(s: Session):
         version = s.versions.get(version_key)
         if version is None:
             raise KeyError(missing_version_sentence(version_key, s.versions.keys(version_key.split("@")[0])))
         rows = s.history.as_of(version["task"], version["cutoff"])
-        # Box formats carry objects only: an image-level concept (its box is the whole image) is not a box.
-        rows = rows[rows["kind"].fillna(str(Kind.BOX)) == str(Kind.BOX)]
+        # A box format carries objects only: an image-level concept (its box is the whole image) is not a box.
+        is_concept = rows["kind"].fillna(str(Kind.BOX)) == str(Kind.CONCEPT)
+        boxes, concepts = rows[~is_concept], rows[is_concept]
         # Class ids come from the task's registry, so they never move between versions.
-        names = s.history.class_names(version["task"], sorted(rows["concept"].unique()))
-        return (version, rows, names, s.inputs.sizes(list(rows["input_id"].unique())),
+        names = s.history.class_names(version["task"], sorted((concepts if fmt == "classify" else boxes)
+                                                              ["concept"].unique()))
+        return (version, boxes, concepts, names, s.inputs.sizes(list(rows["input_id"].unique())),
                 s.versions.manifest(version["task"], version["cutoff"]).sha256)
 
-    version, rows, names, inputs, current_sha256 = store.write(read)
+    version, boxes, concepts, names, inputs, current_sha256 = store.write(read)
     recorded = version["manifest_sha256"]
     if current_sha256 != recorded:
         raise ValueError(f"The annotations of {version_key} no longer match its manifest {recorded[:12]}; "
                          "re-create the version before exporting it.")
+    summary = {"version": version_key, "format": fmt, "manifest_sha256": recorded}
+    if fmt == "classify":
+        if concepts.empty:
+            raise ValueError(f"{version_key} holds no image-level concepts to export as classify (its task "
+                             "annotates boxes: export it as yolo or coco).")
+        counts = write_classify(concepts, inputs, images.path_for, out, names, versions.val_ratio)
+        return {**summary, "out": str(out), **counts, "annotations": len(concepts)}
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "yolo":
-        counts = write_yolo(rows, inputs, images.path_for, out, names, versions.val_ratio)
-        return {"version": version_key, "format": fmt, "out": str(out / "data.yaml"), **counts,
-                "annotations": len(rows), "manifest_sha256": recorded}
+        with_boxes = inputs[inputs["input_id"].isin(boxes["input_id"])]
+        counts = write_yolo(boxes, with_boxes, images.path_for, out, names, versions.val_ratio)
+        return {**summary, "out": str(out / "data.yaml"), **counts, "annotations": len(boxes)}
     image_dir = out / "images"
     image_dir.mkdir(exist_ok=True)
     for info in inputs.itertuples():
         place_image(images.path_for(info.input_id), image_dir / f"{info.input_id}{image_suffix(info.format)}")
-    counts = write_coco(rows, inputs, out / "annotations.json", names)
-    return {"version": version_key, "format": fmt, "out": str(out / "annotations.json"), **counts,
-            "manifest_sha256": recorded}
+    counts = write_coco(boxes, inputs, out / "annotations.json", names, image_concepts=concepts)
+    return {**summary, "out": str(out / "annotations.json"), **counts}

@@ -8,22 +8,59 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.annotations import BAND_STATUS
+from core.annotations import WHOLE_IMAGE
 from core.image_checks import Rejection, inspect_image_file, load_oriented_rgb
 from core.routing import route_predictions
 from core.settings import Settings
-from core.task_config import check_class_map, load_task
+from core.task_config import LabelingTask, check_class_map, load_task
 from resources import build_resources
+from resources.detector import Detection
 from resources.tasks import detector_for
 from store.predictions import prediction_rows
 
+ROUTED_COLUMNS = ["class_name", "confidence", "prediction_id"]
+
+
+def routed_report(task: LabelingTask, model_id: str, input_id: str, found: list[Detection]) -> list[dict]:
+    """Each prediction with the concept, band and status the task's routing gives it, most confident first."""
+    rows = pd.DataFrame(prediction_rows("dry-run", model_id, input_id, found, datetime.now(UTC)),
+                        columns=ROUTED_COLUMNS)
+    statuses = task.band_statuses()
+    routed = route_predictions(rows, task).sort_values("confidence", ascending=False)
+    return [{"class_name": r.class_name, "concept": r.concept, "confidence": round(float(r.confidence), 4),
+             "band": r.band, "status": statuses.get(r.band, "not written")} for r in routed.itertuples()]
+
+
+def concept_scorer(task: LabelingTask, resources: dict):
+    """(model id, a function from a BGR image to its [(concept, score)]) for the task's classifier: its -cls
+    weights, or the context-based classifier last trained for it (refused with a sentence while there is none)."""
+    models = resources["concept_models"]
+    if task.classifier.kind == "classify":
+        path, top_k, imgsz = task.classifier_path(), task.classifier.top_k, task.classifier.imgsz
+        model_id, _ = models.classification_model(path)
+        return model_id, lambda image: models.top_classes(path, [image], top_k, imgsz)[2][0]
+    trained = resources["store"].read(lambda s: s.concepts.latest_classifier(task.name))
+    if trained is None:
+        raise ValueError(f"Task {task.name!r} has no context-based classifier yet: label some images with its "
+                         "concepts (`autoannotate import --format concepts-csv`, or review) and run the pipeline.")
+    model_id, path = trained
+    classifier = models.load(Path(path))
+    backbone = models.backbone(task.classifier_path())
+    return model_id, lambda image: list(zip(classifier.concepts, classifier.scores(backbone.embed(image)[None])[0]))
+
 
 def dry_run(settings: Settings, task_file: str, images: list[Path]) -> dict:
-    """Band and status of every prediction of the task's model on `images`."""
+    """Band and status of every prediction of the task's model, and of every image-level concept score of its
+    classifier, on `images`."""
     task = load_task(task_file)
-    detector = detector_for(task, build_resources(settings)["detector"])
-    model = detector.load()
-    check_class_map(task, model.class_names, model.name)
+    resources = build_resources(settings)
+    model = scorer = None
+    if task.detects:
+        detector = detector_for(task, resources["detector"])
+        model = detector.load()
+        check_class_map(task, model.class_names, model.name)
+    if task.classifier is not None:
+        classifier_id, scorer = concept_scorer(task, resources)
     report = []
     for path in images:
         checked = inspect_image_file(path, settings.max_pixels)
@@ -31,12 +68,15 @@ def dry_run(settings: Settings, task_file: str, images: list[Path]) -> dict:
             report.append({"image": str(path), "rejected": checked.reason})
             continue
         array = np.ascontiguousarray(np.asarray(load_oriented_rgb(checked.data))[:, :, ::-1])
-        detections = model.predict([model.letterbox(array)], detector.conf_floor)[0]
-        rows = pd.DataFrame(prediction_rows("dry-run", model.model_id, checked.input_id, detections,
-                                            datetime.now(UTC)), columns=["class_name", "confidence", "prediction_id"])
-        routed = route_predictions(rows, task).sort_values("confidence", ascending=False)
-        report.append({"image": str(path), "predictions": [
-            {"class_name": r.class_name, "concept": r.concept, "confidence": round(float(r.confidence), 4),
-             "band": r.band, "status": str(BAND_STATUS.get(r.band, "not written"))}
-            for r in routed.itertuples()]})
-    return {"task": task.name, "model_id": model.model_id, "images": report}
+        entry = {"image": str(path)}
+        if model is not None:
+            detections = model.predict([model.letterbox(array)], detector.conf_floor)[0]
+            entry["predictions"] = routed_report(task, model.model_id, checked.input_id, detections)
+        if scorer is not None:
+            box = WHOLE_IMAGE
+            scores = [Detection(name, float(score), box.x1, box.y1, box.x2, box.y2, None)
+                      for name, score in scorer(array)]
+            entry["concepts"] = routed_report(task, classifier_id, checked.input_id, scores)
+        report.append(entry)
+    return {"task": task.name, "model_id": model.model_id if model else None,
+            "classifier_id": classifier_id if scorer else None, "images": report}

@@ -10,10 +10,12 @@ import hashlib
 import secrets
 from datetime import UTC, datetime
 
-from core.annotations import Status
+from core.annotations import AnnotationEvent, Kind, Status
 from core.geometry import Box
 from core.review_rules import (
+    Conflict,
     NotFound,
+    added_concept_event,
     check_concept,
     check_reviewer,
     decision_events,
@@ -66,7 +68,7 @@ class ReviewDesk:
             task = self.task(current.task)
             check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id))
             if concept is not None:
-                check_concept(task, concept)
+                check_concept(task, concept, current.kind)
             events, standing = decision_events(current, decision, reviewer, utc_now(), concept, box)
             written = s.history.append(events)
             return {"annotation_id": standing, "status": str(events[-1].status if events else current.status),
@@ -77,26 +79,40 @@ class ReviewDesk:
     def draw(self, task: str, input_id: str, concept: str, box: Box, reviewer: str) -> dict:
         """A box the model missed: a new SUCCESS annotation; drawing the same box twice writes it once."""
         chosen = self.task(task)
-        event = drawn_box_event(chosen, input_id, concept, box, reviewer, utc_now())
+        return self._add(chosen, drawn_box_event(chosen, input_id, concept, box, reviewer, utc_now()))
 
+    def add_concept(self, task: str, input_id: str, concept: str, reviewer: str) -> dict:
+        """An image-level concept the classifier missed: a new SUCCESS annotation of the whole image; refused when
+        the image has that concept already."""
+        chosen = self.task(task)
+        return self._add(chosen, added_concept_event(chosen, input_id, concept, reviewer, utc_now()))
+
+    def _add(self, task: LabelingTask, event: AnnotationEvent) -> dict:
         def work(s: Session) -> dict:
-            if not s.inputs.exists(input_id):
-                raise NotFound(f"No input has the id {input_id!r}.")
-            check_reviewer(chosen, reviewer, s.reviews.assignee(task, input_id))
+            if not s.inputs.exists(event.input_id):
+                raise NotFound(f"No input has the id {event.input_id!r}.")
+            check_reviewer(task, event.annotator, s.reviews.assignee(task.name, event.input_id))
+            if event.kind == Kind.CONCEPT:
+                held = s.history.current(task=task.name, input_id=event.input_id, status=[Status.SUCCESS],
+                                         kind=Kind.CONCEPT)
+                if event.concept in set(held["concept"]) and not s.history.exists(event.annotation_id):
+                    raise Conflict(f"This image already has the concept {event.concept!r}.")
             written = 0 if s.history.exists(event.annotation_id) else s.history.append([event])
             return {"annotation_id": event.annotation_id, "status": str(Status.SUCCESS), "written": written}
 
         return self.store.write(work)
 
-    def accept_above(self, task: str, input_id: str, threshold: float, reviewer: str) -> dict:
-        """Accept every box of one image still awaiting review whose confidence is at least `threshold`."""
+    def accept_above(self, task: str, input_id: str, threshold: float, reviewer: str,
+                     kind: Kind | None = None) -> dict:
+        """Accept every annotation of one image still awaiting review whose confidence is at least `threshold`
+        (only boxes, or only image-level concepts, when `kind` says so)."""
         chosen = self.task(task)
         now = utc_now()
 
         def work(s: Session) -> dict:
             check_reviewer(chosen, reviewer, s.reviews.assignee(task, input_id))
             pending = s.history.current(task=task, input_id=input_id, status=[Status.AWAITING_REVIEW],
-                                        min_confidence=threshold)["annotation_id"].tolist()
+                                        min_confidence=threshold, kind=kind)["annotation_id"].tolist()
             events = [e for a in pending for e in decision_events(s.history.current_one(a), "accept", reviewer,
                                                                   now)[0]]
             return {"accepted": len(pending), "annotation_ids": pending, "written": s.history.append(events)}
@@ -124,6 +140,10 @@ class ReviewDesk:
               labelers: list[str] | None = None, combine: str = "and") -> list[dict]:
         chosen = self.task(task)
         return self.store.read(lambda s: s.reviews.queue(chosen, reviewer, statuses, concepts, labelers, combine))
+
+    def undecided(self, task: str, reviewer: str) -> list[dict]:
+        chosen = self.task(task)
+        return self.store.read(lambda s: s.reviews.undecided(chosen.name, reviewer))
 
     def progress(self, task: str) -> dict[str, dict[str, int]]:
         return self.store.read(lambda s: s.reviews.progress(task))

@@ -25,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, model_validator
 
 from apps.review_desk import ReviewDesk
+from core.annotations import Kind
 from core.geometry import Box as UnitBox
 from core.image_checks import load_oriented_rgb
 from core.review_rules import Conflict, Forbidden, Invalid, NotFound, ReviewError
@@ -75,6 +76,12 @@ class NewBox(BaseModel):
     box: Box
 
 
+class NewConcept(BaseModel):
+    reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
+    task: str
+    concept: str
+
+
 class Undo(BaseModel):
     reviewer: str | None = None
     annotation_ids: list[Annotated[str, Field(pattern=ANNOTATION_ID.pattern)]] = Field(min_length=1)
@@ -84,6 +91,7 @@ class AcceptAbove(BaseModel):
     reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
     task: str
     threshold: float = Field(ge=0.0, le=1.0)
+    kind: Kind | None = None  # only boxes, or only image-level concepts; both when not given
 
 
 ERROR_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403}
@@ -139,7 +147,8 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         return value
 
     def tasks_of(reviewer: str) -> list[dict]:
-        return [{"name": t.name, "reviewers": t.reviewers, "concepts": t.concepts, "allow_takeover": t.allow_takeover,
+        return [{"name": t.name, "reviewers": t.reviewers, "concepts": t.concepts, "image_concepts": t.image_concepts,
+                 "detects": t.detects, "allow_takeover": t.allow_takeover,
                  "rules": [r.model_dump() for r in t.rules()]} for t in tasks if reviewer in t.reviewers]
 
     def sentence_page(request: Request, sentence: str, status: int) -> HTMLResponse:
@@ -218,7 +227,13 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
     @app.post("/api/inputs/{input_id}/accept-above")
     def accept_all_above(me: Me, input_id: str, body: AcceptAbove) -> dict:
         checked(INPUT_ID, input_id, "input")
-        return answer(lambda: desk.accept_above(body.task, input_id, body.threshold, acting(me, body.reviewer)))
+        return answer(lambda: desk.accept_above(body.task, input_id, body.threshold, acting(me, body.reviewer),
+                                                body.kind))
+
+    @app.post("/api/inputs/{input_id}/concepts")
+    def add_concept(me: Me, input_id: str, body: NewConcept) -> dict:
+        checked(INPUT_ID, input_id, "input")
+        return answer(lambda: desk.add_concept(body.task, input_id, body.concept, acting(me, body.reviewer)))
 
     @app.post("/api/undo")
     def undo(me: Me, body: Undo) -> dict:

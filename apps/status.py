@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from core.annotations import Kind
 from core.task_config import LabelingTask
 from resources.store import DuckDBStore
 from store import Session
 
 
-def annotation_counts(s: Session, task: str | None) -> tuple[dict, dict]:
-    """Current annotations by status, and by concept then status (retired ones left out)."""
+def annotation_counts(s: Session, task: str | None) -> tuple[dict, dict, dict]:
+    """Current annotations by status; boxes by concept then status; image-level concepts by concept then status
+    (retired ones left out)."""
     by_status: dict[str, int] = {}
-    by_concept: dict[str, dict[str, int]] = {}
+    by_kind: dict[str, dict[str, dict[str, int]]] = {str(Kind.BOX): {}, str(Kind.CONCEPT): {}}
     for row in s.history.counts(task).itertuples():
         by_status[row.status] = by_status.get(row.status, 0) + int(row.n)
-        by_concept.setdefault(row.concept, {})[row.status] = int(row.n)
-    return by_status, by_concept
+        by_kind[row.kind].setdefault(row.concept, {})[row.status] = int(row.n)
+    return by_status, by_kind[str(Kind.BOX)], by_kind[str(Kind.CONCEPT)]
 
 
 def collect_status(store: DuckDBStore, task: str | None = None, batches: list[str] = (),
@@ -25,14 +27,16 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
 
     def read(s: Session) -> dict:
         totals = s.inputs.totals()
-        by_status, by_concept = annotation_counts(s, task)
+        by_status, by_concept, by_image_concept = annotation_counts(s, task)
         tasks = [task] if task else s.history.tasks_with_progress()
         return {
             **totals,
             "predictions": s.predictions.total(),
             "annotations": by_status,
             "annotations_by_concept": by_concept,
+            "image_concepts_by_concept": by_image_concept,
             "tasks": {name: {"inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
+                             "inputs_scored_for_concepts": s.concepts.scored_count(name),
                              "review": s.reviews.progress(name)} for name in tasks},
             "batches_routed_under_older_rules": {
                 t.name: n for t in rules_of if (n := len(s.history.batches_routed_under_other_rules(t)))},

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -124,9 +125,20 @@ def whole_image_rows(batch: str, model_id: str, input_id: str, scores: list[tupl
     return prediction_rows(batch, model_id, input_id, found, now)
 
 
+def trained_classifiers(instance: dg.DagsterInstance, batch: str) -> dict[str, dict]:
+    """What `concept_classifier` recorded for `batch` (per task: the classifier's model id, or why there is none),
+    so that scoring uses the classifier of that materialization instead of training it a second time."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=concept_classifier.key, asset_partitions=[batch]), limit=1).records
+    if not records:
+        return {}
+    return records[0].asset_materialization.metadata["classifiers"].value
+
+
 def score_batch(store: DuckDBStore, images: ImageStore, models: ConceptModels, task: LabelingTask,
-                input_ids: list[str], batch: str, log: Callable[[str], object]) -> dict:
-    """Score the batch's inputs with the task's classifier and store the scores; returns what was done."""
+                input_ids: list[str], batch: str, trained: dict, log: Callable[[str], object]) -> dict:
+    """Score the batch's inputs with the task's classifier and store the scores; returns what was done.
+    `trained` is what `concept_classifier` recorded for the task (context-based classifiers only)."""
     now = _now()
     if task.classifier.kind == "classify":
         path = task.classifier_path()
@@ -136,10 +148,12 @@ def score_batch(store: DuckDBStore, images: ImageStore, models: ConceptModels, t
                 for r in whole_image_rows(batch, model_id, i, scores, now)]
         register = {"name": path.name, "path": str(path), "task_type": "classify", "class_names": names}
     else:
-        trained = train_task_classifier(store, images, models, task, log)
-        if trained is None:
-            return {"model_id": None, "scored_images": 0}
-        model_id, classifier = trained.model_id, trained.classifier
+        model_id = trained.get("model_id")
+        if model_id is None:
+            return {"model_id": None, "scored_images": 0,
+                    "why": trained.get("why", f"concept_classifier has not run for batch {batch}")}
+        path = store.read(lambda s: s.scalar("SELECT path FROM models WHERE model_id = ?", [model_id]))
+        classifier = models.load(Path(path))
         _, vectors = embed_inputs(store, images, models, task, input_ids, log)
         scores = classifier.scores(vectors) if input_ids else np.zeros((0, len(classifier.concepts)))
         rows = [r for i, row in zip(input_ids, scores, strict=True)
@@ -174,7 +188,9 @@ def concept_predictions(context: dg.AssetExecutionContext, store: DuckDBStore, i
                         concept_models: ConceptModels, tasks: LabelingTasks) -> dg.MaterializeResult:
     batch = context.partition_key
     input_ids = store.read(lambda s: s.inputs.batch_input_ids(batch))
-    scored = {task.name: score_batch(store, images, concept_models, task, input_ids, batch, context.log.info)
+    trained = trained_classifiers(context.instance, batch)
+    scored = {task.name: score_batch(store, images, concept_models, task, input_ids, batch,
+                                     trained.get(task.name, {}), context.log.info)
               for task in classifier_tasks(tasks)}
     return dg.MaterializeResult(metadata={"images": len(input_ids), "per_task": scored,
                                           "dagster/row_count": sum(t.get("scores", 0) for t in scored.values())})

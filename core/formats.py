@@ -227,15 +227,49 @@ def place_image(source: Path, target: Path) -> None:
 # ---------------------------------------------------------------- COCO
 
 
+def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path, names: list[str],
+                   val_ratio: float) -> dict:
+    """An Ultralytics classification dataset: {train,val}/<concept>/<image>, one folder per concept in both splits.
+
+    `concepts`: each image's accepted image-level concepts (input_id, concept). The layout holds one concept per
+    image, so an image with two is refused (one sentence naming it) before anything is written; images without a
+    concept are left out and counted."""
+    per_image = concepts.groupby("input_id")["concept"].agg(lambda c: sorted(set(c)))
+    several = per_image[per_image.map(len) > 1]
+    if len(several):
+        raise ValueError(f"{len(several)} image(s) have more than one accepted concept (e.g. input {several.index[0]}: "
+                         f"{', '.join(several.iloc[0])}); the classify layout holds one concept per image, so export "
+                         "this multi-label version as coco instead.")
+    counts = {"train": 0, "val": 0, "without_concept": 0}
+    for split in ("train", "val"):
+        for name in names:
+            (out / split / name).mkdir(parents=True, exist_ok=True)
+    for info in inputs.itertuples():
+        if info.input_id not in per_image.index:
+            counts["without_concept"] += 1
+            continue
+        split = split_of(info.input_id, val_ratio)
+        counts[split] += 1
+        place_image(stored_image(info.input_id),
+                    out / split / per_image[info.input_id][0] / f"{info.input_id}{image_suffix(info.format)}")
+    return counts
+
+
 def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: list[str],
-               image_prefix: str = "") -> dict:
-    """A COCO detection JSON; bbox is [x, y, w, h] in pixels of the oriented image."""
+               image_prefix: str = "", image_concepts: pd.DataFrame | None = None) -> dict:
+    """A COCO detection JSON; bbox is [x, y, w, h] in pixels of the oriented image. Image-level concepts
+    (`image_concepts`: input_id, concept) are listed on each image as `concepts`, an attribute pycocotools and
+    COCO evaluation ignore: an annotation without a box would break both."""
     categories = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(names)]
     category = {n: i + 1 for i, n in enumerate(names)}
     image_ids = {input_id: i + 1 for i, input_id in enumerate(sorted(inputs["input_id"]))}
     sizes = inputs.set_index("input_id")[["width", "height", "format"]]
     images = [{"id": image_ids[i], "file_name": f"{image_prefix}{i}{image_suffix(sizes.loc[i, 'format'])}",
                "width": int(sizes.loc[i, "width"]), "height": int(sizes.loc[i, "height"])} for i in image_ids]
+    if image_concepts is not None and len(image_concepts):
+        held = image_concepts.groupby("input_id")["concept"].agg(lambda c: sorted(set(c)))
+        for image, input_id in zip(images, image_ids, strict=True):
+            image["concepts"] = held.get(input_id, [])
     annotations = []
     ordered = rows.sort_values(["input_id", "concept", "x1", "y1", "x2", "y2"])
     for number, box in enumerate(ordered.itertuples(), start=1):
@@ -251,9 +285,12 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
                             "area": round(w * h, 2), "iscrowd": 0, "segmentation": segmentation})
     document = {"info": {"description": "autoannotate dataset version"}, "images": images,
                 "annotations": annotations, "categories": categories}
+    if image_concepts is not None and len(image_concepts):
+        document["image_concepts"] = sorted(set(image_concepts["concept"]))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(document, indent=1))
-    return {"images": len(images), "annotations": len(annotations)}
+    return {"images": len(images), "annotations": len(annotations),
+            "image_concepts": 0 if image_concepts is None else len(image_concepts)}
 
 
 def read_coco(path: Path) -> list[LabelBox]:

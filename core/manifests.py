@@ -25,7 +25,8 @@ def end_of_day(day: date) -> datetime:
 
 def manifest_of(lines: str, inputs: int, per_concept: dict[str, int]) -> Manifest:
     """The manifest whose body is `lines`: one tab-separated line per accepted annotation in MANIFEST_COLUMNS
-    order, boxes with BOX_DECIMALS decimals, lines sorted by code point, each ending in a newline."""
+    order, boxes with BOX_DECIMALS decimals (empty for an image-level concept), lines sorted by code point, each
+    ending in a newline."""
     text = "\t".join(MANIFEST_COLUMNS) + "\n" + lines
     return Manifest(text, hashlib.sha256(text.encode()).hexdigest(), sum(per_concept.values()), inputs,
                     dict(sorted(per_concept.items())))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from core.annotations import AnnotationEvent, Source, Status, human_annotation_id
+from core.annotations import WHOLE_IMAGE, AnnotationEvent, Kind, Source, Status, human_annotation_id
 from core.geometry import Box
 from core.task_config import LabelingTask
 
@@ -70,9 +70,13 @@ def task_named(tasks: list[LabelingTask], name: str | None) -> LabelingTask:
                    "the home's tasks.txt, else tasks/demo.yaml).")
 
 
-def check_concept(task: LabelingTask, concept: str) -> str:
-    if concept not in task.concepts:
-        raise Invalid(f"{concept!r} is not a concept of task {task.name!r} (concepts: {', '.join(task.concepts)}).")
+def check_concept(task: LabelingTask, concept: str, kind: Kind = Kind.BOX) -> str:
+    """`concept` is one the task annotates as this kind: any of its concepts on a box, one its classifier scores
+    on a whole image."""
+    allowed = task.image_concepts if kind == Kind.CONCEPT else task.concepts
+    if concept not in allowed:
+        what = "an image-level concept" if kind == Kind.CONCEPT else "a concept"
+        raise Invalid(f"{concept!r} is not {what} of task {task.name!r} (concepts: {', '.join(allowed) or 'none'}).")
     return concept
 
 
@@ -91,6 +95,8 @@ def decision_events(current: AnnotationEvent, decision: str, reviewer: str, now:
         raise Invalid(f"Unknown decision {decision!r}; use accept, reject or correct.")
     if current.status == Status.RETIRED:
         raise Conflict(f"Annotation {current.annotation_id} was already replaced; correct the new one instead.")
+    if box is not None and current.kind == Kind.CONCEPT:
+        raise Invalid(f"Annotation {current.annotation_id} is an image-level concept: it has no box to correct.")
     new_box = box or current.box
     new_concept = concept or current.concept
     corrected_id = human_annotation_id(current.task, current.input_id, new_concept, new_box,
@@ -106,8 +112,21 @@ def drawn_box_event(task: LabelingTask, input_id: str, concept: str, box: Box, r
                     now: datetime) -> AnnotationEvent:
     """A box the model missed, drawn by a reviewer: a new SUCCESS annotation (source `review`)."""
     check_concept(task, concept)
+    return _reviewer_event(task, input_id, concept, box, "drawn", reviewer, now, Kind.BOX)
+
+
+def added_concept_event(task: LabelingTask, input_id: str, concept: str, reviewer: str,
+                        now: datetime) -> AnnotationEvent:
+    """An image-level concept the classifier missed, added by a reviewer: a new SUCCESS annotation of the whole
+    image (source `review`)."""
+    check_concept(task, concept, Kind.CONCEPT)
+    return _reviewer_event(task, input_id, concept, WHOLE_IMAGE, "added", reviewer, now, Kind.CONCEPT)
+
+
+def _reviewer_event(task: LabelingTask, input_id: str, concept: str, box: Box, origin: str, reviewer: str,
+                    now: datetime, kind: Kind) -> AnnotationEvent:
     return AnnotationEvent(
-        annotation_id=human_annotation_id(task.name, input_id, concept, box, "drawn"), task=task.name,
+        annotation_id=human_annotation_id(task.name, input_id, concept, box, origin), task=task.name,
         input_id=input_id, prediction_id=None, model_id=None, batch=None, concept=concept, x1=box.x1, y1=box.y1,
         x2=box.x2, y2=box.y2, polygon=None, confidence=None, status=Status.SUCCESS, annotator=reviewer,
-        source=Source.REVIEW, event_at=now)
+        source=Source.REVIEW, event_at=now, kind=kind)

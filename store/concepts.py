@@ -48,9 +48,9 @@ class ConceptsSQL:
             LEFT JOIN positive p USING (input_id, concept)
             ORDER BY l.input_id, c.concept""", {"task": task, "concepts": concepts})
 
-    def _task_classifiers_sql(self) -> str:
+    def _task_classifiers_sql(self, columns: str = "model_id") -> str:
         """The context-based classifiers trained for task $task."""
-        return ("SELECT model_id FROM models WHERE task_type = 'context' "
+        return (f"SELECT {columns} FROM models WHERE task_type = 'context' "
                 "AND json_extract_string(details, '$.task') = $task")
 
     def replace_batch_scores(self, task: str, batch: str, model_id: str, scores: pd.DataFrame,
@@ -72,3 +72,17 @@ class ConceptsSQL:
               AND (model_id = $weights OR model_id IN ({self._task_classifiers_sql()}))""",
             {"batch": batch, "weights": weights_id, "task": task}).fetchall()
         return rows[0][0] if rows else None
+
+    def scored_count(self, task: str) -> int:
+        """Inputs a classifier of the task has scored (its context-based classifiers, and any model whose
+        scores became the task's image-level annotations)."""
+        return int(self.s.scalar(f"""
+            SELECT count(DISTINCT input_id) FROM processed_inputs WHERE model_id IN ({self._task_classifiers_sql()})
+               OR model_id IN (SELECT model_id FROM annotations WHERE task = $task AND {KIND_SQL} = '{Kind.CONCEPT}'
+                                                                  AND model_id IS NOT NULL)""", {"task": task}))
+
+    def latest_classifier(self, task: str) -> tuple[str, str] | None:
+        """(model id, path) of the context-based classifier trained most recently for the task, if any."""
+        rows = self.s.conn.execute(f"{self._task_classifiers_sql('model_id, path')} "
+                                   "ORDER BY registered_at DESC, model_id LIMIT 1", {"task": task}).fetchall()
+        return tuple(rows[0]) if rows else None

@@ -126,9 +126,10 @@ class AnnotationHistory:
                                         [annotation_id]).fetchall())
 
     def counts(self, task: str | None = None) -> pd.DataFrame:
-        """Current live annotations (retired ones left out) by concept and status."""
-        return self.s.df(f"SELECT concept, status, count(*) AS n FROM ({CURRENT}) WHERE status <> 'RETIRED' "
-                         "AND ($task IS NULL OR task = $task) GROUP BY 1, 2 ORDER BY 1, 2", {"task": task})
+        """Current live annotations (retired ones left out) by kind, concept and status."""
+        return self.s.df(f"SELECT {KIND_SQL} AS kind, concept, status, count(*) AS n FROM ({CURRENT}) "
+                         "WHERE status <> 'RETIRED' AND ($task IS NULL OR task = $task) GROUP BY ALL ORDER BY ALL",
+                         {"task": task})
 
     def bad_boxes(self, batch: str) -> int:
         return int(self.s.scalar("SELECT count(*) FROM annotations WHERE batch = ? AND NOT (0 <= x1 AND x1 < x2 "

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from core.annotations import Source, Status
+from core.annotations import KIND_SQL, Kind, Source, Status
 from core.routing import assign_reviewers
 from core.task_config import LabelingTask
 from store.history import CURRENT
@@ -93,10 +93,10 @@ class ReviewSQL:
     def image_annotations(self, task: str, input_id: str) -> list[dict]:
         """Every live (not retired) annotation of one image, as the review page draws them."""
         rows = self.s.df(
-            "SELECT annotation_id, concept, confidence, status, source, annotator, x1, y1, x2, y2, spot_check, "
-            "spot_check_pending FROM ("
+            f"SELECT annotation_id, {KIND_SQL} AS kind, concept, confidence, status, source, annotator, x1, y1, x2, "
+            "y2, spot_check, spot_check_pending FROM ("
             + current_with_spot_checks("c.task = $task AND c.input_id = $input AND c.status <> $retired")
-            + ") ORDER BY x1, y1",
+            + ") ORDER BY kind, confidence DESC NULLS LAST, x1, y1, annotation_id",
             {"task": task, "input": input_id, "retired": str(Status.RETIRED)})
         _none_for_nan(rows, "confidence")
         return rows.to_dict("records")
@@ -113,6 +113,7 @@ class ReviewSQL:
         joiner = " AND " if combine == "and" else " OR "
         matching = joiner.join(f"c.{column} IN (SELECT unnest(${column}))" for column, _ in conditions) or "TRUE"
         params = {"task": task.name, "reviewer": reviewer, "awaiting": str(Status.AWAITING_REVIEW),
+                  "box_kind": str(Kind.BOX), "concept_kind": str(Kind.CONCEPT),
                   "retired": str(Status.RETIRED), **{column: values for column, values in conditions}}
         with self.s.registered("review_rules", rules):
             rows = self.s.df(f"""
@@ -120,7 +121,8 @@ class ReviewSQL:
                 SELECT r.input_id,
                        (SELECT regexp_extract(i.uri, '[^/]*$') FROM inputs i WHERE i.input_id = r.input_id) AS file,
                        count(c.annotation_id) FILTER (WHERE c.status = $awaiting OR c.spot_check_pending) AS pending,
-                       count(c.annotation_id) AS boxes,
+                       count(c.annotation_id) FILTER (WHERE coalesce(c.kind, 'box') = $box_kind) AS boxes,
+                       count(c.annotation_id) FILTER (WHERE c.kind = $concept_kind) AS concepts,
                        min(least(abs(c.confidence - q.upper), abs(c.confidence - q.lower)))
                            FILTER (WHERE c.status = $awaiting) AS doubt
                 FROM review_assignments r
@@ -131,4 +133,19 @@ class ReviewSQL:
                 GROUP BY r.input_id
                 ORDER BY pending = 0, doubt NULLS LAST, r.input_id""", params)
         _none_for_nan(rows, "doubt")
+        return rows.to_dict("records")
+
+    def undecided(self, task: str, reviewer: str) -> list[dict]:
+        """Every item of the reviewer's queue still waiting for a decision (boxes and image-level concepts in the
+        review band, and spot checks), with the annotation id that accept / reject / relabel take."""
+        rows = self.s.df(f"""
+            SELECT c.annotation_id, c.input_id, regexp_extract(i.uri, '[^/]*$') AS file,
+                   {KIND_SQL} AS kind, c.concept, c.confidence, c.status, c.spot_check
+            FROM ({current_with_spot_checks("c.task = $task AND (c.status = $awaiting OR " + SPOT_CHECK_PENDING
+                                            + " IS TRUE)")}) c
+            JOIN review_assignments r ON r.task = c.task AND r.input_id = c.input_id AND r.reviewer = $reviewer
+            JOIN inputs i ON i.input_id = c.input_id
+            ORDER BY file, c.input_id, kind, c.confidence DESC NULLS LAST, c.annotation_id""",
+            {"task": task, "reviewer": reviewer, "awaiting": str(Status.AWAITING_REVIEW)})
+        _none_for_nan(rows, "confidence")
         return rows.to_dict("records")

@@ -6,6 +6,7 @@ import json
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
+from core.annotations import KIND_SQL, Kind
 from core.geometry import BOX_DECIMALS
 from core.manifests import MANIFEST_COLUMNS, Manifest, manifest_of
 
@@ -21,8 +22,9 @@ class VersionsSQL:
         """The manifest of `task`'s accepted annotations as of `cutoff`, formatted and sorted inside DuckDB:
         a whole dataset is one pass over the current state, not a Python loop over its rows."""
         relation, params = self.s.history.as_of_sql(task, cutoff)
-        fields = [f"printf('%.{BOX_DECIMALS}f', {c})" if c in ("x1", "y1", "x2", "y2") else c
-                  for c in MANIFEST_COLUMNS]
+        # An image-level concept has no box: its box fields are empty, so it never reads as a whole-image box.
+        fields = [f"CASE WHEN {KIND_SQL} = '{Kind.CONCEPT}' THEN '' ELSE printf('%.{BOX_DECIMALS}f', {c}) END"
+                  if c in ("x1", "y1", "x2", "y2") else c for c in MANIFEST_COLUMNS]
         lines, inputs = self.s.conn.execute(
             f"SELECT coalesce(string_agg(line || chr(10), '' ORDER BY line), ''), count(DISTINCT input_id) "
             f"FROM (SELECT concat_ws(chr(9), {', '.join(fields)}) AS line, input_id FROM ({relation}))",

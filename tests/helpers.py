@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -117,3 +121,32 @@ def image_bytes(fmt: str, size: tuple[int, int] = (64, 48), mode: str = "RGB", e
     else:
         image.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def review_server(resources: dict) -> Iterator[tuple[int, object]]:
+    """`autoannotate review serve` in a thread: its port and app."""
+    import uvicorn
+
+    port = free_port()
+    from apps.review_server import create_app
+
+    app = create_app(resources["store"], resources["images"], resources["tasks"].load())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        yield port, app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def write_labels_csv(truth: dict[Path, set[str]], csv_path: Path) -> int:
+    """`file,concept` rows for labelled scenes; a scene with no concept gets none (its other concepts are
+    negatives all the same: a person labelled it)."""
+    rows = [f"{path.name},{concept}" for path, concepts in truth.items() for concept in sorted(concepts)]
+    csv_path.write_text("file,concept\n" + "".join(row + "\n" for row in rows))
+    return len(rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from helpers import new_batch, query, table_count
+from helpers import new_batch, query, table_count, write_labels_csv
 
 from apps.dataset_io import export_version, import_labels
 from apps.demo_scenes import SCENE_CONCEPTS, write_concept_scenes
@@ -20,14 +20,6 @@ from core.settings import REPO_ROOT, Settings
 from core.task_config import load_task, parse_task
 
 CONCEPT_TASK = REPO_ROOT / "tasks" / "demo_concepts.yaml"
-
-
-def write_labels_csv(truth: dict[Path, set[str]], csv_path: Path) -> int:
-    """`file,concept` rows for the labelled scenes; a scene with no concept gets none (its other concepts are
-    negatives all the same: a person labelled it)."""
-    rows = [f"{path.name},{concept}" for path, concepts in truth.items() for concept in sorted(concepts)]
-    csv_path.write_text("file,concept\n" + "".join(row + "\n" for row in rows))
-    return len(rows)
 
 
 def test_the_classifier_is_deterministic_and_needs_a_positive_and_a_negative_per_concept() -> None:
@@ -115,6 +107,13 @@ def test_twenty_labelled_scenes_teach_the_context_classifier_and_its_scores_beco
     exported = export_version(resources["store"], resources["images"], resources["versions"], f"{task.name}@{day}",
                               "yolo", tmp_path / "yolo")
     assert exported["annotations"] == 0
+    with pytest.raises(ValueError, match=r"image\(s\) have more than one accepted concept .* export this "
+                                         "multi-label version as coco instead"):
+        export_version(resources["store"], resources["images"], resources["versions"], f"{task.name}@{day}",
+                       "classify", tmp_path / "cls")
+    coco = export_version(resources["store"], resources["images"], resources["versions"], f"{task.name}@{day}",
+                          "coco", tmp_path / "coco")
+    assert (coco["annotations"], coco["image_concepts"]) == (0, accepted)
 
 
 def route_concept_scores(resources: dict, task_data: dict, scores: list[float]) -> list[str | None]:
@@ -170,3 +169,45 @@ def test_a_task_chooses_the_status_each_band_writes(resources: dict) -> None:
             "band_status": {"accept": "PENDING", "review": "SUCCESS"}}
     assert route_concept_scores(resources, data, [0.3, 0.5, 0.9]) == [None, A, str(Status.PENDING)]
     assert table_count(resources, "review_assignments") == 0  # nothing awaits review, so no queue
+
+
+def test_a_single_label_version_exports_the_classification_layout_ultralytics_accepts(
+        resources: dict, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    from pycocotools.coco import COCO
+    from ultralytics.data.utils import check_cls_dataset
+
+    # One concept per scene, in Ultralytics' own train/<concept>/ layout, imported as people's labels.
+    scenes = write_concept_scenes(tmp_path / "scenes", 30, seed=11)
+    folders = tmp_path / "labelled"
+    placed: dict[str, str] = {}
+    for index, path in enumerate(sorted(scenes)):
+        concept = sorted(SCENE_CONCEPTS)[index % 3]
+        (folders / "train" / concept).mkdir(parents=True, exist_ok=True)
+        (folders / "train" / concept / path.name).write_bytes(path.read_bytes())
+        placed[path.name] = concept
+    task = load_task(CONCEPT_TASK)
+    assert import_labels(resources["store"], resources["images"], "classify", folders, task.name, "carol",
+                         50_000_000, task.concepts)["images"] == 30
+    day = datetime.now(UTC).date().isoformat()
+    assert dg.materialize([dataset_versions], partition_key=day, instance=instance, resources=resources).success
+    version = f"{task.name}@{day}"
+    manifest = (resources["versions"].manifest_path(task.name, day)).read_text().splitlines()
+    assert len(manifest) == 31 and all(line.split("\t")[2:6] == ["", "", "", ""] for line in manifest[1:])
+
+    exported = export_version(resources["store"], resources["images"], resources["versions"], version, "classify",
+                              tmp_path / "cls")
+    assert (exported["train"] + exported["val"], exported["without_concept"]) == (30, 0)
+    checked = check_cls_dataset(tmp_path / "cls")  # what `yolo classify train data=...` runs first
+    assert checked["nc"] == 3 and checked["names"] == dict(enumerate(sorted(SCENE_CONCEPTS)))
+    sha_to_name = {query(resources["store"], "SELECT input_id FROM inputs WHERE uri LIKE ?",
+                         [f"%{name}"]).iloc[0, 0]: name for name in placed}
+    written = {f.stem: f.parent.name for split in ("train", "val") for f in (tmp_path / "cls" / split).glob("*/*")}
+    assert written == {input_id: placed[name] for input_id, name in sha_to_name.items()}
+
+    # The COCO export lists each image's concept on the image, and pycocotools reads the file.
+    coco = export_version(resources["store"], resources["images"], resources["versions"], version, "coco",
+                          tmp_path / "coco")
+    assert (coco["images"], coco["annotations"], coco["image_concepts"]) == (30, 0, 30)
+    loaded = COCO(coco["out"])
+    assert {loaded.imgs[i]["file_name"].split(".")[0]: loaded.imgs[i]["concepts"] for i in loaded.imgs} == \
+        {input_id: [placed[name]] for input_id, name in sha_to_name.items()}

@@ -1,16 +1,23 @@
 """Human review: the JSON API through FastAPI's test client, a locked database, and the page in Chromium."""
 
-import contextlib
 import json
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import BROWSER_AVAILABLE, autoannotate, free_port, hold_lock, launch_chromium, query, write_task_file
+from helpers import (
+    BROWSER_AVAILABLE,
+    autoannotate,
+    hold_lock,
+    launch_chromium,
+    query,
+    review_server,
+    write_task_file,
+)
 
 from apps.demo_scenes import write_demo_images
 from apps.review_server import create_app
@@ -164,25 +171,6 @@ def test_decisions_posted_while_a_pipeline_holds_the_lock_are_all_saved(client: 
     assert [r.status_code for r in responses] == [200, 200, 200]
     for item in items:
         assert events_of(resources, item["annotation_id"])[-1] == ("SUCCESS", "review", "alice")
-
-
-@contextlib.contextmanager
-def review_server(resources: dict) -> Iterator[tuple[int, object]]:
-    """`autoannotate review serve` in a thread: its port and app."""
-    import uvicorn
-
-    port = free_port()
-    app = create_app(resources["store"], resources["images"], resources["tasks"].load())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.05)
-        yield port, app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def wait_for_row(page, annotation_id: str, status: str | None) -> None:
