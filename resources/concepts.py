@@ -127,9 +127,11 @@ class ConceptModels(dg.ConfigurableResource):
         """(model id, class names, each image's `top_k` classes with their probabilities, most probable first)."""
         model_id, model = self.classification_model(path)
         names = [model.names[i] for i in sorted(model.names)]
+        # Without a task `imgsz`, the size the model was trained at (Ultralytics refuses imgsz=None).
+        size = imgsz or int(getattr(model.model, "args", {}).get("imgsz", 224) or 224)
         found = []
         for image in images_bgr:
-            result = model.predict(image, imgsz=imgsz or None, device=self.device, verbose=False)[0]
+            result = model.predict(image, imgsz=size, device=self.device, verbose=False)[0]
             probabilities = result.probs.data.float().cpu().numpy()
             order = np.argsort(-probabilities, kind="stable")[:top_k]
             found.append([(names[i], float(probabilities[i])) for i in order])

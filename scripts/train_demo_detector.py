@@ -17,14 +17,13 @@ architecture file next to this script.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from apps.demo_scenes import SHAPE_CLASSES, generate_scene
 from core.offline import make_ultralytics_offline
+from scripts.bundled_model import save_bundled_model
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHITECTURE = REPO / "scripts" / "demo_detector.yaml"
@@ -78,9 +77,7 @@ def main() -> None:
     )
     best = work / "runs" / "train" / "weights" / "best.pt"
     metrics = YOLO(str(best)).val(data=str(data), imgsz=args.imgsz, batch=args.batch, device="cpu", plots=False)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, args.out)
-    report = {
+    save_bundled_model(best, args.out, {
         "architecture": ARCHITECTURE.name,
         **({"fine_tuned_from": args.fine_tune.name} if args.fine_tune else {}),
         "classes": list(SHAPE_CLASSES),
@@ -92,10 +89,7 @@ def main() -> None:
         "val_map50": round(float(metrics.box.map50), 4),
         "val_map50_95": round(float(metrics.box.map), 4),
         "train_minutes": round((time.time() - started) / 60, 1),
-        "weights_bytes": args.out.stat().st_size,
-    }
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    })
 
 
 if __name__ == "__main__":

@@ -211,3 +211,45 @@ def test_a_single_label_version_exports_the_classification_layout_ultralytics_ac
     loaded = COCO(coco["out"])
     assert {loaded.imgs[i]["file_name"].split(".")[0]: loaded.imgs[i]["concepts"] for i in loaded.imgs} == \
         {input_id: [placed[name]] for input_id, name in sha_to_name.items()}
+
+
+CLASSIFY_TASK = REPO_ROOT / "tasks" / "demo_classify.yaml"
+
+
+def test_a_classification_model_scores_whole_images_through_the_pipeline(tmp_path: Path) -> None:
+    from ultralytics import YOLO
+
+    from apps.runner import run_pipeline
+    from resources import build_resources
+
+    home = tmp_path / "home"
+    scenes = write_concept_scenes(home / "inbox", 12, seed=21)
+    settings = Settings(home=home, task_files=(str(CLASSIFY_TASK),))
+    run_pipeline(settings)
+    resources = build_resources(settings)
+    task = load_task(CLASSIFY_TASK)
+    models = query(resources["store"], "SELECT model_id, name, task_type, class_names FROM models")
+    assert list(models["task_type"]) == ["classify"] and list(models["class_names"][0]) == sorted(SCENE_CONCEPTS)
+    scores = query(resources["store"], "SELECT regexp_extract(i.uri, '[^/]*$') AS file, p.class_name, p.confidence, "
+                                       "p.x1, p.y1, p.x2, p.y2 FROM predictions p JOIN inputs i USING (input_id)")
+    assert len(scores) == 12 * task.classifier.top_k  # each image's top 2 classes
+    assert (scores[["x1", "y1"]] == 0).all().all() and (scores[["x2", "y2"]] == 1).all().all()
+    model = YOLO(str(task.classifier_path()))
+    for path in scenes:  # the same top 2 and probabilities as Ultralytics' own prediction
+        probs = model.predict(str(path), verbose=False)[0].probs
+        expected = {model.names[i]: float(probs.data[i]) for i in probs.top5[:2]}
+        mine = scores[scores.file == path.name]
+        assert dict(zip(mine.class_name, mine.confidence, strict=True)) == pytest.approx(expected, abs=2e-3)
+
+    state = query(resources["store"], "SELECT concept, status, kind, confidence FROM annotation_state "
+                                      "WHERE task = ?", [task.name])
+    assert set(state["kind"]) == {str(Kind.CONCEPT)}
+    assert (state["status"] == Status.SUCCESS).sum() == (scores["confidence"] > 0.8).sum()
+    assert (state["status"] == Status.AWAITING_REVIEW).sum() == \
+        ((scores["confidence"] > 0.3) & (scores["confidence"] <= 0.8)).sum()
+    # A detector named as a classification model is refused with a sentence saying what to do instead.
+    from resources.concepts import ConceptModels
+    from resources.detector import DetectorError
+
+    with pytest.raises(DetectorError, match=r"needs a classification \(-cls\) model.*`classifier.backbone`"):
+        ConceptModels(root=str(tmp_path / "m")).classification_model(REPO_ROOT / "models" / "demo_detector.pt")
