@@ -45,7 +45,7 @@ def concept_scorer(task: LabelingTask, resources: dict):
                          "concepts (`autoannotate import --format concepts-csv`, or review) and run the pipeline.")
     model_id, path = trained
     classifier = models.load(Path(path))
-    backbone = models.backbone(task.classifier_path())
+    backbone = models.backbone(task.classifier_path(), task.classifier.imgsz)
     return model_id, lambda image: list(zip(classifier.concepts, classifier.scores(backbone.embed(image)[None])[0]))
 
 

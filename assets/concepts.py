@@ -49,7 +49,7 @@ def embed_inputs(store: DuckDBStore, images: ImageStore, models: ConceptModels, 
                  input_ids: list[str], log: Callable[[str], object] = print) -> tuple[str, np.ndarray]:
     """(backbone id, one embedding row per input) for the task's context-based classifier; embeddings already
     stored are read, the others computed once and stored."""
-    backbone = models.backbone(task.classifier_path())
+    backbone = models.backbone(task.classifier_path(), task.classifier.imgsz)
     known = store.read(lambda s: s.concepts.embeddings(backbone.model_id, input_ids))
     fresh = []
     for done, input_id in enumerate([i for i in input_ids if i not in known], 1):

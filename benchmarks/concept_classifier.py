@@ -21,13 +21,17 @@ import numpy as np
 
 from apps.demo_scenes import SCENE_CONCEPTS, concept_scene
 from core.concepts import concept_accuracy, train_concept_classifier
-from core.settings import DEMO_WEIGHTS
+from core.settings import DEMO_WEIGHTS, REPO_ROOT
+from core.task_config import load_task
 from resources.concepts import ConceptModels
 
+DEMO_CONCEPTS_TASK = REPO_ROOT / "tasks" / "demo_concepts.yaml"
 
-def embedded_scenes(models: ConceptModels, seeds: range) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
-    """Embeddings, true labels per concept, and seconds per image spent embedding."""
-    backbone = models.backbone(DEMO_WEIGHTS)
+
+def embedded_scenes(models: ConceptModels, seeds: range, imgsz: int
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+    """Embeddings at `imgsz`, true labels per concept, and seconds per image spent embedding."""
+    backbone = models.backbone(DEMO_WEIGHTS, imgsz)
     vectors, truth, seconds = [], [], 0.0
     for seed in seeds:
         image, concepts = concept_scene(seed)
@@ -43,17 +47,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--held-out", type=int, default=200)
     parser.add_argument("--labelled", type=int, nargs="+", default=[10, 20, 40, 80])
+    parser.add_argument("--imgsz", type=int, default=load_task(DEMO_CONCEPTS_TASK).classifier.imgsz,
+                        help="embedding size (default: the demo task's classifier.imgsz; 0: the weights' own 256)")
     parser.add_argument("--repeats", type=int, default=5, help="labelled sets drawn per size (seeds differ)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         models = ConceptModels(root=str(Path(scratch) / "models"))
-        held_x, held_y, per_image = embedded_scenes(models, range(900_000, 900_000 + args.held_out))
+        held_x, held_y, per_image = embedded_scenes(models, range(900_000, 900_000 + args.held_out), args.imgsz)
         majority = np.mean([max(y.mean(), 1 - y.mean()) for y in held_y.values()])
-        print(f"backbone: {DEMO_WEIGHTS.name}, embedding {held_x.shape[1]} values, {per_image * 1000:.0f} ms per "
+        print(f"backbone: {DEMO_WEIGHTS.name} at imgsz {args.imgsz or 'its own'}, embedding {held_x.shape[1]} "
+              f"values, {per_image * 1000:.0f} ms per "
               f"image on this machine (torch CPU); {args.held_out} held-out scenes; majority answer "
               f"{majority:.3f}")
         print(f"{'labelled':>8} " + " ".join(f"{c:>8}" for c in SCENE_CONCEPTS) + "     mean  train ms")
-        pool_x, pool_y, _ = embedded_scenes(models, range(args.repeats * max(args.labelled)))
+        pool_x, pool_y, _ = embedded_scenes(models, range(args.repeats * max(args.labelled)), args.imgsz)
         for size in args.labelled:
             accuracies, train_ms = [], []
             for repeat in range(args.repeats):

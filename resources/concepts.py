@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +88,14 @@ class ConceptModels(dg.ConfigurableResource):
     device: str = "cpu"
     threads: int = 0
 
-    def backbone(self, path: Path) -> Backbone:
-        """Any Ultralytics weights, loaded once per process, with hooks on the layers an embedding pools."""
+    def backbone(self, path: Path, imgsz: int = 0) -> Backbone:
+        """Any Ultralytics weights, loaded once per process, with hooks on the layers an embedding pools; run at
+        `imgsz` (0: the size the weights were trained at). An embedding at another size is another embedding, so
+        its id is derived from the weights' sha256 and the size."""
         path = _existing(path, "Backbone weights")
-        model_id = file_sha256(path)
+        weights_id = file_sha256(path)
         with _lock:
-            if ("backbone", model_id) not in _cache:
+            if ("backbone", weights_id) not in _cache:
                 import torch
 
                 network = _yolo(path).model.float().eval().to(self.device)
@@ -103,9 +105,13 @@ class ConceptModels(dg.ConfigurableResource):
                     network.model[index].register_forward_hook(
                         lambda _module, _inputs, output, index=index: features.__setitem__(index, output))
                 torch.set_num_threads(self.threads or os.cpu_count() or 1)
-                imgsz = int(getattr(network, "args", {}).get("imgsz", 640) or 640)
-                _cache[("backbone", model_id)] = Backbone(model_id, network, layers, imgsz, features)
-            return _cache[("backbone", model_id)]
+                trained_at = int(getattr(network, "args", {}).get("imgsz", 640) or 640)
+                _cache[("backbone", weights_id)] = Backbone(weights_id, network, layers, trained_at, features)
+            trained = _cache[("backbone", weights_id)]
+        if not imgsz or imgsz == trained.imgsz:
+            return trained
+        return replace(trained, model_id=hashlib.sha256(f"{weights_id}|imgsz={imgsz}".encode()).hexdigest(),
+                       imgsz=imgsz)
 
     def classification_model(self, path: Path) -> tuple[str, Any]:
         """(model id, Ultralytics model) of `-cls` weights; other weights are refused with a sentence naming them."""

@@ -165,7 +165,8 @@ MODELS = Table("models", "Every set of detector weights that produced prediction
 EMBEDDINGS = Table("embeddings", "Each input's embedding by each backbone, computed once: a concept classifier "
                    "retrains on them without running the backbone again.", (
     sha256("input_id", "The input."),
-    sha256("model_id", "The backbone (weights hash)."),
+    sha256("model_id", "The backbone: its weights' sha256, or when a task embeds at another size than the weights "
+           "were trained at, the sha256 of that and the size."),
     Column("vector", "DOUBLE[]", "Mean- and max-pooled feature maps of the backbone's kept layers."),
     timestamp("embedded_at", "When it was computed (UTC)."),
 ), primary_key=("input_id", "model_id"))
