@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.annotations import WHOLE_IMAGE
 from core.image_checks import Rejection, inspect_image_file, load_oriented_rgb
 from core.routing import route_predictions
 from core.settings import Settings
 from core.task_config import LabelingTask, check_class_map, load_task
 from resources import build_resources
+from resources.concepts import whole_image_detections
 from resources.detector import Detection
 from resources.tasks import detector_for
 from store.predictions import prediction_rows
@@ -73,10 +73,8 @@ def dry_run(settings: Settings, task_file: str, images: list[Path]) -> dict:
             detections = model.predict([model.letterbox(array)], detector.conf_floor)[0]
             entry["predictions"] = routed_report(task, model.model_id, checked.input_id, detections)
         if scorer is not None:
-            box = WHOLE_IMAGE
-            scores = [Detection(name, float(score), box.x1, box.y1, box.x2, box.y2, None)
-                      for name, score in scorer(array)]
-            entry["concepts"] = routed_report(task, classifier_id, checked.input_id, scores)
+            entry["concepts"] = routed_report(task, classifier_id, checked.input_id,
+                                              whole_image_detections(scorer(array)))
         report.append(entry)
     return {"task": task.name, "model_id": model.model_id if model else None,
             "classifier_id": classifier_id if scorer else None, "images": report}

@@ -19,13 +19,13 @@ import pandas as pd
 from assets.checks import table_metadata
 from assets.partitions import batch_partitions
 from assets.triage import annotate_task, annotations, task_totals
-from core.annotations import WHOLE_IMAGE, Kind
+from core.annotations import Kind
 from core.concepts import ConceptClassifier, concept_accuracy, train_concept_classifier
 from core.plots import confidence_histograms, markdown_image
 from core.routing import route_predictions
 from core.task_config import LabelingTask
-from resources.concepts import ConceptModels
-from resources.detector import Detection, file_sha256, oriented_bgr
+from resources.concepts import ConceptModels, whole_image_detections
+from resources.detector import file_sha256, oriented_bgr
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, write_or_retry
 from resources.tasks import LabelingTasks
@@ -120,9 +120,7 @@ def concept_classifier(context: dg.AssetExecutionContext, store: DuckDBStore, im
 def whole_image_rows(batch: str, model_id: str, input_id: str, scores: list[tuple[str, float]],
                      now: datetime) -> list[dict]:
     """Rows of `predictions` for one image's concept scores: predictions whose box is the whole image."""
-    box = WHOLE_IMAGE
-    found = [Detection(name, float(score), box.x1, box.y1, box.x2, box.y2, None) for name, score in scores]
-    return prediction_rows(batch, model_id, input_id, found, now)
+    return prediction_rows(batch, model_id, input_id, whole_image_detections(scores), now)
 
 
 def trained_classifiers(instance: dg.DagsterInstance, batch: str) -> dict[str, dict]:
@@ -152,8 +150,7 @@ def score_batch(store: DuckDBStore, images: ImageStore, models: ConceptModels, t
         if model_id is None:
             return {"model_id": None, "scored_images": 0,
                     "why": trained.get("why", f"concept_classifier has not run for batch {batch}")}
-        path = store.read(lambda s: s.scalar("SELECT path FROM models WHERE model_id = ?", [model_id]))
-        classifier = models.load(Path(path))
+        classifier = models.load(Path(store.read(lambda s: s.predictions.model_path(model_id))))
         _, vectors = embed_inputs(store, images, models, task, input_ids, log)
         scores = classifier.scores(vectors) if input_ids else np.zeros((0, len(classifier.concepts)))
         rows = [r for i, row in zip(input_ids, scores, strict=True)

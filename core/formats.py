@@ -227,6 +227,11 @@ def place_image(source: Path, target: Path) -> None:
 # ---------------------------------------------------------------- COCO
 
 
+def concepts_per_image(concepts: pd.DataFrame) -> pd.Series:
+    """input_id -> the sorted, distinct concepts of that image (`concepts`: input_id, concept rows)."""
+    return concepts.groupby("input_id")["concept"].agg(lambda c: sorted(set(c)))
+
+
 def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path, names: list[str],
                    val_ratio: float) -> dict:
     """An Ultralytics classification dataset: {train,val}/<concept>/<image>, one folder per concept in both splits.
@@ -234,7 +239,7 @@ def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image, o
     `concepts`: each image's accepted image-level concepts (input_id, concept). The layout holds one concept per
     image, so an image with two is refused (one sentence naming it) before anything is written; images without a
     concept are left out and counted."""
-    per_image = concepts.groupby("input_id")["concept"].agg(lambda c: sorted(set(c)))
+    per_image = concepts_per_image(concepts)
     several = per_image[per_image.map(len) > 1]
     if len(several):
         raise ValueError(f"{len(several)} image(s) have more than one accepted concept (e.g. input {several.index[0]}: "
@@ -266,8 +271,9 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
     sizes = inputs.set_index("input_id")[["width", "height", "format"]]
     images = [{"id": image_ids[i], "file_name": f"{image_prefix}{i}{image_suffix(sizes.loc[i, 'format'])}",
                "width": int(sizes.loc[i, "width"]), "height": int(sizes.loc[i, "height"])} for i in image_ids]
-    if image_concepts is not None and len(image_concepts):
-        held = image_concepts.groupby("input_id")["concept"].agg(lambda c: sorted(set(c)))
+    has_concepts = image_concepts is not None and len(image_concepts) > 0
+    if has_concepts:
+        held = concepts_per_image(image_concepts)
         for image, input_id in zip(images, image_ids, strict=True):
             image["concepts"] = held.get(input_id, [])
     annotations = []
@@ -285,7 +291,7 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
                             "area": round(w * h, 2), "iscrowd": 0, "segmentation": segmentation})
     document = {"info": {"description": "autoannotate dataset version"}, "images": images,
                 "annotations": annotations, "categories": categories}
-    if image_concepts is not None and len(image_concepts):
+    if has_concepts:
         document["image_concepts"] = sorted(set(image_concepts["concept"]))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(document, indent=1))

@@ -16,9 +16,10 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
+from core.annotations import WHOLE_IMAGE
 from core.concepts import ConceptClassifier
 from core.offline import make_ultralytics_offline
-from resources.detector import DetectorError, file_sha256, letterbox
+from resources.detector import Detection, DetectorError, file_sha256, letterbox, trained_imgsz
 
 
 @dataclass
@@ -55,6 +56,12 @@ def feature_layers(network: Any) -> list[int]:
     inputs = head.f if isinstance(head.f, list) else [head.f]
     chosen = {last + i if i < 0 else i for i in inputs} | set(network.save)
     return sorted(chosen - {last})
+
+
+def whole_image_detections(scores: list[tuple[str, float]]) -> list[Detection]:
+    """One image's concept scores as detections whose box is the whole image (how they are stored and routed)."""
+    box = WHOLE_IMAGE
+    return [Detection(name, float(score), box.x1, box.y1, box.x2, box.y2, None) for name, score in scores]
 
 
 _cache: dict[tuple, Any] = {}
@@ -98,15 +105,16 @@ class ConceptModels(dg.ConfigurableResource):
             if ("backbone", weights_id) not in _cache:
                 import torch
 
-                network = _yolo(path).model.float().eval().to(self.device)
+                yolo = _yolo(path)
+                network = yolo.model.float().eval().to(self.device)
                 features: dict[int, Any] = {}
                 layers = feature_layers(network)
                 for index in layers:
                     network.model[index].register_forward_hook(
                         lambda _module, _inputs, output, index=index: features.__setitem__(index, output))
                 torch.set_num_threads(self.threads or os.cpu_count() or 1)
-                trained_at = int(getattr(network, "args", {}).get("imgsz", 640) or 640)
-                _cache[("backbone", weights_id)] = Backbone(weights_id, network, layers, trained_at, features)
+                _cache[("backbone", weights_id)] = Backbone(weights_id, network, layers, trained_imgsz(yolo),
+                                                            features)
             trained = _cache[("backbone", weights_id)]
         if not imgsz or imgsz == trained.imgsz:
             return trained
@@ -133,8 +141,7 @@ class ConceptModels(dg.ConfigurableResource):
         """(model id, class names, each image's `top_k` classes with their probabilities, most probable first)."""
         model_id, model = self.classification_model(path)
         names = [model.names[i] for i in sorted(model.names)]
-        # Without a task `imgsz`, the size the model was trained at (Ultralytics refuses imgsz=None).
-        size = imgsz or int(getattr(model.model, "args", {}).get("imgsz", 224) or 224)
+        size = imgsz or trained_imgsz(model)  # Ultralytics refuses imgsz=None
         found = []
         for image in images_bgr:
             result = model.predict(image, imgsz=size, device=self.device, verbose=False)[0]

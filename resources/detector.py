@@ -86,6 +86,11 @@ class LoadedModel:
         return self.engine.predict(images, conf_floor)
 
 
+def trained_imgsz(model: Any) -> int:
+    """The image size Ultralytics weights were trained at (an Ultralytics `YOLO` object), 640 when unrecorded."""
+    return int(model.overrides.get("imgsz") or 640)
+
+
 def letterbox(image: np.ndarray, imgsz: int, stride: int) -> Letterboxed:
     """Ultralytics' own single-image letterbox (`LetterBox(auto=True)`), keeping where the image lies."""
     import cv2
@@ -235,7 +240,7 @@ class Detector(dg.ConfigurableResource):
     def _load_torch(self, path: Path, model_id: str) -> LoadedModel:
         checkpoint = self._checkpoint(path)
         class_names = [checkpoint.names[i] for i in sorted(checkpoint.names)]
-        imgsz = self.imgsz or int(checkpoint.overrides.get("imgsz") or 640)
+        imgsz = self.imgsz or trained_imgsz(checkpoint)
         # The first predict builds the predictor, whose device selection resets torch's
         # thread count to Ultralytics' default; set ours afterwards so it sticks.
         checkpoint.predict(np.zeros((imgsz, imgsz, 3), dtype=np.uint8), imgsz=imgsz, device=self.device,

@@ -41,6 +41,10 @@ class PredictionsSQL:
                                   "class_names": class_names, "registered_at": now,
                                   "details": json.dumps(details, sort_keys=True) if details else None}])
 
+    def model_path(self, model_id: str) -> str:
+        """Where a registered model's file is."""
+        return self.s.scalar("SELECT path FROM models WHERE model_id = ?", [model_id])
+
     def replace_batch(self, batch: str, model_id: str, predictions: pd.DataFrame, processed: pd.DataFrame) -> None:
         """Swap this batch's rows of this model for the new ones, in the session's transaction."""
         for table in ("predictions", "processed_inputs"):
