@@ -133,6 +133,7 @@ def team_services(home: Path, **extra: str) -> Iterator[dict]:
             wait_for_webserver(team["url"])
         except ServiceError as error:
             pytest.fail(f"{error}\n{(home / 'team' / 'webserver.log').read_text()[-3000:]}")
+        wait_for_workers(home)
         team["variables"] = read_team_env(home)
         yield team
     finally:
@@ -140,6 +141,20 @@ def team_services(home: Path, **extra: str) -> Iterator[dict]:
                               capture_output=True, text=True, timeout=120)
         shutil.rmtree(cluster_folder(Settings(home=home)), ignore_errors=True)
         team["down"] = (down.returncode, down.stderr)
+
+
+def worker_logs(home: Path) -> dict[str, str]:
+    return {path.stem: path.read_text() for path in sorted((home / "team").glob("worker-*.log"))}
+
+
+def wait_for_workers(home: Path, timeout_s: float = 240) -> None:
+    """Until every Celery worker has said it is ready (on a loaded 2-core machine a worker can take a minute to
+    import torch: steps sent before then all go to the other one)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(" ready." in text for text in worker_logs(home).values()):
+        if time.monotonic() > deadline:
+            pytest.fail("\n".join(f"{name}: {text[-2000:]}" for name, text in worker_logs(home).items()))
+        time.sleep(1)
 
 
 def exactly_once(home: Path, variables: dict) -> int:
@@ -192,8 +207,10 @@ def test_team_up_runs_batches_on_two_celery_workers_and_team_down_stops_everythi
         assert [(r["jobName"], r["status"]) for r in run_statuses(team["url"])] == [("annotate_batch", "SUCCESS")]
         batches = new_batches(home, team, [4, 4, 4, 4], seed=200)
         assert backfill_and_wait(team["url"], batches, runs_in_all=5) == ["SUCCESS"] * 5
-        logs = {name: (home / "team" / f"{name}.log").read_text() for name in ("worker-1", "worker-2")}
-        assert all("Task execute_plan" in text for text in logs.values())  # both workers ran steps
+        logs = worker_logs(home)
+        assert sorted(logs) == ["worker-1", "worker-2"]
+        assert all("Task execute_plan" in text for text in logs.values()), {  # both workers ran steps
+            name: text[-2000:] for name, text in logs.items()}
         counts = table_counts(home, team["variables"])
         assert counts["inputs"] == counts["input_sources"] == counts["task_inputs"] == 3 + 4 * 4
         assert exactly_once(home, team["variables"]) == 0
