@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from core.annotations import Status
+from core.manifests import EXPORT_FORMATS, SPLITS
 from core.settings import Settings
 from core.task_config import LabelingTask
 
@@ -298,6 +299,18 @@ def render_import(result: dict) -> None:
 def command_version_create(args: argparse.Namespace, settings: Settings) -> None:
     from apps.runner import create_versions
 
+    columns = ["version", "annotations", "inputs", "negatives", "manifest_sha256", "changed"]
+    if args.name:
+        from apps.dataset_io import create_named_version
+        from resources import build_resources
+
+        resources = build_resources(settings)
+        versions = create_named_version(resources["store"], resources["versions"], args.name, args.task)
+        emit(args, {"name": args.name, "versions": versions}, lambda r: print_table(
+            [{"version": k, **{f: v[f] for f in columns[1:]}} for k, v in r["versions"].items()], columns))
+        return
+    if args.task:
+        raise UserError("--task goes with --name: a day's versions are built for every task.")
     day = args.date or datetime.now(UTC).date().isoformat()
     try:
         date.fromisoformat(day)
@@ -305,8 +318,7 @@ def command_version_create(args: argparse.Namespace, settings: Settings) -> None
         raise UserError(f"--date {day!r} is not a date (YYYY-MM-DD).") from None
     versions = create_versions(settings, day)
     emit(args, {"day": day, "versions": versions}, lambda r: print_table(
-        [{"version": k, **{f: v[f] for f in ("annotations", "inputs", "manifest_sha256", "changed")}}
-         for k, v in r["versions"].items()], ["version", "annotations", "inputs", "manifest_sha256", "changed"]))
+        [{"version": k, **{f: v.get(f, 0) for f in columns[1:]}} for k, v in r["versions"].items()], columns))
 
 
 def command_model_classes(args: argparse.Namespace, settings: Settings) -> None:
@@ -346,8 +358,12 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
 
     resources = build_resources(settings)
     result = export_version(resources["store"], resources["images"], resources["versions"], args.version,
-                            args.format, Path(args.out))
-    emit(args, result, lambda r: print(f"exported {r['version']} as {r['format']}: {r['out']}"))
+                            args.format, Path(args.out), negatives=args.negatives, longest_side=args.resize)
+    splits = ", ".join(f"{split} {result[split]}" for split in SPLITS if split in result)
+    emit(args, result, lambda r: print(
+        f"exported {r['version']} as {r['format']} ({r['labels']} labels): {r['out']}\n"
+        f"images: {splits}; {r['annotations']} annotations"
+        + (f"; {r['negatives']} negative images (no objects)" if "negatives" in r else "")))
 
 
 def command_review(args: argparse.Namespace, settings: Settings) -> None:
@@ -538,8 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     importer.set_defaults(handler=command_import)
 
     version = sub.add_parser("version", help="dataset versions").add_subparsers(dest="action", required=True)
-    create = version.add_parser("create", parents=[common], help="build every task's version of a day")
-    create.add_argument("--date", help="YYYY-MM-DD (default: today, UTC)")
+    create = version.add_parser("create", parents=[common], help="build every task's version of a day, or freeze "
+                                                                 "a named version")
+    when = create.add_mutually_exclusive_group()
+    when.add_argument("--date", help="YYYY-MM-DD (default: today, UTC)")
+    when.add_argument("--name", help="freeze the current annotations as TASK@NAME (e.g. release-3): never rebuilt, "
+                                     "refused if it exists")
+    create.add_argument("--task", action="append", help="with --name: only this task (repeatable; default: all)")
     create.set_defaults(handler=command_version_create)
 
     model = sub.add_parser("model", help="detector weights").add_subparsers(dest="action", required=True)
@@ -550,10 +571,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", parents=[common], help="write a dataset version as YOLO, classify or COCO")
     export.add_argument("--version", required=True, help="version key, e.g. demo-shapes@2026-11-22")
-    export.add_argument("--format", required=True, choices=["yolo", "coco", "classify"],
-                        help="yolo (Ultralytics detection), classify (Ultralytics classification: image-level "
-                             "concepts, one per image) or coco (boxes, and image-level concepts on each image)")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                        help="yolo (Ultralytics detection; segmentation labels when the version has polygons), "
+                             "yolo-seg (Ultralytics segmentation, boxes as rectangles), classify (Ultralytics "
+                             "classification: image-level concepts, one per image) or coco (boxes, and "
+                             "image-level concepts on each image)")
     export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--no-negatives", dest="negatives", action="store_false",
+                        help="leave out the negative images (looked at, no object accepted); kept by default")
+    export.add_argument("--resize", type=int, default=0, metavar="PIXELS",
+                        help="shrink images whose longest side is larger to this size (default 0: as stored)")
     export.set_defaults(handler=command_export)
     add_examples(parser)
     return parser

@@ -30,7 +30,8 @@ def write_version(s: Session, versions: VersionStore, task: str, day: date, now:
     changed = s.versions.record(key, task, day, cutoff, manifest, str(path), now)
     pause_point("versions.write")
     return {"version": key, "manifest_sha256": manifest.sha256, "annotations": manifest.annotations,
-            "inputs": manifest.inputs, "per_concept": manifest.per_concept, "changed": changed}
+            "inputs": manifest.inputs, "negatives": manifest.negatives, "per_concept": manifest.per_concept,
+            "changed": changed}
 
 
 @dg.asset(
@@ -58,8 +59,8 @@ def dataset_versions(context: dg.AssetExecutionContext, store: DuckDBStore,
         context.add_asset_metadata(partition_key=day, metadata={
             "dagster/row_count": len(built),
             "annotations": sum(v["annotations"] for v in built),
-            "versions": {v["version"]: {k: v[k] for k in ("manifest_sha256", "annotations", "inputs", "per_concept",
-                                                          "changed")} for v in built},
+            "versions": {v["version"]: {k: v[k] for k in ("manifest_sha256", "annotations", "inputs", "negatives",
+                                                          "per_concept", "changed")} for v in built},
         })
     return dg.MaterializeResult(metadata={"days": len(context.partition_keys),
                                           "dagster/column_schema": column_schema("dataset_versions")})

@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 
 from core.image_checks import SUPPORTED_SUFFIXES
-from core.manifests import split_of
+from core.manifests import SPLITS, split_of
 
 EPSILON = 1e-6
 
@@ -174,31 +174,48 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def write_yolo(rows: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path, names: list[str],
-               val_ratio: float) -> dict:
-    """An Ultralytics detection dataset: images/{train,val}, labels/{train,val}, data.yaml.
+def yolo_label_line(class_id: int, box: object, segments: bool) -> str:
+    """One Ultralytics label line: `class cx cy w h`, or for a segmentation dataset `class x0 y0 x1 y1 ...` (the
+    polygon; a box without one becomes its four corners, since Ultralytics drops every polygon of a dataset
+    whose labels mix boxes and polygons)."""
+    if not segments:
+        cx, cy = (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
+        return f"{class_id} {cx:.6f} {cy:.6f} {box.x2 - box.x1:.6f} {box.y2 - box.y1:.6f}"
+    points = box.polygon if has_polygon(box) else (box.x1, box.y1, box.x2, box.y1, box.x2, box.y2, box.x1, box.y2)
+    return f"{class_id} " + " ".join(f"{v:.6f}" for v in points)
 
-    `rows`: accepted annotations (input_id, concept, x1..y2); `inputs`: input_id, width, height, format;
-    `stored_image(input_id) -> Path` of the stored original. Images are linked where the filesystem
-    allows; an image whose EXIF rotates it is written upright instead, so that its pixels are the ones
-    the boxes were computed on.
+
+def has_polygon(box: object) -> bool:
+    polygon = getattr(box, "polygon", None)
+    return hasattr(polygon, "__len__") and len(polygon) >= 6
+
+
+def write_yolo(rows: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path, names: list[str],
+               ratios: tuple[float, float], segments: bool = False, longest_side: int = 0) -> dict:
+    """An Ultralytics detection (or, with `segments`, segmentation) dataset: images/{train,val,test},
+    labels/{train,val,test}, data.yaml.
+
+    `rows`: accepted annotations (input_id, concept, x1..y2, polygon); `inputs`: input_id, width, height, format;
+    an input without rows is a negative image (an empty label file). `stored_image(input_id) -> Path` of the
+    stored original; `ratios`: the val and test shares (by input hash). Images are placed as `place_image` does.
     """
     index = {name: i for i, name in enumerate(names)}
-    counts = {"train": 0, "val": 0}
+    counts = dict.fromkeys(SPLITS, 0)
+    for split in SPLITS:
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+    by_input = dict(tuple(rows.groupby("input_id"))) if len(rows) else {}
     for info in inputs.itertuples():
-        split = split_of(info.input_id, val_ratio)
+        split = split_of(info.input_id, *ratios)
         counts[split] += 1
-        image_dir, label_dir = out / "images" / split, out / "labels" / split
-        image_dir.mkdir(parents=True, exist_ok=True)
-        label_dir.mkdir(parents=True, exist_ok=True)
-        place_image(stored_image(info.input_id), image_dir / f"{info.input_id}{image_suffix(info.format)}")
-        lines = []
-        for box in rows[rows["input_id"] == info.input_id].itertuples():
-            cx, cy = (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
-            lines.append(f"{index[box.concept]} {cx:.6f} {cy:.6f} {box.x2 - box.x1:.6f} {box.y2 - box.y1:.6f}")
-        (label_dir / f"{info.input_id}.txt").write_text("".join(line + "\n" for line in sorted(lines)))
+        place_image(stored_image(info.input_id),
+                    out / "images" / split / f"{info.input_id}{image_suffix(info.format)}", longest_side)
+        boxes = by_input.get(info.input_id)
+        lines = [] if boxes is None else [yolo_label_line(index[box.concept], box, segments)
+                                          for box in boxes.itertuples()]
+        (out / "labels" / split / f"{info.input_id}.txt").write_text("".join(line + "\n" for line in sorted(lines)))
     (out / "data.yaml").write_text(yaml.safe_dump(
-        {"path": str(out.resolve()), "train": "images/train", "val": "images/val",
+        {"path": str(out.resolve()), **{split: f"images/{split}" for split in SPLITS},
          "names": dict(enumerate(names))}, sort_keys=False))
     return counts
 
@@ -207,15 +224,29 @@ def image_suffix(fmt: str) -> str:
     return {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}[fmt]
 
 
-def place_image(source: Path, target: Path) -> None:
+def resized(width: int, height: int, longest_side: int) -> tuple[int, int]:
+    """The size an image of width x height has once its longest side is at most `longest_side` (0: as it is;
+    never enlarged)."""
+    if not longest_side or max(width, height) <= longest_side:
+        return width, height
+    scale = longest_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def place_image(source: Path, target: Path, longest_side: int = 0) -> None:
+    """The stored image at `target`: linked (or copied) as it is, or written upright when its EXIF rotates it
+    (the boxes were computed on the upright pixels), or resized to `longest_side` when it is larger."""
     if target.exists() or target.is_symlink():
         target.unlink()
     with Image.open(source) as image:
         orientation = image.getexif().get(0x0112, 1)
-        if orientation not in (0, 1):
+        size = image.size if orientation in (0, 1, 2, 3, 4) else image.size[::-1]
+        if orientation not in (0, 1) or resized(*size, longest_side) != size:
             from PIL import ImageOps
 
             upright = ImageOps.exif_transpose(image)
+            if resized(*size, longest_side) != size:
+                upright = upright.resize(resized(*size, longest_side), Image.Resampling.LANCZOS)
             upright.save(target, quality=95) if target.suffix == ".jpg" else upright.save(target)
             return
     try:
@@ -233,8 +264,9 @@ def concepts_per_image(concepts: pd.DataFrame) -> pd.Series:
 
 
 def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path, names: list[str],
-                   val_ratio: float) -> dict:
-    """An Ultralytics classification dataset: {train,val}/<concept>/<image>, one folder per concept in both splits.
+                   ratios: tuple[float, float], longest_side: int = 0) -> dict:
+    """An Ultralytics classification dataset: {train,val,test}/<concept>/<image>, one folder per concept in every
+    split.
 
     `concepts`: each image's accepted image-level concepts (input_id, concept). The layout holds one concept per
     image, so an image with two is refused (one sentence naming it) before anything is written; images without a
@@ -245,18 +277,19 @@ def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image, o
         raise ValueError(f"{len(several)} image(s) have more than one accepted concept (e.g. input {several.index[0]}: "
                          f"{', '.join(several.iloc[0])}); the classify layout holds one concept per image, so export "
                          "this multi-label version as coco instead.")
-    counts = {"train": 0, "val": 0, "without_concept": 0}
-    for split in ("train", "val"):
+    counts = {**dict.fromkeys(SPLITS, 0), "without_concept": 0}
+    for split in SPLITS:
         for name in names:
             (out / split / name).mkdir(parents=True, exist_ok=True)
     for info in inputs.itertuples():
         if info.input_id not in per_image.index:
             counts["without_concept"] += 1
             continue
-        split = split_of(info.input_id, val_ratio)
+        split = split_of(info.input_id, *ratios)
         counts[split] += 1
         place_image(stored_image(info.input_id),
-                    out / split / per_image[info.input_id][0] / f"{info.input_id}{image_suffix(info.format)}")
+                    out / split / per_image[info.input_id][0] / f"{info.input_id}{image_suffix(info.format)}",
+                    longest_side)
     return counts
 
 
@@ -282,10 +315,8 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
         width, height = int(sizes.loc[box.input_id, "width"]), int(sizes.loc[box.input_id, "height"])
         x, y = box.x1 * width, box.y1 * height
         w, h = (box.x2 - box.x1) * width, (box.y2 - box.y1) * height
-        polygon = getattr(box, "polygon", None)
-        has_polygon = hasattr(polygon, "__len__") and len(polygon) >= 6
-        segmentation = ([[round(v * (width if i % 2 == 0 else height), 2) for i, v in enumerate(polygon)]]
-                        if has_polygon else [])
+        segmentation = ([[round(v * (width if i % 2 == 0 else height), 2) for i, v in enumerate(box.polygon)]]
+                        if has_polygon(box) else [])
         annotations.append({"id": number, "image_id": image_ids[box.input_id], "category_id": category[box.concept],
                             "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
                             "area": round(w * h, 2), "iscrowd": 0, "segmentation": segmentation})

@@ -16,6 +16,7 @@ class Manifest:
     annotations: int
     inputs: int
     per_concept: dict[str, int]
+    negatives: int = 0
 
 
 def end_of_day(day: date) -> datetime:
@@ -23,15 +24,34 @@ def end_of_day(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min)
 
 
-def manifest_of(lines: str, inputs: int, per_concept: dict[str, int]) -> Manifest:
+def manifest_of(lines: str, inputs: int, per_concept: dict[str, int], negatives: int = 0) -> Manifest:
     """The manifest whose body is `lines`: one tab-separated line per accepted annotation in MANIFEST_COLUMNS
-    order, boxes with BOX_DECIMALS decimals (empty for an image-level concept), lines sorted by code point, each
-    ending in a newline."""
+    order, boxes with BOX_DECIMALS decimals (empty for an image-level concept), and one line per negative image
+    (source NEGATIVE_SOURCE, every other field empty), lines sorted by code point, each ending in a newline."""
     text = "\t".join(MANIFEST_COLUMNS) + "\n" + lines
     return Manifest(text, hashlib.sha256(text.encode()).hexdigest(), sum(per_concept.values()), inputs,
-                    dict(sorted(per_concept.items())))
+                    dict(sorted(per_concept.items())), negatives)
 
 
-def split_of(input_id: str, val_ratio: float) -> str:
-    """Deterministic train/val split by the input's hash: the same input always lands in the same split."""
-    return "val" if int(input_id[:8], 16) / 0x1_0000_0000 < val_ratio else "train"
+# A negative (background) image: the model ran on it, or a person reviewed it, and it holds no accepted object.
+NEGATIVE_SOURCE = "negative"
+SPLITS = ("train", "val", "test")
+EXPORT_FORMATS = ("yolo", "yolo-seg", "coco", "classify")
+
+
+def check_split_ratios(val_ratio: float, test_ratio: float) -> None:
+    """One sentence when the val and test shares leave no training split."""
+    if not (0 <= val_ratio < 1 and 0 <= test_ratio < 1 and val_ratio + test_ratio < 1):
+        raise ValueError(f"Split ratios val={val_ratio:g} and test={test_ratio:g} must each lie in [0, 1) and "
+                         "add up to less than 1 (the rest is train): set AUTOANNOTATE_VAL_RATIO and "
+                         "AUTOANNOTATE_TEST_RATIO.")
+
+
+def split_of(input_id: str, val_ratio: float, test_ratio: float = 0.0) -> str:
+    """Deterministic train/val/test split by the input's hash: the same input always lands in the same split.
+    val is the lowest share of the hash range and test the next, so adding a test split leaves val as it was
+    (test takes its images from train)."""
+    share = int(input_id[:8], 16) / 0x1_0000_0000
+    if share < val_ratio:
+        return "val"
+    return "test" if share < val_ratio + test_ratio else "train"

@@ -29,6 +29,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_SETTLE_SECONDS": "settle_seconds",
     "AUTOANNOTATE_MAX_PIXELS": "max_pixels",
     "AUTOANNOTATE_VAL_RATIO": "val_ratio",
+    "AUTOANNOTATE_TEST_RATIO": "test_ratio",
     "AUTOANNOTATE_VERSIONS_START": "versions_start",
     "AUTOANNOTATE_SENSOR_INTERVAL": "sensor_interval_s",
     "AUTOANNOTATE_CATCH_UP_CRON": "catch_up_cron",
@@ -66,6 +67,7 @@ class Settings:
     settle_seconds: float = 10.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     val_ratio: float = 0.2
+    test_ratio: float = 0.1
     versions_start: str = "2026-11-01"
     sensor_interval_s: int = 30
     catch_up_cron: str = "0 * * * *"

@@ -7,10 +7,12 @@ import dagster as dg
 
 
 class VersionStore(dg.ConfigurableResource):
-    """Manifests under `root/<task>/<day>/manifest.tsv`; `val_ratio` of inputs (by hash) go to val."""
+    """Manifests under `root/<task>/<day>/manifest.tsv` (a named version: `root/<task>/<name>/`); exports put
+    `val_ratio` of the inputs (by hash) in val, `test_ratio` in test and the rest in train."""
 
     root: str
     val_ratio: float = 0.2
+    test_ratio: float = 0.1
 
     def manifest_path(self, task: str, day: str) -> Path:
         return Path(self.root) / task / day / "manifest.tsv"

@@ -105,14 +105,28 @@ class AnnotationHistory:
         return self.s.df(*self.as_of_sql(task, cutoff, status))
 
     def as_of_sql(self, task: str, cutoff: datetime, status: Status = Status.SUCCESS) -> tuple[str, dict]:
-        """`as_of` as a query and its parameters, for reading it inside the database. When every event of the
-        task lies before the cutoff (today's version), that is the current state: no window over the history."""
-        params = {"task": task, "status": str(status)}
+        """`as_of` as a query and its parameters, for reading it inside the database."""
+        state, params = self.state_as_of_sql(task, cutoff)
+        return f"SELECT * FROM ({state}) WHERE status = $status", {**params, "status": str(status)}
+
+    def state_as_of_sql(self, task: str, cutoff: datetime) -> tuple[str, dict]:
+        """The latest event before `cutoff` of each annotation of `task`, as a query and its parameters. When
+        every event of the task lies before the cutoff (today's version), that is the current state: no window
+        over the history."""
         last = self.s.scalar("SELECT max(event_at) FROM annotation_state WHERE task = $task", {"task": task})
         if last is not None and last < cutoff:
-            return f"{CURRENT} WHERE task = $task AND status = $status", params
-        return (f"SELECT * FROM ({latest_events_sql('task = $task AND event_at < $cutoff')}) WHERE status = $status",
-                {**params, "cutoff": cutoff})
+            return f"{CURRENT} WHERE task = $task", {"task": task}
+        return latest_events_sql("task = $task AND event_at < $cutoff"), {"task": task, "cutoff": cutoff}
+
+    def negatives_sql(self, task: str, cutoff: datetime) -> tuple[str, dict]:
+        """The inputs `task` routed for objects before `cutoff` that hold no object accepted or still to decide
+        as of then: the model found nothing above the lower threshold, or people rejected what it found. (An
+        image with an open review item is not a negative yet.)"""
+        state, params = self.state_as_of_sql(task, cutoff)
+        held = ", ".join(f"'{status}'" for status in (Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING))
+        return (f"SELECT DISTINCT input_id FROM task_inputs WHERE task = $task AND processed_at < $cutoff "
+                f"AND input_id NOT IN (SELECT input_id FROM ({state}) WHERE {KIND_SQL} = '{Kind.BOX}' "
+                f"AND status IN ({held}))", {**params, "cutoff": cutoff})
 
     def tasks(self) -> list[str]:
         return [t for (t,) in self.s.conn.execute("SELECT DISTINCT task FROM annotations ORDER BY 1").fetchall()]
@@ -217,13 +231,20 @@ class AnnotationHistory:
     def _record_progress(self, task: LabelingTask, routed: str, params: dict, now: datetime) -> None:
         """The batch's inputs the task has routed for objects, with how many annotations each got."""
         batch = params["batch"]
+        # An input keeps the time it was first routed: a re-route (new rules) must not move it out of the versions
+        # (as negatives) of the days before.
+        first = self.s.df("SELECT input_id, processed_at AS first_at FROM task_inputs WHERE task = ? AND batch = ?",
+                          [task.name, batch])
         self.s.conn.execute("DELETE FROM task_inputs WHERE task = ? AND batch = ?", [task.name, batch])
-        self.s.insert("task_inputs", self.s.pl(f"""
-            SELECT {literal(task.name)} AS task, p.input_id, p.batch, p.model_id,
-                   CAST(count(r.band) FILTER (WHERE r.band <> 'discard') AS INTEGER) AS annotation_count,
-                   $now AS processed_at, {literal(task.rules_hash)} AS rules
-            FROM processed_inputs p LEFT JOIN ({routed}) r USING (input_id)
-            WHERE p.batch = $batch AND p.model_id = $model_id GROUP BY ALL""", {**params, "now": now}))
+        with self.s.registered("first_routed", first):
+            self.s.insert("task_inputs", self.s.pl(f"""
+                SELECT {literal(task.name)} AS task, p.input_id, p.batch, p.model_id,
+                       CAST(count(r.band) FILTER (WHERE r.band <> 'discard') AS INTEGER) AS annotation_count,
+                       coalesce(any_value(f.first_at), $now) AS processed_at, {literal(task.rules_hash)} AS rules
+                FROM processed_inputs p LEFT JOIN ({routed}) r USING (input_id)
+                     LEFT JOIN first_routed f USING (input_id)
+                WHERE p.batch = $batch AND p.model_id = $model_id GROUP BY p.input_id, p.batch, p.model_id""",
+                {**params, "now": now}))
 
     def _match_existing(self, task: LabelingTask, routed: str, params: dict, kind: Kind) -> pd.DataFrame:
         """The batch's kept predictions (accept or review band) that are objects the task already has on their

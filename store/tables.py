@@ -284,10 +284,10 @@ REVIEWER_TOKENS = Table("reviewer_tokens", "Each reviewer's personal review-page
     timestamp("created_at", "When it was issued (UTC); a new invite replaces the reviewer's earlier token."),
 ), primary_key=("reviewer",))
 
-DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task and day; earlier contents live in "
-                         "Dagster's materializations.", (
-    Column("version_key", "VARCHAR", "TASK@YYYY-MM-DD.", checks=(pa.Check.str_matches(r"^.+@\d{4}-\d{2}-\d{2}$"),),
-           unique=True),
+DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task and day (earlier contents live in "
+                         "Dagster's materializations), and the named versions, frozen.", (
+    Column("version_key", "VARCHAR", "TASK@YYYY-MM-DD, or TASK@NAME for a named (frozen) version.",
+           checks=(pa.Check.str_matches(r"^.+@(\d{4}-\d{2}-\d{2}|[A-Za-z][\w.-]*)$"),), unique=True),
     text("task", "Labeling task."),
     Column("day", "DATE", "The day (UTC)."),
     timestamp("cutoff", "Events before this instant are in the version."),
@@ -298,6 +298,10 @@ DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task an
     text("manifest_path", "Where the manifest is written."),
     timestamp("created_at", "When the version was first built (UTC)."),
     timestamp("changed_at", "When its manifest last changed (UTC)."),
+    Column("frozen", "BOOLEAN", "A named version: built once, never rebuilt or changed.", nullable=True,
+           added_later=True),
+    Column("negatives", "INTEGER", "Negative images: routed for objects, none accepted or still to decide.",
+           checks=(pa.Check.ge(0),), nullable=True, added_later=True),
 ), primary_key=("version_key",))
 
 WRITE_TURNS = Table("write_turns", "DuckLake only: one row per keyed table, updated by every write of that table, so "

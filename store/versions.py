@@ -8,10 +8,14 @@ from typing import TYPE_CHECKING
 
 from core.annotations import KIND_SQL, Kind
 from core.geometry import BOX_DECIMALS
-from core.manifests import MANIFEST_COLUMNS, Manifest, manifest_of
+from core.manifests import MANIFEST_COLUMNS, NEGATIVE_SOURCE, Manifest, manifest_of
 
 if TYPE_CHECKING:
     from store.database import Session
+
+
+class FrozenVersion(ValueError):
+    """A named version was asked to change."""
 
 
 class VersionsSQL:
@@ -19,19 +23,28 @@ class VersionsSQL:
         self.s = session
 
     def manifest(self, task: str, cutoff: datetime) -> Manifest:
-        """The manifest of `task`'s accepted annotations as of `cutoff`, formatted and sorted inside DuckDB:
-        a whole dataset is one pass over the current state, not a Python loop over its rows."""
+        """The manifest of `task`'s accepted annotations and negative images as of `cutoff`, formatted and sorted
+        inside DuckDB: a whole dataset is one pass over the current state, not a Python loop over its rows."""
         relation, params = self.s.history.as_of_sql(task, cutoff)
+        negatives, negative_params = self.s.history.negatives_sql(task, cutoff)
         # An image-level concept has no box: its box fields are empty, so it never reads as a whole-image box.
         fields = [f"CASE WHEN {KIND_SQL} = '{Kind.CONCEPT}' THEN '' ELSE printf('%.{BOX_DECIMALS}f', {c}) END"
                   if c in ("x1", "y1", "x2", "y2") else c for c in MANIFEST_COLUMNS]
-        lines, inputs = self.s.conn.execute(
-            f"SELECT coalesce(string_agg(line || chr(10), '' ORDER BY line), ''), count(DISTINCT input_id) "
-            f"FROM (SELECT concat_ws(chr(9), {', '.join(fields)}) AS line, input_id FROM ({relation}))",
-            params).fetchone()
+        negative_fields = ["input_id" if c == "input_id" else f"'{NEGATIVE_SOURCE}'" if c == "source" else "''"
+                           for c in MANIFEST_COLUMNS]
+        lines, inputs, negative_count = self.s.conn.execute(
+            f"SELECT coalesce(string_agg(line || chr(10), '' ORDER BY line), ''), "
+            f"count(DISTINCT input_id) FILTER (WHERE NOT negative), count(*) FILTER (WHERE negative) FROM ("
+            f"SELECT concat_ws(chr(9), {', '.join(fields)}) AS line, input_id, false AS negative FROM ({relation}) "
+            f"UNION ALL SELECT concat_ws(chr(9), {', '.join(negative_fields)}), input_id, true FROM ({negatives}))",
+            {**params, **negative_params}).fetchone()
         per_concept = dict(self.s.conn.execute(f"SELECT concept, count(*) FROM ({relation}) GROUP BY 1",
                                                params).fetchall())
-        return manifest_of(lines, inputs, per_concept)
+        return manifest_of(lines, inputs, per_concept, negative_count)
+
+    def negatives(self, task: str, cutoff: datetime) -> list[str]:
+        """The version's negative images (see `HistorySQL.negatives_sql`), sorted."""
+        return sorted(i for (i,) in self.s.conn.execute(*self.s.history.negatives_sql(task, cutoff)).fetchall())
 
     def get(self, version_key: str) -> dict | None:
         rows = self.s.df("SELECT * FROM dataset_versions WHERE version_key = ?", [version_key])
@@ -44,17 +57,20 @@ class VersionsSQL:
         return [key for (key,) in rows]
 
     def record(self, key: str, task: str, day: date, cutoff: datetime, manifest: Manifest, manifest_path: str,
-               now: datetime) -> bool:
+               now: datetime, frozen: bool = False) -> bool:
         """Store the version's row when its manifest is new or changed (then `changed_at` moves, `created_at`
-        stays); returns whether it changed."""
+        stays); returns whether it changed. A frozen version is never replaced."""
         previous = self.get(key)
+        if previous and previous.get("frozen"):
+            raise FrozenVersion(f"Version {key} is frozen: a named version never changes once created; create "
+                                "the new state under another name.")
         if previous and previous["manifest_sha256"] == manifest.sha256:
             return False
         self.s.conn.execute("DELETE FROM dataset_versions WHERE version_key = ?", [key])
         self.s.insert("dataset_versions", [{
             "version_key": key, "task": task, "day": day, "cutoff": cutoff, "manifest_sha256": manifest.sha256,
-            "annotations": manifest.annotations, "inputs": manifest.inputs,
+            "annotations": manifest.annotations, "inputs": manifest.inputs, "negatives": manifest.negatives,
             "per_concept": json.dumps(manifest.per_concept, sort_keys=True), "manifest_path": manifest_path,
-            "created_at": previous["created_at"] if previous else now, "changed_at": now,
+            "created_at": previous["created_at"] if previous else now, "changed_at": now, "frozen": frozen,
         }])
         return True

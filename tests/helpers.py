@@ -18,6 +18,7 @@ import dagster as dg
 import pandas as pd
 from PIL import Image
 
+from apps.demo_scenes import SHAPE_CLASSES, generate_scene
 from assets.partitions import batch_partitions
 from resources.inbox import list_inbox_files
 
@@ -150,3 +151,35 @@ def write_labels_csv(truth: dict[Path, set[str]], csv_path: Path) -> int:
     rows = [f"{path.name},{concept}" for path, concepts in truth.items() for concept in sorted(concepts)]
     csv_path.write_text("file,concept\n" + "".join(row + "\n" for row in rows))
     return len(rows)
+
+
+def yolo_dataset(root: Path, count: int, seed: int = 7_000_000) -> dict[str, list]:
+    """A YOLO dataset of generated scenes; returns the truth per image name in pixels."""
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    truth = {}
+    for index in range(count):
+        image, objects = generate_scene(seed + index)
+        name = f"img{index:03d}"
+        image.save(root / "images" / "train" / f"{name}.png")
+        lines = []
+        for obj in objects:
+            cx, cy = (obj.x1 + obj.x2) / 2 / image.width, (obj.y1 + obj.y2) / 2 / image.height
+            w, h = (obj.x2 - obj.x1) / image.width, (obj.y2 - obj.y1) / image.height
+            lines.append(f"{SHAPE_CLASSES.index(obj.class_name)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+        (root / "labels" / "train" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        truth[name] = sorted((o.class_name, o.x1, o.y1, o.x2, o.y2) for o in objects)
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(SHAPE_CLASSES))
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/train\nnames:\n{names}\n")
+    return truth
+
+
+def ap_against_itself(truth) -> float:
+    """COCO AP of a pycocotools `COCO` file's own boxes scored against it: 1.0 when the file is consistent."""
+    from pycocotools.cocoeval import COCOeval
+
+    evaluation = COCOeval(truth, truth.loadRes([{**a, "score": 1.0} for a in truth.dataset["annotations"]]), "bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    return float(evaluation.stats[0])

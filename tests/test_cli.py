@@ -74,7 +74,8 @@ def test_demo_then_run_on_the_default_inbox(tmp_path: Path) -> None:
     assert summary["ingestion"]["inputs"] == 2
     assert list(summary["versions"]) == [f"demo-shapes@{today}"]
     manifest = (home / "versions" / "demo-shapes" / today / "manifest.tsv").read_text().splitlines()
-    assert len(manifest) - 1 == summary["versions"][f"demo-shapes@{today}"]["annotations"] > 0
+    built = summary["versions"][f"demo-shapes@{today}"]
+    assert len(manifest) - 1 == built["annotations"] + built["negatives"] and built["annotations"] > 0
 
 
 def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:

@@ -196,12 +196,13 @@ def test_a_single_label_version_exports_the_classification_layout_ultralytics_ac
 
     exported = export_version(resources["store"], resources["images"], resources["versions"], version, "classify",
                               tmp_path / "cls")
-    assert (exported["train"] + exported["val"], exported["without_concept"]) == (30, 0)
+    assert (exported["train"] + exported["val"] + exported["test"], exported["without_concept"]) == (30, 0)
     checked = check_cls_dataset(tmp_path / "cls")  # what `yolo classify train data=...` runs first
     assert checked["nc"] == 3 and checked["names"] == dict(enumerate(sorted(SCENE_CONCEPTS)))
     sha_to_name = {query(resources["store"], "SELECT input_id FROM inputs WHERE uri LIKE ?",
                          [f"%{name}"]).iloc[0, 0]: name for name in placed}
-    written = {f.stem: f.parent.name for split in ("train", "val") for f in (tmp_path / "cls" / split).glob("*/*")}
+    written = {f.stem: f.parent.name for split in ("train", "val", "test")
+               for f in (tmp_path / "cls" / split).glob("*/*")}
     assert written == {input_id: placed[name] for input_id, name in sha_to_name.items()}
 
     # The COCO export lists each image's concept on the image, and pycocotools reads the file.

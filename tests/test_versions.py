@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from helpers import query, table_count
+from helpers import ap_against_itself, query, table_count, yolo_dataset
 
 from apps.dataset_io import export_version, import_labels
 from apps.demo_scenes import SHAPE_CLASSES, generate_scene
@@ -99,27 +99,6 @@ def test_rebuild_and_week_backfill_give_the_same_manifest_hashes(resources: dict
     assert changed["n"].iloc[0] == 1  # nothing was rewritten
 
 
-def yolo_dataset(root: Path, count: int, seed: int = 7_000_000) -> dict[str, list]:
-    """A YOLO dataset of generated scenes; returns the truth per image name in pixels."""
-    (root / "images" / "train").mkdir(parents=True)
-    (root / "labels" / "train").mkdir(parents=True)
-    truth = {}
-    for index in range(count):
-        image, objects = generate_scene(seed + index)
-        name = f"img{index:03d}"
-        image.save(root / "images" / "train" / f"{name}.png")
-        lines = []
-        for obj in objects:
-            cx, cy = (obj.x1 + obj.x2) / 2 / image.width, (obj.y1 + obj.y2) / 2 / image.height
-            w, h = (obj.x2 - obj.x1) / image.width, (obj.y2 - obj.y1) / image.height
-            lines.append(f"{SHAPE_CLASSES.index(obj.class_name)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
-        (root / "labels" / "train" / f"{name}.txt").write_text("\n".join(lines) + "\n")
-        truth[name] = sorted((o.class_name, o.x1, o.y1, o.x2, o.y2) for o in objects)
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(SHAPE_CLASSES))
-    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/train\nnames:\n{names}\n")
-    return truth
-
-
 def imported_version(resources: dict, instance: dg.DagsterInstance, fmt: str, path: Path) -> str:
     import_labels(resources["store"], resources["images"], fmt, path, "imported", "labeler-1", 50_000_000,
                   SHAPE_CLASSES)
@@ -185,19 +164,13 @@ def test_yolo_round_trip_and_ultralytics_trains_on_the_export(resources: dict, i
 def test_coco_export_loads_in_pycocotools_and_scores_ap_one_against_itself(
         resources: dict, instance: dg.DagsterInstance, tmp_path: Path) -> None:
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     yolo_dataset(tmp_path / "src", 8)
     version = imported_version(resources, instance, "yolo", tmp_path / "src")
     export_version(resources["store"], resources["images"], resources["versions"], version, "coco", tmp_path / "coco")
     truth = COCO(str(tmp_path / "coco" / "annotations.json"))
     assert all((tmp_path / "coco" / "images" / i["file_name"]).exists() for i in truth.dataset["images"])
-    detections = truth.loadRes([{**a, "score": 1.0} for a in truth.dataset["annotations"]])
-    evaluation = COCOeval(truth, detections, "bbox")
-    evaluation.evaluate()
-    evaluation.accumulate()
-    evaluation.summarize()
-    assert evaluation.stats[0] == pytest.approx(1.0)
+    assert ap_against_itself(truth) == pytest.approx(1.0)
 
 
 def test_voc_and_coco_imports_round_trip_within_a_pixel(resources: dict, instance: dg.DagsterInstance,
