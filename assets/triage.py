@@ -17,7 +17,7 @@ from core.annotations import LIVE_STATUSES, Kind, Source, Status
 from core.faults import pause_point
 from core.image_checks import load_oriented_rgb
 from core.plots import annotated_grid, confidence_histograms, markdown_image
-from core.routing import route_predictions
+from core.routing import check_floor, route_predictions
 from core.task_config import LabelingTask
 from resources.detector import Detector, file_sha256
 from resources.image_store import ImageStore
@@ -32,6 +32,8 @@ def annotate_task(s: Session, task: LabelingTask, batch: str, model_id: str, now
                   kind: Kind = Kind.BOX) -> dict:
     """Route one task's predictions of the batch (boxes, or a classifier's concept scores), then give new review
     items to reviewers."""
+    if kind == Kind.BOX:
+        check_floor(task, batch, s.predictions.batch_floor(batch, model_id))
     result = s.history.sync_auto(task, batch, model_id, now, kind)
     assigned = s.reviews.assign_new(task, now)
     pause_point("annotations.write")

@@ -31,7 +31,8 @@ FILL = """
 INSERT INTO inputs SELECT sha256('synthetic-input-' || i), '/synthetic/' || i || '.jpg',
        'synthetic-' || (i // 1000), 640, 480, 'JPEG', 50000, '/synthetic/store/' || i,
        TIMESTAMP '2026-09-01' + to_seconds(i) FROM range($inputs) t(i);
-INSERT INTO processed_inputs SELECT sha256('synthetic-input-' || i), $model, 'synthetic-' || (i // 1000),
+INSERT INTO processed_inputs (input_id, model_id, batch, prediction_count, processed_at)
+SELECT sha256('synthetic-input-' || i), $model, 'synthetic-' || (i // 1000),
        $per_input, TIMESTAMP '2026-09-01' + to_seconds(i) FROM range($inputs) t(i);
 INSERT INTO predictions
 SELECT substr(sha256('synthetic-prediction-' || j), 1, 32), 'synthetic-' || (j // $per_input // 1000),

@@ -12,6 +12,20 @@ import pandas as pd
 from core.task_config import LabelingTask
 
 
+class FloorTooHigh(ValueError):
+    """A task's lower threshold lies below the floor the batch's predictions were made at."""
+
+
+def check_floor(task: LabelingTask, batch: str, floor: float | None) -> None:
+    """Refuse to route a batch whose stored predictions stop above the task's lowest lower threshold: the
+    predictions between the two were never kept, so routing would silently miss them."""
+    if floor is not None and task.lowest_lower < floor:
+        raise FloorTooHigh(
+            f"Task {task.name!r} has a lower threshold of {task.lowest_lower:g}, but batch {batch}'s predictions "
+            f"were made at a confidence floor of {floor:g}: materialize the batch's `predictions` with its "
+            "`annotations` (the detector now predicts down to the task's threshold) instead of `annotations` alone.")
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 

@@ -17,7 +17,10 @@ from core.image_checks import DEFAULT_MAX_PIXELS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_WEIGHTS = REPO_ROOT / "models" / "demo_detector.pt"
 DEMO_TASK = REPO_ROOT / "tasks" / "demo.yaml"
-TASK_RECORD = "tasks.txt"  # in the home: the task files of the last `autoannotate run --task`
+TASK_RECORD = "tasks.txt"
+# The detector keeps detections above this floor unless a task's lower threshold (or AUTOANNOTATE_CONF_FLOOR) asks
+# for a lower one; also the floor of predictions stored before floors were recorded.
+DEFAULT_CONF_FLOOR = 0.05  # in the home: the task files of the last `autoannotate run --task`
 
 # Variable name -> Settings field, for the values a deployment tunes (shown in the README).
 ENVIRONMENT = {
@@ -25,6 +28,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_IMGSZ": "imgsz",
     "AUTOANNOTATE_BATCH_SIZE": "batch_size",
     "AUTOANNOTATE_DEVICE": "device",
+    "AUTOANNOTATE_CONF_FLOOR": "conf_floor",
     "AUTOANNOTATE_RUNTIME": "runtime",
     "AUTOANNOTATE_SETTLE_SECONDS": "settle_seconds",
     "AUTOANNOTATE_MAX_PIXELS": "max_pixels",
@@ -63,6 +67,7 @@ class Settings:
     imgsz: int = 0
     batch_size: int = 16
     device: str = "cpu"
+    conf_floor: float = DEFAULT_CONF_FLOOR
     runtime: str = "auto"
     settle_seconds: float = 10.0
     max_pixels: int = DEFAULT_MAX_PIXELS

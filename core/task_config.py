@@ -192,6 +192,12 @@ class LabelingTask(Strict):
         return rules
 
     @property
+    def lowest_lower(self) -> float:
+        """The lowest lower threshold of any concept: predictions below it are never kept, so the detector needs
+        none under it."""
+        return min(rule.lower for rule in self.rules())
+
+    @property
     def detects(self) -> bool:
         """Does the task annotate objects? A task with a classifier and no `model` annotates whole images only."""
         return self.model is not None or self.classifier is None

@@ -45,7 +45,7 @@ def build_resources(settings: Settings, show_variables: bool = False) -> dict:
         "versions": VersionStore(root=str(settings.versions_root), val_ratio=value("val_ratio"),
                                  test_ratio=value("test_ratio")),
         "detector": Detector(weights=value("weights"), imgsz=value("imgsz"), batch_size=value("batch_size"),
-                             device=value("device"), runtime=value("runtime")),
+                             device=value("device"), runtime=value("runtime"), conf_floor=value("conf_floor")),
         "concept_models": ConceptModels(root=str(settings.home / "models"), device=value("device")),
         "inbox": Inbox(path=str(settings.inbox_path), batches_dir=str(settings.batches_dir),
                        settle_seconds=value("settle_seconds"), max_pixels=value("max_pixels")),

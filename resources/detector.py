@@ -26,6 +26,7 @@ import pandas as pd
 from core.faults import pause_point
 from core.image_checks import load_oriented_rgb
 from core.offline import make_ultralytics_offline
+from core.settings import DEFAULT_CONF_FLOOR
 from core.yolo_outputs import detections_from_raw
 from resources.image_store import ImageStore
 from store.predictions import prediction_rows
@@ -207,7 +208,7 @@ class Detector(dg.ConfigurableResource):
     imgsz: int = 0
     batch_size: int = 16
     device: str = "cpu"
-    conf_floor: float = 0.05
+    conf_floor: float = DEFAULT_CONF_FLOOR
     runtime: Literal["auto", "torch", "onnx"] = "auto"
     threads: int = 0
 
@@ -348,7 +349,8 @@ class Detector(dg.ConfigurableResource):
         for done, (input_id, detections) in enumerate(zip(input_ids, self.predict_stream(stream, model)), 1):
             rows.extend(prediction_rows(batch, model.model_id, input_id, detections, now))
             processed.append({"input_id": input_id, "model_id": model.model_id, "batch": batch,
-                              "prediction_count": len(detections), "processed_at": now})
+                              "prediction_count": len(detections), "processed_at": now,
+                              "conf_floor": self.conf_floor})
             if log and (done == 1 or done % 100 == 0 or done == len(input_ids)):
                 log(f"predicted {done}/{len(input_ids)} images")
             if done == 1:

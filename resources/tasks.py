@@ -30,21 +30,22 @@ class LabelingTasks(dg.ConfigurableResource):
 
 
 def detector_for(task: LabelingTask, default: Detector) -> Detector:
-    """The task's own weights (and size) if it names them, else the deployment's detector."""
+    """The task's own weights (and size) if it names them, else the deployment's detector; its confidence floor
+    low enough for the task's lowest lower threshold (the deployment's floor when that is lower)."""
     weights = task.weights_path()
-    if weights is None:
-        return default
-    imgsz = task.model.imgsz or default.imgsz
-    return Detector(**{**default.model_dump(), "weights": str(weights), "imgsz": imgsz})
+    chosen = {"weights": str(weights), "imgsz": task.model.imgsz or default.imgsz} if weights else {}
+    return Detector(**{**default.model_dump(), **chosen, "conf_floor": min(default.conf_floor, task.lowest_lower)})
 
 
 def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector]:
     """One detector per distinct weights file among the tasks that annotate objects (the default when no task is
-    configured; none when every task annotates whole images only)."""
+    configured; none when every task annotates whole images only), at the lowest floor any of those tasks needs."""
     unique: dict[tuple, Detector] = {}
     chosen = [detector_for(task, default) for task in tasks if task.detects] if tasks else [default]
     for detector in chosen:
-        unique.setdefault((str(Path(detector.weights).resolve()), detector.imgsz), detector)
+        key = (str(Path(detector.weights).resolve()), detector.imgsz)
+        if key not in unique or detector.conf_floor < unique[key].conf_floor:
+            unique[key] = detector
     return list(unique.values())
 
 

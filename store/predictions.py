@@ -10,6 +10,7 @@ import pandas as pd
 
 from core.annotations import prediction_id
 from core.geometry import Box
+from core.settings import DEFAULT_CONF_FLOOR
 
 if TYPE_CHECKING:
     from store.database import Session
@@ -51,6 +52,11 @@ class PredictionsSQL:
             self.s.conn.execute(f"DELETE FROM {table} WHERE batch = ? AND model_id = ?", [batch, model_id])
         self.s.insert("predictions", predictions)
         self.s.insert("processed_inputs", processed)
+
+    def batch_floor(self, batch: str, model_id: str) -> float | None:
+        """The confidence floor the batch's predictions of `model_id` were made at (None: not predicted yet)."""
+        return self.s.scalar(f"SELECT max(coalesce(conf_floor, {DEFAULT_CONF_FLOOR})) FROM processed_inputs "
+                             "WHERE batch = ? AND model_id = ?", [batch, model_id])
 
     def batch_class_names(self, batch: str, model_id: str) -> list[str]:
         return [c for (c,) in self.s.conn.execute(

@@ -189,6 +189,9 @@ PROCESSED_INPUTS = Table("processed_inputs", "Inputs a model has run on, with or
     text("batch", "Batch the input was predicted in."),
     count("prediction_count", "Detections above the confidence floor."),
     timestamp("processed_at", "When the model ran on it (UTC)."),
+    Column("conf_floor", "DOUBLE", "The confidence floor it was predicted at: no task whose lower threshold is "
+           "below it can be routed from these predictions. Empty before floors were recorded (0.05).",
+           checks=(pa.Check.in_range(0.0, 1.0),), nullable=True, added_later=True),
 ), primary_key=("input_id", "model_id"))
 
 ANNOTATIONS = Table("annotations", "The annotation history: one status event of one annotation per row; the "

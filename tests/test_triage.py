@@ -190,3 +190,32 @@ def test_tightening_a_threshold_then_rerouting_keeps_people_decisions(tmp_path: 
     assert decided.to_dict("records") == [{"status": "SUCCESS", "source": "review", "annotator": owner}]
     status = json.loads(autoannotate("status", "--json", home=home, env={"AUTOANNOTATE_TASKS": str(task_file)}).stdout)
     assert status["batches_routed_under_older_rules"] == {}
+
+
+def test_a_lower_threshold_of_002_gets_predictions_down_to_002_and_a_lower_one_needs_new_predictions(
+        resources: dict, inbox: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    task_file = write_task(tmp_path, upper=0.85, lower=0.02)
+    resources["tasks"] = LabelingTasks(task_files=[str(task_file)])
+    write_demo_images(inbox, 12, seed=31)
+    batch = new_batch(resources, instance)
+    materialize_batch([inputs, predictions, annotations], resources, instance, batch, CHECKS)
+    store = resources["store"]
+    stored = query(store, "SELECT min(confidence) AS low, count(*) FILTER (WHERE confidence < 0.05 AND "
+                          "class_name <> 'cross') AS under FROM predictions")  # the task drops class cross
+    assert 0.02 < stored["low"][0] < 0.05 and stored["under"][0] > 0  # the old fixed floor would have cut these
+    assert set(query(store, "SELECT DISTINCT conf_floor FROM processed_inputs")["conf_floor"]) == {0.02}
+    kept = query(store, f"SELECT status, count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE confidence < 0.05 "
+                        "GROUP BY 1")
+    assert dict(zip(kept["status"], kept["n"], strict=True)) == {"AWAITING_REVIEW": stored["under"][0]}
+
+    write_task_file(tmp_path, thresholds={"upper": 0.85, "lower": 0.3, "per_concept": {"box": {"lower": 0.01}}})
+    events = table_count(resources, "annotations")
+    refused = dg.materialize([annotations], partition_key=batch, instance=instance, resources=resources,
+                             raise_on_error=False)
+    assert not refused.success
+    failure = refused.get_step_failure_events()[0].step_failure_data.error
+    assert f"Task 'demo-shapes' has a lower threshold of 0.01, but batch {batch}'s predictions were made at a " \
+           "confidence floor of 0.02" in failure.to_string()
+    assert table_count(resources, "annotations") == events  # nothing half-routed
+    materialize_batch([predictions, annotations], resources, instance, batch, CHECKS)
+    assert set(query(store, "SELECT DISTINCT conf_floor FROM processed_inputs")["conf_floor"]) == {0.01}
