@@ -34,6 +34,16 @@ def write_task(folder: Path, upper: float, lower: float) -> Path:
     return write_task_file(folder, thresholds={"upper": upper, "lower": lower})
 
 
+def routed_demo_batch(resources: dict, instance: dg.DagsterInstance, inbox: Path, task_file: Path, count: int,
+                      seed: int) -> str:
+    """`count` demo images ingested, predicted and routed for the task in `task_file`, as one batch."""
+    resources["tasks"] = LabelingTasks(task_files=[str(task_file)])
+    write_demo_images(inbox, count, seed=seed)
+    batch = new_batch(resources, instance)
+    materialize_batch([inputs, predictions, annotations], resources, instance, batch, CHECKS)
+    return batch
+
+
 def current(resources: dict) -> dict[str, tuple[str, str]]:
     rows = query(resources["store"], f"SELECT annotation_id, status, source FROM ({CURRENT_ANNOTATIONS})")
     return {r.annotation_id: (r.status, r.source) for r in rows.itertuples()}
@@ -41,11 +51,7 @@ def current(resources: dict) -> dict[str, tuple[str, str]]:
 
 def test_threshold_change_moves_auto_statuses_but_not_human_decisions(
         resources: dict, inbox: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
-    task_file = write_task(tmp_path, upper=0.85, lower=0.3)
-    resources["tasks"] = LabelingTasks(task_files=[str(task_file)])
-    write_demo_images(inbox, 24, seed=11)
-    batch = new_batch(resources, instance)
-    materialize_batch([inputs, predictions, annotations], resources, instance, batch, CHECKS)
+    batch = routed_demo_batch(resources, instance, inbox, write_task(tmp_path, upper=0.85, lower=0.3), 24, seed=11)
     before = current(resources)
     confidences = query(resources["store"], f"SELECT annotation_id, confidence FROM ({CURRENT_ANNOTATIONS})")
     movable = confidences[(confidences["confidence"] > 0.5) & (confidences["confidence"] <= 0.85)]
@@ -194,11 +200,7 @@ def test_tightening_a_threshold_then_rerouting_keeps_people_decisions(tmp_path: 
 
 def test_a_lower_threshold_of_002_gets_predictions_down_to_002_and_a_lower_one_needs_new_predictions(
         resources: dict, inbox: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
-    task_file = write_task(tmp_path, upper=0.85, lower=0.02)
-    resources["tasks"] = LabelingTasks(task_files=[str(task_file)])
-    write_demo_images(inbox, 12, seed=31)
-    batch = new_batch(resources, instance)
-    materialize_batch([inputs, predictions, annotations], resources, instance, batch, CHECKS)
+    batch = routed_demo_batch(resources, instance, inbox, write_task(tmp_path, upper=0.85, lower=0.02), 12, seed=31)
     store = resources["store"]
     stored = query(store, "SELECT min(confidence) AS low, count(*) FILTER (WHERE confidence < 0.05 AND "
                           "class_name <> 'cross') AS under FROM predictions")  # the task drops class cross
