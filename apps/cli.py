@@ -147,7 +147,8 @@ def render_status(status: dict) -> None:
         done = [f"{task[key]}/{total} inputs {what}" for key, what in (
             ("inputs_processed", "processed for objects"),
             ("inputs_scored_for_concepts", "scored for image-level concepts")) if task[key]]
-        print(f"\ntask {name}: {', '.join(done) or f'0/{total} inputs processed'}")
+        priority = f" (priority {task['priority']})" if task["priority"] else ""
+        print(f"\ntask {name}{priority}: {', '.join(done) or f'0/{total} inputs processed'}")
         print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
     for name, count in status["batches_routed_under_older_rules"].items():
         print(f"\ntask {name}: {count} batches were routed under earlier thresholds; `autoannotate run --reroute` "

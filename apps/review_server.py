@@ -147,7 +147,8 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         return value
 
     def tasks_of(reviewer: str) -> list[dict]:
-        return [{"name": t.name, "reviewers": t.reviewers, "concepts": t.concepts, "image_concepts": t.image_concepts,
+        return [{"name": t.name, "priority": t.priority, "reviewers": t.reviewers, "concepts": t.concepts,
+                 "image_concepts": t.image_concepts,
                  "detects": t.detects, "allow_takeover": t.allow_takeover,
                  "rules": [r.model_dump() for r in t.rules()]} for t in tasks if reviewer in t.reviewers]
 

@@ -106,7 +106,8 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     instance = instance_of(settings)
     for sentence in release_abandoned_runs(instance):
         say(sentence)
-    stages = store.read(lambda s: s.batches.stages(inbox.batches(), models_by_task(tasks, resources["detector"])))
+    models = models_by_task(tasks, resources["detector"])
+    stages = store.read(lambda s: s.batches.stages(inbox.batches(), models, tasks))
     unfinished = {batch: stage for batch, stage in stages.items() if stage != "complete"}
     stale = []
     if reroute:
@@ -126,9 +127,15 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         instance.add_dynamic_partitions(batch_partitions.name, [batch])  # a crash may have come before this
         run_batch(definitions, instance, batch, settings.slot_wait_s, say)
         resumed.append({"batch": batch, "stage": stage})
+    predict_again = store.read(lambda s: s.batches.predicted_too_high(stale, models, tasks))
     for batch in stale:
-        say(f"batch {batch} was routed under earlier rules; re-routing it ...")
-        run_batch(definitions, instance, batch, settings.slot_wait_s, say, assets=[dg.AssetKey("annotations")])
+        again = batch in predict_again
+        say(f"batch {batch} was routed under earlier rules; "
+            + ("its predictions stop above a task's new lower threshold: predicting and re-routing it ..." if again
+               else "re-routing it ..."))
+        run_batch(definitions, instance, batch, settings.slot_wait_s, say,
+                  assets=[dg.AssetKey("predictions"), dg.AssetKey("annotations")] if again
+                  else [dg.AssetKey("annotations")])
     summary: dict = {**nothing, "resumed": resumed, "rerouted": stale}
     if files:
         batch = create_batch(inbox, files, instance)

@@ -28,20 +28,25 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
     def read(s: Session) -> dict:
         totals = s.inputs.totals()
         by_status, by_concept, by_image_concept = annotation_counts(s, task)
-        tasks = [task] if task else s.history.tasks_with_progress()
+        configured = {t.name: t for t in rules_of}
+        # The most urgent task first (configured priority), then by name; tasks no longer configured last.
+        tasks = [task] if task else sorted(s.history.tasks_with_progress(), key=lambda name: (
+            configured[name].priority_rank if name in configured else 3, name))
         return {
             **totals,
             "predictions": s.predictions.total(),
             "annotations": by_status,
             "annotations_by_concept": by_concept,
             "image_concepts_by_concept": by_image_concept,
-            "tasks": {name: {"inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
+            "tasks": {name: {"priority": configured[name].priority if name in configured else None,
+                             "inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
                              "inputs_scored_for_concepts": s.concepts.scored_count(name),
                              "review": s.reviews.progress(name)} for name in tasks},
             "batches_routed_under_older_rules": {
                 t.name: n for t in rules_of if (n := len(s.history.batches_routed_under_other_rules(t)))},
-            "unfinished_batches": {b: stage for b, stage in s.batches.stages(list(batches), models or {}).items()
-                                   if stage != "complete"},
+            "unfinished_batches": {
+                b: stage for b, stage in s.batches.stages(list(batches), models or {}, rules_of).items()
+                if stage != "complete"},
         }
 
     status = store.read(read)

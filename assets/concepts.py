@@ -18,7 +18,7 @@ import pandas as pd
 
 from assets.checks import table_metadata
 from assets.partitions import batch_partitions
-from assets.triage import annotate_task, annotations, task_totals
+from assets.triage import annotate_task, annotations, log_hand_over, task_totals
 from core.annotations import Kind
 from core.concepts import ConceptClassifier, concept_accuracy, train_concept_classifier
 from core.plots import confidence_histograms, markdown_image
@@ -217,6 +217,7 @@ def concept_annotations(context: dg.AssetExecutionContext, store: DuckDBStore,
             continue
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now, Kind.CONCEPT))
+        log_hand_over(context.log.info, task.name, per_task[task.name]["handed_over"])
         queues = store.read(lambda s, task=task: s.reviews.progress(task.name))
         metadata.update(task_totals(store, task.name, per_task[task.name]["bands"], queues))
         scores = store.read(lambda s, model_id=model_id: s.predictions.batch_confidences(batch, model_id))

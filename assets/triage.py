@@ -6,6 +6,7 @@ keeps every timestamp), retires auto annotations that no longer pass, and never 
 annotation a person has decided.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -31,13 +32,25 @@ SAMPLE_IMAGES = 6
 def annotate_task(s: Session, task: LabelingTask, batch: str, model_id: str, now: datetime,
                   kind: Kind = Kind.BOX) -> dict:
     """Route one task's predictions of the batch (boxes, or a classifier's concept scores), then give new review
-    items to reviewers."""
+    items to reviewers; first, the open items of reviewers removed from the task go to the remaining ones."""
+    handed_over = s.reviews.hand_over(task, now)
+    skipped = task.skips_batch(batch)
+    if skipped:
+        return {"appended_events": 0, "bands": {}, "unmapped_predictions": 0, "newly_assigned": 0,
+                "skipped": skipped, "handed_over": handed_over}
     if kind == Kind.BOX:
         check_floor(task, batch, s.predictions.batch_floor(batch, model_id))
     result = s.history.sync_auto(task, batch, model_id, now, kind)
     assigned = s.reviews.assign_new(task, now)
     pause_point("annotations.write")
-    return {**result, "newly_assigned": assigned}
+    return {**result, "newly_assigned": assigned, "handed_over": handed_over}
+
+
+def log_hand_over(log: Callable[[str], object], task: str, handed_over: dict[str, dict[str, int]]) -> None:
+    """One run-log line per removed reviewer whose open images moved."""
+    for removed, counts in handed_over.items():
+        log(f"task {task}: {removed} is no longer a reviewer; their {sum(counts.values())} open images went to "
+            + ", ".join(f"{reviewer} ({n})" for reviewer, n in sorted(counts.items())))
 
 
 @dg.asset(
@@ -59,6 +72,7 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
         model_id = file_sha256(detector_for(task, detector).weights_path())
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now))
+        log_hand_over(context.log.info, task.name, per_task[task.name]["handed_over"])
         queues[task.name] = store.read(lambda s, task=task: s.reviews.progress(task.name))
         pictures.update(task_pictures(store, images, task, batch, model_id))
         totals.update(task_totals(store, task.name, per_task[task.name]["bands"], queues[task.name]))

@@ -22,8 +22,8 @@ def check_floor(task: LabelingTask, batch: str, floor: float | None) -> None:
     if floor is not None and task.lowest_lower < floor:
         raise FloorTooHigh(
             f"Task {task.name!r} has a lower threshold of {task.lowest_lower:g}, but batch {batch}'s predictions "
-            f"were made at a confidence floor of {floor:g}: materialize the batch's `predictions` with its "
-            "`annotations` (the detector now predicts down to the task's threshold) instead of `annotations` alone.")
+            f"were made at a confidence floor of {floor:g}: `autoannotate run --reroute` predicts such batches again "
+            "before routing them (in the UI: materialize the batch's `predictions` with its `annotations`).")
 
 
 def _literal(text: str) -> str:
@@ -52,6 +52,14 @@ def band_sql(task: LabelingTask) -> str:
                       for r in task.rules())
     return (f"CASE WHEN (CASE concept {accept} END) THEN 'accept' "
             f"WHEN (CASE concept {review} END) THEN 'review' ELSE 'discard' END")
+
+
+def scope_sql(task: LabelingTask, column: str = "input_id") -> str:
+    """A predicate on `column` (an input id; the query has $batch): the input is in the task's `inputs.paths`."""
+    if not task.inputs.paths:
+        return "TRUE"
+    globs = " OR ".join(f"uri GLOB {_literal('*/' + path.lstrip('/'))}" for path in task.inputs.paths)
+    return f"{column} IN (SELECT input_id FROM input_sources WHERE batch = $batch AND ({globs}))"
 
 
 def routed_sql(task: LabelingTask, class_names: list[str], relation: str) -> str:

@@ -28,6 +28,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class InputScope(Strict):
+    """Which inputs a task annotates: those whose inbox path matches one of `paths` (globs, relative to the inbox;
+    `*` also crosses folders) and that arrived in one of `batches`; an empty list does not restrict."""
+
+    paths: list[str] = Field(default_factory=list)
+    batches: list[str] = Field(default_factory=list)
+
+
 class ConceptThresholds(Strict):
     upper: float | None = Field(default=None, ge=0.0, le=1.0)
     lower: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -124,7 +132,9 @@ class LabelingTask(Strict):
     thresholds: Thresholds
     reviewers: list[str] = Field(default_factory=list)
     allow_takeover: bool = False  # may a reviewer decide images in another reviewer's queue?
-    priority: Literal["low", "medium", "high"] = "medium"
+    priority: Literal["low", "medium", "high"] = "medium"  # high first: in queues, runs and status
+    auto_annotate: bool = True  # false: the model still predicts, but the task writes nothing
+    inputs: InputScope = Field(default_factory=InputScope)
     annotator: str = Field(default="autoannotate", min_length=1)  # who auto-accepted annotations are by
     # Label quality: the accepted band's precision the team wants (the quality check warns below it, at the
     # lower bound of its 95 % interval), and how much a prediction must overlap a reference box to match it.
@@ -216,7 +226,24 @@ class LabelingTask(Strict):
                       "thresholds": self.thresholds.model_dump(mode="json")}
         if self.band_status != BandStatus():
             definition["band_status"] = self.band_status.model_dump(mode="json")
+        if self.inputs != InputScope():
+            definition["inputs"] = self.inputs.model_dump(mode="json")
+        if not self.auto_annotate:
+            definition["auto_annotate"] = False
         return definition
+
+    @property
+    def priority_rank(self) -> int:
+        """0 for high, 1 for medium, 2 for low: sorting by it puts the most urgent task first."""
+        return ("high", "medium", "low").index(self.priority)
+
+    def skips_batch(self, batch: str) -> str | None:
+        """Why the task writes nothing for `batch` (switched off, or the batch is outside its scope), or None."""
+        if not self.auto_annotate:
+            return "auto_annotate is false"
+        if self.inputs.batches and batch not in self.inputs.batches:
+            return "the batch is not one of inputs.batches"
+        return None
 
     @property
     def rules_hash(self) -> str:

@@ -89,7 +89,12 @@ def catch_up_schedule(context: dg.ScheduleEvaluationContext, tasks: LabelingTask
         return dg.SkipReason("Every batch is annotated with the models and routing rules its tasks use.")
     models = hashlib.sha256("|".join(sorted(wanted)).encode()).hexdigest()[:12]
     rules_key = hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:12]
-    # Re-routing reads the stored predictions: only `annotations` (and its checks) runs, no inference.
+    # Re-routing reads the stored predictions: only `annotations` (and its checks) runs, no inference; unless a
+    # task's lower threshold lies below the deployment's confidence floor, so older predictions may stop above it.
+    below_floor = any(task.detects and task.lowest_lower < detector.conf_floor for task in tasks.load())
+    selection = [dg.AssetKey("annotations")]
+    if below_floor:
+        selection.insert(0, dg.AssetKey("predictions"))
     return ([dg.RunRequest(partition_key=b, run_key=f"catch-up-{b}-{models}") for b in batches]
-            + [dg.RunRequest(partition_key=b, run_key=f"reroute-{b}-{rules_key}",
-                             asset_selection=[dg.AssetKey("annotations")]) for b in reroute])
+            + [dg.RunRequest(partition_key=b, run_key=f"reroute-{b}-{rules_key}", asset_selection=selection)
+               for b in reroute])

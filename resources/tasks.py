@@ -26,7 +26,7 @@ class LabelingTasks(dg.ConfigurableResource):
         for name in names:
             if names.count(name) > 1:
                 raise TaskConfigError(f"Two task files use the name {name!r}; task names must be unique.")
-        return tasks
+        return sorted(tasks, key=lambda task: task.priority_rank)  # stable: file order within a priority
 
 
 def detector_for(task: LabelingTask, default: Detector) -> Detector:

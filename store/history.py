@@ -16,7 +16,7 @@ import polars as pl
 from core.annotations import EVENT_FIELDS, KIND_SQL, AnnotationEvent, Kind, Source, Status
 from core.quality import greedy_pairs
 from core.review_rules import NotFound
-from core.routing import routed_sql
+from core.routing import routed_sql, scope_sql
 from core.task_config import LabelingTask
 from store.predictions import BATCH_PREDICTIONS
 from store.tables import latest_events_sql
@@ -206,7 +206,8 @@ class AnnotationHistory:
         class_names = self.s.predictions.batch_class_names(batch, model_id)
         # One routing query, run inside three statements: re-routing (a CASE per row) measured cheaper than
         # materialising the routed rows into a temp table (1M predictions: ~3.5 s vs ~3.9 s).
-        routed = routed_sql(task, class_names, BATCH_PREDICTIONS)
+        # A task scoped to some inputs routes only theirs: the others' annotations of the task retire.
+        routed = routed_sql(task, class_names, f"(SELECT * FROM {BATCH_PREDICTIONS} WHERE {scope_sql(task)})")
         if not self.s.scalar("SELECT count(*) FROM routing_rules WHERE rules = ?", [task.rules_hash]):
             self.s.insert("routing_rules", [{"rules": task.rules_hash, "task": task.name, "first_used_at": now,
                                              "definition": json.dumps(task.routing_definition(), sort_keys=True)}])
@@ -243,7 +244,8 @@ class AnnotationHistory:
                        coalesce(any_value(f.first_at), $now) AS processed_at, {literal(task.rules_hash)} AS rules
                 FROM processed_inputs p LEFT JOIN ({routed}) r USING (input_id)
                      LEFT JOIN first_routed f USING (input_id)
-                WHERE p.batch = $batch AND p.model_id = $model_id GROUP BY p.input_id, p.batch, p.model_id""",
+                WHERE p.batch = $batch AND p.model_id = $model_id AND {scope_sql(task, "p.input_id")}
+                GROUP BY p.input_id, p.batch, p.model_id""",
                 {**params, "now": now}))
 
     def _match_existing(self, task: LabelingTask, routed: str, params: dict, kind: Kind) -> pd.DataFrame:
@@ -369,10 +371,11 @@ class AnnotationHistory:
             [hashes]).fetchall()}
 
     def batches_routed_under_other_rules(self, task: LabelingTask) -> list[str]:
-        """Batches whose latest routing for `task` used rules other than its current ones."""
+        """Batches whose latest routing for `task` used rules other than its current ones (those the task now
+        skips, switched off or out of its scope, are left as they are)."""
         return [b for (b,) in self.s.conn.execute(
             "SELECT DISTINCT batch FROM task_inputs WHERE task = ? AND rules IS DISTINCT FROM ? ORDER BY 1",
-            [task.name, task.rules_hash]).fetchall()]
+            [task.name, task.rules_hash]).fetchall() if not task.skips_batch(b)]
 
     def processed_count(self, task: str) -> int:
         return int(self.s.scalar("SELECT count(*) FROM task_inputs WHERE task = ?", [task]))

@@ -42,17 +42,44 @@ class ReviewSQL:
     def __init__(self, session: Session) -> None:
         self.s = session
 
-    def assign_new(self, task: LabelingTask, now: datetime) -> int:
-        """Give every input holding review items, and no reviewer yet, to one of the task's reviewers."""
-        needing = [i for (i,) in self.s.conn.execute(
+    def _open_inputs(self, task: str) -> list[str]:
+        """The task's inputs holding an undecided review item or a pending spot check."""
+        return [i for (i,) in self.s.conn.execute(
             f"SELECT DISTINCT input_id FROM ({CURRENT}) WHERE task = $task AND status = $awaiting UNION "
             f"SELECT input_id FROM ({PENDING_SPOT_CHECKS}) WHERE task = $task ORDER BY 1",
-            {"task": task.name, "awaiting": str(Status.AWAITING_REVIEW)}).fetchall()]
+            {"task": task, "awaiting": str(Status.AWAITING_REVIEW)}).fetchall()]
+
+    def assign_new(self, task: LabelingTask, now: datetime) -> int:
+        """Give every input holding review items, and no reviewer yet, to one of the task's reviewers."""
         existing = dict(self.s.conn.execute("SELECT input_id, reviewer FROM review_assignments WHERE task = ?",
                                             [task.name]).fetchall())
-        fresh = assign_reviewers(existing, needing, task.reviewers) if task.reviewers else {}
+        fresh = assign_reviewers(existing, self._open_inputs(task.name), task.reviewers) if task.reviewers else {}
         return self.s.insert("review_assignments", [
             {"task": task.name, "input_id": i, "reviewer": r, "assigned_at": now} for i, r in fresh.items()])
+
+    def hand_over(self, task: LabelingTask, now: datetime) -> dict[str, dict[str, int]]:
+        """The open inputs of reviewers no longer in the task's list, handed to the remaining reviewers evenly
+        (the fewest open images first); decided inputs stay with whoever decided them. Returns, per removed
+        reviewer, how many images went to whom."""
+        if not task.reviewers:
+            return {}
+        assigned = dict(self.s.conn.execute("SELECT input_id, reviewer FROM review_assignments WHERE task = ?",
+                                            [task.name]).fetchall())
+        open_inputs = set(self._open_inputs(task.name))
+        leaving = {i: r for i, r in assigned.items() if r not in task.reviewers and i in open_inputs}
+        if not leaving:
+            return {}
+        staying = {i: r for i, r in assigned.items() if i in open_inputs and i not in leaving}
+        fresh = assign_reviewers(staying, sorted(leaving), task.reviewers)
+        self.s.conn.execute("DELETE FROM review_assignments WHERE task = ? AND input_id IN (SELECT unnest(?))",
+                            [task.name, sorted(fresh)])
+        self.s.insert("review_assignments", [
+            {"task": task.name, "input_id": i, "reviewer": r, "assigned_at": now} for i, r in fresh.items()])
+        moved: dict[str, dict[str, int]] = {}
+        for input_id, reviewer in fresh.items():
+            counts = moved.setdefault(leaving[input_id], {})
+            counts[reviewer] = counts.get(reviewer, 0) + 1
+        return moved
 
     def assignee(self, task: str, input_id: str) -> str | None:
         """The reviewer whose queue holds the input, if any."""

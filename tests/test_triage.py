@@ -221,3 +221,69 @@ def test_a_lower_threshold_of_002_gets_predictions_down_to_002_and_a_lower_one_n
     assert table_count(resources, "annotations") == events  # nothing half-routed
     materialize_batch([predictions, annotations], resources, instance, batch, CHECKS)
     assert set(query(store, "SELECT DISTINCT conf_floor FROM processed_inputs")["conf_floor"]) == {0.01}
+
+
+def test_a_task_switched_off_writes_nothing_a_scoped_task_routes_its_folder_and_priority_orders_tasks(
+        resources: dict, inbox: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    from apps.status import collect_status
+    from resources.tasks import models_by_task
+
+    files = [write_task_file(tmp_path, name="scoped", priority="low", inputs={"paths": ["camera-a/*"]}),
+             write_task_file(tmp_path, name="off", auto_annotate=False),
+             write_task_file(tmp_path, name="everything", priority="high")]
+    resources["tasks"] = LabelingTasks(task_files=[str(f) for f in files])
+    tasks = resources["tasks"].load()
+    assert [t.name for t in tasks] == ["everything", "off", "scoped"]  # high, medium, low
+    write_demo_images(inbox / "camera-a", 5, seed=41)
+    write_demo_images(inbox / "camera-b", 4, seed=42)
+    batch = new_batch(resources, instance)
+    materialize_batch([inputs, predictions, annotations], resources, instance, batch, CHECKS)
+    store = resources["store"]
+    camera_a = set(query(store, "SELECT input_id FROM input_sources WHERE uri LIKE '%/camera-a/%'")["input_id"])
+    routed = query(store, "SELECT task, count(*) AS n FROM task_inputs GROUP BY 1")
+    assert dict(zip(routed["task"], routed["n"], strict=True)) == {"everything": 9, "scoped": 5}
+    assert table_count(resources, "processed_inputs") == 9  # the switched-off task's model ran
+    written = query(store, f"SELECT task, input_id FROM ({CURRENT_ANNOTATIONS})")
+    assert "off" not in set(written["task"])
+    assert set(written[written["task"] == "scoped"]["input_id"]) <= camera_a
+    assert len(written[written["task"] == "scoped"]) > 0
+    status = collect_status(store, batches=[batch], rules_of=tasks,
+                            models=models_by_task(tasks, resources["detector"]))
+    assert [(name, t["priority"]) for name, t in status["tasks"].items()] == [("everything", "high"),
+                                                                              ("scoped", "low")]
+    assert status["unfinished_batches"] == {}  # neither the scope nor the switch leaves the batch unfinished
+    events = table_count(resources, "annotations")
+    materialize_batch([annotations], resources, instance, batch, CHECKS)
+    assert table_count(resources, "annotations") == events
+
+
+def test_a_removed_reviewer_s_open_images_go_evenly_to_the_others_and_the_run_log_says_so(
+        resources: dict, inbox: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    task_file = write_task_file(tmp_path, reviewers=["alice", "bob", "carol"],
+                                thresholds={"upper": 0.95, "lower": 0.3})
+    batch = routed_demo_batch(resources, instance, inbox, task_file, 24, seed=51)
+    store = resources["store"]
+    before = query(store, "SELECT input_id, reviewer FROM review_assignments")
+    carol = set(before[before["reviewer"] == "carol"]["input_id"])
+    assert len(carol) >= 3
+    decided = sorted(carol)[0]  # carol decides one image before she leaves: it stays hers
+    desk = ReviewDesk(store, resources["tasks"].load())
+    for annotation_id in query(store, f"SELECT annotation_id FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? AND "
+                                      "status = 'AWAITING_REVIEW'", [decided])["annotation_id"]:
+        desk.decide(annotation_id, "accept", "carol")
+
+    write_task_file(tmp_path, reviewers=["alice", "bob"], thresholds={"upper": 0.95, "lower": 0.3})
+    result = materialize_batch([annotations], resources, instance, batch)
+    after = query(store, "SELECT input_id, reviewer FROM review_assignments")
+    mine = dict(zip(after["input_id"], after["reviewer"], strict=True))
+    moved = carol - {decided}
+    assert mine[decided] == "carol" and {mine[i] for i in moved} <= {"alice", "bob"}
+    open_per_reviewer = query(store, f"""
+        SELECT r.reviewer, count(DISTINCT r.input_id) AS n FROM review_assignments r JOIN ({CURRENT_ANNOTATIONS}) c
+        USING (task, input_id) WHERE c.status = 'AWAITING_REVIEW' GROUP BY 1""")
+    counts = dict(zip(open_per_reviewer["reviewer"], open_per_reviewer["n"], strict=True))
+    assert set(counts) == {"alice", "bob"} and abs(counts["alice"] - counts["bob"]) <= 1
+    taken = {r: n for r in ("alice", "bob") if (n := sum(1 for i in moved if mine[i] == r))}
+    logged = [e.user_message for e in instance.all_logs(result.run_id) if "no longer a reviewer" in e.user_message]
+    assert logged == [f"task demo-shapes: carol is no longer a reviewer; their {len(moved)} open images went to "
+                      + ", ".join(f"{r} ({n})" for r, n in taken.items())]
