@@ -285,13 +285,15 @@ def command_import(args: argparse.Namespace, settings: Settings) -> None:
     if not path.exists():
         raise UserError(f"{path} does not exist.")
     result = import_labels(resources["store"], resources["images"], args.format, path, task.name, args.user,
-                           resources["inbox"].max_pixels, task.concepts)
+                           resources["inbox"].max_pixels, task.concepts,
+                           suggestions_for=task if args.as_what == "suggestions" else None)
     emit(args, {"task": task.name, **result}, render_import)
 
 
 def render_import(result: dict) -> None:
     print(f"imported {result['labels']} labels on {result['images']} images into task {result['task']}: "
-          f"{result['annotations_written']} new annotations, {result['new_inputs']} new inputs")
+          f"{result['annotations_written']} new annotations ({result['status']}), {result['new_inputs']} new inputs"
+          + (f", {result['newly_assigned']} images newly in reviewers' queues" if result["newly_assigned"] else ""))
     if result["clipped"]:
         print(f"{result['clipped_boxes']} boxes reached outside their image and were clipped to it: "
               + ", ".join(result["clipped"][:10]) + (" ..." if len(result["clipped"]) > 10 else ""))
@@ -399,7 +401,7 @@ def command_review(args: argparse.Namespace, settings: Settings) -> None:
             emit(args, {"task": task.name, "reviewer": args.reviewer, "pending": args.pending, "items": items,
                         "undecided": desk.undecided(task.name, args.reviewer)}, render_queue)
             return
-        decision = {"accept": "accept", "reject": "reject", "relabel": "correct"}[args.action]
+        decision = {"accept": "accept", "reject": "reject", "reopen": "reopen", "relabel": "correct"}[args.action]
         result = desk.decide(args.annotation_id, decision, args.reviewer, concept=getattr(args, "concept", None))
     except ReviewError as error:
         raise UserError(str(error)) from None
@@ -525,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--reviewer", required=True)
     listing.add_argument("--pending", action="store_true", help="only images with boxes awaiting review")
     for action, text in (("accept", "accept an annotation"), ("reject", "reject an annotation"),
+                         ("reopen", "send an accepted annotation back to review"),
                          ("relabel", "change an annotation's concept")):
         decision = review.add_parser(action, parents=[common], help=text)
         decision.add_argument("annotation_id")
@@ -541,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.required = True
     for parser_ in (listing, serve, invite):
         parser_.set_defaults(handler=command_review)
-    for action in ("accept", "reject", "relabel"):
+    for action in ("accept", "reject", "reopen", "relabel"):
         review.choices[action].set_defaults(handler=command_review)
 
     importer = sub.add_parser("import", parents=[common], help="existing labels in, as human annotations")
@@ -550,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "train/<concept>/ layout): image-level concepts")
     importer.add_argument("--task", help="task the labels belong to (default: the first configured task)")
     importer.add_argument("--user", required=True, help="user id the annotations are attributed to")
+    importer.add_argument("--as", dest="as_what", choices=["labels", "suggestions"], default="labels",
+                          help="labels (default): accepted as they are; suggestions: awaiting review in the task's "
+                               "reviewers' queues, with the file's confidences (YOLO save_conf, COCO score)")
     importer.add_argument("path", help="YOLO dataset folder (data.yaml), COCO JSON file, VOC folder, concepts CSV "
                                        "file or concept folders")
     importer.set_defaults(handler=command_import)

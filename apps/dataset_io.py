@@ -28,6 +28,7 @@ from core.formats import (
 from core.geometry import Box
 from core.image_checks import Rejection, inspect_image_file
 from core.manifests import check_split_ratios
+from core.task_config import LabelingTask
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
 from resources.versions import VersionStore
@@ -39,13 +40,18 @@ READERS = {"yolo": read_yolo, "coco": read_coco, "voc": read_voc, "concepts-csv"
 
 
 def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, task: str, user: str,
-                  max_pixels: int, concepts: list[str]) -> dict:
-    """Every label becomes a SUCCESS annotation (source `import`, annotator `user`) of `task`.
+                  max_pixels: int, concepts: list[str], suggestions_for: LabelingTask | None = None) -> dict:
+    """Every label becomes a SUCCESS annotation (source `import`, annotator `user`) of `task`; with
+    `suggestions_for` (the task's definition), an AWAITING_REVIEW one instead, with the label's confidence when
+    the file has one, in the task's reviewers' queues.
 
     All files are read and checked before anything is written; then images not yet ingested are
     ingested and the annotations written in one transaction. Importing the same labels again
     writes nothing new.
     """
+    if suggestions_for is not None and not suggestions_for.reviewers:
+        raise ValueError(f"Task {task!r} has no reviewers to review suggestions: add `reviewers` to its file, or "
+                         "import the labels as they are (without --as suggestions).")
     boxes = READERS[fmt](path)
     strays = Counter(box.concept for box in boxes if box.concept not in concepts)
     if strays:
@@ -65,7 +71,8 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
         images.put(result.input_id, result.data)
     batch = f"import-{fmt}-{digest32(*sorted(r.input_id for r in inspected.values()))[:12]}"
     now = datetime.now(UTC).replace(tzinfo=None)
-    events = [import_event(box, inspected[box.image].input_id, task, user, batch, now) for box in boxes]
+    status = Status.SUCCESS if suggestions_for is None else Status.AWAITING_REVIEW
+    events = [import_event(box, inspected[box.image].input_id, task, user, batch, now, status) for box in boxes]
     stored = {r.input_id: str(images.path_for(r.input_id)) for r in inspected.values()}
 
     def write(s: Session) -> dict:
@@ -73,21 +80,25 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
         s.history.class_names(task, concepts, now)
         known = s.history.known_ids(task)
         written = s.history.append([e for e in events if e.annotation_id not in known])
-        return {"batch": batch, "images": len(inspected), "new_inputs": ingestion["new"], "labels": len(boxes),
+        assigned = s.reviews.assign_new(suggestions_for, now) if suggestions_for is not None else 0
+        return {"batch": batch, "status": str(status), "newly_assigned": assigned, "images": len(inspected),
+                "new_inputs": ingestion["new"], "labels": len(boxes),
                 "annotations_written": written, "clipped_boxes": len(clipped), "clipped": clipped}
 
     return store.write(write)
 
 
-def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str, now: datetime) -> AnnotationEvent:
+def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str, now: datetime,
+                 status: Status = Status.SUCCESS) -> AnnotationEvent:
     unit_box = Box(box.x1, box.y1, box.x2, box.y2)
     # A concept label's id leaves out the box, which is always the whole image.
     origin = "import" if box.kind == Kind.BOX else "import-concept"
     return AnnotationEvent(
         annotation_id=human_annotation_id(task, input_id, box.concept, unit_box, origin), task=task,
         input_id=input_id, prediction_id=None, model_id=None, batch=batch, concept=box.concept, x1=box.x1,
-        y1=box.y1, x2=box.x2, y2=box.y2, polygon=list(box.polygon) if box.polygon else None, confidence=None,
-        status=Status.SUCCESS, annotator=user, source=Source.IMPORT, event_at=now, kind=Kind(box.kind))
+        y1=box.y1, x2=box.x2, y2=box.y2, polygon=list(box.polygon) if box.polygon else None,
+        confidence=box.confidence, status=status, annotator=user, source=Source.IMPORT, event_at=now,
+        kind=Kind(box.kind))
 
 
 def missing_version_sentence(version_key: str, stored: list[str]) -> str:

@@ -69,8 +69,11 @@ class ReviewDesk:
             check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id))
             if concept is not None:
                 check_concept(task, concept, current.kind)
-            events, standing = decision_events(current, decision, reviewer, utc_now(), concept, box)
+            now = utc_now()
+            events, standing = decision_events(current, decision, reviewer, now, concept, box)
             written = s.history.append(events)
+            if decision == "reopen" and s.reviews.assignee(task.name, current.input_id) is None:
+                s.reviews.assign(task.name, current.input_id, reviewer, now)  # an auto-accepted image: to my queue
             return {"annotation_id": standing, "status": str(events[-1].status if events else current.status),
                     "written": written}
 

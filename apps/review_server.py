@@ -60,7 +60,7 @@ class Box(BaseModel):
 
 class Decision(BaseModel):
     reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
-    decision: Literal["accept", "reject"]
+    decision: Literal["accept", "reject", "reopen"]
 
 
 class Correction(BaseModel):

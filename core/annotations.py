@@ -94,6 +94,7 @@ class AnnotationEvent:
     event_at: datetime
     rules: str | None = None  # the routing rules that wrote an auto event; None for people's events
     kind: Kind = Kind.BOX
+    original_concept: str | None = None  # a relabelled annotation: the concept it had before people changed it
 
     @property
     def box(self) -> Box:

@@ -41,6 +41,7 @@ class LabelBox:
     polygon: tuple[float, ...] | None = None
     clipped_at: str | None = None  # "file:line" when the label's box reached outside the image and was clipped
     kind: str = "box"  # "concept": a concept of the whole image (its box is the whole image)
+    confidence: float | None = None  # a model's score, when the file carries one (suggestions keep it)
 
 
 def concept_label(image: Path, concept: str) -> LabelBox:
@@ -153,16 +154,22 @@ def read_yolo(root: Path) -> list[LabelBox]:
                 raise _fail(label, number, f"class id {fields[0]} is not one of data.yaml's names "
                                            f"(0 to {len(names) - 1})")
             concept = names[int(values[0])]
+            # Ultralytics' `save_conf` appends the confidence: 6 values for a box, an even count for a polygon.
+            confidence = values.pop() if len(values) == 6 or (len(values) >= 8 and len(values) % 2 == 0) else None
+            if confidence is not None and not 0 <= confidence <= 1:
+                raise _fail(label, number, f"confidence {fields[-1]} is not between 0 and 1")
             if len(values) == 5:
                 cx, cy, w, h = values[1:]
                 box = _checked_box(label, number, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-                boxes.append(LabelBox(image, concept, *box[:4], clipped_at=box[4]))
+                boxes.append(LabelBox(image, concept, *box[:4], clipped_at=box[4], confidence=confidence))
             elif len(values) >= 7 and len(values) % 2 == 1:
                 xs, ys = values[1::2], values[2::2]
                 box = _checked_box(label, number, min(xs), min(ys), max(xs), max(ys))
-                boxes.append(LabelBox(image, concept, *box[:4], polygon=tuple(values[1:]), clipped_at=box[4]))
+                boxes.append(LabelBox(image, concept, *box[:4], polygon=tuple(values[1:]), clipped_at=box[4],
+                                      confidence=confidence))
             else:
-                raise _fail(label, number, f"expected 'class cx cy w h' or a polygon, got {len(values)} values")
+                raise _fail(label, number, f"expected 'class cx cy w h [conf]' or a polygon, got {len(fields)} "
+                                           "values")
     return boxes
 
 
@@ -358,8 +365,11 @@ def read_coco(path: Path) -> list[LabelBox]:
                 from None
         width, height = float(image["width"]), float(image["height"])
         box = _checked_box(path, line, x / width, y / height, (x + w) / width, (y + h) / height)
+        score = annotation.get("score")  # a COCO results file's detections carry one
+        if score is not None and not (isinstance(score, int | float) and 0 <= score <= 1):
+            raise _fail(path, line, f"annotation {annotation.get('id')}: score {score!r} is not between 0 and 1")
         boxes.append(LabelBox(_coco_image(path, image["file_name"], line), categories[annotation["category_id"]],
-                              *box[:4], clipped_at=box[4]))
+                              *box[:4], clipped_at=box[4], confidence=None if score is None else float(score)))
     return boxes
 
 

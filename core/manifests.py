@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-MANIFEST_COLUMNS = ["input_id", "concept", "x1", "y1", "x2", "y2", "source"]
+# original_concept: for an annotation a person relabelled, the concept the model (or importer) gave; else empty.
+MANIFEST_COLUMNS = ["input_id", "concept", "x1", "y1", "x2", "y2", "source", "original_concept"]
 
 
 @dataclass(frozen=True)

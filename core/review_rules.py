@@ -85,6 +85,15 @@ def decision_events(current: AnnotationEvent, decision: str, reviewer: str, now:
     """Events for accepting, rejecting or correcting (new concept and/or box) `current`, and the id of the
     annotation the decision leaves standing. A decision equal to the current state writes nothing, so a
     double submit is one event; a correction retires the original and adds the corrected annotation."""
+    if decision == "reopen":
+        # Sending an accepted annotation back to review: it waits for a reviewer again (an event, like any other).
+        if current.status == Status.AWAITING_REVIEW and current.source == Source.REVIEW:
+            return [], current.annotation_id
+        if current.status != Status.SUCCESS:
+            raise Conflict(f"Only an accepted annotation can be sent back to review; annotation "
+                           f"{current.annotation_id} is {current.status}.")
+        return [replace(current, status=Status.AWAITING_REVIEW, source=Source.REVIEW, annotator=reviewer,
+                        event_at=now)], current.annotation_id
     if decision in DECISION_STATUS and concept is None and box is None:
         status = DECISION_STATUS[decision]
         if current.status == status and current.source == Source.REVIEW:
@@ -92,19 +101,23 @@ def decision_events(current: AnnotationEvent, decision: str, reviewer: str, now:
         return [replace(current, status=status, source=Source.REVIEW, annotator=reviewer, event_at=now)], \
             current.annotation_id
     if decision != "correct":
-        raise Invalid(f"Unknown decision {decision!r}; use accept, reject or correct.")
+        raise Invalid(f"Unknown decision {decision!r}; use accept, reject, reopen or correct.")
     if current.status == Status.RETIRED:
         raise Conflict(f"Annotation {current.annotation_id} was already replaced; correct the new one instead.")
     if box is not None and current.kind == Kind.CONCEPT:
         raise Invalid(f"Annotation {current.annotation_id} is an image-level concept: it has no box to correct.")
     new_box = box or current.box
     new_concept = concept or current.concept
+    # The concept the model (or importer) gave stays visible on every later correction that changed it.
+    original = current.original_concept or current.concept
+    original = None if original == new_concept else original
     corrected_id = human_annotation_id(current.task, current.input_id, new_concept, new_box,
                                        f"corrects:{current.annotation_id}")
     retire = replace(current, status=Status.RETIRED, source=Source.REVIEW, annotator=reviewer, event_at=now)
     corrected = replace(current, annotation_id=corrected_id, concept=new_concept, x1=new_box.x1, y1=new_box.y1,
                         x2=new_box.x2, y2=new_box.y2, polygon=None if box else current.polygon,
-                        status=Status.SUCCESS, source=Source.REVIEW, annotator=reviewer, event_at=now)
+                        status=Status.SUCCESS, source=Source.REVIEW, annotator=reviewer, event_at=now,
+                        original_concept=original)
     return [retire, corrected], corrected_id
 
 

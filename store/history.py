@@ -59,7 +59,7 @@ def event_from_row(row: dict) -> AnnotationEvent:
     values = {f: row[f] for f in EVENT_FIELDS}
     values["status"], values["source"] = Status(values["status"]), Source(values["source"])
     values["kind"] = Kind(values["kind"]) if isinstance(values["kind"], str) else Kind.BOX
-    for name in ("prediction_id", "model_id", "batch", "confidence", "rules"):
+    for name in ("prediction_id", "model_id", "batch", "confidence", "rules", "original_concept"):
         if values[name] is not None and pd.isna(values[name]):
             values[name] = None
     # A list column comes back as a numpy array, or as a missing-value scalar when NULL.
@@ -170,7 +170,7 @@ class AnnotationHistory:
         if len(events) == 0:
             return 0
         # People's and imported events carry no routing rules; frames without a kind hold boxes.
-        for column, value in (("rules", None), ("kind", str(Kind.BOX))):
+        for column, value in (("rules", None), ("kind", str(Kind.BOX)), ("original_concept", None)):
             if column not in events.columns:
                 events = (events.with_columns(pl.lit(value, dtype=pl.Utf8).alias(column))
                           if isinstance(events, pl.DataFrame) else events.assign(**{column: value}))
@@ -330,7 +330,7 @@ class AnnotationHistory:
                                  WHEN 'review' THEN {literal(str(task.band_status.review))}
                                  ELSE '{Status.AWAITING_REVIEW}' END AS status,
                        {annotator} AS annotator, '{Source.AUTO}' AS source, $now AS event_at, {rules} AS rules,
-                       $kind AS kind
+                       $kind AS kind, CAST(NULL AS VARCHAR) AS original_concept
                 FROM ({routed}) r LEFT JOIN matched_predictions m USING (prediction_id)
                 WHERE (band <> 'discard' OR {target_annotation_sql(name)} IN (
                            SELECT annotation_id FROM spot_checks WHERE task = {name} AND band = 'discard'))

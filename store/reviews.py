@@ -81,6 +81,11 @@ class ReviewSQL:
             counts[reviewer] = counts.get(reviewer, 0) + 1
         return moved
 
+    def assign(self, task: str, input_id: str, reviewer: str, now: datetime) -> None:
+        """Put one input in a reviewer's queue."""
+        self.s.insert("review_assignments", [{"task": task, "input_id": input_id, "reviewer": reviewer,
+                                              "assigned_at": now}])
+
     def assignee(self, task: str, input_id: str) -> str | None:
         """The reviewer whose queue holds the input, if any."""
         rows = self.s.conn.execute("SELECT reviewer FROM review_assignments WHERE task = ? AND input_id = ?",
@@ -120,12 +125,13 @@ class ReviewSQL:
     def image_annotations(self, task: str, input_id: str) -> list[dict]:
         """Every live (not retired) annotation of one image, as the review page draws them."""
         rows = self.s.df(
-            f"SELECT annotation_id, {KIND_SQL} AS kind, concept, confidence, status, source, annotator, x1, y1, x2, "
-            "y2, spot_check, spot_check_pending FROM ("
+            f"SELECT annotation_id, {KIND_SQL} AS kind, concept, original_concept, confidence, status, source, "
+            "annotator, x1, y1, x2, y2, spot_check, spot_check_pending FROM ("
             + current_with_spot_checks("c.task = $task AND c.input_id = $input AND c.status <> $retired")
             + ") ORDER BY kind, confidence DESC NULLS LAST, x1, y1, annotation_id",
             {"task": task, "input": input_id, "retired": str(Status.RETIRED)})
         _none_for_nan(rows, "confidence")
+        _none_for_nan(rows, "original_concept")
         return rows.to_dict("records")
 
     def queue(self, task: LabelingTask, reviewer: str, statuses: list[str] | None = None,

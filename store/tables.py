@@ -217,6 +217,8 @@ ANNOTATIONS = Table("annotations", "The annotation history: one status event of 
            added_later=True),
     one_of("kind", list(Kind), "box (an object) or concept (the whole image; its box is the whole image); empty "
            "for events written before kinds existed, which are boxes.", nullable=True, added_later=True),
+    Column("original_concept", "VARCHAR", "A relabelled annotation: the concept it had before a person changed it "
+           "(the model's or the importer's); empty otherwise.", nullable=True, added_later=True),
 ), primary_key=("event_id",), checks=GEOMETRY_CHECKS, takes_turns=False)
 
 

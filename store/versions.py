@@ -29,7 +29,7 @@ class VersionsSQL:
         negatives, negative_params = self.s.history.negatives_sql(task, cutoff)
         # An image-level concept has no box: its box fields are empty, so it never reads as a whole-image box.
         fields = [f"CASE WHEN {KIND_SQL} = '{Kind.CONCEPT}' THEN '' ELSE printf('%.{BOX_DECIMALS}f', {c}) END"
-                  if c in ("x1", "y1", "x2", "y2") else c for c in MANIFEST_COLUMNS]
+                  if c in ("x1", "y1", "x2", "y2") else f"coalesce({c}, '')" for c in MANIFEST_COLUMNS]
         negative_fields = ["input_id" if c == "input_id" else f"'{NEGATIVE_SOURCE}'" if c == "source" else "''"
                            for c in MANIFEST_COLUMNS]
         lines, inputs, negative_count = self.s.conn.execute(

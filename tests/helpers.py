@@ -183,3 +183,12 @@ def ap_against_itself(truth) -> float:
     evaluation.accumulate()
     evaluation.summarize()
     return float(evaluation.stats[0])
+
+
+def open_review_page(browser, port: int, app, reviewer: str, input_id: str, viewport: tuple[int, int] = (1500, 800)):
+    """The review page signed in as `reviewer` (the personal link), showing the image `input_id`."""
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(reviewer)}", wait_until="networkidle")
+    page.locator(f'#queue-items div[data-input="{input_id}"]').click()
+    page.locator(f'#canvas[data-input="{input_id}"]').wait_for(timeout=20_000)
+    return page

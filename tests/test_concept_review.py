@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from helpers import BROWSER_AVAILABLE, autoannotate, launch_chromium, query, review_server, write_labels_csv
+from helpers import (
+    BROWSER_AVAILABLE,
+    autoannotate,
+    launch_chromium,
+    open_review_page,
+    query,
+    review_server,
+    write_labels_csv,
+)
 
 from apps.dataset_io import import_labels
 from apps.demo_scenes import write_concept_scenes
@@ -159,10 +167,7 @@ def test_classifications_pane_filters_accepts_rejects_adds_and_accepts_all(resou
     with review_server(resources) as (port, app), sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 850})
-            page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(reviewer)}", wait_until="networkidle")
-            page.locator(f'#queue-items div[data-input="{input_id}"]').click()
-            page.locator(f'#canvas[data-input="{input_id}"]').wait_for(timeout=20_000)
+            page = open_review_page(browser, port, app, reviewer, input_id, (1400, 850))
             rows = page.locator("#concepts .concept")
             rows.first.wait_for(timeout=20_000)
             shown = {rows.nth(i).get_attribute("data-id"): rows.nth(i).inner_text() for i in range(rows.count())}

@@ -94,7 +94,7 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
                 [version]).iloc[0]
     assert (row["inputs"], row["negatives"]) == (len(accepted), len(negatives))
     manifest = Path(row["manifest_path"]).read_text().splitlines()[1:]
-    assert sorted(line.split("\t")[0] for line in manifest if line.endswith("\tnegative")) == sorted(negatives)
+    assert sorted(line.split("\t")[0] for line in manifest if line.split("\t")[6] == "negative") == sorted(negatives)
 
     summary = export(resources, version, "yolo", tmp_path / "yolo")
     assert (summary["negatives"], summary["labels"]) == (len(negatives), "detect")

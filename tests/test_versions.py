@@ -58,7 +58,7 @@ def test_as_of_semantics_over_a_history_with_controlled_timestamps(resources: di
     assert {day: versions[f"t@{day}"][1] for day in ("2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05")} == {
         "2026-11-02": 1, "2026-11-03": 2, "2026-11-04": 3, "2026-11-05": 2}
     manifest = Path(resources["versions"].manifest_path("t", "2026-11-03")).read_text().splitlines()
-    assert manifest[0] == "input_id\tconcept\tx1\ty1\tx2\ty2\tsource"
+    assert manifest[0] == "input_id\tconcept\tx1\ty1\tx2\ty2\tsource\toriginal_concept"
     assert [line.split("\t")[2] for line in manifest[1:]] == ["0.100000", "0.300000"]  # a and c, not b
 
 
@@ -73,9 +73,10 @@ def test_manifest_bytes_are_the_documented_canonical_text(resources: dict) -> No
     write_events(resources, [{**event(name, "SUCCESS", "2026-11-02T09:00:00", x1=x1), "concept": concept}
                              for name, concept, x1 in rows])
     manifest = resources["store"].read(lambda s: s.versions.manifest("t", datetime(2026, 11, 3)))
-    lines = sorted(f"{SHA}\t{concept}\t{x1:.6f}\t0.100000\t0.500000\t0.500000\tauto"
+    lines = sorted(f"{SHA}\t{concept}\t{x1:.6f}\t0.100000\t0.500000\t0.500000\tauto\t"
                    for name, concept, x1 in rows)
-    expected = "input_id\tconcept\tx1\ty1\tx2\ty2\tsource\n" + "".join(line + "\n" for line in lines)
+    expected = "input_id\tconcept\tx1\ty1\tx2\ty2\tsource\toriginal_concept\n" + "".join(
+        line + "\n" for line in lines)
     assert manifest.text == expected
     assert [line.split("\t")[1] for line in expected.splitlines()[1:]] == ["Zebra", "car", "car", "eel", "éclair"]
     assert (manifest.sha256, manifest.annotations, manifest.inputs) == (
