@@ -148,6 +148,7 @@ def render_status(status: dict) -> None:
             ("inputs_processed", "processed for objects"),
             ("inputs_scored_for_concepts", "scored for image-level concepts")) if task[key]]
         priority = f" (priority {task['priority']})" if task["priority"] else ""
+        priority += f", detector {task['model_id'][:12]}" if task["model_id"] else ""
         print(f"\ntask {name}{priority}: {', '.join(done) or f'0/{total} inputs processed'}")
         print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
     for name, count in status["batches_routed_under_older_rules"].items():
@@ -324,6 +325,36 @@ def command_version_create(args: argparse.Namespace, settings: Settings) -> None
         [{"version": k, **{f: v.get(f, 0) for f in columns[1:]}} for k, v in r["versions"].items()], columns))
 
 
+def command_model_loop(args: argparse.Namespace, settings: Settings) -> None:
+    """`model train|list|promote|rollback`."""
+    from apps.model_registry import list_models, promote_model, rollback_model
+    from resources import build_resources
+
+    if args.action == "train":
+        from apps.runner import train_detectors
+
+        day = args.date or datetime.now(UTC).date().isoformat()
+        outcomes = train_detectors(settings, day)
+        emit(args, {"day": day, "tasks": outcomes}, lambda r: [print(
+            f"{task}: " + (f"model {o['model_id'][:12]} from {o['version']}: {o['reason']}" if o["trained"]
+                           else f"not trained: {o['why']}")) for task, o in r["tasks"].items()])
+        return
+    resources = build_resources(settings)
+    store, tasks = resources["store"], resources["tasks"]
+    if args.action == "list":
+        models = list_models(store, tasks, args.task)
+        emit(args, {"models": models}, lambda r: print_table(
+            [{**m, "model_id": m["model_id"][:12], "parent_id": (m["parent_id"] or "-")[:12],
+              "current": "yes" if m["current"] else ""} for m in r["models"]],
+            ["task", "model_id", "parent_id", "version_key", "map50", "map50_95", "current"]))
+        return
+    result = (promote_model(store, tasks, args.model_id, args.user, args.task) if args.action == "promote"
+              else rollback_model(store, tasks, args.user, args.task))
+    emit(args, result, lambda r: print(f"task {r['task']}: {r['action']} -> model {r['model_id'][:12]}; the next "
+                                       "batches (and `autoannotate run`, which predicts the earlier ones again) "
+                                       "use it"))
+
+
 def command_model_classes(args: argparse.Namespace, settings: Settings) -> None:
     from resources import build_resources
     from resources.detector import Detector
@@ -356,8 +387,8 @@ def render_model_classes(result: dict) -> None:
 
 
 def command_export(args: argparse.Namespace, settings: Settings) -> None:
-    from apps.dataset_io import export_version
     from resources import build_resources
+    from resources.exports import export_version
 
     resources = build_resources(settings)
     result = export_version(resources["store"], resources["images"], resources["versions"], args.version,
@@ -445,6 +476,7 @@ EXAMPLES = {
     "review list": "autoannotate review list --reviewer alice --pending",
     "review accept": "autoannotate review accept 5d41402abc4b2a76b9719d911017c592 --reviewer alice",
     "review reject": "autoannotate review reject 5d41402abc4b2a76b9719d911017c592 --reviewer alice",
+    "review reopen": "autoannotate review reopen 5d41402abc4b2a76b9719d911017c592 --reviewer alice",
     "review relabel": "autoannotate review relabel 5d41402abc4b2a76b9719d911017c592 --concept ball --reviewer alice",
     "review serve": "autoannotate review serve --port 8765",
     "review invite": "autoannotate review invite alice --host 192.168.1.20",
@@ -453,6 +485,10 @@ EXAMPLES = {
     "version create": "autoannotate version create --date 2026-11-22",
     "model": "autoannotate model classes ~/models/best.pt",
     "model classes": "autoannotate model classes ~/models/best.pt",
+    "model train": "autoannotate model train --date 2026-11-22",
+    "model list": "autoannotate model list --task demo-shapes --json",
+    "model promote": "autoannotate model promote 3f2a9c4e1b7d --user alice",
+    "model rollback": "autoannotate model rollback --task demo-shapes --user alice",
     "export": "autoannotate export --version demo-shapes@2026-11-22 --format yolo --out exports/yolo",
 }
 
@@ -575,6 +611,19 @@ def build_parser() -> argparse.ArgumentParser:
                                help="a model's class ids and names, and the concept each task maps them to")
     classes.add_argument("weights", nargs="?", help="weights file (default: the models of the configured tasks)")
     classes.set_defaults(handler=command_model_classes)
+    train = model.add_parser("train", parents=[common], help="fine-tune every task's detector on a day's dataset "
+                                                             "version, evaluate it and promote it by the task's rule")
+    train.add_argument("--date", help="the version's day, YYYY-MM-DD (default: today, UTC)")
+    listed = model.add_parser("list", parents=[common], help="trained detectors, their figures, each task's current")
+    promote = model.add_parser("promote", parents=[common], help="make a trained detector a task's current one")
+    promote.add_argument("model_id", help="its id (at least 8 hex digits, as `model list` shows)")
+    rollback = model.add_parser("rollback", parents=[common], help="back to the detector the current one replaced")
+    for parser_ in (train, listed, promote, rollback):
+        if parser_ is not train:
+            parser_.add_argument("--task", help="task name (default: the first configured task that detects)")
+        if parser_ in (promote, rollback):
+            parser_.add_argument("--user", required=True, help="who decides (recorded in model_promotions)")
+        parser_.set_defaults(handler=command_model_loop)
 
     export = sub.add_parser("export", parents=[common], help="write a dataset version as YOLO, classify or COCO")
     export.add_argument("--version", required=True, help="version key, e.g. demo-shapes@2026-11-22")

@@ -154,6 +154,16 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     return summary
 
 
+def train_detectors(settings: Settings, day: str) -> dict:
+    """Run the `train_detectors` job for one day in-process, on the persistent instance; what each task's
+    training did."""
+    result = build_definitions(settings).resolve_job_def("train_detectors").execute_in_process(
+        partition_key=day, instance=instance_of(settings), raise_on_error=False, run_config=PROGRESS_LOGS)
+    if not result.success:
+        raise RuntimeError(f"Training the detectors on the versions of {day} failed: {first_failure(result)}")
+    return result.asset_materializations_for_node("detector_models")[0].metadata["tasks"].value
+
+
 def create_versions(settings: Settings, day: str, definitions: dg.Definitions | None = None) -> dict:
     """Run the `build_dataset_versions` job for one day in-process, on the persistent instance."""
     definitions = definitions or build_definitions(settings)

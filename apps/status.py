@@ -39,6 +39,7 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
             "annotations_by_concept": by_concept,
             "image_concepts_by_concept": by_image_concept,
             "tasks": {name: {"priority": configured[name].priority if name in configured else None,
+                             "model_id": (models or {}).get(name),
                              "inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
                              "inputs_scored_for_concepts": s.concepts.scored_count(name),
                              "review": s.reviews.progress(name)} for name in tasks},

@@ -17,6 +17,9 @@ from resources.tasks import LabelingTasks, check_class_maps, detectors_for
 
 @dg.asset(
     partitions_def=batch_partitions,
+    # No edge from `detector_models`: the loop (versions -> models -> predictions -> versions) would be a cycle,
+    # which an asset graph cannot hold. The model a batch used is in the metadata (`models`), and its `models` row
+    # names the version and parent it was trained from.
     deps=[inputs],
     group_name="inference",
     kinds={"duckdb", "python", "pytorch"},

@@ -133,3 +133,17 @@ def precision_recall_curves(report: dict, task: LabelingTask) -> bytes:
         axis.legend(fontsize=9, loc="lower left")
     return _png(figure, axes[len(concepts):],
                 f"task {task.name}: precision and recall against the labels people confirmed")
+
+
+def model_comparison(outcomes: dict[str, dict]) -> bytes:
+    """Per task, the candidate detector's mAP50 and mAP50-95 beside the current one's, on the same val split."""
+    figure, axes = _panels(len(outcomes))
+    for axis, (task, outcome) in zip(axes, outcomes.items(), strict=False):
+        for offset, (which, colour) in enumerate((("current", "#9e9e9e"), ("candidate", "#1565c0"))):
+            values = [outcome[f"{which} map50"], outcome[f"{which} map50_95"]]
+            axis.bar([i + offset * 0.38 for i in range(2)], values, width=0.36, color=colour, label=which)
+        axis.set_xticks([0.19, 1.19], ["mAP50", "mAP50-95"])
+        axis.set_ylim(0, 1)
+        axis.set_title(f"{task}: {'promoted' if outcome['promoted'] else 'not promoted'}")
+        axis.legend(loc="upper right")
+    return _png(figure, list(axes[len(outcomes):]), "candidate and current detectors on the version's val split")

@@ -53,6 +53,9 @@ ENVIRONMENT = {
     "AUTOANNOTATE_TEAM_WEB_PORT": "team_web_port",
     "AUTOANNOTATE_TEAM_REDIS_PORT": "team_redis_port",
     "AUTOANNOTATE_TEAM_WORKERS": "team_workers",
+    "AUTOANNOTATE_TRAIN_EPOCHS": "train_epochs",
+    "AUTOANNOTATE_TRAIN_IMGSZ": "train_imgsz",
+    "AUTOANNOTATE_TRAIN_BATCH": "train_batch",
 }
 
 
@@ -92,6 +95,9 @@ class Settings:
     team_web_port: int = 3000
     team_redis_port: int = 56379  # `make team-up`: the Celery broker (Redis, loopback) and how many workers
     team_workers: int = 2
+    train_epochs: int = 3  # `detector_models`: CPU-sized fine-tuning (AUTOANNOTATE_TRAIN_*); imgsz 0: the weights'
+    train_imgsz: int = 0
+    train_batch: int = 8
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod

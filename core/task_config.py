@@ -28,6 +28,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PromoteWhen(Strict):
+    """When a detector trained on the task's dataset versions replaces the task's model: its `metric` on the
+    version's val split beats the current model's by at least `min_gain`."""
+
+    metric: Literal["map50", "map50_95"] = "map50"
+    min_gain: float = Field(default=0.01, ge=0.0, le=1.0)
+
+
 class InputScope(Strict):
     """Which inputs a task annotates: those whose inbox path matches one of `paths` (globs, relative to the inbox;
     `*` also crosses folders) and that arrived in one of `batches`; an empty list does not restrict."""
@@ -135,6 +143,7 @@ class LabelingTask(Strict):
     priority: Literal["low", "medium", "high"] = "medium"  # high first: in queues, runs and status
     auto_annotate: bool = True  # false: the model still predicts, but the task writes nothing
     inputs: InputScope = Field(default_factory=InputScope)
+    promote_when: PromoteWhen | None = None  # None: trained detectors are promoted by hand only
     annotator: str = Field(default="autoannotate", min_length=1)  # who auto-accepted annotations are by
     # Label quality: the accepted band's precision the team wants (the quality check warns below it, at the
     # lower bound of its 95 % interval), and how much a prediction must overlap a reference box to match it.

@@ -55,6 +55,15 @@ measure_label_quality_job = dg.define_asset_job(
     description="Measure every task's label quality (the `label_quality` asset and its target check).",
 )
 
+train_detectors_job = dg.define_asset_job(
+    "train_detectors",
+    selection=dg.AssetSelection.assets("detector_models"),
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,
+    description="Fine-tune, evaluate and maybe promote every task's detector on one day's dataset version "
+                "(the `detector_models` asset); a backfill over days trains one model per day.",
+)
+
 build_dataset_versions_job = dg.define_asset_job(
     "build_dataset_versions",
     selection=dg.AssetSelection.assets("dataset_versions"),

@@ -13,6 +13,7 @@ from resources.image_store import ImageStore
 from resources.inbox import Inbox
 from resources.store import DuckDBStore
 from resources.tasks import LabelingTasks
+from resources.training import DetectorTraining
 from resources.versions import VersionStore
 
 _VARIABLE_OF = {field: variable for variable, field in ENVIRONMENT.items()}
@@ -37,7 +38,8 @@ def build_resources(settings: Settings, show_variables: bool = False) -> dict:
         return configured(settings, name, show_variables)
 
     return {
-        "tasks": LabelingTasks(task_files=[str(Path(t).resolve()) for t in settings.task_files]),
+        "tasks": LabelingTasks(task_files=[str(Path(t).resolve()) for t in settings.task_files],
+                               promoted=str(settings.home / "models" / "promoted.json")),
         "store": DuckDBStore(path=str(settings.database_path), lock_timeout_s=settings.store_wait_s,
                              catalog=settings.lake_catalog,
                              data_path=settings.lake_data_path if settings.lake_catalog else ""),
@@ -46,6 +48,8 @@ def build_resources(settings: Settings, show_variables: bool = False) -> dict:
                                  test_ratio=value("test_ratio")),
         "detector": Detector(weights=value("weights"), imgsz=value("imgsz"), batch_size=value("batch_size"),
                              device=value("device"), runtime=value("runtime"), conf_floor=value("conf_floor")),
+        "training": DetectorTraining(root=str(settings.home / "models" / "trained"), epochs=value("train_epochs"),
+                                     imgsz=value("train_imgsz"), batch=value("train_batch"), device=value("device")),
         "concept_models": ConceptModels(root=str(settings.home / "models"), device=value("device")),
         "inbox": Inbox(path=str(settings.inbox_path), batches_dir=str(settings.batches_dir),
                        settle_seconds=value("settle_seconds"), max_pixels=value("max_pixels")),

@@ -1,17 +1,54 @@
-"""The labeling tasks a deployment runs, each from its YAML file."""
+"""The labeling tasks a deployment runs, each from its YAML file, with the detector each one currently uses."""
 
+import json
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
-from core.task_config import LabelingTask, TaskConfigError, check_class_map, load_task
+from core.task_config import LabelingTask, ModelChoice, TaskConfigError, check_class_map, load_task
 from resources.detector import Detector, LoadedModel, file_sha256
+from resources.store import DuckDBStore
+from store import Session
 
 
 class LabelingTasks(dg.ConfigurableResource):
-    """Task files to run on every batch; each task keeps its own annotations."""
+    """Task files to run on every batch; each task keeps its own annotations. `promoted`: the file that names the
+    detector each task was promoted to (it overrides the task file's `model.weights`); the database's
+    `model_promotions` holds the history, this file the current state, read without opening the database (a
+    sensor or the daemon must not wait for the database's lock)."""
 
     task_files: list[str]
+    promoted: str = ""
+
+    def promoted_weights(self) -> dict[str, str]:
+        """Task name -> the weights file it was promoted to."""
+        path = Path(self.promoted) if self.promoted else None
+        return json.loads(path.read_text()) if path and path.is_file() else {}
+
+    def change_model(self, store: DuckDBStore, task: LabelingTask, model_id: str, weights: Path, action: str,
+                     decided_by: str, reason: str) -> None:
+        """Make `weights` (id `model_id`) the task's detector: a row in `model_promotions` (with the model it
+        replaces), then the file `load` reads. Back to the task file's own weights, the task's entry goes."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        previous = file_sha256(task.weights_path())
+
+        def record(s: Session) -> None:
+            s.models.record_promotion(task.name, model_id, previous, action, decided_by, reason, now)
+
+        store.write(record)
+        current = self.promoted_weights()
+        own = load_task(task.source_file).weights_path()
+        if own is not None and Path(weights).resolve() == own.resolve():
+            current.pop(task.name, None)
+        else:
+            current[task.name] = str(Path(weights).resolve())
+        target = Path(self.promoted)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+        os.replace(partial, target)
 
     def load(self) -> list[LabelingTask]:
         tasks, problems = [], []
@@ -26,6 +63,9 @@ class LabelingTasks(dg.ConfigurableResource):
         for name in names:
             if names.count(name) > 1:
                 raise TaskConfigError(f"Two task files use the name {name!r}; task names must be unique.")
+        promoted = self.promoted_weights()
+        tasks = [task.model_copy(update={"model": ModelChoice(weights=promoted[task.name], imgsz=task.model.imgsz)})
+                 if task.name in promoted and task.model is not None else task for task in tasks]
         return sorted(tasks, key=lambda task: task.priority_rank)  # stable: file order within a priority
 
 

@@ -62,7 +62,9 @@ class ConceptsSQL:
                                 f"({self._task_classifiers_sql()}))", {"batch": batch, "model_id": model_id,
                                                                          "task": task})
         self.s.insert("predictions", scores)
-        self.s.insert("processed_inputs", processed)
+        # A classifier scores every concept of every image: no confidence floor applies (empty).
+        no_floor = pd.Series(dtype="float64", index=processed.index)
+        self.s.insert("processed_inputs", processed.assign(conf_floor=no_floor))
 
     def batch_classifier(self, task: str, batch: str, weights_id: str | None = None) -> str | None:
         """The model whose concept scores of `batch` the task routes: its classification weights (`weights_id`)

@@ -34,6 +34,7 @@ from store.batches import BatchesSQL
 from store.concepts import ConceptsSQL
 from store.history import AnnotationHistory, literal
 from store.inputs import InputsSQL
+from store.models import ModelsSQL
 from store.predictions import PredictionsSQL
 from store.quality import QualitySQL
 from store.reviews import ReviewSQL
@@ -126,6 +127,7 @@ class Session:
         self.concepts = ConceptsSQL(self)
         self.quality = QualitySQL(self)
         self.versions = VersionsSQL(self)
+        self.models = ModelsSQL(self)
 
     def scalar(self, sql: str, params: list | dict | None = None) -> object:
         """The single value of a one-row query (read fully, so the connection stays usable)."""

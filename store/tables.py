@@ -316,7 +316,30 @@ WRITE_TURNS = Table("write_turns", "DuckLake only: one row per keyed table, upda
     timestamp("taken_at", "When a writer last took its turn (UTC)."),
 ), primary_key=("table_name",))
 
+MODEL_EVALUATIONS = Table("model_evaluations", "Each detector's figures on a dataset version's val split, measured "
+                          "with Ultralytics' validator: every candidate of that version is compared on it.", (
+    sha256("model_id", "The detector evaluated."),
+    text("task", "Labeling task."),
+    text("version_key", "The dataset version whose val split it was evaluated on."),
+    unit("map50", "mAP at IoU 0.5."),
+    unit("map50_95", "mAP averaged over IoU 0.5 to 0.95."),
+    text("per_class", "Per class: precision, recall, mAP50 (JSON)."),
+    count("images", "Val images evaluated on."),
+    timestamp("evaluated_at", "When it was measured (UTC)."),
+), primary_key=("model_id", "task", "version_key"))
+
+MODEL_PROMOTIONS = Table("model_promotions", "Every change of a task's current detector: a promotion (by the rule, "
+                         "or a person) or a rollback; the latest row is the task's model.", (
+    text("task", "Labeling task."),
+    sha256("model_id", "The detector that became current."),
+    Column("previous_model_id", "VARCHAR", "The detector it replaced.", nullable=True),
+    one_of("action", ["promote", "rollback"], "What happened."),
+    text("decided_by", "Who: `promote_when` (the training run's rule) or a person's user id."),
+    text("reason", "Why, in a sentence with the figures."),
+    timestamp("decided_at", "When (UTC)."),
+), primary_key=("task", "decided_at"))
+
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, EMBEDDINGS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS,
     ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, SPOT_CHECKS, REVIEWER_TOKENS,
-    DATASET_VERSIONS, WRITE_TURNS)}
+    DATASET_VERSIONS, MODEL_EVALUATIONS, MODEL_PROMOTIONS, WRITE_TURNS)}

@@ -192,3 +192,32 @@ def open_review_page(browser, port: int, app, reviewer: str, input_id: str, view
     page.locator(f'#queue-items div[data-input="{input_id}"]').click()
     page.locator(f'#canvas[data-input="{input_id}"]').wait_for(timeout=20_000)
     return page
+
+
+# The demo task's concepts, and the generated shapes they stand for (crosses are not part of the task).
+CONCEPT_OF = {"circle": "ball", "square": "box", "triangle": "sign"}
+NAMES = ["ball", "box", "sign"]
+
+
+def suggestions_dataset(root: Path, count: int) -> dict[str, list[tuple[str, float]]]:
+    """A YOLO dataset whose label lines carry a confidence (Ultralytics' save_conf): 0.9, 0.8, ... for the
+    objects of an image in order. Returns each image's (concept, confidence) pairs."""
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    truth = {}
+    for index in range(count):
+        image, objects = generate_scene(5_500_000 + index, width=480, height=360, min_objects=3)
+        name = f"suggest{index:02d}"
+        image.save(root / "images" / "train" / f"{name}.png")
+        lines, pairs = [], []
+        for obj in [o for o in objects if o.class_name in CONCEPT_OF]:
+            confidence = round(0.9 - 0.1 * len(pairs), 2)
+            cx, cy = (obj.x1 + obj.x2) / 2 / 480, (obj.y1 + obj.y2) / 2 / 360
+            w, h = (obj.x2 - obj.x1) / 480, (obj.y2 - obj.y1) / 360
+            concept = CONCEPT_OF[obj.class_name]
+            lines.append(f"{NAMES.index(concept)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f} {confidence}")
+            pairs.append((concept, confidence))
+        (root / "labels" / "train" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        truth[name] = pairs
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nnames: [ball, box, sign]\n")
+    return truth

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers import autoannotate
+from helpers import autoannotate, suggestions_dataset
 from PIL import Image, ImageOps
 
 REAL_PHOTOS = [
@@ -230,3 +230,36 @@ def test_a_class_map_naming_a_class_the_model_lacks_is_refused_and_model_classes
                                                    "cross": None}}
     missing = autoannotate("model", "classes", str(tmp_path / "nope.pt"), home=home, check=False)
     assert missing.returncode == 1 and str(tmp_path / "nope.pt") in missing.stderr
+
+
+def test_suggestions_named_versions_and_exports_from_the_command_line(tmp_path: Path) -> None:
+    """`import --as suggestions`, `review reopen`, `version create --name` (twice: refused) and `export` with
+    negatives, as a user types them."""
+    home = tmp_path / "home"
+    autoannotate("demo", "--count", "4", home=home)
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(home / "inbox" / "empty-wall.png")
+    autoannotate("run", home=home)
+    suggestions_dataset(tmp_path / "suggested", 3)
+    imported = json.loads(autoannotate("import", "--format", "yolo", str(tmp_path / "suggested"), "--user",
+                                       "model-v2", "--as", "suggestions", "--json", home=home).stdout)
+    assert (imported["status"], imported["newly_assigned"]) == ("AWAITING_REVIEW", 3)
+    queue = json.loads(autoannotate("review", "list", "--reviewer", "alice", "--json", home=home).stdout)
+    suggestion = next(i for i in queue["undecided"] if i["confidence"] is not None and i["confidence"] >= 0.8
+                      and "suggest" in i["file"])
+    autoannotate("review", "accept", suggestion["annotation_id"], "--reviewer", "alice", home=home)
+    reopened = json.loads(autoannotate("review", "reopen", suggestion["annotation_id"], "--reviewer", "alice",
+                                       "--json", home=home).stdout)
+    assert (reopened["status"], reopened["written"]) == ("AWAITING_REVIEW", 1)
+
+    created = json.loads(autoannotate("version", "create", "--name", "release-1", "--json", home=home).stdout)
+    assert list(created["versions"]) == ["demo-shapes@release-1"]
+    assert created["versions"]["demo-shapes@release-1"]["negatives"] >= 1  # the empty wall, at least
+    again = autoannotate("version", "create", "--name", "release-1", home=home, check=False)
+    assert (again.returncode, again.stderr.strip()) == (1, "autoannotate: Version demo-shapes@release-1 already "
+                                                           "exists and is frozen: a named version never changes; "
+                                                           "pick another name.")
+    exported = autoannotate("export", "--version", "demo-shapes@release-1", "--format", "yolo", "--out",
+                            str(tmp_path / "out"), home=home).stdout
+    negatives = created["versions"]["demo-shapes@release-1"]["negatives"]
+    assert f"; {negatives} negative images (no objects)" in exported
+    assert (tmp_path / "out" / "autoannotate_export.json").is_file()

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from helpers import new_batch, query, table_count, write_labels_csv
 
-from apps.dataset_io import export_version, import_labels
+from apps.dataset_io import import_labels
 from apps.demo_scenes import SCENE_CONCEPTS, write_concept_scenes
 from assets.versions import dataset_versions
 from core.annotations import Kind, Status
 from core.concepts import train_concept_classifier
 from core.settings import REPO_ROOT, Settings
 from core.task_config import load_task, parse_task
+from resources.exports import export_version
 
 CONCEPT_TASK = REPO_ROOT / "tasks" / "demo_concepts.yaml"
 

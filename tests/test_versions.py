@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from helpers import ap_against_itself, query, table_count, yolo_dataset
 
-from apps.dataset_io import export_version, import_labels
+from apps.dataset_io import import_labels
 from apps.demo_scenes import SHAPE_CLASSES, generate_scene
 from assets.versions import dataset_versions
 from core.formats import LabelFormatError
+from resources.exports import export_version
 
 SHA = "ab" * 32
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"

@@ -1,0 +1,67 @@
+"""Training and evaluating detectors with Ultralytics, on a dataset version's YOLO export."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+from core.offline import make_ultralytics_offline
+from resources.detector import file_sha256, trained_imgsz
+
+
+class DetectorTraining(dg.ConfigurableResource):
+    """Fine-tunes a detector on a YOLO dataset and measures detectors on its val split. CPU-sized defaults: a few
+    epochs at the weights' own image size. Trained weights are stored content-addressed under `root`."""
+
+    root: str
+    epochs: int = 3
+    imgsz: int = 0  # 0: the size the parent weights were trained at
+    batch: int = 8
+    device: str = "cpu"
+
+    def train(self, parent: Path, data_yaml: Path, log: Callable[[str], object]) -> Path:
+        """Fine-tune `parent` on the dataset; the trained weights, stored as `root/<sha256>.pt`."""
+        make_ultralytics_offline()
+        from ultralytics import YOLO
+
+        model = YOLO(str(parent))
+        imgsz = self.imgsz or trained_imgsz(model)
+
+        def epoch_done(trainer: object) -> None:
+            losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+            log(f"epoch {trainer.epoch + 1}/{trainer.epochs}: "
+                + ", ".join(f"{name.split('/')[-1]} {value:.4f}" for name, value in losses.items()))
+
+        model.add_callback("on_train_epoch_end", epoch_done)
+        with tempfile.TemporaryDirectory() as scratch:
+            model.train(data=str(data_yaml), epochs=self.epochs, imgsz=imgsz, batch=self.batch, device=self.device,
+                        workers=0, project=scratch, name="train", exist_ok=True, plots=False, amp=False, val=False,
+                        seed=0, deterministic=True, verbose=False)
+            trained = Path(scratch) / "train" / "weights" / "last.pt"
+            target = Path(self.root) / f"{file_sha256(trained)}.pt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                shutil.copyfile(trained, target)
+        return target
+
+    def evaluate(self, weights: Path, data_yaml: Path) -> dict:
+        """Ultralytics' validator on the dataset's val split: mAP50, mAP50-95 and per class precision, recall
+        and mAP50."""
+        make_ultralytics_offline()
+        from ultralytics import YOLO
+
+        model = YOLO(str(weights))
+        imgsz = self.imgsz or trained_imgsz(model)
+        with tempfile.TemporaryDirectory() as scratch:
+            metrics = model.val(data=str(data_yaml), split="val", imgsz=imgsz, batch=self.batch, device=self.device,
+                                workers=0, plots=False, verbose=False, project=scratch, name="val")
+        names = metrics.names
+        per_class = {names[int(c)]: {"precision": round(float(metrics.box.p[i]), 4),
+                                     "recall": round(float(metrics.box.r[i]), 4),
+                                     "map50": round(float(metrics.box.ap50[i]), 4)}
+                     for i, c in enumerate(metrics.ap_class_index)}
+        return {"map50": float(metrics.box.map50), "map50_95": float(metrics.box.map), "per_class": per_class}
