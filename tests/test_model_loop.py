@@ -96,3 +96,56 @@ def test_a_detector_trained_on_a_version_is_measured_promoted_by_hand_and_rolled
     with pytest.raises(ValueError) as nothing:
         rollback_model(resources["store"], tasks, "bob")
     assert "there is nothing to roll back" in str(nothing.value)
+
+
+def live_duplicates(rows) -> int:
+    """Pairs of live annotations of one image and concept whose boxes overlap by IoU > 0.7: one object, two
+    annotations."""
+    from core.quality import iou_one_to_many
+
+    pairs = 0
+    for _, group in rows.groupby(["input_id", "concept"]):
+        boxes = group[["x1", "y1", "x2", "y2"]].to_numpy()
+        pairs += sum(int((iou_one_to_many(box, boxes[i + 1:]) > 0.7).sum()) for i, box in enumerate(boxes))
+    return pairs
+
+
+def test_a_promoted_detector_re_annotates_earlier_batches_and_keeps_people_s_decisions(tmp_path: Path) -> None:
+    """From the command line: demo run, a review decision, `model train`, `model promote`; the next `run`
+    predicts the earlier batch again with the promoted detector, people's decisions stay, no object gets two
+    annotations; `model rollback` and the next run go back."""
+    from helpers import autoannotate
+
+    home, env = tmp_path / "home", {"AUTOANNOTATE_TRAIN_EPOCHS": "1", "AUTOANNOTATE_TRAIN_IMGSZ": "128"}
+    autoannotate("demo", "--count", "16", home=home)
+    autoannotate("run", "--version", home=home, env=env)
+    queue = json.loads(autoannotate("review", "list", "--reviewer", "alice", "--json", home=home).stdout)
+    decided = queue["undecided"][0]["annotation_id"]
+    autoannotate("review", "accept", decided, "--reviewer", "alice", home=home)
+    autoannotate("version", "create", home=home, env=env)
+    trained = json.loads(autoannotate("model", "train", "--json", home=home, env=env).stdout)
+    outcome = trained["tasks"]["demo-shapes"]
+    assert outcome["trained"] and not outcome["promoted"]  # the demo task sets no promote_when
+    assert "not promoted: the task sets no promote_when" in outcome["reason"]
+    autoannotate("model", "promote", outcome["model_id"][:12], "--user", "alice", home=home)
+    status = json.loads(autoannotate("status", "--json", home=home).stdout)
+    assert status["tasks"]["demo-shapes"]["model_id"] == outcome["model_id"]
+    assert list(status["unfinished_batches"].values()) == ["not predicted"]
+
+    rerun = json.loads(autoannotate("run", "--json", home=home, env=env).stdout)
+    assert [r["stage"] for r in rerun["resumed"]] == ["not predicted"]
+    from core.settings import Settings
+    from resources import build_resources
+
+    store = build_resources(Settings(home=home))["store"]
+    predicted_by = store.read(lambda s: s.df("SELECT DISTINCT model_id FROM processed_inputs"))["model_id"]
+    assert outcome["model_id"] in set(predicted_by)
+    live = store.read(lambda s: s.df(
+        "SELECT annotation_id, input_id, concept, status, source, x1, y1, x2, y2 FROM annotation_state "
+        "WHERE status IN ('SUCCESS', 'AWAITING_REVIEW')"))
+    assert live.set_index("annotation_id").loc[decided, ["status", "source"]].tolist() == ["SUCCESS", "review"]
+    assert live_duplicates(live) == 0
+
+    autoannotate("model", "rollback", "--user", "bob", home=home)
+    listed = json.loads(autoannotate("model", "list", "--json", home=home).stdout)["models"]
+    assert [m["model_id"] for m in listed if m["current"]] == [file_sha256(DEMO_WEIGHTS)]
