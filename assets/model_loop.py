@@ -12,7 +12,7 @@ import dagster as dg
 from assets.partitions import daily_partitions
 from assets.versions import dataset_versions
 from core.model_loop import METRICS, promotion_decision, training_classes
-from core.plots import markdown_image, model_comparison
+from core.plots import learning_curves, markdown_image, model_comparison
 from core.task_config import LabelingTask
 from resources.detector import Detector, file_sha256
 from resources.exports import export_version
@@ -98,4 +98,9 @@ def detector_models(context: dg.AssetExecutionContext, store: DuckDBStore, image
         metadata["candidates against current models"] = dg.MarkdownMetadataValue(
             markdown_image(model_comparison(compared), "candidate and current detectors"))
     metadata["promoted"] = sorted(name for name, o in compared.items() if o["promoted"])
+    curves = {name: curve for name in outcomes
+              if len(curve := store.read(lambda s, n=name: s.models.learning_curve(n)))}
+    if curves:  # a backfill over many days trains one detector per version: the curve shows what labels bought
+        metadata["learning curves"] = dg.MarkdownMetadataValue(
+            markdown_image(learning_curves(curves), "mAP against labelled images"))
     return dg.MaterializeResult(metadata=metadata)

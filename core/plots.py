@@ -147,3 +147,17 @@ def model_comparison(outcomes: dict[str, dict]) -> bytes:
         axis.set_title(f"{task}: {'promoted' if outcome['promoted'] else 'not promoted'}")
         axis.legend(loc="upper right")
     return _png(figure, list(axes[len(outcomes):]), "candidate and current detectors on the version's val split")
+
+
+def learning_curves(curves: dict[str, pd.DataFrame]) -> bytes:
+    """Per task, each trained detector's mAP50 and mAP50-95 (on its version's val split) against the labelled
+    images of the version it was trained on."""
+    figure, axes = _panels(len(curves))
+    for axis, (task, curve) in zip(axes, curves.items(), strict=False):
+        for metric, label in (("map50", "mAP50"), ("map50_95", "mAP50-95")):
+            axis.plot(curve["labelled_images"], curve[metric], marker="o", label=label)
+        axis.set_xlabel("labelled images in the version")
+        axis.set_ylim(0, 1)
+        axis.set_title(task)
+        axis.legend(loc="lower right")
+    return _png(figure, list(axes[len(curves):]), "learning curves: trained detectors by version size")

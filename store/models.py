@@ -59,6 +59,19 @@ class ModelsSQL:
               AND ($task IS NULL OR json_extract_string(m.details, '$.task') = $task)
             ORDER BY m.registered_at, m.model_id""", {"task": task})
 
+    def learning_curve(self, task: str) -> pd.DataFrame:
+        """Each detector trained for the task, by the labelled images of the version it was trained on (its
+        images with accepted boxes), with its figures on that version's val split: what more labels bought."""
+        return self.s.df("""
+            SELECT json_extract_string(m.details, '$.version_key') AS version_key, v.inputs AS labelled_images,
+                   e.map50, e.map50_95
+            FROM models m
+            JOIN dataset_versions v ON v.version_key = json_extract_string(m.details, '$.version_key')
+            JOIN model_evaluations e ON e.model_id = m.model_id AND e.version_key = v.version_key AND e.task = $task
+            WHERE json_extract_string(m.details, '$.kind') = 'trained'
+              AND json_extract_string(m.details, '$.task') = $task
+            ORDER BY labelled_images, version_key""", {"task": task})
+
     def evaluation(self, model_id: str, task: str, version_key: str) -> dict | None:
         rows = self.s.df("SELECT * FROM model_evaluations WHERE model_id = ? AND task = ? AND version_key = ?",
                          [model_id, task, version_key])

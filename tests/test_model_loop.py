@@ -71,6 +71,10 @@ def test_a_detector_trained_on_a_version_is_measured_promoted_by_hand_and_rolled
     assert sorted(evaluations["model_id"]) == sorted([candidate, demo_id])
     assert set(evaluations["version_key"]) == {f"{task.name}@{day}"} and min(evaluations["images"]) > 0
     assert tasks.load()[0].weights_path() == DEMO_WEIGHTS.resolve()
+    assert "learning curves" in result.asset_materializations_for_node("detector_models")[0].metadata
+    curve = resources["store"].read(lambda s: s.models.learning_curve(task.name))
+    assert curve["labelled_images"].tolist() == [16] and curve["map50"].tolist() == pytest.approx(
+        [outcome["candidate map50"]], abs=1e-4)
 
     listed = {m["model_id"]: m for m in list_models(resources["store"], tasks)}
     assert listed[candidate]["parent_id"] == demo_id and listed[candidate]["version_key"] == f"{task.name}@{day}"
