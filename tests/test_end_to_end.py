@@ -141,7 +141,8 @@ def test_sensor_run_writes_annotations_and_graphql_shows_the_lineage(dagster_dev
 
     nodes = graphql(url, "{ assetNodes { assetKey { path } dependencyKeys { path } } }")["assetNodes"]
     edges = {(dep["path"][-1], node["assetKey"]["path"][-1]) for node in nodes for dep in node["dependencyKeys"]}
-    assert {("inputs", "predictions"), ("predictions", "annotations"), ("annotations", "dataset_versions")} <= edges
+    assert {("inputs", "predictions"), ("predictions", "annotations"), ("annotations", "dataset_versions"),
+            ("dataset_versions", "detector_models")} <= edges
 
 
 @pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
