@@ -48,7 +48,7 @@ def train_task(context: dg.AssetExecutionContext, task: LabelingTask, day: str, 
     model_id, parent_id = file_sha256(trained), parent_model.model_id
     now = datetime.now(UTC).replace(tzinfo=None)
     settings = {"epochs": training.epochs, "imgsz": training.imgsz, "batch": training.batch,
-                "device": training.device}
+                "device": training.device, "from": training.architecture or "parent weights"}
 
     def record(s) -> None:
         s.predictions.register_model(parent_id, parent_model.name, parent_model.path, parent_model.task_type,

@@ -70,7 +70,8 @@ def table(figures: dict, seconds: float) -> pd.DataFrame:
                      "recall": "-" if f["recall"] is None else f"{f['recall']:.3f}",
                      "recall with review": "-" if f["recall_with_review"] is None else
                      f"{f['recall_with_review']:.3f}",
-                     "auto-accepted": f"{f['share_auto_accepted']:.1%}", "review load": f["review_load"],
+                     "auto-accepted": "-" if f["share_auto_accepted"] is None else f"{f['share_auto_accepted']:.1%}",
+                     "review load": f["review_load"],
                      "reviewer minutes saved": f"{f['auto_accepted'] * seconds / 60:.1f}"})
     return pd.DataFrame(rows)
 

@@ -9,7 +9,7 @@ version's train split and compares it with the current one on the version's val 
 the task's `promote_when` decides. Then held-out scenes are run under the weak and under the promoted detector,
 their truth imported, and `autoannotate quality` measures each under the task's thresholds.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/model_loop.py [--labelled 300] [--held-out 200] [--epochs 15]
+    PYTHONPATH=. .venv/bin/python benchmarks/model_loop.py [--labelled 400] [--held-out 200] [--epochs 20]
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ def held_out_quality(home: Path, task: Path, scenes: Path, truth: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weak-scenes", type=int, default=60, help="scenes the weak start model is trained on")
-    parser.add_argument("--weak-epochs", type=int, default=3)
-    parser.add_argument("--labelled", type=int, default=300, help="labelled scenes in the dataset version")
+    parser.add_argument("--weak-scenes", type=int, default=150, help="scenes the weak start model is trained on")
+    parser.add_argument("--weak-epochs", type=int, default=12)
+    parser.add_argument("--labelled", type=int, default=400, help="labelled scenes in the dataset version")
     parser.add_argument("--held-out", type=int, default=200, help="held-out scenes measured before and after")
-    parser.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs of `model train`")
+    parser.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs of `model train`")
     parser.add_argument("--imgsz", type=int, default=256)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-model-loop-"))

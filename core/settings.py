@@ -56,6 +56,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_TRAIN_EPOCHS": "train_epochs",
     "AUTOANNOTATE_TRAIN_IMGSZ": "train_imgsz",
     "AUTOANNOTATE_TRAIN_BATCH": "train_batch",
+    "AUTOANNOTATE_TRAIN_ARCHITECTURE": "train_architecture",
 }
 
 
@@ -98,6 +99,7 @@ class Settings:
     train_epochs: int = 3  # `detector_models`: CPU-sized fine-tuning (AUTOANNOTATE_TRAIN_*); imgsz 0: the weights'
     train_imgsz: int = 0
     train_batch: int = 8
+    train_architecture: str = ""  # a model YAML to train from scratch instead of fine-tuning
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod

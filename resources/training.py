@@ -22,14 +22,19 @@ class DetectorTraining(dg.ConfigurableResource):
     imgsz: int = 0  # 0: the size the parent weights were trained at
     batch: int = 8
     device: str = "cpu"
+    architecture: str = ""  # a model YAML: train from scratch with it instead of fine-tuning the current weights
 
     def train(self, parent: Path, data_yaml: Path, log: Callable[[str], object]) -> Path:
-        """Fine-tune `parent` on the dataset; the trained weights, stored as `root/<sha256>.pt`."""
+        """Fine-tune `parent` (or train `architecture` from scratch) on the dataset; the trained weights, stored
+        as `root/<sha256>.pt`."""
         make_ultralytics_offline()
         from ultralytics import YOLO
 
-        model = YOLO(str(parent))
-        imgsz = self.imgsz or trained_imgsz(model)
+        imgsz = self.imgsz or trained_imgsz(YOLO(str(parent)))
+        if self.architecture and not Path(self.architecture).is_file():
+            raise FileNotFoundError(f"AUTOANNOTATE_TRAIN_ARCHITECTURE={self.architecture} does not exist: give a model "
+                                    "YAML on disk (autoannotate never downloads one), or leave it unset to fine-tune.")
+        model = YOLO(self.architecture or str(parent), task="detect")
 
         def epoch_done(trainer: object) -> None:
             losses = trainer.label_loss_items(trainer.tloss, prefix="train")
@@ -40,7 +45,7 @@ class DetectorTraining(dg.ConfigurableResource):
         with tempfile.TemporaryDirectory() as scratch:
             model.train(data=str(data_yaml), epochs=self.epochs, imgsz=imgsz, batch=self.batch, device=self.device,
                         workers=0, project=scratch, name="train", exist_ok=True, plots=False, amp=False, val=False,
-                        seed=0, deterministic=True, verbose=False)
+                        seed=0, deterministic=True, verbose=False, pretrained=not self.architecture)
             trained = Path(scratch) / "train" / "weights" / "last.pt"
             target = Path(self.root) / f"{file_sha256(trained)}.pt"
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -153,3 +153,24 @@ def test_a_promoted_detector_re_annotates_earlier_batches_and_keeps_people_s_dec
     autoannotate("model", "rollback", "--user", "bob", home=home)
     listed = json.loads(autoannotate("model", "list", "--json", home=home).stdout)["models"]
     assert [m["model_id"] for m in listed if m["current"]] == [file_sha256(DEMO_WEIGHTS)]
+
+
+def test_training_from_a_model_yaml_starts_from_scratch_and_a_missing_one_is_one_sentence(tmp_path: Path) -> None:
+    from helpers import yolo_dataset
+    from ultralytics import YOLO
+
+    yolo_dataset(tmp_path / "data", 6)
+    architecture = Path(__file__).resolve().parents[1] / "scripts" / "demo_detector.yaml"
+    training = DetectorTraining(root=str(tmp_path / "trained"), epochs=1, imgsz=64, batch=4,
+                                architecture=str(architecture))
+    logged: list[str] = []
+    trained = training.train(DEMO_WEIGHTS, tmp_path / "data" / "data.yaml", logged.append)
+    assert trained.parent == tmp_path / "trained" and trained.name == f"{file_sha256(trained)}.pt"
+    assert YOLO(str(trained)).names == {0: "circle", 1: "square", 2: "triangle", 3: "cross"}
+    assert [line.split(":")[0] for line in logged] == ["epoch 1/1"]
+    missing = DetectorTraining(root=str(tmp_path / "trained"), architecture=str(tmp_path / "nope.yaml"))
+    with pytest.raises(FileNotFoundError) as refused:
+        missing.train(DEMO_WEIGHTS, tmp_path / "data" / "data.yaml", logged.append)
+    assert str(refused.value) == (f"AUTOANNOTATE_TRAIN_ARCHITECTURE={tmp_path / 'nope.yaml'} does not exist: give a "
+                                  "model YAML on disk (autoannotate never downloads one), or leave it unset to "
+                                  "fine-tune.")
