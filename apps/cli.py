@@ -346,7 +346,7 @@ def command_model_loop(args: argparse.Namespace, settings: Settings) -> None:
         emit(args, {"models": models}, lambda r: print_table(
             [{**m, "model_id": m["model_id"][:12], "parent_id": (m["parent_id"] or "-")[:12],
               "current": "yes" if m["current"] else ""} for m in r["models"]],
-            ["task", "model_id", "parent_id", "version_key", "map50", "map50_95", "current"]))
+            ["task", "model_id", "parent_id", "version_key", "map50", "map50_95", "auto_accepted", "current"]))
         return
     result = (promote_model(store, tasks, args.model_id, args.user, args.task) if args.action == "promote"
               else rollback_model(store, tasks, args.user, args.task))

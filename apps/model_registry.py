@@ -35,7 +35,8 @@ def list_models(store: DuckDBStore, tasks: LabelingTasks, task_name: str | None 
         for row in rows:
             listed.append({"task": task.name, "model_id": row["model_id"], "parent_id": row["parent_id"],
                            "version_key": row["version_key"], "map50": _number(row["map50"]),
-                           "map50_95": _number(row["map50_95"]), "path": row["path"],
+                           "map50_95": _number(row["map50_95"]),
+                           "auto_accepted": _number(row.get("auto_accepted")), "path": row["path"],
                            "current": row["model_id"] == current})
     return listed
 

@@ -11,7 +11,7 @@ import dagster as dg
 
 from assets.partitions import daily_partitions
 from assets.versions import dataset_versions
-from core.model_loop import METRICS, promotion_decision, training_classes
+from core.model_loop import METRICS, promotion_decision, share_auto_accepted, training_classes
 from core.plots import learning_curves, markdown_image, model_comparison
 from core.task_config import LabelingTask
 from resources.detector import Detector, file_sha256
@@ -23,6 +23,7 @@ from resources.training import DetectorTraining
 from resources.versions import VersionStore
 
 DECIDED_BY_RULE = "promote_when"
+DEFAULT_TARGET_PRECISION = 0.95  # the precision autoannotate's own measure calibrates to when a task sets none
 
 
 def train_task(context: dg.AssetExecutionContext, task: LabelingTask, day: str, store: DuckDBStore,
@@ -44,7 +45,10 @@ def train_task(context: dg.AssetExecutionContext, task: LabelingTask, day: str, 
         context.log.info(f"{task.name}: fine-tuning {parent.name} on {version_key} ({exported['train']} train, "
                          f"{exported['val']} val images) ...")
         trained = training.train(parent, data, lambda line: context.log.info(f"{task.name}: {line}"))
-        figures = {"candidate": training.evaluate(trained, data), "current": training.evaluate(parent, data)}
+        target = task.target_precision or DEFAULT_TARGET_PRECISION
+        figures = {which: {**training.evaluate(weights, data), "auto_accepted": share_auto_accepted(
+                       task, *training.val_predictions(weights, data, parent_detector.conf_floor), target)}
+                   for which, weights in (("candidate", trained), ("current", parent))}
     model_id, parent_id = file_sha256(trained), parent_model.model_id
     now = datetime.now(UTC).replace(tzinfo=None)
     settings = {"epochs": training.epochs, "imgsz": training.imgsz, "batch": training.batch,
@@ -69,6 +73,8 @@ def train_task(context: dg.AssetExecutionContext, task: LabelingTask, day: str, 
     return {"trained": True, "model_id": model_id, "parent_id": parent_id, "version": version_key,
             "promoted": promote, "reason": reason, "training": settings,
             **{f"{which} {metric}": round(figures[which][metric], 4) for which in figures for metric in METRICS},
+            **{f"{which} auto-accepted at precision {target}": figures[which]["auto_accepted"]["share"]
+               for which in figures},
             "per_class": figures["candidate"]["per_class"]}
 
 

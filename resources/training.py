@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from core.offline import make_ultralytics_offline
 from resources.detector import file_sha256, trained_imgsz
@@ -70,3 +71,34 @@ class DetectorTraining(dg.ConfigurableResource):
                                      "map50": round(float(metrics.box.ap50[i]), 4)}
                      for i, c in enumerate(metrics.ap_class_index)}
         return {"map50": float(metrics.box.map50), "map50_95": float(metrics.box.map), "per_class": per_class}
+
+    def val_predictions(self, weights: Path, data_yaml: Path, conf_floor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The detector's predictions on the dataset's val images (image, class_name, confidence, x1..y2
+        normalised) and the val labels (image, class_name, x1..y2): what the task's thresholds are judged on."""
+        make_ultralytics_offline()
+        import yaml
+        from ultralytics import YOLO
+
+        data = yaml.safe_load(data_yaml.read_text())
+        root, names = Path(data["path"]), data["names"]
+        images = sorted((root / data["val"]).iterdir())
+        model = YOLO(str(weights))
+        imgsz = self.imgsz or trained_imgsz(model)
+        found, labels = [], []
+        for start in range(0, len(images), self.batch):
+            chunk = images[start:start + self.batch]
+            for image, result in zip(chunk, model.predict([str(p) for p in chunk], conf=conf_floor, imgsz=imgsz,
+                                                          device=self.device, verbose=False), strict=True):
+                for box, confidence, cls in zip(result.boxes.xyxyn.tolist(), result.boxes.conf.tolist(),
+                                                result.boxes.cls.tolist(), strict=True):
+                    found.append({"input_id": image.stem, "class_name": model.names[int(cls)],
+                                  "confidence": confidence, "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]})
+        for label in sorted((root / "labels" / "val").glob("*.txt")):
+            for line in label.read_text().split("\n"):
+                if line.strip():
+                    cls, cx, cy, w, h = (float(v) for v in line.split()[:5])
+                    labels.append({"input_id": label.stem, "class_name": names[int(cls)], "x1": cx - w / 2,
+                                   "y1": cy - h / 2, "x2": cx + w / 2, "y2": cy + h / 2})
+        columns = ["input_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
+        return pd.DataFrame(found, columns=columns), pd.DataFrame(labels, columns=[c for c in columns
+                                                                                    if c != "confidence"])

@@ -24,6 +24,7 @@ class ModelsSQL:
         self.s.insert("model_evaluations", [{
             "model_id": model_id, "task": task, "version_key": version_key, "map50": figures["map50"],
             "map50_95": figures["map50_95"], "per_class": json.dumps(figures["per_class"], sort_keys=True),
+            "auto_accepted": figures["auto_accepted"]["share"],
             "images": figures["images"], "evaluated_at": now}])
 
     def current(self, task: str) -> str | None:
@@ -50,7 +51,7 @@ class ModelsSQL:
                    json_extract_string(m.details, '$.parent_id') AS parent_id,
                    json_extract_string(m.details, '$.version_key') AS version_key,
                    json_extract_string(m.details, '$.training') AS training,
-                   e.map50, e.map50_95, e.version_key AS evaluated_on
+                   e.map50, e.map50_95, e.auto_accepted, e.version_key AS evaluated_on
             FROM models m LEFT JOIN (
                 SELECT * FROM model_evaluations QUALIFY row_number() OVER (
                     PARTITION BY model_id, task ORDER BY evaluated_at DESC) = 1) e

@@ -324,6 +324,8 @@ MODEL_EVALUATIONS = Table("model_evaluations", "Each detector's figures on a dat
     unit("map50", "mAP at IoU 0.5."),
     unit("map50_95", "mAP averaged over IoU 0.5 to 0.95."),
     text("per_class", "Per class: precision, recall, mAP50 (JSON)."),
+    unit("auto_accepted", "autoannotate's measure: the share of its predictions on the val images it would "
+         "auto-accept at the task's target precision (0.95 when the task sets none), thresholds calibrated there."),
     count("images", "Val images evaluated on."),
     timestamp("evaluated_at", "When it was measured (UTC)."),
 ), primary_key=("model_id", "task", "version_key"))

@@ -13,7 +13,7 @@ from apps.dataset_io import import_labels
 from apps.model_registry import list_models, promote_model, rollback_model
 from assets.model_loop import detector_models
 from assets.versions import dataset_versions
-from core.model_loop import promotion_decision, training_classes
+from core.model_loop import promotion_decision, share_auto_accepted, training_classes
 from core.settings import DEMO_TASK, DEMO_WEIGHTS
 from core.task_config import PromoteWhen, load_task
 from resources.detector import file_sha256
@@ -32,6 +32,24 @@ def test_the_promotion_rule_needs_the_gain_and_says_why() -> None:
     assert worse == (False, "not promoted: map50_95 0.3900 against the current model's 0.4000 (gain -0.0100, "
                             "needed +0.0000)")
     assert promotion_decision(None, {"map50": 1.0, "map50_95": 1.0}, {"map50": 0.0, "map50_95": 0.0})[0] is False
+
+
+def test_the_share_auto_accepted_at_a_target_precision() -> None:
+    """40 right boxes of class circle (ball) at 0.9 and 10 wrong ones at 0.3: calibrated to precision 0.9 the
+    wrong ones fall below the upper threshold, so 40 of 50 predictions are auto-accepted; class cross is not a
+    concept of the task and counts for nothing."""
+    import pandas as pd
+
+    demo = load_task(DEMO_TASK)
+    right = [{"input_id": f"i{n}", "class_name": "circle", "confidence": 0.9, "x1": 0.1, "y1": 0.1, "x2": 0.3,
+              "y2": 0.3} for n in range(40)]
+    wrong = [{"input_id": f"i{n}", "class_name": "circle", "confidence": 0.3, "x1": 0.6, "y1": 0.6, "x2": 0.8,
+              "y2": 0.8} for n in range(10)]
+    cross = [{"input_id": "i0", "class_name": "cross", "confidence": 0.99, "x1": 0.4, "y1": 0.4, "x2": 0.5,
+              "y2": 0.5}]
+    references = pd.DataFrame([{k: v for k, v in r.items() if k != "confidence"} for r in right])
+    measured = share_auto_accepted(demo, pd.DataFrame(right + wrong + cross), references, 0.9)
+    assert measured == {"share": 0.8, "per_concept": {"ball": 0.8, "box": 0.0, "sign": 0.0}, "target_precision": 0.9}
 
 
 def test_training_keeps_the_detector_s_own_classes() -> None:
@@ -67,7 +85,11 @@ def test_a_detector_trained_on_a_version_is_measured_promoted_by_hand_and_rolled
     assert len(logged) == 1 and "box_loss" in logged[0]
     candidate = outcome["model_id"]
     assert (tmp_path / "trained" / f"{candidate}.pt").is_file()
-    evaluations = query(resources["store"], "SELECT model_id, version_key, images FROM model_evaluations")
+    for which in ("candidate", "current"):
+        assert 0.0 <= outcome[f"{which} auto-accepted at precision 0.95"] <= 1.0
+    evaluations = query(resources["store"], "SELECT model_id, version_key, images, auto_accepted "
+                                            "FROM model_evaluations")
+    assert evaluations["auto_accepted"].notna().all()
     assert sorted(evaluations["model_id"]) == sorted([candidate, demo_id])
     assert set(evaluations["version_key"]) == {f"{task.name}@{day}"} and min(evaluations["images"]) > 0
     assert tasks.load()[0].weights_path() == DEMO_WEIGHTS.resolve()
