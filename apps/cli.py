@@ -327,7 +327,7 @@ def command_version_create(args: argparse.Namespace, settings: Settings) -> None
 
 def command_model_loop(args: argparse.Namespace, settings: Settings) -> None:
     """`model train|list|promote|rollback`."""
-    from apps.model_registry import list_models, promote_model, rollback_model
+    from apps.model_registry import list_models, promote_model, promotion_history, rollback_model
     from resources import build_resources
 
     if args.action == "train":
@@ -342,11 +342,20 @@ def command_model_loop(args: argparse.Namespace, settings: Settings) -> None:
     resources = build_resources(settings)
     store, tasks = resources["store"], resources["tasks"]
     if args.action == "list":
-        models = list_models(store, tasks, args.task)
-        emit(args, {"models": models}, lambda r: print_table(
-            [{**m, "model_id": m["model_id"][:12], "parent_id": (m["parent_id"] or "-")[:12],
-              "current": "yes" if m["current"] else ""} for m in r["models"]],
-            ["task", "model_id", "parent_id", "version_key", "map50", "map50_95", "auto_accepted", "current"]))
+        listed = {"models": list_models(store, tasks, args.task),
+                  "promotions": promotion_history(store, tasks, args.task)}
+
+        def render(r: dict) -> None:
+            print_table([{**m, "model_id": m["model_id"][:12], "parent_id": (m["parent_id"] or "-")[:12],
+                          "current": "yes" if m["current"] else ""} for m in r["models"]],
+                        ["task", "model_id", "parent_id", "version_key", "map50", "map50_95", "auto_accepted",
+                         "current"])
+            if r["promotions"]:
+                print("\npromotions and rollbacks:")
+                print_table([{**p, "model_id": p["model_id"][:12]} for p in r["promotions"]],
+                            ["decided_at", "task", "action", "model_id", "decided_by", "reason"])
+
+        emit(args, listed, render)
         return
     result = (promote_model(store, tasks, args.model_id, args.user, args.task) if args.action == "promote"
               else rollback_model(store, tasks, args.user, args.task))

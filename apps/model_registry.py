@@ -41,6 +41,16 @@ def list_models(store: DuckDBStore, tasks: LabelingTasks, task_name: str | None 
     return listed
 
 
+def promotion_history(store: DuckDBStore, tasks: LabelingTasks, task_name: str | None = None) -> list[dict]:
+    """Every promotion and rollback of the tasks, oldest first: who or what decided, and why."""
+    rows = []
+    for task in detecting_tasks(tasks, task_name):
+        history = store.read(lambda s, t=task: s.models.promotions(t.name))
+        rows += [{**row, "decided_at": row["decided_at"].isoformat(sep=" ", timespec="seconds")}
+                 for row in history.to_dict("records")]
+    return rows
+
+
 def _number(value: object) -> float | None:
     return None if value is None or pd.isna(value) else round(float(value), 4)
 

@@ -173,8 +173,11 @@ def test_a_promoted_detector_re_annotates_earlier_batches_and_keeps_people_s_dec
     assert live_duplicates(live) == 0
 
     autoannotate("model", "rollback", "--user", "bob", home=home)
-    listed = json.loads(autoannotate("model", "list", "--json", home=home).stdout)["models"]
-    assert [m["model_id"] for m in listed if m["current"]] == [file_sha256(DEMO_WEIGHTS)]
+    listed = json.loads(autoannotate("model", "list", "--json", home=home).stdout)
+    assert [m["model_id"] for m in listed["models"] if m["current"]] == [file_sha256(DEMO_WEIGHTS)]
+    assert [(p["action"], p["decided_by"], p["reason"]) for p in listed["promotions"]] == [
+        ("promote", "alice", "promoted by alice"),
+        ("rollback", "bob", f"rolled back by bob from {outcome['model_id'][:12]}")]
 
 
 def test_training_from_a_model_yaml_starts_from_scratch_and_a_missing_one_is_one_sentence(tmp_path: Path) -> None:
