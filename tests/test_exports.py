@@ -2,6 +2,7 @@
 versions; each checked with the tools that read them (Ultralytics' dataset loaders, pycocotools)."""
 
 import hashlib
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,24 @@ def split_by_hash(input_id: str) -> str:
     return "val" if share < 0.2 else "test" if share < 0.3 else "train"
 
 
+def write_blanks(folder: Path, per_split: int) -> dict[str, str]:
+    """Plain grey PNGs (the detector finds nothing on them), `per_split` of them landing in each split by their
+    content hash (an input's id is the sha256 of its bytes); input id -> split."""
+    chosen: dict[str, str] = {}
+    for grey in range(256):
+        image = Image.new("RGB", (320 + grey, 240), (grey,) * 3)
+        data = io.BytesIO()
+        image.save(data, format="PNG")
+        input_id = hashlib.sha256(data.getvalue()).hexdigest()
+        split = split_by_hash(input_id)
+        if sum(1 for s in chosen.values() if s == split) < per_split:
+            (folder / f"blank{grey:03d}.png").write_bytes(data.getvalue())
+            chosen[input_id] = split
+        if len(chosen) == per_split * len(SPLITS):
+            return chosen
+    raise AssertionError("256 grey images did not fill every split")
+
+
 def export(resources: dict, version: str, fmt: str, out: Path, **options: object) -> dict:
     return export_version(resources["store"], resources["images"], resources["versions"], version, fmt, out,
                           **options)
@@ -64,14 +83,13 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
     from pycocotools.coco import COCO
 
     write_demo_images(inbox, 40, seed=23)
-    for index, size in enumerate([(320, 240), (640, 480), (200, 300), (512, 512)]):
-        Image.new("RGB", size, (90 + 30 * index,) * 3).save(inbox / f"blank{index}.png")
+    placed_blanks = write_blanks(inbox, per_split=2)
     batch = new_batch(resources, instance)
     materialize_batch([inputs, predictions, annotations], resources, instance, batch)
     store = resources["store"]
     state = query(store, f"SELECT annotation_id, input_id, status, kind FROM ({CURRENT})")
     blanks = set(query(store, "SELECT input_id FROM input_sources WHERE uri LIKE '%blank%'")["input_id"])
-    assert len(blanks) == 4 and not blanks & set(state["input_id"])  # the detector found nothing on them
+    assert blanks == set(placed_blanks) and not blanks & set(state["input_id"])  # the detector found nothing there
 
     # A person rejects every box of an image that had only boxes to review: the image becomes a negative.
     per_image = state.groupby("input_id")["status"].agg(set)
@@ -107,7 +125,7 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
     assert placed == {i: split_by_hash(i) for i in accepted | negatives}
     assert {split: summary[split] for split in SPLITS} == {
         split: sum(1 for s in placed.values() if s == split) for split in SPLITS}
-    assert all(summary[split] > 0 for split in SPLITS)
+    assert {placed[i] for i in blanks} == set(SPLITS)  # blank images made to land in every split did
     record = json.loads((tmp_path / "yolo" / "autoannotate_export.json").read_text())
     assert record["splits"] == {"val": 0.2, "test": 0.1, "by": "input_id hash"}
     assert record["negatives_included"] is True and record["manifest_sha256"] == summary["manifest_sha256"]
