@@ -11,6 +11,7 @@ from core.annotations import AnnotationEvent, Kind, Source, Status, digest32, hu
 from core.formats import (
     LabelBox,
     LabelFormatError,
+    listed_images,
     read_coco,
     read_concept_csv,
     read_concept_folders,
@@ -52,15 +53,19 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
             f"{', '.join(concepts)} (add them to the task file, or import into another task); nothing was written.")
     # Boxes that reached outside their image were clipped to it; the report names each label.
     clipped = [box.clipped_at for box in boxes if box.clipped_at]
+    labelled = {box.image for box in boxes}
+    # Images the dataset lists without a label: a person looked and found nothing (negatives of the task's
+    # versions). A model's empty output is no such statement, so suggestions bring none.
+    empty = set() if suggestions_for is not None else set(listed_images(fmt, path)) - labelled
     inspected = {}
-    for image in sorted({box.image for box in boxes}):
+    for image in sorted(labelled | empty):
         result = inspect_image_file(image, max_pixels)
         if isinstance(result, Rejection):
             raise LabelFormatError(f"{image}: {result.reason}")
         inspected[image] = result
     for result in inspected.values():
         images.put(result.input_id, result.data)
-    batch = f"import-{fmt}-{digest32(*sorted(r.input_id for r in inspected.values()))[:12]}"
+    batch = f"import-{fmt}-{digest32(*sorted(inspected[i].input_id for i in labelled))[:12]}"
     now = datetime.now(UTC).replace(tzinfo=None)
     status = Status.SUCCESS if suggestions_for is None else Status.AWAITING_REVIEW
     events = [import_event(box, inspected[box.image].input_id, task, user, batch, now, status) for box in boxes]
@@ -71,9 +76,10 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
         s.history.class_names(task, concepts, now)
         known = s.history.known_ids(task)
         written = s.history.append([e for e in events if e.annotation_id not in known])
+        s.history.record_empty(task, [inspected[i].input_id for i in empty], batch, user, now)
         assigned = s.reviews.assign_new(suggestions_for, now) if suggestions_for is not None else 0
         return {"batch": batch, "status": str(status), "newly_assigned": assigned, "images": len(inspected),
-                "new_inputs": ingestion["new"], "labels": len(boxes),
+                "new_inputs": ingestion["new"], "labels": len(boxes), "images_without_labels": len(empty),
                 "annotations_written": written, "clipped_boxes": len(clipped), "clipped": clipped}
 
     return store.write(write)

@@ -128,6 +128,20 @@ def _label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def listed_images(fmt: str, path: Path) -> list[Path]:
+    """Every image a YOLO or COCO dataset lists, with labels or not (an image without labels is one a person
+    looked at and found nothing on); other formats list only labelled images. A COCO file may list images that
+    are not on disk (a subset was downloaded): only those found count."""
+    if fmt == "yolo":
+        return yolo_images(path / "data.yaml", *yolo_data(path)[1:])
+    if fmt == "coco":
+        document = json.loads(path.read_text())
+        places = [(folder / image["file_name"]) for image in document.get("images", [])
+                  for folder in (path.parent, path.parent / "images")]
+        return [_inside(path.parent, place, path, None) for place in places if place.is_file()]
+    return []
+
+
 def read_yolo(root: Path) -> list[LabelBox]:
     """Every box of a YOLO detection (or segmentation) dataset: data.yaml and the images its splits name,
     labels where Ultralytics looks for them (the last images/ of the path becomes labels/)."""

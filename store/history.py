@@ -119,17 +119,26 @@ class AnnotationHistory:
         return latest_events_sql("task = $task AND event_at < $cutoff"), {"task": task, "cutoff": cutoff}
 
     def negatives_sql(self, task: str, cutoff: datetime) -> tuple[str, dict]:
-        """The inputs `task` routed for objects before `cutoff` that hold no object accepted or still to decide
-        as of then: the model found nothing above the lower threshold, or people rejected what it found. (An
-        image with an open review item is not a negative yet.)"""
+        """The inputs `task` routed for objects (or imported without labels) before `cutoff` that hold no object
+        accepted or still to decide as of then: the model found nothing above the lower threshold, people rejected
+        what it found, or a labelled dataset had no label for the image. (An image with an open review item is
+        not a negative yet.)"""
         state, params = self.state_as_of_sql(task, cutoff)
         held = ", ".join(f"'{status}'" for status in (Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING))
-        return (f"SELECT DISTINCT input_id FROM task_inputs WHERE task = $task AND processed_at < $cutoff "
-                f"AND input_id NOT IN (SELECT input_id FROM ({state}) WHERE {KIND_SQL} = '{Kind.BOX}' "
-                f"AND status IN ({held}))", {**params, "cutoff": cutoff})
+        return (f"SELECT DISTINCT input_id FROM (SELECT input_id, processed_at AS since FROM task_inputs "
+                f"WHERE task = $task UNION ALL SELECT input_id, recorded_at FROM empty_inputs WHERE task = $task) "
+                f"WHERE since < $cutoff AND input_id NOT IN (SELECT input_id FROM ({state}) "
+                f"WHERE {KIND_SQL} = '{Kind.BOX}' AND status IN ({held}))", {**params, "cutoff": cutoff})
 
     def tasks(self) -> list[str]:
         return [t for (t,) in self.s.conn.execute("SELECT DISTINCT task FROM annotations ORDER BY 1").fetchall()]
+
+    def record_empty(self, task: str, input_ids: list[str], batch: str, annotator: str, now: datetime) -> int:
+        """Images a person found nothing on (imported without labels), once per task and image."""
+        known = {i for (i,) in self.s.conn.execute("SELECT input_id FROM empty_inputs WHERE task = ?",
+                                                   [task]).fetchall()}
+        return self.s.insert("empty_inputs", [{"task": task, "input_id": i, "batch": batch, "annotator": annotator,
+                                               "recorded_at": now} for i in sorted(set(input_ids) - known)])
 
     def known_ids(self, task: str) -> set[str]:
         return {a for (a,) in self.s.conn.execute(

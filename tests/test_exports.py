@@ -237,3 +237,31 @@ def test_a_named_version_is_frozen_and_exports_the_same_bytes_after_the_task_cha
     with pytest.raises(ValueError) as bad_name:
         create_named_version(resources["store"], resources["versions"], "2026-12-01", None)
     assert "is not a name: start with a letter" in str(bad_name.value)
+
+
+def test_images_a_labelled_dataset_lists_without_labels_are_negatives(
+        resources: dict, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    """A team's YOLO dataset with background images (no label file, or an empty one): imported, they are the
+    version's negatives and export with empty label files; importing again records nothing twice."""
+    truth = yolo_dataset(tmp_path / "src", 6)
+    labels = tmp_path / "src" / "labels" / "train"
+    (labels / "img000.txt").unlink()  # no label file: Ultralytics' background image
+    (labels / "img001.txt").write_text("")  # an empty one
+    first = import_labels(resources["store"], resources["images"], "yolo", tmp_path / "src", "imported", "carol",
+                          50_000_000, SHAPE_CLASSES)
+    assert (first["images_without_labels"], first["images"]) == (2, 6)
+    assert import_labels(resources["store"], resources["images"], "yolo", tmp_path / "src", "imported", "carol",
+                         50_000_000, SHAPE_CLASSES)["annotations_written"] == 0
+    assert query(resources["store"], "SELECT count(*) AS n FROM empty_inputs")["n"][0] == 2
+    assert dg.materialize([dataset_versions], partition_key=today(), instance=instance, resources=resources).success
+    version = f"imported@{today()}"
+    row = query(resources["store"], "SELECT inputs, negatives, annotations FROM dataset_versions").iloc[0]
+    expected_boxes = sum(len(truth[f"img{i:03d}"]) for i in range(2, 6))
+    assert (row["inputs"], row["negatives"], row["annotations"]) == (4, 2, expected_boxes)
+    summary = export(resources, version, "yolo", tmp_path / "out")
+    ids = {Path(u).stem: i for u, i in query(resources["store"], "SELECT uri, input_id FROM input_sources")
+           .itertuples(index=False)}
+    for name in ("img000", "img001"):
+        label = next((tmp_path / "out" / "labels").glob(f"*/{ids[name]}.txt"))
+        assert label.read_text() == ""
+    assert summary["negatives"] == 2
