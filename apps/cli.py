@@ -536,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "the daily schedule and `version create` build versions otherwise)")
     run.add_argument("--reroute", action="store_true",
                      help="first re-route every earlier batch routed under other thresholds than the tasks' current "
-                          "ones, from the stored predictions (no inference; people's decisions stay)")
+                          "ones, from the stored predictions (people's decisions stay; a batch is predicted again "
+                          "only where a task's lower threshold lies below the confidence floor it was predicted at)")
     run.set_defaults(handler=command_run)
 
     status = sub.add_parser("status", parents=[common], help="counts of inputs, rejections, predictions, annotations")

@@ -97,7 +97,8 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     batch (what the sensor runs); with `build_version` also today's dataset versions. A version holds the whole
     dataset, so building it costs what the dataset costs, not what the batch costs: the daily schedule builds
     it otherwise. With `reroute`, first re-routes every earlier batch routed under other rules than the tasks'
-    current ones, from its stored predictions (no inference; people's decisions stay)."""
+    current ones, from its stored predictions (people's decisions stay); a batch predicted at a confidence floor
+    above a task's new lower threshold is predicted again first."""
     say = progress or (lambda text: print(text, file=sys.stderr))
     definitions = build_definitions(settings)
     resources = definitions.resources

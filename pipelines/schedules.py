@@ -73,8 +73,9 @@ def daily_versions_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
 @dg.schedule(job=annotate_batch_job, cron_schedule=Settings.current().catch_up_cron,
              default_status=dg.DefaultScheduleStatus.STOPPED,
              description="Runs the pipeline for every batch that was never annotated, or whose predictions come "
-                         "from weights the tasks no longer use; re-routes (no inference) every batch routed under "
-                         "rules the tasks no longer use.")
+                         "from weights the tasks no longer use; re-routes every batch routed under rules the tasks "
+                         "no longer use (from the stored predictions, unless a task's lower threshold lies below "
+                         "the confidence floor).")
 def catch_up_schedule(context: dg.ScheduleEvaluationContext, tasks: LabelingTasks,
                       detector: Detector) -> list[dg.RunRequest] | dg.SkipReason:
     wanted = set(models_by_task(tasks.load(), detector).values())
