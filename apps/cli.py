@@ -105,7 +105,7 @@ def render_run_summary(summary: dict) -> None:
                      for r, q in task["review"].items()], ["reviewer", "inputs assigned", "reviewed"])
     for key, version in summary.get("versions", {}).items():
         print(f"\ndataset version {key}: {version['annotations']} accepted annotations on {version['inputs']} "
-              f"images, manifest {version['manifest_sha256'][:16]}")
+              f"images, {version['negatives']} negative images, manifest {version['manifest_sha256'][:16]}")
     if summary["rejections"]:
         print("\nrejected files:")
         for item in summary["rejections"]:
@@ -325,6 +325,23 @@ def command_version_create(args: argparse.Namespace, settings: Settings) -> None
         [{"version": k, **{f: v.get(f, 0) for f in columns[1:]}} for k, v in r["versions"].items()], columns))
 
 
+def command_version_list(args: argparse.Namespace, settings: Settings) -> None:
+    from resources import build_resources
+
+    store = build_resources(settings)["store"]
+    versions = store.read(lambda s: s.versions.listing(args.task))
+    if args.task and not versions:
+        stored = sorted({v["task"] for v in store.read(lambda s: s.versions.listing())})
+        if args.task not in stored:
+            raise UserError(f"No dataset versions of task {args.task!r}: "
+                            + (f"the stored versions are of {', '.join(stored)}." if stored
+                               else "no version is stored yet (`autoannotate version create`)."))
+    emit(args, {"versions": versions}, lambda r: print_table(
+        [{**v, "manifest": v["manifest_sha256"][:16], "frozen": "frozen" if v["frozen"] else "",
+          "changed": v["changed_at"][:19]} for v in r["versions"]],
+        ["version_key", "annotations", "inputs", "negatives", "frozen", "manifest", "changed"]))
+
+
 def command_model_loop(args: argparse.Namespace, settings: Settings) -> None:
     """`model train|list|promote|rollback`."""
     from apps.model_registry import list_models, promote_model, promotion_history, rollback_model
@@ -492,6 +509,7 @@ EXAMPLES = {
     "import": "autoannotate import --format voc ~/datasets/VOCdevkit/VOC2012 --user alice --task demo-shapes",
     "version": "autoannotate version create --date 2026-11-22",
     "version create": "autoannotate version create --date 2026-11-22",
+    "version list": "autoannotate version list --task demo-shapes --json",
     "model": "autoannotate model classes ~/models/best.pt",
     "model classes": "autoannotate model classes ~/models/best.pt",
     "model train": "autoannotate model train --date 2026-11-22",
@@ -615,6 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "refused if it exists")
     create.add_argument("--task", action="append", help="with --name: only this task (repeatable; default: all)")
     create.set_defaults(handler=command_version_create)
+    listed_versions = version.add_parser("list", parents=[common], help="the stored versions, newest day first: "
+                                                                        "counts, manifest, frozen or not")
+    listed_versions.add_argument("--task", help="only this task's versions")
+    listed_versions.set_defaults(handler=command_version_list)
 
     model = sub.add_parser("model", help="detector weights").add_subparsers(dest="action", required=True)
     classes = model.add_parser("classes", parents=[common],

@@ -56,6 +56,17 @@ class VersionsSQL:
                                    "ORDER BY day DESC, version_key", [task, task]).fetchall()
         return [key for (key,) in rows]
 
+    def listing(self, task: str | None = None) -> list[dict]:
+        """Every stored version (of one task), newest day first: its counts, manifest and whether it is frozen."""
+        rows = self.s.df("SELECT version_key, task, day, cutoff, annotations, inputs, coalesce(negatives, 0) AS "
+                         "negatives, per_concept, coalesce(frozen, false) AS frozen, manifest_sha256, created_at, "
+                         "changed_at FROM dataset_versions WHERE ? IS NULL OR task = ? ORDER BY day DESC, "
+                         "version_key", [task, task])
+        return [{**row, "day": row["day"].date().isoformat(), "cutoff": row["cutoff"].isoformat(),
+                 "created_at": row["created_at"].isoformat(), "changed_at": row["changed_at"].isoformat(),
+                 "per_concept": json.loads(row["per_concept"]), "frozen": bool(row["frozen"])}
+                for row in rows.to_dict("records")]
+
     def record(self, key: str, task: str, day: date, cutoff: datetime, manifest: Manifest, manifest_path: str,
                now: datetime, frozen: bool = False) -> bool:
         """Store the version's row when its manifest is new or changed (then `changed_at` moves, `created_at`

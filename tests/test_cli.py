@@ -258,6 +258,19 @@ def test_suggestions_named_versions_and_exports_from_the_command_line(tmp_path: 
     assert (again.returncode, again.stderr.strip()) == (1, "autoannotate: Version demo-shapes@release-1 already "
                                                            "exists and is frozen: a named version never changes; "
                                                            "pick another name.")
+    today = datetime.now(UTC).date().isoformat()
+    daily = json.loads(autoannotate("version", "create", "--json", home=home).stdout)["versions"]
+    listed = json.loads(autoannotate("version", "list", "--json", home=home).stdout)["versions"]
+    assert {v["version_key"]: (v["frozen"], v["annotations"], v["inputs"], v["negatives"], v["manifest_sha256"])
+            for v in listed} == {
+        key: (key.endswith("release-1"), v["annotations"], v["inputs"], v["negatives"], v["manifest_sha256"])
+        for key, v in {**created["versions"], **daily}.items()}
+    assert set(listed[0]["per_concept"]) <= {"ball", "box", "sign"} and listed[0]["day"] == today
+    text = autoannotate("version", "list", "--task", "demo-shapes", home=home).stdout
+    assert "demo-shapes@release-1" in text and f"demo-shapes@{today}" in text and "frozen" in text
+    typo = autoannotate("version", "list", "--task", "demo-shape", home=home, check=False)
+    assert (typo.returncode, typo.stderr.strip()) == (1, "autoannotate: No dataset versions of task 'demo-shape': "
+                                                         "the stored versions are of demo-shapes.")
     exported = autoannotate("export", "--version", "demo-shapes@release-1", "--format", "yolo", "--out",
                             str(tmp_path / "out"), home=home).stdout
     negatives = created["versions"]["demo-shapes@release-1"]["negatives"]
