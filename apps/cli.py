@@ -363,10 +363,11 @@ def command_model_loop(args: argparse.Namespace, settings: Settings) -> None:
                   "promotions": promotion_history(store, tasks, args.task)}
 
         def render(r: dict) -> None:
-            print_table([{**m, "model_id": m["model_id"][:12], "parent_id": (m["parent_id"] or "-")[:12],
-                          "current": "yes" if m["current"] else ""} for m in r["models"]],
-                        ["task", "model_id", "parent_id", "version_key", "map50", "map50_95", "auto_accepted",
-                         "current"])
+            print_table([{**{k: "-" if v is None else v for k, v in m.items()}, "model_id": m["model_id"][:12],
+                          "parent_id": (m["parent_id"] or "-")[:12], "current": "yes" if m["current"] else ""}
+                         for m in r["models"]],
+                        ["task", "model_id", "parent_id", "version_key", "evaluated_on", "map50", "map50_95",
+                         "auto_accepted", "current"])
             if r["promotions"]:
                 print("\npromotions and rollbacks:")
                 print_table([{**p, "model_id": p["model_id"][:12]} for p in r["promotions"]],

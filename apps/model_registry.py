@@ -22,21 +22,24 @@ def detecting_tasks(tasks: LabelingTasks, name: str | None) -> list[LabelingTask
 
 
 def list_models(store: DuckDBStore, tasks: LabelingTasks, task_name: str | None = None) -> list[dict]:
-    """Every detector trained for the tasks, and each task's current one: model_id, parent_id, version_key, the
-    latest evaluation's mAP50 and mAP50-95, and `current`."""
+    """Every detector trained for the tasks, and each task's current one: model_id, parent_id, version_key (what
+    it was trained on), the latest evaluation's version (`evaluated_on`), mAP50, mAP50-95 and auto-accepted share,
+    and `current`."""
     listed = []
     for task in detecting_tasks(tasks, task_name):
         current = file_sha256(task.weights_path())
         trained = store.read(lambda s, t=task: s.models.trained(t.name))
         rows = trained.to_dict("records")
         if current not in set(trained["model_id"]):
+            figures = store.read(lambda s, t=task, m=current: s.models.latest_evaluation(m, t.name)) or {
+                "map50": None, "map50_95": None, "auto_accepted": None, "evaluated_on": None}
             rows.insert(0, {"model_id": current, "path": str(task.weights_path()), "parent_id": None,
-                            "version_key": None, "map50": None, "map50_95": None, "training": None})
+                            "version_key": None, "training": None, **figures})
         for row in rows:
             listed.append({"task": task.name, "model_id": row["model_id"], "parent_id": row["parent_id"],
-                           "version_key": row["version_key"], "map50": _number(row["map50"]),
-                           "map50_95": _number(row["map50_95"]),
-                           "auto_accepted": _number(row.get("auto_accepted")), "path": row["path"],
+                           "version_key": row["version_key"], "evaluated_on": row["evaluated_on"],
+                           "map50": _number(row["map50"]), "map50_95": _number(row["map50_95"]),
+                           "auto_accepted": _number(row["auto_accepted"]), "path": row["path"],
                            "current": row["model_id"] == current})
     return listed
 

@@ -12,6 +12,10 @@ import pandas as pd
 if TYPE_CHECKING:
     from store.database import Session
 
+# Each detector's newest evaluation per task.
+LATEST_EVALUATIONS = ("SELECT * FROM model_evaluations QUALIFY row_number() OVER (PARTITION BY model_id, task "
+                      "ORDER BY evaluated_at DESC) = 1")
+
 
 class ModelsSQL:
     def __init__(self, session: Session) -> None:
@@ -45,20 +49,25 @@ class ModelsSQL:
     def trained(self, task: str | None = None) -> pd.DataFrame:
         """Every detector trained by autoannotate (of one task), with its parent, version, training settings and
         latest evaluation, oldest first."""
-        return self.s.df("""
+        return self.s.df(f"""
             SELECT m.model_id, m.path, m.registered_at,
                    json_extract_string(m.details, '$.task') AS task,
                    json_extract_string(m.details, '$.parent_id') AS parent_id,
                    json_extract_string(m.details, '$.version_key') AS version_key,
                    json_extract_string(m.details, '$.training') AS training,
                    e.map50, e.map50_95, e.auto_accepted, e.version_key AS evaluated_on
-            FROM models m LEFT JOIN (
-                SELECT * FROM model_evaluations QUALIFY row_number() OVER (
-                    PARTITION BY model_id, task ORDER BY evaluated_at DESC) = 1) e
+            FROM models m LEFT JOIN ({LATEST_EVALUATIONS}) e
               ON e.model_id = m.model_id AND e.task = json_extract_string(m.details, '$.task')
             WHERE json_extract_string(m.details, '$.kind') = 'trained'
               AND ($task IS NULL OR json_extract_string(m.details, '$.task') = $task)
             ORDER BY m.registered_at, m.model_id""", {"task": task})
+
+    def latest_evaluation(self, model_id: str, task: str) -> dict | None:
+        """A detector's latest figures for the task (any detector: the bundled one is measured too when a
+        candidate is compared with it)."""
+        rows = self.s.df(f"SELECT map50, map50_95, auto_accepted, version_key AS evaluated_on FROM "
+                         f"({LATEST_EVALUATIONS}) WHERE model_id = ? AND task = ?", [model_id, task])
+        return rows.iloc[0].to_dict() if len(rows) else None
 
     def learning_curve(self, task: str) -> pd.DataFrame:
         """Each detector trained for the task, by the labelled images of the version it was trained on (its

@@ -102,6 +102,10 @@ def test_a_detector_trained_on_a_version_is_measured_promoted_by_hand_and_rolled
     assert listed[candidate]["parent_id"] == demo_id and listed[candidate]["version_key"] == f"{task.name}@{day}"
     assert (listed[demo_id]["current"], listed[candidate]["current"]) == (True, False)
     assert listed[candidate]["map50"] == pytest.approx(outcome["candidate map50"], abs=1e-4)
+    # The current detector was measured on the same val split: its figures stand beside the candidate's.
+    assert listed[demo_id]["map50"] == pytest.approx(outcome["current map50"], abs=1e-4)
+    assert listed[demo_id]["evaluated_on"] == listed[candidate]["evaluated_on"] == f"{task.name}@{day}"
+    assert (listed[demo_id]["version_key"], listed[demo_id]["parent_id"]) == (None, None)  # bundled, not trained
 
     promote_model(resources["store"], tasks, candidate[:12], "alice")
     assert tasks.load()[0].weights_path() == (tmp_path / "trained" / f"{candidate}.pt").resolve()
