@@ -315,10 +315,13 @@ def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image, o
 
 
 def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: list[str],
-               image_prefix: str = "", image_concepts: pd.DataFrame | None = None) -> dict:
+               image_prefix: str = "", image_concepts: pd.DataFrame | None = None,
+               ratios: tuple[float, float] | None = None) -> dict:
     """A COCO detection JSON; bbox is [x, y, w, h] in pixels of the oriented image. Image-level concepts
     (`image_concepts`: input_id, concept) are listed on each image as `concepts`, an attribute pycocotools and
-    COCO evaluation ignore: an annotation without a box would break both."""
+    COCO evaluation ignore: an annotation without a box would break both. With `ratios` (val, test), also one
+    file per split beside it (`<name>_train.json`, ...): the same images and ids, split by input hash like every
+    other export, for trainers that read a COCO file per split."""
     categories = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(names)]
     category = {n: i + 1 for i, n in enumerate(names)}
     image_ids = {input_id: i + 1 for i, input_id in enumerate(sorted(inputs["input_id"]))}
@@ -347,8 +350,17 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
         document["image_concepts"] = sorted(set(image_concepts["concept"]))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(document, indent=1))
-    return {"images": len(images), "annotations": len(annotations),
-            "image_concepts": 0 if image_concepts is None else len(image_concepts)}
+    counts = {"images": len(images), "annotations": len(annotations),
+              "image_concepts": 0 if image_concepts is None else len(image_concepts)}
+    if ratios is None:
+        return counts
+    split_by_id = {image_ids[i]: split_of(i, *ratios) for i in image_ids}
+    for split in SPLITS:
+        part = {**document, "images": [i for i in images if split_by_id[i["id"]] == split],
+                "annotations": [a for a in annotations if split_by_id[a["image_id"]] == split]}
+        out_file.with_name(f"{out_file.stem}_{split}.json").write_text(json.dumps(part, indent=1))
+        counts[split] = len(part["images"])
+    return counts
 
 
 def read_coco(path: Path) -> list[LabelBox]:

@@ -94,7 +94,7 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
     # COCO's boxes are in pixels: of the images as exported.
     exported = [resized(w, h, longest_side) for w, h in zip(inputs["width"], inputs["height"], strict=True)]
     sized = inputs.assign(width=[w for w, _ in exported], height=[h for _, h in exported])
-    counts |= write_coco(boxes, sized, out / "annotations.json", names, image_concepts=concepts)
+    counts |= write_coco(boxes, sized, out / "annotations.json", names, image_concepts=concepts, ratios=ratios)
     return finish_export(out, out / "annotations.json", record, counts)
 
 

@@ -276,3 +276,10 @@ def test_suggestions_named_versions_and_exports_from_the_command_line(tmp_path: 
     negatives = created["versions"]["demo-shapes@release-1"]["negatives"]
     assert f"; {negatives} negative images (no objects)" in exported
     assert (tmp_path / "out" / "autoannotate_export.json").is_file()
+    coco = autoannotate("export", "--version", "demo-shapes@release-1", "--format", "coco", "--out",
+                        str(tmp_path / "coco"), home=home).stdout
+    images = len(json.loads((tmp_path / "coco" / "annotations.json").read_text())["images"])
+    per_split = {split: len(json.loads((tmp_path / "coco" / f"annotations_{split}.json").read_text())["images"])
+                 for split in ("train", "val", "test")}
+    assert f"images: train {per_split['train']}, val {per_split['val']}, test {per_split['test']}; " in coco
+    assert sum(per_split.values()) == images >= negatives + 1

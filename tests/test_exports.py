@@ -141,6 +141,13 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
     assert set(ids) >= accepted | negatives
     assert all(truth.getAnnIds(imgIds=[ids[i]]) == [] for i in negatives)
     assert ap_against_itself(truth) == pytest.approx(1.0)
+    # One file per split too, for trainers that read COCO by split: the same ids, split like the YOLO export.
+    parts = {split: COCO(str(tmp_path / "coco" / f"annotations_{split}.json")) for split in SPLITS}
+    assert {split: coco[split] for split in SPLITS} == {split: len(parts[split].dataset["images"]) for split in SPLITS}
+    for split, part in parts.items():
+        assert {split_by_hash(image["file_name"].split(".")[0]) for image in part.dataset["images"]} == {split}
+        assert all(truth.imgs[image["id"]] == image for image in part.dataset["images"])
+    assert sorted(a["id"] for part in parts.values() for a in part.dataset["annotations"]) == sorted(truth.anns)
 
 
 def segmentation_dataset(root: Path, count: int) -> dict[str, int]:
