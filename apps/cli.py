@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -471,7 +472,8 @@ def render_queue(queue: dict) -> None:
         print(f"{queue['reviewer']} has nothing {'left ' if queue.get('pending') else ''}to review in task "
               f"{queue['task']}.")
         return
-    print_table(queue["items"], ["input_id", "file", "pending", "boxes", "concepts", "doubt"])
+    print_table([{**item, "doubt": f"{item['doubt']:.3f}"} for item in queue["items"]],
+                ["input_id", "file", "pending", "boxes", "concepts", "doubt"])
     if queue["undecided"]:
         print(f"\nundecided items ({len(queue['undecided'])}): accept, reject or relabel them by annotation_id")
         print_table([{**item, "spot check": "yes" if item["spot_check"] else "",
@@ -679,6 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args, Settings.from_env())
+    except BrokenPipeError:
+        # The reader went away (`autoannotate review list | head`): stop quietly, as a tool killed by SIGPIPE does.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until the process exits
+        return 128 + signal.SIGPIPE
     except (UserError, OSError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"autoannotate: {message}", file=sys.stderr)

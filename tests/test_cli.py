@@ -283,3 +283,21 @@ def test_suggestions_named_versions_and_exports_from_the_command_line(tmp_path: 
                  for split in ("train", "val", "test")}
     assert f"images: train {per_split['train']}, val {per_split['val']}, test {per_split['test']}; " in coco
     assert sum(per_split.values()) == images >= negatives + 1
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """`autoannotate review list | head` printed "autoannotate: [Errno 32] Broken pipe" when head had its lines."""
+    from apps.cli import main
+
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["demo", "--count", "1", "--inbox", str(tmp_path / "inbox")]) == 141  # 128 + SIGPIPE, as `cat`
+    sys.stdout.flush()  # what the console script does last: no second error
+    assert capsys.readouterr().err == ""
