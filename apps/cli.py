@@ -81,7 +81,8 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
 
 def render_run_summary(summary: dict) -> None:
     for item in summary["resumed"]:
-        print(f"finished batch {item['batch']}, which was {item['stage']} (a run stopped, or a task changed)")
+        print(f"finished batch {item['batch']}, which was {item['stage']} (a run stopped, a task changed, or new "
+              "labels taught a classifier)")
     for batch in summary["rerouted"]:
         print(f"re-routed batch {batch} under the current rules")
     if summary["batch"] is None:
@@ -156,7 +157,8 @@ def render_status(status: dict) -> None:
         print(f"\ntask {name}: {count} batches were routed under earlier thresholds; `autoannotate run --reroute` "
               "re-routes them under the current ones")
     if status["unfinished_batches"]:
-        print("\nunfinished batches (a run stopped before they were complete; the next `autoannotate run` "
+        print("\nunfinished batches (a run stopped before they were complete, a task changed, or new labels made "
+              "their concept scores stale; the next `autoannotate run` "
               "finishes them):")
         print_table([{"batch": b, "stage": stage} for b, stage in status["unfinished_batches"].items()],
                     ["batch", "stage"])

@@ -11,17 +11,20 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.concepts import concept_annotations, concept_classifier, concept_predictions
 from assets.partitions import batch_partitions
 from core.settings import Settings
 from pipelines.definitions import build_definitions
 from pipelines.instance import persistent_instance
 from pipelines.recovery import release_abandoned_runs, wait_for_database_slot
+from resources.concepts import concept_scorers
 from resources.detector import Detector
 from resources.inbox import Inbox, list_inbox_files
 from resources.store import DuckDBStore
 from resources.tasks import detectors_for, models_by_task
 
 # Our assets log progress at INFO (every 100 images); Dagster's own step events are DEBUG.
+CONCEPT_ASSETS = [concept_classifier.key, concept_predictions.key, concept_annotations.key]
 PROGRESS_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
@@ -108,7 +111,8 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     for sentence in release_abandoned_runs(instance):
         say(sentence)
     models = models_by_task(tasks, resources["detector"])
-    stages = store.read(lambda s: s.batches.stages(inbox.batches(), models, tasks))
+    scorers = concept_scorers(store, tasks)
+    stages = store.read(lambda s: s.batches.stages(inbox.batches(), models, tasks, scorers))
     unfinished = {batch: stage for batch, stage in stages.items() if stage != "complete"}
     stale = []
     if reroute:
@@ -126,7 +130,10 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     for batch, stage in unfinished.items():
         say(f"batch {batch} is not complete for the configured tasks ({stage}); finishing it ...")
         instance.add_dynamic_partitions(batch_partitions.name, [batch])  # a crash may have come before this
-        run_batch(definitions, instance, batch, settings.slot_wait_s, say)
+        # Only the concept scores are stale (new labels, or a classifier that could not learn yet when the batch
+        # ran): the detector has nothing to do again.
+        run_batch(definitions, instance, batch, settings.slot_wait_s, say,
+                  assets=CONCEPT_ASSETS if stage == "not scored for concepts" else None)
         resumed.append({"batch": batch, "stage": stage})
     predict_again = store.read(lambda s: s.batches.predicted_too_high(stale, models, tasks))
     for batch in stale:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.annotations import Kind
 from core.task_config import LabelingTask
+from resources.concepts import concept_scorers
 from resources.store import DuckDBStore
 from store import Session
 
@@ -24,6 +25,7 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
     """One object with the totals of every table; the JSON of `autoannotate status [--task NAME]`. With the
     pinned `batches` and the configured tasks' `models` (task -> model id), also the batches not complete;
     with the configured tasks (`rules_of`), how many batches each routed under rules it no longer has."""
+    scorers = concept_scorers(store, list(rules_of))
 
     def read(s: Session) -> dict:
         totals = s.inputs.totals()
@@ -46,7 +48,7 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
             "batches_routed_under_older_rules": {
                 t.name: n for t in rules_of if (n := len(s.history.batches_routed_under_other_rules(t)))},
             "unfinished_batches": {
-                b: stage for b, stage in s.batches.stages(list(batches), models or {}, rules_of).items()
+                b: stage for b, stage in s.batches.stages(list(batches), models or {}, rules_of, scorers).items()
                 if stage != "complete"},
         }
 

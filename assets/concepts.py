@@ -20,11 +20,11 @@ from assets.checks import table_metadata
 from assets.partitions import batch_partitions
 from assets.triage import annotate_task, annotations, log_hand_over, task_totals
 from core.annotations import Kind
-from core.concepts import ConceptClassifier, concept_accuracy, train_concept_classifier
+from core.concepts import ConceptClassifier, concept_accuracy, label_targets, train_concept_classifier
 from core.plots import confidence_histograms, markdown_image
 from core.routing import route_predictions
 from core.task_config import LabelingTask
-from resources.concepts import ConceptModels, whole_image_detections
+from resources.concepts import ConceptModels, context_labels, whole_image_detections
 from resources.detector import file_sha256, oriented_bgr
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, write_or_retry
@@ -67,19 +67,28 @@ def train_task_classifier(store: DuckDBStore, images: ImageStore, models: Concep
                           log: Callable[[str], object] = print) -> TrainedClassifier | None:
     """The task's context-based classifier, learned from every image people gave image-level concepts, stored
     content-addressed and registered in `models`; None while no concept has a positive and a negative image."""
-    labels = store.read(lambda s: s.concepts.labels(task.name, task.image_concepts))
-    input_ids = sorted(labels["input_id"].unique())
-    backbone_id, vectors = embed_inputs(store, images, models, task, input_ids, log)
-    by_concept = labels.pivot(index="input_id", columns="concept", values="positive").reindex(input_ids)
-    targets = {c: by_concept[c].to_numpy(dtype=bool) for c in by_concept.columns}
-    classifier = train_concept_classifier(vectors, targets, backbone_id)
-    if classifier is None:
+    labels, key = context_labels(store, task)
+    if key is None:
         return None
-    model_id, path = models.save(classifier)
-    details = {"task": task.name, "backbone_id": backbone_id, "labels": classifier.labels,
-               "labelled_images": len(input_ids)}
-    write_or_retry(store, lambda s: s.predictions.register_model(
-        model_id, path.name, str(path), "context", classifier.concepts, _now(), details))
+    input_ids, targets = label_targets(labels)
+    backbone_id, vectors = embed_inputs(store, images, models, task, input_ids, log)
+    # The same labels give the same classifier: read it instead of fitting it again for every batch.
+    learned = store.read(lambda s: s.concepts.classifier_learned_from(task.name, key))
+    if learned:
+        model_id, path = learned
+        classifier = models.load(Path(path))
+    else:
+        classifier = train_concept_classifier(vectors, targets, backbone_id)
+        model_id, path = models.save(classifier)
+        details = {"task": task.name, "backbone_id": backbone_id, "labels": classifier.labels,
+                   "labelled_images": len(input_ids)}
+
+        def register(s) -> None:
+            s.predictions.register_model(model_id, path.name, str(path), "context", classifier.concepts, _now(),
+                                         details)
+            s.concepts.add_labels_key(model_id, key)
+
+        write_or_retry(store, register)
     return TrainedClassifier(model_id, classifier, len(input_ids), concept_accuracy(classifier, vectors, targets))
 
 

@@ -7,10 +7,12 @@ embeddings always give the same bytes, so a classifier is identified by the sha2
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 NEWTON_STEPS = 50
 
@@ -91,3 +93,23 @@ def concept_accuracy(classifier: ConceptClassifier, embeddings: np.ndarray, labe
     scores = classifier.scores(embeddings)
     return {c: float(np.mean((scores[:, i] > threshold) == np.asarray(labels[c], dtype=bool)))
             for i, c in enumerate(classifier.concepts) if c in labels}
+
+
+def label_targets(labels: pd.DataFrame) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The labelled inputs (sorted) and, per concept, whether each has it, from `(input_id, concept, positive)`
+    rows."""
+    if labels.empty:
+        return [], {}
+    input_ids = sorted(labels["input_id"].unique())
+    by_concept = labels.pivot(index="input_id", columns="concept", values="positive").reindex(input_ids)
+    return input_ids, {c: by_concept[c].to_numpy(dtype=bool) for c in by_concept.columns}
+
+
+def labels_key(labels: pd.DataFrame, backbone: str) -> str | None:
+    """One hash of what a context-based classifier learns from: the labels (`(input_id, concept, positive)`
+    rows) and the backbone configuration. Concept scores made under another key are stale; None while no concept
+    can be learned yet."""
+    if not learnable_concepts(label_targets(labels)[1]):
+        return None
+    rows = sorted(labels[["input_id", "concept", "positive"]].itertuples(index=False, name=None))
+    return hashlib.sha256(json.dumps([backbone, [[i, c, bool(p)] for i, c, p in rows]]).encode()).hexdigest()

@@ -15,11 +15,14 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 
 from core.annotations import WHOLE_IMAGE
-from core.concepts import ConceptClassifier
+from core.concepts import ConceptClassifier, labels_key
 from core.offline import make_ultralytics_offline
+from core.task_config import LabelingTask
 from resources.detector import Detection, DetectorError, file_sha256, letterbox, trained_imgsz
+from resources.store import DuckDBStore
 
 
 @dataclass
@@ -165,3 +168,30 @@ class ConceptModels(dg.ConfigurableResource):
     @staticmethod
     def load(path: Path) -> ConceptClassifier:
         return ConceptClassifier.from_bytes(Path(path).read_bytes())
+
+
+def context_labels(store: DuckDBStore, task: LabelingTask) -> tuple[pd.DataFrame, str | None]:
+    """The labels the task's context-based classifier learns from, and their key (`core.concepts.labels_key`,
+    with the backbone's weights and size)."""
+    labels = store.read(lambda s: s.concepts.labels(task.name, task.image_concepts))
+    return labels, labels_key(labels, f"{file_sha256(task.classifier_path())}|imgsz={task.classifier.imgsz}")
+
+
+def concept_scorers(store: DuckDBStore, tasks: list[LabelingTask]) -> dict[str, str]:
+    """Per task with a classifier, the model whose scores are current: the classification weights' sha256, or the
+    context-based classifier learned from the labels as they are now (while it is not trained yet, the labels'
+    key, which no scores carry). A batch whose inputs it has not all scored is not finished, so new labels make
+    every batch's scores stale. Tasks that cannot score yet (no concept has a positive and a negative label) are
+    left out."""
+    scorers = {}
+    for task in tasks:
+        if task.classifier is None:
+            continue
+        if task.classifier.kind == "classify":
+            scorers[task.name] = file_sha256(task.classifier_path())
+            continue
+        _, key = context_labels(store, task)
+        if key:
+            learned = store.read(lambda s, t=task, k=key: s.concepts.classifier_learned_from(t.name, k))
+            scorers[task.name] = learned[0] if learned else key
+    return scorers

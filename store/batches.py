@@ -1,4 +1,5 @@
-"""SQL of where each batch stands: ingested, predicted by each task's model, routed by each task."""
+"""SQL of where each batch stands: ingested, predicted by each task's model, routed by each task, scored by each
+task's classifier."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ if TYPE_CHECKING:
     from store.database import Session
 
 # In pipeline order; a batch is at the first stage it has not passed.
-STAGES = ("not ingested", "not predicted", "not routed", "complete")
+STAGES = ("not ingested", "not predicted", "not routed", "not scored for concepts", "complete")
 
 
 class BatchesSQL:
     def __init__(self, session: Session) -> None:
         self.s = session
 
-    def stages(self, batches: list[str], models_by_task: dict[str, str], tasks: Iterable[LabelingTask] = ()
-               ) -> dict[str, str]:
+    def stages(self, batches: list[str], models_by_task: dict[str, str], tasks: Iterable[LabelingTask] = (),
+               scorers: dict[str, str] | None = None) -> dict[str, str]:
         """The stage of each batch for the configured tasks (`models_by_task`: task name -> model id; `tasks`:
-        their definitions, whose scope says which inputs each routes). Each stage writes in one transaction, so a
-        batch is never half way through one."""
+        their definitions, whose scope says which inputs each routes; `scorers`: task name -> the classifier whose
+        concept scores are current, see `resources.concepts.concept_scorers`). Each stage writes in one
+        transaction, so a batch is never half way through one."""
         conn, params = self.s.conn, [batches]
         ingested = {b for (b,) in conn.execute(
             "SELECT batch FROM input_sources WHERE batch IN (SELECT unnest(?::VARCHAR[])) UNION "
@@ -59,6 +61,9 @@ class BatchesSQL:
                 return "not predicted"
             if any(routed.get((batch, task), 0) < to_route(batch, task) for task in models_by_task):
                 return "not routed"
+            if any(predicted.get((batch, model), 0) < expected for task, model in (scorers or {}).items()
+                   if not (task in scoped and scoped[task].skips_batch(batch))):
+                return "not scored for concepts"
             return "complete"
 
         return {batch: stage(batch) for batch in batches}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,6 +66,22 @@ class ConceptsSQL:
         # A classifier scores every concept of every image: no confidence floor applies (empty).
         no_floor = pd.Series(dtype="float64", index=processed.index)
         self.s.insert("processed_inputs", processed.assign(conf_floor=no_floor))
+
+    def classifier_learned_from(self, task: str, key: str) -> tuple[str, str] | None:
+        """(model id, path) of the task's context-based classifier learned from the labels `key` names."""
+        rows = self.s.conn.execute(f"{self._task_classifiers_sql('model_id, path')} AND list_contains("
+                                   "json_extract_string(details, '$.labels_keys[*]'), $key) ORDER BY model_id "
+                                   "LIMIT 1", {"task": task, "key": key}).fetchall()
+        return tuple(rows[0]) if rows else None
+
+    def add_labels_key(self, model_id: str, key: str) -> None:
+        """Note that the labels `key` names give this classifier (other labels may give the same bytes, e.g. the
+        same backbone configured another way)."""
+        details = json.loads(self.s.scalar("SELECT details FROM models WHERE model_id = ?", [model_id]) or "{}")
+        if key not in details.setdefault("labels_keys", []):
+            details["labels_keys"].append(key)
+            self.s.conn.execute("UPDATE models SET details = ? WHERE model_id = ?",
+                                [json.dumps(details, sort_keys=True), model_id])
 
     def batch_classifier(self, task: str, batch: str, weights_id: str | None = None) -> str | None:
         """The model whose concept scores of `batch` the task routes: its classification weights (`weights_id`)

@@ -3,13 +3,14 @@ image-level annotations, and concept labels imported from a CSV or from concept 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pytest
-from helpers import new_batch, query, table_count, write_labels_csv
+from helpers import autoannotate, new_batch, query, table_count, write_labels_csv
 
 from apps.dataset_io import import_labels
 from apps.demo_scenes import SCENE_CONCEPTS, write_concept_scenes
@@ -18,6 +19,7 @@ from core.annotations import Kind, Status
 from core.concepts import train_concept_classifier
 from core.settings import REPO_ROOT, Settings
 from core.task_config import load_task, parse_task
+from resources import build_resources
 from resources.exports import export_version
 
 CONCEPT_TASK = REPO_ROOT / "tasks" / "demo_concepts.yaml"
@@ -269,3 +271,57 @@ def test_an_embedding_at_another_size_is_another_embedding(tmp_path: Path) -> No
     assert larger.imgsz == 416 and larger.model_id not in (own.model_id, models.backbone(DEMO_WEIGHTS, 320).model_id)
     scene = np.zeros((480, 640, 3), dtype=np.uint8)
     assert own.embed(scene).shape == larger.embed(scene).shape  # pooled: the same length at any size
+
+
+def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arrive(tmp_path: Path) -> None:
+    """The walkthrough's order: images arrive, people label a handful, the classifier scores the rest. Before, the
+    images of a batch that ran while nothing could be learned were never scored (`run` found nothing new), and new
+    labels never reached the batches already scored."""
+    home, scenes = tmp_path / "home", tmp_path / "scenes"
+    truth = write_concept_scenes(scenes, 30, seed=11)
+    autoannotate("run", "--inbox", str(scenes), "--task", str(CONCEPT_TASK), home=home)
+    store = build_resources(Settings(home=home))["store"]
+    status = json.loads(autoannotate("status", "--json", home=home).stdout)
+    assert (status["image_concepts_by_concept"], status["unfinished_batches"]) == ({}, {})  # nothing to learn yet
+
+    labelled = dict(sorted(truth.items())[:12])
+    rows = [f"scenes/{path.name},{concept}" for path, concepts in labelled.items() for concept in sorted(concepts)]
+    (tmp_path / "labels.csv").write_text("file,concept\n" + "".join(f"{row}\n" for row in rows))
+    autoannotate("import", "--format", "concepts-csv", str(tmp_path / "labels.csv"), "--task", "demo-scenes",
+                 "--user", "carol", home=home)
+    status = json.loads(autoannotate("status", "--json", home=home).stdout)
+    assert list(status["unfinished_batches"].values()) == ["not scored for concepts"]
+
+    summary = json.loads(autoannotate("run", "--json", "--inbox", str(scenes), home=home).stdout)
+    assert [item["stage"] for item in summary["resumed"]] == ["not scored for concepts"]
+    first = query(store, "SELECT model_id, class_names FROM models WHERE task_type = 'context'")
+    assert len(first) == 1
+    learned = len(first["class_names"][0])
+    scores = query(store, "SELECT count(*) AS n, count(DISTINCT input_id) AS images FROM predictions "
+                          "WHERE model_id = ?", [first["model_id"][0]])
+    assert (scores["n"][0], scores["images"][0]) == (30 * learned, 30)  # every image, every learned concept
+    events = table_count({"store": store}, "annotations")
+    assert table_count({"store": store}, "annotations", "source = 'auto'") > 0
+    assert json.loads(autoannotate("run", "--json", "--inbox", str(scenes), home=home).stdout)["resumed"] == []
+    assert table_count({"store": store}, "annotations") == events  # scored once: nothing left to do
+
+    # A reviewer's decision is a new label: the classifier learns again and every batch is scored by it.
+    queue = json.loads(autoannotate("review", "list", "--task", "demo-scenes", "--reviewer", "alice", "--json",
+                                    home=home).stdout)
+    decided = queue["undecided"][0]["annotation_id"]
+    autoannotate("review", "accept", decided, "--reviewer", "alice", home=home)
+    status = json.loads(autoannotate("status", "--json", home=home).stdout)
+    assert list(status["unfinished_batches"].values()) == ["not scored for concepts"]
+    autoannotate("run", "--inbox", str(scenes), home=home)
+    classifiers = query(store, "SELECT model_id FROM models WHERE task_type = 'context'")["model_id"]
+    assert len(classifiers) == 2
+    now_scoring = query(store, "SELECT DISTINCT model_id FROM predictions WHERE model_id IN (SELECT unnest(?))",
+                        [list(classifiers)])["model_id"].tolist()
+    assert now_scoring == [m for m in classifiers if m != first["model_id"][0]]  # replaced, not added
+    assert table_count({"store": store}, "predictions") == 30 * learned
+    assert query(store, "SELECT status, source FROM annotation_state WHERE annotation_id = ?",
+                 [decided]).iloc[0].tolist() == ["SUCCESS", "review"]
+    twice = query(store, "SELECT input_id, concept FROM annotation_state WHERE kind = 'concept' AND status IN "
+                         "('SUCCESS', 'AWAITING_REVIEW', 'PENDING') GROUP BY 1, 2 HAVING count(*) > 1")
+    assert twice.empty  # no image holds a concept twice
+    assert json.loads(autoannotate("status", "--json", home=home).stdout)["unfinished_batches"] == {}
