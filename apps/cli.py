@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from core.annotations import Status
+from core.formats import CONCEPT_FORMATS
 from core.manifests import EXPORT_FORMATS, SPLITS
 from core.settings import Settings
 from core.task_config import LabelingTask
@@ -298,6 +299,10 @@ def render_import(result: dict) -> None:
     print(f"imported {result['labels']} labels on {result['images']} images into task {result['task']}: "
           f"{result['annotations_written']} new annotations ({result['status']}), {result['new_inputs']} new inputs"
           + (f", {result['newly_assigned']} images newly in reviewers' queues" if result["newly_assigned"] else ""))
+    if result["images_without_labels"]:
+        print(f"{result['images_without_labels']} of those images are listed without a label: a person found "
+              + ("none of the concepts on them" if result["format"] in CONCEPT_FORMATS else "no object on them")
+              + " (recorded, once)")
     if result["clipped"]:
         print(f"{result['clipped_boxes']} boxes reached outside their image and were clipped to it: "
               + ", ".join(result["clipped"][:10]) + (" ..." if len(result["clipped"]) > 10 else ""))
@@ -617,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
         review.choices[action].set_defaults(handler=command_review)
 
     importer = sub.add_parser("import", parents=[common], help="existing labels in, as human annotations")
-    importer.add_argument("--format", required=True, choices=["yolo", "coco", "voc", "concepts-csv", "classify"],
+    importer.add_argument("--format", required=True, choices=["yolo", "coco", "voc", *CONCEPT_FORMATS],
                           help="concepts-csv: `file,concept` rows; classify: a folder per concept (or Ultralytics' "
                                "train/<concept>/ layout): image-level concepts")
     importer.add_argument("--task", help="task the labels belong to (default: the first configured task)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from core.annotations import AnnotationEvent, Kind, Source, Status, digest32, human_annotation_id
 from core.formats import (
+    CONCEPT_FORMATS,
     LabelBox,
     LabelFormatError,
     listed_images,
@@ -54,9 +55,11 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
     # Boxes that reached outside their image were clipped to it; the report names each label.
     clipped = [box.clipped_at for box in boxes if box.clipped_at]
     labelled = {box.image for box in boxes}
-    # Images the dataset lists without a label: a person looked and found nothing (negatives of the task's
-    # versions). A model's empty output is no such statement, so suggestions bring none.
+    # Images the dataset lists without a label: a person looked and found nothing (no object: negatives of the
+    # task's versions; no image-level concept: negatives of every concept for its classifier). A model's empty
+    # output is no such statement, so suggestions bring none.
     empty = set() if suggestions_for is not None else set(listed_images(fmt, path)) - labelled
+    kind = Kind.CONCEPT if fmt in CONCEPT_FORMATS else Kind.BOX
     inspected = {}
     for image in sorted(labelled | empty):
         result = inspect_image_file(image, max_pixels)
@@ -65,7 +68,10 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
         inspected[image] = result
     for result in inspected.values():
         images.put(result.input_id, result.data)
-    batch = f"import-{fmt}-{digest32(*sorted(inspected[i].input_id for i in labelled))[:12]}"
+    # Box imports key the batch by their labelled images only, as before images without labels were recorded
+    # (a re-import of an older dataset adds no sources under a new key); a concepts CSV could not list them then.
+    keyed = labelled | empty if kind == Kind.CONCEPT else labelled
+    batch = f"import-{fmt}-{digest32(*sorted(inspected[i].input_id for i in keyed))[:12]}"
     now = datetime.now(UTC).replace(tzinfo=None)
     status = Status.SUCCESS if suggestions_for is None else Status.AWAITING_REVIEW
     events = [import_event(box, inspected[box.image].input_id, task, user, batch, now, status) for box in boxes]
@@ -76,9 +82,10 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
         s.history.class_names(task, concepts, now)
         known = s.history.known_ids(task)
         written = s.history.append([e for e in events if e.annotation_id not in known])
-        s.history.record_empty(task, [inspected[i].input_id for i in empty], batch, user, now)
+        s.history.record_empty(task, [inspected[i].input_id for i in empty], batch, user, now, kind)
         assigned = s.reviews.assign_new(suggestions_for, now) if suggestions_for is not None else 0
-        return {"batch": batch, "status": str(status), "newly_assigned": assigned, "images": len(inspected),
+        return {"batch": batch, "format": fmt, "status": str(status), "newly_assigned": assigned,
+                "images": len(inspected),
                 "new_inputs": ingestion["new"], "labels": len(boxes), "images_without_labels": len(empty),
                 "annotations_written": written, "clipped_boxes": len(clipped), "clipped": clipped}
 

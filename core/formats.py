@@ -129,9 +129,9 @@ def _label_path(image: Path) -> Path:
 
 
 def listed_images(fmt: str, path: Path) -> list[Path]:
-    """Every image a YOLO or COCO dataset lists, with labels or not (an image without labels is one a person
-    looked at and found nothing on); other formats list only labelled images. A COCO file may list images that
-    are not on disk (a subset was downloaded): only those found count."""
+    """Every image a YOLO or COCO dataset or a concepts CSV lists, with labels or not (an image without labels is
+    one a person looked at and found nothing on); other formats list only labelled images. A COCO file may list
+    images that are not on disk (a subset was downloaded): only those found count."""
     if fmt == "yolo":
         return yolo_images(path / "data.yaml", *yolo_data(path)[1:])
     if fmt == "coco":
@@ -139,6 +139,8 @@ def listed_images(fmt: str, path: Path) -> list[Path]:
         places = [(folder / image["file_name"]) for image in document.get("images", [])
                   for folder in (path.parent, path.parent / "images")]
         return [_inside(path.parent, place, path, None) for place in places if place.is_file()]
+    if fmt == "concepts-csv":
+        return [image for image, _ in concept_csv_rows(path)]
     return []
 
 
@@ -468,25 +470,34 @@ def _voc_image(root: Path, xml_file: Path, file_name: str) -> Path:
 # ---------------------------------------------------------------- image-level concepts
 
 CLASSIFY_SPLITS = ("train", "val", "test")
+CONCEPT_FORMATS = ("concepts-csv", "classify")  # import formats of image-level concepts
 
 
-def read_concept_csv(path: Path) -> list[LabelBox]:
-    """`file,concept` rows (a header row `file,concept` is allowed; one row per concept of an image); files are
-    relative to the CSV's folder."""
+def concept_csv_rows(path: Path) -> list[tuple[Path, str]]:
+    """(image, concept) of each `file,concept` row (a header row `file,concept` is allowed; one row per concept of
+    an image; an empty concept: the image has none of the task's concepts); files are relative to the CSV's
+    folder."""
     import csv
 
-    labels = []
+    rows = []
     with path.open(newline="") as handle:
         for line, row in enumerate(csv.reader(handle), 1):
             if not row or (line == 1 and [c.strip().lower() for c in row] == ["file", "concept"]):
                 continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise _fail(path, line, f"expected two fields `file,concept`, got {','.join(row)!r}")
+            if len(row) != 2 or not row[0].strip():
+                raise _fail(path, line, f"expected two fields `file,concept` (the concept empty for an image with "
+                                        f"none), got {','.join(row)!r}")
             image = _inside(path.parent, path.parent / row[0].strip(), path, line)
-            labels.append(concept_label(_existing([image], path, line, f"image {row[0].strip()!r}"), row[1].strip()))
-    if not labels:
+            rows.append((_existing([image], path, line, f"image {row[0].strip()!r}"), row[1].strip()))
+    if not rows:
         raise _fail(path, None, "holds no `file,concept` rows")
-    return labels
+    return rows
+
+
+def read_concept_csv(path: Path) -> list[LabelBox]:
+    """The image-level concept labels of a concepts CSV (`concept_csv_rows`); rows with an empty concept are
+    images with none, which `listed_images` names."""
+    return [concept_label(image, concept) for image, concept in concept_csv_rows(path) if concept]
 
 
 def read_concept_folders(root: Path) -> list[LabelBox]:

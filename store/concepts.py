@@ -34,13 +34,14 @@ class ConceptsSQL:
 
     def labels(self, task: str, concepts: list[str]) -> pd.DataFrame:
         """(input_id, concept, positive) for every image a person gave image-level concepts (imported or decided in
-        review) and every one of `concepts`: positive when the image's concept annotation is SUCCESS now, negative
-        otherwise (a person who labels an image says which of the task's concepts it has). Sorted, so the same
-        labels train the same classifier."""
+        review) or labelled with none of them, and every one of `concepts`: positive when the image's concept
+        annotation is SUCCESS now, negative otherwise (a person who labels an image says which of the task's
+        concepts it has). Sorted, so the same labels train the same classifier."""
         return self.s.df(f"""
             WITH labelled AS (
                 SELECT DISTINCT input_id FROM annotations
-                WHERE task = $task AND {KIND_SQL} = '{Kind.CONCEPT}' AND source <> '{Source.AUTO}'),
+                WHERE task = $task AND {KIND_SQL} = '{Kind.CONCEPT}' AND source <> '{Source.AUTO}'
+                UNION SELECT input_id FROM no_concept_inputs WHERE task = $task),
             positive AS (
                 SELECT DISTINCT input_id, concept FROM annotation_state
                 WHERE task = $task AND {KIND_SQL} = '{Kind.CONCEPT}' AND status = '{Status.SUCCESS}')

@@ -133,12 +133,15 @@ class AnnotationHistory:
     def tasks(self) -> list[str]:
         return [t for (t,) in self.s.conn.execute("SELECT DISTINCT task FROM annotations ORDER BY 1").fetchall()]
 
-    def record_empty(self, task: str, input_ids: list[str], batch: str, annotator: str, now: datetime) -> int:
-        """Images a person found nothing on (imported without labels), once per task and image."""
-        known = {i for (i,) in self.s.conn.execute("SELECT input_id FROM empty_inputs WHERE task = ?",
+    def record_empty(self, task: str, input_ids: list[str], batch: str, annotator: str, now: datetime,
+                     kind: Kind = Kind.BOX) -> int:
+        """Images a person found nothing of `kind` on (imported without labels: no object, or none of the task's
+        image-level concepts), once per task and image."""
+        table = "empty_inputs" if kind == Kind.BOX else "no_concept_inputs"
+        known = {i for (i,) in self.s.conn.execute(f"SELECT input_id FROM {table} WHERE task = ?",
                                                    [task]).fetchall()}
-        return self.s.insert("empty_inputs", [{"task": task, "input_id": i, "batch": batch, "annotator": annotator,
-                                               "recorded_at": now} for i in sorted(set(input_ids) - known)])
+        return self.s.insert(table, [{"task": task, "input_id": i, "batch": batch, "annotator": annotator,
+                                      "recorded_at": now} for i in sorted(set(input_ids) - known)])
 
     def known_ids(self, task: str) -> set[str]:
         return {a for (a,) in self.s.conn.execute(

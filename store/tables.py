@@ -316,14 +316,22 @@ WRITE_TURNS = Table("write_turns", "DuckLake only: one row per keyed table, upda
     timestamp("taken_at", "When a writer last took its turn (UTC)."),
 ), primary_key=("table_name",))
 
-EMPTY_INPUTS = Table("empty_inputs", "Images a person looked at and found no object on, per task: a dataset's "
-                     "images without labels, imported. Each is a negative of the task's versions.", (
-    text("task", "Labeling task."),
-    sha256("input_id", "The input."),
-    text("batch", "The import that brought it."),
-    text("annotator", "Who labelled the dataset (the importing user)."),
-    timestamp("recorded_at", "When it was imported (UTC)."),
-), primary_key=("task", "input_id"))
+def labelled_empty(name: str, description: str) -> Table:
+    """A table of images a person labelled and found nothing of one kind on, per task."""
+    return Table(name, description, (
+        text("task", "Labeling task."),
+        sha256("input_id", "The input."),
+        text("batch", "The import that brought it."),
+        text("annotator", "Who labelled the dataset (the importing user)."),
+        timestamp("recorded_at", "When it was imported (UTC)."),
+    ), primary_key=("task", "input_id"))
+
+
+EMPTY_INPUTS = labelled_empty("empty_inputs", "Images a person looked at and found no object on, per task: a "
+                              "dataset's images without labels, imported. Each is a negative of the task's versions.")
+NO_CONCEPT_INPUTS = labelled_empty("no_concept_inputs", "Images a person labelled with none of the task's image-level "
+                                   "concepts (a concepts CSV row with an empty concept): the concept classifier "
+                                   "learns each as a negative of every concept.")
 
 MODEL_EVALUATIONS = Table("model_evaluations", "Each detector's figures on a dataset version's val split, measured "
                           "with Ultralytics' validator: every candidate of that version is compared on it.", (
@@ -353,4 +361,4 @@ MODEL_PROMOTIONS = Table("model_promotions", "Every change of a task's current d
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, EMBEDDINGS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS,
     ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, SPOT_CHECKS, REVIEWER_TOKENS,
-    DATASET_VERSIONS, EMPTY_INPUTS, MODEL_EVALUATIONS, MODEL_PROMOTIONS, WRITE_TURNS)}
+    DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS, MODEL_PROMOTIONS, WRITE_TURNS)}

@@ -146,9 +146,9 @@ def review_server(resources: dict) -> Iterator[tuple[int, object]]:
 
 
 def write_labels_csv(truth: dict[Path, set[str]], csv_path: Path) -> int:
-    """`file,concept` rows for labelled scenes; a scene with no concept gets none (its other concepts are
-    negatives all the same: a person labelled it)."""
-    rows = [f"{path.name},{concept}" for path, concepts in truth.items() for concept in sorted(concepts)]
+    """`file,concept` rows for labelled scenes; a scene with no concept gets one row with an empty concept (a
+    person labelled it: it has none)."""
+    rows = [f"{path.name},{concept}" for path, concepts in truth.items() for concept in sorted(concepts) or [""]]
     csv_path.write_text("file,concept\n" + "".join(row + "\n" for row in rows))
     return len(rows)
 

@@ -61,7 +61,18 @@ def test_twenty_labelled_scenes_teach_the_context_classifier_and_its_scores_beco
     write_labels_csv(labelled, tmp_path / "labelled" / "labels.csv")
     imported = import_labels(resources["store"], resources["images"], "concepts-csv", tmp_path / "labelled" /
                              "labels.csv", task.name, "carol", 50_000_000, task.concepts)
-    assert imported["images"] == sum(1 for c in labelled.values() if c)  # a scene with no concept has no row
+    # A scene with none of the concepts is a row with an empty concept: labelled, a negative of every concept.
+    without = {p for p, c in labelled.items() if not c}
+    assert without and (imported["images"], imported["images_without_labels"]) == (20, len(without))
+    assert imported["labels"] == sum(len(c) for c in labelled.values())
+    labels = resources["store"].read(lambda s: s.concepts.labels(task.name, task.image_concepts))
+    assert labels["input_id"].nunique() == 20
+    assert not labels[labels["input_id"].isin(query(resources["store"], "SELECT input_id FROM no_concept_inputs")
+                                              ["input_id"])]["positive"].any()
+    again = import_labels(resources["store"], resources["images"], "concepts-csv", tmp_path / "labelled" /
+                          "labels.csv", task.name, "carol", 50_000_000, task.concepts)
+    assert (again["annotations_written"], again["new_inputs"]) == (0, 0)
+    assert table_count(resources, "no_concept_inputs") == len(without)  # recorded once
     held_out = write_concept_scenes(inbox, 100, seed=8)
     batch = new_batch(resources, instance)
     job = definitions.resolve_job_def("annotate_batch")
@@ -325,3 +336,20 @@ def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arri
                          "('SUCCESS', 'AWAITING_REVIEW', 'PENDING') GROUP BY 1, 2 HAVING count(*) > 1")
     assert twice.empty  # no image holds a concept twice
     assert json.loads(autoannotate("status", "--json", home=home).stdout)["unfinished_batches"] == {}
+
+
+def test_a_concepts_csv_names_images_with_none_of_the_concepts_by_an_empty_concept(tmp_path: Path) -> None:
+    from core.formats import LabelFormatError, listed_images, read_concept_csv
+
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("file,concept\na.jpg,night\na.jpg,blurry\nb.jpg,\n")
+    assert [(label.image.name, label.concept) for label in read_concept_csv(tmp_path / "labels.csv")] == [
+        ("a.jpg", "night"), ("a.jpg", "blurry")]
+    assert [p.name for p in listed_images("concepts-csv", tmp_path / "labels.csv")] == ["a.jpg", "a.jpg", "b.jpg"]
+    for text, line, said in (("a.jpg,night,extra\n", 1, "got 'a.jpg,night,extra'"), (",night\n", 1, "got ',night'")):
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(LabelFormatError) as refused:
+            read_concept_csv(tmp_path / "bad.csv")
+        assert str(refused.value) == (f"{tmp_path / 'bad.csv'}:{line}: expected two fields `file,concept` (the "
+                                      f"concept empty for an image with none), {said}")
