@@ -76,7 +76,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
         build_resources(run_settings)["tasks"].load()  # a broken file is refused before it is remembered
         run_settings.remember_task_files()
     summary = run_pipeline(run_settings, progress=None if args.json else print, build_version=args.version,
-                           reroute=args.reroute)
+                           reroute=args.reroute, rescore=args.rescore)
     emit(args, summary, render_run_summary)
 
 
@@ -154,6 +154,9 @@ def render_status(status: dict) -> None:
         priority += f", detector {task['model_id'][:12]}" if task["model_id"] else ""
         print(f"\ntask {name}{priority}: {', '.join(done) or f'0/{total} inputs processed'}")
         print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
+    for name, count in status["batches_scored_by_earlier_classifiers"].items():
+        print(f"\ntask {name}: {count} batches were scored by an earlier concept classifier; `autoannotate run "
+              "--rescore` scores them with the one its labels give now")
     for name, count in status["batches_routed_under_older_rules"].items():
         print(f"\ntask {name}: {count} batches were routed under earlier thresholds; `autoannotate run --reroute` "
               "re-routes them under the current ones")
@@ -566,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="first re-route every earlier batch routed under other thresholds than the tasks' current "
                           "ones, from the stored predictions (people's decisions stay; a batch is predicted again "
                           "only where a task's lower threshold lies below the confidence floor it was predicted at)")
+    run.add_argument("--rescore", action="store_true",
+                     help="first score image-level concepts again in every batch an earlier classifier scored, with "
+                          "the one the task's labels give now (people's decisions stay)")
     run.set_defaults(handler=command_run)
 
     status = sub.add_parser("status", parents=[common], help="counts of inputs, rejections, predictions, annotations")

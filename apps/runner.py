@@ -95,13 +95,14 @@ def run_batch(definitions: dg.Definitions, instance: dg.DagsterInstance, batch: 
 
 
 def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = None,
-                 build_version: bool = False, reroute: bool = False) -> dict:
+                 build_version: bool = False, reroute: bool = False, rescore: bool = False) -> dict:
     """Finish every batch a crash left unfinished, then ingest and annotate everything new in the inbox as one
     batch (what the sensor runs); with `build_version` also today's dataset versions. A version holds the whole
     dataset, so building it costs what the dataset costs, not what the batch costs: the daily schedule builds
     it otherwise. With `reroute`, first re-routes every earlier batch routed under other rules than the tasks'
     current ones, from its stored predictions (people's decisions stay); a batch predicted at a confidence floor
-    above a task's new lower threshold is predicted again first."""
+    above a task's new lower threshold is predicted again first. With `rescore`, every batch whose image-level
+    concept scores came from an earlier classifier than the one the task's labels give now is scored again."""
     say = progress or (lambda text: print(text, file=sys.stderr))
     definitions = build_definitions(settings)
     resources = definitions.resources
@@ -111,7 +112,7 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     for sentence in release_abandoned_runs(instance):
         say(sentence)
     models = models_by_task(tasks, resources["detector"])
-    scorers = concept_scorers(store, tasks)
+    scorers = concept_scorers(store, tasks, current_only=rescore)
     stages = store.read(lambda s: s.batches.stages(inbox.batches(), models, tasks, scorers))
     unfinished = {batch: stage for batch, stage in stages.items() if stage != "complete"}
     stale = []

@@ -26,8 +26,14 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
     pinned `batches` and the configured tasks' `models` (task -> model id), also the batches not complete;
     with the configured tasks (`rules_of`), how many batches each routed under rules it no longer has."""
     scorers = concept_scorers(store, list(rules_of))
+    current = concept_scorers(store, list(rules_of), current_only=True)
 
     def read(s: Session) -> dict:
+        def unscored(name: str, models: set[str]) -> int:
+            """Batches these models have not scored every input of, for the task."""
+            stages = s.batches.stages(list(batches), {}, rules_of, {name: models})
+            return sum(stage == "not scored for concepts" for stage in stages.values())
+
         totals = s.inputs.totals()
         by_status, by_concept, by_image_concept = annotation_counts(s, task)
         configured = {t.name: t for t in rules_of}
@@ -45,6 +51,10 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
                              "inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
                              "inputs_scored_for_concepts": s.concepts.scored_count(name),
                              "review": s.reviews.progress(name)} for name in tasks},
+            # Scored, but not by the classifier the task's labels give now: what `run --rescore` would score.
+            "batches_scored_by_earlier_classifiers": {
+                name: n for name, models in current.items()
+                if (n := unscored(name, models) - unscored(name, scorers[name]))},
             "batches_routed_under_older_rules": {
                 t.name: n for t in rules_of if (n := len(s.history.batches_routed_under_other_rules(t)))},
             "unfinished_batches": {

@@ -177,21 +177,28 @@ def context_labels(store: DuckDBStore, task: LabelingTask) -> tuple[pd.DataFrame
     return labels, labels_key(labels, f"{file_sha256(task.classifier_path())}|imgsz={task.classifier.imgsz}")
 
 
-def concept_scorers(store: DuckDBStore, tasks: list[LabelingTask]) -> dict[str, str]:
-    """Per task with a classifier, the model whose scores are current: the classification weights' sha256, or the
-    context-based classifier learned from the labels as they are now (while it is not trained yet, the labels'
-    key, which no scores carry). A batch whose inputs it has not all scored is not finished, so new labels make
-    every batch's scores stale. Tasks that cannot score yet (no concept has a positive and a negative label) are
+def concept_scorers(store: DuckDBStore, tasks: list[LabelingTask], current_only: bool = False) -> dict[str, set[str]]:
+    """Per task with a classifier, the models whose concept scores count: its classification weights (sha256), or
+    any context-based classifier it has learned, and the one the labels as they are now give (while that is not
+    trained yet, the labels' key, which no scores carry). With `current_only`, only the weights or that current
+    classifier: new labels make every batch scored by an earlier one stale. A batch whose inputs these have not
+    all scored is not finished. Tasks that cannot score yet (no concept has a positive and a negative label) are
     left out."""
     scorers = {}
     for task in tasks:
         if task.classifier is None:
             continue
         if task.classifier.kind == "classify":
-            scorers[task.name] = file_sha256(task.classifier_path())
+            scorers[task.name] = {file_sha256(task.classifier_path())}
             continue
         _, key = context_labels(store, task)
-        if key:
-            learned = store.read(lambda s, t=task, k=key: s.concepts.classifier_learned_from(t.name, k))
-            scorers[task.name] = learned[0] if learned else key
+        if key is None:
+            continue
+
+        def current_and_earlier(s, t=task, k=key) -> tuple[str, list[str]]:
+            learned = s.concepts.classifier_learned_from(t.name, k)
+            return (learned[0] if learned else k), s.concepts.classifier_ids(t.name)
+
+        current, earlier = store.read(current_and_earlier)
+        scorers[task.name] = {current} if current_only else {current, *earlier}
     return scorers

@@ -21,11 +21,11 @@ class BatchesSQL:
         self.s = session
 
     def stages(self, batches: list[str], models_by_task: dict[str, str], tasks: Iterable[LabelingTask] = (),
-               scorers: dict[str, str] | None = None) -> dict[str, str]:
+               scorers: dict[str, set[str]] | None = None) -> dict[str, str]:
         """The stage of each batch for the configured tasks (`models_by_task`: task name -> model id; `tasks`:
-        their definitions, whose scope says which inputs each routes; `scorers`: task name -> the classifier whose
-        concept scores are current, see `resources.concepts.concept_scorers`). Each stage writes in one
-        transaction, so a batch is never half way through one."""
+        their definitions, whose scope says which inputs each routes; `scorers`: task name -> the classifiers whose
+        concept scores count, see `resources.concepts.concept_scorers`). Each stage writes in one transaction, so a
+        batch is never half way through one."""
         conn, params = self.s.conn, [batches]
         ingested = {b for (b,) in conn.execute(
             "SELECT batch FROM input_sources WHERE batch IN (SELECT unnest(?::VARCHAR[])) UNION "
@@ -61,7 +61,9 @@ class BatchesSQL:
                 return "not predicted"
             if any(routed.get((batch, task), 0) < to_route(batch, task) for task in models_by_task):
                 return "not routed"
-            if any(predicted.get((batch, model), 0) < expected for task, model in (scorers or {}).items()
+            # A task's batch holds one classifier's scores at a time, so the counts of its classifiers add up.
+            if any(sum(predicted.get((batch, m), 0) for m in models) < expected
+                   for task, models in (scorers or {}).items()
                    if not (task in scoped and scoped[task].skips_batch(batch))):
                 return "not scored for concepts"
             return "complete"

@@ -75,6 +75,10 @@ class ConceptsSQL:
                                    "LIMIT 1", {"task": task, "key": key}).fetchall()
         return tuple(rows[0]) if rows else None
 
+    def classifier_ids(self, task: str) -> list[str]:
+        """Every context-based classifier the task has learned."""
+        return [m for (m,) in self.s.conn.execute(self._task_classifiers_sql(), {"task": task}).fetchall()]
+
     def add_labels_key(self, model_id: str, key: str) -> None:
         """Note that the labels `key` names give this classifier (other labels may give the same bytes, e.g. the
         same backbone configured another way)."""

@@ -286,8 +286,8 @@ def test_an_embedding_at_another_size_is_another_embedding(tmp_path: Path) -> No
 
 def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arrive(tmp_path: Path) -> None:
     """The walkthrough's order: images arrive, people label a handful, the classifier scores the rest. Before, the
-    images of a batch that ran while nothing could be learned were never scored (`run` found nothing new), and new
-    labels never reached the batches already scored."""
+    images of a batch that ran while nothing could be learned were never scored (`run` found nothing new), and
+    nothing re-scored a batch with the classifier that later labels gave."""
     home, scenes = tmp_path / "home", tmp_path / "scenes"
     truth = write_concept_scenes(scenes, 30, seed=11)
     autoannotate("run", "--inbox", str(scenes), "--task", str(CONCEPT_TASK), home=home)
@@ -316,14 +316,18 @@ def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arri
     assert json.loads(autoannotate("run", "--json", "--inbox", str(scenes), home=home).stdout)["resumed"] == []
     assert table_count({"store": store}, "annotations") == events  # scored once: nothing left to do
 
-    # A reviewer's decision is a new label: the classifier learns again and every batch is scored by it.
+    # A reviewer's decision is a new label: the classifier learns again. Batches it scored before keep their
+    # scores until `run --rescore` (as a new detector re-predicts only when people promote it).
     queue = json.loads(autoannotate("review", "list", "--task", "demo-scenes", "--reviewer", "alice", "--json",
                                     home=home).stdout)
     decided = queue["undecided"][0]["annotation_id"]
     autoannotate("review", "accept", decided, "--reviewer", "alice", home=home)
     status = json.loads(autoannotate("status", "--json", home=home).stdout)
-    assert list(status["unfinished_batches"].values()) == ["not scored for concepts"]
-    autoannotate("run", "--inbox", str(scenes), home=home)
+    assert (status["unfinished_batches"], status["batches_scored_by_earlier_classifiers"]) == ({}, {"demo-scenes": 1})
+    assert "1 batches were scored by an earlier concept classifier" in autoannotate("status", home=home).stdout
+    assert json.loads(autoannotate("run", "--json", "--inbox", str(scenes), home=home).stdout)["resumed"] == []
+    rescored = json.loads(autoannotate("run", "--json", "--rescore", "--inbox", str(scenes), home=home).stdout)
+    assert [item["stage"] for item in rescored["resumed"]] == ["not scored for concepts"]
     classifiers = query(store, "SELECT model_id FROM models WHERE task_type = 'context'")["model_id"]
     assert len(classifiers) == 2
     now_scoring = query(store, "SELECT DISTINCT model_id FROM predictions WHERE model_id IN (SELECT unnest(?))",
@@ -335,7 +339,8 @@ def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arri
     twice = query(store, "SELECT input_id, concept FROM annotation_state WHERE kind = 'concept' AND status IN "
                          "('SUCCESS', 'AWAITING_REVIEW', 'PENDING') GROUP BY 1, 2 HAVING count(*) > 1")
     assert twice.empty  # no image holds a concept twice
-    assert json.loads(autoannotate("status", "--json", home=home).stdout)["unfinished_batches"] == {}
+    status = json.loads(autoannotate("status", "--json", home=home).stdout)
+    assert (status["unfinished_batches"], status["batches_scored_by_earlier_classifiers"]) == ({}, {})
 
 
 def test_a_concepts_csv_names_images_with_none_of_the_concepts_by_an_empty_concept(tmp_path: Path) -> None:
