@@ -355,20 +355,21 @@ def command_version_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def command_model_loop(args: argparse.Namespace, settings: Settings) -> None:
     """`model train|list|promote|rollback`."""
-    from apps.model_registry import list_models, promote_model, promotion_history, rollback_model
+    from apps.model_registry import detecting_tasks, list_models, promote_model, promotion_history, rollback_model
     from resources import build_resources
 
+    resources = build_resources(settings)
+    store, tasks = resources["store"], resources["tasks"]
     if args.action == "train":
         from apps.runner import train_detectors
 
+        detecting_tasks(tasks, None)  # a sentence, before a run, when no task has a detector to train
         day = args.date or datetime.now(UTC).date().isoformat()
         outcomes = train_detectors(settings, day)
         emit(args, {"day": day, "tasks": outcomes}, lambda r: [print(
             f"{task}: " + (f"model {o['model_id'][:12]} from {o['version']}: {o['reason']}" if o["trained"]
                            else f"not trained: {o['why']}")) for task, o in r["tasks"].items()])
         return
-    resources = build_resources(settings)
-    store, tasks = resources["store"], resources["tasks"]
     if args.action == "list":
         listed = {"models": list_models(store, tasks, args.task),
                   "promotions": promotion_history(store, tasks, args.task)}

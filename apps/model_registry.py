@@ -17,7 +17,9 @@ def detecting_tasks(tasks: LabelingTasks, name: str | None) -> list[LabelingTask
     chosen = [t for t in tasks.load() if t.detects and (name is None or t.name == name)]
     if not chosen:
         raise ValueError(f"No configured task that detects objects is called {name!r}." if name else
-                         "No configured task detects objects.")
+                         f"No configured task detects objects (configured: "
+                         f"{', '.join(t.name for t in tasks.load()) or 'none'}): the model loop trains a task's "
+                         "detector, so it needs a task with `model.weights`.")
     return chosen
 
 

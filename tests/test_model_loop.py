@@ -7,14 +7,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import query, suggestions_dataset, write_task_file
+from helpers import autoannotate, query, suggestions_dataset, write_task_file
 
 from apps.dataset_io import import_labels
 from apps.model_registry import list_models, promote_model, rollback_model
 from assets.model_loop import detector_models
 from assets.versions import dataset_versions
 from core.model_loop import promotion_decision, share_auto_accepted, training_classes
-from core.settings import DEMO_TASK, DEMO_WEIGHTS
+from core.settings import DEMO_TASK, DEMO_WEIGHTS, REPO_ROOT
 from core.task_config import PromoteWhen, load_task
 from resources.detector import file_sha256
 from resources.tasks import LabelingTasks
@@ -203,3 +203,12 @@ def test_training_from_a_model_yaml_starts_from_scratch_and_a_missing_one_is_one
     assert str(refused.value) == (f"AUTOANNOTATE_TRAIN_ARCHITECTURE={tmp_path / 'nope.yaml'} does not exist: give a "
                                   "model YAML on disk (autoannotate never downloads one), or leave it unset to "
                                   "fine-tune.")
+
+
+def test_model_train_without_a_task_that_detects_is_one_sentence(tmp_path: Path) -> None:
+    """`model train` with only an image-level concept task configured printed nothing and exited 0."""
+    concepts_only = {"AUTOANNOTATE_TASKS": str(REPO_ROOT / "tasks" / "demo_concepts.yaml")}
+    trained = autoannotate("model", "train", home=tmp_path / "home", env=concepts_only, check=False)
+    assert (trained.returncode, trained.stderr.strip()) == (1, (
+        "autoannotate: No configured task detects objects (configured: demo-scenes): the model loop trains a "
+        "task's detector, so it needs a task with `model.weights`."))
