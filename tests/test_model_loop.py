@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import autoannotate, query, suggestions_dataset, write_task_file
+from helpers import autoannotate, query, suggestions_dataset, write_task_file, yolo_dataset
 
 from apps.dataset_io import import_labels
 from apps.model_registry import list_models, promote_model, rollback_model
@@ -144,7 +144,6 @@ def test_a_promoted_detector_re_annotates_earlier_batches_and_keeps_people_s_dec
     """From the command line: demo run, a review decision, `model train`, `model promote`; the next `run`
     predicts the earlier batch again with the promoted detector, people's decisions stay, no object gets two
     annotations; `model rollback` and the next run go back."""
-    from helpers import autoannotate
 
     home, env = tmp_path / "home", {"AUTOANNOTATE_TRAIN_EPOCHS": "1", "AUTOANNOTATE_TRAIN_IMGSZ": "128"}
     autoannotate("demo", "--count", "16", home=home)
@@ -185,7 +184,6 @@ def test_a_promoted_detector_re_annotates_earlier_batches_and_keeps_people_s_dec
 
 
 def test_training_from_a_model_yaml_starts_from_scratch_and_a_missing_one_is_one_sentence(tmp_path: Path) -> None:
-    from helpers import yolo_dataset
     from ultralytics import YOLO
 
     yolo_dataset(tmp_path / "data", 6)
