@@ -436,6 +436,7 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
     emit(args, result, lambda r: print(
         f"exported {r['version']} as {r['format']} ({r['labels']} labels): {r['out']}\n"
         f"images: {splits}; {r['annotations']} annotations"
+        + (f"; {r['image_concepts']} image-level concepts" if r.get("image_concepts") else "")
         + (f"; {r['negatives']} negative images (no objects)" if "negatives" in r else "")))
 
 

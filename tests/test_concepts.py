@@ -341,6 +341,11 @@ def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arri
     assert twice.empty  # no image holds a concept twice
     status = json.loads(autoannotate("status", "--json", home=home).stdout)
     assert (status["unfinished_batches"], status["batches_scored_by_earlier_classifiers"]) == ({}, {})
+    version = json.loads(autoannotate("version", "create", "--json", home=home).stdout)["versions"]
+    accepted = version[f"demo-scenes@{datetime.now(UTC).date().isoformat()}"]["annotations"]
+    exported = autoannotate("export", "--version", next(iter(version)), "--format", "coco", "--out",
+                            str(tmp_path / "coco"), home=home).stdout
+    assert f"; 0 annotations; {accepted} image-level concepts;" in exported and accepted > 0
 
 
 def test_a_concepts_csv_names_images_with_none_of_the_concepts_by_an_empty_concept(tmp_path: Path) -> None:
