@@ -153,7 +153,15 @@ def render_status(status: dict) -> None:
         priority = f" (priority {task['priority']})" if task["priority"] else ""
         priority += f", detector {task['model_id'][:12]}" if task["model_id"] else ""
         print(f"\ntask {name}{priority}: {', '.join(done) or f'0/{total} inputs processed'}")
-        print_table([{"reviewer": r, **q} for r, q in task["review"].items()], ["reviewer", "assigned", "reviewed"])
+        if task["switched_off"]:
+            print("auto_annotate is false: its model runs, it writes nothing")
+        if task["waiting_for_labels"]:
+            print("its concept classifier has nothing to learn from yet: label images with its concepts "
+                  "(`autoannotate import --format concepts-csv`, or in review; each concept needs an image with it "
+                  "and one without), then `autoannotate run` scores every image")
+        if task["review"]:
+            print_table([{"reviewer": r, **q} for r, q in task["review"].items()],
+                        ["reviewer", "assigned", "reviewed"])
     for name, count in status["batches_scored_by_earlier_classifiers"].items():
         print(f"\ntask {name}: {count} batches were scored by an earlier concept classifier; `autoannotate run "
               "--rescore` scores them with the one its labels give now")

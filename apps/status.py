@@ -37,8 +37,9 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
         totals = s.inputs.totals()
         by_status, by_concept, by_image_concept = annotation_counts(s, task)
         configured = {t.name: t for t in rules_of}
-        # The most urgent task first (configured priority), then by name; tasks no longer configured last.
-        tasks = [task] if task else sorted(s.history.tasks_with_progress(), key=lambda name: (
+        # Every configured task (one with nothing done yet too) and every task with progress: the most urgent
+        # first (configured priority), then by name; tasks no longer configured last.
+        tasks = [task] if task else sorted(set(s.history.tasks_with_progress()) | set(configured), key=lambda name: (
             configured[name].priority_rank if name in configured else 3, name))
         return {
             **totals,
@@ -50,7 +51,12 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
                              "model_id": (models or {}).get(name),
                              "inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
                              "inputs_scored_for_concepts": s.concepts.scored_count(name),
-                             "review": s.reviews.progress(name)} for name in tasks},
+                             "review": s.reviews.progress(name),
+                             "switched_off": name in configured and not configured[name].auto_annotate,
+                             # A context-based classifier with no concept it can learn yet scores nothing.
+                             "waiting_for_labels": name in configured and name not in scorers
+                             and configured[name].classifier is not None
+                             and configured[name].classifier.kind == "context"} for name in tasks},
             # Scored, but not by the classifier the task's labels give now: what `run --rescore` would score.
             "batches_scored_by_earlier_classifiers": {
                 name: n for name, models in current.items()

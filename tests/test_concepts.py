@@ -294,6 +294,8 @@ def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arri
     store = build_resources(Settings(home=home))["store"]
     status = json.loads(autoannotate("status", "--json", home=home).stdout)
     assert (status["image_concepts_by_concept"], status["unfinished_batches"]) == ({}, {})  # nothing to learn yet
+    assert status["tasks"]["demo-scenes"]["waiting_for_labels"] is True  # listed, saying what it waits for
+    assert "its concept classifier has nothing to learn from yet" in autoannotate("status", home=home).stdout
 
     labelled = dict(sorted(truth.items())[:12])
     rows = [f"scenes/{path.name},{concept}" for path, concepts in labelled.items() for concept in sorted(concepts)]
@@ -302,6 +304,7 @@ def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arri
                  "--user", "carol", home=home)
     status = json.loads(autoannotate("status", "--json", home=home).stdout)
     assert list(status["unfinished_batches"].values()) == ["not scored for concepts"]
+    assert status["tasks"]["demo-scenes"]["waiting_for_labels"] is False
 
     summary = json.loads(autoannotate("run", "--json", "--inbox", str(scenes), home=home).stdout)
     assert [item["stage"] for item in summary["resumed"]] == ["not scored for concepts"]

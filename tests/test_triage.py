@@ -249,8 +249,9 @@ def test_a_task_switched_off_writes_nothing_a_scoped_task_routes_its_folder_and_
     assert len(written[written["task"] == "scoped"]) > 0
     status = collect_status(store, batches=[batch], rules_of=tasks,
                             models=models_by_task(tasks, resources["detector"]))
-    assert [(name, t["priority"]) for name, t in status["tasks"].items()] == [("everything", "high"),
-                                                                              ("scoped", "low")]
+    # Every configured task is listed, by priority: the switched-off one too, saying so.
+    assert [(name, t["priority"], t["switched_off"]) for name, t in status["tasks"].items()] == [
+        ("everything", "high", False), ("off", "medium", True), ("scoped", "low", False)]
     assert status["unfinished_batches"] == {}  # neither the scope nor the switch leaves the batch unfinished
     events = table_count(resources, "annotations")
     materialize_batch([annotations], resources, instance, batch, CHECKS)
