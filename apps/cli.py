@@ -152,7 +152,10 @@ def render_status(status: dict) -> None:
             ("inputs_scored_for_concepts", "scored for image-level concepts")) if task[key]]
         priority = f" (priority {task['priority']})" if task["priority"] else ""
         priority += f", detector {task['model_id'][:12]}" if task["model_id"] else ""
-        print(f"\ntask {name}{priority}: {', '.join(done) or f'0/{total} inputs processed'}")
+        # Nothing done yet: a task with a detector processes inputs for objects, one without scores concepts.
+        nothing = f"0/{total} inputs " + ("processed for objects" if task["model_id"]
+                                          else "scored for image-level concepts")
+        print(f"\ntask {name}{priority}: {', '.join(done) or nothing}")
         if task["switched_off"]:
             print("auto_annotate is false: its model runs, it writes nothing")
         if task["waiting_for_labels"]:

@@ -295,7 +295,9 @@ def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arri
     status = json.loads(autoannotate("status", "--json", home=home).stdout)
     assert (status["image_concepts_by_concept"], status["unfinished_batches"]) == ({}, {})  # nothing to learn yet
     assert status["tasks"]["demo-scenes"]["waiting_for_labels"] is True  # listed, saying what it waits for
-    assert "its concept classifier has nothing to learn from yet" in autoannotate("status", home=home).stdout
+    text = autoannotate("status", home=home).stdout
+    assert "task demo-scenes (priority medium): 0/30 inputs scored for image-level concepts\nits concept " \
+           "classifier has nothing to learn from yet" in text
 
     labelled = dict(sorted(truth.items())[:12])
     rows = [f"scenes/{path.name},{concept}" for path, concepts in labelled.items() for concept in sorted(concepts)]
