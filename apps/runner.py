@@ -23,8 +23,8 @@ from resources.inbox import Inbox, list_inbox_files
 from resources.store import DuckDBStore
 from resources.tasks import detectors_for, models_by_task
 
-# Our assets log progress at INFO (every 100 images); Dagster's own step events are DEBUG.
 CONCEPT_ASSETS = [concept_classifier.key, concept_predictions.key, concept_annotations.key]
+# Our assets log progress at INFO (every 100 images); Dagster's own step events are DEBUG.
 PROGRESS_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
@@ -112,7 +112,8 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     for sentence in release_abandoned_runs(instance):
         say(sentence)
     models = models_by_task(tasks, resources["detector"])
-    scorers = concept_scorers(store, tasks, current_only=rescore)
+    scorers = {name: {scorer.current} if rescore else scorer.counted
+               for name, scorer in concept_scorers(store, tasks).items()}
     stages = store.read(lambda s: s.batches.stages(inbox.batches(), models, tasks, scorers))
     unfinished = {batch: stage for batch, stage in stages.items() if stage != "complete"}
     stale = []

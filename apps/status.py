@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from core.annotations import Kind
 from core.task_config import LabelingTask
 from resources.concepts import concept_scorers
@@ -26,10 +28,9 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
     pinned `batches` and the configured tasks' `models` (task -> model id), also the batches not complete;
     with the configured tasks (`rules_of`), how many batches each routed under rules it no longer has."""
     scorers = concept_scorers(store, list(rules_of))
-    current = concept_scorers(store, list(rules_of), current_only=True)
 
     def read(s: Session) -> dict:
-        def unscored(name: str, models: set[str]) -> int:
+        def unscored(name: str, models: Collection[str]) -> int:
             """Batches these models have not scored every input of, for the task."""
             stages = s.batches.stages(list(batches), {}, rules_of, {name: models})
             return sum(stage == "not scored for concepts" for stage in stages.values())
@@ -59,12 +60,13 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
                              and configured[name].classifier.kind == "context"} for name in tasks},
             # Scored, but not by the classifier the task's labels give now: what `run --rescore` would score.
             "batches_scored_by_earlier_classifiers": {
-                name: n for name, models in current.items()
-                if (n := unscored(name, models) - unscored(name, scorers[name]))},
+                name: n for name, scorer in scorers.items()
+                if (n := unscored(name, {scorer.current}) - unscored(name, scorer.counted))},
             "batches_routed_under_older_rules": {
                 t.name: n for t in rules_of if (n := len(s.history.batches_routed_under_other_rules(t)))},
             "unfinished_batches": {
-                b: stage for b, stage in s.batches.stages(list(batches), models or {}, rules_of, scorers).items()
+                b: stage for b, stage in s.batches.stages(
+                    list(batches), models or {}, rules_of, {n: c.counted for n, c in scorers.items()}).items()
                 if stage != "complete"},
         }
 

@@ -177,19 +177,28 @@ def context_labels(store: DuckDBStore, task: LabelingTask) -> tuple[pd.DataFrame
     return labels, labels_key(labels, f"{file_sha256(task.classifier_path())}|imgsz={task.classifier.imgsz}")
 
 
-def concept_scorers(store: DuckDBStore, tasks: list[LabelingTask], current_only: bool = False) -> dict[str, set[str]]:
-    """Per task with a classifier, the models whose concept scores count: its classification weights (sha256), or
-    any context-based classifier it has learned, and the one the labels as they are now give (while that is not
-    trained yet, the labels' key, which no scores carry). With `current_only`, only the weights or that current
-    classifier: new labels make every batch scored by an earlier one stale. A batch whose inputs these have not
-    all scored is not finished. Tasks that cannot score yet (no concept has a positive and a negative label) are
-    left out."""
+@dataclass(frozen=True)
+class ConceptScorer:
+    """Which models' concept scores count for a task: `current`, the classification weights (sha256) or the
+    context-based classifier the labels as they are now give (while that is not trained yet, the labels' key,
+    which no scores carry); `counted`, those and every earlier classifier the task learned."""
+
+    current: str
+    counted: frozenset[str]
+
+
+def concept_scorers(store: DuckDBStore, tasks: list[LabelingTask]) -> dict[str, ConceptScorer]:
+    """Per task with a classifier, the models whose concept scores count (`ConceptScorer`). A batch whose inputs
+    the counted ones have not all scored is not finished; one scored by an earlier classifier than the current
+    one is what `run --rescore` scores again. Tasks that cannot score yet (no concept has a positive and a
+    negative label) are left out."""
     scorers = {}
     for task in tasks:
         if task.classifier is None:
             continue
         if task.classifier.kind == "classify":
-            scorers[task.name] = {file_sha256(task.classifier_path())}
+            weights = file_sha256(task.classifier_path())
+            scorers[task.name] = ConceptScorer(weights, frozenset({weights}))
             continue
         _, key = context_labels(store, task)
         if key is None:
@@ -200,5 +209,5 @@ def concept_scorers(store: DuckDBStore, tasks: list[LabelingTask], current_only:
             return (learned[0] if learned else k), s.concepts.classifier_ids(t.name)
 
         current, earlier = store.read(current_and_earlier)
-        scorers[task.name] = {current} if current_only else {current, *earlier}
+        scorers[task.name] = ConceptScorer(current, frozenset({current, *earlier}))
     return scorers

@@ -3,7 +3,7 @@ task's classifier."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 from core.routing import scope_sql
@@ -21,10 +21,10 @@ class BatchesSQL:
         self.s = session
 
     def stages(self, batches: list[str], models_by_task: dict[str, str], tasks: Iterable[LabelingTask] = (),
-               scorers: dict[str, set[str]] | None = None) -> dict[str, str]:
+               scorers: dict[str, Collection[str]] | None = None) -> dict[str, str]:
         """The stage of each batch for the configured tasks (`models_by_task`: task name -> model id; `tasks`:
         their definitions, whose scope says which inputs each routes; `scorers`: task name -> the classifiers whose
-        concept scores count, see `resources.concepts.concept_scorers`). Each stage writes in one transaction, so a
+        concept scores count, see `resources.concepts.ConceptScorer`). Each stage writes in one transaction, so a
         batch is never half way through one."""
         conn, params = self.s.conn, [batches]
         ingested = {b for (b,) in conn.execute(
