@@ -113,8 +113,12 @@ def test_slider_number_keys_counts_send_back_and_the_original_concept(
             page.keyboard.press("2")
             wait_until(page, "id => !document.querySelector(`#boxes .box[data-id='${id}']`)",
                        target["annotation_id"])
+            # A relabel retires the old annotation and writes the corrected one: read each, in no chance order.
+            assert query(store, f"SELECT status FROM ({CURRENT}) WHERE annotation_id = ?",
+                         [target["annotation_id"]])["status"].tolist() == ["RETIRED"]
             corrected = query(store, f"SELECT annotation_id, concept, original_concept, status FROM ({CURRENT}) "
-                                     "WHERE input_id = ? AND source = 'review'", [image["input_id"]]).iloc[0]
+                                     "WHERE input_id = ? AND source = 'review' AND annotation_id <> ?",
+                              [image["input_id"], target["annotation_id"]]).iloc[0]
             assert (corrected["concept"], corrected["original_concept"], corrected["status"]) == (
                 "box", target["concept"], "SUCCESS")
             row = page.locator(f'#boxes .box[data-id="{corrected["annotation_id"]}"]')
