@@ -15,10 +15,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from core.annotations import Status
-from core.formats import CONCEPT_FORMATS
+from core.formats import CONCEPT_FORMATS, LINK_MODES
 from core.manifests import EXPORT_FORMATS, SPLITS
 from core.settings import Settings
 from core.task_config import LabelingTask
+
+SHOWN_REJECTIONS = 20
 
 
 class UserError(Exception):
@@ -73,7 +75,11 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
         if "task_files" in settings.from_environment:
             raise UserError("AUTOANNOTATE_TASKS is set, and it decides the tasks of every command; unset it to "
                             "use --task, or list the files there.")
-        build_resources(run_settings)["tasks"].load()  # a broken file is refused before it is remembered
+        from resources.tasks import check_task_models
+
+        # A broken file, missing weights or a class the model lacks is refused before the files are remembered.
+        resources = build_resources(run_settings)
+        check_task_models(resources["tasks"].load(), resources["detector"])
         run_settings.remember_task_files()
     summary = run_pipeline(run_settings, progress=None if args.json else print, build_version=args.version,
                            reroute=args.reroute, rescore=args.rescore)
@@ -86,6 +92,9 @@ def render_run_summary(summary: dict) -> None:
               "labels taught a classifier)")
     for batch in summary["rerouted"]:
         print(f"re-routed batch {batch} under the current rules")
+    if summary["still_written"]:
+        print(f"{len(summary['still_written'])} file(s) still being written, left for the next run: "
+              + ", ".join(summary["still_written"][:5]) + (" ..." if len(summary["still_written"]) > 5 else ""))
     if summary["batch"] is None:
         if summary.get("inbox_missing"):
             print(f"The inbox {summary['inbox']} does not exist: put images there, or pass --inbox FOLDER.")
@@ -109,10 +118,19 @@ def render_run_summary(summary: dict) -> None:
     for key, version in summary.get("versions", {}).items():
         print(f"\ndataset version {key}: {version['annotations']} accepted annotations on {version['inputs']} "
               f"images, {version['negatives']} negative images, manifest {version['manifest_sha256'][:16]}")
-    if summary["rejections"]:
-        print("\nrejected files:")
-        for item in summary["rejections"]:
-            print(f"  {item['reason']}")
+    print_rejections(summary["rejections"], summary["ingestion"]["rejected"])
+
+
+def print_rejections(rejections: list[dict], total: int) -> None:
+    """The rejected files with their reasons: the first `SHOWN_REJECTIONS`, then how many more."""
+    if not total:
+        return
+    print(f"\nrejected files ({total}):")
+    for item in rejections[:SHOWN_REJECTIONS]:
+        print(f"  {item['uri']}: {item['reason']}")
+    if total > SHOWN_REJECTIONS:
+        print(f"  ... and {total - SHOWN_REJECTIONS} more (`autoannotate status --json` lists "
+              f"{SHOWN_REJECTIONS}; the table rejected_inputs holds all)")
 
 
 def command_status(args: argparse.Namespace, settings: Settings) -> None:
@@ -136,6 +154,7 @@ def command_status(args: argparse.Namespace, settings: Settings) -> None:
 def render_status(status: dict) -> None:
     print_table([{"what": k, "count": status[k]} for k in ("inputs", "rejected", "duplicates", "predictions")],
                 ["what", "count"])
+    print_rejections(status["rejected_files"], status["rejected"])
     print("\nannotations (current state):")
     statuses = [Status.SUCCESS, Status.AWAITING_REVIEW, Status.REJECTED]
     print_table([{"concept": c, **{s: counts.get(s, 0) for s in statuses}}
@@ -252,6 +271,12 @@ def command_calibrate(args: argparse.Namespace, settings: Settings) -> None:
     resources, task = configured_task(settings, args.task)
     proposal = resources["store"].read(lambda s: s.quality.calibration(task, args.target_precision, args.confidence,
                                                                         args.target_recall))
+    if args.write and all(p["upper"] is None for p in proposal.values()):
+        # A calibrated file with every threshold unchanged would only look calibrated.
+        raise UserError(f"Nothing written: no concept of task {task.name!r} can be calibrated to a precision of "
+                        f"{args.target_precision}: " + "; ".join(
+                            f"{c}: {p['note'] or 'no threshold reaches it'} ({p['reference_boxes']} reference boxes)"
+                            for c, p in proposal.items()) + ".")
     written = str(write_calibrated_task(task, proposal, args.target_precision)) if args.write else None
     emit(args, {"task": task.name, "target_precision": args.target_precision, "confidence": args.confidence,
                 "target_recall": args.target_recall, "concepts": proposal, "written": written}, render_calibration)
@@ -270,6 +295,9 @@ def render_calibration(result: dict) -> None:
                  for c, p in result["concepts"].items()],
                 ["concept", "reference boxes", "upper", "lower", "expected precision (low)", "auto-accepted",
                  "review load"])
+    for concept, proposed in result["concepts"].items():
+        if proposed["note"]:
+            print(f"{concept}: {proposed['note']}")
     missed = [c for c, p in result["concepts"].items() if p["target_recall_reached"] is False]
     if missed:
         print(f"no lower threshold keeps the target recall for {', '.join(missed)}: the lowest confidence stored "
@@ -287,7 +315,8 @@ def command_dry_run(args: argparse.Namespace, settings: Settings) -> None:
 def render_dry_run(result: dict) -> None:
     print(f"task {result['task']} (nothing is written)")
     for key, title in (("predictions", "boxes"), ("concepts", "image-level concepts")):
-        rows = [{"image": image["image"], **p} for image in result["images"] for p in image.get(key, [])]
+        rows = [{"image": image["image"], **p, "confidence": f"{p['confidence']:.4f}"} for image in result["images"]
+                for p in image.get(key, [])]
         if any(key in image for image in result["images"]):
             print(f"\n{title}:")
             print_table(rows, ["image", "class_name", "concept", "confidence", "band", "status"])
@@ -305,7 +334,8 @@ def command_import(args: argparse.Namespace, settings: Settings) -> None:
         raise UserError(f"{path} does not exist.")
     result = import_labels(resources["store"], resources["images"], args.format, path, task.name, args.user,
                            resources["inbox"].max_pixels, task.concepts,
-                           suggestions_for=task if args.as_what == "suggestions" else None)
+                           suggestions_for=task if args.as_what == "suggestions" else None,
+                           match_iou=task.match_iou)
     emit(args, {"task": task.name, **result}, render_import)
 
 
@@ -313,6 +343,14 @@ def render_import(result: dict) -> None:
     print(f"imported {result['labels']} labels on {result['images']} images into task {result['task']}: "
           f"{result['annotations_written']} new annotations ({result['status']}), {result['new_inputs']} new inputs"
           + (f", {result['newly_assigned']} images newly in reviewers' queues" if result["newly_assigned"] else ""))
+    if result["matched_existing"]:
+        print(f"{result['matched_existing']} labels matched an annotation the task already had (IoU >= its match_iou): "
+              f"{result['taken_over']} took it over (same annotation, now the imported box), {result['unchanged']} "
+              "said the same already; no object got a second annotation")
+    for item in result["identical_files"]:
+        print(f"byte-identical files, one image: {', '.join(item['files'])}: their labels merged into "
+              f"{item['labels']}" + (f", {item['conflicting_labels']} labels only some of them carry (kept)"
+                                     if item["conflicting_labels"] else ""))
     if result["images_without_labels"]:
         print(f"{result['images_without_labels']} of those images are listed without a label: a person found "
               + ("none of the concepts on them" if result["format"] in CONCEPT_FORMATS else "no object on them")
@@ -420,11 +458,12 @@ def command_model_classes(args: argparse.Namespace, settings: Settings) -> None:
         detectors = [detector_for(task, default) for task in tasks]
     models: dict[str, dict] = {}
     for index, detector in enumerate(detectors):
-        model = detector.load()
-        entry = models.setdefault(model.path, {"weights": model.path, "model_id": model.model_id,
-                                               "classes": model.class_names, "tasks": {}})
+        model_id, class_names = detector.describe()  # a listing loads no runtime and exports nothing
+        weights = str(detector.weights_path())
+        entry = models.setdefault(weights, {"weights": weights, "model_id": model_id, "classes": class_names,
+                                            "tasks": {}})
         if tasks:
-            entry["tasks"][tasks[index].name] = {c: tasks[index].concept_for(c) for c in model.class_names}
+            entry["tasks"][tasks[index].name] = {c: tasks[index].concept_for(c) for c in class_names}
     emit(args, {"models": list(models.values())}, render_model_classes)
 
 
@@ -442,7 +481,8 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
 
     resources = build_resources(settings)
     result = export_version(resources["store"], resources["images"], resources["versions"], args.version,
-                            args.format, Path(args.out), negatives=args.negatives, longest_side=args.resize)
+                            args.format, Path(args.out), negatives=args.negatives, longest_side=args.resize,
+                            overwrite=args.overwrite, link=args.link)
     splits = ", ".join(f"{split} {result[split]}" for split in SPLITS if split in result)
     emit(args, result, lambda r: print(
         f"exported {r['version']} as {r['format']} ({r['labels']} labels): {r['out']}\n"
@@ -495,7 +535,9 @@ def render_queue(queue: dict) -> None:
         print(f"{queue['reviewer']} has nothing {'left ' if queue.get('pending') else ''}to review in task "
               f"{queue['task']}.")
         return
-    print_table([{**item, "doubt": f"{item['doubt']:.3f}"} for item in queue["items"]],
+    # A finished image has nothing left to doubt.
+    print_table([{**item, "doubt": "-" if item["doubt"] is None else f"{item['doubt']:.3f}"}
+                 for item in queue["items"]],
                 ["input_id", "file", "pending", "boxes", "concepts", "doubt"])
     if queue["undecided"]:
         print(f"\nundecided items ({len(queue['undecided'])}): accept, reject or relabel them by annotation_id")
@@ -698,6 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="leave out the negative images (looked at, no object accepted); kept by default")
     export.add_argument("--resize", type=int, default=0, metavar="PIXELS",
                         help="shrink images whose longest side is larger to this size (default 0: as stored)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty --out folder whole (written beside it, then renamed: a failed "
+                             "export leaves the old one as it was); without it a non-empty folder is refused")
+    export.add_argument("--link", choices=LINK_MODES, default="hardlink",
+                        help="how images are placed: hardlink (default; a copy where the filesystem cannot link), "
+                             "copy, or symlink into the image store (the export then works on this machine only)")
     export.set_defaults(handler=command_export)
     add_examples(parser)
     return parser

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pandas as pd
 
 from core.annotations import AnnotationEvent, Kind, Source, Status, digest32, human_annotation_id
 from core.formats import (
@@ -21,6 +24,7 @@ from core.formats import (
 )
 from core.geometry import Box
 from core.image_checks import Rejection, inspect_image_file
+from core.quality import DEFAULT_IOU, greedy_pairs
 from core.task_config import LabelingTask
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
@@ -33,10 +37,17 @@ READERS = {"yolo": read_yolo, "coco": read_coco, "voc": read_voc, "concepts-csv"
 
 
 def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, task: str, user: str,
-                  max_pixels: int, concepts: list[str], suggestions_for: LabelingTask | None = None) -> dict:
+                  max_pixels: int, concepts: list[str], suggestions_for: LabelingTask | None = None,
+                  match_iou: float = DEFAULT_IOU) -> dict:
     """Every label becomes a SUCCESS annotation (source `import`, annotator `user`) of `task`; with
     `suggestions_for` (the task's definition), an AWAITING_REVIEW one instead, with the label's confidence when
     the file has one, in the task's reviewers' queues.
+
+    One object keeps one annotation: each label is matched one-to-one (IoU >= `match_iou`, same concept) to the
+    task's live annotations of its image, as a re-run matches predictions. A matched label takes the annotation
+    over (same id, an `import` event with the label's box) unless it already says the same (unchanged); a
+    suggestion matching an annotation adds nothing. Labels of byte-identical files (one stored input) are merged
+    the same way, and the summary names those files and the labels they disagree on.
 
     All files are read and checked before anything is written; then images not yet ingested are
     ingested and the annotations written in one transaction. Importing the same labels again
@@ -74,22 +85,102 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
     batch = f"import-{fmt}-{digest32(*sorted(inspected[i].input_id for i in keyed))[:12]}"
     now = datetime.now(UTC).replace(tzinfo=None)
     status = Status.SUCCESS if suggestions_for is None else Status.AWAITING_REVIEW
+    boxes, identical = merge_identical_files(boxes, {image: inspected[image].input_id for image in inspected},
+                                             match_iou)
     events = [import_event(box, inspected[box.image].input_id, task, user, batch, now, status) for box in boxes]
     stored = {r.input_id: str(images.path_for(r.input_id)) for r in inspected.values()}
 
     def write(s: Session) -> dict:
         ingestion = s.inputs.record_batch(batch, list(inspected.items()), [], stored, now)
         s.history.class_names(task, concepts, now)
+        live = s.history.current(task=task, input_id=sorted({e.input_id for e in events}), kind=kind,
+                                 status=[Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING]) if events else None
+        taken_over, new, unchanged = take_over_matches(events, live, match_iou, suggestions=suggestions_for is not None)
+        # A new label already imported once (and maybe rejected by a person since) is not written again.
         known = s.history.known_ids(task)
-        written = s.history.append([e for e in events if e.annotation_id not in known])
+        written = s.history.append(taken_over + [e for e in new if e.annotation_id not in known])
         s.history.record_empty(task, [inspected[i].input_id for i in empty], batch, user, now, kind)
         assigned = s.reviews.assign_new(suggestions_for, now) if suggestions_for is not None else 0
         return {"batch": batch, "format": fmt, "status": str(status), "newly_assigned": assigned,
                 "images": len(inspected),
                 "new_inputs": ingestion["new"], "labels": len(boxes), "images_without_labels": len(empty),
-                "annotations_written": written, "clipped_boxes": len(clipped), "clipped": clipped}
+                "annotations_written": written, "matched_existing": len(taken_over) + unchanged,
+                "taken_over": len(taken_over), "unchanged": unchanged, "new_labels": len(new),
+                "identical_files": identical, "clipped_boxes": len(clipped), "clipped": clipped}
 
     return store.write(write)
+
+
+def _label_frame(items: list, input_of: dict[Path, str] | None = None) -> pd.DataFrame:
+    """Labels (`LabelBox`, with `input_of` their image's input id) or events as `core.quality.greedy_pairs` reads
+    them: every label counts alike (confidence 1), in file order."""
+    return pd.DataFrame([{"input_id": input_of[i.image] if input_of else i.input_id, "concept": i.concept,
+                          "x1": i.x1, "y1": i.y1, "x2": i.x2, "y2": i.y2, "confidence": 1.0} for i in items],
+                        columns=["input_id", "concept", "x1", "y1", "x2", "y2", "confidence"])
+
+
+def merge_identical_files(boxes: list[LabelBox], input_of: dict[Path, str], match_iou: float
+                          ) -> tuple[list[LabelBox], list[dict]]:
+    """The labels of byte-identical files (one input) as one image's labels: a label of a later file matching one
+    of an earlier file (IoU >= `match_iou`, same concept) is the same object and is dropped; what the files do not
+    agree on is kept and counted. Returns the labels and, per input with several files, its files and how many
+    labels only some of them carry."""
+    files_of: dict[str, list[Path]] = {}
+    for image, input_id in sorted(input_of.items()):
+        files_of.setdefault(input_id, []).append(image)
+    shared = {input_id: files for input_id, files in files_of.items() if len(files) > 1}
+    if not shared:
+        return boxes, []
+    by_file: dict[Path, list[LabelBox]] = {}
+    for box in boxes:
+        by_file.setdefault(box.image, []).append(box)
+    kept = [box for box in boxes if input_of[box.image] not in shared]
+    report = []
+    for input_id, files in sorted(shared.items()):
+        merged = list(by_file.get(files[0], []))
+        conflicting = 0
+        for other in files[1:]:
+            theirs = by_file.get(other, [])
+            matched = {i for i, _ in greedy_pairs(_label_frame(theirs, input_of), _label_frame(merged, input_of),
+                                                  match_iou)}
+            conflicting += len(merged) - len(matched) + len(theirs) - len(matched)
+            merged += [box for i, box in enumerate(theirs) if i not in matched]
+        kept += merged
+        report.append({"input_id": input_id, "files": [str(f) for f in files], "labels": len(merged),
+                       "conflicting_labels": conflicting})
+    return kept, report
+
+
+def take_over_matches(events: list[AnnotationEvent], live: pd.DataFrame | None, match_iou: float,
+                      suggestions: bool) -> tuple[list[AnnotationEvent], list[AnnotationEvent], int]:
+    """Each label matched one-to-one (`core.quality.greedy_pairs`) to a live annotation of its image and concept
+    takes that annotation over: the same id, batch, prediction and model, the label's box, source `import`; one
+    that already says the same (same box to 1e-6, status and source) is unchanged and writes nothing, and so is a
+    suggestion that matches (the object is annotated already). Returns (take-over events, events of new objects,
+    how many were unchanged)."""
+    if live is None or live.empty:
+        return [], events, 0
+    live = live.reset_index(drop=True)
+    pairs = dict(greedy_pairs(_label_frame(events), live, match_iou))
+    taken_over, new, unchanged = [], [], 0
+    for index, event in enumerate(events):
+        if index not in pairs:
+            new.append(event)
+            continue
+        current = live.iloc[pairs[index]]
+        same = max(abs(event.x1 - current.x1), abs(event.y1 - current.y1), abs(event.x2 - current.x2),
+                   abs(event.y2 - current.y2)) < 1e-6
+        if suggestions or (same and current.status == str(event.status) and current.source == str(Source.IMPORT)
+                           and current.concept == event.concept):
+            unchanged += 1
+            continue
+        taken_over.append(replace(event, annotation_id=current.annotation_id, batch=current.batch,
+                                  prediction_id=_or_none(current.prediction_id), model_id=_or_none(current.model_id)))
+    return taken_over, new, unchanged
+
+
+def _or_none(value: object) -> object:
+    return None if value is None or pd.isna(value) else value
 
 
 def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str, now: datetime,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from core.image_checks import Rejection, inspect_image_file, load_oriented_rgb
+from core.image_checks import Rejection, inspect_image_file, load_oriented_bgr
 from core.routing import route_predictions
 from core.settings import Settings
 from core.task_config import LabelingTask, check_class_map, load_task
@@ -18,7 +17,7 @@ from resources.detector import Detection
 from resources.tasks import detector_for
 from store.predictions import prediction_rows
 
-ROUTED_COLUMNS = ["class_name", "confidence", "prediction_id"]
+ROUTED_COLUMNS = ["class_name", "confidence", "prediction_id", "x1", "y1", "x2", "y2"]
 
 
 def routed_report(task: LabelingTask, model_id: str, input_id: str, found: list[Detection]) -> list[dict]:
@@ -27,7 +26,9 @@ def routed_report(task: LabelingTask, model_id: str, input_id: str, found: list[
                         columns=ROUTED_COLUMNS)
     statuses = task.band_statuses()
     routed = route_predictions(rows, task).sort_values("confidence", ascending=False)
-    return [{"class_name": r.class_name, "concept": r.concept, "confidence": round(float(r.confidence), 4),
+    # Full precision: the preview is the run, to the digit (the table rounds for reading).
+    return [{"class_name": r.class_name, "concept": r.concept, "confidence": float(r.confidence),
+             "box": [float(r.x1), float(r.y1), float(r.x2), float(r.y2)],
              "band": r.band, "status": statuses.get(r.band, "not written")} for r in routed.itertuples()]
 
 
@@ -61,20 +62,22 @@ def dry_run(settings: Settings, task_file: str, images: list[Path]) -> dict:
         check_class_map(task, model.class_names, model.name)
     if task.classifier is not None:
         classifier_id, scorer = concept_scorer(task, resources)
+    checked = {path: inspect_image_file(path, settings.max_pixels) for path in images}
+    usable = [(path, result) for path, result in checked.items() if not isinstance(result, Rejection)]
+    # Decoded, letterboxed and batched by shape exactly as the run's `predictions` step does it.
+    detections = (iter(detector.predict_stream((load_oriented_bgr(r.data) for _, r in usable), model))
+                  if model is not None else None)
     report = []
-    for path in images:
-        checked = inspect_image_file(path, settings.max_pixels)
-        if isinstance(checked, Rejection):
-            report.append({"image": str(path), "rejected": checked.reason})
+    for path, result in checked.items():
+        if isinstance(result, Rejection):
+            report.append({"image": str(path), "rejected": result.reason})
             continue
-        array = np.ascontiguousarray(np.asarray(load_oriented_rgb(checked.data))[:, :, ::-1])
         entry = {"image": str(path)}
-        if model is not None:
-            detections = model.predict([model.letterbox(array)], detector.conf_floor)[0]
-            entry["predictions"] = routed_report(task, model.model_id, checked.input_id, detections)
+        if detections is not None:
+            entry["predictions"] = routed_report(task, model.model_id, result.input_id, next(detections))
         if scorer is not None:
-            entry["concepts"] = routed_report(task, classifier_id, checked.input_id,
-                                              whole_image_detections(scorer(array)))
+            entry["concepts"] = routed_report(task, classifier_id, result.input_id,
+                                              whole_image_detections(scorer(load_oriented_bgr(result.data))))
         report.append(entry)
     return {"task": task.name, "model_id": model.model_id if model else None,
             "classifier_id": classifier_id if scorer else None, "images": report}

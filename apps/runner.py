@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 
@@ -19,7 +21,7 @@ from pipelines.instance import persistent_instance
 from pipelines.recovery import release_abandoned_runs, wait_for_database_slot
 from resources.concepts import concept_scorers
 from resources.detector import Detector
-from resources.inbox import Inbox, list_inbox_files
+from resources.inbox import Inbox, file_signature, is_taken, list_inbox_files
 from resources.store import DuckDBStore
 from resources.tasks import detectors_for, models_by_task
 
@@ -33,10 +35,36 @@ def instance_of(settings: Settings) -> dg.DagsterInstance:
     return persistent_instance(settings.dagster_home, settings.database_writers, settings.dagster_storage)
 
 
-def pending_files(inbox: Inbox) -> list[Path]:
-    """Inbox files no batch has pinned yet: the record the sensor reads too, so neither takes a file twice."""
-    pinned = inbox.pinned_files()
-    return [path for path in list_inbox_files(Path(inbox.path)) if path not in pinned]
+# How long a run watches files written within the settle time: one unchanged over it has settled, as one unchanged
+# between two sensor ticks has.
+SETTLE_PROBE_S = 1.0
+
+
+class InboxScan(NamedTuple):
+    ready: list[Path]  # settled and not taken yet (or changed since a batch took them)
+    still_written: list[Path]  # changed while the run looked: left for the next run
+
+
+def pending_files(inbox: Inbox, probe_s: float = SETTLE_PROBE_S) -> InboxScan:
+    """Inbox files no batch has taken as they are now (the record the sensor reads too, so neither takes a file
+    twice), by the sensor's settle rule: older than the settle time, or unchanged while the run watched them."""
+    pinned = inbox.pinned_signatures()
+    seen: dict[Path, list[int]] = {}
+    for path in list_inbox_files(Path(inbox.path)):
+        with contextlib.suppress(OSError):  # vanished between listing and stat: the next run sees what is there
+            if not is_taken(pinned, path, signature := file_signature(path)):
+                seen[path] = signature
+    young = [path for path, signature in seen.items() if time.time() - signature[1] / 1e9 < inbox.settle_seconds]
+    if young:
+        time.sleep(min(probe_s, inbox.settle_seconds))
+    changed = set()
+    for path in young:
+        try:
+            if file_signature(path) != seen[path]:
+                changed.add(path)
+        except OSError:
+            changed.add(path)
+    return InboxScan([path for path in seen if path not in changed], sorted(changed))
 
 
 def create_batch(inbox: Inbox, files: list[Path], instance: dg.DagsterInstance) -> str:
@@ -120,8 +148,9 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     if reroute:
         routed_before = store.read(lambda s: {b for t in tasks for b in s.history.batches_routed_under_other_rules(t)})
         stale = sorted(routed_before - set(unfinished))
-    files = pending_files(inbox)
-    nothing = {"batch": None, "files": 0, "inbox": inbox.path, "inbox_missing": not Path(inbox.path).is_dir()}
+    files, still_written = pending_files(inbox)
+    nothing = {"batch": None, "files": 0, "inbox": inbox.path, "inbox_missing": not Path(inbox.path).is_dir(),
+               "still_written": [str(p) for p in still_written]}
     if not files and not unfinished and not stale and not build_version:
         return {**nothing, "resumed": [], "rerouted": []}
     if files or unfinished:
@@ -151,7 +180,8 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         batch = create_batch(inbox, files, instance)
         say(f"batch {batch}: running the pipeline over {len(files)} new files ...")
         result = run_batch(definitions, instance, batch, settings.slot_wait_s, say)
-        summary = {**batch_summary(store, batch, len(files)), "resumed": resumed, "rerouted": stale}
+        summary = {**batch_summary(store, batch, len(files)), "resumed": resumed, "rerouted": stale,
+                   "still_written": nothing["still_written"]}
         bands = result.asset_materializations_for_node("annotations")[0].metadata["bands_per_task_and_concept"].value
         models = result.asset_materializations_for_node("predictions")[0].metadata["models"].value
         summary["inference"] = {name: {"runtime": m["runtime"], "images_per_second": m["images_per_second"]}

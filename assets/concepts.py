@@ -53,7 +53,7 @@ def embed_inputs(store: DuckDBStore, images: ImageStore, models: ConceptModels, 
     known = store.read(lambda s: s.concepts.embeddings(backbone.model_id, input_ids))
     fresh = []
     for done, input_id in enumerate([i for i in input_ids if i not in known], 1):
-        known[input_id] = backbone.embed(oriented_bgr(images, input_id, backbone.imgsz))
+        known[input_id] = backbone.embed(oriented_bgr(images, input_id))
         fresh.append({"input_id": input_id, "model_id": backbone.model_id, "vector": known[input_id].tolist(),
                       "embedded_at": _now()})
         if done % 100 == 0:

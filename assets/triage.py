@@ -172,6 +172,16 @@ def boxes_are_inside_the_image(context: dg.AssetCheckExecutionContext, store: Du
 
 
 @dg.asset_check(asset=annotations, blocking=True, partitions_def=batch_partitions,
+                description="No object on the batch's images has two live annotations: no two live boxes of one task "
+                            "and concept on one image overlap with IoU >= 0.9, whatever path wrote them.")
+def one_annotation_per_object(context: dg.AssetCheckExecutionContext, store: DuckDBStore) -> dg.AssetCheckResult:
+    pairs = store.read(lambda s: s.history.overlapping_live_pairs(context.partition_key))
+    return dg.AssetCheckResult(passed=pairs.empty, metadata={
+        "overlapping_pairs": len(pairs), "first_pairs": dg.MetadataValue.json(pairs.to_dict("records"))
+        if len(pairs) else dg.MetadataValue.text("none")})
+
+
+@dg.asset_check(asset=annotations, blocking=True, partitions_def=batch_partitions,
                 description="The current state of the batch's annotations (`annotation_state`) is their latest event.")
 def state_is_latest_event(context: dg.AssetCheckExecutionContext, store: DuckDBStore) -> dg.AssetCheckResult:
     differing = store.read(lambda s: s.history.state_differences(context.partition_key))

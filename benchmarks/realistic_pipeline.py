@@ -57,12 +57,12 @@ for path in paths:
 CEILING = """
 import sys, time
 import numpy as np, onnxruntime as ort
-from core.image_checks import load_oriented_rgb
+from core.image_checks import load_oriented_bgr
 from resources.detector import letterbox
 onnx_file, paths = sys.argv[1], sys.argv[2:]
 tensors = []
 for path in paths:  # decoded and letterboxed (rectangles) exactly as the pipeline feeds its model
-    bgr = np.asarray(load_oriented_rgb(open(path, "rb").read(), 640))[:, :, ::-1]
+    bgr = load_oriented_bgr(open(path, "rb").read())
     tensors.append(np.ascontiguousarray(letterbox(bgr, 640, 32).array[None, :, :, ::-1].transpose(0, 3, 1, 2),
                                         dtype=np.float32) / 255)
 session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
@@ -131,7 +131,7 @@ def build_yolov8n(target: Path, photos: list[Path]) -> Path:
     from ultralytics import YOLO
     from ultralytics.data.augment import LetterBox
 
-    from core.image_checks import load_oriented_rgb
+    from core.image_checks import load_oriented_bgr
 
     if target.exists():
         return target
@@ -141,7 +141,7 @@ def build_yolov8n(target: Path, photos: list[Path]) -> Path:
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # a plain average over the calibration batch
     square = LetterBox((640, 640), auto=False)
-    arrays = [np.asarray(load_oriented_rgb(path.read_bytes(), 640))[:, :, ::-1] for path in photos[:32]]
+    arrays = [load_oriented_bgr(path.read_bytes()) for path in photos[:32]]
     batch = torch.stack([torch.from_numpy(np.ascontiguousarray(square(image=a)[:, :, ::-1])).permute(2, 0, 1)
                          for a in arrays]).float() / 255
     with torch.no_grad():

@@ -97,7 +97,7 @@ def four_celery_batches(settings: Settings, url: str) -> Callable[[], tuple[int,
     batches = []
     for index in range(4):
         write_demo_images(settings.inbox_path, 25, seed=600 + index, prefix=f"wave{index}")
-        batches.append(create_batch(inbox, pending_files(inbox), instance))
+        batches.append(create_batch(inbox, pending_files(inbox).ready, instance))
     before = len(run_statuses(url))
     launch_backfill(url, batches)
 

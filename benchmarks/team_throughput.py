@@ -64,7 +64,7 @@ def measure(workers: int, photos: list[Path], batches: int, task: Path, work: Pa
         for part in range(batches):
             for photo in photos[part::batches]:
                 shutil.copyfile(photo, settings.inbox_path / photo.name)
-            keys.append(create_batch(inbox, pending_files(inbox), instance))
+            keys.append(create_batch(inbox, pending_files(inbox).ready, instance))
         started = time.perf_counter()
         launch_backfill(url, keys)
         while True:

@@ -214,14 +214,15 @@ def has_polygon(box: object) -> bool:
 
 
 def write_yolo(rows: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path, names: list[str],
-               ratios: tuple[float, float], segments: bool = False, longest_side: int = 0) -> dict:
+               ratios: tuple[float, float], segments: bool = False, longest_side: int = 0,
+               link: str = "hardlink") -> dict:
     """An Ultralytics detection (or, with `segments`, segmentation) dataset: images/{train,val,test},
     labels/{train,val,test}, data.yaml.
 
-    `rows`: accepted annotations (input_id, concept, x1..y2, polygon); `inputs`: input_id, width, height, format;
-    an input without rows is a negative image (an empty label file). `stored_image(input_id) -> Path` of the
-    stored original; `ratios`: the val and test shares (by input hash). Images are placed as `place_image` does.
-    """
+    `rows`: accepted annotations (input_id, concept, x1..y2, polygon); `inputs`: input_id, width, height, format,
+    file_name (`export_file_name`); an input without rows is a negative image (an empty label file).
+    `stored_image(input_id) -> Path` of the stored original; `ratios`: the val and test shares (by input hash).
+    Images are placed as `place_image` does (`link`)."""
     index = {name: i for i, name in enumerate(names)}
     counts = dict.fromkeys(SPLITS, 0)
     for split in SPLITS:
@@ -231,16 +232,26 @@ def write_yolo(rows: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path
     for info in inputs.itertuples():
         split = split_of(info.input_id, *ratios)
         counts[split] += 1
-        place_image(stored_image(info.input_id),
-                    out / "images" / split / f"{info.input_id}{image_suffix(info.format)}", longest_side)
+        place_image(stored_image(info.input_id), out / "images" / split / info.file_name, longest_side, link)
         boxes = by_input.get(info.input_id)
         lines = [] if boxes is None else [yolo_label_line(index[box.concept], box, segments)
                                           for box in boxes.itertuples()]
-        (out / "labels" / split / f"{info.input_id}.txt").write_text("".join(line + "\n" for line in sorted(lines)))
+        (out / "labels" / split / f"{Path(info.file_name).stem}.txt").write_text(
+            "".join(line + "\n" for line in sorted(lines)))
+    # No `path`: Ultralytics then reads the splits beside data.yaml, so a copied or moved export still trains.
     (out / "data.yaml").write_text(yaml.safe_dump(
-        {"path": str(out.resolve()), **{split: f"images/{split}" for split in SPLITS},
-         "names": dict(enumerate(names))}, sort_keys=False))
+        {**{split: f"images/{split}" for split in SPLITS}, "names": dict(enumerate(names))}, sort_keys=False))
     return counts
+
+
+LINK_MODES = ("hardlink", "copy", "symlink")
+
+
+def export_file_name(uri: str, input_id: str, fmt: str) -> str:
+    """An exported image's file name: the stem of the file it came from (made safe for any filesystem) and the
+    first 12 hex digits of its content hash, so a person can tell which photo it is and no two images share one."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(uri).stem).strip("._")[:80] or "image"
+    return f"{stem}-{input_id[:12]}{image_suffix(fmt)}"
 
 
 def image_suffix(fmt: str) -> str:
@@ -256,9 +267,10 @@ def resized(width: int, height: int, longest_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def place_image(source: Path, target: Path, longest_side: int = 0) -> None:
-    """The stored image at `target`: linked (or copied) as it is, or written upright when its EXIF rotates it
-    (the boxes were computed on the upright pixels), or resized to `longest_side` when it is larger."""
+def place_image(source: Path, target: Path, longest_side: int = 0, link: str = "hardlink") -> None:
+    """The stored image at `target`: a real file as it is (`link` hardlink where the filesystem allows, a copy
+    otherwise; or a symlink when asked for), or written upright when its EXIF rotates it (the boxes were computed
+    on the upright pixels), or resized to `longest_side` when it is larger."""
     if target.exists() or target.is_symlink():
         target.unlink()
     with Image.open(source) as image:
@@ -273,8 +285,11 @@ def place_image(source: Path, target: Path, longest_side: int = 0) -> None:
             upright.save(target, quality=95) if target.suffix == ".jpg" else upright.save(target)
             return
     try:
-        os.symlink(source, target)
-    except OSError:
+        if link == "copy":
+            shutil.copyfile(source, target)
+        else:
+            (os.symlink if link == "symlink" else os.link)(source, target)
+    except OSError:  # another filesystem: a copy
         shutil.copyfile(source, target)
 
 
@@ -287,7 +302,7 @@ def concepts_per_image(concepts: pd.DataFrame) -> pd.Series:
 
 
 def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path, names: list[str],
-                   ratios: tuple[float, float], longest_side: int = 0) -> dict:
+                   ratios: tuple[float, float], longest_side: int = 0, link: str = "hardlink") -> dict:
     """An Ultralytics classification dataset: {train,val,test}/<concept>/<image>, one folder per concept in every
     split.
 
@@ -310,16 +325,15 @@ def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image, o
             continue
         split = split_of(info.input_id, *ratios)
         counts[split] += 1
-        place_image(stored_image(info.input_id),
-                    out / split / per_image[info.input_id][0] / f"{info.input_id}{image_suffix(info.format)}",
-                    longest_side)
+        place_image(stored_image(info.input_id), out / split / per_image[info.input_id][0] / info.file_name,
+                    longest_side, link)
     return counts
 
 
 def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: list[str],
-               image_prefix: str = "", image_concepts: pd.DataFrame | None = None,
-               ratios: tuple[float, float] | None = None) -> dict:
-    """A COCO detection JSON; bbox is [x, y, w, h] in pixels of the oriented image. Image-level concepts
+               image_concepts: pd.DataFrame | None = None, ratios: tuple[float, float] | None = None) -> dict:
+    """A COCO detection JSON (`inputs`: input_id, width, height, file_name); bbox is [x, y, w, h] in pixels of the
+    oriented image. Image-level concepts
     (`image_concepts`: input_id, concept) are listed on each image as `concepts`, an attribute pycocotools and
     COCO evaluation ignore: an annotation without a box would break both. With `ratios` (val, test), also one
     file per split beside it (`<name>_train.json`, ...): the same images and ids, split by input hash like every
@@ -327,8 +341,8 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
     categories = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(names)]
     category = {n: i + 1 for i, n in enumerate(names)}
     image_ids = {input_id: i + 1 for i, input_id in enumerate(sorted(inputs["input_id"]))}
-    sizes = inputs.set_index("input_id")[["width", "height", "format"]]
-    images = [{"id": image_ids[i], "file_name": f"{image_prefix}{i}{image_suffix(sizes.loc[i, 'format'])}",
+    sizes = inputs.set_index("input_id")[["width", "height", "file_name"]]
+    images = [{"id": image_ids[i], "file_name": sizes.loc[i, "file_name"],
                "width": int(sizes.loc[i, "width"]), "height": int(sizes.loc[i, "height"])} for i in image_ids]
     has_concepts = image_concepts is not None and len(image_concepts) > 0
     if has_concepts:

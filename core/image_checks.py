@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 SUPPORTED_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -22,7 +24,8 @@ SUPPORTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "BMP": "BMP", 
 DEFAULT_MAX_PIXELS = 50_000_000
 ORIENTATION_TAG = 0x0112
 QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
-REJECTION_CODES = ["empty", "not_an_image", "corrupt", "unsupported_format", "too_many_pixels", "unreadable"]
+REJECTION_CODES = ["empty", "not_an_image", "corrupt", "unsupported_format", "too_many_pixels", "unreadable",
+                   "not_a_file"]
 
 
 def _unpatched_pil_open() -> object:
@@ -112,6 +115,10 @@ def inspect_image_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Insp
             + ", ".join(sorted(SUPPORTED_SUFFIXES)) + ".",
         )
     try:
+        # A FIFO, socket or device is never opened: reading one would block or never end.
+        if not stat.S_ISREG(path.stat().st_mode):
+            return Rejection("not_a_file", f"{path.name} is not a regular file (a pipe, socket or device); "
+                                           "skipped without opening it.")
         data = path.read_bytes()
     except OSError as error:
         return Rejection("unreadable", f"{path.name} could not be read ({error.strerror or error}).")
@@ -135,16 +142,14 @@ def inspect_files(files: list[Path], max_pixels: int, keep: Callable[[InspectedI
     return accepted, rejected
 
 
-def load_oriented_rgb(data: bytes, longest_side_at_least: int | None = None) -> Image.Image:
-    """Decode stored bytes the way ingestion measured them: EXIF orientation applied, RGB.
-
-    With `longest_side_at_least`, a JPEG is decoded at a reduced DCT scale (1/2, 1/4, 1/8)
-    when that still leaves its longest side at least that long: the detector resizes to
-    its image size anyway, and decoding fewer pixels is the cheapest speed-up there is.
-    """
+def load_oriented_rgb(data: bytes) -> Image.Image:
+    """Decode stored bytes the way ingestion measured them: EXIF orientation applied, RGB, every pixel at full
+    scale (a reduced-scale JPEG decode would feed the model other pixels than Ultralytics' own `predict` sees,
+    and every confidence a threshold is calibrated on would move)."""
     with _PIL_OPEN(io.BytesIO(data)) as image:
-        if longest_side_at_least and image.format == "JPEG":
-            scale = longest_side_at_least / max(image.size)
-            if scale < 1:
-                image.draft("RGB", (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
         return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def load_oriented_bgr(data: bytes) -> np.ndarray:
+    """`load_oriented_rgb` as models take arrays (BGR, contiguous), for the run and its preview alike."""
+    return np.ascontiguousarray(np.asarray(load_oriented_rgb(data))[:, :, ::-1])

@@ -235,8 +235,16 @@ def calibrate_task(rules: list[ConceptRule], predictions: pd.DataFrame, referenc
     proposal = {}
     for rule in rules:
         confidence, matched, reference_boxes = scored[rule.concept]
+        base = {"current_upper": rule.upper, "current_lower": rule.lower, "reference_boxes": reference_boxes}
+        if reference_boxes < MIN_REFERENCE_BOXES:
+            # As `band_quality` withholds figures this thin, no threshold is proposed from them.
+            proposal[rule.concept] = {
+                **base, "upper": None, "lower": rule.lower, "expected_precision": None,
+                "expected_precision_low": None, "target_recall_reached": None, "share_auto_accepted": None,
+                "review_load": None, "note": f"only {reference_boxes} reference boxes, at least "
+                                             f"{MIN_REFERENCE_BOXES} are needed to calibrate"}
+            continue
         proposal[rule.concept] = {
-            "current_upper": rule.upper, "current_lower": rule.lower, "reference_boxes": reference_boxes,
-            **calibrate_concept(confidence, matched, reference_boxes, rule, target_precision, level, target_recall,
-                                _all_confidence(everything, rule.concept))}
+            **base, "note": "", **calibrate_concept(confidence, matched, reference_boxes, rule, target_precision,
+                                                    level, target_recall, _all_confidence(everything, rule.concept))}
     return proposal

@@ -17,12 +17,7 @@ from assets.partitions import batch_partitions
 from core.settings import Settings
 from pipelines.jobs import annotate_batch_job, build_dataset_versions_job
 from pipelines.recovery import release_abandoned_runs
-from resources.inbox import Inbox, batch_key_for, list_inbox_files
-
-
-def file_signature(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
+from resources.inbox import Inbox, batch_key_for, file_signature, is_taken, list_inbox_files
 
 
 def settled_files(inbox: Path, cursor: dict, settle_seconds: float, now: float
@@ -70,8 +65,9 @@ def evaluate_inbox(inbox: Inbox, cursor_text: str | None, now: float | None = No
     # Files a CLI run or an earlier tick already made a batch of are taken; the batch this very tick would
     # make does not count (a tick evaluated twice must ask for the same run again).
     signatures = {name: file_signature(folder / name) for name in ready}
-    pinned = inbox.pinned_files(except_batch=batch_key(signatures)) if ready else set()
-    signatures = {name: signature for name, signature in signatures.items() if folder / name not in pinned}
+    pinned = inbox.pinned_signatures(except_batch=batch_key(signatures)) if ready else {}
+    signatures = {name: signature for name, signature in signatures.items()
+                  if not is_taken(pinned, folder / name, signature)}
     ready = list(signatures)
     if not ready:
         if not pending:

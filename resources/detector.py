@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from core.faults import pause_point
-from core.image_checks import load_oriented_rgb
+from core.image_checks import load_oriented_bgr
 from core.offline import make_ultralytics_offline
 from core.settings import DEFAULT_CONF_FLOOR
 from core.yolo_outputs import detections_from_raw
@@ -221,6 +221,17 @@ class Detector(dg.ConfigurableResource):
             )
         return path.resolve()
 
+    def describe(self) -> tuple[str, list[str]]:
+        """The weights' id and class names in id order, read from the checkpoint alone: nothing is exported or
+        warmed up (a model already loaded in this process answers from its cache)."""
+        path = self.weights_path()
+        model_id = file_sha256(path)
+        loaded = next((model for key, model in _cache.items() if key[0] == model_id), None)
+        if loaded is not None:
+            return model_id, loaded.class_names
+        names = self._checkpoint(path).names
+        return model_id, [names[i] for i in sorted(names)]
+
     def chosen_runtime(self) -> str:
         if self.runtime != "auto":
             return self.runtime
@@ -344,7 +355,7 @@ class Detector(dg.ConfigurableResource):
         """Rows of `predictions` and `processed_inputs` for stored images; holds no database connection.
         Decoding and letterboxing run on a background thread, ahead of the model."""
         now = datetime.now(UTC).replace(tzinfo=None)
-        stream = prefetch(model.letterbox(oriented_bgr(images, input_id, model.imgsz)) for input_id in input_ids)
+        stream = prefetch(model.letterbox(oriented_bgr(images, input_id)) for input_id in input_ids)
         rows, processed = [], []
         for done, (input_id, detections) in enumerate(zip(input_ids, self.predict_stream(stream, model)), 1):
             rows.extend(prediction_rows(batch, model.model_id, input_id, detections, now))
@@ -385,8 +396,6 @@ def prefetch(items: Iterable[T], depth: int = PREFETCH_IMAGES) -> Iterator[T]:
         yield item
 
 
-def oriented_bgr(images: ImageStore, input_id: str, imgsz: int | None = None) -> np.ndarray:
-    """The stored image in the orientation ingestion measured, as Ultralytics expects arrays (BGR);
-    decoded no larger than the detector needs for `imgsz`."""
-    rgb = load_oriented_rgb(images.read(input_id), longest_side_at_least=imgsz)
-    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
+def oriented_bgr(images: ImageStore, input_id: str) -> np.ndarray:
+    """The stored image in the orientation ingestion measured, as Ultralytics expects arrays (BGR)."""
+    return load_oriented_bgr(images.read(input_id))

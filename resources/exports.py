@@ -3,12 +3,26 @@ or COCO dataset, with its images, split train/val/test by input hash."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from core.annotations import Kind
-from core.formats import has_polygon, image_suffix, place_image, resized, write_classify, write_coco, write_yolo
+from core.formats import (
+    LINK_MODES,
+    export_file_name,
+    has_polygon,
+    place_image,
+    resized,
+    write_classify,
+    write_coco,
+    write_yolo,
+)
 from core.manifests import check_split_ratios
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
@@ -29,17 +43,56 @@ def missing_version_sentence(version_key: str, stored: list[str]) -> str:
 EXPORT_RECORD = "autoannotate_export.json"
 
 
+def check_export_folder(out: Path, overwrite: bool) -> None:
+    """An export never mixes with what a folder already holds: a non-empty `out` is refused unless `overwrite`."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; give a folder to export into.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        held = sum(1 for _ in out.iterdir())
+        raise ValueError(f"--out {out} already holds {held} entries (an earlier export?); exporting into it would mix "
+                         "two datasets. Pass --overwrite to replace the folder whole, or give an empty folder.")
+
+
+@contextlib.contextmanager
+def replaced_whole(out: Path) -> Iterator[Path]:
+    """A fresh folder beside `out` to write the export into; on success it becomes `out` (an earlier `out` is
+    removed only then), on failure it is removed and `out` stays as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    earlier = out.with_name(f".{out.name}.replaced-{staging.name.rsplit('-', 1)[-1]}") if out.exists() else None
+    if earlier is not None:
+        os.replace(out, earlier)
+    os.replace(staging, out)
+    if earlier is not None:
+        shutil.rmtree(earlier, ignore_errors=True)
+
+
 def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStore, version_key: str, fmt: str,
                    out: Path, negatives: bool = True, longest_side: int = 0,
-                   model_classes: tuple[list[str], dict[str, str]] | None = None) -> dict:
+                   model_classes: tuple[list[str], dict[str, str]] | None = None, overwrite: bool = False,
+                   link: str = "hardlink") -> dict:
     """Write a version as an Ultralytics YOLO dataset (`yolo-seg`, or `yolo` when the version has polygons:
     Ultralytics' segmentation labels), an Ultralytics classification dataset (`classify`: its image-level
     concepts, one per image) or a COCO JSON (boxes, and image-level concepts on each image), with its images,
     into `out`, split train/val/test by input hash. The version's negative images go in with no objects unless
     `negatives` is false; `longest_side` resizes larger images. `autoannotate_export.json` records all of it, so
-    the export can be made again byte for byte. `model_classes` (a detector's class names, and the class each
-    concept stands for) writes boxes in that detector's class space, to train it."""
+    the export can be made again byte for byte, and names the input each image file is. `model_classes` (a
+    detector's class names, and the class each concept stands for) writes boxes in that detector's class space, to
+    train it.
+
+    A non-empty `out` is refused unless `overwrite`, which replaces it whole (the export is written beside it and
+    renamed: a failed export leaves the old one intact). Images are real files named by the original file's stem
+    and a short content hash (`core.formats.export_file_name`): hard links where the filesystem allows, copies
+    otherwise, or symlinks with `link="symlink"`."""
     check_split_ratios(versions.val_ratio, versions.test_ratio)
+    check_export_folder(out, overwrite)
+    if link not in LINK_MODES:
+        raise ValueError(f"--link {link!r} is not one of {', '.join(LINK_MODES)}.")
     if longest_side < 0:
         raise ValueError(f"--resize {longest_side} is not a size: give the longest side in pixels, or 0 to keep "
                          "the stored images as they are.")
@@ -70,35 +123,38 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
                          "re-create the version before exporting it.")
     ratios = (versions.val_ratio, versions.test_ratio)
     segments = fmt == "yolo-seg" or (fmt == "yolo" and any(has_polygon(box) for box in boxes.itertuples()))
+    inputs = inputs.assign(file_name=[export_file_name(u, i, f) for u, i, f in
+                                      zip(inputs["uri"], inputs["input_id"], inputs["format"], strict=True)])
     record = {"version": version_key, "format": fmt, "manifest_sha256": recorded,
               "labels": "segment" if segments else "detect" if fmt.startswith("yolo") else fmt,
               "splits": {"val": ratios[0], "test": ratios[1], "by": "input_id hash"},
-              "negatives_included": negatives and fmt != "classify", "resize_longest_side": longest_side}
-    if fmt == "classify":
-        if concepts.empty:
-            raise ValueError(f"{version_key} holds no image-level concepts to export as classify (its task "
-                             "annotates boxes: export it as yolo or coco).")
-        counts = write_classify(concepts, inputs, images.path_for, out, names, ratios, longest_side)
-        return finish_export(out, out, record, {**counts, "annotations": len(concepts)})
-    out.mkdir(parents=True, exist_ok=True)
-    taken = inputs[inputs["input_id"].isin(set(boxes["input_id"]) | set(empty))]
-    counts = {"negatives": len(empty)}
-    if fmt.startswith("yolo"):
-        counts |= write_yolo(boxes, taken, images.path_for, out, names, ratios, segments, longest_side)
-        return finish_export(out, out / "data.yaml", record, {**counts, "annotations": len(boxes)})
-    image_dir = out / "images"
-    image_dir.mkdir(exist_ok=True)
-    for info in inputs.itertuples():
-        place_image(images.path_for(info.input_id), image_dir / f"{info.input_id}{image_suffix(info.format)}",
-                    longest_side)
-    # COCO's boxes are in pixels: of the images as exported.
-    exported = [resized(w, h, longest_side) for w, h in zip(inputs["width"], inputs["height"], strict=True)]
-    sized = inputs.assign(width=[w for w, _ in exported], height=[h for _, h in exported])
-    counts |= write_coco(boxes, sized, out / "annotations.json", names, image_concepts=concepts, ratios=ratios)
-    return finish_export(out, out / "annotations.json", record, counts)
-
-
-def finish_export(out: Path, main_file: Path, record: dict, counts: dict) -> dict:
-    """Write the export's record beside it; the summary the CLI prints."""
-    (out / EXPORT_RECORD).write_text(json.dumps({**record, "counts": counts}, indent=1, sort_keys=True) + "\n")
-    return {**record, "out": str(main_file), **counts}
+              "negatives_included": negatives and fmt != "classify", "resize_longest_side": longest_side,
+              "images": dict(zip(inputs["file_name"], inputs["input_id"], strict=True))}
+    if fmt == "classify" and concepts.empty:
+        raise ValueError(f"{version_key} holds no image-level concepts to export as classify (its task "
+                         "annotates boxes: export it as yolo or coco).")
+    with replaced_whole(out) as staging:
+        if fmt == "classify":
+            counts = write_classify(concepts, inputs, images.path_for, staging, names, ratios, longest_side, link)
+            counts |= {"annotations": len(concepts)}
+            main_file = out
+        elif fmt.startswith("yolo"):
+            taken = inputs[inputs["input_id"].isin(set(boxes["input_id"]) | set(empty))]
+            record["images"] = dict(zip(taken["file_name"], taken["input_id"], strict=True))
+            counts = {"negatives": len(empty), "annotations": len(boxes)}
+            counts |= write_yolo(boxes, taken, images.path_for, staging, names, ratios, segments, longest_side, link)
+            main_file = out / "data.yaml"
+        else:
+            (staging / "images").mkdir()
+            for info in inputs.itertuples():
+                place_image(images.path_for(info.input_id), staging / "images" / info.file_name, longest_side, link)
+            # COCO's boxes are in pixels: of the images as exported.
+            exported = [resized(w, h, longest_side) for w, h in zip(inputs["width"], inputs["height"], strict=True)]
+            sized = inputs.assign(width=[w for w, _ in exported], height=[h for _, h in exported])
+            counts = {"negatives": len(empty)}
+            counts |= write_coco(boxes, sized, staging / "annotations.json", names, image_concepts=concepts,
+                                 ratios=ratios)
+            main_file = out / "annotations.json"
+        (staging / EXPORT_RECORD).write_text(json.dumps({**record, "counts": counts}, indent=1, sort_keys=True)
+                                             + "\n")
+    return {**{k: v for k, v in record.items() if k != "images"}, "out": str(main_file), **counts}

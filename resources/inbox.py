@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +28,18 @@ def list_inbox_files(inbox: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(Path(folder) / name for name in filenames if not is_ignored_name(name))
     return sorted(found)
+
+
+def file_signature(path: Path) -> list[int]:
+    """Size and modification time (ns): what tells a file still being written, or changed since it was taken."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def is_taken(pinned: dict[Path, list[int] | None], path: Path, signature: list[int]) -> bool:
+    """Whether a batch already took the file as it is now (a manifest from before signatures were recorded takes
+    the path for good); a file changed since is new again (a file a camera finished after a run rejected it)."""
+    return path in pinned and pinned[path] in (None, signature)
 
 
 def batch_key_for(files: list[str], now: datetime) -> str:
@@ -56,7 +69,12 @@ class Inbox(dg.ConfigurableResource):
         target = self.manifest_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"batch": key, "inbox": self.path, "files": sorted(files)}, indent=1))
+        signatures = {}
+        for name in sorted(files):
+            with contextlib.suppress(OSError):  # gone already: the batch keeps the name, ingestion says so
+                signatures[name] = file_signature(Path(self.path) / name)
+        tmp.write_text(json.dumps({"batch": key, "inbox": self.path, "files": sorted(files),
+                                   "signatures": signatures}, indent=1))
         os.replace(tmp, target)
         return key
 
@@ -65,13 +83,15 @@ class Inbox(dg.ConfigurableResource):
         folder = Path(self.batches_dir)
         return sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
 
-    def pinned_files(self, except_batch: str | None = None) -> set[Path]:
-        """Every file any batch (but `except_batch`) has pinned, by the CLI or the sensor: the inbox's one record
-        of what was taken."""
-        pinned: set[Path] = set()
+    def pinned_signatures(self, except_batch: str | None = None) -> dict[Path, list[int] | None]:
+        """Every file any batch (but `except_batch`) has pinned, by the CLI or the sensor, with its size and
+        mtime then (None in manifests older than signatures): the inbox's one record of what was taken."""
+        pinned: dict[Path, list[int] | None] = {}
         for batch in self.batches():
             if batch != except_batch:
-                pinned.update(self.batch_files(batch))
+                manifest = json.loads(self.manifest_path(batch).read_text())
+                signatures = manifest.get("signatures", {})
+                pinned.update({Path(manifest["inbox"]) / name: signatures.get(name) for name in manifest["files"]})
         return pinned
 
     def batch_files(self, batch: str) -> list[Path]:

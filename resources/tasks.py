@@ -102,3 +102,12 @@ def check_class_maps(tasks: list[LabelingTask], default: Detector, models: list[
     for task in [t for t in tasks if t.detects]:
         model = by_weights[str(detector_for(task, default).weights_path())]
         check_class_map(task, model.class_names, model.name)
+
+
+def check_task_models(tasks: list[LabelingTask], default: Detector) -> None:
+    """Before a run takes anything: each detecting task's weights exist and hold every class its class_map names
+    (read from the checkpoints; nothing is loaded for inference)."""
+    for task in [t for t in tasks if t.detects]:
+        detector = detector_for(task, default)
+        _, class_names = detector.describe()
+        check_class_map(task, class_names, detector.weights_path().name)

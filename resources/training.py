@@ -80,7 +80,7 @@ class DetectorTraining(dg.ConfigurableResource):
         from ultralytics import YOLO
 
         data = yaml.safe_load(data_yaml.read_text())
-        root, names = Path(data["path"]), data["names"]
+        root, names = Path(data.get("path") or data_yaml.parent), data["names"]  # no `path`: beside data.yaml
         images = sorted((root / data["val"]).iterdir())
         model = YOLO(str(weights))
         imgsz = self.imgsz or trained_imgsz(model)

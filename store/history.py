@@ -40,6 +40,9 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# Two live boxes of one concept overlapping this much on one image are one object labelled twice.
+DUPLICATE_IOU = 0.9
+
 # Current state: the `annotation_state` table, which every append keeps equal to the latest events.
 CURRENT = "SELECT * FROM annotation_state"
 EVENT_ID_SQL = digest32_sql("annotation_id", "status", "source", "annotator",
@@ -160,6 +163,27 @@ class AnnotationHistory:
     def bad_boxes(self, batch: str) -> int:
         return int(self.s.scalar("SELECT count(*) FROM annotations WHERE batch = ? AND NOT (0 <= x1 AND x1 < x2 "
                                  "AND x2 <= 1 AND 0 <= y1 AND y1 < y2 AND y2 <= 1)", [batch]))
+
+    def overlapping_live_pairs(self, batch: str, iou: float = DUPLICATE_IOU, limit: int = 10) -> pd.DataFrame:
+        """Pairs of live box annotations of one task, image and concept that overlap with IoU >= `iou`, on the
+        inputs of `batch` (its own and those any path wrote on its images): one object with two labels."""
+        held = ", ".join(f"'{status}'" for status in (Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING))
+        return self.s.df(f"""
+            WITH touched AS (SELECT input_id FROM task_inputs WHERE batch = $batch
+                             UNION SELECT input_id FROM annotation_state WHERE batch = $batch),
+            live AS (SELECT task, input_id, concept, annotation_id, x1, y1, x2, y2 FROM annotation_state
+                     WHERE input_id IN (SELECT input_id FROM touched) AND status IN ({held})
+                       AND {KIND_SQL} = '{Kind.BOX}'),
+            pairs AS (
+                SELECT a.task, a.input_id, a.concept, a.annotation_id AS first, b.annotation_id AS second,
+                       greatest(least(a.x2, b.x2) - greatest(a.x1, b.x1), 0)
+                       * greatest(least(a.y2, b.y2) - greatest(a.y1, b.y1), 0) AS inter,
+                       (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) AS areas
+                FROM live a JOIN live b ON a.task = b.task AND a.input_id = b.input_id AND a.concept = b.concept
+                     AND a.annotation_id < b.annotation_id)
+            SELECT task, input_id, concept, first, second, round(inter / (areas - inter), 4) AS iou FROM pairs
+            WHERE inter > 0 AND inter / (areas - inter) >= $iou ORDER BY ALL LIMIT $limit""",
+            {"batch": batch, "iou": iou, "limit": limit})
 
     def state_differences(self, batch: str) -> int:
         """Annotations of `batch` whose stored current state is not their latest event (0 when consistent)."""

@@ -59,8 +59,8 @@ class InputsSQL:
         return bool(self.s.conn.execute("SELECT 1 FROM inputs WHERE input_id = ?", [input_id]).fetchall())
 
     def sizes(self, input_ids: list[str]):
-        """input_id, width, height, format of the given inputs, by id."""
-        return self.s.df("SELECT input_id, width, height, format FROM inputs WHERE input_id IN "
+        """input_id, width, height, format and uri (where it first came from) of the given inputs, by id."""
+        return self.s.df("SELECT input_id, width, height, format, uri FROM inputs WHERE input_id IN "
                          "(SELECT unnest(?::VARCHAR[])) ORDER BY input_id", [sorted(input_ids)])
 
     def batch_summary(self, batch: str) -> dict:
@@ -72,13 +72,17 @@ class InputsSQL:
             "FROM input_sources WHERE batch = ?", [batch]).fetchall()[0]
         return {"inputs": int(distinct), "duplicates": int(duplicates), "rejections": rejections.to_dict("records")}
 
-    def totals(self) -> dict:
-        """Counts for `status`: inputs, rejections (and by reason), duplicates."""
+    def totals(self, shown_rejections: int = 20) -> dict:
+        """Counts for `status`: inputs, rejections (by reason, and the latest `shown_rejections` files with their
+        reasons), duplicates."""
         by_reason = dict(self.s.conn.execute(
             "SELECT reason_code, count(*) FROM rejected_inputs GROUP BY 1 ORDER BY 1").fetchall())
+        latest = self.s.df("SELECT uri, batch, reason_code, reason FROM rejected_inputs "
+                           "ORDER BY detected_at DESC, uri LIMIT ?", [shown_rejections])
         return {
             "inputs": int(self.s.scalar("SELECT count(*) FROM inputs")),
             "rejected": int(sum(by_reason.values())),
             "rejected_by_reason": {code: int(n) for code, n in by_reason.items()},
+            "rejected_files": latest.to_dict("records"),
             "duplicates": int(self.s.scalar("SELECT count(*) FROM input_sources WHERE duplicate_of_earlier")),
         }

@@ -221,3 +221,11 @@ def suggestions_dataset(root: Path, count: int) -> dict[str, list[tuple[str, flo
         truth[name] = pairs
     (root / "data.yaml").write_text("path: .\ntrain: images/train\nnames: [ball, box, sign]\n")
     return truth
+
+
+def exported_input_ids(out: Path) -> dict[str, str]:
+    """Image file stem -> input id, from an export's record (exported images are named by their original file)."""
+    import json
+
+    record = json.loads((out / "autoannotate_export.json").read_text())
+    return {Path(name).stem: input_id for name, input_id in record["images"].items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from helpers import autoannotate, new_batch, query, table_count, write_labels_csv
+from helpers import autoannotate, exported_input_ids, new_batch, query, table_count, write_labels_csv
 
 from apps.dataset_io import import_labels
 from apps.demo_scenes import SCENE_CONCEPTS, write_concept_scenes
@@ -215,7 +215,8 @@ def test_a_single_label_version_exports_the_classification_layout_ultralytics_ac
     assert checked["nc"] == 3 and checked["names"] == dict(enumerate(sorted(SCENE_CONCEPTS)))
     sha_to_name = {query(resources["store"], "SELECT input_id FROM inputs WHERE uri LIKE ?",
                          [f"%{name}"]).iloc[0, 0]: name for name in placed}
-    written = {f.stem: f.parent.name for split in ("train", "val", "test")
+    ids = exported_input_ids(tmp_path / "cls")
+    written = {ids[f.stem]: f.parent.name for split in ("train", "val", "test")
                for f in (tmp_path / "cls" / split).glob("*/*")}
     assert written == {input_id: placed[name] for input_id, name in sha_to_name.items()}
 

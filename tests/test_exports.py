@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from helpers import ap_against_itself, materialize_batch, new_batch, query, yolo_dataset
+from helpers import ap_against_itself, exported_input_ids, materialize_batch, new_batch, query, yolo_dataset
 from PIL import Image
 
 from apps.dataset_io import create_named_version, import_labels
@@ -71,10 +71,10 @@ def yolo_labels(out: Path, task: str = "detect") -> dict[str, list]:
 
     data = check_det_dataset(str(out / "data.yaml"))
     assert data["names"] == yaml.safe_load((out / "data.yaml").read_text())["names"]
-    loaded = {}
+    loaded, ids = {}, exported_input_ids(out)
     for split in SPLITS:
         dataset = YOLODataset(img_path=data[split], data=data, task=task, augment=False)
-        loaded |= {Path(label["im_file"]).stem: label for label in dataset.labels}
+        loaded |= {ids[Path(label["im_file"]).stem]: label for label in dataset.labels}
     return loaded
 
 
@@ -121,7 +121,8 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
     assert set(loaded) == accepted | negatives
     assert all(len(loaded[i]["cls"]) == 0 for i in negatives)
     assert all(len(loaded[i]["cls"]) > 0 for i in accepted)
-    placed = {p.stem: p.parent.name for p in (tmp_path / "yolo" / "images").glob("*/*")}
+    ids = exported_input_ids(tmp_path / "yolo")
+    placed = {ids[p.stem]: p.parent.name for p in (tmp_path / "yolo" / "images").glob("*/*")}
     assert placed == {i: split_by_hash(i) for i in accepted | negatives}
     assert {split: summary[split] for split in SPLITS} == {
         split: sum(1 for s in placed.values() if s == split) for split in SPLITS}
@@ -132,11 +133,13 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
 
     without = export(resources, version, "yolo", tmp_path / "yolo-positives", negatives=False)
     assert "negatives" not in without or without["negatives"] == 0
-    assert {p.stem for p in (tmp_path / "yolo-positives" / "images").glob("*/*")} == accepted
+    ids = exported_input_ids(tmp_path / "yolo-positives")
+    assert {ids[p.stem] for p in (tmp_path / "yolo-positives" / "images").glob("*/*")} == accepted
 
     coco = export(resources, version, "coco", tmp_path / "coco")
     truth = COCO(coco["out"])
-    ids = {image["file_name"].split(".")[0]: image["id"] for image in truth.dataset["images"]}
+    of_file = exported_input_ids(tmp_path / "coco")
+    ids = {of_file[Path(image["file_name"]).stem]: image["id"] for image in truth.dataset["images"]}
     # COCO lists every image of the version: with accepted boxes, negatives, and those whose boxes still wait.
     assert set(ids) >= accepted | negatives
     assert all(truth.getAnnIds(imgIds=[ids[i]]) == [] for i in negatives)
@@ -145,7 +148,7 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
     parts = {split: COCO(str(tmp_path / "coco" / f"annotations_{split}.json")) for split in SPLITS}
     assert {split: coco[split] for split in SPLITS} == {split: len(parts[split].dataset["images"]) for split in SPLITS}
     for split, part in parts.items():
-        assert {split_by_hash(image["file_name"].split(".")[0]) for image in part.dataset["images"]} == {split}
+        assert {split_by_hash(of_file[Path(image["file_name"]).stem]) for image in part.dataset["images"]} == {split}
         assert all(truth.imgs[image["id"]] == image for image in part.dataset["images"])
     assert sorted(a["id"] for part in parts.values() for a in part.dataset["annotations"]) == sorted(truth.anns)
 
@@ -234,7 +237,7 @@ def test_a_named_version_is_frozen_and_exports_the_same_bytes_after_the_task_cha
         create_named_version(resources["store"], resources["versions"], "release-3", None)
     assert str(refused.value) == ("Version imported@release-3 already exists and is frozen: a named version never "
                                   "changes; pick another name.")
-    export(resources, "imported@release-3", "yolo", tmp_path / "out")
+    export(resources, "imported@release-3", "yolo", tmp_path / "out", overwrite=True)
     assert tree_digest(tmp_path / "out") == first
     assert yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())["test"] == "images/test"
     rows = query(resources["store"], "SELECT version_key, annotations, frozen FROM dataset_versions ORDER BY 1")
@@ -269,6 +272,6 @@ def test_images_a_labelled_dataset_lists_without_labels_are_negatives(
     ids = {Path(u).stem: i for u, i in query(resources["store"], "SELECT uri, input_id FROM input_sources")
            .itertuples(index=False)}
     for name in ("img000", "img001"):
-        label = next((tmp_path / "out" / "labels").glob(f"*/{ids[name]}.txt"))
+        label = next((tmp_path / "out" / "labels").glob(f"*/{name}-{ids[name][:12]}.txt"))
         assert label.read_text() == ""
     assert summary["negatives"] == 2

@@ -113,7 +113,7 @@ def test_a_tick_writes_nothing_and_its_run_pins_the_batch(inbox_resource: Inbox,
         age(inbox / f"{index}.png", 120)
     (request,) = tick(inbox_resource, None, instance).run_requests
     assert not (home / "batches").exists() or list((home / "batches").iterdir()) == []
-    assert inbox_resource.pinned_files() == set()
+    assert inbox_resource.pinned_signatures() == {}
 
     instance.add_dynamic_partitions(batch_partitions.name, [request.partition_key])
     dg.materialize([inputs], partition_key=request.partition_key, run_config=request.run_config, instance=instance,
@@ -121,6 +121,6 @@ def test_a_tick_writes_nothing_and_its_run_pins_the_batch(inbox_resource: Inbox,
     assert inbox_resource.batch_files(request.partition_key) == [inbox / "0.png", inbox / "1.png"]
     from apps.runner import pending_files
 
-    assert pending_files(inbox_resource) == []  # a CLI run now leaves them alone
+    assert pending_files(inbox_resource).ready == []  # a CLI run now leaves them alone
     # A tick that lost its cursor asks for the very same run again, which Dagster launches once.
     assert tick(inbox_resource, None, instance).run_requests[0].run_key == request.run_key

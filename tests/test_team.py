@@ -174,7 +174,7 @@ def new_batches(home: Path, team: dict, sizes: list[int], seed: int) -> list[str
     batches = []
     for index, size in enumerate(sizes):
         write_demo_images(settings.inbox_path, size, seed=seed + index, prefix=f"wave{seed + index}-")
-        batches.append(create_batch(inbox, pending_files(inbox), instance))
+        batches.append(create_batch(inbox, pending_files(inbox).ready, instance))
     return batches
 
 

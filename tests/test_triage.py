@@ -17,6 +17,7 @@ from assets.triage import (
     auto_success_passes_upper_rule,
     boxes_are_inside_the_image,
     no_input_has_two_reviewers,
+    one_annotation_per_object,
     review_assignments_schema_check,
     state_is_latest_event,
     upper_rule_violations,
@@ -27,7 +28,8 @@ from resources.tasks import LabelingTasks
 from store.history import CURRENT as CURRENT_ANNOTATIONS
 
 CHECKS = [annotations_schema_check, annotation_state_schema_check, review_assignments_schema_check,
-          auto_success_passes_upper_rule, no_input_has_two_reviewers, boxes_are_inside_the_image, state_is_latest_event]
+          auto_success_passes_upper_rule, no_input_has_two_reviewers, boxes_are_inside_the_image, state_is_latest_event,
+          one_annotation_per_object]
 
 
 def write_task(folder: Path, upper: float, lower: float) -> Path:

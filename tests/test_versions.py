@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from helpers import ap_against_itself, query, table_count, yolo_dataset
+from helpers import ap_against_itself, exported_input_ids, query, table_count, yolo_dataset
 
 from apps.dataset_io import import_labels
 from apps.demo_scenes import SHAPE_CLASSES, generate_scene
@@ -113,15 +113,16 @@ def exported_boxes(resources: dict, version: str, out: Path) -> dict[str, list]:
     export_version(resources["store"], resources["images"], resources["versions"], version, "yolo", out)
     names = __import__("yaml").safe_load((out / "data.yaml").read_text())["names"]
     sizes = query(resources["store"], "SELECT input_id, width, height FROM inputs").set_index("input_id")
-    boxes = {}
+    boxes, ids = {}, exported_input_ids(out)
     for label in (out / "labels").rglob("*.txt"):
-        w, h = sizes.loc[label.stem, "width"], sizes.loc[label.stem, "height"]
+        input_id = ids[label.stem]
+        w, h = sizes.loc[input_id, "width"], sizes.loc[input_id, "height"]
         rows = []
         for line in label.read_text().splitlines():
             c, cx, cy, bw, bh = line.split()
             cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
             rows.append((names[int(c)], cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
-        boxes[label.stem] = sorted(rows)
+        boxes[input_id] = sorted(rows)
     return boxes
 
 
