@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core.annotations import Status
 from core.formats import CONCEPT_FORMATS, LINK_MODES
-from core.manifests import EXPORT_FORMATS, SPLITS
+from core.manifests import EXPORT_FORMATS, NEGATIVE_CHOICES, SPLITS
 from core.settings import Settings
 from core.task_config import LabelingTask
 
@@ -88,8 +88,9 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
 
 def render_run_summary(summary: dict) -> None:
     for item in summary["resumed"]:
-        print(f"finished batch {item['batch']}, which was {item['stage']} (a run stopped, a task changed, or new "
-              "labels taught a classifier)")
+        print(f"finished batch {item['batch']} ({item['inputs']} inputs), which was {item['stage']} (a run stopped, "
+              "a task was added or changed, an import's images waited for the model, or new labels taught a "
+              "classifier)")
     for batch in summary["rerouted"]:
         print(f"re-routed batch {batch} under the current rules")
     if summary["still_written"]:
@@ -335,7 +336,7 @@ def command_import(args: argparse.Namespace, settings: Settings) -> None:
     result = import_labels(resources["store"], resources["images"], args.format, path, task.name, args.user,
                            resources["inbox"].max_pixels, task.concepts,
                            suggestions_for=task if args.as_what == "suggestions" else None,
-                           match_iou=task.match_iou)
+                           match_iou=task.match_iou, inbox=resources["inbox"])
     emit(args, {"task": task.name, **result}, render_import)
 
 
@@ -343,6 +344,8 @@ def render_import(result: dict) -> None:
     print(f"imported {result['labels']} labels on {result['images']} images into task {result['task']}: "
           f"{result['annotations_written']} new annotations ({result['status']}), {result['new_inputs']} new inputs"
           + (f", {result['newly_assigned']} images newly in reviewers' queues" if result["newly_assigned"] else ""))
+    print(f"its images are batch {result['batch']}: the next `autoannotate run` predicts and routes them for the "
+          "configured tasks (a person's label wins over a prediction it matches)")
     if result["matched_existing"]:
         print(f"{result['matched_existing']} labels matched an annotation the task already had (IoU >= its match_iou): "
               f"{result['taken_over']} took it over (same annotation, now the imported box), {result['unchanged']} "
@@ -488,7 +491,10 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
         f"exported {r['version']} as {r['format']} ({r['labels']} labels): {r['out']}\n"
         f"images: {splits}; {r['annotations']} annotations"
         + (f"; {r['image_concepts']} image-level concepts" if r.get("image_concepts") else "")
-        + (f"; {r['negatives']} negative images (no objects)" if "negatives" in r else "")))
+        + (f"; {r['negatives']} negative images (no objects) of the version's {r['person_negatives']} made by a "
+           f"person and {r['model_negatives']} by the model alone"
+           + (f" ({r['negatives_left_out']} left out; --negatives all takes every one)"
+              if r["negatives_left_out"] else "") if "negatives" in r else "")))
 
 
 def command_review(args: argparse.Namespace, settings: Settings) -> None:
@@ -736,8 +742,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "classification: image-level concepts, one per image) or coco (boxes, and "
                              "image-level concepts on each image)")
     export.add_argument("--out", required=True, help="output folder")
-    export.add_argument("--no-negatives", dest="negatives", action="store_false",
-                        help="leave out the negative images (looked at, no object accepted); kept by default")
+    export.add_argument("--negatives", choices=list(NEGATIVE_CHOICES), default="people",
+                        help="which negative images (no object) go in: people (default: those a person made, imported "
+                             "without labels or reviewed with nothing left), all (the model's too: images it found "
+                             "nothing on, which teach a model to miss what this one misses) or none")
+    export.add_argument("--no-negatives", dest="negatives", action="store_const", const="none",
+                        help="the same as --negatives none")
     export.add_argument("--resize", type=int, default=0, metavar="PIXELS",
                         help="shrink images whose longest side is larger to this size (default 0: as stored)")
     export.add_argument("--overwrite", action="store_true",

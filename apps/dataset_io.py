@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import replace
@@ -27,6 +28,7 @@ from core.image_checks import Rejection, inspect_image_file
 from core.quality import DEFAULT_IOU, greedy_pairs
 from core.task_config import LabelingTask
 from resources.image_store import ImageStore
+from resources.inbox import Inbox
 from resources.store import DuckDBStore
 from resources.versions import VersionStore
 from store import Session
@@ -38,7 +40,7 @@ READERS = {"yolo": read_yolo, "coco": read_coco, "voc": read_voc, "concepts-csv"
 
 def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, task: str, user: str,
                   max_pixels: int, concepts: list[str], suggestions_for: LabelingTask | None = None,
-                  match_iou: float = DEFAULT_IOU) -> dict:
+                  match_iou: float = DEFAULT_IOU, inbox: Inbox | None = None) -> dict:
     """Every label becomes a SUCCESS annotation (source `import`, annotator `user`) of `task`; with
     `suggestions_for` (the task's definition), an AWAITING_REVIEW one instead, with the label's confidence when
     the file has one, in the task's reviewers' queues.
@@ -51,7 +53,9 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
 
     All files are read and checked before anything is written; then images not yet ingested are
     ingested and the annotations written in one transaction. Importing the same labels again
-    writes nothing new.
+    writes nothing new. With `inbox`, the imported images are pinned as a batch like an inbox batch (its manifest
+    names the dataset's files), so the configured tasks' models predict and route them on the next run, as any
+    other input, and `status` lists the batch until then.
     """
     if suggestions_for is not None and not suggestions_for.reviewers:
         raise ValueError(f"Task {task!r} has no reviewers to review suggestions: add `reviewers` to its file, or "
@@ -108,7 +112,11 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
                 "taken_over": len(taken_over), "unchanged": unchanged, "new_labels": len(new),
                 "identical_files": identical, "clipped_boxes": len(clipped), "clipped": clipped}
 
-    return store.write(write)
+    summary = store.write(write)
+    if inbox is not None and inspected:
+        root = Path(os.path.commonpath([str(image.parent) for image in inspected]))
+        inbox.write_batch([str(image.relative_to(root)) for image in inspected], key=batch, root=root)
+    return summary
 
 
 def _label_frame(items: list, input_of: dict[Path, str] | None = None) -> pd.DataFrame:

@@ -165,7 +165,8 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         # ran): the detector has nothing to do again.
         run_batch(definitions, instance, batch, settings.slot_wait_s, say,
                   assets=CONCEPT_ASSETS if stage == "not scored for concepts" else None)
-        resumed.append({"batch": batch, "stage": stage})
+        resumed.append({"batch": batch, "stage": stage,
+                        "inputs": len(store.read(lambda s, b=batch: s.inputs.batch_input_ids(b)))})
     predict_again = store.read(lambda s: s.batches.predicted_too_high(stale, models, tasks))
     for batch in stale:
         again = batch in predict_again

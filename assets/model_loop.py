@@ -11,7 +11,14 @@ import dagster as dg
 
 from assets.partitions import daily_partitions
 from assets.versions import dataset_versions
-from core.model_loop import METRICS, promotion_decision, share_auto_accepted, training_classes
+from core.model_loop import (
+    METRICS,
+    average_precision,
+    concepts_without_class,
+    promotion_decision,
+    share_auto_accepted,
+    training_classes,
+)
 from core.plots import learning_curves, markdown_image, model_comparison
 from core.task_config import LabelingTask
 from resources.detector import Detector, file_sha256
@@ -34,31 +41,48 @@ def train_task(context: dg.AssetExecutionContext, task: LabelingTask, day: str, 
     parent_detector = detector_for(task, detector)
     parent = parent_detector.weights_path()
     parent_model = parent_detector.load()
+    # A concept no class of the detector stands for can only be learned in the task's concept space: a new head of
+    # nc = the task's concepts (Ultralytics builds it when the dataset's nc differs, transferring every weight whose
+    # shape fits), whose classes are the concepts themselves.
+    new_concepts = concepts_without_class(task, parent_model.class_names)
     with tempfile.TemporaryDirectory() as scratch:
         exported = export_version(store, images, versions, version_key, "yolo", Path(scratch) / "data",
-                                  model_classes=(parent_model.class_names,
-                                                 training_classes(task, parent_model.class_names)))
-        if not exported["train"] or not exported["val"]:
-            return {"trained": False, "why": f"{version_key} has {exported['train']} train and {exported['val']} val "
-                                             "images: both splits need at least one"}
+                                  model_classes=None if new_concepts else (
+                                      parent_model.class_names, training_classes(task, parent_model.class_names)))
         data = Path(exported["out"])
-        context.log.info(f"{task.name}: fine-tuning {parent.name} on {version_key} ({exported['train']} train, "
-                         f"{exported['val']} val images) ...")
+        train_labels = training.labelled_boxes(data, "train")
+        if not exported["train"] or not exported["val"] or not train_labels:
+            return {"trained": False, "why": f"{version_key} has {exported['train']} train images holding "
+                                             f"{train_labels} labels the detector can learn, and {exported['val']} "
+                                             "val images: both splits need images and the train split labels"}
+        space = (f"in the task's concept space (new head for {', '.join(new_concepts)})" if new_concepts
+                 else "in its own class space")
+        context.log.info(f"{task.name}: fine-tuning {parent.name} {space} on {version_key} ({exported['train']} "
+                         f"train images, {train_labels} labels; {exported['val']} val images) ...")
         trained = training.train(parent, data, lambda line: context.log.info(f"{task.name}: {line}"))
         target = task.target_precision or DEFAULT_TARGET_PRECISION
-        figures = {which: {**training.evaluate(weights, data), "auto_accepted": share_auto_accepted(
-                       task, *training.val_predictions(weights, data, parent_detector.conf_floor), target)}
-                   for which, weights in (("candidate", trained), ("current", parent))}
+
+        def measured(weights: Path) -> dict:
+            predicted, labels = training.val_predictions(weights, data, parent_detector.conf_floor)
+            # Class ids of the two detectors differ from each other there: measured on the concepts both map to.
+            figures = (average_precision(predicted.assign(concept=predicted["class_name"].map(task.concept_for)),
+                                         labels.assign(concept=labels["class_name"]), task.concepts)
+                       if new_concepts else training.evaluate(weights, data))
+            return {**figures, "auto_accepted": share_auto_accepted(task, predicted, labels, target)}
+
+        figures = {which: measured(weights) for which, weights in (("candidate", trained), ("current", parent))}
+        class_names = training.class_names(trained)
     model_id, parent_id = file_sha256(trained), parent_model.model_id
     now = datetime.now(UTC).replace(tzinfo=None)
     settings = {"epochs": training.epochs, "imgsz": training.imgsz, "batch": training.batch,
-                "device": training.device, "from": training.architecture or "parent weights"}
+                "device": training.device, "from": training.architecture or "parent weights",
+                "classes": "task concepts" if new_concepts else "parent classes", "train_labels": train_labels}
 
     def record(s) -> None:
         s.predictions.register_model(parent_id, parent_model.name, parent_model.path, parent_model.task_type,
                                      parent_model.class_names, now)
         s.predictions.register_model(model_id, trained.name, str(trained), parent_model.task_type,
-                                     parent_model.class_names, now, details={
+                                     class_names, now, details={
                                          "kind": "trained", "task": task.name, "version_key": version_key,
                                          "parent_id": parent_id, "training": settings})
         for which, evaluated in (("candidate", model_id), ("current", parent_id)):

@@ -36,6 +36,11 @@ def manifest_of(lines: str, inputs: int, per_concept: dict[str, int], negatives:
 
 # A negative (background) image: the model ran on it, or a person reviewed it, and it holds no accepted object.
 NEGATIVE_SOURCE = "negative"
+# Who made a negative: a person (imported without labels, or reviewed with nothing left) or the model's silence
+# alone (nothing above the lower threshold). Exports take people's by default: a model that misses an object would
+# otherwise teach the next model to miss it too.
+NEGATIVE_MAKERS = ("person", "model")
+NEGATIVE_CHOICES = {"people": ("person",), "all": NEGATIVE_MAKERS, "none": ()}
 SPLITS = ("train", "val", "test")
 EXPORT_FORMATS = ("yolo", "yolo-seg", "coco", "classify")
 

@@ -3,12 +3,52 @@ promoted; no training, no database."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from core.quality import calibrate_task
+from core.quality import calibrate_task, greedy_pairs
 from core.task_config import LabelingTask, PromoteWhen
 
 METRICS = ("map50", "map50_95")
+
+
+def concepts_without_class(task: LabelingTask, class_names: list[str]) -> list[str]:
+    """The task's concepts no class of the detector stands for: a detector trained in its own class space could
+    never learn them, so the task trains in its concept space instead (a new head)."""
+    return [c for c in task.concepts if c not in training_classes(task, class_names)]
+
+
+COCO_IOUS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+def average_precision(predictions: pd.DataFrame, references: pd.DataFrame, concepts: list[str]) -> dict:
+    """COCO's detection AP of `predictions` (input_id, concept, confidence, x1..y2) against `references`
+    (input_id, concept, x1..y2), for detectors whose classes differ from the dataset's ids (so Ultralytics'
+    validator cannot compare them): per concept with references, the 101-point interpolated precision over
+    recall, at IoU 0.5 (`map50`) and averaged over 0.5:0.95 (`map50_95`); the means over those concepts."""
+    per_class: dict[str, dict[str, float]] = {}
+    for concept in concepts:
+        truth = references[references["concept"] == concept].reset_index(drop=True)
+        if truth.empty:
+            continue
+        found = predictions[predictions["concept"] == concept].sort_values(
+            "confidence", ascending=False, kind="mergesort").reset_index(drop=True)
+        aps = []
+        for iou in COCO_IOUS:
+            hits = np.zeros(len(found), dtype=bool)
+            hits[[i for i, _ in greedy_pairs(found, truth, iou)]] = True
+            true = np.cumsum(hits)
+            precision = true / np.arange(1, len(found) + 1) if len(found) else np.zeros(0)
+            recall = true / len(truth) if len(found) else np.zeros(0)
+            # Interpolated: the best precision at any recall at least as high.
+            envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(found) else np.zeros(0)
+            at = np.searchsorted(recall, RECALL_POINTS, side="left")
+            aps.append(float(np.mean([envelope[i] if i < len(envelope) else 0.0 for i in at])))
+        per_class[concept] = {"map50": round(aps[0], 4), "map50_95": round(float(np.mean(aps)), 4)}
+    mean = {metric: float(np.mean([f[metric] for f in per_class.values()])) if per_class else 0.0
+            for metric in METRICS}
+    return {**mean, "per_class": per_class}
 
 
 def training_classes(task: LabelingTask, class_names: list[str]) -> dict[str, str]:

@@ -287,7 +287,9 @@ class LabelingTask(Strict):
 
 def check_class_map(task: LabelingTask, class_names: list[str], model_name: str) -> None:
     """Refuse a task whose class_map names classes its model does not have (a typo would map nothing)."""
-    missing = [name for name in task.class_map if name not in class_names]
+    # A detector trained in the task's concept space has the concepts themselves as classes.
+    missing = [name for name, concept in task.class_map.items() if name not in class_names
+               and concept not in class_names]
     if missing:
         raise TaskConfigError(
             f"{task.source_file or task.name}: class_map names {', '.join(repr(m) for m in missing)}, which the model "

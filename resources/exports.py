@@ -23,7 +23,7 @@ from core.formats import (
     write_coco,
     write_yolo,
 )
-from core.manifests import check_split_ratios
+from core.manifests import NEGATIVE_CHOICES, NEGATIVE_MAKERS, check_split_ratios
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
 from resources.versions import VersionStore
@@ -73,15 +73,17 @@ def replaced_whole(out: Path) -> Iterator[Path]:
 
 
 def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStore, version_key: str, fmt: str,
-                   out: Path, negatives: bool = True, longest_side: int = 0,
+                   out: Path, negatives: str = "people", longest_side: int = 0,
                    model_classes: tuple[list[str], dict[str, str]] | None = None, overwrite: bool = False,
                    link: str = "hardlink") -> dict:
     """Write a version as an Ultralytics YOLO dataset (`yolo-seg`, or `yolo` when the version has polygons:
     Ultralytics' segmentation labels), an Ultralytics classification dataset (`classify`: its image-level
     concepts, one per image) or a COCO JSON (boxes, and image-level concepts on each image), with its images,
-    into `out`, split train/val/test by input hash. The version's negative images go in with no objects unless
-    `negatives` is false; `longest_side` resizes larger images. `autoannotate_export.json` records all of it, so
-    the export can be made again byte for byte, and names the input each image file is. `model_classes` (a
+    into `out`, split train/val/test by input hash. The version's negative images go in with no objects as
+    `negatives` says: `people` (default: those a person made, imported without labels or reviewed with nothing
+    left), `all` (the model's too: images it found nothing on) or `none`; `longest_side` resizes larger images.
+    `autoannotate_export.json` records all of it, so the export can be made again byte for byte, and names the
+    input each image file is. `model_classes` (a
     detector's class names, and the class each concept stands for) writes boxes in that detector's class space, to
     train it.
 
@@ -91,6 +93,8 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
     otherwise, or symlinks with `link="symlink"`."""
     check_split_ratios(versions.val_ratio, versions.test_ratio)
     check_export_folder(out, overwrite)
+    if negatives not in NEGATIVE_CHOICES:
+        raise ValueError(f"--negatives {negatives!r} is not one of {', '.join(NEGATIVE_CHOICES)}.")
     if link not in LINK_MODES:
         raise ValueError(f"--link {link!r} is not one of {', '.join(LINK_MODES)}.")
     if longest_side < 0:
@@ -105,15 +109,20 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
         # A box format carries objects only: an image-level concept (its box is the whole image) is not a box.
         is_concept = rows["kind"].fillna(str(Kind.BOX)) == str(Kind.CONCEPT)
         boxes, concepts = rows[~is_concept], rows[is_concept]
-        empty = s.versions.negatives(version["task"], version["cutoff"]) if negatives and fmt != "classify" else []
+        made = s.versions.negatives(version["task"], version["cutoff"]) if fmt != "classify" else {}
+        empty = sorted(i for maker in NEGATIVE_CHOICES[negatives] for i in made.get(maker, []))
         # Class ids come from the task's registry, so they never move between versions.
         names = s.history.class_names(version["task"], sorted((concepts if fmt == "classify" else boxes)
                                                               ["concept"].unique()))
-        return (version, boxes, concepts, empty, names,
+        return (version, boxes, concepts, empty, made, names,
                 s.inputs.sizes(sorted(set(rows["input_id"]) | set(empty))),
                 s.versions.manifest(version["task"], version["cutoff"]).sha256)
 
-    version, boxes, concepts, empty, names, inputs, current_sha256 = store.write(read)
+    version, boxes, concepts, empty, made, names, inputs, current_sha256 = store.write(read)
+    # What went in, and what the version holds that this export left out, by who made it.
+    negative_counts = {"negatives": len(empty), **{
+        f"{maker}_negatives": len(made.get(maker, [])) for maker in NEGATIVE_MAKERS},
+        "negatives_left_out": sum(len(made.get(m, [])) for m in NEGATIVE_MAKERS) - len(empty)}
     if model_classes is not None:
         names, class_of = model_classes
         boxes = boxes[boxes["concept"].isin(class_of)].assign(concept=lambda rows: rows["concept"].map(class_of))
@@ -128,7 +137,8 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
     record = {"version": version_key, "format": fmt, "manifest_sha256": recorded,
               "labels": "segment" if segments else "detect" if fmt.startswith("yolo") else fmt,
               "splits": {"val": ratios[0], "test": ratios[1], "by": "input_id hash"},
-              "negatives_included": negatives and fmt != "classify", "resize_longest_side": longest_side,
+              "negatives_included": sorted(NEGATIVE_CHOICES[negatives]) if fmt != "classify" else [],
+              "resize_longest_side": longest_side,
               "images": dict(zip(inputs["file_name"], inputs["input_id"], strict=True))}
     if fmt == "classify" and concepts.empty:
         raise ValueError(f"{version_key} holds no image-level concepts to export as classify (its task "
@@ -141,7 +151,7 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
         elif fmt.startswith("yolo"):
             taken = inputs[inputs["input_id"].isin(set(boxes["input_id"]) | set(empty))]
             record["images"] = dict(zip(taken["file_name"], taken["input_id"], strict=True))
-            counts = {"negatives": len(empty), "annotations": len(boxes)}
+            counts = {**negative_counts, "annotations": len(boxes)}
             counts |= write_yolo(boxes, taken, images.path_for, staging, names, ratios, segments, longest_side, link)
             main_file = out / "data.yaml"
         else:
@@ -151,7 +161,7 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
             # COCO's boxes are in pixels: of the images as exported.
             exported = [resized(w, h, longest_side) for w, h in zip(inputs["width"], inputs["height"], strict=True)]
             sized = inputs.assign(width=[w for w, _ in exported], height=[h for _, h in exported])
-            counts = {"negatives": len(empty)}
+            counts = dict(negative_counts)
             counts |= write_coco(boxes, sized, staging / "annotations.json", names, image_concepts=concepts,
                                  ratios=ratios)
             main_file = out / "annotations.json"

@@ -63,17 +63,19 @@ class Inbox(dg.ConfigurableResource):
     def manifest_path(self, batch: str) -> Path:
         return Path(self.batches_dir) / f"{batch}.json"
 
-    def write_batch(self, files: list[str], key: str | None = None) -> str:
-        """Pin `files` (paths relative to the inbox) as a batch and return its key."""
+    def write_batch(self, files: list[str], key: str | None = None, root: Path | None = None) -> str:
+        """Pin `files` (paths relative to `root`: the inbox, or the folder of an imported dataset) as a batch and
+        return its key."""
         key = key or batch_key_for(files, datetime.now(UTC))
+        root = root or Path(self.path)
         target = self.manifest_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".json.tmp")
         signatures = {}
         for name in sorted(files):
             with contextlib.suppress(OSError):  # gone already: the batch keeps the name, ingestion says so
-                signatures[name] = file_signature(Path(self.path) / name)
-        tmp.write_text(json.dumps({"batch": key, "inbox": self.path, "files": sorted(files),
+                signatures[name] = file_signature(root / name)
+        tmp.write_text(json.dumps({"batch": key, "inbox": str(root), "files": sorted(files),
                                    "signatures": signatures}, indent=1))
         os.replace(tmp, target)
         return key

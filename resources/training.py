@@ -54,6 +54,21 @@ class DetectorTraining(dg.ConfigurableResource):
                 shutil.copyfile(trained, target)
         return target
 
+    @staticmethod
+    def labelled_boxes(data_yaml: Path, split: str) -> int:
+        """How many labels a split of a YOLO export holds (its label files' lines)."""
+        folder = data_yaml.parent / "labels" / split
+        return sum(1 for label in folder.glob("*.txt") for line in label.read_text().splitlines() if line.strip())
+
+    @staticmethod
+    def class_names(weights: Path) -> list[str]:
+        """The class names of trained weights, in id order."""
+        make_ultralytics_offline()
+        from ultralytics import YOLO
+
+        names = YOLO(str(weights)).names
+        return [names[i] for i in sorted(names)]
+
     def evaluate(self, weights: Path, data_yaml: Path) -> dict:
         """Ultralytics' validator on the dataset's val split: mAP50, mAP50-95 and per class precision, recall
         and mAP50."""

@@ -125,13 +125,17 @@ class AnnotationHistory:
         """The inputs `task` routed for objects (or imported without labels) before `cutoff` that hold no object
         accepted or still to decide as of then: the model found nothing above the lower threshold, people rejected
         what it found, or a labelled dataset had no label for the image. (An image with an open review item is
-        not a negative yet.)"""
+        not a negative yet.) Columns: input_id, and `by_person`: a person made it a negative (imported without
+        labels, or a person decided a box of it and none is left), not only the model's silence."""
         state, params = self.state_as_of_sql(task, cutoff)
         held = ", ".join(f"'{status}'" for status in (Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING))
-        return (f"SELECT DISTINCT input_id FROM (SELECT input_id, processed_at AS since FROM task_inputs "
-                f"WHERE task = $task UNION ALL SELECT input_id, recorded_at FROM empty_inputs WHERE task = $task) "
+        return (f"SELECT input_id, bool_or(by_person) OR input_id IN (SELECT input_id FROM ({state}) "
+                f"WHERE {KIND_SQL} = '{Kind.BOX}' AND source <> '{Source.AUTO}') AS by_person FROM ("
+                f"SELECT input_id, processed_at AS since, false AS by_person FROM task_inputs WHERE task = $task "
+                f"UNION ALL SELECT input_id, recorded_at, true FROM empty_inputs WHERE task = $task) "
                 f"WHERE since < $cutoff AND input_id NOT IN (SELECT input_id FROM ({state}) "
-                f"WHERE {KIND_SQL} = '{Kind.BOX}' AND status IN ({held}))", {**params, "cutoff": cutoff})
+                f"WHERE {KIND_SQL} = '{Kind.BOX}' AND status IN ({held})) GROUP BY input_id",
+                {**params, "cutoff": cutoff})
 
     def tasks(self) -> list[str]:
         return [t for (t,) in self.s.conn.execute("SELECT DISTINCT task FROM annotations ORDER BY 1").fetchall()]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from core.annotations import KIND_SQL, Kind
 from core.geometry import BOX_DECIMALS
-from core.manifests import MANIFEST_COLUMNS, NEGATIVE_SOURCE, Manifest, manifest_of
+from core.manifests import MANIFEST_COLUMNS, NEGATIVE_MAKERS, NEGATIVE_SOURCE, Manifest, manifest_of
 
 if TYPE_CHECKING:
     from store.database import Session
@@ -42,9 +42,13 @@ class VersionsSQL:
                                                params).fetchall())
         return manifest_of(lines, inputs, per_concept, negative_count)
 
-    def negatives(self, task: str, cutoff: datetime) -> list[str]:
-        """The version's negative images (see `HistorySQL.negatives_sql`), sorted."""
-        return sorted(i for (i,) in self.s.conn.execute(*self.s.history.negatives_sql(task, cutoff)).fetchall())
+    def negatives(self, task: str, cutoff: datetime) -> dict[str, list[str]]:
+        """The version's negative images (see `HistorySQL.negatives_sql`) by who made them, each list sorted:
+        `person` (imported without labels, or reviewed with nothing left) and `model` (nothing found above the
+        lower threshold, no person looked)."""
+        made = dict(self.s.conn.execute(*self.s.history.negatives_sql(task, cutoff)).fetchall())
+        return {kind: sorted(i for i, by_person in made.items() if by_person == (kind == "person"))
+                for kind in NEGATIVE_MAKERS}
 
     def get(self, version_key: str) -> dict | None:
         rows = self.s.df("SELECT * FROM dataset_versions WHERE version_key = ?", [version_key])

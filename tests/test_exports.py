@@ -115,7 +115,13 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
     manifest = Path(row["manifest_path"]).read_text().splitlines()[1:]
     assert sorted(line.split("\t")[0] for line in manifest if line.split("\t")[6] == "negative") == sorted(negatives)
 
-    summary = export(resources, version, "yolo", tmp_path / "yolo")
+    # By default only the negatives a person made go in: the model's silence on the blanks is no such statement.
+    people = export(resources, version, "yolo", tmp_path / "yolo-people")
+    assert (people["negatives"], people["person_negatives"], people["model_negatives"],
+            people["negatives_left_out"]) == (1, 1, len(negatives) - 1, len(negatives) - 1)
+    assert set(yolo_labels(tmp_path / "yolo-people")) == accepted | {rejected_image}
+
+    summary = export(resources, version, "yolo", tmp_path / "yolo", negatives="all")
     assert (summary["negatives"], summary["labels"]) == (len(negatives), "detect")
     loaded = yolo_labels(tmp_path / "yolo")
     assert set(loaded) == accepted | negatives
@@ -129,14 +135,15 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
     assert {placed[i] for i in blanks} == set(SPLITS)  # blank images made to land in every split did
     record = json.loads((tmp_path / "yolo" / "autoannotate_export.json").read_text())
     assert record["splits"] == {"val": 0.2, "test": 0.1, "by": "input_id hash"}
-    assert record["negatives_included"] is True and record["manifest_sha256"] == summary["manifest_sha256"]
+    assert record["negatives_included"] == ["model", "person"]
+    assert record["manifest_sha256"] == summary["manifest_sha256"]
 
-    without = export(resources, version, "yolo", tmp_path / "yolo-positives", negatives=False)
+    without = export(resources, version, "yolo", tmp_path / "yolo-positives", negatives="none")
     assert "negatives" not in without or without["negatives"] == 0
     ids = exported_input_ids(tmp_path / "yolo-positives")
     assert {ids[p.stem] for p in (tmp_path / "yolo-positives" / "images").glob("*/*")} == accepted
 
-    coco = export(resources, version, "coco", tmp_path / "coco")
+    coco = export(resources, version, "coco", tmp_path / "coco", negatives="all")
     truth = COCO(coco["out"])
     of_file = exported_input_ids(tmp_path / "coco")
     ids = {of_file[Path(image["file_name"]).stem]: image["id"] for image in truth.dataset["images"]}

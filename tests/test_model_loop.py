@@ -210,3 +210,125 @@ def test_model_train_without_a_task_that_detects_is_one_sentence(tmp_path: Path)
     assert (trained.returncode, trained.stderr.strip()) == (1, (
         "autoannotate: No configured task detects objects (configured: demo-scenes): the model loop trains a "
         "task's detector, so it needs a task with `model.weights`."))
+
+
+def test_average_precision_is_coco_s_101_point_ap() -> None:
+    """One reference box: a true positive alone gives AP 1; a more confident false positive before it gives 0.5
+    (pycocotools' figure for the same case); a concept without references is left out of the mean."""
+    import pandas as pd
+
+    from core.model_loop import average_precision
+
+    truth = pd.DataFrame([{"input_id": "a", "concept": "ball", "x1": 0.1, "y1": 0.1, "x2": 0.5, "y2": 0.5}])
+    hit = {"input_id": "a", "concept": "ball", "confidence": 0.8, "x1": 0.1, "y1": 0.1, "x2": 0.5, "y2": 0.5}
+    miss = {"input_id": "a", "concept": "ball", "confidence": 0.9, "x1": 0.6, "y1": 0.6, "x2": 0.9, "y2": 0.9}
+    alone = average_precision(pd.DataFrame([hit]), truth, ["ball", "box"])
+    assert (alone["map50"], alone["map50_95"], list(alone["per_class"])) == (1.0, 1.0, ["ball"])
+    assert average_precision(pd.DataFrame([hit, miss]), truth, ["ball"])["map50"] == pytest.approx(0.5)
+    shifted = {**hit, "x2": 0.45}  # IoU 0.875: a hit up to IoU 0.85, a miss above
+    assert average_precision(pd.DataFrame([shifted]), truth, ["ball"])["map50_95"] == pytest.approx(0.8)
+
+
+def test_a_concept_the_detector_has_no_class_for_is_learned_with_a_new_head(
+        resources: dict, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    """The task names `plus`, which no class of the bundled detector stands for (its `cross` is unmapped): the
+    model loop trains in the task's concept space, so the candidate's classes are the task's concepts, its train
+    split kept every label (the plus boxes too), and both detectors are measured on those concepts. A version
+    whose train split holds no label trains nothing and registers nothing."""
+    from apps.demo_scenes import generate_scene
+
+    task_file = write_task_file(tmp_path, name="plus-task", concepts=["ball", "box", "sign", "plus"])
+    resources["tasks"] = tasks = LabelingTasks(task_files=[str(task_file)],
+                                               promoted=str(tmp_path / "home-models" / "promoted.json"))
+    resources["training"] = DetectorTraining(root=str(tmp_path / "trained"), epochs=1, imgsz=128, batch=8)
+    task = tasks.load()[0]
+    day = datetime.now(UTC).date().isoformat()
+    names = {"circle": "ball", "square": "box", "triangle": "sign", "cross": "plus"}
+    root = tmp_path / "labelled"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    boxes = {"plus": 0}
+    for index in range(24):
+        image, objects = generate_scene(9_300_000 + index, min_objects=3)
+        image.save(root / "images" / "train" / f"p{index:02d}.png")
+        lines = [f"{task.concepts.index(names[o.class_name])} {(o.x1 + o.x2) / 2 / image.width:.6f} "
+                 f"{(o.y1 + o.y2) / 2 / image.height:.6f} {(o.x2 - o.x1) / image.width:.6f} "
+                 f"{(o.y2 - o.y1) / image.height:.6f}" for o in objects]
+        boxes["plus"] += sum(o.class_name == "cross" for o in objects)
+        (root / "labels" / "train" / f"p{index:02d}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text("train: images/train\nnames: [ball, box, sign, plus]\n")
+    import_labels(resources["store"], resources["images"], "yolo", root, task.name, "truth", 50_000_000,
+                  task.concepts)
+    assert boxes["plus"] > 0
+    assert dg.materialize([dataset_versions], partition_key=day, instance=instance, resources=resources).success
+    result = dg.materialize([detector_models], partition_key=day, instance=instance, resources=resources)
+    outcome = result.asset_materializations_for_node("detector_models")[0].metadata["tasks"].value[task.name]
+    assert outcome["trained"] is True and outcome["training"]["classes"] == "task concepts"
+    version = resources["store"].read(lambda s: s.versions.get(f"{task.name}@{day}"))
+    assert outcome["training"]["train_labels"] > 0
+    registered = query(resources["store"], "SELECT class_names FROM models WHERE model_id = ?",
+                       [outcome["model_id"]])["class_names"][0]
+    assert list(registered) == ["ball", "box", "sign", "plus"]
+    assert set(outcome["per_class"]) <= {"ball", "box", "sign", "plus"}
+    assert 0.0 <= outcome["candidate map50"] <= 1.0 and 0.0 <= outcome["current map50"] <= 1.0
+    assert version["annotations"] == sum(len(p.read_text().splitlines()) for p in (root / "labels" / "train")
+                                         .glob("*.txt"))
+    logged = [e.user_message for e in instance.all_logs(result.run_id) if "concept space" in e.user_message]
+    assert logged and "new head for plus" in logged[0]
+    # Promoted, the detector's classes are the concepts themselves: the task's class_map still passes its check.
+    promote_model(resources["store"], tasks, outcome["model_id"][:12], "alice")
+    from core.task_config import check_class_map
+
+    check_class_map(tasks.load()[0], list(registered), "candidate")
+
+
+def test_a_version_whose_train_split_has_no_label_trains_nothing(
+        resources: dict, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    """Labelled scenes only in the val split (chosen by content hash), grey negatives in train: the train split
+    has images but no label, so nothing is trained and no model is registered."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from apps.demo_scenes import generate_scene
+    from core.manifests import split_of
+
+    task_file = write_task_file(tmp_path, name="empty-task")
+    resources["tasks"] = tasks = LabelingTasks(task_files=[str(task_file)],
+                                               promoted=str(tmp_path / "home-models" / "promoted.json"))
+    resources["training"] = DetectorTraining(root=str(tmp_path / "trained"), epochs=1, imgsz=128, batch=8)
+    root = tmp_path / "dataset"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    wanted = {"val": 2, "train": 4}
+    for index in range(400):
+        scene = index % 2 == 0
+        image = generate_scene(9_400_000 + index, min_objects=2)[0] if scene else \
+            Image.new("RGB", (64, 48), (index % 256, 90, 90))
+        data = io.BytesIO()
+        image.save(data, format="PNG")
+        split = split_of(hashlib.sha256(data.getvalue()).hexdigest(), 0.2, 0.1)
+        if (split != "val") if scene else (split != "train"):
+            continue
+        if not wanted[split]:
+            continue
+        wanted[split] -= 1
+        (root / "images" / "train" / f"i{index:03d}.png").write_bytes(data.getvalue())
+        (root / "labels" / "train" / f"i{index:03d}.txt").write_text("0 0.5 0.5 0.2 0.2\n" if scene else "")
+        if not any(wanted.values()):
+            break
+    assert not any(wanted.values())
+    (root / "data.yaml").write_text("train: images/train\nnames: [ball, box, sign]\n")
+    task = tasks.load()[0]
+    import_labels(resources["store"], resources["images"], "yolo", root, task.name, "truth", 50_000_000,
+                  task.concepts)
+    day = datetime.now(UTC).date().isoformat()
+    assert dg.materialize([dataset_versions], partition_key=day, instance=instance, resources=resources).success
+    result = dg.materialize([detector_models], partition_key=day, instance=instance, resources=resources)
+    outcome = result.asset_materializations_for_node("detector_models")[0].metadata["tasks"].value[task.name]
+    assert outcome == {"trained": False, "why": f"{task.name}@{day} has 4 train images holding 0 labels the "
+                                                "detector can learn, and 2 val images: both splits need images and "
+                                                "the train split labels"}
+    assert query(resources["store"], "SELECT count(*) AS n FROM models")["n"][0] == 0
+    assert not (tmp_path / "trained").exists() or list((tmp_path / "trained").iterdir()) == []

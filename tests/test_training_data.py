@@ -260,8 +260,14 @@ def test_exports_stand_alone_and_replace_a_folder_whole_or_not_at_all(tmp_path: 
     negatives = summary["versions"][version]["negatives"]
     assert negatives > 0
     out = tmp_path / "exports" / "yolo"
+    # The demo's negatives are the model's silence alone: by default they stay out, and the summary says so.
+    default = json.loads(autoannotate("--json", "export", "--version", version, "--format", "yolo", "--out",
+                                      str(tmp_path / "default"), home=home).stdout)
+    assert (default["negatives"], default["person_negatives"], default["model_negatives"],
+            default["negatives_left_out"]) == (0, 0, negatives, negatives)
     first = json.loads(autoannotate("--json", "export", "--version", version, "--format", "yolo", "--out", str(out),
-                                    home=home).stdout)
+                                    "--negatives", "all", home=home).stdout)
+    assert first["negatives"] == negatives
     images = sorted(p for p in (out / "images").rglob("*") if p.is_file())
     assert len(images) == first["train"] + first["val"] + first["test"]
     assert all(not p.is_symlink() and p.stat().st_nlink >= 2 for p in images)  # hard links into the image store
@@ -401,3 +407,56 @@ def test_two_overlapping_live_boxes_of_one_object_are_found(tmp_path: Path) -> N
     pairs = store.read(lambda s: s.history.overlapping_live_pairs("b1"))
     assert len(pairs) == 1 and (pairs["first"][0][:1], pairs["second"][0][:1]) == ("a", "b")
     assert pairs["iou"][0] == pytest.approx(0.9608, abs=1e-4)
+
+
+def labelled_scenes(root: Path, count: int, seed: int) -> int:
+    """A YOLO dataset of demo scenes labelled with the demo task's concepts (crosses are not part of it); returns
+    how many boxes it holds."""
+    from helpers import CONCEPT_OF, NAMES
+
+    from apps.demo_scenes import generate_scene
+
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    boxes = 0
+    for index in range(count):
+        image, objects = generate_scene(seed + index, hard=index % 2 == 1)
+        image.save(root / "images" / "train" / f"labelled_{index:03d}.jpg", quality=92)
+        lines = [f"{NAMES.index(CONCEPT_OF[o.class_name])} {(o.x1 + o.x2) / 2 / image.width:.6f} "
+                 f"{(o.y1 + o.y2) / 2 / image.height:.6f} {(o.x2 - o.x1) / image.width:.6f} "
+                 f"{(o.y2 - o.y1) / image.height:.6f}" for o in objects if o.class_name in CONCEPT_OF]
+        (root / "labels" / "train" / f"labelled_{index:03d}.txt").write_text("".join(f"{line}\n" for line in lines))
+        boxes += len(lines)
+    (root / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [ball, box, sign]\n")
+    return boxes
+
+
+def test_imported_images_are_predicted_by_the_next_run_and_calibrate_on_their_labels(tmp_path: Path) -> None:
+    """Import a labelled half, put the other half in the inbox: `status` says the import's batch is not predicted
+    yet, the next `run` predicts and routes it (no label gets a second annotation: a person's label wins over the
+    prediction it matches), and `quality` and `calibrate` rest on exactly the imported boxes."""
+    home = tmp_path / "home"
+    imported_boxes = labelled_scenes(tmp_path / "dataset", 40, seed=8_100_000)
+    write_demo_images(tmp_path / "inbox", 20, seed=71)
+    result = json.loads(autoannotate("--json", "import", "--format", "yolo", str(tmp_path / "dataset"), "--user",
+                                     "carol", home=home).stdout)
+    assert result["annotations_written"] == imported_boxes
+    status = json.loads(autoannotate("--json", "status", home=home).stdout)
+    assert status["unfinished_batches"] == {result["batch"]: "not predicted"}
+    assert status["tasks"]["demo-shapes"]["inputs_processed"] == 0
+    summary = json.loads(autoannotate("--json", "run", "--inbox", str(tmp_path / "inbox"), home=home).stdout)
+    assert summary["resumed"] == [{"batch": result["batch"], "stage": "not predicted"}]
+    assert summary["ingestion"]["inputs"] == 20
+    status = json.loads(autoannotate("--json", "status", home=home).stdout)
+    assert status["unfinished_batches"] == {} and status["tasks"]["demo-shapes"]["inputs_processed"] == 60
+    store = build_resources(Settings(home=home))["store"]
+    assert store.read(lambda s: s.history.overlapping_live_pairs(result["batch"])).empty
+    people = query(store, "SELECT count(*) AS n FROM annotation_state WHERE source = 'import' AND status = 'SUCCESS'")
+    assert people["n"][0] == imported_boxes  # every label stands, none was replaced by a prediction
+    quality = json.loads(autoannotate("--json", "quality", home=home).stdout)
+    assert sum(c["reference_boxes"] for c in quality["concepts"].values()) == imported_boxes
+    calibration = json.loads(autoannotate("--json", "calibrate", "--target-precision", "0.8", home=home).stdout)
+    assert sum(c["reference_boxes"] for c in calibration["concepts"].values()) == imported_boxes
+    assert any(c["upper"] is not None for c in calibration["concepts"].values())
+    again = json.loads(autoannotate("--json", "run", "--inbox", str(tmp_path / "inbox"), home=home).stdout)
+    assert (again["batch"], again["resumed"]) == (None, [])
