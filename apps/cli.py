@@ -480,12 +480,17 @@ def render_model_classes(result: dict) -> None:
 
 def command_export(args: argparse.Namespace, settings: Settings) -> None:
     from resources import build_resources
-    from resources.exports import export_version
+    from resources.exports import default_negatives, export_version
 
     resources = build_resources(settings)
+    negatives, why = args.negatives, "as --negatives says"
+    if negatives is None:
+        configured = {t.name: t for t in resources["tasks"].load()}
+        negatives, why = default_negatives(resources["store"], configured.get(args.version.split("@")[0]))
     result = export_version(resources["store"], resources["images"], resources["versions"], args.version,
-                            args.format, Path(args.out), negatives=args.negatives, longest_side=args.resize,
+                            args.format, Path(args.out), negatives=negatives, longest_side=args.resize,
                             overwrite=args.overwrite, link=args.link)
+    result["negatives_chosen"] = why
     splits = ", ".join(f"{split} {result[split]}" for split in SPLITS if split in result)
     emit(args, result, lambda r: print(
         f"exported {r['version']} as {r['format']} ({r['labels']} labels): {r['out']}\n"
@@ -494,7 +499,7 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
         + (f"; {r['negatives']} negative images (no objects) of the version's {r['person_negatives']} made by a "
            f"person and {r['model_negatives']} by the model alone"
            + (f" ({r['negatives_left_out']} left out; --negatives all takes every one)"
-              if r["negatives_left_out"] else "") if "negatives" in r else "")))
+              if r["negatives_left_out"] else "") + f"; {r['negatives_chosen']}" if "negatives" in r else "")))
 
 
 def command_review(args: argparse.Namespace, settings: Settings) -> None:
@@ -742,10 +747,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "classification: image-level concepts, one per image) or coco (boxes, and "
                              "image-level concepts on each image)")
     export.add_argument("--out", required=True, help="output folder")
-    export.add_argument("--negatives", choices=list(NEGATIVE_CHOICES), default="people",
-                        help="which negative images (no object) go in: people (default: those a person made, imported "
-                             "without labels or reviewed with nothing left), all (the model's too: images it found "
-                             "nothing on, which teach a model to miss what this one misses) or none")
+    export.add_argument("--negatives", choices=list(NEGATIVE_CHOICES), default=None,
+                        help="which negative images (no object) go in: people (the default: those a person made, "
+                             "imported without labels or reviewed with nothing left), all (the model's too: images it "
+                             "found nothing on, which teach a model to miss what this one misses; the default when "
+                             "the task's model_negatives_below_miss_rate is met by its spot checks) or none")
     export.add_argument("--no-negatives", dest="negatives", action="store_const", const="none",
                         help="the same as --negatives none")
     export.add_argument("--resize", type=int, default=0, metavar="PIXELS",

@@ -22,7 +22,7 @@ from core.model_loop import (
 from core.plots import learning_curves, markdown_image, model_comparison
 from core.task_config import LabelingTask
 from resources.detector import Detector, file_sha256
-from resources.exports import export_version
+from resources.exports import default_negatives, export_version
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
 from resources.tasks import LabelingTasks, detector_for
@@ -47,6 +47,7 @@ def train_task(context: dg.AssetExecutionContext, task: LabelingTask, day: str, 
     new_concepts = concepts_without_class(task, parent_model.class_names)
     with tempfile.TemporaryDirectory() as scratch:
         exported = export_version(store, images, versions, version_key, "yolo", Path(scratch) / "data",
+                                  negatives=default_negatives(store, task)[0],
                                   model_classes=None if new_concepts else (
                                       parent_model.class_names, training_classes(task, parent_model.class_names)))
         data = Path(exported["out"])

@@ -150,6 +150,9 @@ class LabelingTask(Strict):
     target_precision: float | None = Field(default=None, gt=0.0, lt=1.0)
     match_iou: float = Field(default=0.5, gt=0.0, le=1.0)
     spot_check: SpotCheck = Field(default_factory=SpotCheck)
+    # Exports take the model's negatives (images it found nothing on) by default only when the spot checks of the
+    # discarded band measure a miss rate whose 95 % upper bound lies below this; None: only people's negatives.
+    model_negatives_below_miss_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
     band_status: BandStatus = Field(default_factory=BandStatus)
     source_file: str = ""
 

@@ -24,6 +24,8 @@ from core.formats import (
     write_yolo,
 )
 from core.manifests import NEGATIVE_CHOICES, NEGATIVE_MAKERS, check_split_ratios
+from core.quality import wilson_interval
+from core.task_config import LabelingTask
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
 from resources.versions import VersionStore
@@ -41,6 +43,23 @@ def missing_version_sentence(version_key: str, stored: list[str]) -> str:
 
 
 EXPORT_RECORD = "autoannotate_export.json"
+
+
+def default_negatives(store: DuckDBStore, task: LabelingTask | None) -> tuple[str, str]:
+    """Which negatives an export takes when the user does not say (`NEGATIVE_CHOICES`), and why: people's only,
+    unless the task states `model_negatives_below_miss_rate` and the spot checks of its discarded band measure a
+    miss rate whose 95 % upper bound lies below it (the model's silence is then evidence too)."""
+    bound = task.model_negatives_below_miss_rate if task is not None else None
+    if bound is None:
+        return "people", "only people's negatives: the task states no model_negatives_below_miss_rate"
+    outcomes = store.read(lambda s: s.quality.spot_check_outcomes(task))
+    checked = sum(bands.get("discard", (0, 0))[0] for bands in outcomes.values())
+    missed = sum(bands.get("discard", (0, 0))[1] for bands in outcomes.values())
+    high = wilson_interval(missed, checked)[1]
+    measured = f"{missed} missed objects in {checked} spot-checked discarded predictions (upper bound {high:.3f})"
+    if checked and high < bound:
+        return "all", f"the model's negatives too: {measured} is below the task's bound {bound}"
+    return "people", f"only people's negatives: {measured} is not below the task's bound {bound}"
 
 
 def check_export_folder(out: Path, overwrite: bool) -> None:

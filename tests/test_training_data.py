@@ -460,3 +460,41 @@ def test_imported_images_are_predicted_by_the_next_run_and_calibrate_on_their_la
     assert any(c["upper"] is not None for c in calibration["concepts"].values())
     again = json.loads(autoannotate("--json", "run", "--inbox", str(tmp_path / "inbox"), home=home).stdout)
     assert (again["batch"], again["resumed"]) == (None, [])
+
+
+def test_the_model_s_negatives_go_in_by_default_only_when_spot_checks_bound_its_misses(tmp_path: Path) -> None:
+    """Every discarded prediction is spot-checked and a reviewer rejects each (none was a missed object): with
+    `model_negatives_below_miss_rate: 0.2` the measured miss rate's upper bound is below it, so a plain export
+    takes the model's negatives (grey images it found nothing on) too; without the field, only people's."""
+    from datetime import UTC, datetime
+
+    from apps.review_desk import ReviewDesk
+
+    inbox, home = tmp_path / "inbox", tmp_path / "home"
+    write_demo_images(inbox, 12, seed=72)
+    for grey in range(3):
+        Image.new("RGB", (200, 150), (40 + grey * 60,) * 3).save(inbox / f"grey_{grey}.png")
+    checked = write_task_file(tmp_path, name="checked", reviewers=["alice"], spot_check={"discarded": 1.0},
+                              model_negatives_below_miss_rate=0.2)
+    autoannotate("run", "--inbox", str(inbox), "--task", str(checked), home=home)
+    resources = build_resources(Settings(home=home, task_files=(str(checked),)))
+    store, tasks = resources["store"], resources["tasks"].load()
+    spot = query(store, "SELECT annotation_id FROM spot_checks WHERE band = 'discard'")["annotation_id"]
+    assert len(spot) >= 16
+    desk = ReviewDesk(store, tasks)
+    for annotation_id in spot:
+        desk.decide(annotation_id, "reject", "alice")
+    version = f"checked@{datetime.now(UTC).date().isoformat()}"
+    autoannotate("version", "create", home=home)
+    chosen = json.loads(autoannotate("--json", "export", "--version", version, "--format", "yolo", "--out",
+                                     str(tmp_path / "a"), home=home).stdout)
+    assert chosen["negatives_chosen"].startswith(f"the model's negatives too: 0 missed objects in {len(spot)} ")
+    assert chosen["model_negatives"] >= 3 and chosen["negatives"] == chosen["model_negatives"] + \
+        chosen["person_negatives"]
+    (tmp_path / "plain").mkdir()
+    plain = write_task_file(tmp_path / "plain", name="checked", reviewers=["alice"], spot_check={"discarded": 1.0})
+    autoannotate("run", "--inbox", str(inbox), "--task", str(plain), home=home)
+    people = json.loads(autoannotate("--json", "export", "--version", version, "--format", "yolo", "--out",
+                                     str(tmp_path / "b"), home=home).stdout)
+    assert people["negatives_chosen"].startswith("only people's negatives: the task states no")
+    assert people["negatives"] == people["person_negatives"] == chosen["person_negatives"]
