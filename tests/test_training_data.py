@@ -498,3 +498,17 @@ def test_the_model_s_negatives_go_in_by_default_only_when_spot_checks_bound_its_
                                      str(tmp_path / "b"), home=home).stdout)
     assert people["negatives_chosen"].startswith("only people's negatives: the task states no")
     assert people["negatives"] == people["person_negatives"] == chosen["person_negatives"]
+
+
+def test_a_task_added_to_a_home_routes_the_earlier_batches_and_says_how_many_inputs(tmp_path: Path) -> None:
+    inbox, home = tmp_path / "inbox", tmp_path / "home"
+    write_demo_images(inbox, 6, seed=73)
+    first = write_task_file(tmp_path, name="first")
+    autoannotate("run", "--inbox", str(inbox), "--task", str(first), home=home)
+    second = write_task_file(tmp_path, name="second", concepts=["ball"], class_map={"circle": "ball"},
+                             thresholds={"upper": 0.5, "lower": 0.5}, reviewers=[])
+    result = autoannotate("run", "--inbox", str(inbox), "--task", str(first), "--task", str(second), home=home)
+    (line,) = [text for text in result.stdout.splitlines() if text.startswith("finished batch")]
+    assert "(6 inputs), which was not routed" in line
+    status = json.loads(autoannotate("--json", "status", home=home).stdout)
+    assert status["tasks"]["second"]["inputs_processed"] == 6
