@@ -358,12 +358,26 @@ class AnnotationHistory:
         decision wins). The batch's auto annotations no prediction keeps any more are RETIRED when this model
         made them (the thresholds moved), and go to review when another model made them (the new model does
         not find them: a person should say whether they stay). A discarded prediction drawn as a spot check
-        becomes an annotation awaiting review."""
+        becomes an annotation awaiting review. An image a person labelled whole (imported labels, or imported
+        as having no object) gets no new annotation from the model: its predictions stay predictions (what
+        quality and calibration measure), so no export holds an object the person did not label."""
         name, annotator, rules = literal(task.name), literal(task.annotator), literal(task.rules_hash)
         kept = ", ".join(f"c.{f}" for f in EVENT_FIELDS
                          if f not in ("status", "source", "event_at", "annotator", "rules"))
         return f"""
-            WITH desired AS (
+            WITH batch_inputs AS (SELECT input_id FROM processed_inputs WHERE batch = $batch AND model_id = $model_id),
+            labelled_whole AS (
+                SELECT input_id FROM annotation_state
+                WHERE task = {name} AND source = '{Source.IMPORT}' AND status = '{Status.SUCCESS}'
+                  AND {KIND_SQL} = $kind AND input_id IN (SELECT input_id FROM batch_inputs)
+                UNION SELECT input_id FROM empty_inputs
+                WHERE $kind = '{Kind.BOX}' AND task = {name} AND input_id IN (SELECT input_id FROM batch_inputs)
+                UNION SELECT input_id FROM no_concept_inputs
+                WHERE $kind = '{Kind.CONCEPT}' AND task = {name} AND input_id IN (SELECT input_id FROM batch_inputs)),
+            known_there AS (SELECT annotation_id FROM annotation_state
+                            WHERE task = {name} AND {KIND_SQL} = $kind
+                              AND input_id IN (SELECT input_id FROM labelled_whole)),
+            desired AS (
                 SELECT {target_annotation_sql(name)} AS annotation_id, {name} AS task, input_id,
                        r.prediction_id, model_id, batch, concept, x1, y1, x2, y2, polygon, confidence,
                        CASE band WHEN 'accept' THEN {literal(str(task.band_status.accept))}
@@ -374,7 +388,9 @@ class AnnotationHistory:
                 FROM ({routed}) r LEFT JOIN matched_predictions m USING (prediction_id)
                 WHERE (band <> 'discard' OR {target_annotation_sql(name)} IN (
                            SELECT annotation_id FROM spot_checks WHERE task = {name} AND band = 'discard'))
-                  AND NOT coalesce(m.decided, false)),
+                  AND NOT coalesce(m.decided, false)
+                  AND NOT (r.input_id IN (SELECT input_id FROM labelled_whole)
+                           AND {target_annotation_sql(name)} NOT IN (SELECT annotation_id FROM known_there))),
             current AS (SELECT * FROM ({CURRENT}) WHERE task = {name} AND batch = $batch AND {KIND_SQL} = $kind),
             decided AS (SELECT DISTINCT annotation_id FROM annotations
                         WHERE task = {name} AND batch = $batch AND source <> '{Source.AUTO}')

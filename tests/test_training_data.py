@@ -409,6 +409,12 @@ def test_two_overlapping_live_boxes_of_one_object_are_found(tmp_path: Path) -> N
     assert pairs["iou"][0] == pytest.approx(0.9608, abs=1e-4)
 
 
+def summary_day() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).date().isoformat()
+
+
 def labelled_scenes(root: Path, count: int, seed: int) -> int:
     """A YOLO dataset of demo scenes labelled with the demo task's concepts (crosses are not part of it); returns
     how many boxes it holds."""
@@ -445,7 +451,7 @@ def test_imported_images_are_predicted_by_the_next_run_and_calibrate_on_their_la
     assert status["unfinished_batches"] == {result["batch"]: "not predicted"}
     assert status["tasks"]["demo-shapes"]["inputs_processed"] == 0
     summary = json.loads(autoannotate("--json", "run", "--inbox", str(tmp_path / "inbox"), home=home).stdout)
-    assert summary["resumed"] == [{"batch": result["batch"], "stage": "not predicted"}]
+    assert summary["resumed"] == [{"batch": result["batch"], "stage": "not predicted", "inputs": 40}]
     assert summary["ingestion"]["inputs"] == 20
     status = json.loads(autoannotate("--json", "status", home=home).stdout)
     assert status["unfinished_batches"] == {} and status["tasks"]["demo-shapes"]["inputs_processed"] == 60
@@ -453,6 +459,18 @@ def test_imported_images_are_predicted_by_the_next_run_and_calibrate_on_their_la
     assert store.read(lambda s: s.history.overlapping_live_pairs(result["batch"])).empty
     people = query(store, "SELECT count(*) AS n FROM annotation_state WHERE source = 'import' AND status = 'SUCCESS'")
     assert people["n"][0] == imported_boxes  # every label stands, none was replaced by a prediction
+    # The model predicted the labelled images (quality measures those predictions) but invented nothing there.
+    on_labelled = query(store, "SELECT (SELECT count(*) FROM predictions WHERE batch = $b) AS predicted, "
+                               "(SELECT count(*) FROM annotation_state WHERE batch = $b AND source = 'auto') AS auto",
+                        {"b": result["batch"]})
+    assert on_labelled["predicted"][0] > imported_boxes and on_labelled["auto"][0] == 0
+    autoannotate("version", "create", home=home)
+    exported = json.loads(autoannotate("--json", "export", "--version", f"demo-shapes@{summary_day()}", "--format",
+                                       "yolo", "--out", str(tmp_path / "export"), home=home).stdout)
+    empty = sum(1 for p in (tmp_path / "dataset" / "labels" / "train").iterdir() if not p.read_text().strip())
+    labelled = list((tmp_path / "export" / "labels").rglob("labelled_*.txt"))
+    assert len(labelled) == 40 and exported["person_negatives"] == empty  # a person said: nothing there
+    assert sum(len(p.read_text().splitlines()) for p in labelled) == imported_boxes  # exactly the ground truth
     quality = json.loads(autoannotate("--json", "quality", home=home).stdout)
     assert sum(c["reference_boxes"] for c in quality["concepts"].values()) == imported_boxes
     calibration = json.loads(autoannotate("--json", "calibrate", "--target-precision", "0.8", home=home).stdout)
