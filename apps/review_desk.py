@@ -151,8 +151,12 @@ class ReviewDesk:
     def progress(self, task: str) -> dict[str, dict[str, int]]:
         return self.store.read(lambda s: s.reviews.progress(task))
 
-    def image(self, task: str, input_id: str) -> list[dict]:
-        self.task(task)
+    def image(self, task: str, input_id: str, reviewer: str | None = None) -> list[dict]:
+        """The task's annotations of one image; with `reviewer`, only for one of the task's reviewers (the page
+        reads only what its reviewer reviews; the CLI is the operator's)."""
+        chosen = self.task(task)
+        if reviewer is not None:
+            check_reviewer(chosen, reviewer, assignee=None)
 
         def work(s: Session) -> list[dict]:
             if not s.inputs.exists(input_id):
@@ -160,3 +164,8 @@ class ReviewDesk:
             return s.reviews.image_annotations(task, input_id)
 
         return self.store.read(work)
+
+    def can_see(self, reviewer: str, input_id: str) -> bool:
+        """Whether the image belongs to a task the reviewer reviews (routed, annotated or queued there)."""
+        mine = [task.name for task in self.tasks if reviewer in task.reviewers]
+        return bool(mine) and self.store.read(lambda s: s.reviews.input_in_tasks(input_id, mine))

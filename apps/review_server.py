@@ -20,9 +20,11 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apps.review_desk import ReviewDesk
 from core.annotations import Kind
@@ -34,15 +36,33 @@ from resources.image_store import ImageStore
 from resources.store import DuckDBStore
 from store import DatabaseLockedError
 
-INPUT_ID = re.compile(r"^[0-9a-f]{64}$")
-ANNOTATION_ID = re.compile(r"^[0-9a-f]{32}$")
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+INPUT_ID = re.compile(r"[0-9a-f]{64}")  # matched whole (`fullmatch`): no trailing newline slips through
+ANNOTATION_ID = re.compile(r"[0-9a-f]{32}")
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+TEMPLATES = Jinja2Templates(directory=str(TEMPLATE_DIR))
+PAGE_SCRIPT = TEMPLATE_DIR / "review.js"
+# Images are never uploaded: every request body is a small JSON decision.
+MAX_BODY_BYTES = 1_000_000
+# No inline script and no inline event handler can run, whatever a file or concept name holds; the page's own
+# script is a file this server serves. Inline styles stay (they carry no script).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+# Routes anyone may read: the sign-in page (it shows a sentence, or the page once signed in) and its script.
+PUBLIC_ROUTES = {"/", "/static/review.js"}
 TOKEN_COOKIE = "autoannotate_review"
 SIGN_IN = "Open your personal review link to sign in; `autoannotate review invite NAME` prints it."
-STALE_LINK = "This review link is no longer valid (a newer invite replaced it); ask for a new one."
+STALE_LINK = ("This review link is not valid (a newer invite replaced it, or no invite here gave it); ask for a "
+              "new one.")
 
 
-class Box(BaseModel):
+class Finite(BaseModel):
+    """NaN and Infinity in a body are refused (a 422 with a sentence), never compared or stored."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class Box(Finite):
     x1: float = Field(ge=0.0, le=1.0)
     y1: float = Field(ge=0.0, le=1.0)
     x2: float = Field(ge=0.0, le=1.0)
@@ -87,7 +107,7 @@ class Undo(BaseModel):
     annotation_ids: list[Annotated[str, Field(pattern=ANNOTATION_ID.pattern)]] = Field(min_length=1)
 
 
-class AcceptAbove(BaseModel):
+class AcceptAbove(Finite):
     reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
     task: str
     threshold: float = Field(ge=0.0, le=1.0)
@@ -123,9 +143,68 @@ def signed_in(request: Request) -> str:
 Me = Annotated[str, Depends(signed_in)]
 
 
+class BodyLimit:
+    """Refuses a request body over `MAX_BODY_BYTES` with 413 before it is read and before authentication: by its
+    Content-Length, or, without one (chunked), as soon as the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        too_large = JSONResponse({"detail": f"The request body is larger than {self.limit} bytes; the review "
+                                            "page sends small JSON decisions only."}, status_code=413)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await too_large(scope, receive, send)
+            return
+        received, refused = 0, False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit and not refused:
+                # Answer now; the app reads a disconnect and whatever it answers then is dropped.
+                refused = True
+                await too_large(scope, receive, send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
+
+
+def validation_sentence(error: RequestValidationError) -> str:
+    """FastAPI's validation errors as one sentence that never echoes the input (NaN cannot be written as JSON)."""
+    parts = []
+    for problem in error.errors():
+        where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return "The request is not valid: " + "; ".join(parts) + "."
+
+
 def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]) -> FastAPI:
-    app = FastAPI(title="autoannotate review", docs_url=None, redoc_url=None)
+    app = FastAPI(title="autoannotate review", docs_url=None, redoc_url=None, openapi_url=None)
     desk = app.state.desk = ReviewDesk(store, tasks)
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_sentence(error)}, status_code=422)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
 
     @app.middleware("http")
     async def same_origin_writes(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -142,7 +221,7 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         return me
 
     def checked(pattern: re.Pattern, value: str, what: str) -> str:
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise HTTPException(404, f"{value!r} is not a{'n' if what[0] in 'ai' else ''} {what} id.")
         return value
 
@@ -173,6 +252,10 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
             return sentence_page(request, f"{me} is not a reviewer of any configured task.", 403)
         return TEMPLATES.TemplateResponse(request, "review.html", {"tasks": mine, "reviewer": me, "sentence": None})
 
+    @app.get("/static/review.js")
+    def page_script() -> Response:
+        return Response(PAGE_SCRIPT.read_text(), media_type="text/javascript")
+
     @app.get("/api/tasks")
     def list_tasks(me: Me) -> list[dict]:
         return tasks_of(me)
@@ -193,11 +276,14 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
     @app.get("/api/inputs/{input_id}")
     def image_boxes(me: Me, input_id: str, task: str) -> dict:
         checked(INPUT_ID, input_id, "input")
-        return {"input_id": input_id, "annotations": answer(lambda: desk.image(task, input_id))}
+        return {"input_id": input_id, "annotations": answer(lambda: desk.image(task, input_id, reviewer=me))}
 
     @app.get("/images/{input_id}")
     def image(me: Me, input_id: str) -> Response:
         checked(INPUT_ID, input_id, "input")
+        if not answer(lambda: desk.can_see(me, input_id)):
+            # The same answer as for an image that is not stored: nothing tells another task's image exists.
+            raise HTTPException(404, f"No stored image has the id {input_id}.")
         try:
             data = images.read(input_id)
         except KeyError:

@@ -10,14 +10,43 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic import Strict as StrictMode
 
 from core.annotations import BAND_WRITABLE, Status
 
 Operator = Literal[">", ">=", "=", "<=", "<"]
+# Numbers and switches are taken as YAML wrote them: `upper: true` is no threshold, `auto_annotate: 1` no switch.
+Number = Annotated[float, StrictMode(), AllowInfNan(False)]
+Count = Annotated[int, StrictMode()]
+Flag = Annotated[bool, StrictMode()]
+
+
+def _checked_name(value: str) -> str:
+    """A concept or reviewer name: not empty, no space around it, no control character (it names a label, a
+    queue and a column of every export, and shows on the review page as text)."""
+    if not value:
+        raise ValueError("an empty name")
+    if value != value.strip():
+        raise ValueError(f"{value!r} has spaces around it; write {value.strip()!r}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError(f"{value!r} holds a control character")
+    return value
+
+
+Name = Annotated[str, StrictMode(), AfterValidator(_checked_name)]
 
 
 class TaskConfigError(ValueError):
@@ -33,7 +62,7 @@ class PromoteWhen(Strict):
     version's val split beats the current model's by at least `min_gain`."""
 
     metric: Literal["map50", "map50_95"] = "map50"
-    min_gain: float = Field(default=0.01, ge=0.0, le=1.0)
+    min_gain: Number = Field(default=0.01, ge=0.0, le=1.0)
 
 
 class InputScope(Strict):
@@ -45,15 +74,15 @@ class InputScope(Strict):
 
 
 class ConceptThresholds(Strict):
-    upper: float | None = Field(default=None, ge=0.0, le=1.0)
-    lower: float | None = Field(default=None, ge=0.0, le=1.0)
+    upper: Number | None = Field(default=None, ge=0.0, le=1.0)
+    lower: Number | None = Field(default=None, ge=0.0, le=1.0)
     upper_operator: Operator | None = None
     lower_operator: Operator | None = None
 
 
 class Thresholds(Strict):
-    upper: float = Field(ge=0.0, le=1.0)
-    lower: float = Field(ge=0.0, le=1.0)
+    upper: Number = Field(ge=0.0, le=1.0)
+    lower: Number = Field(ge=0.0, le=1.0)
     upper_operator: Operator = ">"  # accepted when confidence <op> upper
     lower_operator: Operator = ">"  # otherwise to review when confidence <op> lower
     per_concept: dict[str, ConceptThresholds] = Field(default_factory=dict)
@@ -64,14 +93,14 @@ class SpotCheck(Strict):
     (their status stays unless the reviewer rejects or corrects them) and discarded predictions (they become
     annotations awaiting review). Which ones is fixed by `seed`: the same batch always gives the same sample."""
 
-    accepted: float = Field(default=0.0, ge=0.0, le=1.0)
-    discarded: float = Field(default=0.0, ge=0.0, le=1.0)
-    seed: int = 0
+    accepted: Number = Field(default=0.0, ge=0.0, le=1.0)
+    discarded: Number = Field(default=0.0, ge=0.0, le=1.0)
+    seed: Count = 0
 
 
 class ModelChoice(Strict):
     weights: str
-    imgsz: int = 0
+    imgsz: Count = 0
 
 
 class ClassifierChoice(Strict):
@@ -83,8 +112,8 @@ class ClassifierChoice(Strict):
     weights: str | None = None
     backbone: str | None = None
     concepts: list[str] = Field(default_factory=list)
-    top_k: int = Field(default=5, ge=1)
-    imgsz: int = Field(default=0, ge=0)
+    top_k: Count = Field(default=5, ge=1)
+    imgsz: Count = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> ClassifierChoice:
@@ -135,24 +164,24 @@ class LabelingTask(Strict):
     description: str = ""
     model: ModelChoice | None = None
     classifier: ClassifierChoice | None = None
-    concepts: list[str] = Field(min_length=1)
-    class_map: dict[str, str] = Field(default_factory=dict)
+    concepts: list[Name] = Field(min_length=1)
+    class_map: dict[Name, Name] = Field(default_factory=dict)
     thresholds: Thresholds
-    reviewers: list[str] = Field(default_factory=list)
-    allow_takeover: bool = False  # may a reviewer decide images in another reviewer's queue?
+    reviewers: list[Name] = Field(default_factory=list)
+    allow_takeover: Flag = False  # may a reviewer decide images in another reviewer's queue?
     priority: Literal["low", "medium", "high"] = "medium"  # high first: in queues, runs and status
-    auto_annotate: bool = True  # false: the model still predicts, but the task writes nothing
+    auto_annotate: Flag = True  # false: the model still predicts, but the task writes nothing
     inputs: InputScope = Field(default_factory=InputScope)
     promote_when: PromoteWhen | None = None  # None: trained detectors are promoted by hand only
     annotator: str = Field(default="autoannotate", min_length=1)  # who auto-accepted annotations are by
     # Label quality: the accepted band's precision the team wants (the quality check warns below it, at the
     # lower bound of its 95 % interval), and how much a prediction must overlap a reference box to match it.
-    target_precision: float | None = Field(default=None, gt=0.0, lt=1.0)
-    match_iou: float = Field(default=0.5, gt=0.0, le=1.0)
+    target_precision: Number | None = Field(default=None, gt=0.0, lt=1.0)
+    match_iou: Number = Field(default=0.5, gt=0.0, le=1.0)
     spot_check: SpotCheck = Field(default_factory=SpotCheck)
     # Exports take the model's negatives (images it found nothing on) by default only when the spot checks of the
     # discarded band measure a miss rate whose 95 % upper bound lies below this; None: only people's negatives.
-    model_negatives_below_miss_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+    model_negatives_below_miss_rate: Number | None = Field(default=None, gt=0.0, lt=1.0)
     band_status: BandStatus = Field(default_factory=BandStatus)
     source_file: str = ""
 
@@ -190,7 +219,7 @@ class LabelingTask(Strict):
         if len(set(self.reviewers)) != len(self.reviewers):
             problems.append("reviewers: a reviewer is listed twice")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(dict.fromkeys(problems)))  # a global mistake is said once, not per concept
         return self
 
     def concept_for(self, class_name: str) -> str | None:
@@ -311,6 +340,10 @@ def _problem(error: dict) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "literal_error":
         message = f"unknown value {error['input']!r}; {message[0].lower()}{message[1:]}"
+    elif error["type"] in ("float_type", "int_type", "bool_type", "string_type", "finite_number"):
+        wanted = {"float_type": "a number", "int_type": "a whole number", "bool_type": "true or false",
+                  "string_type": "a text", "finite_number": "a finite number"}[error["type"]]
+        message = f"{json.dumps(error['input'], default=str)} is not {wanted}"
     elif error["type"] in ("greater_than_equal", "less_than_equal"):
         message = f"{error['input']} is outside [0, 1]" if "threshold" in field else message
     return f"{field}: {message}" if field else message

@@ -168,6 +168,14 @@ class ReviewSQL:
         _none_for_nan(rows, "doubt")
         return rows.to_dict("records")
 
+    def input_in_tasks(self, input_id: str, tasks: list[str]) -> bool:
+        """Whether any of `tasks` routed, annotated or queued the input."""
+        return bool(self.s.conn.execute(
+            "SELECT 1 FROM task_inputs WHERE input_id = $i AND task IN (SELECT unnest($t)) UNION ALL "
+            "SELECT 1 FROM annotation_state WHERE input_id = $i AND task IN (SELECT unnest($t)) UNION ALL "
+            "SELECT 1 FROM review_assignments WHERE input_id = $i AND task IN (SELECT unnest($t)) LIMIT 1",
+            {"i": input_id, "t": tasks}).fetchall())
+
     def undecided(self, task: str, reviewer: str) -> list[dict]:
         """Every item of the reviewer's queue still waiting for a decision (boxes and image-level concepts in the
         review band, and spot checks), with the annotation id that accept / reject / relabel take."""

@@ -219,9 +219,9 @@ def test_a_class_map_naming_a_class_the_model_lacks_is_refused_and_model_classes
 
     fixed = write_task_file(tmp_path, class_map={"circle": "ball", "square": "box", "triangle": "sign"})
     assert fixed == typo
+    # The refused run took nothing (it was refused before any file was pinned): the fixed one takes the files.
     resumed = json.loads(autoannotate("run", "--inbox", str(tmp_path / "in"), "--json", home=home).stdout)
-    assert [r["stage"] for r in resumed["resumed"]] == ["not predicted"]
-    assert resumed["batch"] is None
+    assert resumed["resumed"] == [] and (resumed["files"], resumed["ingestion"]["inputs"]) == (3, 3)
     assert json.loads(autoannotate("status", "--json", home=home).stdout)["predictions"] > 0
 
     listing = json.loads(autoannotate("model", "classes", "--json", home=home).stdout)["models"]
@@ -272,12 +272,12 @@ def test_suggestions_named_versions_and_exports_from_the_command_line(tmp_path: 
     assert (typo.returncode, typo.stderr.strip()) == (1, "autoannotate: No dataset versions of task 'demo-shape': "
                                                          "the stored versions are of demo-shapes.")
     exported = autoannotate("export", "--version", "demo-shapes@release-1", "--format", "yolo", "--out",
-                            str(tmp_path / "out"), home=home).stdout
+                            str(tmp_path / "out"), "--negatives", "all", home=home).stdout
     negatives = created["versions"]["demo-shapes@release-1"]["negatives"]
     assert f"; {negatives} negative images (no objects)" in exported
     assert (tmp_path / "out" / "autoannotate_export.json").is_file()
     coco = autoannotate("export", "--version", "demo-shapes@release-1", "--format", "coco", "--out",
-                        str(tmp_path / "coco"), home=home).stdout
+                        str(tmp_path / "coco"), "--negatives", "all", home=home).stdout
     images = len(json.loads((tmp_path / "coco" / "annotations.json").read_text())["images"])
     per_split = {split: len(json.loads((tmp_path / "coco" / f"annotations_{split}.json").read_text())["images"])
                  for split in ("train", "val", "test")}

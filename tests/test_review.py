@@ -345,7 +345,8 @@ def test_decisions_are_bound_to_the_signed_in_reviewer_and_their_own_queue(clien
     stale = app.state.desk.invite("alice")
     fresh = app.state.desk.invite("alice")  # a new invite replaces the earlier link
     assert TestClient(app, headers={"Authorization": f"Bearer {stale}"}).post(
-        url, json={"decision": "accept"}).json()["detail"].startswith("This review link is no longer valid")
+        url, json={"decision": "accept"}).json()["detail"].startswith(
+            "This review link is not valid (a newer invite replaced it")
     signed_in = TestClient(app).get(f"/?token={fresh}", follow_redirects=False)
     assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
     cookie = signed_in.headers["set-cookie"].lower()

@@ -1,0 +1,269 @@
+"""Hostile input, probed as an attacker would on loopback: strings from data never run as markup on the review page,
+every read is authorized, requests are bounded, and a crashed server binds again at once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers import BROWSER_AVAILABLE, autoannotate, free_port, launch_chromium, query, review_server, write_task_file
+
+from apps.demo_scenes import write_demo_images
+from apps.review_server import MAX_BODY_BYTES, PUBLIC_ROUTES, create_app
+from core.settings import Settings
+from resources import build_resources
+
+# What file names, concepts, annotators and reviewer names may hold when a stranger names them.
+SCRIPT = "<img src=x onerror=window.__pwned=1>"
+CONCEPT = "<b onmouseover=window.__pwned=2>ball</b>"
+ANNOTATOR = "<svg onload=window.__pwned=3>"
+REVIEWER = "<i onclick=window.__pwned=4>mallory</i>"
+# A long one, as the probe that made a browser reject an annotation with no click (no '/': it is a file name).
+LONG_NAME = ("<img src=x onerror=\"document.querySelector('#reject').click();"
+             "document.querySelector('#done').click();window.__pwned=5\">")
+
+
+@pytest.fixture(scope="module")
+def hostile_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tasks on separate inbox folders (`alpha` reviewed by the reviewer whose name is a payload, `beta` by
+    bob); alpha's concept, annotator, reviewer and files carry script payloads."""
+    home = tmp_path_factory.mktemp("hostile-home")
+    inbox = home / "inbox"
+    for folder, seed in (("alpha", 81), ("beta", 82)):
+        write_demo_images(inbox / folder, 6, seed=seed)
+    for index, name in enumerate((SCRIPT, LONG_NAME)):
+        (inbox / "alpha" / f"scene_0081_0000{index}.jpg").rename(inbox / "alpha" / f"{name}.jpg")
+    alpha = write_task_file(home, name="alpha", concepts=[CONCEPT, "box", "sign"],
+                            class_map={"circle": CONCEPT, "square": "box", "triangle": "sign"},
+                            thresholds={"upper": 0.999, "lower": 0.01}, reviewers=[REVIEWER],
+                            annotator=ANNOTATOR, inputs={"paths": ["alpha/*"]})
+    beta = write_task_file(home, name="beta", thresholds={"upper": 0.99, "lower": 0.2}, reviewers=["bob"],
+                           inputs={"paths": ["beta/*"]})
+    autoannotate("run", "--inbox", str(inbox), "--task", str(alpha), "--task", str(beta), home=home)
+    return home
+
+
+@pytest.fixture
+def resources(hostile_home: Path, tmp_path: Path) -> dict:
+    home = tmp_path / "home"
+    shutil.copytree(hostile_home, home, ignore=shutil.ignore_patterns("dagster"))
+    return build_resources(Settings(home=home, inbox=home / "inbox",
+                                    task_files=(str(home / "alpha.yaml"), str(home / "beta.yaml"))))
+
+
+@pytest.fixture
+def client(resources: dict) -> Callable[[str | None], TestClient]:
+    app = create_app(resources["store"], resources["images"], resources["tasks"].load())
+
+    def as_reviewer(reviewer: str | None) -> TestClient:
+        if reviewer is None:
+            return TestClient(app)
+        return TestClient(app, headers={"Authorization": f"Bearer {app.state.desk.invite(reviewer)}"})
+
+    as_reviewer.app = app
+    return as_reviewer
+
+
+def rows(resources: dict, sql: str, params: list | None = None):
+    return query(resources["store"], sql, params)
+
+
+@pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Chromium is not installed")
+def test_file_concept_annotator_and_reviewer_names_render_as_text_and_run_nothing(resources: dict) -> None:
+    """Chromium on the page of the reviewer whose name is a payload: every payload shows as visible text, no script
+    runs (window.__pwned stays unset), no request leaves for `x`, and no decision is written."""
+    from playwright.sync_api import sync_playwright
+
+    events = int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0])
+    with review_server(resources) as (port, app), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1500, "height": 800})
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(REVIEWER)}", wait_until="networkidle")
+        page.select_option("#task", "alpha")
+        page.locator("#queue-items div[data-input]").first.wait_for(timeout=20_000)
+        items = page.locator("#queue-items").inner_text()
+        assert SCRIPT + ".jpg" in items and LONG_NAME + ".jpg" in items, items
+        page.wait_for_timeout(500)
+        for name in (SCRIPT, LONG_NAME):
+            page.locator("#queue-items div[data-input]", has_text=name).first.click()
+            page.wait_for_function("(name) => document.getElementById('image-name').textContent.startsWith(name)",
+                                   arg=name + ".jpg", timeout=20_000)
+            page.locator("#boxes").hover()
+        side = page.locator("#side").inner_text()
+        header = page.locator("header").inner_text()
+        options = page.locator("#relabel").inner_text()
+        pwned = page.evaluate("window.__pwned")
+        browser.close()
+    assert SCRIPT + ".jpg" in items and LONG_NAME + ".jpg" in items
+    assert CONCEPT in options and ANNOTATOR in side and REVIEWER in header
+    assert pwned is None
+    from urllib.parse import urlsplit
+
+    for url in requested:  # nothing but the page's own calls: no `x` image, no other host
+        parts = urlsplit(url)
+        assert parts.netloc == f"127.0.0.1:{port}", url
+        assert parts.path in ("/", "/static/review.js") or parts.path.startswith(("/api/", "/images/")), url
+    assert int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0]) == events
+
+
+def test_the_page_forbids_inline_script_and_serves_its_own(client: Callable) -> None:
+    page = client(REVIEWER).get("/")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    assert '<script src="/static/review.js"></script>' in page.text
+    # The page's data are a JSON block, never run as script; the names in it are escaped for HTML too.
+    assert '<script type="application/json" id="page-data">' in page.text
+    assert "<script>" not in page.text and "onerror=" not in page.text.split('id="page-data">')[0]
+    data = page.text.split('id="page-data">')[1].split("</script>")[0]
+    assert "<" not in data and json.loads(data)["reviewer"] == REVIEWER
+    script = client(None).get("/static/review.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+
+
+def test_every_route_authorizes_its_reads_and_writes(resources: dict, client: Callable) -> None:
+    """bob reviews beta only: every route the app has, asked about alpha's image and annotations, refuses him; a
+    new route must be added here with the refusal it gives, so none goes unchecked."""
+    app = client.app
+    alpha_image = rows(resources, "SELECT input_id FROM task_inputs WHERE task = 'alpha' LIMIT 1")["input_id"][0]
+    beta_image = rows(resources, "SELECT input_id FROM task_inputs WHERE task = 'beta' LIMIT 1")["input_id"][0]
+    annotation = rows(resources, "SELECT annotation_id FROM annotation_state WHERE task = 'alpha' AND status = "
+                                 "'AWAITING_REVIEW' LIMIT 1")["annotation_id"][0]
+    box = {"x1": 0.1, "y1": 0.1, "x2": 0.2, "y2": 0.2}
+    probes = {
+        ("GET", "/api/tasks"): (lambda c: c.get("/api/tasks"), None),
+        ("GET", "/api/queue"): (lambda c: c.get("/api/queue", params={"task": "alpha"}), 404),
+        ("GET", "/api/inputs/{input_id}"): (lambda c: c.get(f"/api/inputs/{alpha_image}", params={"task": "alpha"}),
+                                            403),
+        ("GET", "/images/{input_id}"): (lambda c: c.get(f"/images/{alpha_image}"), 404),
+        ("POST", "/api/annotations/{annotation_id}/decision"): (
+            lambda c: c.post(f"/api/annotations/{annotation}/decision", json={"decision": "accept"}), 403),
+        ("POST", "/api/annotations/{annotation_id}/correct"): (
+            lambda c: c.post(f"/api/annotations/{annotation}/correct", json={"concept": "box"}), 403),
+        ("POST", "/api/inputs/{input_id}/boxes"): (
+            lambda c: c.post(f"/api/inputs/{alpha_image}/boxes", json={"task": "alpha", "concept": "box",
+                                                                      "box": box}), 403),
+        ("POST", "/api/inputs/{input_id}/accept-above"): (
+            lambda c: c.post(f"/api/inputs/{alpha_image}/accept-above", json={"task": "alpha", "threshold": 0.1}),
+            403),
+        ("POST", "/api/inputs/{input_id}/concepts"): (
+            lambda c: c.post(f"/api/inputs/{alpha_image}/concepts", json={"task": "alpha", "concept": "box"}), 403),
+        ("POST", "/api/undo"): (lambda c: c.post("/api/undo", json={"annotation_ids": [annotation]}), 403),
+    }
+    routes = {(method, route.path) for route in app.routes if hasattr(route, "methods")
+              for method in route.methods if method != "HEAD" and route.path not in PUBLIC_ROUTES}
+    assert routes == set(probes), f"routes without an authorization probe: {sorted(routes - set(probes))}"
+    events = int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0])
+    bob, anonymous = client("bob"), client(None)
+    for key, (call, refused) in probes.items():
+        assert call(anonymous).status_code == 401, key
+        answer = call(bob)
+        if refused is None:  # the task list is bob's own
+            assert [t["name"] for t in answer.json()] == ["beta"]
+        elif key[0] == "POST":  # refused by the desk: not a reviewer of alpha (or nothing there to do)
+            assert 403 <= answer.status_code < 500 and answer.status_code != 413, (key, answer.status_code,
+                                                                                   answer.text)
+        else:
+            assert answer.status_code == refused, (key, answer.status_code, answer.text)
+    assert int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0]) == events
+    # His own task's image he reads.
+    assert bob.get(f"/images/{beta_image}").status_code == 200
+    assert bob.get(f"/api/inputs/{beta_image}", params={"task": "beta"}).status_code == 200
+
+
+def test_requests_are_bounded_and_ids_matched_whole(resources: dict, client: Callable) -> None:
+    alice = client(REVIEWER)
+    annotation = rows(resources, "SELECT annotation_id FROM annotation_state WHERE task = 'alpha' AND status = "
+                                 "'AWAITING_REVIEW' LIMIT 1")["annotation_id"][0]
+    image = rows(resources, "SELECT input_id FROM task_inputs WHERE task = 'alpha' LIMIT 1")["input_id"][0]
+    events = int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0])
+    big = b"{" + b" " * (MAX_BODY_BYTES + 10) + b"}"
+    for who in (client(None), alice):  # refused before authentication, before the body is read
+        answer = who.post(f"/api/annotations/{annotation}/decision", content=big,
+                          headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413 and "larger than 1000000 bytes" in answer.json()["detail"]
+
+    def chunks():
+        for _ in range(20):
+            yield b" " * 100_000
+
+    chunked = client(None).post(f"/api/annotations/{annotation}/decision", content=chunks(),
+                                headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413
+    for body in ('{"threshold": NaN, "task": "alpha"}', '{"threshold": Infinity, "task": "alpha"}'):
+        answer = alice.post(f"/api/inputs/{image}/accept-above", content=body,
+                            headers={"Content-Type": "application/json"})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"].startswith("The request is not valid: threshold:")
+    nan_box = '{"box": {"x1": NaN, "y1": 0.1, "x2": 0.5, "y2": 0.5}}'
+    answer = alice.post(f"/api/annotations/{annotation}/correct", content=nan_box,
+                        headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422 and "box.x1" in answer.json()["detail"]
+    for bad in (f"{image}%0a", f"{image}%0A", f"{image}%0d%0a"):
+        assert alice.get(f"/images/{bad}").status_code == 404
+    assert alice.post(f"/api/annotations/{annotation}%0a/decision", json={"decision": "accept"}).status_code == 404
+    assert int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0]) == events
+
+
+def test_a_port_left_in_time_wait_by_a_crashed_server_is_free_at_once() -> None:
+    """A server killed during a burst leaves TIME-WAIT sockets; `review serve` binds as uvicorn does
+    (SO_REUSEADDR), so it starts again at once instead of 'address already in use' for a minute."""
+    from apps.cli import refuse_busy_port
+
+    port = free_port()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+    visitor = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end of the connection waits in TIME-WAIT
+    listener.close()
+    visitor.close()
+    plain = socket.socket()
+    with pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the old probe did, and why it refused
+    plain.close()
+    refuse_busy_port("127.0.0.1", port)  # no sentence: the port is free to bind
+
+
+@pytest.mark.parametrize(("change", "sentence"), [
+    ({"reviewers": [""]}, "reviewers.0: an empty name"),
+    ({"reviewers": [" alice"]}, "reviewers.0: ' alice' has spaces around it; write 'alice'"),
+    ({"concepts": ["ball", ""]}, "concepts.1: an empty name"),
+    ({"concepts": ["ball\n"]}, "concepts.0: 'ball\\n' has spaces around it; write 'ball'"),
+    ({"concepts": ["ba\x07ll"]}, "concepts.0: 'ba\\x07ll' holds a control character"),
+    ({"thresholds": {"upper": True, "lower": 0.5}}, "thresholds.upper: true is not a number"),
+    ({"thresholds": {"upper": "0.9", "lower": 0.5}}, 'thresholds.upper: "0.9" is not a number'),
+    ({"auto_annotate": 1}, "auto_annotate: 1 is not true or false"),
+    ({"spot_check": {"seed": True}}, "spot_check.seed: true is not a whole number"),
+])
+def test_task_files_refuse_empty_or_padded_names_and_booleans_as_numbers(change: dict, sentence: str) -> None:
+    from core.task_config import TaskConfigError, parse_task
+
+    base = {"name": "t", "concepts": ["ball"], "thresholds": {"upper": 0.9, "lower": 0.5}, "reviewers": ["alice"]}
+    with pytest.raises(TaskConfigError) as refused:
+        parse_task({**base, **change}, "t.yaml")
+    assert str(refused.value) == f"t.yaml: {sentence}."
+
+
+def test_a_mistake_in_the_global_thresholds_is_said_once() -> None:
+    from core.task_config import TaskConfigError, parse_task
+
+    with pytest.raises(TaskConfigError) as refused:
+        parse_task({"name": "t", "concepts": ["ball", "box", "sign"], "thresholds": {"upper": 0.4, "lower": 0.5},
+                    "reviewers": ["alice"]}, "t.yaml")
+    assert str(refused.value) == "t.yaml: thresholds.lower (0.5) is above thresholds.upper (0.4)."
+
+
+def test_a_token_no_invite_gave_is_not_told_it_was_replaced(client: Callable) -> None:
+    answer = TestClient(client.app, headers={"Authorization": "Bearer made-up"}).get("/api/tasks")
+    assert answer.status_code == 401
+    assert answer.json()["detail"] == ("This review link is not valid (a newer invite replaced it, or no invite here "
+                                       "gave it); ask for a new one.")
