@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import (
     BROWSER_AVAILABLE,
+    BYPASS_CSP,
     autoannotate,
     hold_lock,
     launch_chromium,
@@ -196,7 +197,7 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
         token = app.state.desk.invite(reviewer)
         browser = launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 800})
+            page = browser.new_page(viewport={"width": 1500, "height": 800}, bypass_csp=BYPASS_CSP)
             page.goto(f"http://127.0.0.1:{port}/?token={token}", wait_until="networkidle")
             assert page.url == f"http://127.0.0.1:{port}/"  # the token left the address bar for a cookie
             assert page.locator("#me").inner_text() == reviewer
@@ -415,7 +416,7 @@ def test_review_page_on_real_screens(resources: dict, output_dir: Path, viewport
     with review_server(resources) as (port, app), sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, bypass_csp=BYPASS_CSP)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(reviewer)}", wait_until="networkidle")
