@@ -336,7 +336,7 @@ def command_import(args: argparse.Namespace, settings: Settings) -> None:
     result = import_labels(resources["store"], resources["images"], args.format, path, task.name, args.user,
                            resources["inbox"].max_pixels, task.concepts,
                            suggestions_for=task if args.as_what == "suggestions" else None,
-                           match_iou=task.match_iou, inbox=resources["inbox"])
+                           match_iou=task.match_iou, inbox=resources["inbox"], trust_sizes=args.trust_sizes)
     emit(args, {"task": task.name, **result}, render_import)
 
 
@@ -358,6 +358,10 @@ def render_import(result: dict) -> None:
         print(f"{result['images_without_labels']} of those images are listed without a label: a person found "
               + ("none of the concepts on them" if result["format"] in CONCEPT_FORMATS else "no object on them")
               + " (recorded, once)")
+    if result["rescaled_images"]:
+        print(f"{len(result['rescaled_images'])} images are not the size their labels state; their boxes were "
+              "rescaled to the image (--trust-sizes): " + ", ".join(result["rescaled_images"][:5])
+              + (" ..." if len(result["rescaled_images"]) > 5 else ""))
     if result["clipped"]:
         print(f"{result['clipped_boxes']} boxes reached outside their image and were clipped to it: "
               + ", ".join(result["clipped"][:10]) + (" ..." if len(result["clipped"]) > 10 else ""))
@@ -704,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--as", dest="as_what", choices=["labels", "suggestions"], default="labels",
                           help="labels (default): accepted as they are; suggestions: awaiting review in the task's "
                                "reviewers' queues, with the file's confidences (YOLO save_conf, COCO score)")
+    importer.add_argument("--trust-sizes", action="store_true",
+                          help="COCO/VOC: accept labels whose stated image size differs from the image's (made on a "
+                               "resized copy): their boxes are rescaled to the image, and the summary names them")
     importer.add_argument("path", help="YOLO dataset folder (data.yaml), COCO JSON file, VOC folder, concepts CSV "
                                        "file or concept folders")
     importer.set_defaults(handler=command_import)

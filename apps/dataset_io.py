@@ -40,7 +40,7 @@ READERS = {"yolo": read_yolo, "coco": read_coco, "voc": read_voc, "concepts-csv"
 
 def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, task: str, user: str,
                   max_pixels: int, concepts: list[str], suggestions_for: LabelingTask | None = None,
-                  match_iou: float = DEFAULT_IOU, inbox: Inbox | None = None) -> dict:
+                  match_iou: float = DEFAULT_IOU, inbox: Inbox | None = None, trust_sizes: bool = False) -> dict:
     """Every label becomes a SUCCESS annotation (source `import`, annotator `user`) of `task`; with
     `suggestions_for` (the task's definition), an AWAITING_REVIEW one instead, with the label's confidence when
     the file has one, in the task's reviewers' queues.
@@ -81,6 +81,7 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
         if isinstance(result, Rejection):
             raise LabelFormatError(f"{image}: {result.reason}")
         inspected[image] = result
+    resized = sized_elsewhere(boxes, inspected, trust_sizes)
     for result in inspected.values():
         images.put(result.input_id, result.data)
     # Box imports key the batch by their labelled images only, as before images without labels were recorded
@@ -110,13 +111,34 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
                 "new_inputs": ingestion["new"], "labels": len(boxes), "images_without_labels": len(empty),
                 "annotations_written": written, "matched_existing": len(taken_over) + unchanged,
                 "taken_over": len(taken_over), "unchanged": unchanged, "new_labels": len(new),
-                "identical_files": identical, "clipped_boxes": len(clipped), "clipped": clipped}
+                "identical_files": identical, "clipped_boxes": len(clipped), "clipped": clipped,
+                "rescaled_images": resized}
 
     summary = store.write(write)
     if inbox is not None and inspected:
         root = Path(os.path.commonpath([str(image.parent) for image in inspected]))
         inbox.write_batch([str(image.relative_to(root)) for image in inspected], key=batch, root=root)
     return summary
+
+
+def sized_elsewhere(boxes: list[LabelBox], inspected: dict, trust_sizes: bool) -> list[str]:
+    """The images whose size a COCO or VOC file states otherwise than the image itself has (after EXIF
+    orientation). Refused, naming both sizes, unless `trust_sizes`: the labels were then made on a resized copy, and
+    their boxes, relative to the stated size, are rescaled to the image (the returned images say which)."""
+    differing: dict[Path, str] = {}
+    for box in boxes:
+        real = inspected[box.image]
+        if box.declared_size is None or box.image in differing:
+            continue
+        if max(abs(box.declared_size[0] - real.width), abs(box.declared_size[1] - real.height)) > 0.5:
+            said = f"{box.declared_size[0]:g}x{box.declared_size[1]:g}"
+            if not trust_sizes:
+                raise LabelFormatError(f"{box.declared_in}: says {box.image.name} is {said} pixels, but the image is "
+                                       f"{real.width}x{real.height}; refused, nothing was written (pass --trust-sizes "
+                                       "if the labels were made on a resized copy: they are then rescaled to the "
+                                       "image).")
+            differing[box.image] = f"{box.image}: {said} -> {real.width}x{real.height}"
+    return sorted(differing.values())
 
 
 def _label_frame(items: list, input_of: dict[Path, str] | None = None) -> pd.DataFrame:

@@ -8,6 +8,7 @@ file and line of the first mistake; nothing is returned half-parsed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -42,6 +43,8 @@ class LabelBox:
     clipped_at: str | None = None  # "file:line" when the label's box reached outside the image and was clipped
     kind: str = "box"  # "concept": a concept of the whole image (its box is the whole image)
     confidence: float | None = None  # a model's score, when the file carries one (suggestions keep it)
+    declared_size: tuple[float, float] | None = None  # (width, height) the file says the image has (COCO, VOC)
+    declared_in: str | None = None  # where it says so ("file", "file:line")
 
 
 def concept_label(image: Path, concept: str) -> LabelBox:
@@ -56,7 +59,13 @@ def _fail(path: Path, line: int | None, message: str) -> LabelFormatError:
 def _checked_box(path: Path, line: int | None, x1: float, y1: float, x2: float, y2: float
                  ) -> tuple[float, float, float, float, str | None]:
     """The box clipped to the image, and where it was when clipping changed it. Published datasets often
-    reach a pixel past the border; a box with nothing inside the image is refused."""
+    reach a pixel past the border; a box with nothing inside the image is refused, and so is one whose numbers
+    are not finite (`inf`, `nan`, `1e308` overflowing): it would be clipped to the image edge, not refused."""
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise _fail(path, line, f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not made of finite numbers")
+    if min(x1, y1) < -1 or max(x2, y2) > 2:
+        raise _fail(path, line, f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) reaches more than a whole image past the "
+                                "border (coordinates are relative to the image); refused, not clipped")
     if not (x1 < x2 and y1 < y2):
         raise _fail(path, line, f"empty box ({x1:g}, {y1:g}, {x2:g}, {y2:g}): x1 < x2 and y1 < y2 is needed")
     clipped = tuple(min(1.0, max(0.0, v)) for v in (x1, y1, x2, y2))
@@ -67,10 +76,30 @@ def _checked_box(path: Path, line: int | None, x1: float, y1: float, x2: float, 
 
 
 def _inside(root: Path, path: Path, named_in: Path, line: int | None) -> Path:
-    """`path` when it lies inside the dataset folder `root`; a label naming a file elsewhere is refused."""
+    """`path` when it lies inside the dataset folder `root`, symlinks resolved; a label naming a file elsewhere, or
+    a link pointing out of the dataset, is refused."""
     if not path.resolve().is_relative_to(root.resolve()):
         raise _fail(named_in, line, f"names {path}, which lies outside the dataset folder {root}; refused")
     return path
+
+
+def _walked(root: Path, folder: Path) -> list[Path]:
+    """The image files under `folder`, each checked to lie inside the dataset `root` once links are resolved (a
+    symlink found by walking is followed only to a file inside the dataset)."""
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES)
+    return [_inside(root, p, p, None) for p in found]
+
+
+def _positive_size(named_in: Path, line: int | None, width: object, height: object, what: str
+                   ) -> tuple[float, float]:
+    """An image size a label file declares: two finite numbers above 0 (a width of 0 would divide by zero)."""
+    try:
+        size = float(width), float(height)
+    except (TypeError, ValueError):
+        raise _fail(named_in, line, f"{what}: width and height must be numbers") from None
+    if not all(math.isfinite(v) and v > 0 for v in size):
+        raise _fail(named_in, line, f"{what}: size {width} x {height} is not two finite numbers above 0")
+    return size
 
 
 def _existing(candidates: list[Path], named_in: Path, line: int | None, what: str) -> Path:
@@ -97,7 +126,7 @@ def yolo_data(root: Path) -> tuple[list[str], Path, list[str | list]]:
         names = [str(n) for n in names]
     else:
         raise _fail(data, None, "has no 'names' (a list or an id -> name mapping)")
-    folder = (root / str(config.get("path") or ".")).resolve()
+    folder = _inside(root, root / str(config.get("path") or "."), data, None).resolve()
     splits = [config[key] for key in ("train", "val", "test") if config.get(key)]
     return names, folder, splits or ["images"]
 
@@ -108,7 +137,7 @@ def yolo_images(data: Path, folder: Path, splits: list) -> list[Path]:
     for source in (item for split in splits for item in (split if isinstance(split, list) else [split])):
         place = _inside(folder, folder / str(source), data, None)
         if place.is_dir():
-            found.update(dict.fromkeys(sorted(p for p in place.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES)))
+            found.update(dict.fromkeys(_walked(folder, place)))
         elif place.suffix == ".txt" and place.is_file():
             for number, entry in enumerate(place.read_text().splitlines(), start=1):
                 if entry.strip():
@@ -166,6 +195,9 @@ def read_yolo(root: Path) -> list[LabelBox]:
             except ValueError:
                 bad = next(v for v in fields if not _is_number(v))
                 raise _fail(label, number, f"{bad!r} is not a number") from None
+            if not all(math.isfinite(v) for v in values):
+                bad = next(f for f, v in zip(fields, values, strict=True) if not math.isfinite(v))
+                raise _fail(label, number, f"{bad!r} is not a finite number")
             if not values[0].is_integer() or not 0 <= values[0] < len(names):
                 raise _fail(label, number, f"class id {fields[0]} is not one of data.yaml's names "
                                            f"(0 to {len(names) - 1})")
@@ -176,6 +208,8 @@ def read_yolo(root: Path) -> list[LabelBox]:
                 raise _fail(label, number, f"confidence {fields[-1]} is not between 0 and 1")
             if len(values) == 5:
                 cx, cy, w, h = values[1:]
+                if w <= 0 or h <= 0:
+                    raise _fail(label, number, f"box width and height must be above 0, got {w:g} x {h:g}")
                 box = _checked_box(label, number, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
                 boxes.append(LabelBox(image, concept, *box[:4], clipped_at=box[4], confidence=confidence))
             elif len(values) >= 7 and len(values) % 2 == 1:
@@ -380,19 +414,22 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
 
 
 def read_coco(path: Path) -> list[LabelBox]:
-    """Boxes of a COCO JSON; images are found next to it or in its images/ folder."""
+    """Boxes of a COCO JSON; images are found next to it or in its images/ folder. Read in one pass: the line of
+    each annotation (for the error sentences) comes from one scan of the text."""
     if not path.is_file():
         raise _fail(path, None, "not found; a COCO import needs the annotations JSON file")
+    text = path.read_text()
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(text)
     except json.JSONDecodeError as error:
         raise _fail(path, error.lineno, f"not valid JSON ({error.msg})") from None
     categories = {c["id"]: c["name"] for c in document.get("categories", [])}
     images = {i["id"]: i for i in document.get("images", [])}
-    text = path.read_text()
+    lines = _json_lines(text)
+    found: dict[str, Path] = {}  # file_name -> the image: looked up once, not once per annotation
     boxes = []
     for number, annotation in enumerate(document.get("annotations", []), start=1):
-        line = _json_line(text, annotation.get("id"), number)
+        line = lines.get(str(annotation.get("id")), number)
         if annotation.get("category_id") not in categories:
             raise _fail(path, line, f"annotation {annotation.get('id')}: unknown category_id "
                                     f"{annotation.get('category_id')!r}")
@@ -405,21 +442,35 @@ def read_coco(path: Path) -> list[LabelBox]:
         except (KeyError, TypeError, ValueError):
             raise _fail(path, line, f"annotation {annotation.get('id')}: bbox must be 4 numbers [x, y, w, h]") \
                 from None
-        width, height = float(image["width"]), float(image["height"])
+        if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+            raise _fail(path, line, f"annotation {annotation.get('id')}: bbox {annotation['bbox']} needs finite "
+                                    "numbers and a width and height above 0")
+        width, height = _positive_size(path, line, image.get("width"), image.get("height"),
+                                       f"image {image.get('id')!r}")
         box = _checked_box(path, line, x / width, y / height, (x + w) / width, (y + h) / height)
         score = annotation.get("score")  # a COCO results file's detections carry one
         if score is not None and not (isinstance(score, int | float) and 0 <= score <= 1):
             raise _fail(path, line, f"annotation {annotation.get('id')}: score {score!r} is not between 0 and 1")
-        boxes.append(LabelBox(_coco_image(path, image["file_name"], line), categories[annotation["category_id"]],
-                              *box[:4], clipped_at=box[4], confidence=None if score is None else float(score)))
+        if image["file_name"] not in found:
+            found[image["file_name"]] = _coco_image(path, image["file_name"], line)
+        boxes.append(LabelBox(found[image["file_name"]], categories[annotation["category_id"]],
+                              *box[:4], clipped_at=box[4], confidence=None if score is None else float(score),
+                              declared_size=(width, height), declared_in=f"{path}:{line}"))
     return boxes
 
 
-def _json_line(text: str, annotation_id: object, ordinal: int) -> int:
-    """The line of an annotation's `"id": N` in the JSON text (the annotations come after images)."""
-    start = text.find('"annotations"')
-    match = re.compile(rf'"id"\s*:\s*{re.escape(str(annotation_id))}\b').search(text, max(start, 0))
-    return text.count("\n", 0, match.start()) + 1 if match else ordinal
+def _json_lines(text: str) -> dict[str, int]:
+    """Annotation id -> the line of its `"id": N` in the JSON text (the first after `"annotations"`), found in one
+    scan: a search per annotation made a 100 000-annotation file quadratic."""
+    start = max(text.find('"annotations"'), 0)
+    found: dict[str, int] = {}
+    line, position = text.count("\n", 0, start) + 1, start
+    for match in re.finditer(r'"id"\s*:\s*(-?[\w.]+)', text[start:]):
+        at = start + match.start()
+        line += text.count("\n", position, at)
+        position = at
+        found.setdefault(match.group(1), line)
+    return found
 
 
 def _coco_image(path: Path, file_name: str, line: int) -> Path:
@@ -453,11 +504,8 @@ def read_voc(root: Path) -> list[LabelBox]:
         except defusedxml.DefusedXmlException as error:
             raise _fail(xml_file, None, f"refused: the XML declares entities or a DTD ({type(error).__name__})") \
                 from None
-        try:
-            width = float(document.findtext("size/width"))
-            height = float(document.findtext("size/height"))
-        except (TypeError, ValueError):
-            raise _fail(xml_file, None, "size/width and size/height must be numbers") from None
+        width, height = _positive_size(xml_file, None, document.findtext("size/width"),
+                                       document.findtext("size/height"), "size")
         image = _voc_image(root, xml_file, document.findtext("filename") or "")
         object_lines = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r"<object\b", text)]
         for number, obj in enumerate(document.findall("object")):
@@ -471,7 +519,8 @@ def read_voc(root: Path) -> list[LabelBox]:
                 raise _fail(xml_file, line, f"object {name!r}: bndbox xmin/ymin/xmax/ymax must be numbers") \
                     from None
             box = _checked_box(xml_file, line, x1 / width, y1 / height, x2 / width, y2 / height)
-            boxes.append(LabelBox(image, name, *box[:4], clipped_at=box[4]))
+            boxes.append(LabelBox(image, name, *box[:4], clipped_at=box[4], declared_size=(width, height),
+                                  declared_in=str(xml_file)))
     return boxes
 
 
@@ -521,8 +570,8 @@ def read_concept_folders(root: Path) -> list[LabelBox]:
     labels = []
     for parent in splits or [root]:
         for folder in sorted(p for p in parent.iterdir() if p.is_dir()):
-            labels += [concept_label(image, folder.name) for image in sorted(folder.iterdir())
-                       if image.suffix.lower() in SUPPORTED_SUFFIXES]
+            labels += [concept_label(_inside(root, image, image, None), folder.name) for image in
+                       sorted(folder.iterdir()) if image.suffix.lower() in SUPPORTED_SUFFIXES]
     if not labels:
         raise _fail(root, None, "holds no images in concept folders (expected <concept>/<image>, or "
                                 "train/<concept>/<image> as Ultralytics' classification datasets have it)")
