@@ -423,6 +423,7 @@ def read_coco(path: Path) -> list[LabelBox]:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise _fail(path, error.lineno, f"not valid JSON ({error.msg})") from None
+    _check_coco_shape(path, document)
     categories = {c["id"]: c["name"] for c in document.get("categories", [])}
     images = {i["id"]: i for i in document.get("images", [])}
     lines = _json_lines(text)
@@ -457,6 +458,36 @@ def read_coco(path: Path) -> list[LabelBox]:
                               *box[:4], clipped_at=box[4], confidence=None if score is None else float(score),
                               declared_size=(width, height), declared_in=f"{path}:{line}"))
     return boxes
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
+def _check_coco_shape(path: Path, document: object) -> None:
+    """The parts of a COCO document the reader relies on: lists of objects, ids that are numbers or texts, file and
+    category names that are texts; the first thing out of shape is one sentence."""
+    if not isinstance(document, dict):
+        raise _fail(path, None, "is not a COCO document (a JSON object with images, annotations, categories)")
+    for key, fields in (("images", {"id": _is_id, "file_name": lambda v: isinstance(v, str) and v}),
+                        ("categories", {"id": _is_id, "name": lambda v: isinstance(v, str) and v}),
+                        ("annotations", {})):
+        items = document.get(key, [])
+        if not isinstance(items, list):
+            raise _fail(path, None, f"{key!r} must be a list")
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise _fail(path, None, f"{key}[{index}] is not an object")
+            for field, valid in fields.items():
+                if not valid(item.get(field)):
+                    raise _fail(path, None, f"{key}[{index}].{field} {item.get(field)!r} is not "
+                                            + ("an id (a number or a text)" if valid is _is_id else "a name"))
+        if key == "annotations":
+            for index, item in enumerate(items):
+                for field in ("id", "image_id", "category_id"):
+                    if item.get(field) is not None and not _is_id(item.get(field)):
+                        raise _fail(path, None, f"annotations[{index}].{field} {item.get(field)!r} is not an id "
+                                                "(a number or a text)")
 
 
 def _json_lines(text: str) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -331,7 +332,9 @@ def check_class_map(task: LabelingTask, class_names: list[str], model_name: str)
 
 
 def _field_path(location: tuple) -> str:
-    return ".".join(str(part) for part in location if not str(part).startswith("function-after"))
+    """The field as `thresholds.per_concept.ball`; a key with other characters (a newline, a dot) as its repr."""
+    return ".".join(str(part) if re.fullmatch(r"[\w-]+", str(part)) else repr(part) for part in location
+                    if not str(part).startswith("function-after"))
 
 
 def _problem(error: dict) -> str:
