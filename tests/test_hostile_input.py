@@ -384,3 +384,118 @@ def test_a_coco_file_with_many_annotations_on_one_image_is_read_in_one_pass(tmp_
         read_coco(path)
     line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.strip() == '"id": 15000,')
     assert str(refused.value).startswith(f"{path}:{line}: annotation 15000: bbox")
+
+
+def test_what_held_keeps_holding(resources: dict, client: Callable) -> None:
+    """SQL in every parameter does nothing; writes from a foreign or null Origin are 403; form and text bodies are
+    422; every refusal writes no row; 50 parallel decisions on one annotation from its reviewer and an outsider
+    get answers that agree with the events, and no 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    owner, bob = client(REVIEWER), client("bob")
+    annotation = rows(resources, "SELECT annotation_id FROM annotation_state WHERE task = 'alpha' AND status = "
+                                 "'AWAITING_REVIEW' LIMIT 1")["annotation_id"][0]
+    events = int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0])
+    injections = ["alpha' OR '1'='1", "alpha'; DROP TABLE annotations; --", "x') UNION SELECT * FROM inputs --"]
+    for text in injections:
+        for params in ({"task": text}, {"task": "alpha", "status": text}, {"task": "alpha", "concept": text},
+                       {"task": "alpha", "labeler": text}, {"task": "alpha", "reviewer": text}):
+            answer = owner.get("/api/queue", params=params)
+            assert answer.status_code in (200, 404, 422), (params, answer.status_code)
+            if answer.status_code == 200:
+                assert answer.json()["items"] == [] or params.get("reviewer") is None
+    for origin in ("http://evil.example", "null"):
+        answer = owner.post(f"/api/annotations/{annotation}/decision", json={"decision": "accept"},
+                            headers={"Origin": origin})
+        assert answer.status_code == 403, origin
+    for body, kind in (("decision=accept", "application/x-www-form-urlencoded"), ("accept", "text/plain")):
+        answer = owner.post(f"/api/annotations/{annotation}/decision", content=body, headers={"Content-Type": kind})
+        assert answer.status_code == 422
+    assert int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0]) == events
+    assert int(rows(resources, "SELECT count(*) AS n FROM inputs")["n"][0]) > 0  # the tables are all still there
+
+    def decide(index: int) -> int:
+        who, decision = (owner, "accept" if index % 2 else "reject") if index % 3 else (bob, "accept")
+        return who.post(f"/api/annotations/{annotation}/decision", json={"decision": decision}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(decide, range(50)))
+    assert 500 not in answers and 503 not in answers, answers
+    assert answers.count(403) == sum(1 for i in range(50) if not i % 3)  # the outsider, every time
+    written = rows(resources, "SELECT annotator, status FROM annotations WHERE annotation_id = ? AND source = "
+                              "'review' ORDER BY seq", [annotation])
+    assert set(written["annotator"]) == {REVIEWER}
+    assert 1 <= len(written) <= sum(1 for i in range(50) if i % 3)
+    final = rows(resources, "SELECT status FROM annotation_state WHERE annotation_id = ?", [annotation])["status"][0]
+    assert final == written["status"].iloc[-1]
+
+
+def test_a_server_killed_mid_burst_loses_no_answered_decision_and_starts_again_at_once(resources: dict,
+                                                                                          tmp_path: Path) -> None:
+    """`review serve` killed with SIGKILL while decisions arrive: every decision that got a 2xx is in the history,
+    and the same command on the same port serves again at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    home = Path(resources["store"].path).parent
+    env = {**os.environ, "AUTOANNOTATE_HOME": str(home),
+           "AUTOANNOTATE_TASKS": f"{home / 'alpha.yaml'}:{home / 'beta.yaml'}"}
+    port = free_port()
+    script = Path(sys.executable).parent / "autoannotate"
+
+    def serve() -> subprocess.Popen:
+        server = subprocess.Popen([str(script), "review", "serve", "--port", str(port)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        for _ in range(300):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                return server
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        server.kill()
+        raise AssertionError(server.stderr.read().decode())
+
+    items = rows(resources, "SELECT annotation_id FROM annotation_state WHERE task = 'alpha' AND status = "
+                            "'AWAITING_REVIEW'")["annotation_id"].tolist()
+    token = json.loads(autoannotate("--json", "review", "invite", REVIEWER, home=home, env=env).stdout)["url"] \
+        .split("token=")[1]
+    server = serve()
+    answered, stop = [], threading.Event()
+
+    def burst() -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=5) as http:
+            for annotation in items:
+                if stop.is_set():
+                    return
+                try:
+                    if http.post(f"http://127.0.0.1:{port}/api/annotations/{annotation}/decision",
+                                 json={"decision": "reject"}).status_code == 200:
+                        answered.append(annotation)
+                except httpx.HTTPError:
+                    return
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    while len(answered) < 3 and sender.is_alive():
+        time.sleep(0.02)
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+    stop.set()
+    sender.join(timeout=30)
+    assert answered, "no decision was answered before the kill"
+    started = time.perf_counter()
+    again = serve()  # at once: the port is free although the killed server left connections behind
+    try:
+        assert time.perf_counter() - started < 30
+        stored = set(rows(resources, "SELECT annotation_id FROM annotations WHERE source = 'review' AND status = "
+                                     "'REJECTED'")["annotation_id"])
+        assert set(answered) <= stored
+    finally:
+        os.killpg(again.pid, signal.SIGKILL)
+        again.wait(timeout=10)
