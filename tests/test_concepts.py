@@ -225,7 +225,8 @@ def test_a_single_label_version_exports_the_classification_layout_ultralytics_ac
                           tmp_path / "coco")
     assert (coco["images"], coco["annotations"], coco["image_concepts"]) == (30, 0, 30)
     loaded = COCO(coco["out"])
-    assert {loaded.imgs[i]["file_name"].split(".")[0]: loaded.imgs[i]["concepts"] for i in loaded.imgs} == \
+    of_file = exported_input_ids(tmp_path / "coco")
+    assert {of_file[Path(loaded.imgs[i]["file_name"]).stem]: loaded.imgs[i]["concepts"] for i in loaded.imgs} == \
         {input_id: [placed[name]] for input_id, name in sha_to_name.items()}
 
 
