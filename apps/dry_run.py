@@ -63,10 +63,11 @@ def dry_run(settings: Settings, task_file: str, images: list[Path]) -> dict:
     if task.classifier is not None:
         classifier_id, scorer = concept_scorer(task, resources)
     checked = {path: inspect_image_file(path, settings.max_pixels) for path in images}
-    usable = [(path, result) for path, result in checked.items() if not isinstance(result, Rejection)]
-    # Decoded, letterboxed and batched by shape exactly as the run's `predictions` step does it.
-    detections = (iter(detector.predict_stream((load_oriented_bgr(r.data) for _, r in usable), model))
-                  if model is not None else None)
+    # Decoded once (a preview holds a few images), then letterboxed and batched by shape exactly as the run's
+    # `predictions` step does it.
+    arrays = {path: load_oriented_bgr(result.data) for path, result in checked.items()
+              if not isinstance(result, Rejection)}
+    detections = iter(detector.predict_stream(list(arrays.values()), model)) if model is not None else None
     report = []
     for path, result in checked.items():
         if isinstance(result, Rejection):
@@ -77,7 +78,7 @@ def dry_run(settings: Settings, task_file: str, images: list[Path]) -> dict:
             entry["predictions"] = routed_report(task, model.model_id, result.input_id, next(detections))
         if scorer is not None:
             entry["concepts"] = routed_report(task, classifier_id, result.input_id,
-                                              whole_image_detections(scorer(load_oriented_bgr(result.data))))
+                                              whole_image_detections(scorer(arrays[path])))
         report.append(entry)
     return {"task": task.name, "model_id": model.model_id if model else None,
             "classifier_id": classifier_id if scorer else None, "images": report}
