@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.annotations import AnnotationEvent, Kind, Source, Status, digest32, human_annotation_id
+from core.annotations import HELD_STATUSES, AnnotationEvent, Kind, Source, Status, digest32, human_annotation_id
 from core.formats import (
     CONCEPT_FORMATS,
     LabelBox,
@@ -99,7 +99,7 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
         ingestion = s.inputs.record_batch(batch, list(inspected.items()), [], stored, now)
         s.history.class_names(task, concepts, now)
         live = s.history.current(task=task, input_id=sorted({e.input_id for e in events}), kind=kind,
-                                 status=[Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING]) if events else None
+                                 status=HELD_STATUSES) if events else None
         taken_over, new, unchanged = take_over_matches(events, live, match_iou, suggestions=suggestions_for is not None)
         # A new label already imported once (and maybe rejected by a person since) is not written again.
         known = s.history.known_ids(task)

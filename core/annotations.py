@@ -45,6 +45,9 @@ class Source(StrEnum):
 # The status each routing band writes unless a task's `band_status` says otherwise; the discard band writes nothing.
 BAND_STATUS = {"accept": Status.SUCCESS, "review": Status.AWAITING_REVIEW}
 LIVE_STATUSES = (Status.SUCCESS, Status.AWAITING_REVIEW)
+# What an object's annotation holds while it stands or waits for a decision (PENDING too): an image with one is no
+# negative, and a second one on the same object is a duplicate.
+HELD_STATUSES = (Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING)
 BAND_WRITABLE = (Status.SUCCESS, Status.PENDING, Status.AWAITING_REVIEW)  # what a task's `band_status` may choose
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import polars as pl
 
-from core.annotations import EVENT_FIELDS, KIND_SQL, AnnotationEvent, Kind, Source, Status
+from core.annotations import EVENT_FIELDS, HELD_STATUSES, KIND_SQL, AnnotationEvent, Kind, Source, Status
 from core.quality import greedy_pairs
 from core.review_rules import NotFound
 from core.routing import routed_sql, scope_sql
@@ -34,6 +34,9 @@ def target_annotation_sql(task_literal: str) -> str:
     """The annotation a routed prediction `r` moves (`matched_predictions` as `m`): the existing one it matched,
     else its own."""
     return f"coalesce(m.annotation_id, {digest32_sql(task_literal, 'r.prediction_id')})"
+
+
+HELD_SQL = ", ".join(f"'{status}'" for status in HELD_STATUSES)
 
 
 def literal(text: str) -> str:
@@ -128,13 +131,12 @@ class AnnotationHistory:
         not a negative yet.) Columns: input_id, and `by_person`: a person made it a negative (imported without
         labels, or a person decided a box of it and none is left), not only the model's silence."""
         state, params = self.state_as_of_sql(task, cutoff)
-        held = ", ".join(f"'{status}'" for status in (Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING))
         return (f"SELECT input_id, bool_or(by_person) OR input_id IN (SELECT input_id FROM ({state}) "
                 f"WHERE {KIND_SQL} = '{Kind.BOX}' AND source <> '{Source.AUTO}') AS by_person FROM ("
                 f"SELECT input_id, processed_at AS since, false AS by_person FROM task_inputs WHERE task = $task "
                 f"UNION ALL SELECT input_id, recorded_at, true FROM empty_inputs WHERE task = $task) "
                 f"WHERE since < $cutoff AND input_id NOT IN (SELECT input_id FROM ({state}) "
-                f"WHERE {KIND_SQL} = '{Kind.BOX}' AND status IN ({held})) GROUP BY input_id",
+                f"WHERE {KIND_SQL} = '{Kind.BOX}' AND status IN ({HELD_SQL})) GROUP BY input_id",
                 {**params, "cutoff": cutoff})
 
     def tasks(self) -> list[str]:
@@ -171,12 +173,11 @@ class AnnotationHistory:
     def overlapping_live_pairs(self, batch: str, iou: float = DUPLICATE_IOU, limit: int = 10) -> pd.DataFrame:
         """Pairs of live box annotations of one task, image and concept that overlap with IoU >= `iou`, on the
         inputs of `batch` (its own and those any path wrote on its images): one object with two labels."""
-        held = ", ".join(f"'{status}'" for status in (Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING))
         return self.s.df(f"""
             WITH touched AS (SELECT input_id FROM task_inputs WHERE batch = $batch
                              UNION SELECT input_id FROM annotation_state WHERE batch = $batch),
             live AS (SELECT task, input_id, concept, annotation_id, x1, y1, x2, y2 FROM annotation_state
-                     WHERE input_id IN (SELECT input_id FROM touched) AND status IN ({held})
+                     WHERE input_id IN (SELECT input_id FROM touched) AND status IN ({HELD_SQL})
                        AND {KIND_SQL} = '{Kind.BOX}'),
             pairs AS (
                 SELECT a.task, a.input_id, a.concept, a.annotation_id AS first, b.annotation_id AS second,

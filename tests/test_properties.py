@@ -37,6 +37,14 @@ def checked_boxes(boxes: list) -> None:
         assert 0 <= box.x1 < box.x2 <= 1 and 0 <= box.y1 < box.y2 <= 1
 
 
+def boxes_or_one_sentence(read, path: Path, named: Path) -> None:
+    """`read(path)` gives boxes inside the image, or one sentence that starts with the file it names."""
+    try:
+        checked_boxes(read(path))
+    except LabelFormatError as error:
+        assert str(error).startswith(str(named)) and "\n" not in str(error).strip()
+
+
 def dataset_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="property-"))
     (folder / "images").mkdir()
@@ -55,10 +63,7 @@ def test_random_yolo_labels_give_boxes_inside_the_image_or_one_sentence(lines: l
     try:
         (folder / "labels" / "a.txt").write_text("\n".join(lines))
         (folder / "data.yaml").write_text(json.dumps({"train": "images", "names": names}))
-        try:
-            checked_boxes(read_yolo(folder))
-        except LabelFormatError as error:
-            assert str(error).startswith(str(folder)) and "\n" not in str(error).strip()
+        boxes_or_one_sentence(read_yolo, folder, folder)
     finally:
         shutil.rmtree(folder)
 
@@ -77,10 +82,7 @@ def test_mutated_coco_files_give_boxes_inside_the_image_or_one_sentence(image: d
         path = folder / "instances.json"
         path.write_text(json.dumps({"images": [image], "annotations": [annotation],
                                     "categories": [{"id": 1, "name": "ball"}]}, default=str))
-        try:
-            checked_boxes(read_coco(path))
-        except LabelFormatError as error:
-            assert str(error).startswith(str(path)) and "\n" not in str(error).strip()
+        boxes_or_one_sentence(read_coco, path, path)
     finally:
         shutil.rmtree(folder)
 
@@ -104,10 +106,7 @@ def test_mutated_voc_files_give_boxes_inside_the_image_or_one_sentence(width: st
             f"<annotation><filename>a.png</filename><size><width>{escape(width)}</width><height>{escape(height)}"
             f"</height></size><object><name>{escape(name)}</name><bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin>"
             f"<xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object></annotation>")
-        try:
-            checked_boxes(read_voc(folder))
-        except LabelFormatError as error:
-            assert str(error).startswith(str(folder)) and "\n" not in str(error).strip()
+        boxes_or_one_sentence(read_voc, folder, folder)
     finally:
         shutil.rmtree(folder)
 
