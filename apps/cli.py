@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from core.annotations import Status
-from core.formats import CONCEPT_FORMATS, LINK_MODES
-from core.manifests import EXPORT_FORMATS, NEGATIVE_CHOICES, SPLITS
+from core.annotations import Kind, Status
+from core.formats import EXPORT_FORMATS, FORMATS, IMPORT_FORMATS, LINK_MODES
+from core.manifests import NEGATIVE_CHOICES, SPLITS
 from core.settings import Settings
 from core.task_config import LabelingTask
 
@@ -356,7 +356,8 @@ def render_import(result: dict) -> None:
                                      if item["conflicting_labels"] else ""))
     if result["images_without_labels"]:
         print(f"{result['images_without_labels']} of those images are listed without a label: a person found "
-              + ("none of the concepts on them" if result["format"] in CONCEPT_FORMATS else "no object on them")
+              + ("none of the concepts on them" if FORMATS[result["format"]].kind == Kind.CONCEPT
+                 else "no object on them")
               + " (recorded, once)")
     if result["rescaled_images"]:
         print(f"{len(result['rescaled_images'])} images are not the size their labels state; their boxes were "
@@ -700,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
         review.choices[action].set_defaults(handler=command_review)
 
     importer = sub.add_parser("import", parents=[common], help="existing labels in, as human annotations")
-    importer.add_argument("--format", required=True, choices=["yolo", "coco", "voc", *CONCEPT_FORMATS],
+    importer.add_argument("--format", required=True, choices=IMPORT_FORMATS,
                           help="concepts-csv: `file,concept` rows; classify: a folder per concept (or Ultralytics' "
                                "train/<concept>/ layout): image-level concepts")
     importer.add_argument("--task", help="task the labels belong to (default: the first configured task)")

@@ -12,17 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.annotations import HELD_STATUSES, AnnotationEvent, Kind, Source, Status, digest32, human_annotation_id
-from core.formats import (
-    CONCEPT_FORMATS,
-    LabelBox,
-    LabelFormatError,
-    listed_images,
-    read_coco,
-    read_concept_csv,
-    read_concept_folders,
-    read_voc,
-    read_yolo,
-)
+from core.formats import LabelBox, LabelFormatError, label_format
 from core.geometry import Box
 from core.image_checks import Rejection, inspect_image_file
 from core.quality import DEFAULT_IOU, greedy_pairs
@@ -33,9 +23,6 @@ from resources.store import DuckDBStore
 from resources.versions import VersionStore
 from store import Session
 from store.versions import FrozenVersion
-
-READERS = {"yolo": read_yolo, "coco": read_coco, "voc": read_voc, "concepts-csv": read_concept_csv,
-           "classify": read_concept_folders}
 
 
 def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, task: str, user: str,
@@ -60,7 +47,8 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
     if suggestions_for is not None and not suggestions_for.reviewers:
         raise ValueError(f"Task {task!r} has no reviewers to review suggestions: add `reviewers` to its file, or "
                          "import the labels as they are (without --as suggestions).")
-    boxes = READERS[fmt](path)
+    reader = label_format(fmt, reading=True)
+    boxes = reader.read(path)
     strays = Counter(box.concept for box in boxes if box.concept not in concepts)
     if strays:
         raise LabelFormatError(
@@ -73,8 +61,9 @@ def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, 
     # Images the dataset lists without a label: a person looked and found nothing (no object: negatives of the
     # task's versions; no image-level concept: negatives of every concept for its classifier). A model's empty
     # output is no such statement, so suggestions bring none.
-    empty = set() if suggestions_for is not None else set(listed_images(fmt, path)) - labelled
-    kind = Kind.CONCEPT if fmt in CONCEPT_FORMATS else Kind.BOX
+    listed = reader.listed(path) if reader.listed is not None and suggestions_for is None else []
+    empty = set(listed) - labelled
+    kind = reader.kind
     inspected = {}
     for image in sorted(labelled | empty):
         result = inspect_image_file(image, max_pixels)

@@ -11,9 +11,9 @@ from core.image_checks import Rejection, inspect_image_file, load_oriented_bgr
 from core.routing import route_predictions
 from core.settings import Settings
 from core.task_config import LabelingTask, check_class_map, load_task
+from engines.base import Detection
 from resources import build_resources
 from resources.concepts import whole_image_detections
-from resources.detector import Detection
 from resources.tasks import detector_for
 from store.predictions import prediction_rows
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.task_config import LabelingTask, load_task
-from resources.detector import file_sha256
+from engines.base import file_sha256
 from resources.store import DuckDBStore
 from resources.tasks import LabelingTasks
 

@@ -24,8 +24,9 @@ from core.concepts import ConceptClassifier, concept_accuracy, label_targets, tr
 from core.plots import confidence_histograms, markdown_image
 from core.routing import route_predictions
 from core.task_config import LabelingTask
+from engines.base import file_sha256
 from resources.concepts import ConceptModels, context_labels, whole_image_detections
-from resources.detector import file_sha256, oriented_bgr
+from resources.detector import oriented_bgr
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, write_or_retry
 from resources.tasks import LabelingTasks

@@ -21,7 +21,8 @@ from core.model_loop import (
 )
 from core.plots import learning_curves, markdown_image, model_comparison
 from core.task_config import LabelingTask
-from resources.detector import Detector, file_sha256
+from engines.base import file_sha256
+from resources.detector import Detector
 from resources.exports import default_negatives, export_version
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore

@@ -20,7 +20,8 @@ from core.image_checks import load_oriented_rgb
 from core.plots import annotated_grid, confidence_histograms, markdown_image
 from core.routing import check_floor, route_predictions
 from core.task_config import LabelingTask
-from resources.detector import Detector, file_sha256
+from engines.base import file_sha256
+from resources.detector import Detector
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, write_or_retry
 from resources.tasks import LabelingTasks, detector_for

@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from apps.dataset_io import import_labels
-    from core.formats import read_coco
+    from core.formats.coco import read_coco
     from core.settings import Settings
     from resources import build_resources
 

@@ -58,7 +58,7 @@ CEILING = """
 import sys, time
 import numpy as np, onnxruntime as ort
 from core.image_checks import load_oriented_bgr
-from resources.detector import letterbox
+from engines.base import letterbox
 onnx_file, paths = sys.argv[1], sys.argv[2:]
 tensors = []
 for path in paths:  # decoded and letterboxed (rectangles) exactly as the pipeline feeds its model

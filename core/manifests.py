@@ -42,7 +42,6 @@ NEGATIVE_SOURCE = "negative"
 NEGATIVE_MAKERS = ("person", "model")
 NEGATIVE_CHOICES = {"people": ("person",), "all": NEGATIVE_MAKERS, "none": ()}
 SPLITS = ("train", "val", "test")
-EXPORT_FORMATS = ("yolo", "yolo-seg", "coco", "classify")
 
 
 def check_split_ratios(val_ratio: float, test_ratio: float) -> None:

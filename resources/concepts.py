@@ -21,7 +21,7 @@ from core.annotations import WHOLE_IMAGE
 from core.concepts import ConceptClassifier, labels_key
 from core.offline import make_ultralytics_offline
 from core.task_config import LabelingTask
-from resources.detector import Detection, DetectorError, file_sha256, letterbox, trained_imgsz
+from engines.base import Detection, DetectorError, file_sha256, letterbox, trained_imgsz
 from resources.store import DuckDBStore
 
 

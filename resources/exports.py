@@ -13,16 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.annotations import Kind
-from core.formats import (
-    LINK_MODES,
-    export_file_name,
-    has_polygon,
-    place_image,
-    resized,
-    write_classify,
-    write_coco,
-    write_yolo,
-)
+from core.formats import LINK_MODES, ExportRequest, export_file_name, label_format
 from core.manifests import NEGATIVE_CHOICES, NEGATIVE_MAKERS, check_split_ratios
 from core.quality import wilson_interval
 from core.task_config import LabelingTask
@@ -112,6 +103,8 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
     otherwise, or symlinks with `link="symlink"`."""
     check_split_ratios(versions.val_ratio, versions.test_ratio)
     check_export_folder(out, overwrite)
+    writer = label_format(fmt, reading=False)
+    takes_negatives = writer.kind == Kind.BOX
     if negatives not in NEGATIVE_CHOICES:
         raise ValueError(f"--negatives {negatives!r} is not one of {', '.join(NEGATIVE_CHOICES)}.")
     if link not in LINK_MODES:
@@ -128,10 +121,10 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
         # A box format carries objects only: an image-level concept (its box is the whole image) is not a box.
         is_concept = rows["kind"].fillna(str(Kind.BOX)) == str(Kind.CONCEPT)
         boxes, concepts = rows[~is_concept], rows[is_concept]
-        made = s.versions.negatives(version["task"], version["cutoff"]) if fmt != "classify" else {}
+        made = s.versions.negatives(version["task"], version["cutoff"]) if takes_negatives else {}
         empty = sorted(i for maker in NEGATIVE_CHOICES[negatives] for i in made.get(maker, []))
         # Class ids come from the task's registry, so they never move between versions.
-        names = s.history.class_names(version["task"], sorted((concepts if fmt == "classify" else boxes)
+        names = s.history.class_names(version["task"], sorted((boxes if takes_negatives else concepts)
                                                               ["concept"].unique()))
         return (version, boxes, concepts, empty, made, names,
                 s.inputs.sizes(sorted(set(rows["input_id"]) | set(empty))),
@@ -149,41 +142,22 @@ def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStor
     if current_sha256 != recorded:
         raise ValueError(f"The annotations of {version_key} no longer match its manifest {recorded[:12]}; "
                          "re-create the version before exporting it.")
-    ratios = (versions.val_ratio, versions.test_ratio)
-    segments = fmt == "yolo-seg" or (fmt == "yolo" and any(has_polygon(box) for box in boxes.itertuples()))
+    if writer.kind == Kind.CONCEPT and concepts.empty:
+        raise ValueError(f"{version_key} holds no image-level concepts to export as {fmt} (its task "
+                         "annotates boxes: export it as yolo or coco).")
     inputs = inputs.assign(file_name=[export_file_name(u, i, f) for u, i, f in
                                       zip(inputs["uri"], inputs["input_id"], inputs["format"], strict=True)])
-    record = {"version": version_key, "format": fmt, "manifest_sha256": recorded,
-              "labels": "segment" if segments else "detect" if fmt.startswith("yolo") else fmt,
-              "splits": {"val": ratios[0], "test": ratios[1], "by": "input_id hash"},
-              "negatives_included": sorted(NEGATIVE_CHOICES[negatives]) if fmt != "classify" else [],
-              "resize_longest_side": longest_side,
-              "images": dict(zip(inputs["file_name"], inputs["input_id"], strict=True))}
-    if fmt == "classify" and concepts.empty:
-        raise ValueError(f"{version_key} holds no image-level concepts to export as classify (its task "
-                         "annotates boxes: export it as yolo or coco).")
+    request = ExportRequest(boxes, concepts, inputs, frozenset(empty), images.path_for, names,
+                            (versions.val_ratio, versions.test_ratio), longest_side, link)
     with replaced_whole(out) as staging:
-        if fmt == "classify":
-            counts = write_classify(concepts, inputs, images.path_for, staging, names, ratios, longest_side, link)
-            counts |= {"annotations": len(concepts)}
-            main_file = out
-        elif fmt.startswith("yolo"):
-            taken = inputs[inputs["input_id"].isin(set(boxes["input_id"]) | set(empty))]
-            record["images"] = dict(zip(taken["file_name"], taken["input_id"], strict=True))
-            counts = {**negative_counts, "annotations": len(boxes)}
-            counts |= write_yolo(boxes, taken, images.path_for, staging, names, ratios, segments, longest_side, link)
-            main_file = out / "data.yaml"
-        else:
-            (staging / "images").mkdir()
-            for info in inputs.itertuples():
-                place_image(images.path_for(info.input_id), staging / "images" / info.file_name, longest_side, link)
-            # COCO's boxes are in pixels: of the images as exported.
-            exported = [resized(w, h, longest_side) for w, h in zip(inputs["width"], inputs["height"], strict=True)]
-            sized = inputs.assign(width=[w for w, _ in exported], height=[h for _, h in exported])
-            counts = dict(negative_counts)
-            counts |= write_coco(boxes, sized, staging / "annotations.json", names, image_concepts=concepts,
-                                 ratios=ratios)
-            main_file = out / "annotations.json"
-        (staging / EXPORT_RECORD).write_text(json.dumps({**record, "counts": counts}, indent=1, sort_keys=True)
-                                             + "\n")
-    return {**{k: v for k, v in record.items() if k != "images"}, "out": str(main_file), **counts}
+        written = writer.write(request, staging)
+        taken = inputs if written.images is None else inputs[inputs["input_id"].isin(written.images)]
+        counts = (negative_counts if takes_negatives else {}) | written.counts
+        record = {"version": version_key, "format": fmt, "manifest_sha256": recorded, "labels": written.labels,
+                  "splits": {"val": request.ratios[0], "test": request.ratios[1], "by": "input_id hash"},
+                  "negatives_included": sorted(NEGATIVE_CHOICES[negatives]) if takes_negatives else [],
+                  "resize_longest_side": longest_side,
+                  "images": dict(zip(taken["file_name"], taken["input_id"], strict=True)), "counts": counts}
+        (staging / EXPORT_RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    summary = {k: v for k, v in record.items() if k not in ("images", "counts")}
+    return {**summary, "out": str(out / written.main_file if written.main_file else out), **counts}

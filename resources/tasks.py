@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from core.task_config import LabelingTask, ModelChoice, TaskConfigError, check_class_map, load_task
-from resources.detector import Detector, LoadedModel, file_sha256
+from engines.base import LoadedModel, file_sha256
+from resources.detector import Detector
 from resources.store import DuckDBStore
 from store import Session
 

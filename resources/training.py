@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from core.offline import make_ultralytics_offline
-from resources.detector import file_sha256, trained_imgsz
+from engines.base import file_sha256, trained_imgsz
 
 
 class DetectorTraining(dg.ConfigurableResource):

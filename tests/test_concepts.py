@@ -265,8 +265,8 @@ def test_a_classification_model_scores_whole_images_through_the_pipeline(tmp_pat
     assert (state["status"] == Status.AWAITING_REVIEW).sum() == \
         ((scores["confidence"] > 0.3) & (scores["confidence"] <= 0.8)).sum()
     # A detector named as a classification model is refused with a sentence saying what to do instead.
+    from engines.base import DetectorError
     from resources.concepts import ConceptModels
-    from resources.detector import DetectorError
 
     with pytest.raises(DetectorError, match=r"needs a classification \(-cls\) model.*`classifier.backbone`"):
         ConceptModels(root=str(tmp_path / "m")).classification_model(REPO_ROOT / "models" / "demo_detector.pt")
@@ -274,8 +274,8 @@ def test_a_classification_model_scores_whole_images_through_the_pipeline(tmp_pat
 
 def test_an_embedding_at_another_size_is_another_embedding(tmp_path: Path) -> None:
     from core.settings import DEMO_WEIGHTS
+    from engines.base import file_sha256
     from resources.concepts import ConceptModels
-    from resources.detector import file_sha256
 
     models = ConceptModels(root=str(tmp_path))
     own, larger = models.backbone(DEMO_WEIGHTS), models.backbone(DEMO_WEIGHTS, 416)
@@ -356,14 +356,15 @@ def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arri
 
 
 def test_a_concepts_csv_names_images_with_none_of_the_concepts_by_an_empty_concept(tmp_path: Path) -> None:
-    from core.formats import LabelFormatError, listed_images, read_concept_csv
+    from core.formats import FORMATS, LabelFormatError
+    from core.formats.concepts_csv import read_concept_csv
 
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "labels.csv").write_text("file,concept\na.jpg,night\na.jpg,blurry\nb.jpg,\n")
     assert [(label.image.name, label.concept) for label in read_concept_csv(tmp_path / "labels.csv")] == [
         ("a.jpg", "night"), ("a.jpg", "blurry")]
-    assert [p.name for p in listed_images("concepts-csv", tmp_path / "labels.csv")] == ["a.jpg", "a.jpg", "b.jpg"]
+    assert [p.name for p in FORMATS["concepts-csv"].listed(tmp_path / "labels.csv")] == ["a.jpg", "a.jpg", "b.jpg"]
     for text, line, said in (("a.jpg,night,extra\n", 1, "got 'a.jpg,night,extra'"), (",night\n", 1, "got ',night'")):
         (tmp_path / "bad.csv").write_text(text)
         with pytest.raises(LabelFormatError) as refused:

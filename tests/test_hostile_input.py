@@ -367,7 +367,8 @@ def test_a_coco_file_with_many_annotations_on_one_image_is_read_in_one_pass(tmp_
 
     from PIL import Image
 
-    from core.formats import LabelFormatError, read_coco
+    from core.formats import LabelFormatError
+    from core.formats.coco import read_coco
 
     Image.new("RGB", (1000, 800), (90, 140, 30)).save(tmp_path / "a.png")
     boxes = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [i % 900, i % 700, 10, 10]} for i in range(20_000)]

@@ -7,7 +7,10 @@ import pytest
 from helpers import autoannotate
 from PIL import Image
 
-from core.formats import LabelFormatError, read_coco, read_voc, read_yolo
+from core.formats import LabelFormatError
+from core.formats.coco import read_coco
+from core.formats.voc import read_voc
+from core.formats.yolo import read_yolo
 
 
 def png(path: Path, size: tuple[int, int] = (100, 80)) -> Path:

@@ -12,7 +12,8 @@ from apps.demo_scenes import generate_scene, write_demo_images
 from assets.inference import predictions, predictions_schema_check
 from assets.ingestion import inputs
 from core.settings import DEMO_WEIGHTS
-from resources.detector import Detector, DetectorError, file_sha256
+from engines.base import DetectorError, file_sha256
+from resources.detector import Detector
 from resources.tasks import LabelingTasks
 
 HELD_OUT_SEED = 50_000_000  # far from the training (0..) and validation (10 000 000..) seeds
@@ -75,7 +76,7 @@ def test_rectangular_batches_give_the_boxes_of_single_image_prediction(runtime: 
 def test_letterbox_matches_ultralytics_pixel_for_pixel() -> None:
     from ultralytics.data.augment import LetterBox
 
-    from resources.detector import letterbox
+    from engines.base import letterbox
 
     rng = np.random.default_rng(5)
     for height, width in [(480, 640), (640, 480), (1000, 17), (3, 2000), (640, 640), (123, 457), (2000, 1500)]:

@@ -16,7 +16,7 @@ from assets.versions import dataset_versions
 from core.model_loop import promotion_decision, share_auto_accepted, training_classes
 from core.settings import DEMO_TASK, DEMO_WEIGHTS, REPO_ROOT
 from core.task_config import PromoteWhen, load_task
-from resources.detector import file_sha256
+from engines.base import file_sha256
 from resources.tasks import LabelingTasks
 from resources.training import DetectorTraining
 

@@ -16,7 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core.formats import LabelFormatError, read_coco, read_voc, read_yolo
+from core.formats import LabelFormatError
+from core.formats.coco import read_coco
+from core.formats.voc import read_voc
+from core.formats.yolo import read_yolo
 from core.task_config import TaskConfigError, parse_task
 
 # PROPERTY_EXAMPLES=400 for a longer hunt; 60 examples each keep the suite's time.

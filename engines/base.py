@@ -1,0 +1,185 @@
+"""What every model runtime shares: the detection it returns, the letterboxed image it takes, the `Engine`
+protocol, the loaded model, and Ultralytics checkpoints read offline. A runtime (`Runtime`) turns weights on disk
+into a `LoadedModel`; the registry (`engines.RUNTIMES`) gathers them."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.offline import make_ultralytics_offline
+
+
+class DetectorError(ValueError):
+    """The configured weights cannot be used; the message says why and names the file."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One prediction, box normalised to [0, 1] in the oriented image (x1 < x2, y1 < y2)."""
+
+    class_name: str
+    confidence: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    polygon: list[float] | None  # x0, y0, x1, y1, ... normalised, for segmentation models
+
+
+@dataclass(frozen=True)
+class Letterboxed:
+    """An image resized so its longer side is the model's image size and padded to the smallest multiple of
+    the stride, exactly as Ultralytics letterboxes a single image (`rect`). Images whose letterboxed shapes
+    are equal batch together with no extra padding; boxes map back through the offset and the resized size."""
+
+    array: np.ndarray  # BGR
+    left: int
+    top: int
+    width: int  # of the resized image inside `array`
+    height: int
+
+
+class Engine(Protocol):
+    def predict(self, images: list[Letterboxed], conf_floor: float) -> list[list[Detection]]: ...
+
+
+@dataclass
+class LoadedModel:
+    model_id: str
+    name: str
+    path: str
+    task_type: str  # "detect" or "segment"
+    class_names: list[str]
+    imgsz: int
+    runtime: str  # the name of the runtime that loaded it (`engines.RUNTIMES`)
+    engine: Engine
+    stride: int = 32
+
+    def letterbox(self, image: np.ndarray) -> Letterboxed:
+        return letterbox(image, self.imgsz, self.stride)
+
+    def predict(self, images: list[Letterboxed], conf_floor: float) -> list[list[Detection]]:
+        """Detections for a mini-batch of letterboxed images of one shape."""
+        return self.engine.predict(images, conf_floor)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to run weights: `imgsz` 0 is the size they were trained at; `threads` 0 is every core."""
+
+    imgsz: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    conf_floor: float = 0.05
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One way to run Ultralytics weights: `load(weights, model_id, options)` checks and loads them once."""
+
+    name: str
+    summary: str
+    load: Callable[[Path, str, LoadOptions], LoadedModel]
+
+
+def trained_imgsz(model: Any) -> int:
+    """The image size Ultralytics weights were trained at (an Ultralytics `YOLO` object), 640 when unrecorded."""
+    return int(model.overrides.get("imgsz") or 640)
+
+
+def letterbox(image: np.ndarray, imgsz: int, stride: int) -> Letterboxed:
+    """Ultralytics' own single-image letterbox (`LetterBox(auto=True)`), keeping where the image lies."""
+    import cv2
+
+    height, width = image.shape[:2]
+    ratio = min(imgsz / height, imgsz / width)
+    new_width, new_height = max(round(width * ratio), 1), max(round(height * ratio), 1)  # thin images keep a pixel
+    pad_x, pad_y = (imgsz - new_width) % stride / 2, (imgsz - new_height) % stride / 2
+    if (new_width, new_height) != (width, height):
+        image = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR)
+    top, bottom = round(pad_y - 0.1), round(pad_y + 0.1)
+    left, right = round(pad_x - 0.1), round(pad_x + 0.1)
+    array = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+    return Letterboxed(array, left, top, new_width, new_height)
+
+
+def placed_detections(pixels: np.ndarray, confidences: np.ndarray, classes: np.ndarray, class_names: list[str],
+                      placed: Letterboxed, polygons: list[np.ndarray] | None = None) -> list[Detection]:
+    """Boxes (x1, y1, x2, y2) and polygons in the letterboxed array's pixels -> detections normalised to the image
+    itself (padding removed), clipped to [0, 1]; empty boxes are dropped."""
+    offset = np.array([placed.left, placed.top], dtype=float)
+    size = np.array([placed.width, placed.height], dtype=float)
+    boxes = np.clip((np.asarray(pixels, dtype=float).reshape(-1, 2, 2) - offset) / size, 0.0, 1.0).reshape(-1, 4)
+    detections = []
+    for index, (box, confidence, cls) in enumerate(zip(boxes, confidences, classes, strict=True)):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        polygon = None
+        if polygons is not None and len(polygons[index]) >= 3:  # fewer points is no polygon
+            points = np.clip((np.asarray(polygons[index], dtype=float) - offset) / size, 0.0, 1.0)
+            polygon = [float(v) for v in points.reshape(-1)]
+        detections.append(Detection(class_names[int(cls)], float(confidence), x1, y1, x2, y2, polygon))
+    return detections
+
+
+@dataclass
+class UltralyticsEngine:
+    """Ultralytics' own predictor: torch weights, or an exported model whose outputs need Ultralytics'
+    post-processing (a segmentation model's masks). The arrays are already letterboxed, so Ultralytics adds no
+    padding."""
+
+    yolo: Any
+    imgsz: int
+    class_names: list[str]
+
+    def predict(self, images: list[Letterboxed], conf_floor: float) -> list[list[Detection]]:
+        results = self.yolo.predict([image.array for image in images], imgsz=self.imgsz, conf=conf_floor,
+                                    verbose=False, batch=len(images))
+        return [results_to_detections(result, self.class_names, image) for result, image in zip(results, images)]
+
+
+def results_to_detections(result: Any, class_names: list[str], placed: Letterboxed) -> list[Detection]:
+    """Detections of one Ultralytics `Results` on a letterboxed array."""
+    if result.boxes is None or len(result.boxes) == 0:
+        return []
+    polygons = result.masks.xy if getattr(result, "masks", None) is not None else None
+    return placed_detections(result.boxes.xyxy.cpu().numpy(), result.boxes.conf.cpu().numpy(),
+                             result.boxes.cls.cpu().numpy(), class_names, placed, polygons)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_task(path: Path, task_type: str) -> None:
+    if task_type not in ("detect", "segment"):
+        raise DetectorError(f"Detector weights {path} are a {task_type!r} model; autoannotate needs a detect or "
+                            "segment model.")
+
+
+def load_checkpoint(path: Path, copy: Path | None = None) -> Any:
+    """The Ultralytics model in `path` (read from its `copy` when given), or one sentence naming `path` that says
+    why it is not usable."""
+    make_ultralytics_offline()
+    from ultralytics import YOLO
+
+    try:
+        checkpoint = YOLO(str(copy or path))
+    except Exception as error:
+        detail = (str(error).strip().splitlines() or ["unreadable"])[0]
+        raise DetectorError(
+            f"Detector weights {path} are not a YOLO checkpoint ({type(error).__name__}: {detail})."
+        ) from None
+    check_task(path, checkpoint.task)
+    return checkpoint

@@ -1,0 +1,98 @@
+"""Ultralytics weights exported once to ONNX (cached next to them, keyed by their hash) and run by ONNX Runtime on
+the CPU (measured faster than torch there: docs/benchmarks.md). A detect model runs on ONNX Runtime alone, without
+torch, with NMS in numpy; a segment model through Ultralytics' predictor, which turns its masks into polygons."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.offline import make_ultralytics_offline
+from core.yolo_outputs import detections_from_raw
+from engines.base import (
+    Detection,
+    Engine,
+    Letterboxed,
+    LoadedModel,
+    LoadOptions,
+    Runtime,
+    UltralyticsEngine,
+    check_task,
+    load_checkpoint,
+    placed_detections,
+)
+
+
+@dataclass
+class OnnxEngine:
+    """An exported detect model run by ONNX Runtime directly: no torch in the process, no per-image copies
+    beyond the one float tensor, and NMS in numpy exactly as Ultralytics' predictor does it."""
+
+    session: Any  # onnxruntime.InferenceSession
+    class_names: list[str]
+    end_to_end: bool
+
+    def __post_init__(self) -> None:
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict(self, images: list[Letterboxed], conf_floor: float) -> list[list[Detection]]:
+        bgr = np.stack([image.array for image in images])
+        tensor = np.ascontiguousarray(bgr[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255
+        raw = self.session.run(None, {self.input_name: tensor})[0]
+        found = []
+        for output, image in zip(raw, images, strict=True):
+            rows = detections_from_raw(output, len(self.class_names), conf_floor, self.end_to_end)
+            found.append(placed_detections(rows[:, :4], rows[:, 4], rows[:, 5], self.class_names, image))
+        return found
+
+
+def exported_onnx(path: Path, model_id: str) -> Path:
+    """Export once through Ultralytics, at the size the weights were trained at, with dynamic height and width
+    (any imgsz runs on it); the file name carries the weights' hash."""
+    target = path.with_name(f"{path.stem}.{model_id[:16]}.onnx")
+    if target.exists():
+        return target
+    # Exported from a copy in a scratch folder: Ultralytics writes the export beside the file it loaded.
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        copy = Path(scratch) / path.name
+        shutil.copyfile(path, copy)
+        exported = load_checkpoint(path, copy).export(format="onnx", dynamic=True, simplify=True, device="cpu",
+                                                      verbose=False)
+        os.replace(exported, target)
+    return target
+
+
+def load_onnx(path: Path, model_id: str, options: LoadOptions) -> LoadedModel:
+    import onnxruntime as ort
+
+    exported = exported_onnx(path, model_id)
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = options.threads
+    session = ort.InferenceSession(str(exported), session_options, providers=["CPUExecutionProvider"])
+    about = session.get_modelmeta().custom_metadata_map
+    task_type = about.get("task", "")
+    check_task(path, task_type)
+    names = ast.literal_eval(about["names"])
+    class_names = [names[i] for i in sorted(names)]
+    imgsz = options.imgsz or max(ast.literal_eval(about["imgsz"]))
+    stride = int(about.get("stride", 32))
+    if task_type == "detect":
+        engine: Engine = OnnxEngine(session, class_names, about.get("end2end") == "True")
+    else:
+        make_ultralytics_offline()
+        from ultralytics import YOLO
+
+        engine = UltralyticsEngine(YOLO(str(exported), task=task_type), imgsz, class_names)
+    model = LoadedModel(model_id, path.name, str(path), task_type, class_names, imgsz, ONNX.name, engine, stride)
+    model.predict([model.letterbox(np.zeros((imgsz, imgsz, 3), dtype=np.uint8))], options.conf_floor)  # warm up
+    return model
+
+
+ONNX = Runtime("onnx", "ONNX Runtime on the CPU (exported once, cached beside the weights)", load_onnx)
