@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/autoannotate demo --if-empty
-	$(BIN)/autoannotate run --task tasks/demo.yaml --version
+	$(BIN)/autoannotate run --task-file tasks/demo.yaml --version
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ import pandas as pd
 from core.image_checks import Rejection, inspect_image_file, load_oriented_bgr
 from core.routing import route_predictions
 from core.settings import Settings
-from core.task_config import LabelingTask, check_class_map, load_task
+from core.task_config import LabelingTask, check_class_map
 from engines.base import Detection
 from resources import build_resources
 from resources.concepts import whole_image_detections
@@ -50,10 +50,9 @@ def concept_scorer(task: LabelingTask, resources: dict):
     return model_id, lambda image: list(zip(classifier.concepts, classifier.scores(backbone.embed(image)[None])[0]))
 
 
-def dry_run(settings: Settings, task_file: str, images: list[Path]) -> dict:
+def dry_run(settings: Settings, task: LabelingTask, images: list[Path]) -> dict:
     """Band and status of every prediction of the task's model, and of every image-level concept score of its
     classifier, on `images`."""
-    task = load_task(task_file)
     resources = build_resources(settings)
     model = scorer = None
     if task.detects:

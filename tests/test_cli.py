@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers import autoannotate, suggestions_dataset
+from helpers import autoannotate, suggestions_dataset, write_task_file
 from PIL import Image, ImageOps
 
 REAL_PHOTOS = [
@@ -84,15 +84,51 @@ def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"autoannotate: The inbox {tmp_path / 'missing'} is not a folder."
 
 
-def test_every_verb_help_ends_with_an_example_of_that_verb(capsys: pytest.CaptureFixture) -> None:
-    from apps.cli import EXAMPLES, build_parser
+def every_verb(parser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every verb and group of verbs the parser has, as the words a user types."""
+    import argparse
 
-    for verb, example in EXAMPLES.items():
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += [(*path, name), *every_verb(child, (*path, name))]
+    return found
+
+
+def test_every_verb_help_ends_with_an_example_of_that_verb(capsys: pytest.CaptureFixture) -> None:
+    from apps.cli import build_parser
+
+    verbs = every_verb(build_parser())
+    assert len(verbs) == 25  # 8 verbs and 3 groups (review, version, model) of 14 verbs
+    for verb in verbs:
         with pytest.raises(SystemExit) as exited:
-            build_parser().parse_args([*verb.split(), "--help"])
+            build_parser().parse_args([*verb, "--help"])
         assert exited.value.code == 0
-        assert capsys.readouterr().out.endswith(f"example:\n  {example}\n"), verb
-        assert example.startswith(f"autoannotate {verb.split()[0]}")
+        example = capsys.readouterr().out.rsplit("example:\n  ", 1)[1]
+        assert example.startswith(f"autoannotate {verb[0]}"), verb
+        if len(verb) == 2:
+            assert example.startswith(f"autoannotate {' '.join(verb)}"), verb
+
+
+def test_task_is_a_name_and_task_file_a_file_and_the_old_spelling_still_works(home: Path, tmp_path: Path) -> None:
+    """`--task` names a configured task everywhere; a file is `--task-file`. `run --task FILE` and `dry-run --task
+    FILE` (earlier releases) still work for one release, with a deprecation line."""
+    from apps.demo_scenes import write_demo_images
+
+    images = write_demo_images(tmp_path / "in", 2, seed=8)
+    task = write_task_file(tmp_path, name="named")
+    old = autoannotate("run", "--inbox", str(tmp_path / "in"), "--task", str(task), home=home)
+    assert f"--task {task} names a file: this spelling is deprecated" in old.stderr
+    assert f"use --task-file {task}" in old.stderr
+    assert json.loads(autoannotate("--json", "status", home=home).stdout)["tasks"].keys() == {"named"}
+    by_name = json.loads(autoannotate("--json", "dry-run", "--task", "named", str(images[0]), home=home).stdout)
+    by_file = json.loads(autoannotate("--json", "dry-run", "--task-file", str(task), str(images[0]), home=home).stdout)
+    assert by_name == by_file and by_name["task"] == "named"
+    refused = autoannotate("run", "--task", "named", home=home, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == ("autoannotate: --task named: `run` annotates with every configured task; "
+                                      "choose the tasks it runs with --task-file FILE (repeatable).")
 
 
 def test_class_ids_never_move_and_stray_concepts_and_tasks_are_refused(tmp_path: Path) -> None:
@@ -182,7 +218,7 @@ def test_the_tasks_of_the_last_run_are_the_tasks_every_command_sees(tmp_path: Pa
     home = tmp_path / "home"
     task = write_task_file(tmp_path, name="parcels", reviewers=["dora"])
     write_demo_images(tmp_path / "in", 6, seed=3)
-    autoannotate("run", "--inbox", str(tmp_path / "in"), "--task", str(task), home=home)
+    autoannotate("run", "--inbox", str(tmp_path / "in"), "--task-file", str(task), home=home)
     assert (home / "tasks.txt").read_text() == f"{task}\n"
     status = json.loads(autoannotate("status", "--json", home=home).stdout)
     assert list(status["tasks"]) == ["parcels"]
@@ -194,10 +230,10 @@ def test_the_tasks_of_the_last_run_are_the_tasks_every_command_sees(tmp_path: Pa
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: broken\n")
-    result = autoannotate("run", "--task", str(broken), home=home, check=False)
+    result = autoannotate("run", "--task-file", str(broken), home=home, check=False)
     assert result.returncode == 1 and "concepts: Field required" in result.stderr
     assert (home / "tasks.txt").read_text() == f"{task}\n"  # a broken file is not remembered
-    both = autoannotate("run", "--task", str(task), home=home, env={"AUTOANNOTATE_TASKS": str(task)}, check=False)
+    both = autoannotate("run", "--task-file", str(task), home=home, env={"AUTOANNOTATE_TASKS": str(task)}, check=False)
     assert both.returncode == 1 and "AUTOANNOTATE_TASKS is set" in both.stderr
 
 
@@ -211,9 +247,9 @@ def test_a_class_map_naming_a_class_the_model_lacks_is_refused_and_model_classes
     images = write_demo_images(tmp_path / "in", 3, seed=9)
     sentence = (f"{typo}: class_map names 'circel', which the model demo_detector.pt does not have; its classes are "
                 "circle, square, triangle, cross (`autoannotate model classes` lists them).")
-    dry = autoannotate("dry-run", "--task", str(typo), str(images[0]), home=home, check=False)
+    dry = autoannotate("dry-run", "--task-file", str(typo), str(images[0]), home=home, check=False)
     assert (dry.returncode, dry.stderr.strip()) == (1, f"autoannotate: {sentence}")
-    run = autoannotate("run", "--inbox", str(tmp_path / "in"), "--task", str(typo), home=home, check=False)
+    run = autoannotate("run", "--inbox", str(tmp_path / "in"), "--task-file", str(typo), home=home, check=False)
     assert run.returncode == 1 and sentence in run.stderr
     assert json.loads(autoannotate("status", "--json", home=home).stdout)["predictions"] == 0
 

@@ -225,7 +225,7 @@ def wait_for_concept(page, annotation_id: str, status: str) -> None:
 def test_dry_run_and_status_cover_image_level_concepts(home: Path, resources: dict) -> None:
     events = query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0]
     files = sorted((home / "inbox").glob("*.jpg"))[:3]
-    dry = json.loads(autoannotate("--json", "dry-run", "--task", str(home / "scenes.yaml"), *map(str, files),
+    dry = json.loads(autoannotate("--json", "dry-run", "--task-file", str(home / "scenes.yaml"), *map(str, files),
                                   home=home).stdout)
     stored = query(resources["store"], """
         SELECT regexp_extract(i.uri, '[^/]*$') AS file, p.class_name, p.confidence FROM predictions p

@@ -292,7 +292,7 @@ def test_images_ingested_before_anyone_labelled_them_are_scored_once_labels_arri
     nothing re-scored a batch with the classifier that later labels gave."""
     home, scenes = tmp_path / "home", tmp_path / "scenes"
     truth = write_concept_scenes(scenes, 30, seed=11)
-    autoannotate("run", "--inbox", str(scenes), "--task", str(CONCEPT_TASK), home=home)
+    autoannotate("run", "--inbox", str(scenes), "--task-file", str(CONCEPT_TASK), home=home)
     store = build_resources(Settings(home=home))["store"]
     status = json.loads(autoannotate("status", "--json", home=home).stdout)
     assert (status["image_concepts_by_concept"], status["unfinished_batches"]) == ({}, {})  # nothing to learn yet

@@ -56,7 +56,7 @@ def test_a_cli_run_reads_the_settings_once_and_builds_the_resources_once(
 
     monkeypatch.setattr(Settings, "from_env", classmethod(counting_read))
     monkeypatch.setattr(pipelines.definitions, "build_resources", counting_build)
-    assert apps.cli.main(["run", "--inbox", str(inbox), "--task", str(task), "--json", "--version"]) == 0
+    assert apps.cli.main(["run", "--inbox", str(inbox), "--task-file", str(task), "--json", "--version"]) == 0
     assert len(reads) == 1
     assert [(b.inbox_path, b.task_files) for b in builds] == [(inbox.resolve(), (str(task),))]
 

@@ -44,7 +44,7 @@ def hostile_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             annotator=ANNOTATOR, inputs={"paths": ["alpha/*"]})
     beta = write_task_file(home, name="beta", thresholds={"upper": 0.99, "lower": 0.2}, reviewers=["bob"],
                            inputs={"paths": ["beta/*"]})
-    autoannotate("run", "--inbox", str(inbox), "--task", str(alpha), "--task", str(beta), home=home)
+    autoannotate("run", "--inbox", str(inbox), "--task-file", str(alpha), "--task-file", str(beta), home=home)
     return home
 
 
@@ -214,7 +214,7 @@ def test_requests_are_bounded_and_ids_matched_whole(resources: dict, client: Cal
 def test_a_port_left_in_time_wait_by_a_crashed_server_is_free_at_once() -> None:
     """A server killed during a burst leaves TIME-WAIT sockets; `review serve` binds as uvicorn does
     (SO_REUSEADDR), so it starts again at once instead of 'address already in use' for a minute."""
-    from apps.cli import refuse_busy_port
+    from apps.cli.review import refuse_busy_port
 
     port = free_port()
     listener = socket.socket()

@@ -57,7 +57,7 @@ def test_a_new_model_matches_existing_annotations_instead_of_adding_a_second_set
     task["model"]["weights"] = str(SECOND_MODEL)
     second = tmp_path / "demo-v2.yaml"
     second.write_text(yaml.safe_dump(task))
-    summary = json.loads(autoannotate("run", "--inbox", str(tmp_path / "inbox"), "--task", str(second), "--json",
+    summary = json.loads(autoannotate("run", "--inbox", str(tmp_path / "inbox"), "--task-file", str(second), "--json",
                                       home=home).stdout)
     assert len(summary["resumed"]) == 1  # the batch runs again, with the task's new model
     after = state(home).set_index("annotation_id")
@@ -97,7 +97,7 @@ def test_a_new_model_matches_existing_annotations_instead_of_adding_a_second_set
     assert (fresh.model_id == second_model).all()
 
     events = build_resources(Settings(home=home))["store"].read(lambda s: s.scalar("SELECT count(*) FROM annotations"))
-    autoannotate("run", "--inbox", str(tmp_path / "inbox"), "--task", str(second), "--reroute", home=home)
+    autoannotate("run", "--inbox", str(tmp_path / "inbox"), "--task-file", str(second), "--reroute", home=home)
     assert build_resources(Settings(home=home))["store"].read(
         lambda s: s.scalar("SELECT count(*) FROM annotations")) == events  # a re-run writes nothing new
 

@@ -222,7 +222,7 @@ def test_quality_and_calibration_on_demo_scenes_reach_the_target_on_held_out_sce
     try:
         held_out = scenes_with_truth(tmp_path / "held-out", 120, seed=302)
         other = tmp_path / "held-out-home"
-        autoannotate("run", "--inbox", str(tmp_path / "held-out"), "--task", str(calibrated), home=other)
+        autoannotate("run", "--inbox", str(tmp_path / "held-out"), "--task-file", str(calibrated), home=other)
         autoannotate("import", "--format", "coco", "--task", "demo-shapes", "--user", "truth",
                      str(write_coco(tmp_path / "held-out", held_out)), home=other)
         checked = json.loads(autoannotate("--json", "quality", home=other).stdout)

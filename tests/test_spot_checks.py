@@ -36,7 +36,7 @@ def spot_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     path = folder / "spot.yaml"
     path.write_text(yaml.safe_dump(task))
     write_demo_images(folder / "inbox", 24, seed=141)
-    autoannotate("run", "--inbox", str(folder / "inbox"), "--task", str(path), home=folder / "home")
+    autoannotate("run", "--inbox", str(folder / "inbox"), "--task-file", str(path), home=folder / "home")
     return folder / "home", path
 
 

@@ -67,7 +67,7 @@ def test_the_preview_is_the_run_and_the_run_is_ultralytics_on_real_photos_and_de
     files = write_demo_images(inbox, 40, seed=61) + write_real_photos(inbox, 40)
     autoannotate("run", "--inbox", str(inbox), "--json", home=home)
     stored = stored_predictions(home)
-    preview = json.loads(autoannotate("--json", "dry-run", "--task", "tasks/demo.yaml", *map(str, files),
+    preview = json.loads(autoannotate("--json", "dry-run", "--task-file", "tasks/demo.yaml", *map(str, files),
                                       home=home).stdout)
     task = yaml.safe_load(Path("tasks/demo.yaml").read_text())
     store = build_resources(Settings(home=home))["store"]
@@ -194,12 +194,12 @@ def test_refused_runs_leave_the_remembered_tasks_alone(tmp_path: Path) -> None:
     inbox, home = tmp_path / "inbox", tmp_path / "home"
     write_demo_images(inbox, 2, seed=66)
     good = write_task_file(tmp_path, name="good")
-    autoannotate("run", "--inbox", str(inbox), "--task", str(good), home=home)
+    autoannotate("run", "--inbox", str(inbox), "--task-file", str(good), home=home)
     remembered = (home / "tasks.txt").read_text()
     missing = write_task_file(tmp_path, name="missing-weights", model={"weights": str(tmp_path / "nowhere.pt")})
     typo = write_task_file(tmp_path, name="typo", class_map={"circel": "ball"})
     for refused, sentence in ((missing, "do not exist"), (typo, "class_map names 'circel'")):
-        result = autoannotate("run", "--inbox", str(inbox), "--task", str(refused), home=home, check=False)
+        result = autoannotate("run", "--inbox", str(inbox), "--task-file", str(refused), home=home, check=False)
         assert result.returncode == 1 and sentence in result.stderr, result.stderr
         assert (home / "tasks.txt").read_text() == remembered
     status = json.loads(autoannotate("status", "--json", home=home).stdout)
@@ -210,7 +210,7 @@ def test_calibrate_with_too_few_reference_boxes_says_so_and_writes_nothing(tmp_p
     inbox, home = tmp_path / "inbox", tmp_path / "home"
     write_demo_images(inbox, 3, seed=67)
     task = write_task_file(tmp_path, name="few")
-    autoannotate("run", "--inbox", str(inbox), "--task", str(task), home=home)
+    autoannotate("run", "--inbox", str(inbox), "--task-file", str(task), home=home)
     result = autoannotate("calibrate", "--task", "few", "--target-precision", "0.9", "--write", home=home,
                           check=False)
     assert result.returncode == 1
@@ -235,7 +235,7 @@ def test_review_list_shows_a_reviewer_s_finished_images(tmp_path: Path) -> None:
     inbox, home = tmp_path / "inbox", tmp_path / "home"
     write_demo_images(inbox, 12, seed=68)
     task = write_task_file(tmp_path, name="solo", reviewers=["alice"])
-    autoannotate("run", "--inbox", str(inbox), "--task", str(task), home=home)
+    autoannotate("run", "--inbox", str(inbox), "--task-file", str(task), home=home)
     queue = json.loads(autoannotate("--json", "review", "list", "--reviewer", "alice", home=home).stdout)
     first = queue["items"][0]["input_id"]
     for item in [i for i in queue["undecided"] if i["input_id"] == first]:
@@ -494,7 +494,7 @@ def test_the_model_s_negatives_go_in_by_default_only_when_spot_checks_bound_its_
         Image.new("RGB", (200, 150), (40 + grey * 60,) * 3).save(inbox / f"grey_{grey}.png")
     checked = write_task_file(tmp_path, name="checked", reviewers=["alice"], spot_check={"discarded": 1.0},
                               model_negatives_below_miss_rate=0.2)
-    autoannotate("run", "--inbox", str(inbox), "--task", str(checked), home=home)
+    autoannotate("run", "--inbox", str(inbox), "--task-file", str(checked), home=home)
     resources = build_resources(Settings(home=home, task_files=(str(checked),)))
     store, tasks = resources["store"], resources["tasks"].load()
     spot = query(store, "SELECT annotation_id FROM spot_checks WHERE band = 'discard'")["annotation_id"]
@@ -511,7 +511,7 @@ def test_the_model_s_negatives_go_in_by_default_only_when_spot_checks_bound_its_
         chosen["person_negatives"]
     (tmp_path / "plain").mkdir()
     plain = write_task_file(tmp_path / "plain", name="checked", reviewers=["alice"], spot_check={"discarded": 1.0})
-    autoannotate("run", "--inbox", str(inbox), "--task", str(plain), home=home)
+    autoannotate("run", "--inbox", str(inbox), "--task-file", str(plain), home=home)
     people = json.loads(autoannotate("--json", "export", "--version", version, "--format", "yolo", "--out",
                                      str(tmp_path / "b"), home=home).stdout)
     assert people["negatives_chosen"].startswith("only people's negatives: the task states no")
@@ -522,10 +522,11 @@ def test_a_task_added_to_a_home_routes_the_earlier_batches_and_says_how_many_inp
     inbox, home = tmp_path / "inbox", tmp_path / "home"
     write_demo_images(inbox, 6, seed=73)
     first = write_task_file(tmp_path, name="first")
-    autoannotate("run", "--inbox", str(inbox), "--task", str(first), home=home)
+    autoannotate("run", "--inbox", str(inbox), "--task-file", str(first), home=home)
     second = write_task_file(tmp_path, name="second", concepts=["ball"], class_map={"circle": "ball"},
                              thresholds={"upper": 0.5, "lower": 0.5}, reviewers=[])
-    result = autoannotate("run", "--inbox", str(inbox), "--task", str(first), "--task", str(second), home=home)
+    result = autoannotate("run", "--inbox", str(inbox), "--task-file", str(first), "--task-file", str(second),
+                          home=home)
     (line,) = [text for text in result.stdout.splitlines() if text.startswith("finished batch")]
     assert "(6 inputs), which was not routed" in line
     status = json.loads(autoannotate("--json", "status", home=home).stdout)

@@ -93,7 +93,7 @@ def test_every_processed_input_is_recorded_even_without_objects(
 def test_status_json_matches_the_rows_in_duckdb(home: Path, inbox: Path) -> None:
 
     write_demo_images(inbox, 12, seed=4)
-    autoannotate("run", "--task", str(DEMO_TASK), "--json", home=home)
+    autoannotate("run", "--task-file", str(DEMO_TASK), "--json", home=home)
     status = json.loads(autoannotate("status", "--task", "demo-shapes", "--json", home=home).stdout)
     from core.settings import Settings
     from resources import build_resources
@@ -123,7 +123,7 @@ def test_dry_run_writes_nothing(home: Path, inbox: Path) -> None:
     before = [int(query(store, f"SELECT count(*) FROM {t}").iloc[0, 0]) for t in tables]
     extra = home / "extra"
     paths = write_demo_images(extra, 2, seed=99)
-    result = json.loads(autoannotate("dry-run", "--task", str(DEMO_TASK), *map(str, paths), "--json",
+    result = json.loads(autoannotate("dry-run", "--task-file", str(DEMO_TASK), *map(str, paths), "--json",
                                      home=home).stdout)
     assert len(result["images"]) == 2
     bands = {p["band"] for image in result["images"] for p in image["predictions"]}
@@ -166,7 +166,7 @@ def test_tightening_a_threshold_then_rerouting_keeps_people_decisions(tmp_path: 
     loose = {"upper": 0.6, "lower": 0.2, "upper_operator": ">", "lower_operator": ">"}
     task_file = write_task_file(tmp_path, thresholds=loose)
     write_demo_images(tmp_path / "first", 16, seed=31)
-    first = json.loads(autoannotate("run", "--inbox", str(tmp_path / "first"), "--task", str(task_file), "--json",
+    first = json.loads(autoannotate("run", "--inbox", str(tmp_path / "first"), "--task-file", str(task_file), "--json",
                                     home=home).stdout)["batch"]
     store = build_resources(Settings(home=home))["store"]
     pending = query(store, "SELECT annotation_id, confidence FROM annotation_state WHERE status = 'AWAITING_REVIEW' "
@@ -180,7 +180,7 @@ def test_tightening_a_threshold_then_rerouting_keeps_people_decisions(tmp_path: 
 
     task_file = write_task_file(tmp_path, thresholds={**loose, "upper": 0.95})
     write_demo_images(tmp_path / "second", 4, seed=32)
-    autoannotate("run", "--inbox", str(tmp_path / "second"), "--task", str(task_file), "--json", home=home)
+    autoannotate("run", "--inbox", str(tmp_path / "second"), "--task-file", str(task_file), "--json", home=home)
     # The first batch's annotations pass the rules that wrote them, though `loose_accepted` of them would not
     # pass the tightened ones.
     assert upper_rule_violations(store, [load_task(task_file)], first) == {}
@@ -188,7 +188,7 @@ def test_tightening_a_threshold_then_rerouting_keeps_people_decisions(tmp_path: 
                                      env={"AUTOANNOTATE_TASKS": str(task_file)}).stdout)
     assert status["batches_routed_under_older_rules"] == {"demo-shapes": 1}
 
-    rerouted = json.loads(autoannotate("run", "--inbox", str(tmp_path / "second"), "--task", str(task_file),
+    rerouted = json.loads(autoannotate("run", "--inbox", str(tmp_path / "second"), "--task-file", str(task_file),
                                        "--reroute", "--json", home=home).stdout)
     assert rerouted["rerouted"] == [first] and rerouted["batch"] is None
     assert query(store, "SELECT count(*) AS n FROM annotation_state WHERE source = 'auto' AND status = 'SUCCESS' "

@@ -1,0 +1,125 @@
+"""Label quality: `quality` (precision and recall of each band) and `calibrate` (thresholds for a target)."""
+
+from __future__ import annotations
+
+import argparse
+
+from apps.cli.common import UserError, configured_task, emit, print_table, verb
+from core.settings import Settings
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _interval(figures: dict, name: str) -> str:
+    """`name` with its interval, as "p [low, high]"."""
+    return f"{_share(figures[name])} [{_share(figures[name + '_low'])}, {_share(figures[name + '_high'])}]"
+
+
+def _or_dash(value: object) -> object:
+    return "-" if value is None else value
+
+
+def _threshold(value: float | None) -> str:
+    return "none reaches it" if value is None else f"{value:.4g}"
+
+
+def command_quality(args: argparse.Namespace, settings: Settings) -> None:
+    resources, task = configured_task(settings, args.task)
+    report = resources["store"].read(lambda s: s.quality.report(task, args.confidence))
+    concepts = {c: {k: v for k, v in figures.items() if k != "curve"} for c, figures in report.items()}
+    emit(args, {"task": task.name, "confidence": args.confidence, "iou": task.match_iou, "concepts": concepts},
+         render_quality)
+
+
+def render_quality(result: dict) -> None:
+    print(f"label quality of task {result['task']} against the labels people confirmed (IoU >= {result['iou']}; "
+          f"[low, high]: {result['confidence']:.0%} Wilson intervals)")
+    print_table([{"concept": c, "reference boxes": f["reference_boxes"], "thresholds": f"{f['upper']} / {f['lower']}",
+                  "precision": _interval(f, "precision"), "recall": _interval(f, "recall"),
+                  "with review: precision / recall": f"{_share(f['precision_with_review'])} / "
+                                                     f"{_share(f['recall_with_review'])}",
+                  "auto-accepted": _share(f["share_auto_accepted"]), "review load": f["review_load"]}
+                 for c, f in result["concepts"].items()],
+                ["concept", "reference boxes", "thresholds", "precision", "recall", "with review: precision / recall",
+                 "auto-accepted", "review load"])
+    for concept, figures in result["concepts"].items():
+        if figures["note"]:
+            print(f"{concept}: {figures['note']}")
+    checked = {c: f["spot_checks"] for c, f in result["concepts"].items()
+               if f["spot_checks"]["accepted_checked"] or f["spot_checks"]["discarded_checked"]}
+    if checked:
+        print("\nspot checks (decided by a person), scaled to their whole band:")
+        print_table([{"concept": c, "accepted checked": f["accepted_checked"],
+                      "accepted precision": _interval(f, "accepted_precision"),
+                      "est. false accepts": _or_dash(f["estimated_false_accepts"]),
+                      "discarded checked": f["discarded_checked"], "miss rate": _interval(f, "miss_rate"),
+                      "est. missed objects": _or_dash(f["estimated_misses"])}
+                     for c, f in checked.items()],
+                    ["concept", "accepted checked", "accepted precision", "est. false accepts", "discarded checked",
+                     "miss rate", "est. missed objects"])
+
+
+def command_calibrate(args: argparse.Namespace, settings: Settings) -> None:
+    from apps.quality import write_calibrated_task
+
+    for flag, value in (("--target-precision", args.target_precision), ("--confidence", args.confidence),
+                        ("--target-recall", args.target_recall)):
+        if value is not None and not 0 < value < 1:
+            raise UserError(f"{flag} {value} is not a proportion between 0 and 1 (e.g. 0.95).")
+    resources, task = configured_task(settings, args.task)
+    proposal = resources["store"].read(lambda s: s.quality.calibration(task, args.target_precision, args.confidence,
+                                                                        args.target_recall))
+    if args.write and all(p["upper"] is None for p in proposal.values()):
+        # A calibrated file with every threshold unchanged would only look calibrated.
+        raise UserError(f"Nothing written: no concept of task {task.name!r} can be calibrated to a precision of "
+                        f"{args.target_precision}: " + "; ".join(
+                            f"{c}: {p['note'] or 'no threshold reaches it'} ({p['reference_boxes']} reference boxes)"
+                            for c, p in proposal.items()) + ".")
+    written = str(write_calibrated_task(task, proposal, args.target_precision)) if args.write else None
+    emit(args, {"task": task.name, "target_precision": args.target_precision, "confidence": args.confidence,
+                "target_recall": args.target_recall, "concepts": proposal, "written": written}, render_calibration)
+
+
+def render_calibration(result: dict) -> None:
+    print(f"thresholds of task {result['task']} for a precision of at least {result['target_precision']} "
+          f"(the lower end of its {result['confidence']:.0%} interval)"
+          + (f" and a recall with review of {result['target_recall']}" if result["target_recall"] else ""))
+    print_table([{"concept": c, "reference boxes": p["reference_boxes"],
+                  "upper": f"{p['current_upper']:.4g} -> {_threshold(p['upper'])}",
+                  "lower": f"{p['current_lower']:.4g} -> {_threshold(p['lower'])}",
+                  "expected precision (low)": _share(p["expected_precision_low"]),
+                  "auto-accepted": _share(p["share_auto_accepted"]),
+                  "review load": _or_dash(p["review_load"])}
+                 for c, p in result["concepts"].items()],
+                ["concept", "reference boxes", "upper", "lower", "expected precision (low)", "auto-accepted",
+                 "review load"])
+    for concept, proposed in result["concepts"].items():
+        if proposed["note"]:
+            print(f"{concept}: {proposed['note']}")
+    missed = [c for c, p in result["concepts"].items() if p["target_recall_reached"] is False]
+    if missed:
+        print(f"no lower threshold keeps the target recall for {', '.join(missed)}: the lowest confidence stored "
+              "is proposed")
+    print(f"wrote {result['written']}" if result["written"] else
+          "nothing written (add --write for a calibrated copy of the task file)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    quality = verb(sub, "quality", "precision and recall of each concept's bands, against the labels people "
+                   "confirmed", "autoannotate quality --task demo-shapes", command_quality)
+    quality.add_argument("--task", help="task name (default: the first configured task)")
+    quality.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default 0.95)")
+
+    calibration = verb(sub, "calibrate", "thresholds that reach a target precision, from the labels people confirmed",
+                       "autoannotate calibrate --task demo-shapes --target-precision 0.95 --target-recall 0.9 --write",
+                       command_calibrate)
+    calibration.add_argument("--task", help="task name (default: the first configured task)")
+    calibration.add_argument("--target-precision", type=float, required=True,
+                             help="the accepted band's precision to reach, at the interval's lower end")
+    calibration.add_argument("--confidence", type=float, default=0.95, help="level of that interval (default 0.95)")
+    calibration.add_argument("--target-recall", type=float,
+                             help="share of reference boxes accepted or sent to review (sets the lower threshold)")
+    calibration.add_argument("--write", action="store_true",
+                             help="write the calibrated task file beside the task's (NAME.calibrated.yaml)")

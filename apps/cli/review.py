@@ -1,0 +1,138 @@
+"""The review queue from the shell: `review list|accept|reject|reopen|relabel|invite|serve`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from apps.cli.common import UserError, emit, print_table, verb, verbs
+from core.annotations import Status
+from core.settings import Settings
+
+DECISIONS = {"accept": ("accept", "accept an annotation"), "reject": ("reject", "reject an annotation"),
+             "reopen": ("reopen", "send an accepted annotation back to review"),
+             "relabel": ("correct", "change an annotation's concept")}
+EXAMPLE_ID = "5d41402abc4b2a76b9719d911017c592"
+
+
+@contextlib.contextmanager
+def review_errors() -> Iterator[None]:
+    """A review rule's refusal is the user's sentence as it is."""
+    from core.review_rules import ReviewError
+
+    try:
+        yield
+    except ReviewError as error:
+        raise UserError(str(error)) from None
+
+
+def desk_of(settings: Settings):
+    from apps.review_desk import ReviewDesk
+    from resources import build_resources
+
+    resources = build_resources(settings)
+    tasks = resources["tasks"].load()
+    return resources, tasks, ReviewDesk(resources["store"], tasks)
+
+
+def command_review_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from apps.review_server import create_app
+    from resources import build_resources
+
+    resources = build_resources(settings)
+    refuse_busy_port(args.host, args.port)
+    print(f"review page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
+    uvicorn.run(create_app(resources["store"], resources["images"], resources["tasks"].load()), host=args.host,
+                port=args.port, log_level="warning")
+
+
+def command_review_invite(args: argparse.Namespace, settings: Settings) -> None:
+    _, _, desk = desk_of(settings)
+    with review_errors():
+        url = f"http://{args.host}:{args.port}/?token={desk.invite(args.reviewer)}"
+    emit(args, {"reviewer": args.reviewer, "url": url}, lambda r: print(
+        f"{r['url']}\n(personal to {r['reviewer']}: whoever opens it decides as {r['reviewer']}; a new invite "
+        "replaces it)"))
+
+
+def command_review_list(args: argparse.Namespace, settings: Settings) -> None:
+    from core.review_rules import check_reviewer, task_named
+
+    _, tasks, desk = desk_of(settings)
+    with review_errors():
+        task = task_named(tasks, args.task)
+        check_reviewer(task, args.reviewer, assignee=None)
+        items = desk.queue(task.name, args.reviewer, [Status.AWAITING_REVIEW] if args.pending else None)
+        undecided = desk.undecided(task.name, args.reviewer)
+    emit(args, {"task": task.name, "reviewer": args.reviewer, "pending": args.pending, "items": items,
+                "undecided": undecided}, render_queue)
+
+
+def command_review_decide(args: argparse.Namespace, settings: Settings) -> None:
+    _, _, desk = desk_of(settings)
+    with review_errors():
+        result = desk.decide(args.annotation_id, DECISIONS[args.action][0], args.reviewer,
+                             concept=getattr(args, "concept", None))
+    emit(args, result, lambda r: print(f"{r['annotation_id']}: {r['status']} ({r['written']} event(s) written)"))
+
+
+def render_queue(queue: dict) -> None:
+    if not queue["items"]:
+        print(f"{queue['reviewer']} has nothing {'left ' if queue.get('pending') else ''}to review in task "
+              f"{queue['task']}.")
+        return
+    # A finished image has nothing left to doubt.
+    print_table([{**item, "doubt": "-" if item["doubt"] is None else f"{item['doubt']:.3f}"}
+                 for item in queue["items"]],
+                ["input_id", "file", "pending", "boxes", "concepts", "doubt"])
+    if queue["undecided"]:
+        print(f"\nundecided items ({len(queue['undecided'])}): accept, reject or relabel them by annotation_id")
+        print_table([{**item, "spot check": "yes" if item["spot_check"] else "",
+                      "confidence": "" if item["confidence"] is None else f"{item['confidence']:.3f}"}
+                     for item in queue["undecided"]],
+                    ["annotation_id", "file", "kind", "concept", "confidence", "status", "spot check"])
+
+
+def refuse_busy_port(host: str, port: int) -> None:
+    """One sentence instead of uvicorn's traceback when something already listens on the port."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As uvicorn binds: sockets a crashed server left in TIME-WAIT do not make the port busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"Cannot serve the review page on {host}:{port}: {error.strerror.lower()}; pass "
+                            "--port with a free port.") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    review = verbs(verb(sub, "review", "the human review queue", "autoannotate review serve", json_option=False))
+    listing = verb(review, "list", "a reviewer's images, most doubtful first, and every undecided item (box or "
+                   "image-level concept) with its annotation id", "autoannotate review list --reviewer alice --pending",
+                   command_review_list)
+    listing.add_argument("--task", help="task name (default: the first configured task)")
+    listing.add_argument("--reviewer", required=True)
+    listing.add_argument("--pending", action="store_true", help="only images with boxes awaiting review")
+    for action, (_, text) in DECISIONS.items():
+        concept = " --concept ball" if action == "relabel" else ""
+        decision = verb(review, action, text, f"autoannotate review {action} {EXAMPLE_ID}{concept} --reviewer alice",
+                        command_review_decide)
+        decision.add_argument("annotation_id")
+        decision.add_argument("--reviewer", required=True)
+        if action == "relabel":
+            decision.add_argument("--concept", required=True)
+    invite = verb(review, "invite", "a reviewer's personal link to the review page",
+                  "autoannotate review invite alice --host 192.168.1.20", command_review_invite)
+    invite.add_argument("reviewer")
+    serve = verb(review, "serve", "the review page in the browser", "autoannotate review serve --port 8765",
+                 command_review_serve, json_option=False)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8765)
+    for option, default in (("--host", "127.0.0.1"), ("--port", 8765)):
+        invite.add_argument(option, default=default, type=type(default), help="where `review serve` listens")
