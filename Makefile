@@ -22,8 +22,12 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Test files run side by side, each whole on one worker (module fixtures are built once; the team tests share
+# one PostgreSQL server): many tests wait on subprocesses, daemons and restarts, so 3 workers fill 2 cores.
+TEST_WORKERS ?= 3
+
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 ui: $(STAMP)
 	$(BIN)/python -c "from core.settings import Settings; from pipelines.instance import prepare_dagster_home as p; s = Settings.from_env(); p(s.dagster_home, s.database_writers, s.dagster_storage)"

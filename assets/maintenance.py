@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from core.settings import Settings
 from resources.store import DuckDBStore
 
 
@@ -14,4 +13,4 @@ from resources.store import DuckDBStore
                 "and deletes the files no snapshot needs (embedded: checkpoints the DuckDB file).",
 )
 def store_maintenance(store: DuckDBStore) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata=store.maintain(Settings.current().snapshot_days))
+    return dg.MaterializeResult(metadata=store.maintain(store.snapshot_days))

@@ -2,7 +2,15 @@
 
 import dagster as dg
 
-from core.settings import Settings
+from core.settings import DEFAULT_VERSIONS_START
 
 batch_partitions = dg.DynamicPartitionsDefinition(name="batches")
-daily_partitions = dg.DailyPartitionsDefinition(start_date=Settings.current().versions_start, end_offset=1)
+
+
+def daily_partitions_from(start: str) -> dg.DailyPartitionsDefinition:
+    """One partition per day from `start` (AUTOANNOTATE_VERSIONS_START) to today."""
+    return dg.DailyPartitionsDefinition(start_date=start, end_offset=1)
+
+
+# What the daily assets declare; `build_definitions` dates them from the deployment's own start.
+daily_partitions = daily_partitions_from(DEFAULT_VERSIONS_START)

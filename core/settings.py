@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import cache
 from pathlib import Path
 
 from core.image_checks import DEFAULT_MAX_PIXELS
@@ -17,10 +16,12 @@ from core.image_checks import DEFAULT_MAX_PIXELS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_WEIGHTS = REPO_ROOT / "models" / "demo_detector.pt"
 DEMO_TASK = REPO_ROOT / "tasks" / "demo.yaml"
-TASK_RECORD = "tasks.txt"
+TASK_RECORD = "tasks.txt"  # in the home: the task files of the last `autoannotate run --task-file`
 # The detector keeps detections above this floor unless a task's lower threshold (or AUTOANNOTATE_CONF_FLOOR) asks
 # for a lower one; also the floor of predictions stored before floors were recorded.
-DEFAULT_CONF_FLOOR = 0.05  # in the home: the task files of the last `autoannotate run --task`
+DEFAULT_CONF_FLOOR = 0.05
+# The first day of daily dataset-version partitions unless AUTOANNOTATE_VERSIONS_START says otherwise.
+DEFAULT_VERSIONS_START = "2026-11-01"
 
 # Variable name -> Settings field, for the values a deployment tunes (shown in the README).
 ENVIRONMENT = {
@@ -77,7 +78,7 @@ class Settings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     val_ratio: float = 0.2
     test_ratio: float = 0.1
-    versions_start: str = "2026-11-01"
+    versions_start: str = DEFAULT_VERSIONS_START
     sensor_interval_s: int = 30
     catch_up_cron: str = "0 * * * *"
     versions_interval_s: int = 300  # at most one rebuild of today's versions this often, after new batches
@@ -121,19 +122,12 @@ class Settings:
         home = Path(environ.get("AUTOANNOTATE_HOME", "data")).resolve()
         remembered, record = {}, home / TASK_RECORD
         if "task_files" not in values and record.is_file():
-            # The task files the last `run --task` used: what review, status, import and the sensor see too.
+            # The task files the last `run --task-file` used: what review, status, import and the sensor see too.
             remembered["task_files"] = tuple(line for line in record.read_text().splitlines() if line.strip())
         return cls(home=home, from_environment=frozenset(values), **values, **remembered)
 
-    @staticmethod
-    @cache
-    def current() -> Settings:
-        """The process's settings for what Dagster fixes at import (partition start, sensor interval, cron),
-        read once; commands read `from_env()` when they start."""
-        return Settings.from_env()
-
     def with_run_options(self, inbox: Path | None = None, task_files: list[str] | None = None) -> Settings:
-        """These settings with a run's own `--inbox` / `--task` (None keeps what is configured)."""
+        """These settings with a run's own `--inbox` / `--task-file` (None keeps what is configured)."""
         chosen = tuple(str(Path(f).resolve()) for f in task_files) if task_files else self.task_files
         return replace(self, inbox=inbox or self.inbox, task_files=chosen)
 

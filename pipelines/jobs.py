@@ -2,8 +2,13 @@
 
 import dagster as dg
 
-from assets.partitions import batch_partitions, daily_partitions
+# define_asset_job's return type, which Dagster does not export under its public name.
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
 from core.settings import Settings
+
+ANNOTATE_BATCH = "annotate_batch"
+BUILD_DATASET_VERSIONS = "build_dataset_versions"
 
 
 def celery_config(settings: Settings) -> dict:
@@ -32,15 +37,18 @@ def batch_executor(settings: Settings) -> dg.ExecutorDefinition:
     return celery_executor.configured(celery_config(settings))
 
 
-annotate_batch_job = dg.define_asset_job(
-    "annotate_batch",
-    selection=dg.AssetSelection.groups("ingestion", "inference", "triage", "concepts"),
-    partitions_def=batch_partitions,
-    executor_def=batch_executor(Settings.current()),
-    description="Ingest one inbox batch, detect objects, score image-level concepts and route every prediction "
-                "to a band.",
-)
+def annotate_batch_job(settings: Settings) -> UnresolvedAssetJobDefinition:
+    """The whole per-batch graph, on the executor the deployment runs it with (`batch_executor`)."""
+    return dg.define_asset_job(
+        ANNOTATE_BATCH,
+        selection=dg.AssetSelection.groups("ingestion", "inference", "triage", "concepts"),
+        executor_def=batch_executor(settings),
+        description="Ingest one inbox batch, detect objects, score image-level concepts and route every "
+                    "prediction to a band.",
+    )
 
+
+# Partitioned jobs take their partitions from the assets they select (batches; days from the deployment's start).
 maintain_store_job = dg.define_asset_job(
     "maintain_store",
     selection=dg.AssetSelection.assets("store_maintenance"),
@@ -58,16 +66,19 @@ measure_label_quality_job = dg.define_asset_job(
 train_detectors_job = dg.define_asset_job(
     "train_detectors",
     selection=dg.AssetSelection.assets("detector_models"),
-    partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
     description="Fine-tune, evaluate and maybe promote every task's detector on one day's dataset version "
                 "(the `detector_models` asset); a backfill over days trains one model per day.",
 )
 
 build_dataset_versions_job = dg.define_asset_job(
-    "build_dataset_versions",
+    BUILD_DATASET_VERSIONS,
     selection=dg.AssetSelection.assets("dataset_versions"),
-    partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
     description="Build every task's dataset version of one day (a backfill of many days is one run).",
 )
+
+
+def build_jobs(settings: Settings) -> list[UnresolvedAssetJobDefinition]:
+    return [annotate_batch_job(settings), build_dataset_versions_job, maintain_store_job, measure_label_quality_job,
+            train_detectors_job]

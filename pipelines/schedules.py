@@ -10,12 +10,7 @@ import dagster as dg
 
 from assets.partitions import batch_partitions
 from core.settings import Settings
-from pipelines.jobs import (
-    annotate_batch_job,
-    build_dataset_versions_job,
-    maintain_store_job,
-    measure_label_quality_job,
-)
+from pipelines.jobs import ANNOTATE_BATCH, build_dataset_versions_job, maintain_store_job, measure_label_quality_job
 from resources.detector import Detector
 from resources.tasks import LabelingTasks, models_by_task
 
@@ -50,33 +45,13 @@ def batches_to_catch_up(all_batches: list[str], annotated: set[str], model_ids: 
     return sorted(b for b in all_batches if b not in annotated or not wanted <= model_ids.get(b, set()))
 
 
-maintenance_schedule = dg.ScheduleDefinition(
-    name="maintenance_schedule", job=maintain_store_job, cron_schedule=Settings.current().maintenance_cron,
-    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Store housekeeping every night (AUTOANNOTATE_MAINTENANCE_CRON).")
-
-
-quality_schedule = dg.ScheduleDefinition(
-    name="quality_schedule", job=measure_label_quality_job, cron_schedule=Settings.current().quality_cron,
-    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Measures every task's label quality each night, after the daily versions (AUTOANNOTATE_QUALITY_CRON).")
-
-
-@dg.schedule(job=build_dataset_versions_job, cron_schedule=Settings.current().versions_cron, execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="The daily cut: builds the day that just ended, with every review decision of that day.")
-def daily_versions_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+def daily_versions_request(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """The daily cut: the day that just ended, with every review decision of that day."""
     day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
     return dg.RunRequest(partition_key=day, run_key=f"daily-{day}")
 
 
-@dg.schedule(job=annotate_batch_job, cron_schedule=Settings.current().catch_up_cron,
-             default_status=dg.DefaultScheduleStatus.STOPPED,
-             description="Runs the pipeline for every batch that was never annotated, or whose predictions come "
-                         "from weights the tasks no longer use; re-routes every batch routed under rules the tasks "
-                         "no longer use (from the stored predictions, unless a task's lower threshold lies below "
-                         "the confidence floor).")
-def catch_up_schedule(context: dg.ScheduleEvaluationContext, tasks: LabelingTasks,
+def catch_up_requests(context: dg.ScheduleEvaluationContext, tasks: LabelingTasks,
                       detector: Detector) -> list[dg.RunRequest] | dg.SkipReason:
     wanted = set(models_by_task(tasks.load(), detector).values())
     batches = batches_to_catch_up(
@@ -99,3 +74,29 @@ def catch_up_schedule(context: dg.ScheduleEvaluationContext, tasks: LabelingTask
     return ([dg.RunRequest(partition_key=b, run_key=f"catch-up-{b}-{models}") for b in batches]
             + [dg.RunRequest(partition_key=b, run_key=f"reroute-{b}-{rules_key}", asset_selection=selection)
                for b in reroute])
+
+
+def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
+    """The schedules, at the deployment's cron times (AUTOANNOTATE_*_CRON, UTC)."""
+    running, stopped = dg.DefaultScheduleStatus.RUNNING, dg.DefaultScheduleStatus.STOPPED
+    return [
+        dg.ScheduleDefinition(
+            name="maintenance_schedule", job=maintain_store_job, cron_schedule=settings.maintenance_cron,
+            execution_timezone="UTC", default_status=running,
+            description="Store housekeeping every night (AUTOANNOTATE_MAINTENANCE_CRON)."),
+        dg.ScheduleDefinition(
+            name="quality_schedule", job=measure_label_quality_job, cron_schedule=settings.quality_cron,
+            execution_timezone="UTC", default_status=running,
+            description="Measures every task's label quality each night, after the daily versions "
+                        "(AUTOANNOTATE_QUALITY_CRON)."),
+        dg.schedule(name="daily_versions_schedule", job=build_dataset_versions_job,
+                    cron_schedule=settings.versions_cron, execution_timezone="UTC", default_status=running,
+                    description="The daily cut: builds the day that just ended, with every review decision of "
+                                "that day.")(daily_versions_request),
+        dg.schedule(name="catch_up_schedule", job_name=ANNOTATE_BATCH, cron_schedule=settings.catch_up_cron,
+                    default_status=stopped,
+                    description="Runs the pipeline for every batch that was never annotated, or whose predictions "
+                                "come from weights the tasks no longer use; re-routes every batch routed under "
+                                "rules the tasks no longer use (from the stored predictions, unless a task's lower "
+                                "threshold lies below the confidence floor).")(catch_up_requests),
+    ]

@@ -15,7 +15,7 @@ import dagster as dg
 
 from assets.partitions import batch_partitions
 from core.settings import Settings
-from pipelines.jobs import annotate_batch_job, build_dataset_versions_job
+from pipelines.jobs import ANNOTATE_BATCH, build_dataset_versions_job
 from pipelines.recovery import release_abandoned_runs
 from resources.inbox import Inbox, batch_key_for, file_signature, is_taken, list_inbox_files
 
@@ -100,21 +100,28 @@ def versions_request(latest_annotations: int | None, cursor_text: str | None, da
                            cursor=str(latest_annotations))
 
 
-@dg.sensor(job=build_dataset_versions_job, minimum_interval_seconds=Settings.current().versions_interval_s,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Rebuilds today's dataset versions after batches were annotated (at most once per "
-                       "AUTOANNOTATE_VERSIONS_INTERVAL seconds).")
-def dataset_versions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def dataset_versions_tick(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     records = context.instance.fetch_materializations(dg.AssetKey("annotations"), limit=1).records
     return versions_request(records[0].storage_id if records else None, context.cursor,
                             datetime.now(UTC).date().isoformat())
 
 
-@dg.sensor(job=annotate_batch_job, minimum_interval_seconds=Settings.current().sensor_interval_s,
-           default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Turns new, settled files in the inbox into a batch and runs the pipeline on it.")
-def inbox_sensor(context: dg.SensorEvaluationContext, inbox: Inbox) -> dg.SensorResult | dg.SkipReason:
+def inbox_tick(context: dg.SensorEvaluationContext, inbox: Inbox) -> dg.SensorResult | dg.SkipReason:
     # The daemon's turn to notice run workers that died: their slot of the duckdb pool would block every run.
     for sentence in release_abandoned_runs(context.instance):
         context.log.warning(sentence)
     return evaluate_inbox(inbox, context.cursor)
+
+
+def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+    """The sensors, at the deployment's intervals (AUTOANNOTATE_SENSOR_INTERVAL, AUTOANNOTATE_VERSIONS_INTERVAL)."""
+    return [
+        dg.sensor(name="inbox_sensor", job_name=ANNOTATE_BATCH, minimum_interval_seconds=settings.sensor_interval_s,
+                  default_status=dg.DefaultSensorStatus.STOPPED,
+                  description="Turns new, settled files in the inbox into a batch and runs the pipeline on it."
+                  )(inbox_tick),
+        dg.sensor(name="dataset_versions_sensor", job=build_dataset_versions_job,
+                  minimum_interval_seconds=settings.versions_interval_s, default_status=dg.DefaultSensorStatus.RUNNING,
+                  description="Rebuilds today's dataset versions after batches were annotated (at most once per "
+                              "AUTOANNOTATE_VERSIONS_INTERVAL seconds).")(dataset_versions_tick),
+    ]

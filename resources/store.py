@@ -21,6 +21,7 @@ class DuckDBStore(dg.ConfigurableResource):
     first_backoff_s: float = 0.05
     catalog: str = ""  # a DuckLake catalog (team mode); "" for the DuckDB file at `path`
     data_path: str = ""
+    snapshot_days: int = 7  # a DuckLake keeps snapshots (time travel) this many days (AUTOANNOTATE_SNAPSHOT_DAYS)
 
     @property
     def database(self) -> Database:

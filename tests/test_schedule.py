@@ -9,8 +9,11 @@ from apps.demo_scenes import write_demo_images
 from assets.inference import predictions
 from assets.ingestion import inputs
 from assets.triage import annotations
-from pipelines.schedules import catch_up_schedule
+from core.settings import Settings
+from pipelines.schedules import build_schedules
 from resources.tasks import LabelingTasks
+
+SCHEDULES = {schedule.name: schedule for schedule in build_schedules(Settings(home=Path("unused")))}
 
 
 def evaluate(resources: dict, instance: dg.DagsterInstance):
@@ -18,7 +21,7 @@ def evaluate(resources: dict, instance: dg.DagsterInstance):
     # leaving it set after the instance is gone breaks later materializations in this process.
     with dg.build_schedule_context(instance=instance, resources={
             "tasks": resources["tasks"], "detector": resources["detector"]}) as context:
-        return catch_up_schedule(context)
+        return SCHEDULES["catch_up_schedule"](context)
 
 
 def test_catch_up_requests_pending_and_stale_batches_only(resources: dict, inbox: Path, tmp_path: Path) -> None:
@@ -50,10 +53,11 @@ def test_versions_are_built_after_batches_and_daily_as_a_named_job(home: Path, i
     from datetime import UTC, datetime
 
     from apps.runner import create_versions
-    from core.settings import Settings
     from pipelines.instance import persistent_instance
-    from pipelines.schedules import daily_versions_schedule
-    from pipelines.sensors import dataset_versions_sensor
+    from pipelines.sensors import build_sensors
+
+    dataset_versions_sensor = {s.name: s for s in build_sensors(Settings(home=home))}["dataset_versions_sensor"]
+    daily_versions_schedule = SCHEDULES["daily_versions_schedule"]
 
     def tick(cursor: str | None):
         with dg.build_sensor_context(instance=instance, cursor=cursor) as context:

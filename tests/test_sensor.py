@@ -9,8 +9,11 @@ import dagster as dg
 import pytest
 from helpers import image_bytes
 
-from pipelines.sensors import inbox_sensor
+from core.settings import Settings
+from pipelines.sensors import build_sensors
 from resources.inbox import Inbox
+
+inbox_sensor = {s.name: s for s in build_sensors(Settings(home=Path("unused")))}["inbox_sensor"]
 
 
 @pytest.fixture
