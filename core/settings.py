@@ -23,7 +23,7 @@ DEFAULT_CONF_FLOOR = 0.05
 # The first day of daily dataset-version partitions unless AUTOANNOTATE_VERSIONS_START says otherwise.
 DEFAULT_VERSIONS_START = "2026-11-01"
 
-# Variable name -> Settings field, for the values a deployment tunes (shown in the README).
+# Variable name -> Settings field, for the values a deployment tunes (listed in docs/tasks.md).
 ENVIRONMENT = {
     "AUTOANNOTATE_WEIGHTS": "weights",
     "AUTOANNOTATE_IMGSZ": "imgsz",

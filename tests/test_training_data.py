@@ -246,7 +246,7 @@ def test_review_list_shows_a_reviewer_s_finished_images(tmp_path: Path) -> None:
 
 
 def test_exports_stand_alone_and_replace_a_folder_whole_or_not_at_all(tmp_path: Path) -> None:
-    """The README's daily recipe exports into the same folder: a non-empty folder is refused unless --overwrite,
+    """The documented daily recipe exports into the same folder: a non-empty folder is refused unless --overwrite,
     which leaves exactly the new export (no image or label of the earlier one); images are real files named by
     their photo, so a copied export trains elsewhere; a failed export leaves the old one intact."""
     from datetime import UTC, datetime

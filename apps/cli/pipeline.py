@@ -199,8 +199,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo = verb(sub, "demo", "write generated demo images into the inbox", "autoannotate demo --count 40",
                 command_demo)
     demo.add_argument("--inbox", help="folder to write into (default: $AUTOANNOTATE_HOME/inbox)")
-    demo.add_argument("--count", type=int, default=40)
-    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--count", type=int, default=40, help="how many scenes (default 40)")
+    demo.add_argument("--seed", type=int, default=1, help="seed of the generated scenes (default 1)")
     demo.add_argument("--if-empty", action="store_true", help="write nothing when the inbox already holds files")
 
     run = verb(sub, "run", "ingest and annotate the files not yet ingested, as one batch",
