@@ -13,8 +13,8 @@ from core.settings import Settings
 from core.task_config import LabelingTask, check_class_map
 from engines.base import Detection
 from resources import build_resources
-from resources.concepts import whole_image_detections
 from resources.tasks import detector_for
+from services.concepts import whole_image_detections
 from store.predictions import prediction_rows
 
 ROUTED_COLUMNS = ["class_name", "confidence", "prediction_id", "x1", "y1", "x2", "y2"]

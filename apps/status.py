@@ -6,8 +6,8 @@ from collections.abc import Collection
 
 from core.annotations import Kind
 from core.task_config import LabelingTask
-from resources.concepts import concept_scorers
 from resources.store import DuckDBStore
+from services.concepts import concept_scorers
 from store import Session
 
 

@@ -7,90 +7,24 @@ same classifier, so re-running a batch retrains nothing and re-writes nothing.
 """
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from assets.checks import table_metadata
 from assets.partitions import batch_partitions
-from assets.triage import annotate_task, annotations, log_hand_over, task_totals
+from assets.triage import annotations, log_hand_over, task_totals
 from core.annotations import Kind
-from core.concepts import ConceptClassifier, concept_accuracy, label_targets, train_concept_classifier
 from core.plots import confidence_histograms, markdown_image
 from core.routing import route_predictions
 from core.task_config import LabelingTask
 from engines.base import file_sha256
-from resources.concepts import ConceptModels, context_labels, whole_image_detections
-from resources.detector import oriented_bgr
+from resources.concepts import ConceptModels
 from resources.image_store import ImageStore
-from resources.store import DuckDBStore, write_or_retry
+from resources.store import DuckDBStore, RetryingStore, write_or_retry
 from resources.tasks import LabelingTasks
-from store.predictions import prediction_rows
-from store.tables import PREDICTIONS
-
-
-@dataclass(frozen=True)
-class TrainedClassifier:
-    model_id: str
-    classifier: ConceptClassifier
-    labelled_images: int
-    training_accuracy: dict[str, float]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def embed_inputs(store: DuckDBStore, images: ImageStore, models: ConceptModels, task: LabelingTask,
-                 input_ids: list[str], log: Callable[[str], object] = print) -> tuple[str, np.ndarray]:
-    """(backbone id, one embedding row per input) for the task's context-based classifier; embeddings already
-    stored are read, the others computed once and stored."""
-    backbone = models.backbone(task.classifier_path(), task.classifier.imgsz)
-    known = store.read(lambda s: s.concepts.embeddings(backbone.model_id, input_ids))
-    fresh = []
-    for done, input_id in enumerate([i for i in input_ids if i not in known], 1):
-        known[input_id] = backbone.embed(oriented_bgr(images, input_id))
-        fresh.append({"input_id": input_id, "model_id": backbone.model_id, "vector": known[input_id].tolist(),
-                      "embedded_at": _now()})
-        if done % 100 == 0:
-            log(f"{task.name}: embedded {done} images")
-    if fresh:
-        write_or_retry(store, lambda s: s.concepts.store_embeddings(fresh))
-    return backbone.model_id, np.stack([known[i] for i in input_ids]) if input_ids else np.zeros((0, 0))
-
-
-def train_task_classifier(store: DuckDBStore, images: ImageStore, models: ConceptModels, task: LabelingTask,
-                          log: Callable[[str], object] = print) -> TrainedClassifier | None:
-    """The task's context-based classifier, learned from every image people gave image-level concepts, stored
-    content-addressed and registered in `models`; None while no concept has a positive and a negative image."""
-    labels, key = context_labels(store, task)
-    if key is None:
-        return None
-    input_ids, targets = label_targets(labels)
-    backbone_id, vectors = embed_inputs(store, images, models, task, input_ids, log)
-    # The same labels give the same classifier: read it instead of fitting it again for every batch.
-    learned = store.read(lambda s: s.concepts.classifier_learned_from(task.name, key))
-    if learned:
-        model_id, path = learned
-        classifier = models.load(Path(path))
-    else:
-        classifier = train_concept_classifier(vectors, targets, backbone_id)
-        model_id, path = models.save(classifier)
-        details = {"task": task.name, "backbone_id": backbone_id, "labels": classifier.labels,
-                   "labelled_images": len(input_ids)}
-
-        def register(s) -> None:
-            s.predictions.register_model(model_id, path.name, str(path), "context", classifier.concepts, _now(),
-                                         details)
-            s.concepts.add_labels_key(model_id, key)
-
-        write_or_retry(store, register)
-    return TrainedClassifier(model_id, classifier, len(input_ids), concept_accuracy(classifier, vectors, targets))
+from services.concepts import score_batch, train_task_classifier
+from services.routing import annotate_task
 
 
 def classifier_tasks(tasks: LabelingTasks) -> list[LabelingTask]:
@@ -114,7 +48,7 @@ def concept_classifier(context: dg.AssetExecutionContext, store: DuckDBStore, im
         if task.classifier.kind != "context":
             continue
         started = time.perf_counter()
-        trained = train_task_classifier(store, images, concept_models, task, context.log.info)
+        trained = train_task_classifier(RetryingStore(store), images, concept_models, task, context.log.info)
         if trained is None:
             learned[task.name] = {"model_id": None, "why": "no concept has both a positive and a negative labelled "
                                                            "image yet: label some images (import or review)"}
@@ -127,12 +61,6 @@ def concept_classifier(context: dg.AssetExecutionContext, store: DuckDBStore, im
     return dg.MaterializeResult(metadata={"classifiers": learned})
 
 
-def whole_image_rows(batch: str, model_id: str, input_id: str, scores: list[tuple[str, float]],
-                     now: datetime) -> list[dict]:
-    """Rows of `predictions` for one image's concept scores: predictions whose box is the whole image."""
-    return prediction_rows(batch, model_id, input_id, whole_image_detections(scores), now)
-
-
 def trained_classifiers(instance: dg.DagsterInstance, batch: str) -> dict[str, dict]:
     """What `concept_classifier` recorded for `batch` (per task: the classifier's model id, or why there is none),
     so that scoring uses the classifier of that materialization instead of training it a second time."""
@@ -141,44 +69,6 @@ def trained_classifiers(instance: dg.DagsterInstance, batch: str) -> dict[str, d
     if not records:
         return {}
     return records[0].asset_materialization.metadata["classifiers"].value
-
-
-def score_batch(store: DuckDBStore, images: ImageStore, models: ConceptModels, task: LabelingTask,
-                input_ids: list[str], batch: str, trained: dict, log: Callable[[str], object]) -> dict:
-    """Score the batch's inputs with the task's classifier and store the scores; returns what was done.
-    `trained` is what `concept_classifier` recorded for the task (context-based classifiers only)."""
-    now = _now()
-    if task.classifier.kind == "classify":
-        path = task.classifier_path()
-        arrays = [oriented_bgr(images, i) for i in input_ids]
-        model_id, names, found = models.top_classes(path, arrays, task.classifier.top_k, task.classifier.imgsz)
-        rows = [r for i, scores in zip(input_ids, found, strict=True)
-                for r in whole_image_rows(batch, model_id, i, scores, now)]
-        register = {"name": path.name, "path": str(path), "task_type": "classify", "class_names": names}
-    else:
-        model_id = trained.get("model_id")
-        if model_id is None:
-            return {"model_id": None, "scored_images": 0,
-                    "why": trained.get("why", f"concept_classifier has not run for batch {batch}")}
-        classifier = models.load(Path(store.read(lambda s: s.predictions.model_path(model_id))))
-        _, vectors = embed_inputs(store, images, models, task, input_ids, log)
-        scores = classifier.scores(vectors) if input_ids else np.zeros((0, len(classifier.concepts)))
-        rows = [r for i, row in zip(input_ids, scores, strict=True)
-                for r in whole_image_rows(batch, model_id, i, list(zip(classifier.concepts, row)), now)]
-        register = None
-    frame = pd.DataFrame(rows, columns=[c.name for c in PREDICTIONS.columns])
-    processed = pd.DataFrame([{"input_id": i, "model_id": model_id, "batch": batch,
-                               "prediction_count": int((frame["input_id"] == i).sum()), "processed_at": now}
-                              for i in input_ids])
-
-    def write(s) -> None:
-        if register:
-            s.predictions.register_model(model_id, register["name"], register["path"], register["task_type"],
-                                         register["class_names"], now)
-        s.concepts.replace_batch_scores(task.name, batch, model_id, frame, processed)
-
-    write_or_retry(store, write)
-    return {"model_id": model_id, "scored_images": len(input_ids), "scores": len(frame)}
 
 
 @dg.asset(
@@ -196,7 +86,7 @@ def concept_predictions(context: dg.AssetExecutionContext, store: DuckDBStore, i
     batch = context.partition_key
     input_ids = store.read(lambda s: s.inputs.batch_input_ids(batch))
     trained = trained_classifiers(context.instance, batch)
-    scored = {task.name: score_batch(store, images, concept_models, task, input_ids, batch,
+    scored = {task.name: score_batch(RetryingStore(store), images, concept_models, task, input_ids, batch,
                                      trained.get(task.name, {}), context.log.info)
               for task in classifier_tasks(tasks)}
     return dg.MaterializeResult(metadata={"images": len(input_ids), "per_task": scored,
@@ -217,7 +107,7 @@ def concept_predictions(context: dg.AssetExecutionContext, store: DuckDBStore, i
 def concept_annotations(context: dg.AssetExecutionContext, store: DuckDBStore,
                         tasks: LabelingTasks) -> dg.MaterializeResult:
     batch = context.partition_key
-    now = _now()
+    now = datetime.now(UTC).replace(tzinfo=None)
     per_task, metadata = {}, {}
     for task in classifier_tasks(tasks):
         weights_id = file_sha256(task.classifier_path()) if task.classifier.kind == "classify" else None

@@ -15,36 +15,18 @@ from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.inference import predictions
 from assets.partitions import batch_partitions
 from core.annotations import LIVE_STATUSES, Kind, Source, Status
-from core.faults import pause_point
 from core.image_checks import load_oriented_rgb
 from core.plots import annotated_grid, confidence_histograms, markdown_image
-from core.routing import check_floor, route_predictions
+from core.routing import route_predictions
 from core.task_config import LabelingTask
 from engines.base import file_sha256
 from resources.detector import Detector
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, write_or_retry
 from resources.tasks import LabelingTasks, detector_for
-from store import Session
+from services.routing import annotate_task
 
 SAMPLE_IMAGES = 6
-
-
-def annotate_task(s: Session, task: LabelingTask, batch: str, model_id: str, now: datetime,
-                  kind: Kind = Kind.BOX) -> dict:
-    """Route one task's predictions of the batch (boxes, or a classifier's concept scores), then give new review
-    items to reviewers; first, the open items of reviewers removed from the task go to the remaining ones."""
-    handed_over = s.reviews.hand_over(task, now)
-    skipped = task.skips_batch(batch)
-    if skipped:
-        return {"appended_events": 0, "bands": {}, "unmapped_predictions": 0, "newly_assigned": 0,
-                "skipped": skipped, "handed_over": handed_over}
-    if kind == Kind.BOX:
-        check_floor(task, batch, s.predictions.batch_floor(batch, model_id))
-    result = s.history.sync_auto(task, batch, model_id, now, kind)
-    assigned = s.reviews.assign_new(task, now)
-    pause_point("annotations.write")
-    return {**result, "newly_assigned": assigned, "handed_over": handed_over}
 
 
 def log_hand_over(log: Callable[[str], object], task: str, handed_over: dict[str, dict[str, int]]) -> None:

@@ -34,10 +34,10 @@ def main() -> None:
     parser.add_argument("--import-too", action="store_true", help="also import each file into a fresh home")
     args = parser.parse_args()
 
-    from apps.dataset_io import import_labels
     from core.formats.coco import read_coco
     from core.settings import Settings
     from resources import build_resources
+    from services.datasets import import_labels
 
     print("annotations  read s  annotations/s  import s (synthetic boxes on one generated image)")
     for count in args.sizes:

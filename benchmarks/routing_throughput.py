@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assets.triage import annotate_task
 from core.settings import DEMO_TASK
 from core.task_config import load_task
 from resources.store import DuckDBStore
+from services.routing import annotate_task
 
 CLASSES = np.array(["circle", "square", "triangle", "cross"])
 

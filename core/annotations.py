@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from core.geometry import Box
 
@@ -103,7 +104,7 @@ class AnnotationEvent:
     def box(self) -> Box:
         return Box(self.x1, self.y1, self.x2, self.y2)
 
-    def as_row(self) -> dict:
+    def as_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["status"], row["source"], row["kind"] = str(self.status), str(self.source), str(self.kind)
         return row

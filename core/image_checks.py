@@ -28,7 +28,7 @@ REJECTION_CODES = ["empty", "not_an_image", "corrupt", "unsupported_format", "to
                    "not_a_file"]
 
 
-def _unpatched_pil_open() -> object:
+def _unpatched_pil_open() -> Callable[[io.BytesIO], Image.Image]:
     """PIL's own `Image.open`. Ultralytics replaces it on import with one that, on a file PIL cannot
     identify, tries to install and import a HEIF plugin: a network call, and a wrong 'corrupt' verdict
     for a file that is simply not an image."""

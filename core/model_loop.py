@@ -3,6 +3,8 @@ promoted; no training, no database."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -22,7 +24,7 @@ COCO_IOUS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 
-def average_precision(predictions: pd.DataFrame, references: pd.DataFrame, concepts: list[str]) -> dict:
+def average_precision(predictions: pd.DataFrame, references: pd.DataFrame, concepts: list[str]) -> dict[str, Any]:
     """COCO's detection AP of `predictions` (input_id, concept, confidence, x1..y2) against `references`
     (input_id, concept, x1..y2), for detectors whose classes differ from the dataset's ids (so Ultralytics'
     validator cannot compare them): per concept with references, the 101-point interpolated precision over
@@ -77,7 +79,7 @@ def promotion_decision(rule: PromoteWhen | None, candidate: dict[str, float], cu
 
 
 def share_auto_accepted(task: LabelingTask, predictions: pd.DataFrame, references: pd.DataFrame,
-                        target_precision: float) -> dict:
+                        target_precision: float) -> dict[str, Any]:
     """autoannotate's own measure of a detector: calibrated on these reference labels, the share of its
     predictions (mapped to the task's concepts) it would auto-accept at `target_precision` (the lower end of the
     95 % interval), over all concepts and per concept; a concept that cannot reach the target accepts none."""

@@ -26,4 +26,4 @@ def make_ultralytics_offline(config_dir: Path | None = None) -> None:
     from ultralytics.utils import SETTINGS
 
     if SETTINGS.get("sync"):
-        SETTINGS.update(sync=False)
+        SETTINGS.update(sync=False)  # type: ignore[no-untyped-call]

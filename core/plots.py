@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
@@ -25,7 +26,7 @@ def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def _panels(count: int) -> tuple:
+def _panels(count: int) -> tuple[Any, ...]:
     """A figure with one panel per concept, three to a row."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -37,7 +38,7 @@ def _panels(count: int) -> tuple:
     return figure, figure.subplots(rows, columns, squeeze=False).flatten()
 
 
-def _png(figure: object, unused: list, title: str) -> bytes:
+def _png(figure: Any, unused: list[Any], title: str) -> bytes:
     """The figure as PNG bytes, its unused panels hidden, under `title`."""
     for axis in unused:
         axis.set_visible(False)
@@ -108,7 +109,7 @@ def annotated_grid(samples: list[tuple[Image.Image, pd.DataFrame]], columns: int
     return buffer.getvalue()
 
 
-def precision_recall_curves(report: dict, task: LabelingTask) -> bytes:
+def precision_recall_curves(report: dict[str, Any], task: LabelingTask) -> bytes:
     """One panel per concept: precision against recall as the confidence threshold falls, with the points of
     the task's accepted band (upper threshold) and accepted + review band (lower threshold) marked."""
     concepts = list(report)
@@ -135,7 +136,7 @@ def precision_recall_curves(report: dict, task: LabelingTask) -> bytes:
                 f"task {task.name}: precision and recall against the labels people confirmed")
 
 
-def model_comparison(outcomes: dict[str, dict]) -> bytes:
+def model_comparison(outcomes: dict[str, dict[str, Any]]) -> bytes:
     """Per task, the candidate detector's mAP50 and mAP50-95 beside the current one's, on the same val split."""
     figure, axes = _panels(len(outcomes))
     for axis, (task, outcome) in zip(axes, outcomes.items(), strict=False):

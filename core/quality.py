@@ -12,6 +12,7 @@ import operator
 from collections.abc import Callable
 from math import sqrt
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from core.task_config import ConceptRule
 
 DEFAULT_IOU = 0.5
 MIN_REFERENCE_BOXES = 20  # below this a concept's figures are withheld: an interval that wide says nothing
-OPERATORS: dict[str, Callable] = {">": operator.gt, ">=": operator.ge, "=": operator.eq, "<=": operator.le,
+OPERATORS: dict[str, Callable[..., Any]] = {">": operator.gt, ">=": operator.ge, "=": operator.eq, "<=": operator.le,
                                   "<": operator.lt}
 BOX = ["x1", "y1", "x2", "y2"]
 
@@ -82,7 +83,7 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _proportion(name: str, successes: int, trials: int, confidence: float) -> dict:
+def _proportion(name: str, successes: int, trials: int, confidence: float) -> dict[str, Any]:
     low, high = wilson_interval(successes, trials, confidence)
     return {name: successes / trials if trials else None, f"{name}_low": low if trials else None,
             f"{name}_high": high if trials else None}
@@ -96,14 +97,14 @@ def _bands(confidence: np.ndarray, rule: ConceptRule) -> tuple[np.ndarray, np.nd
 
 def band_quality(confidence: np.ndarray, matched: np.ndarray, reference_boxes: int, rule: ConceptRule,
                  level: float = 0.95, all_confidence: np.ndarray | None = None,
-                 min_reference: int = MIN_REFERENCE_BOXES) -> dict:
+                 min_reference: int = MIN_REFERENCE_BOXES) -> dict[str, Any]:
     """One concept's quality on the images with reference labels: precision and recall of the accepted band
     and of accepted + review, with `level` Wilson intervals; the share of predictions auto-accepted and the
     review load among `all_confidence` (every prediction of the concept; the reference images' by default).
     With fewer than `min_reference` reference boxes the figures are None and `note` says why."""
     accepted, kept = _bands(confidence, rule)
     every_accepted, every_kept = _bands(confidence if all_confidence is None else all_confidence, rule)
-    figures: dict = {"reference_boxes": reference_boxes, "predictions": len(confidence),
+    figures: dict[str, Any] = {"reference_boxes": reference_boxes, "predictions": len(confidence),
                      "accepted": int(accepted.sum()), "to_review": int((kept & ~accepted).sum()),
                      "share_auto_accepted": float(every_accepted.mean()) if len(every_accepted) else None,
                      "auto_accepted": int(every_accepted.sum()),
@@ -133,7 +134,7 @@ def precision_recall_curve(confidence: np.ndarray, matched: np.ndarray, referenc
 
 def calibrate_concept(confidence: np.ndarray, matched: np.ndarray, reference_boxes: int, rule: ConceptRule,
                       target_precision: float, level: float = 0.95, target_recall: float | None = None,
-                      all_confidence: np.ndarray | None = None) -> dict:
+                      all_confidence: np.ndarray | None = None) -> dict[str, Any]:
     """Thresholds for one concept from its predictions on the images with reference labels.
 
     `upper`: scanning the thresholds (the observed confidences and 0) down from the highest, the lowest of the
@@ -189,7 +190,7 @@ def _all_confidence(everything: pd.DataFrame, concept: str) -> np.ndarray:
 
 
 def spot_check_estimates(outcomes: dict[str, tuple[int, int]], accepted: int, discarded: int,
-                         level: float = 0.95) -> dict:
+                         level: float = 0.95) -> dict[str, Any]:
     """What the spot checks say about the bands no person reviews. `outcomes` per band ("accept", "discard"):
     (checks a person decided, how many of them the person kept). Kept accepted boxes estimate the accepted
     band's precision; kept discarded predictions (real objects) its miss rate. Each rate is scaled to its whole
@@ -208,7 +209,7 @@ def spot_check_estimates(outcomes: dict[str, tuple[int, int]], accepted: int, di
 
 def task_quality(rules: list[ConceptRule], predictions: pd.DataFrame, references: pd.DataFrame,
                  everything: pd.DataFrame, level: float = 0.95, iou_threshold: float = DEFAULT_IOU,
-                 spot_checks: dict[str, dict[str, tuple[int, int]]] | None = None) -> dict:
+                 spot_checks: dict[str, dict[str, tuple[int, int]]] | None = None) -> dict[str, Any]:
     """Per concept: `band_quality` under its rule, with its thresholds and precision/recall curve, and what its
     spot checks (per concept and band: decided, kept) estimate."""
     scored = scored_by_concept([r.concept for r in rules], predictions, references, iou_threshold)
@@ -228,7 +229,7 @@ def task_quality(rules: list[ConceptRule], predictions: pd.DataFrame, references
 
 def calibrate_task(rules: list[ConceptRule], predictions: pd.DataFrame, references: pd.DataFrame,
                    everything: pd.DataFrame, target_precision: float, level: float = 0.95,
-                   target_recall: float | None = None, iou_threshold: float = DEFAULT_IOU) -> dict:
+                   target_recall: float | None = None, iou_threshold: float = DEFAULT_IOU) -> dict[str, Any]:
     """Per concept: `calibrate_concept`, with the rule's current thresholds beside the proposed ones and the
     number of reference boxes the proposal rests on."""
     scored = scored_by_concept([r.concept for r in rules], predictions, references, iou_threshold)

@@ -109,8 +109,8 @@ def decision_events(current: AnnotationEvent, decision: str, reviewer: str, now:
     new_box = box or current.box
     new_concept = concept or current.concept
     # The concept the model (or importer) gave stays visible on every later correction that changed it.
-    original = current.original_concept or current.concept
-    original = None if original == new_concept else original
+    given = current.original_concept or current.concept
+    original = None if given == new_concept else given
     corrected_id = human_annotation_id(current.task, current.input_id, new_concept, new_box,
                                        f"corrects:{current.annotation_id}")
     retire = replace(current, status=Status.RETIRED, source=Source.REVIEW, annotator=reviewer, event_at=now)

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from core.image_checks import DEFAULT_MAX_PIXELS
 
@@ -107,7 +108,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
         defaults = cls(home=Path("."))
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for variable, name in ENVIRONMENT.items():
             if variable in environ:
                 kind = type(getattr(defaults, name))
@@ -120,7 +121,8 @@ class Settings:
         if "AUTOANNOTATE_INBOX" in environ:
             values["inbox"] = Path(environ["AUTOANNOTATE_INBOX"])
         home = Path(environ.get("AUTOANNOTATE_HOME", "data")).resolve()
-        remembered, record = {}, home / TASK_RECORD
+        remembered: dict[str, Any] = {}
+        record = home / TASK_RECORD
         if "task_files" not in values and record.is_file():
             # The task files the last `run --task-file` used: what review, status, import and the sensor see too.
             remembered["task_files"] = tuple(line for line in record.read_text().splitlines() if line.strip())

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic import Strict as StrictMode
+from pydantic_core import ErrorDetails
 
 from core.annotations import BAND_WRITABLE, Status
 
@@ -261,10 +262,10 @@ class LabelingTask(Strict):
             return []
         return list(self.classifier.concepts or self.concepts)
 
-    def routing_definition(self) -> dict:
+    def routing_definition(self) -> dict[str, Any]:
         """What decides a prediction's band and what it writes: concepts, class mapping, thresholds and (when not
         the default) the band statuses; not reviewers or names."""
-        definition = {"concepts": self.concepts, "class_map": dict(sorted(self.class_map.items())),
+        definition: dict[str, Any] = {"concepts": self.concepts, "class_map": dict(sorted(self.class_map.items())),
                       "thresholds": self.thresholds.model_dump(mode="json")}
         if self.band_status != BandStatus():
             definition["band_status"] = self.band_status.model_dump(mode="json")
@@ -293,7 +294,7 @@ class LabelingTask(Strict):
         text = json.dumps(self.routing_definition(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def under_rules(self, definition: dict) -> LabelingTask:
+    def under_rules(self, definition: dict[str, Any]) -> LabelingTask:
         """This task as it routed under an earlier `routing_definition` (for checking what those rules wrote)."""
         return self.model_copy(update={"concepts": definition["concepts"], "class_map": definition["class_map"],
                                        "thresholds": Thresholds(**definition["thresholds"]),
@@ -331,13 +332,13 @@ def check_class_map(task: LabelingTask, class_names: list[str], model_name: str)
             "lists them).")
 
 
-def _field_path(location: tuple) -> str:
+def _field_path(location: tuple[Any, ...]) -> str:
     """The field as `thresholds.per_concept.ball`; a key with other characters (a newline, a dot) as its repr."""
     return ".".join(str(part) if re.fullmatch(r"[\w-]+", str(part)) else repr(part) for part in location
                     if not str(part).startswith("function-after"))
 
 
-def _problem(error: dict) -> str:
+def _problem(error: ErrorDetails) -> str:
     """One pydantic error as `field: what is wrong`."""
     field = _field_path(error["loc"])
     message = error["msg"].removeprefix("Value error, ")

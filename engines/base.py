@@ -181,5 +181,5 @@ def load_checkpoint(path: Path, copy: Path | None = None) -> Any:
         raise DetectorError(
             f"Detector weights {path} are not a YOLO checkpoint ({type(error).__name__}: {detail})."
         ) from None
-    check_task(path, checkpoint.task)
+    check_task(path, str(checkpoint.task))
     return checkpoint

@@ -15,14 +15,10 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
-from core.annotations import WHOLE_IMAGE
-from core.concepts import ConceptClassifier, labels_key
+from core.concepts import ConceptClassifier
 from core.offline import make_ultralytics_offline
-from core.task_config import LabelingTask
-from engines.base import Detection, DetectorError, file_sha256, letterbox, trained_imgsz
-from resources.store import DuckDBStore
+from engines.base import DetectorError, file_sha256, letterbox, trained_imgsz
 
 
 @dataclass
@@ -59,12 +55,6 @@ def feature_layers(network: Any) -> list[int]:
     inputs = head.f if isinstance(head.f, list) else [head.f]
     chosen = {last + i if i < 0 else i for i in inputs} | set(network.save)
     return sorted(chosen - {last})
-
-
-def whole_image_detections(scores: list[tuple[str, float]]) -> list[Detection]:
-    """One image's concept scores as detections whose box is the whole image (how they are stored and routed)."""
-    box = WHOLE_IMAGE
-    return [Detection(name, float(score), box.x1, box.y1, box.x2, box.y2, None) for name, score in scores]
 
 
 _cache: dict[tuple, Any] = {}
@@ -170,44 +160,3 @@ class ConceptModels(dg.ConfigurableResource):
         return ConceptClassifier.from_bytes(Path(path).read_bytes())
 
 
-def context_labels(store: DuckDBStore, task: LabelingTask) -> tuple[pd.DataFrame, str | None]:
-    """The labels the task's context-based classifier learns from, and their key (`core.concepts.labels_key`,
-    with the backbone's weights and size)."""
-    labels = store.read(lambda s: s.concepts.labels(task.name, task.image_concepts))
-    return labels, labels_key(labels, f"{file_sha256(task.classifier_path())}|imgsz={task.classifier.imgsz}")
-
-
-@dataclass(frozen=True)
-class ConceptScorer:
-    """Which models' concept scores count for a task: `current`, the classification weights (sha256) or the
-    context-based classifier the labels as they are now give (while that is not trained yet, the labels' key,
-    which no scores carry); `counted`, those and every earlier classifier the task learned."""
-
-    current: str
-    counted: frozenset[str]
-
-
-def concept_scorers(store: DuckDBStore, tasks: list[LabelingTask]) -> dict[str, ConceptScorer]:
-    """Per task with a classifier, the models whose concept scores count (`ConceptScorer`). A batch whose inputs
-    the counted ones have not all scored is not finished; one scored by an earlier classifier than the current
-    one is what `run --rescore` scores again. Tasks that cannot score yet (no concept has a positive and a
-    negative label) are left out."""
-    scorers = {}
-    for task in tasks:
-        if task.classifier is None:
-            continue
-        if task.classifier.kind == "classify":
-            weights = file_sha256(task.classifier_path())
-            scorers[task.name] = ConceptScorer(weights, frozenset({weights}))
-            continue
-        _, key = context_labels(store, task)
-        if key is None:
-            continue
-
-        def current_and_earlier(s, t=task, k=key) -> tuple[str, list[str]]:
-            learned = s.concepts.classifier_learned_from(t.name, k)
-            return (learned[0] if learned else k), s.concepts.classifier_ids(t.name)
-
-        current, earlier = store.read(current_and_earlier)
-        scorers[task.name] = ConceptScorer(current, frozenset({current, *earlier}))
-    return scorers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import dagster as dg
@@ -49,3 +50,16 @@ def write_or_retry(store: DuckDBStore, work: Callable[[Session], T]) -> T:
         return store.write(work)
     except DatabaseLockedError as error:
         raise dg.RetryRequested(max_retries=3, seconds_to_wait=30) from error
+
+
+@dataclass(frozen=True)
+class RetryingStore:
+    """The store as assets hand it to a use case: its writes are `write_or_retry`'s."""
+
+    store: DuckDBStore
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        return self.store.read(work)
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        return write_or_retry(self.store, work)

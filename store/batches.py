@@ -24,7 +24,7 @@ class BatchesSQL:
                scorers: dict[str, Collection[str]] | None = None) -> dict[str, str]:
         """The stage of each batch for the configured tasks (`models_by_task`: task name -> model id; `tasks`:
         their definitions, whose scope says which inputs each routes; `scorers`: task name -> the classifiers whose
-        concept scores count, see `resources.concepts.ConceptScorer`). Each stage writes in one transaction, so a
+        concept scores count, see `services.concepts.ConceptScorer`). Each stage writes in one transaction, so a
         batch is never half way through one."""
         conn, params = self.s.conn, [batches]
         ingested = {b for (b,) in conn.execute(

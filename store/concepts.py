@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ class ConceptsSQL:
             [backbone_id, input_ids]).fetchall()
         return {input_id: np.asarray(vector, dtype=float) for input_id, vector in rows}
 
-    def store_embeddings(self, rows: list[dict]) -> int:
+    def store_embeddings(self, rows: list[dict[str, Any]]) -> int:
         """Add embeddings not stored yet (a re-run adds none)."""
         stored = {(i, m) for i, m in self.s.conn.execute(
             "SELECT input_id, model_id FROM embeddings WHERE input_id IN (SELECT unnest(?::VARCHAR[]))",

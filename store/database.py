@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
@@ -67,8 +67,9 @@ _CONNECTION_LOST = re.compile(r"server closed the connection|Unable to connect t
                               r"terminating connection|no connection to the server|could not (?:send|receive) data|"
                               r'Failed to execute query "ROLLBACK"')
 # The DuckLake and postgres extensions as the `duckdb-ext-*` wheels install them; nothing is fetched.
-LAKE_CONFIG = {"extension_directory": str(Path(sysconfig.get_paths()["purelib"]) / "duckdb_ext" / "extensions"),
-               "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+LAKE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "extension_directory": str(Path(sysconfig.get_paths()["purelib"]) / "duckdb_ext" / "extensions"),
+    "autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
 class _SharedLake:
@@ -95,6 +96,12 @@ def describe_lock_holder(message: str) -> str:
     if not match:
         return "another process"
     return f"{Path(match['program']).name} (PID {match['pid']})"
+
+
+# A query's parameters, positional or named.
+Params = list[Any] | dict[str, Any] | None
+# Inside `Session`, whose method `pl` hides the module there.
+PolarsFrame = pl.DataFrame
 
 
 def validate_frame(frame: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -129,18 +136,21 @@ class Session:
         self.versions = VersionsSQL(self)
         self.models = ModelsSQL(self)
 
-    def scalar(self, sql: str, params: list | dict | None = None) -> object:
-        """The single value of a one-row query (read fully, so the connection stays usable)."""
+    def scalar(self, sql: str, params: Params = None) -> Any:
+        """The single value of a one-row query (read fully, so the connection stays usable); its type is the
+        query's."""
         return self.conn.execute(sql, params or []).fetchall()[0][0]
 
-    def df(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
+    def df(self, sql: str, params: Params = None) -> pd.DataFrame:
         return self.conn.execute(sql, params or []).df()
 
-    def pl(self, sql: str, params: list | dict | None = None) -> pl.DataFrame:
+    def pl(self, sql: str, params: Params = None) -> PolarsFrame:
         """A query's rows as a polars frame, through Arrow."""
-        return pl.from_arrow(self.conn.sql(sql, params=params or None).to_arrow_table())
+        frame = pl.from_arrow(self.conn.sql(sql, params=params or None).to_arrow_table())
+        assert isinstance(frame, pl.DataFrame)  # a table, never a single column
+        return frame
 
-    def insert(self, table: str, frame: pd.DataFrame | pl.DataFrame | list[dict]) -> int:
+    def insert(self, table: str, frame: pd.DataFrame | PolarsFrame | list[dict[str, Any]]) -> int:
         """Validate and append rows to `table`, matching columns by name."""
         if len(frame) == 0:
             return 0
@@ -155,13 +165,13 @@ class Session:
             self.conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
         return len(validated)
 
-    def table_rows(self, table: str, where: str = "TRUE", params: dict | None = None) -> pl.DataFrame:
+    def table_rows(self, table: str, where: str = "TRUE", params: dict[str, Any] | None = None) -> PolarsFrame:
         """The stored rows of `table` matching `where`, in the columns its writes carry (for schema checks)."""
         columns = ", ".join(c.name for c in TABLES[table].columns)
         return self.pl(f"SELECT {columns} FROM {table} WHERE {where}", params)
 
     @contextmanager
-    def registered(self, name: str, frame: pd.DataFrame | pl.DataFrame) -> Iterator[str]:
+    def registered(self, name: str, frame: pd.DataFrame | PolarsFrame) -> Iterator[str]:
         """`frame` visible to SQL as the view `name` for the duration of the block."""
         self.conn.register(name, frame)
         try:

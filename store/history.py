@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import polars as pl
@@ -52,7 +52,7 @@ EVENT_ID_SQL = digest32_sql("annotation_id", "status", "source", "annotator",
                             "strftime(event_at, '%Y-%m-%dT%H:%M:%S.%f')")
 
 
-def _filters(**values: object) -> tuple[str, dict]:
+def _filters(**values: object) -> tuple[str, dict[str, Any]]:
     """`column = $column` (or `IN`, for lists) for every given value; None means no filter."""
     given = {k: v for k, v in values.items() if v is not None}
     clauses = [f"{k} IN (SELECT unnest(${k}))" if isinstance(v, list | tuple) else f"{k} = ${k}"
@@ -61,7 +61,7 @@ def _filters(**values: object) -> tuple[str, dict]:
     return " AND ".join(clauses) or "TRUE", params
 
 
-def event_from_row(row: dict) -> AnnotationEvent:
+def event_from_row(row: dict[str, Any]) -> AnnotationEvent:
     values = {f: row[f] for f in EVENT_FIELDS}
     values["status"], values["source"] = Status(values["status"]), Source(values["source"])
     values["kind"] = Kind(values["kind"]) if isinstance(values["kind"], str) else Kind.BOX
@@ -110,12 +110,12 @@ class AnnotationHistory:
         """The annotations of `task` whose latest event before `cutoff` has `status`."""
         return self.s.df(*self.as_of_sql(task, cutoff, status))
 
-    def as_of_sql(self, task: str, cutoff: datetime, status: Status = Status.SUCCESS) -> tuple[str, dict]:
+    def as_of_sql(self, task: str, cutoff: datetime, status: Status = Status.SUCCESS) -> tuple[str, dict[str, Any]]:
         """`as_of` as a query and its parameters, for reading it inside the database."""
         state, params = self.state_as_of_sql(task, cutoff)
         return f"SELECT * FROM ({state}) WHERE status = $status", {**params, "status": str(status)}
 
-    def state_as_of_sql(self, task: str, cutoff: datetime) -> tuple[str, dict]:
+    def state_as_of_sql(self, task: str, cutoff: datetime) -> tuple[str, dict[str, Any]]:
         """The latest event before `cutoff` of each annotation of `task`, as a query and its parameters. When
         every event of the task lies before the cutoff (today's version), that is the current state: no window
         over the history."""
@@ -124,7 +124,7 @@ class AnnotationHistory:
             return f"{CURRENT} WHERE task = $task", {"task": task}
         return latest_events_sql("task = $task AND event_at < $cutoff"), {"task": task, "cutoff": cutoff}
 
-    def negatives_sql(self, task: str, cutoff: datetime) -> tuple[str, dict]:
+    def negatives_sql(self, task: str, cutoff: datetime) -> tuple[str, dict[str, Any]]:
         """The inputs `task` routed for objects (or imported without labels) before `cutoff` that hold no object
         accepted or still to decide as of then: the model found nothing above the lower threshold, people rejected
         what it found, or a labelled dataset had no label for the image. (An image with an open review item is
@@ -237,7 +237,8 @@ class AnnotationHistory:
         self.s.conn.execute(f"DELETE FROM annotation_state WHERE {where}")
         self.s.conn.execute(f"INSERT INTO annotation_state BY NAME {latest_events_sql(where)}")
 
-    def sync_auto(self, task: LabelingTask, batch: str, model_id: str, now: datetime, kind: Kind = Kind.BOX) -> dict:
+    def sync_auto(self, task: LabelingTask, batch: str, model_id: str, now: datetime,
+                  kind: Kind = Kind.BOX) -> dict[str, Any]:
         """Route the batch's predictions of `model_id` by the task's thresholds and append the events that
         move the task's auto annotations of `kind` there: a changed status, or RETIRED for an annotation no longer
         above the lower band. Annotations with any human event are left alone. Records the task's object
@@ -270,7 +271,7 @@ class AnnotationHistory:
             "unmapped_predictions": int(total - bands["n"].sum()),
         }
 
-    def _record_progress(self, task: LabelingTask, routed: str, params: dict, now: datetime) -> None:
+    def _record_progress(self, task: LabelingTask, routed: str, params: dict[str, Any], now: datetime) -> None:
         """The batch's inputs the task has routed for objects, with how many annotations each got."""
         batch = params["batch"]
         # An input keeps the time it was first routed: a re-route (new rules) must not move it out of the versions
@@ -289,7 +290,7 @@ class AnnotationHistory:
                 GROUP BY p.input_id, p.batch, p.model_id""",
                 {**params, "now": now}))
 
-    def _match_existing(self, task: LabelingTask, routed: str, params: dict, kind: Kind) -> pd.DataFrame:
+    def _match_existing(self, task: LabelingTask, routed: str, params: dict[str, Any], kind: Kind) -> pd.DataFrame:
         """The batch's kept predictions (accept or review band) that are objects the task already has on their
         image: (prediction_id, annotation_id of that annotation, whether a person decided it). An annotation
         already carrying this model's prediction keeps it; otherwise the task's annotations of the image and
@@ -326,7 +327,7 @@ class AnnotationHistory:
                                 "decided": existing["decided"].to_numpy(bool)[list(annotations)]})
         return pd.concat([own, matched], ignore_index=True)
 
-    def _draw_spot_checks(self, task: LabelingTask, routed: str, params: dict, now: datetime) -> int:
+    def _draw_spot_checks(self, task: LabelingTask, routed: str, params: dict[str, Any], now: datetime) -> int:
         """Once per task and batch, the task's `spot_check` shares of the batch's auto-accepted annotations and
         of its discarded predictions, exactly round(share x count) of each (halves up), the ones whose hash with
         the task's seed sorts first: the same batch always gives the same sample (`matched_predictions`
@@ -419,9 +420,9 @@ class AnnotationHistory:
             self.s.insert("task_classes", [{"task": task, "class_id": start + i, "concept": c,
                                             "added_at": now or datetime.now()} for i, c in enumerate(new)])
             known.update({c: start + i for i, c in enumerate(new)})
-        return sorted(known, key=known.get)
+        return sorted(known, key=lambda concept: known[concept])
 
-    def routing_definitions(self, hashes: list[str]) -> dict[str, dict]:
+    def routing_definitions(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
         """The routing rules recorded under each of `hashes`."""
         return {h: json.loads(d) for h, d in self.s.conn.execute(
             "SELECT rules, definition FROM routing_rules WHERE rules IN (SELECT unnest(?::VARCHAR[]))",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.faults import pause_point
 from core.image_checks import InspectedImage, Rejection
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from store.database import Session
 
 
@@ -30,7 +32,9 @@ class InputsSQL:
         for table in ("input_sources", "rejected_inputs"):
             conn.execute(f"DELETE FROM {table} WHERE batch = ? AND uri IN (SELECT unnest(?::VARCHAR[]))",
                          [batch, uris])
-        new_inputs, sources, seen_here = [], [], set()
+        new_inputs: list[dict[str, Any]] = []
+        sources: list[dict[str, Any]] = []
+        seen_here: set[str] = set()
         for path, image in accepted:
             earlier = image.input_id in seen_here or known.get(image.input_id, batch) != batch
             seen_here.add(image.input_id)
@@ -58,12 +62,12 @@ class InputsSQL:
     def exists(self, input_id: str) -> bool:
         return bool(self.s.conn.execute("SELECT 1 FROM inputs WHERE input_id = ?", [input_id]).fetchall())
 
-    def sizes(self, input_ids: list[str]):
+    def sizes(self, input_ids: list[str]) -> pd.DataFrame:
         """input_id, width, height, format and uri (where it first came from) of the given inputs, by id."""
         return self.s.df("SELECT input_id, width, height, format, uri FROM inputs WHERE input_id IN "
                          "(SELECT unnest(?::VARCHAR[])) ORDER BY input_id", [sorted(input_ids)])
 
-    def batch_summary(self, batch: str) -> dict:
+    def batch_summary(self, batch: str) -> dict[str, Any]:
         """Distinct inputs, duplicates and rejections of one batch."""
         rejections = self.s.df("SELECT uri, reason_code, reason FROM rejected_inputs WHERE batch = ? ORDER BY uri",
                                [batch])
@@ -72,7 +76,7 @@ class InputsSQL:
             "FROM input_sources WHERE batch = ?", [batch]).fetchall()[0]
         return {"inputs": int(distinct), "duplicates": int(duplicates), "rejections": rejections.to_dict("records")}
 
-    def totals(self, shown_rejections: int = 20) -> dict:
+    def totals(self, shown_rejections: int = 20) -> dict[str, Any]:
         """Counts for `status`: inputs, rejections (by reason, and the latest `shown_rejections` files with their
         reasons), duplicates."""
         by_reason = dict(self.s.conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -21,7 +21,8 @@ class ModelsSQL:
     def __init__(self, session: Session) -> None:
         self.s = session
 
-    def record_evaluation(self, model_id: str, task: str, version_key: str, figures: dict, now: datetime) -> None:
+    def record_evaluation(self, model_id: str, task: str, version_key: str, figures: dict[str, Any],
+                          now: datetime) -> None:
         """The model's figures on a version's val split (measured again: the row is replaced)."""
         self.s.conn.execute("DELETE FROM model_evaluations WHERE model_id = ? AND task = ? AND version_key = ?",
                             [model_id, task, version_key])
@@ -62,7 +63,7 @@ class ModelsSQL:
               AND ($task IS NULL OR json_extract_string(m.details, '$.task') = $task)
             ORDER BY m.registered_at, m.model_id""", {"task": task})
 
-    def latest_evaluation(self, model_id: str, task: str) -> dict | None:
+    def latest_evaluation(self, model_id: str, task: str) -> dict[str, Any] | None:
         """A detector's latest figures for the task (any detector: the bundled one is measured too when a
         candidate is compared with it)."""
         rows = self.s.df(f"SELECT map50, map50_95, auto_accepted, version_key AS evaluated_on FROM "
@@ -82,7 +83,7 @@ class ModelsSQL:
               AND json_extract_string(m.details, '$.task') = $task
             ORDER BY labelled_images, version_key""", {"task": task})
 
-    def evaluation(self, model_id: str, task: str, version_key: str) -> dict | None:
+    def evaluation(self, model_id: str, task: str, version_key: str) -> dict[str, Any] | None:
         rows = self.s.df("SELECT * FROM model_evaluations WHERE model_id = ? AND task = ? AND version_key = ?",
                          [model_id, task, version_key])
         return rows.iloc[0].to_dict() if len(rows) else None

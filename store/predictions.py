@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 BATCH_PREDICTIONS = "(SELECT * FROM predictions WHERE batch = $batch AND model_id = $model_id)"
 
 
-def prediction_rows(batch: str, model_id: str, input_id: str, detections: list, now: datetime) -> list[dict]:
+def prediction_rows(batch: str, model_id: str, input_id: str, detections: list[Any],
+                    now: datetime) -> list[dict[str, Any]]:
     """Rows of `predictions` for one image's detections (anything with class_name, confidence, a box, polygon)."""
     return [
         {"prediction_id": prediction_id(model_id, input_id, d.class_name, Box(d.x1, d.y1, d.x2, d.y2)),
@@ -35,7 +36,7 @@ class PredictionsSQL:
         self.s = session
 
     def register_model(self, model_id: str, name: str, path: str, task_type: str, class_names: list[str],
-                       now: datetime, details: dict | None = None) -> None:
+                       now: datetime, details: dict[str, Any] | None = None) -> None:
         if self.s.scalar("SELECT count(*) FROM models WHERE model_id = ?", [model_id]):
             return
         self.s.insert("models", [{"model_id": model_id, "name": name, "path": path, "task_type": task_type,

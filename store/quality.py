@@ -3,7 +3,7 @@ person's labels are complete."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -66,14 +66,14 @@ class QualitySQL:
             outcomes.setdefault(concept, {})[band] = (int(decided), int(kept))
         return outcomes
 
-    def report(self, task: LabelingTask, level: float = 0.95) -> dict:
+    def report(self, task: LabelingTask, level: float = 0.95) -> dict[str, Any]:
         """Per concept: `core.quality.band_quality` under the task's thresholds, with its curve, and the
         estimates of its spot checks."""
         return task_quality(task.rules(), *self.evidence(task), level, task.match_iou,
                             self.spot_check_outcomes(task))
 
     def calibration(self, task: LabelingTask, target_precision: float, level: float = 0.95,
-                    target_recall: float | None = None) -> dict:
+                    target_recall: float | None = None) -> dict[str, Any]:
         """Per concept: proposed thresholds (`core.quality.calibrate_concept`) beside the current ones."""
         return calibrate_task(task.rules(), *self.evidence(task), target_precision, level, target_recall,
                               task.match_iou)

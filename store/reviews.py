@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -122,7 +122,7 @@ class ReviewSQL:
             "SELECT task, input_id FROM review_assignments WHERE input_id IN (SELECT input_id FROM task_inputs "
             "WHERE batch = ?) GROUP BY 1, 2 HAVING count(DISTINCT reviewer) > 1", [batch]).fetchall())
 
-    def image_annotations(self, task: str, input_id: str) -> list[dict]:
+    def image_annotations(self, task: str, input_id: str) -> list[dict[str, Any]]:
         """Every live (not retired) annotation of one image, as the review page draws them."""
         rows = self.s.df(
             f"SELECT annotation_id, {KIND_SQL} AS kind, concept, original_concept, confidence, status, source, "
@@ -136,7 +136,7 @@ class ReviewSQL:
 
     def queue(self, task: LabelingTask, reviewer: str, statuses: list[str] | None = None,
               concepts: list[str] | None = None, labelers: list[str] | None = None,
-              combine: str = "and") -> list[dict]:
+              combine: str = "and") -> list[dict[str, Any]]:
         """The reviewer's images, most doubtful first: the smallest distance of any box still awaiting review
         to its concept's upper or lower threshold. Filters on status, concept and labeler (annotator) combine
         with `and` (one box matches all given filters) or `or` (one box matches any)."""
@@ -176,7 +176,7 @@ class ReviewSQL:
             "SELECT 1 FROM review_assignments WHERE input_id = $i AND task IN (SELECT unnest($t)) LIMIT 1",
             {"i": input_id, "t": tasks}).fetchall())
 
-    def undecided(self, task: str, reviewer: str) -> list[dict]:
+    def undecided(self, task: str, reviewer: str) -> list[dict[str, Any]]:
         """Every item of the reviewer's queue still waiting for a decision (boxes and image-level concepts in the
         review band, and spot checks), with the annotation id that accept / reject / relabel take."""
         rows = self.s.df(f"""

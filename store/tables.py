@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Any
 
 import pandera.polars as pa
 import polars as pl
@@ -20,7 +21,7 @@ from core.image_checks import REJECTION_CODES, SUPPORTED_FORMATS
 
 SHA256 = r"^[0-9a-f]{64}$"
 IMAGE_FORMATS = sorted(set(SUPPORTED_FORMATS.values()))
-POLARS_TYPES = {
+POLARS_TYPES: dict[str, Any] = {
     "VARCHAR": pl.Utf8, "INTEGER": pl.Int64, "BIGINT": pl.Int64, "DOUBLE": pl.Float64, "BOOLEAN": pl.Boolean,
     "TIMESTAMP": pl.Datetime, "DATE": pl.Date, "VARCHAR[]": pl.List(pl.Utf8), "DOUBLE[]": pl.List(pl.Float64),
 }
@@ -70,23 +71,23 @@ class Table:
                                   name=self.name)
 
 
-def sha256(name: str, description: str, **kwargs: object) -> Column:
+def sha256(name: str, description: str, **kwargs: Any) -> Column:
     return Column(name, "VARCHAR", description, checks=(pa.Check.str_matches(SHA256),), **kwargs)
 
 
-def digest32(name: str, description: str, **kwargs: object) -> Column:
+def digest32(name: str, description: str, **kwargs: Any) -> Column:
     return Column(name, "VARCHAR", description, checks=(pa.Check.str_length(32, 32),), **kwargs)
 
 
-def text(name: str, description: str, **kwargs: object) -> Column:
+def text(name: str, description: str, **kwargs: Any) -> Column:
     return Column(name, "VARCHAR", description, checks=(pa.Check.str_length(min_value=1),), **kwargs)
 
 
-def one_of(name: str, values: list[str], description: str, **kwargs: object) -> Column:
+def one_of(name: str, values: list[str], description: str, **kwargs: Any) -> Column:
     return Column(name, "VARCHAR", description, checks=(pa.Check.isin(values),), **kwargs)
 
 
-def unit(name: str, description: str, **kwargs: object) -> Column:
+def unit(name: str, description: str, **kwargs: Any) -> Column:
     """A value in [0, 1]: normalised coordinates, confidences."""
     return Column(name, "DOUBLE", description, checks=(pa.Check.in_range(0.0, 1.0),), **kwargs)
 

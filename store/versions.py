@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.annotations import KIND_SQL, Kind
 from core.geometry import BOX_DECIMALS
@@ -37,7 +37,7 @@ class VersionsSQL:
             f"count(DISTINCT input_id) FILTER (WHERE NOT negative), count(*) FILTER (WHERE negative) FROM ("
             f"SELECT concat_ws(chr(9), {', '.join(fields)}) AS line, input_id, false AS negative FROM ({relation}) "
             f"UNION ALL SELECT concat_ws(chr(9), {', '.join(negative_fields)}), input_id, true FROM ({negatives}))",
-            {**params, **negative_params}).fetchone()
+            {**params, **negative_params}).fetchall()[0]
         per_concept = dict(self.s.conn.execute(f"SELECT concept, count(*) FROM ({relation}) GROUP BY 1",
                                                params).fetchall())
         return manifest_of(lines, inputs, per_concept, negative_count)
@@ -50,7 +50,7 @@ class VersionsSQL:
         return {kind: sorted(i for i, by_person in made.items() if by_person == (kind == "person"))
                 for kind in NEGATIVE_MAKERS}
 
-    def get(self, version_key: str) -> dict | None:
+    def get(self, version_key: str) -> dict[str, Any] | None:
         rows = self.s.df("SELECT * FROM dataset_versions WHERE version_key = ?", [version_key])
         return rows.iloc[0].to_dict() if len(rows) else None
 
@@ -60,7 +60,7 @@ class VersionsSQL:
                                    "ORDER BY day DESC, version_key", [task, task]).fetchall()
         return [key for (key,) in rows]
 
-    def listing(self, task: str | None = None) -> list[dict]:
+    def listing(self, task: str | None = None) -> list[dict[str, Any]]:
         """Every stored version (of one task), newest day first: its counts, manifest and whether it is frozen."""
         rows = self.s.df("SELECT version_key, task, day, cutoff, annotations, inputs, coalesce(negatives, 0) AS "
                          "negatives, per_concept, coalesce(frozen, false) AS frozen, manifest_sha256, created_at, "

@@ -83,3 +83,16 @@ def team_catalog(postgres_server: tuple[Path, int], request: pytest.FixtureReque
     name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
     ensure_database(postgres_server[1], name)
     return f"postgres:dbname={name} host=127.0.0.1 port={postgres_server[1]} user=postgres"
+
+
+# The longest test files first: under xdist (`make test`: each file whole on one worker) the team-mode file alone
+# takes about 8 minutes, most of it waiting on workers and restarts, so it must start while the others run.
+LONGEST_FIRST = ("test_team.py", "test_training_data.py", "test_cli.py", "test_recovery.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order

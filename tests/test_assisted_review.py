@@ -19,9 +19,9 @@ from helpers import (
     write_task_file,
 )
 
-from apps.dataset_io import import_labels
 from assets.versions import dataset_versions
 from resources.tasks import LabelingTasks
+from services.datasets import import_labels
 from store.history import CURRENT
 
 

@@ -19,13 +19,13 @@ from helpers import (
     write_labels_csv,
 )
 
-from apps.dataset_io import import_labels
 from apps.demo_scenes import write_concept_scenes
 from apps.review_server import create_app
 from apps.runner import run_pipeline
 from core.annotations import Kind, Status
 from core.settings import REPO_ROOT, Settings
 from resources import build_resources
+from services.datasets import import_labels
 from store.history import CURRENT
 
 AWAITING = str(Status.AWAITING_REVIEW)

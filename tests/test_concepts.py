@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from helpers import autoannotate, exported_input_ids, new_batch, query, table_count, write_labels_csv
 
-from apps.dataset_io import import_labels
 from apps.demo_scenes import SCENE_CONCEPTS, write_concept_scenes
 from assets.versions import dataset_versions
 from core.annotations import Kind, Status
@@ -20,7 +19,8 @@ from core.concepts import train_concept_classifier
 from core.settings import REPO_ROOT, Settings
 from core.task_config import load_task, parse_task
 from resources import build_resources
-from resources.exports import export_version
+from services.datasets import import_labels
+from services.exports import export_version
 
 CONCEPT_TASK = REPO_ROOT / "tasks" / "demo_concepts.yaml"
 

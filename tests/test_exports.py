@@ -13,14 +13,14 @@ import yaml
 from helpers import ap_against_itself, exported_input_ids, materialize_batch, new_batch, query, yolo_dataset
 from PIL import Image
 
-from apps.dataset_io import create_named_version, import_labels
 from apps.demo_scenes import SHAPE_CLASSES, generate_scene, write_demo_images
 from apps.review_desk import ReviewDesk
 from assets.inference import predictions
 from assets.ingestion import inputs
 from assets.triage import annotations
 from assets.versions import dataset_versions
-from resources.exports import export_version
+from services.datasets import create_named_version, import_labels
+from services.exports import export_version
 from store.history import CURRENT
 from store.versions import FrozenVersion
 

@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 from helpers import autoannotate, query, suggestions_dataset, write_task_file, yolo_dataset
 
-from apps.dataset_io import import_labels
 from apps.model_registry import list_models, promote_model, rollback_model
 from assets.model_loop import detector_models
 from assets.versions import dataset_versions
@@ -19,6 +18,7 @@ from core.task_config import PromoteWhen, load_task
 from engines.base import file_sha256
 from resources.tasks import LabelingTasks
 from resources.training import DetectorTraining
+from services.datasets import import_labels
 
 
 def test_the_promotion_rule_needs_the_gain_and_says_why() -> None:

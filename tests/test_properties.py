@@ -145,7 +145,7 @@ def empty_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(st.lists(NUMBERS.map(str), min_size=1, max_size=6).map(" ".join), min_size=1, max_size=3))
 def test_a_refused_import_writes_no_row(empty_home: dict, lines: list[str]) -> None:
-    from apps.dataset_io import import_labels
+    from services.datasets import import_labels
 
     folder = dataset_folder()
     try:

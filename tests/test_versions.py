@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from helpers import ap_against_itself, exported_input_ids, query, table_count, yolo_dataset
 
-from apps.dataset_io import import_labels
 from apps.demo_scenes import SHAPE_CLASSES, generate_scene
 from assets.versions import dataset_versions
 from core.formats import LabelFormatError
-from resources.exports import export_version
+from services.datasets import import_labels
+from services.exports import export_version
 
 SHA = "ab" * 32
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"

@@ -14,7 +14,7 @@ from core.settings import Settings
 
 
 def command_import(args: argparse.Namespace, settings: Settings) -> None:
-    from apps.dataset_io import import_labels
+    from services.datasets import import_labels
 
     resources, task = configured_task(settings, args.task)
     path = Path(args.path)
@@ -60,8 +60,8 @@ def command_version_create(args: argparse.Namespace, settings: Settings) -> None
 
     columns = ["version", "annotations", "inputs", "negatives", "manifest_sha256", "changed"]
     if args.name:
-        from apps.dataset_io import create_named_version
         from resources import build_resources
+        from services.datasets import create_named_version
 
         resources = build_resources(settings)
         versions = create_named_version(resources["store"], resources["versions"], args.name, args.task)
@@ -99,7 +99,7 @@ def command_version_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def command_export(args: argparse.Namespace, settings: Settings) -> None:
     from resources import build_resources
-    from resources.exports import default_negatives, export_version
+    from services.exports import default_negatives, export_version
 
     resources = build_resources(settings)
     negatives, why = args.negatives, "as --negatives says"

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -61,7 +62,8 @@ def checked_box(path: Path, line: int | None, x1: float, y1: float, x2: float, y
                                 "border (coordinates are relative to the image); refused, not clipped")
     if not (x1 < x2 and y1 < y2):
         raise fail(path, line, f"empty box ({x1:g}, {y1:g}, {x2:g}, {y2:g}): x1 < x2 and y1 < y2 is needed")
-    clipped = tuple(min(1.0, max(0.0, v)) for v in (x1, y1, x2, y2))
+    clipped: tuple[float, float, float, float] = (min(1.0, max(0.0, x1)), min(1.0, max(0.0, y1)),
+                                                  min(1.0, max(0.0, x2)), min(1.0, max(0.0, y2)))
     if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
         raise fail(path, line, f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies entirely outside the image")
     moved = min(x1, y1) < -EPSILON or max(x2, y2) > 1 + EPSILON
@@ -83,7 +85,7 @@ def walked_images(root: Path, folder: Path) -> list[Path]:
     return [inside_dataset(root, p, p, None) for p in found]
 
 
-def positive_size(named_in: Path, line: int | None, width: object, height: object, what: str
+def positive_size(named_in: Path, line: int | None, width: Any, height: Any, what: str
                    ) -> tuple[float, float]:
     """An image size a label file declares: two finite numbers above 0 (a width of 0 would divide by zero)."""
     try:
@@ -104,7 +106,7 @@ def existing_file(candidates: list[Path], named_in: Path, line: int | None, what
 
 def has_polygon(box: object) -> bool:
     polygon = getattr(box, "polygon", None)
-    return hasattr(polygon, "__len__") and len(polygon) >= 6
+    return polygon is not None and hasattr(polygon, "__len__") and len(polygon) >= 6
 
 
 def concepts_per_image(concepts: pd.DataFrame) -> pd.Series:

@@ -3,7 +3,9 @@ one image-level concept per image."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -40,8 +42,9 @@ def read_concept_folders(root: Path) -> list[LabelBox]:
     return labels
 
 
-def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path, names: list[str],
-                   ratios: tuple[float, float], longest_side: int = 0, link: str = "hardlink") -> dict:
+def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image: Callable[[str], Path], out: Path,
+                   names: list[str],
+                   ratios: tuple[float, float], longest_side: int = 0, link: str = "hardlink") -> dict[str, Any]:
     """An Ultralytics classification dataset: {train,val,test}/<concept>/<image>, one folder per concept in every
     split.
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -29,7 +31,7 @@ from core.manifests import SPLITS, split_of
 
 
 def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: list[str],
-               image_concepts: pd.DataFrame | None = None, ratios: tuple[float, float] | None = None) -> dict:
+               image_concepts: pd.DataFrame | None = None, ratios: tuple[float, float] | None = None) -> dict[str, Any]:
     """A COCO detection JSON (`inputs`: input_id, width, height, file_name); bbox is [x, y, w, h] in pixels of the
     oriented image. Image-level concepts
     (`image_concepts`: input_id, concept) are listed on each image as `concepts`, an attribute pycocotools and
@@ -58,10 +60,10 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
         annotations.append({"id": number, "image_id": image_ids[box.input_id], "category_id": category[box.concept],
                             "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
                             "area": round(w * h, 2), "iscrowd": 0, "segmentation": segmentation})
-    document = {"info": {"description": "autoannotate dataset version"}, "images": images,
+    document: dict[str, Any] = {"info": {"description": "autoannotate dataset version"}, "images": images,
                 "annotations": annotations, "categories": categories}
     if has_concepts:
-        document["image_concepts"] = sorted(set(image_concepts["concept"]))
+        document["image_concepts"] = sorted(set(image_concepts["concept"]))  # type: ignore[index]
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(document, indent=1))
     counts = {"images": len(images), "annotations": len(annotations),
@@ -128,14 +130,19 @@ def _is_id(value: object) -> bool:
     return isinstance(value, int | str) and not isinstance(value, bool)
 
 
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
 def _check_coco_shape(path: Path, document: object) -> None:
     """The parts of a COCO document the reader relies on: lists of objects, ids that are numbers or texts, file and
     category names that are texts; the first thing out of shape is one sentence."""
     if not isinstance(document, dict):
         raise fail(path, None, "is not a COCO document (a JSON object with images, annotations, categories)")
-    for key, fields in (("images", {"id": _is_id, "file_name": lambda v: isinstance(v, str) and v}),
-                        ("categories", {"id": _is_id, "name": lambda v: isinstance(v, str) and v}),
-                        ("annotations", {})):
+    shapes: tuple[tuple[str, dict[str, Callable[[object], bool]]], ...] = (
+        ("images", {"id": _is_id, "file_name": _is_name}), ("categories", {"id": _is_id, "name": _is_name}),
+        ("annotations", {}))
+    for key, fields in shapes:
         items = document.get(key, [])
         if not isinstance(items, list):
             raise fail(path, None, f"{key!r} must be a list")

@@ -5,8 +5,10 @@ labels/)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -28,7 +30,7 @@ from core.formats.images import place_image
 from core.manifests import SPLITS, split_of
 
 
-def yolo_data(root: Path) -> tuple[list[str], Path, list[str | list]]:
+def yolo_data(root: Path) -> tuple[list[str], Path, list[str | list[Any]]]:
     """Class names, dataset folder and image sources of a YOLO dataset's data.yaml (Ultralytics' layout: `path`
     relative to the file's folder, `train`/`val`/`test` each a folder, a text file listing images, or a list)."""
     data = root / "data.yaml"
@@ -47,7 +49,7 @@ def yolo_data(root: Path) -> tuple[list[str], Path, list[str | list]]:
     return names, folder, splits or ["images"]
 
 
-def yolo_images(data: Path, folder: Path, splits: list) -> list[Path]:
+def yolo_images(data: Path, folder: Path, splits: list[Any]) -> list[Path]:
     """Every image the splits name, each once, in a stable order."""
     found: dict[Path, None] = {}
     for source in (item for split in splits for item in (split if isinstance(split, list) else [split])):
@@ -131,7 +133,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def yolo_label_line(class_id: int, box: object, segments: bool) -> str:
+def yolo_label_line(class_id: int, box: Any, segments: bool) -> str:
     """One Ultralytics label line: `class cx cy w h`, or for a segmentation dataset `class x0 y0 x1 y1 ...` (the
     polygon; a box without one becomes its four corners, since Ultralytics drops every polygon of a dataset
     whose labels mix boxes and polygons)."""
@@ -142,9 +144,10 @@ def yolo_label_line(class_id: int, box: object, segments: bool) -> str:
     return f"{class_id} " + " ".join(f"{v:.6f}" for v in points)
 
 
-def write_yolo(rows: pd.DataFrame, inputs: pd.DataFrame, stored_image, out: Path, names: list[str],
+def write_yolo(rows: pd.DataFrame, inputs: pd.DataFrame, stored_image: Callable[[str], Path], out: Path,
+               names: list[str],
                ratios: tuple[float, float], segments: bool = False, longest_side: int = 0,
-               link: str = "hardlink") -> dict:
+               link: str = "hardlink") -> dict[str, Any]:
     """An Ultralytics detection (or, with `segments`, segmentation) dataset: images/{train,val,test},
     labels/{train,val,test}, data.yaml.
 

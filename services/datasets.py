@@ -17,17 +17,14 @@ from core.geometry import Box
 from core.image_checks import Rejection, inspect_image_file
 from core.quality import DEFAULT_IOU, greedy_pairs
 from core.task_config import LabelingTask
-from resources.image_store import ImageStore
-from resources.inbox import Inbox
-from resources.store import DuckDBStore
-from resources.versions import VersionStore
+from services.ports import BatchPins, StoredImages, UnitsOfWork, VersionFiles
 from store import Session
 from store.versions import FrozenVersion
 
 
-def import_labels(store: DuckDBStore, images: ImageStore, fmt: str, path: Path, task: str, user: str,
+def import_labels(store: UnitsOfWork, images: StoredImages, fmt: str, path: Path, task: str, user: str,
                   max_pixels: int, concepts: list[str], suggestions_for: LabelingTask | None = None,
-                  match_iou: float = DEFAULT_IOU, inbox: Inbox | None = None, trust_sizes: bool = False) -> dict:
+                  match_iou: float = DEFAULT_IOU, inbox: BatchPins | None = None, trust_sizes: bool = False) -> dict:
     """Every label becomes a SUCCESS annotation (source `import`, annotator `user`) of `task`; with
     `suggestions_for` (the task's definition), an AWAITING_REVIEW one instead, with the label's confidence when
     the file has one, in the task's reviewers' queues.
@@ -218,7 +215,7 @@ def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str,
 VERSION_NAME = re.compile(r"^[A-Za-z][\w.-]*$")
 
 
-def create_named_version(store: DuckDBStore, versions: VersionStore, name: str, tasks: list[str] | None,
+def create_named_version(store: UnitsOfWork, versions: VersionFiles, name: str, tasks: list[str] | None,
                          now: datetime | None = None) -> dict:
     """Freeze the current accepted annotations of each task (every task with annotations when `tasks` is None)
     as the version TASK@NAME: its manifest is written once, and the version is never rebuilt or changed."""

@@ -17,9 +17,7 @@ from core.formats import LINK_MODES, ExportRequest, export_file_name, label_form
 from core.manifests import NEGATIVE_CHOICES, NEGATIVE_MAKERS, check_split_ratios
 from core.quality import wilson_interval
 from core.task_config import LabelingTask
-from resources.image_store import ImageStore
-from resources.store import DuckDBStore
-from resources.versions import VersionStore
+from services.ports import StoredImages, UnitsOfWork, VersionFiles
 from store import Session
 
 
@@ -36,7 +34,7 @@ def missing_version_sentence(version_key: str, stored: list[str]) -> str:
 EXPORT_RECORD = "autoannotate_export.json"
 
 
-def default_negatives(store: DuckDBStore, task: LabelingTask | None) -> tuple[str, str]:
+def default_negatives(store: UnitsOfWork, task: LabelingTask | None) -> tuple[str, str]:
     """Which negatives an export takes when the user does not say (`NEGATIVE_CHOICES`), and why: people's only,
     unless the task states `model_negatives_below_miss_rate` and the spot checks of its discarded band measure a
     miss rate whose 95 % upper bound lies below it (the model's silence is then evidence too)."""
@@ -82,7 +80,7 @@ def replaced_whole(out: Path) -> Iterator[Path]:
         shutil.rmtree(earlier, ignore_errors=True)
 
 
-def export_version(store: DuckDBStore, images: ImageStore, versions: VersionStore, version_key: str, fmt: str,
+def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFiles, version_key: str, fmt: str,
                    out: Path, negatives: str = "people", longest_side: int = 0,
                    model_classes: tuple[list[str], dict[str, str]] | None = None, overwrite: bool = False,
                    link: str = "hardlink") -> dict:
