@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import dagster as dg
 
+from assets import metadata_keys
 from assets.concepts import concept_annotations, concept_classifier, concept_predictions
 from assets.partitions import batch_partitions
 from core.settings import Settings
@@ -183,8 +184,8 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         result = run_batch(definitions, instance, batch, settings.slot_wait_s, say)
         summary = {**batch_summary(store, batch, len(files)), "resumed": resumed, "rerouted": stale,
                    "still_written": nothing["still_written"]}
-        bands = result.asset_materializations_for_node("annotations")[0].metadata["bands_per_task_and_concept"].value
-        models = result.asset_materializations_for_node("predictions")[0].metadata["models"].value
+        bands = result.asset_materializations_for_node("annotations")[0].metadata[metadata_keys.BANDS].value
+        models = result.asset_materializations_for_node("predictions")[0].metadata[metadata_keys.INFERENCE].value
         summary["inference"] = {name: {"runtime": m["runtime"], "images_per_second": m["images_per_second"]}
                                 for name, m in models.items()}
         summary["tasks"] = {name: {"bands": per_concept,
@@ -202,7 +203,7 @@ def train_detectors(settings: Settings, day: str) -> dict:
         partition_key=day, instance=instance_of(settings), raise_on_error=False, run_config=PROGRESS_LOGS)
     if not result.success:
         raise RuntimeError(f"Training the detectors on the versions of {day} failed: {first_failure(result)}")
-    return result.asset_materializations_for_node("detector_models")[0].metadata["tasks"].value
+    return result.asset_materializations_for_node("detector_models")[0].metadata[metadata_keys.TRAINING].value
 
 
 def create_versions(settings: Settings, day: str, definitions: dg.Definitions | None = None) -> dict:
@@ -213,4 +214,4 @@ def create_versions(settings: Settings, day: str, definitions: dg.Definitions | 
         run_config=PROGRESS_LOGS)
     if not result.success:
         raise RuntimeError(f"Building the versions of {day} failed: {first_failure(result)}")
-    return result.asset_materializations_for_node("dataset_versions")[0].metadata["versions"].value
+    return result.asset_materializations_for_node("dataset_versions")[0].metadata[metadata_keys.VERSIONS].value

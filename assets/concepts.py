@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets import metadata_keys
 from assets.checks import table_metadata
 from assets.partitions import batch_partitions
 from assets.triage import annotations, log_hand_over, task_totals
@@ -58,7 +59,7 @@ def concept_classifier(context: dg.AssetExecutionContext, store: DuckDBStore, im
             "model_id": trained.model_id, "labelled_images": trained.labelled_images,
             "labels": trained.classifier.labels, "training_accuracy": trained.training_accuracy,
             "seconds": round(time.perf_counter() - started, 2)}
-    return dg.MaterializeResult(metadata={"classifiers": learned})
+    return dg.MaterializeResult(metadata={metadata_keys.CLASSIFIERS: learned})
 
 
 def trained_classifiers(instance: dg.DagsterInstance, batch: str) -> dict[str, dict]:
@@ -68,7 +69,7 @@ def trained_classifiers(instance: dg.DagsterInstance, batch: str) -> dict[str, d
         dg.AssetRecordsFilter(asset_key=concept_classifier.key, asset_partitions=[batch]), limit=1).records
     if not records:
         return {}
-    return records[0].asset_materialization.metadata["classifiers"].value
+    return records[0].asset_materialization.metadata[metadata_keys.CLASSIFIERS].value
 
 
 @dg.asset(
@@ -126,5 +127,5 @@ def concept_annotations(context: dg.AssetExecutionContext, store: DuckDBStore,
     return dg.MaterializeResult(metadata={
         **metadata,
         "dagster/row_count": sum(t["appended_events"] for t in per_task.values()),
-        "bands_per_task_and_concept": {name: t["bands"] for name, t in per_task.items()},
+        metadata_keys.BANDS: {name: t["bands"] for name, t in per_task.items()},
     })

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets import metadata_keys
 from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.ingestion import inputs
 from assets.partitions import batch_partitions
@@ -59,8 +60,8 @@ def predictions(context: dg.AssetExecutionContext, store: DuckDBStore, images: I
         "dagster/column_schema": column_schema("predictions"),  # the Columns tab reads the latest event
         "dagster/row_count": total_rows,
         "images": len(input_ids),
-        "models": per_model,
-        "model_ids": dg.MetadataValue.json(sorted({m.model_id for _, m in models})),
+        metadata_keys.INFERENCE: per_model,
+        metadata_keys.MODEL_IDS: dg.MetadataValue.json(sorted({m.model_id for _, m in models})),
     })
 
 

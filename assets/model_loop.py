@@ -6,6 +6,7 @@ A promoted detector is the one the next batches (and the catch-up of earlier one
 
 import dagster as dg
 
+from assets import metadata_keys
 from assets.partitions import daily_partitions
 from assets.versions import dataset_versions
 from core.plots import learning_curves, markdown_image, model_comparison
@@ -39,7 +40,7 @@ def detector_models(context: dg.AssetExecutionContext, store: DuckDBStore, image
     for name, outcome in outcomes.items():
         if not outcome["trained"]:
             context.log.info(f"{name}: not trained: {outcome['why']}")
-    metadata: dict = {"tasks": dg.MetadataValue.json(outcomes)}
+    metadata: dict = {metadata_keys.TRAINING: dg.MetadataValue.json(outcomes)}
     compared = {name: o for name, o in outcomes.items() if o["trained"]}
     if compared:
         metadata["candidates against current models"] = dg.MarkdownMetadataValue(

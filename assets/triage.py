@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets import metadata_keys
 from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.inference import predictions
 from assets.partitions import batch_partitions
@@ -63,10 +64,10 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
         "dagster/column_schema": column_schema("annotations"),  # the Columns tab reads the latest event
         **totals,
         "dagster/row_count": sum(t["appended_events"] for t in per_task.values()),
-        "bands_per_task_and_concept": {name: t["bands"] for name, t in per_task.items()},
+        metadata_keys.BANDS: {name: t["bands"] for name, t in per_task.items()},
         "review_queues": queues,
         "unmapped_predictions": sum(t["unmapped_predictions"] for t in per_task.values()),
-        "routing_rules": dg.MetadataValue.json({task.name: task.rules_hash for task in tasks.load()}),
+        metadata_keys.ROUTING_RULES: dg.MetadataValue.json({task.name: task.rules_hash for task in tasks.load()}),
         **pictures,
     })
 

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
+from assets import metadata_keys
 from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.partitions import daily_partitions
 from assets.triage import annotations
@@ -59,8 +60,8 @@ def dataset_versions(context: dg.AssetExecutionContext, store: DuckDBStore,
         context.add_asset_metadata(partition_key=day, metadata={
             "dagster/row_count": len(built),
             "annotations": sum(v["annotations"] for v in built),
-            "versions": {v["version"]: {k: v[k] for k in ("manifest_sha256", "annotations", "inputs", "negatives",
-                                                          "per_concept", "changed")} for v in built},
+            metadata_keys.VERSIONS: {v["version"]: {k: v[k] for k in (
+                "manifest_sha256", "annotations", "inputs", "negatives", "per_concept", "changed")} for v in built},
         })
     return dg.MaterializeResult(metadata={"days": len(context.partition_keys),
                                           "dagster/column_schema": column_schema("dataset_versions")})

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from assets import metadata_keys
 from assets.partitions import batch_partitions
 from core.settings import Settings
 from pipelines.jobs import ANNOTATE_BATCH, build_dataset_versions_job, maintain_store_job, measure_label_quality_job
@@ -30,7 +31,8 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str, limit: i
 
 def latest_model_ids(instance: dg.DagsterInstance) -> dict[str, set[str]]:
     """Per batch, the model ids of its latest `predictions` materialization."""
-    return {batch: set(ids or ()) for batch, ids in latest_metadata(instance, "predictions", "model_ids").items()}
+    latest = latest_metadata(instance, "predictions", metadata_keys.MODEL_IDS)
+    return {batch: set(ids or ()) for batch, ids in latest.items()}
 
 
 def batches_to_reroute(latest_rules: dict[str, object], wanted: dict[str, str], skip: set[str]) -> list[str]:
@@ -59,7 +61,7 @@ def catch_up_requests(context: dg.ScheduleEvaluationContext, tasks: LabelingTask
         context.instance.get_materialized_partitions(dg.AssetKey("annotations")),
         latest_model_ids(context.instance), wanted)
     rules = {task.name: task.rules_hash for task in tasks.load()}
-    reroute = batches_to_reroute(latest_metadata(context.instance, "annotations", "routing_rules"), rules,
+    reroute = batches_to_reroute(latest_metadata(context.instance, "annotations", metadata_keys.ROUTING_RULES), rules,
                                  set(batches))
     if not batches and not reroute:
         return dg.SkipReason("Every batch is annotated with the models and routing rules its tasks use.")
