@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.task_config import LabelingTask, load_task
-from engines.base import file_sha256
+from engines.base import model_ref
 from resources.store import DuckDBStore
 from resources.tasks import LabelingTasks
 
@@ -29,7 +29,7 @@ def list_models(store: DuckDBStore, tasks: LabelingTasks, task_name: str | None 
     and `current`."""
     listed = []
     for task in detecting_tasks(tasks, task_name):
-        current = file_sha256(task.weights_path())
+        current = model_ref(task.weights_path()).model_id
         trained = store.read(lambda s, t=task: s.models.trained(t.name))
         rows = trained.to_dict("records")
         if current not in set(trained["model_id"]):
@@ -70,7 +70,7 @@ def promote_model(store: DuckDBStore, tasks: LabelingTasks, model_id: str, user:
         raise ValueError(f"No detector trained for task {task.name!r} has the id {model_id!r} (give at least 8 of "
                          "its hex digits; `autoannotate model list` shows them).")
     chosen = match.iloc[0]
-    if chosen["model_id"] == file_sha256(task.weights_path()):
+    if chosen["model_id"] == model_ref(task.weights_path()).model_id:
         raise ValueError(f"Model {chosen['model_id'][:12]} is already task {task.name!r}'s detector.")
     tasks.change_model(store, task, chosen["model_id"], Path(chosen["path"]), "promote", user,
                        f"promoted by {user}")
@@ -81,7 +81,7 @@ def rollback_model(store: DuckDBStore, tasks: LabelingTasks, user: str, task_nam
     """Back to the detector the current one replaced when it was promoted."""
     task = detecting_tasks(tasks, task_name)[0]
     history = store.read(lambda s: s.models.promotions(task.name))
-    current = file_sha256(task.weights_path())
+    current = model_ref(task.weights_path()).model_id
     made_current = history[(history["action"] == "promote") & (history["model_id"] == current)]
     if made_current.empty:
         raise ValueError(f"Task {task.name!r} uses a detector no promotion chose ({current[:12]}): there is "
@@ -95,7 +95,7 @@ def rollback_model(store: DuckDBStore, tasks: LabelingTasks, user: str, task_nam
 def _weights_of(store: DuckDBStore, task: LabelingTask, model_id: str) -> Path:
     """Where the weights with this id are: a registered model's path, or the task file's own weights."""
     own = load_task(task.source_file).weights_path()
-    if own is not None and file_sha256(own) == model_id:
+    if own is not None and model_ref(own).model_id == model_id:
         return own
     stored = store.read(lambda s: s.predictions.model_path(model_id))
     if stored is None or not Path(stored).is_file():

@@ -19,7 +19,7 @@ from core.annotations import Kind
 from core.plots import confidence_histograms, markdown_image
 from core.routing import route_predictions
 from core.task_config import LabelingTask
-from engines.base import file_sha256
+from engines.base import model_ref
 from resources.concepts import ConceptModels
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, RetryingStore, write_or_retry
@@ -111,7 +111,7 @@ def concept_annotations(context: dg.AssetExecutionContext, store: DuckDBStore,
     now = datetime.now(UTC).replace(tzinfo=None)
     per_task, metadata = {}, {}
     for task in classifier_tasks(tasks):
-        weights_id = file_sha256(task.classifier_path()) if task.classifier.kind == "classify" else None
+        weights_id = model_ref(task.classifier_path()).model_id if task.classifier.kind == "classify" else None
         model_id = store.read(lambda s, task=task, w=weights_id: s.concepts.batch_classifier(task.name, batch, w))
         if model_id is None:
             per_task[task.name] = {"appended_events": 0, "bands": {}, "why": "no classifier scored this batch"}

@@ -20,7 +20,7 @@ from core.image_checks import load_oriented_rgb
 from core.plots import annotated_grid, confidence_histograms, markdown_image
 from core.routing import route_predictions
 from core.task_config import LabelingTask
-from engines.base import file_sha256
+from engines.base import model_ref
 from resources.detector import Detector
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, write_or_retry
@@ -53,7 +53,7 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
     now = datetime.now(UTC).replace(tzinfo=None)
     per_task, queues, pictures, totals = {}, {}, {}, {}
     for task in [t for t in tasks.load() if t.detects]:
-        model_id = file_sha256(detector_for(task, detector).weights_path())
+        model_id = model_ref(detector_for(task, detector).weights_path()).model_id
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now))
         log_hand_over(context.log.info, task.name, per_task[task.name]["handed_over"])

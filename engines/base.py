@@ -162,6 +162,28 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """Weights on disk and the model's identity: the sha256 of the file."""
+
+    path: Path
+    model_id: str
+
+
+_refs: dict[tuple[Path, int, int, int], ModelRef] = {}
+
+
+def model_ref(path: Path) -> ModelRef:
+    """The weights at `path` and their id, hashed once per process while the file stays the same (same inode,
+    size and modification time); a rewritten file is hashed again."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    key = (resolved, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _refs:
+        _refs[key] = ModelRef(resolved, file_sha256(resolved))
+    return _refs[key]
+
+
 def check_task(path: Path, task_type: str) -> None:
     if task_type not in ("detect", "segment"):
         raise DetectorError(f"Detector weights {path} are a {task_type!r} model; autoannotate needs a detect or "

@@ -18,7 +18,7 @@ import numpy as np
 
 from core.concepts import ConceptClassifier
 from core.offline import make_ultralytics_offline
-from engines.base import DetectorError, file_sha256, letterbox, trained_imgsz
+from engines.base import DetectorError, letterbox, model_ref, trained_imgsz
 
 
 @dataclass
@@ -93,7 +93,7 @@ class ConceptModels(dg.ConfigurableResource):
         `imgsz` (0: the size the weights were trained at). An embedding at another size is another embedding, so
         its id is derived from the weights' sha256 and the size."""
         path = _existing(path, "Backbone weights")
-        weights_id = file_sha256(path)
+        weights_id = model_ref(path).model_id
         with _lock:
             if ("backbone", weights_id) not in _cache:
                 import torch
@@ -117,7 +117,7 @@ class ConceptModels(dg.ConfigurableResource):
     def classification_model(self, path: Path) -> tuple[str, Any]:
         """(model id, Ultralytics model) of `-cls` weights; other weights are refused with a sentence naming them."""
         path = _existing(path, "Classifier weights")
-        model_id = file_sha256(path)
+        model_id = model_ref(path).model_id
         with _lock:
             if ("classify", model_id) not in _cache:
                 model = _yolo(path)

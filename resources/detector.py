@@ -22,7 +22,15 @@ from core.faults import pause_point
 from core.image_checks import load_oriented_bgr
 from core.settings import DEFAULT_CONF_FLOOR
 from engines import runtime_named
-from engines.base import Detection, DetectorError, Letterboxed, LoadedModel, LoadOptions, file_sha256, load_checkpoint
+from engines.base import (
+    Detection,
+    DetectorError,
+    Letterboxed,
+    LoadedModel,
+    LoadOptions,
+    load_checkpoint,
+    model_ref,
+)
 from resources.image_store import ImageStore
 from store.predictions import prediction_rows
 from store.tables import PREDICTIONS
@@ -61,7 +69,7 @@ class Detector(dg.ConfigurableResource):
         """The weights' id and class names in id order, read from the checkpoint alone: nothing is exported or
         warmed up (a model already loaded in this process answers from its cache)."""
         path = self.weights_path()
-        model_id = file_sha256(path)
+        model_id = model_ref(path).model_id
         loaded = next((model for key, model in _cache.items() if key[0] == model_id), None)
         if loaded is not None:
             return model_id, loaded.class_names
@@ -77,7 +85,7 @@ class Detector(dg.ConfigurableResource):
     def load(self) -> LoadedModel:
         """Load (once per process and configuration) and check the weights before any image is read."""
         path = self.weights_path()
-        model_id = file_sha256(path)
+        model_id = model_ref(path).model_id
         runtime = runtime_named(self.chosen_runtime())
         key = (model_id, self.imgsz, self.device, runtime.name, self.threads)
         with _cache_lock:

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from core.task_config import LabelingTask, ModelChoice, TaskConfigError, check_class_map, load_task
-from engines.base import LoadedModel, file_sha256
+from engines.base import LoadedModel, model_ref
 from resources.detector import Detector
 from resources.store import DuckDBStore
 from store import Session
@@ -33,7 +33,7 @@ class LabelingTasks(dg.ConfigurableResource):
         """Make `weights` (id `model_id`) the task's detector: a row in `model_promotions` (with the model it
         replaces), then the file `load` reads. Back to the task file's own weights, the task's entry goes."""
         now = datetime.now(UTC).replace(tzinfo=None)
-        previous = file_sha256(task.weights_path())
+        previous = model_ref(task.weights_path()).model_id
 
         def record(s: Session) -> None:
             s.models.record_promotion(task.name, model_id, previous, action, decided_by, reason, now)
@@ -93,7 +93,7 @@ def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector
 def models_by_task(tasks: list[LabelingTask], default: Detector) -> dict[str, str]:
     """Task name -> the model id (weights hash) it detects with, for the tasks that annotate objects."""
     paths = {task.name: detector_for(task, default).weights_path() for task in tasks if task.detects}
-    hashes = {path: file_sha256(path) for path in set(paths.values())}
+    hashes = {path: model_ref(path).model_id for path in set(paths.values())}
     return {name: hashes[path] for name, path in paths.items()}
 
 

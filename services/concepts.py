@@ -16,7 +16,7 @@ from core.annotations import WHOLE_IMAGE
 from core.concepts import ConceptClassifier, concept_accuracy, label_targets, labels_key, train_concept_classifier
 from core.image_checks import load_oriented_bgr
 from core.task_config import LabelingTask
-from engines.base import Detection, file_sha256
+from engines.base import Detection, model_ref
 from services.ports import StoredImages, UnitsOfWork
 from store.predictions import prediction_rows
 from store.tables import PREDICTIONS
@@ -149,7 +149,7 @@ def context_labels(store: UnitsOfWork, task: LabelingTask) -> tuple[pd.DataFrame
     """The labels the task's context-based classifier learns from, and their key (`core.concepts.labels_key`,
     with the backbone's weights and size)."""
     labels = store.read(lambda s: s.concepts.labels(task.name, task.image_concepts))
-    return labels, labels_key(labels, f"{file_sha256(task.classifier_path())}|imgsz={task.classifier.imgsz}")
+    return labels, labels_key(labels, f"{model_ref(task.classifier_path()).model_id}|imgsz={task.classifier.imgsz}")
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def concept_scorers(store: UnitsOfWork, tasks: list[LabelingTask]) -> dict[str, 
         if task.classifier is None:
             continue
         if task.classifier.kind == "classify":
-            weights = file_sha256(task.classifier_path())
+            weights = model_ref(task.classifier_path()).model_id
             scorers[task.name] = ConceptScorer(weights, frozenset({weights}))
             continue
         _, key = context_labels(store, task)

@@ -21,7 +21,7 @@ from core.model_loop import (
     training_classes,
 )
 from core.task_config import LabelingTask
-from engines.base import LoadedModel, file_sha256
+from engines.base import LoadedModel, model_ref
 from services.exports import default_negatives, export_version
 from services.ports import StoredImages, UnitsOfWork, VersionFiles
 
@@ -116,7 +116,7 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
 
         figures = {which: measured(weights) for which, weights in (("candidate", trained), ("current", parent))}
         class_names = training.class_names(trained)
-    model_id, parent_id = file_sha256(trained), parent_model.model_id
+    model_id, parent_id = model_ref(trained).model_id, parent_model.model_id
     now = datetime.now(UTC).replace(tzinfo=None)
     settings = {"epochs": training.epochs, "imgsz": training.imgsz, "batch": training.batch,
                 "device": training.device, "from": training.architecture or "parent weights",

@@ -43,3 +43,23 @@ def test_the_detector_runs_any_registered_runtime_and_names_them_for_an_unknown_
     assert str(refused.value) == ("runtime 'openvino' is not one autoannotate has: auto, torch, onnx (set "
                                   "AUTOANNOTATE_RUNTIME or the detector's `runtime`).")
     assert runtime_named("torch") is RUNTIMES["torch"]
+
+
+def test_a_model_is_hashed_once_while_its_file_stays_and_again_once_rewritten(tmp_path) -> None:
+    """`model_ref` is a model's identity (the sha256 of its weights), resolved once per process per file."""
+    import hashlib
+    import os
+    import shutil
+
+    from core.settings import DEMO_WEIGHTS
+    from engines.base import model_ref
+
+    weights = tmp_path / "best.pt"
+    shutil.copyfile(DEMO_WEIGHTS, weights)
+    first = model_ref(weights)
+    assert first.model_id == hashlib.sha256(DEMO_WEIGHTS.read_bytes()).hexdigest()
+    assert model_ref(tmp_path / "." / "best.pt") is first  # the same file, by any spelling: not hashed again
+    replacement = tmp_path / "other.pt"
+    replacement.write_bytes(b"other weights")
+    os.replace(replacement, weights)  # trained weights put in place of the old ones
+    assert model_ref(weights).model_id == hashlib.sha256(b"other weights").hexdigest()
