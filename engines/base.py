@@ -184,7 +184,7 @@ def model_ref(path: Path) -> ModelRef:
     return _refs[key]
 
 
-def check_task(path: Path, task_type: str) -> None:
+def check_task(path: Path, task_type: str | None) -> None:
     if task_type not in ("detect", "segment"):
         raise DetectorError(f"Detector weights {path} are a {task_type!r} model; autoannotate needs a detect or "
                             "segment model.")
@@ -203,5 +203,5 @@ def load_checkpoint(path: Path, copy: Path | None = None) -> Any:
         raise DetectorError(
             f"Detector weights {path} are not a YOLO checkpoint ({type(error).__name__}: {detail})."
         ) from None
-    check_task(path, str(checkpoint.task))
+    check_task(path, checkpoint.task)
     return checkpoint

@@ -27,9 +27,10 @@ def test_workspace_yaml_validates(tmp_path: Path) -> None:
 def test_definitions_hold_the_pipeline_assets() -> None:
     from pipelines.definitions import defs
 
-    keys = {key.to_user_string() for key in defs().resolve_all_asset_keys()}
+    definitions = defs()
+    keys = {key.to_user_string() for key in definitions.resolve_all_asset_keys()}
     assert {"inputs"} <= keys
-    assert defs().resolve_job_def("annotate_batch") is not None
+    assert definitions.resolve_job_def("annotate_batch") is not None
 
 
 def test_a_cli_run_reads_the_settings_once_and_builds_the_resources_once(

@@ -72,8 +72,8 @@ def configured_task(settings: Settings, name: str | None) -> tuple[dict, Labelin
 
 
 def deprecated_task_file(name: str | None) -> str | None:
-    """`name` when `--task` was given a task file (a path that exists or ends in .yaml): the spelling of earlier
-    releases, which still works with a line on stderr; otherwise None."""
+    """`name` when `--task` was given a task file (it ends in .yaml or .yml, or holds a `/`: a task name does
+    neither): the spelling of earlier releases, which still works with a line on stderr; otherwise None."""
     if name is None or not (name.endswith((".yaml", ".yml")) or "/" in name):
         return None
     print(f"autoannotate: --task {name} names a file: this spelling is deprecated and goes in the next release; "

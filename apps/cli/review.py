@@ -6,10 +6,15 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from apps.cli.common import UserError, emit, print_table, verb, verbs
 from core.annotations import Status
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from apps.review_desk import ReviewDesk
+    from core.task_config import LabelingTask
 
 DECISIONS = {"accept": ("accept", "accept an annotation"), "reject": ("reject", "reject an annotation"),
              "reopen": ("reopen", "send an accepted annotation back to review"),
@@ -28,13 +33,14 @@ def review_errors() -> Iterator[None]:
         raise UserError(str(error)) from None
 
 
-def desk_of(settings: Settings):
+def desk_of(settings: Settings) -> tuple[list[LabelingTask], ReviewDesk]:
+    """The configured tasks and the review desk over them."""
     from apps.review_desk import ReviewDesk
     from resources import build_resources
 
     resources = build_resources(settings)
     tasks = resources["tasks"].load()
-    return resources, tasks, ReviewDesk(resources["store"], tasks)
+    return tasks, ReviewDesk(resources["store"], tasks)
 
 
 def command_review_serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -51,7 +57,7 @@ def command_review_serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def command_review_invite(args: argparse.Namespace, settings: Settings) -> None:
-    _, _, desk = desk_of(settings)
+    _, desk = desk_of(settings)
     with review_errors():
         url = f"http://{args.host}:{args.port}/?token={desk.invite(args.reviewer)}"
     emit(args, {"reviewer": args.reviewer, "url": url}, lambda r: print(
@@ -62,7 +68,7 @@ def command_review_invite(args: argparse.Namespace, settings: Settings) -> None:
 def command_review_list(args: argparse.Namespace, settings: Settings) -> None:
     from core.review_rules import check_reviewer, task_named
 
-    _, tasks, desk = desk_of(settings)
+    tasks, desk = desk_of(settings)
     with review_errors():
         task = task_named(tasks, args.task)
         check_reviewer(task, args.reviewer, assignee=None)
@@ -73,7 +79,7 @@ def command_review_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def command_review_decide(args: argparse.Namespace, settings: Settings) -> None:
-    _, _, desk = desk_of(settings)
+    _, desk = desk_of(settings)
     with review_errors():
         result = desk.decide(args.annotation_id, DECISIONS[args.action][0], args.reviewer,
                              concept=getattr(args, "concept", None))

@@ -51,7 +51,7 @@ def fail(path: Path, line: int | None, message: str) -> LabelFormatError:
 
 
 def checked_box(path: Path, line: int | None, x1: float, y1: float, x2: float, y2: float
-                 ) -> tuple[float, float, float, float, str | None]:
+                ) -> tuple[float, float, float, float, str | None]:
     """The box clipped to the image, and where it was when clipping changed it. Published datasets often
     reach a pixel past the border; a box with nothing inside the image is refused, and so is one whose numbers
     are not finite (`inf`, `nan`, `1e308` overflowing): it would be clipped to the image edge, not refused."""
@@ -59,7 +59,7 @@ def checked_box(path: Path, line: int | None, x1: float, y1: float, x2: float, y
         raise fail(path, line, f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not made of finite numbers")
     if min(x1, y1) < -1 or max(x2, y2) > 2:
         raise fail(path, line, f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) reaches more than a whole image past the "
-                                "border (coordinates are relative to the image); refused, not clipped")
+                               "border (coordinates are relative to the image); refused, not clipped")
     if not (x1 < x2 and y1 < y2):
         raise fail(path, line, f"empty box ({x1:g}, {y1:g}, {x2:g}, {y2:g}): x1 < x2 and y1 < y2 is needed")
     clipped: tuple[float, float, float, float] = (min(1.0, max(0.0, x1)), min(1.0, max(0.0, y1)),
@@ -86,7 +86,7 @@ def walked_images(root: Path, folder: Path) -> list[Path]:
 
 
 def positive_size(named_in: Path, line: int | None, width: Any, height: Any, what: str
-                   ) -> tuple[float, float]:
+                  ) -> tuple[float, float]:
     """An image size a label file declares: two finite numbers above 0 (a width of 0 would divide by zero)."""
     try:
         size = float(width), float(height)

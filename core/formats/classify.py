@@ -24,13 +24,11 @@ from core.formats.images import place_image
 from core.image_checks import SUPPORTED_SUFFIXES
 from core.manifests import SPLITS, split_of
 
-CLASSIFY_SPLITS = ("train", "val", "test")
-
 
 def read_concept_folders(root: Path) -> list[LabelBox]:
     """A folder per concept holding its images (`root/<concept>/*.jpg`), or Ultralytics' classification layout
     with split folders (`root/train/<concept>/...`, `root/val/<concept>/...`)."""
-    splits = [root / s for s in CLASSIFY_SPLITS if (root / s).is_dir()]
+    splits = [root / s for s in SPLITS if (root / s).is_dir()]
     labels = []
     for parent in splits or [root]:
         for folder in sorted(p for p in parent.iterdir() if p.is_dir()):
@@ -38,7 +36,7 @@ def read_concept_folders(root: Path) -> list[LabelBox]:
                        sorted(folder.iterdir()) if image.suffix.lower() in SUPPORTED_SUFFIXES]
     if not labels:
         raise fail(root, None, "holds no images in concept folders (expected <concept>/<image>, or "
-                                "train/<concept>/<image> as Ultralytics' classification datasets have it)")
+                               "train/<concept>/<image> as Ultralytics' classification datasets have it)")
     return labels
 
 

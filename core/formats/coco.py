@@ -44,9 +44,9 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
     sizes = inputs.set_index("input_id")[["width", "height", "file_name"]]
     images = [{"id": image_ids[i], "file_name": sizes.loc[i, "file_name"],
                "width": int(sizes.loc[i, "width"]), "height": int(sizes.loc[i, "height"])} for i in image_ids]
-    has_concepts = image_concepts is not None and len(image_concepts) > 0
-    if has_concepts:
-        held = concepts_per_image(image_concepts)
+    concepts = image_concepts if image_concepts is not None and len(image_concepts) > 0 else None
+    if concepts is not None:
+        held = concepts_per_image(concepts)
         for image, input_id in zip(images, image_ids, strict=True):
             image["concepts"] = held.get(input_id, [])
     annotations = []
@@ -61,9 +61,9 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
                             "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
                             "area": round(w * h, 2), "iscrowd": 0, "segmentation": segmentation})
     document: dict[str, Any] = {"info": {"description": "autoannotate dataset version"}, "images": images,
-                "annotations": annotations, "categories": categories}
-    if has_concepts:
-        document["image_concepts"] = sorted(set(image_concepts["concept"]))  # type: ignore[index]
+                                "annotations": annotations, "categories": categories}
+    if concepts is not None:
+        document["image_concepts"] = sorted(set(concepts["concept"]))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(document, indent=1))
     counts = {"images": len(images), "annotations": len(annotations),
@@ -99,11 +99,11 @@ def read_coco(path: Path) -> list[LabelBox]:
         line = lines.get(str(annotation.get("id")), number)
         if annotation.get("category_id") not in categories:
             raise fail(path, line, f"annotation {annotation.get('id')}: unknown category_id "
-                                    f"{annotation.get('category_id')!r}")
+                                   f"{annotation.get('category_id')!r}")
         image = images.get(annotation.get("image_id"))
         if image is None:
             raise fail(path, line, f"annotation {annotation.get('id')}: unknown image_id "
-                                    f"{annotation.get('image_id')!r}")
+                                   f"{annotation.get('image_id')!r}")
         try:
             x, y, w, h = (float(v) for v in annotation["bbox"])
         except (KeyError, TypeError, ValueError):
@@ -111,9 +111,9 @@ def read_coco(path: Path) -> list[LabelBox]:
                 from None
         if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
             raise fail(path, line, f"annotation {annotation.get('id')}: bbox {annotation['bbox']} needs finite "
-                                    "numbers and a width and height above 0")
+                                   "numbers and a width and height above 0")
         width, height = positive_size(path, line, image.get("width"), image.get("height"),
-                                       f"image {image.get('id')!r}")
+                                      f"image {image.get('id')!r}")
         box = checked_box(path, line, x / width, y / height, (x + w) / width, (y + h) / height)
         score = annotation.get("score")  # a COCO results file's detections carry one
         if score is not None and not (isinstance(score, int | float) and 0 <= score <= 1):
@@ -152,13 +152,13 @@ def _check_coco_shape(path: Path, document: object) -> None:
             for field, valid in fields.items():
                 if not valid(item.get(field)):
                     raise fail(path, None, f"{key}[{index}].{field} {item.get(field)!r} is not "
-                                            + ("an id (a number or a text)" if valid is _is_id else "a name"))
+                                           + ("an id (a number or a text)" if valid is _is_id else "a name"))
         if key == "annotations":
             for index, item in enumerate(items):
                 for field in ("id", "image_id", "category_id"):
                     if item.get(field) is not None and not _is_id(item.get(field)):
                         raise fail(path, None, f"annotations[{index}].{field} {item.get(field)!r} is not an id "
-                                                "(a number or a text)")
+                                               "(a number or a text)")
 
 
 def _json_lines(text: str) -> dict[str, int]:

@@ -21,7 +21,7 @@ def concept_csv_rows(path: Path) -> list[tuple[Path, str]]:
                 continue
             if len(row) != 2 or not row[0].strip():
                 raise fail(path, line, f"expected two fields `file,concept` (the concept empty for an image with "
-                                        f"none), got {','.join(row)!r}")
+                                       f"none), got {','.join(row)!r}")
             image = inside_dataset(path.parent, path.parent / row[0].strip(), path, line)
             rows.append((existing_file([image], path, line, f"image {row[0].strip()!r}"), row[1].strip()))
     if not rows:

@@ -22,7 +22,7 @@ def read_voc(root: Path) -> list[LabelBox]:
                       if (root / name).is_dir() and any((root / name).glob("*.xml"))), [])
     if not xml_files:
         raise fail(root, None, "no Pascal VOC XML files found (looked in " +
-                    ", ".join(f"{root / name}" for name in VOC_LABEL_FOLDERS) + ")")
+                   ", ".join(f"{root / name}" for name in VOC_LABEL_FOLDERS) + ")")
     boxes = []
     for xml_file in xml_files:
         text = xml_file.read_text()
@@ -34,7 +34,7 @@ def read_voc(root: Path) -> list[LabelBox]:
             raise fail(xml_file, None, f"refused: the XML declares entities or a DTD ({type(error).__name__})") \
                 from None
         width, height = positive_size(xml_file, None, document.findtext("size/width"),
-                                       document.findtext("size/height"), "size")
+                                      document.findtext("size/height"), "size")
         image = _voc_image(root, xml_file, document.findtext("filename") or "")
         object_lines = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r"<object\b", text)]
         for number, obj in enumerate(document.findall("object")):

@@ -102,7 +102,7 @@ def read_yolo(root: Path) -> list[LabelBox]:
                 raise fail(label, number, f"{bad!r} is not a finite number")
             if not values[0].is_integer() or not 0 <= values[0] < len(names):
                 raise fail(label, number, f"class id {fields[0]} is not one of data.yaml's names "
-                                           f"(0 to {len(names) - 1})")
+                                          f"(0 to {len(names) - 1})")
             concept = names[int(values[0])]
             # Ultralytics' `save_conf` appends the confidence: 6 values for a box, an even count for a polygon.
             confidence = values.pop() if len(values) == 6 or (len(values) >= 8 and len(values) % 2 == 0) else None
@@ -121,7 +121,7 @@ def read_yolo(root: Path) -> list[LabelBox]:
                                       confidence=confidence))
             else:
                 raise fail(label, number, f"expected 'class cx cy w h [conf]' or a polygon, got {len(fields)} "
-                                           "values")
+                                          "values")
     return boxes
 
 
