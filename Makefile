@@ -21,7 +21,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy  # strict on core/, store/ and engines/ ([tool.mypy] in pyproject.toml)
+	$(BIN)/mypy  # strict on core/, store/, storage/ and engines/ ([tool.mypy] in pyproject.toml)
 
 # Test files run side by side, each whole on one worker (module fixtures are built once; the team tests share
 # one PostgreSQL server): many tests wait on subprocesses, daemons and restarts, so 3 workers fill 2 cores.

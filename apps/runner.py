@@ -21,10 +21,11 @@ from pipelines.definitions import build_definitions
 from pipelines.instance import persistent_instance
 from pipelines.recovery import release_abandoned_runs, wait_for_database_slot
 from resources.detector import Detector
-from resources.inbox import Inbox, file_signature, is_taken, list_inbox_files
+from resources.inbox import Inbox
 from resources.store import DuckDBStore
 from resources.tasks import detectors_for, models_by_task
 from services.concepts import concept_scorers
+from storage.inbox import file_signature, is_taken, list_inbox_files
 
 CONCEPT_ASSETS = [concept_classifier.key, concept_predictions.key, concept_annotations.key]
 # Our assets log progress at INFO (every 100 images); Dagster's own step events are DEBUG.

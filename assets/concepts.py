@@ -17,6 +17,7 @@ from assets.partitions import batch_partitions
 from assets.triage import annotations, log_hand_over, task_totals
 from core.annotations import Kind
 from core.plots import confidence_histograms, markdown_image
+from core.results import TaskRouting
 from core.routing import route_predictions
 from core.task_config import LabelingTask
 from engines.base import model_ref
@@ -109,23 +110,24 @@ def concept_annotations(context: dg.AssetExecutionContext, store: DuckDBStore,
                         tasks: LabelingTasks) -> dg.MaterializeResult:
     batch = context.partition_key
     now = datetime.now(UTC).replace(tzinfo=None)
-    per_task, metadata = {}, {}
+    per_task: dict[str, TaskRouting] = {}
+    metadata: dict[str, object] = {}
     for task in classifier_tasks(tasks):
         weights_id = model_ref(task.classifier_path()).model_id if task.classifier.kind == "classify" else None
         model_id = store.read(lambda s, task=task, w=weights_id: s.concepts.batch_classifier(task.name, batch, w))
         if model_id is None:
-            per_task[task.name] = {"appended_events": 0, "bands": {}, "why": "no classifier scored this batch"}
+            per_task[task.name] = TaskRouting(0, {}, 0, 0, 0, skipped="no classifier scored this batch")
             continue
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now, Kind.CONCEPT))
-        log_hand_over(context.log.info, task.name, per_task[task.name]["handed_over"])
+        log_hand_over(context.log.info, task.name, per_task[task.name].handed_over)
         queues = store.read(lambda s, task=task: s.reviews.progress(task.name))
-        metadata.update(task_totals(store, task.name, per_task[task.name]["bands"], queues))
+        metadata.update(task_totals(store, task.name, per_task[task.name], queues))
         scores = store.read(lambda s, model_id=model_id: s.predictions.batch_confidences(batch, model_id))
         metadata[f"{task.name} concept score histogram"] = dg.MetadataValue.md(markdown_image(
             confidence_histograms(route_predictions(scores, task), task), f"{task.name} concept scores"))
     return dg.MaterializeResult(metadata={
         **metadata,
-        "dagster/row_count": sum(t["appended_events"] for t in per_task.values()),
-        metadata_keys.BANDS: {name: t["bands"] for name, t in per_task.items()},
+        "dagster/row_count": sum(t.appended_events for t in per_task.values()),
+        metadata_keys.BANDS: {name: t.bands for name, t in per_task.items()},
     })

@@ -12,8 +12,9 @@ from assets.partitions import batch_partitions
 from core.faults import pause_point
 from core.image_checks import inspect_files
 from resources.image_store import ImageStore
-from resources.inbox import Inbox, InboxGoneError
+from resources.inbox import Inbox
 from resources.store import DuckDBStore, write_or_retry
+from storage.inbox import InboxGoneError
 
 
 class BatchFiles(dg.Config):

@@ -38,14 +38,14 @@ def detector_models(context: dg.AssetExecutionContext, store: DuckDBStore, image
                                       tasks, context.log.info)
                 for task in tasks.load() if task.detects}
     for name, outcome in outcomes.items():
-        if not outcome["trained"]:
-            context.log.info(f"{name}: not trained: {outcome['why']}")
-    metadata: dict = {metadata_keys.TRAINING: dg.MetadataValue.json(outcomes)}
-    compared = {name: o for name, o in outcomes.items() if o["trained"]}
+        if not outcome.trained:
+            context.log.info(f"{name}: not trained: {outcome.why}")
+    metadata: dict = {metadata_keys.TRAINING: dg.MetadataValue.json({n: o.as_dict() for n, o in outcomes.items()})}
+    compared = {name: o.as_dict() for name, o in outcomes.items() if o.trained}
     if compared:
         metadata["candidates against current models"] = dg.MarkdownMetadataValue(
             markdown_image(model_comparison(compared), "candidate and current detectors"))
-    metadata["promoted"] = sorted(name for name, o in compared.items() if o["promoted"])
+    metadata["promoted"] = sorted(name for name, o in outcomes.items() if o.promoted)
     curves = {name: curve for name in outcomes
               if len(curve := store.read(lambda s, n=name: s.models.learning_curve(n)))}
     if curves:  # a backfill over many days trains one detector per version: the curve shows what labels bought

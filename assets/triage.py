@@ -18,6 +18,7 @@ from assets.partitions import batch_partitions
 from core.annotations import LIVE_STATUSES, Kind, Source, Status
 from core.image_checks import load_oriented_rgb
 from core.plots import annotated_grid, confidence_histograms, markdown_image
+from core.results import TaskRouting
 from core.routing import route_predictions
 from core.task_config import LabelingTask
 from engines.base import model_ref
@@ -56,31 +57,31 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
         model_id = model_ref(detector_for(task, detector).weights_path()).model_id
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now))
-        log_hand_over(context.log.info, task.name, per_task[task.name]["handed_over"])
+        log_hand_over(context.log.info, task.name, per_task[task.name].handed_over)
         queues[task.name] = store.read(lambda s, task=task: s.reviews.progress(task.name))
         pictures.update(task_pictures(store, images, task, batch, model_id))
-        totals.update(task_totals(store, task.name, per_task[task.name]["bands"], queues[task.name]))
+        totals.update(task_totals(store, task.name, per_task[task.name], queues[task.name]))
     return dg.MaterializeResult(metadata={
         "dagster/column_schema": column_schema("annotations"),  # the Columns tab reads the latest event
         **totals,
-        "dagster/row_count": sum(t["appended_events"] for t in per_task.values()),
-        metadata_keys.BANDS: {name: t["bands"] for name, t in per_task.items()},
+        "dagster/row_count": sum(t.appended_events for t in per_task.values()),
+        metadata_keys.BANDS: {name: t.bands for name, t in per_task.items()},
         "review_queues": queues,
-        "unmapped_predictions": sum(t["unmapped_predictions"] for t in per_task.values()),
+        "unmapped_predictions": sum(t.unmapped_predictions for t in per_task.values()),
         metadata_keys.ROUTING_RULES: dg.MetadataValue.json({task.name: task.rules_hash for task in tasks.load()}),
         **pictures,
     })
 
 
-def task_totals(store: DuckDBStore, task: str, bands: dict[str, dict[str, int]],
+def task_totals(store: DuckDBStore, task: str, routing: TaskRouting,
                 queues: dict[str, dict[str, int]]) -> dict[str, int]:
     """Numbers the asset page shows at a glance (and plots across batches): this batch's bands beside the task's
     current totals, so a batch of duplicates still shows where the task stands."""
     by_status = store.read(lambda s: s.history.counts(task)).groupby("status")["n"].sum()
     return {
-        f"{task}: batch accepted": sum(b["accept"] for b in bands.values()),
-        f"{task}: batch to review": sum(b["review"] for b in bands.values()),
-        f"{task}: batch discarded": sum(b["discard"] for b in bands.values()),
+        f"{task}: batch accepted": routing.accepted,
+        f"{task}: batch to review": routing.to_review,
+        f"{task}: batch discarded": routing.discarded,
         f"{task}: total accepted": int(by_status.get(str(Status.SUCCESS), 0)),
         f"{task}: total awaiting review": int(by_status.get(str(Status.AWAITING_REVIEW), 0)),
         f"{task}: total rejected": int(by_status.get(str(Status.REJECTED), 0)),

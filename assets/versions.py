@@ -14,25 +14,11 @@ from assets import metadata_keys
 from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.partitions import daily_partitions
 from assets.triage import annotations
-from core.faults import pause_point
-from core.manifests import end_of_day
+from core.results import BuiltVersion
 from resources.store import DuckDBStore, write_or_retry
 from resources.versions import VersionStore
+from services.datasets import build_day_version
 from store import Session
-
-
-def write_version(s: Session, versions: VersionStore, task: str, day: date, now: datetime) -> dict:
-    """Build (or confirm) the version of `task` on `day` (empty before the task's first annotation: every built
-    day can be exported)."""
-    cutoff = end_of_day(day)
-    manifest = s.versions.manifest(task, cutoff)
-    key = f"{task}@{day.isoformat()}"
-    path = versions.write_manifest(task, day.isoformat(), manifest.text)
-    changed = s.versions.record(key, task, day, cutoff, manifest, str(path), now)
-    pause_point("versions.write")
-    return {"version": key, "manifest_sha256": manifest.sha256, "annotations": manifest.annotations,
-            "inputs": manifest.inputs, "negatives": manifest.negatives, "per_concept": manifest.per_concept,
-            "changed": changed}
 
 
 @dg.asset(
@@ -51,17 +37,17 @@ def dataset_versions(context: dg.AssetExecutionContext, store: DuckDBStore,
                      versions: VersionStore) -> dg.MaterializeResult:
     now = datetime.now(UTC).replace(tzinfo=None)
 
-    def build(s: Session) -> dict[str, list[dict]]:
-        return {day: [write_version(s, versions, task, date.fromisoformat(day), now) for task in s.history.tasks()]
+    def build(s: Session) -> dict[str, dict[str, BuiltVersion]]:
+        return {day: dict(build_day_version(s, versions, task, date.fromisoformat(day), now)
+                          for task in s.history.tasks())
                 for day in context.partition_keys}
 
     for day, built in write_or_retry(store, build).items():
         # Each day's partition describes that day's versions (a backfill of many days is one run).
         context.add_asset_metadata(partition_key=day, metadata={
             "dagster/row_count": len(built),
-            "annotations": sum(v["annotations"] for v in built),
-            metadata_keys.VERSIONS: {v["version"]: {k: v[k] for k in (
-                "manifest_sha256", "annotations", "inputs", "negatives", "per_concept", "changed")} for v in built},
+            "annotations": sum(v.annotations for v in built.values()),
+            metadata_keys.VERSIONS: {key: v.as_dict() for key, v in built.items()},
         })
     return dg.MaterializeResult(metadata={"days": len(context.partition_keys),
                                           "dagster/column_schema": column_schema("dataset_versions")})

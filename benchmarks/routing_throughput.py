@@ -53,11 +53,10 @@ def main() -> None:
     started = time.perf_counter()
     result = store.write(lambda s: annotate_task(s, task, "bench", model_id, datetime.now()))
     seconds = time.perf_counter() - started
-    bands = pd.DataFrame(result["bands"]).T.sum()
     print(f"{args.rows:,} predictions routed and written in {seconds:.2f} s = {args.rows / seconds:,.0f} rows/s")
-    print(f"  accepted {bands['accept']:,}, to review {bands['review']:,}, discarded {bands['discard']:,}, "
-          f"unmapped {result['unmapped_predictions']:,}; {result['appended_events']:,} events appended, "
-          f"{result['newly_assigned']:,} inputs assigned to reviewers")
+    print(f"  accepted {result.accepted:,}, to review {result.to_review:,}, discarded {result.discarded:,}, "
+          f"unmapped {result.unmapped_predictions:,}; {result.appended_events:,} events appended, "
+          f"{result.newly_assigned:,} inputs assigned to reviewers")
 
 
 if __name__ == "__main__":

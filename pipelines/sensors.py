@@ -17,7 +17,8 @@ from assets.partitions import batch_partitions
 from core.settings import Settings
 from pipelines.jobs import ANNOTATE_BATCH, build_dataset_versions_job
 from pipelines.recovery import release_abandoned_runs
-from resources.inbox import Inbox, batch_key_for, file_signature, is_taken, list_inbox_files
+from resources.inbox import Inbox
+from storage.inbox import batch_key_for, file_signature, is_taken, list_inbox_files
 
 
 def settled_files(inbox: Path, cursor: dict, settle_seconds: float, now: float

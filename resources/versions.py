@@ -1,28 +1,28 @@
-"""Where dataset-version manifests live, and how versions are split for training."""
+"""The version manifests as a Dagster resource (`storage.versions.ManifestFolder`)."""
 
-import os
+from __future__ import annotations
+
 from pathlib import Path
 
 import dagster as dg
 
+from storage.versions import ManifestFolder
+
 
 class VersionStore(dg.ConfigurableResource):
-    """Manifests under `root/<task>/<day>/manifest.tsv` (a named version: `root/<task>/<name>/`); exports put
-    `val_ratio` of the inputs (by hash) in val, `test_ratio` in test and the rest in train."""
+    """Manifests under `root/<task>/<day>/manifest.tsv`; exports put `val_ratio` of the inputs (by hash) in val,
+    `test_ratio` in test and the rest in train."""
 
     root: str
     val_ratio: float = 0.2
     test_ratio: float = 0.1
 
+    @property
+    def files(self) -> ManifestFolder:
+        return ManifestFolder(Path(self.root), self.val_ratio, self.test_ratio)
+
     def manifest_path(self, task: str, day: str) -> Path:
-        return Path(self.root) / task / day / "manifest.tsv"
+        return self.files.manifest_path(task, day)
 
     def write_manifest(self, task: str, day: str, text: str) -> Path:
-        """Written whole or not at all (a temporary file renamed into place); always rewritten, so a rebuild
-        restores a manifest whatever happened to the file."""
-        path = self.manifest_path(task, day)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(text)
-        os.replace(partial, path)
-        return path
+        return self.files.write_manifest(task, day, text)

@@ -6,16 +6,19 @@ import os
 import re
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from core.annotations import HELD_STATUSES, AnnotationEvent, Kind, Source, Status, digest32, human_annotation_id
+from core.faults import pause_point
 from core.formats import LabelBox, LabelFormatError, label_format
 from core.geometry import Box
 from core.image_checks import Rejection, inspect_image_file
+from core.manifests import end_of_day
 from core.quality import DEFAULT_IOU, greedy_pairs
+from core.results import BuiltVersion, IdenticalFiles, ImportSummary
 from core.task_config import LabelingTask
 from services.ports import BatchPins, StoredImages, UnitsOfWork, VersionFiles
 from store import Session
@@ -24,7 +27,8 @@ from store.versions import FrozenVersion
 
 def import_labels(store: UnitsOfWork, images: StoredImages, fmt: str, path: Path, task: str, user: str,
                   max_pixels: int, concepts: list[str], suggestions_for: LabelingTask | None = None,
-                  match_iou: float = DEFAULT_IOU, inbox: BatchPins | None = None, trust_sizes: bool = False) -> dict:
+                  match_iou: float = DEFAULT_IOU, inbox: BatchPins | None = None,
+                  trust_sizes: bool = False) -> ImportSummary:
     """Every label becomes a SUCCESS annotation (source `import`, annotator `user`) of `task`; with
     `suggestions_for` (the task's definition), an AWAITING_REVIEW one instead, with the label's confidence when
     the file has one, in the task's reviewers' queues.
@@ -81,7 +85,7 @@ def import_labels(store: UnitsOfWork, images: StoredImages, fmt: str, path: Path
     events = [import_event(box, inspected[box.image].input_id, task, user, batch, now, status) for box in boxes]
     stored = {r.input_id: str(images.path_for(r.input_id)) for r in inspected.values()}
 
-    def write(s: Session) -> dict:
+    def write(s: Session) -> ImportSummary:
         ingestion = s.inputs.record_batch(batch, list(inspected.items()), [], stored, now)
         s.history.class_names(task, concepts, now)
         live = s.history.current(task=task, input_id=sorted({e.input_id for e in events}), kind=kind,
@@ -92,13 +96,12 @@ def import_labels(store: UnitsOfWork, images: StoredImages, fmt: str, path: Path
         written = s.history.append(taken_over + [e for e in new if e.annotation_id not in known])
         s.history.record_empty(task, [inspected[i].input_id for i in empty], batch, user, now, kind)
         assigned = s.reviews.assign_new(suggestions_for, now) if suggestions_for is not None else 0
-        return {"batch": batch, "format": fmt, "status": str(status), "newly_assigned": assigned,
-                "images": len(inspected),
-                "new_inputs": ingestion["new"], "labels": len(boxes), "images_without_labels": len(empty),
-                "annotations_written": written, "matched_existing": len(taken_over) + unchanged,
-                "taken_over": len(taken_over), "unchanged": unchanged, "new_labels": len(new),
-                "identical_files": identical, "clipped_boxes": len(clipped), "clipped": clipped,
-                "rescaled_images": resized}
+        return ImportSummary(
+            batch=batch, format=fmt, status=str(status), newly_assigned=assigned, images=len(inspected),
+            new_inputs=ingestion["new"], labels=len(boxes), images_without_labels=len(empty),
+            annotations_written=written, matched_existing=len(taken_over) + unchanged, taken_over=len(taken_over),
+            unchanged=unchanged, new_labels=len(new), identical_files=identical, clipped_boxes=len(clipped),
+            clipped=clipped, rescaled_images=resized)
 
     summary = store.write(write)
     if inbox is not None and inspected:
@@ -136,7 +139,7 @@ def _label_frame(items: list, input_of: dict[Path, str] | None = None) -> pd.Dat
 
 
 def merge_identical_files(boxes: list[LabelBox], input_of: dict[Path, str], match_iou: float
-                          ) -> tuple[list[LabelBox], list[dict]]:
+                          ) -> tuple[list[LabelBox], list[IdenticalFiles]]:
     """The labels of byte-identical files (one input) as one image's labels: a label of a later file matching one
     of an earlier file (IoU >= `match_iou`, same concept) is the same object and is dropped; what the files do not
     agree on is kept and counted. Returns the labels and, per input with several files, its files and how many
@@ -162,8 +165,7 @@ def merge_identical_files(boxes: list[LabelBox], input_of: dict[Path, str], matc
             conflicting += len(merged) - len(matched) + len(theirs) - len(matched)
             merged += [box for i, box in enumerate(theirs) if i not in matched]
         kept += merged
-        report.append({"input_id": input_id, "files": [str(f) for f in files], "labels": len(merged),
-                       "conflicting_labels": conflicting})
+        report.append(IdenticalFiles(input_id, [str(f) for f in files], len(merged), conflicting))
     return kept, report
 
 
@@ -212,11 +214,24 @@ def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str,
         kind=Kind(box.kind))
 
 
+def build_day_version(s: Session, versions: VersionFiles, task: str, day: date, now: datetime
+                      ) -> tuple[str, BuiltVersion]:
+    """Build (or confirm) the version of `task` on `day` (empty before the task's first annotation: every built
+    day can be exported)."""
+    cutoff = end_of_day(day)
+    manifest = s.versions.manifest(task, cutoff)
+    key = f"{task}@{day.isoformat()}"
+    path = versions.write_manifest(task, day.isoformat(), manifest.text)
+    changed = s.versions.record(key, task, day, cutoff, manifest, str(path), now)
+    pause_point("versions.write")
+    return key, BuiltVersion.of(manifest, changed)
+
+
 VERSION_NAME = re.compile(r"^[A-Za-z][\w.-]*$")
 
 
 def create_named_version(store: UnitsOfWork, versions: VersionFiles, name: str, tasks: list[str] | None,
-                         now: datetime | None = None) -> dict:
+                         now: datetime | None = None) -> dict[str, BuiltVersion]:
     """Freeze the current accepted annotations of each task (every task with annotations when `tasks` is None)
     as the version TASK@NAME: its manifest is written once, and the version is never rebuilt or changed."""
     if not VERSION_NAME.match(name):
@@ -224,7 +239,7 @@ def create_named_version(store: UnitsOfWork, versions: VersionFiles, name: str, 
                          "'_' or '-' (e.g. release-3); a day's version is built by `version create --date`.")
     now = now or datetime.now(UTC).replace(tzinfo=None)
 
-    def freeze(s: Session) -> dict:
+    def freeze(s: Session) -> dict[str, BuiltVersion]:
         chosen = tasks or s.history.tasks()
         unknown = sorted(set(chosen) - set(s.history.tasks()))
         if unknown:
@@ -239,9 +254,7 @@ def create_named_version(store: UnitsOfWork, versions: VersionFiles, name: str, 
             manifest = s.versions.manifest(task, now)
             path = versions.write_manifest(task, name, manifest.text)
             s.versions.record(f"{task}@{name}", task, now.date(), now, manifest, str(path), now, frozen=True)
-            built[f"{task}@{name}"] = {"manifest_sha256": manifest.sha256, "annotations": manifest.annotations,
-                                       "inputs": manifest.inputs, "negatives": manifest.negatives,
-                                       "per_concept": manifest.per_concept, "changed": True}
+            built[f"{task}@{name}"] = BuiltVersion.of(manifest, changed=True)
         return built
 
     return store.write(freeze)

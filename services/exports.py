@@ -16,6 +16,7 @@ from core.annotations import Kind
 from core.formats import LINK_MODES, ExportRequest, export_file_name, label_format
 from core.manifests import NEGATIVE_CHOICES, NEGATIVE_MAKERS, check_split_ratios
 from core.quality import wilson_interval
+from core.results import ExportSummary
 from core.task_config import LabelingTask
 from services.ports import StoredImages, UnitsOfWork, VersionFiles
 from store import Session
@@ -83,7 +84,7 @@ def replaced_whole(out: Path) -> Iterator[Path]:
 def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFiles, version_key: str, fmt: str,
                    out: Path, negatives: str = "people", longest_side: int = 0,
                    model_classes: tuple[list[str], dict[str, str]] | None = None, overwrite: bool = False,
-                   link: str = "hardlink") -> dict:
+                   link: str = "hardlink") -> ExportSummary:
     """Write a version as an Ultralytics YOLO dataset (`yolo-seg`, or `yolo` when the version has polygons:
     Ultralytics' segmentation labels), an Ultralytics classification dataset (`classify`: its image-level
     concepts, one per image) or a COCO JSON (boxes, and image-level concepts on each image), with its images,
@@ -157,5 +158,5 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
                   "resize_longest_side": longest_side,
                   "images": dict(zip(taken["file_name"], taken["input_id"], strict=True)), "counts": counts}
         (staging / EXPORT_RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    summary = {k: v for k, v in record.items() if k not in ("images", "counts")}
-    return {**summary, "out": str(out / written.main_file if written.main_file else out), **counts}
+    return ExportSummary(version_key, fmt, recorded, written.labels, record["splits"], record["negatives_included"],
+                         longest_side, str(out / written.main_file if written.main_file else out), counts)

@@ -20,6 +20,7 @@ from core.model_loop import (
     share_auto_accepted,
     training_classes,
 )
+from core.results import TrainingOutcome
 from core.task_config import LabelingTask
 from engines.base import LoadedModel, model_ref
 from services.exports import default_negatives, export_version
@@ -78,7 +79,7 @@ class ModelChanges(Protocol):
 
 def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredImages, versions: VersionFiles,
                parent_detector: TaskDetector, training: DetectorTrainer, tasks: ModelChanges,
-               log: Callable[[str], object] = print) -> dict[str, Any]:
+               log: Callable[[str], object] = print) -> TrainingOutcome:
     """Train, evaluate and maybe promote one task's detector (`parent_detector`: the task's current one) on its
     version of `day`; what happened."""
     version_key = f"{task.name}@{day}"
@@ -93,16 +94,17 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
                                   negatives=default_negatives(store, task)[0],
                                   model_classes=None if new_concepts else (
                                       parent_model.class_names, training_classes(task, parent_model.class_names)))
-        data = Path(exported["out"])
+        data = Path(exported.out)
         train_labels = training.labelled_boxes(data, "train")
-        if not exported["train"] or not exported["val"] or not train_labels:
-            return {"trained": False, "why": f"{version_key} has {exported['train']} train images holding "
-                                             f"{train_labels} labels the detector can learn, and {exported['val']} "
-                                             "val images: both splits need images and the train split labels"}
+        train_images, val_images = exported.counts["train"], exported.counts["val"]
+        if not train_images or not val_images or not train_labels:
+            return TrainingOutcome(False, why=f"{version_key} has {train_images} train images holding {train_labels} "
+                                              f"labels the detector can learn, and {val_images} val images: both "
+                                              "splits need images and the train split labels")
         space = (f"in the task's concept space (new head for {', '.join(new_concepts)})" if new_concepts
                  else "in its own class space")
-        log(f"{task.name}: fine-tuning {parent.name} {space} on {version_key} ({exported['train']} "
-                         f"train images, {train_labels} labels; {exported['val']} val images) ...")
+        log(f"{task.name}: fine-tuning {parent.name} {space} on {version_key} ({train_images} train images, "
+            f"{train_labels} labels; {val_images} val images) ...")
         trained = training.train(parent, data, lambda line: log(f"{task.name}: {line}"))
         target = task.target_precision or DEFAULT_TARGET_PRECISION
 
@@ -131,16 +133,16 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
                                          "parent_id": parent_id, "training": settings})
         for which, evaluated in (("candidate", model_id), ("current", parent_id)):
             s.models.record_evaluation(evaluated, task.name, version_key,
-                                       {**figures[which], "images": exported["val"]}, now)
+                                       {**figures[which], "images": val_images}, now)
 
     store.write(record)
     promote, reason = promotion_decision(task.promote_when, figures["candidate"], figures["current"])
     if promote:
         tasks.change_model(store, task, model_id, trained, "promote", DECIDED_BY_RULE, reason)
     log(f"{task.name}: model {model_id[:12]} {reason}")
-    return {"trained": True, "model_id": model_id, "parent_id": parent_id, "version": version_key,
-            "promoted": promote, "reason": reason, "training": settings,
-            **{f"{which} {metric}": round(figures[which][metric], 4) for which in figures for metric in METRICS},
-            **{f"{which} auto-accepted at precision {target}": figures[which]["auto_accepted"]["share"]
-               for which in figures},
-            "per_class": figures["candidate"]["per_class"]}
+    return TrainingOutcome(
+        True, model_id=model_id, parent_id=parent_id, version=version_key, promoted=promote, reason=reason,
+        training=settings, per_class=figures["candidate"]["per_class"],
+        figures={**{f"{which} {metric}": round(figures[which][metric], 4) for which in figures for metric in METRICS},
+                 **{f"{which} auto-accepted at precision {target}": figures[which]["auto_accepted"]["share"]
+                    for which in figures}})

@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from core.annotations import Kind
 from core.faults import pause_point
+from core.results import TaskRouting
 from core.routing import check_floor
 from core.task_config import LabelingTask
 from store import Session
 
 
 def annotate_task(s: Session, task: LabelingTask, batch: str, model_id: str, now: datetime,
-                  kind: Kind = Kind.BOX) -> dict[str, Any]:
+                  kind: Kind = Kind.BOX) -> TaskRouting:
     """Route one task's predictions of the batch (boxes, or a classifier's concept scores), then give new review
     items to reviewers; first, the open items of reviewers removed from the task go to the remaining ones."""
     handed_over = s.reviews.hand_over(task, now)
     skipped = task.skips_batch(batch)
     if skipped:
-        return {"appended_events": 0, "bands": {}, "unmapped_predictions": 0, "newly_assigned": 0,
-                "skipped": skipped, "handed_over": handed_over}
+        return TaskRouting(0, {}, 0, 0, handed_over, skipped)
     if kind == Kind.BOX:
         check_floor(task, batch, s.predictions.batch_floor(batch, model_id))
     result = s.history.sync_auto(task, batch, model_id, now, kind)
     assigned = s.reviews.assign_new(task, now)
     pause_point("annotations.write")
-    return {**result, "newly_assigned": assigned, "handed_over": handed_over}
+    return TaskRouting.of(result, assigned, handed_over)

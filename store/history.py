@@ -15,6 +15,7 @@ import polars as pl
 
 from core.annotations import EVENT_FIELDS, HELD_STATUSES, KIND_SQL, AnnotationEvent, Kind, Source, Status
 from core.quality import greedy_pairs
+from core.results import Routed
 from core.review_rules import NotFound
 from core.routing import routed_sql, scope_sql
 from core.task_config import LabelingTask
@@ -238,7 +239,7 @@ class AnnotationHistory:
         self.s.conn.execute(f"INSERT INTO annotation_state BY NAME {latest_events_sql(where)}")
 
     def sync_auto(self, task: LabelingTask, batch: str, model_id: str, now: datetime,
-                  kind: Kind = Kind.BOX) -> dict[str, Any]:
+                  kind: Kind = Kind.BOX) -> Routed:
         """Route the batch's predictions of `model_id` by the task's thresholds and append the events that
         move the task's auto annotations of `kind` there: a changed status, or RETIRED for an annotation no longer
         above the lower band. Annotations with any human event are left alone. Records the task's object
@@ -263,13 +264,13 @@ class AnnotationHistory:
         total = self.s.predictions.batch_count(batch, model_id)
         if kind == Kind.BOX:
             self._record_progress(task, routed, params, now)
-        return {
-            "appended_events": appended,
-            "bands": {concept: {band: int(bands[(bands.concept == concept) & (bands.band == band)]["n"].sum())
-                                for band in ("accept", "review", "discard")}
-                      for concept in sorted(bands["concept"].unique())},
-            "unmapped_predictions": int(total - bands["n"].sum()),
-        }
+        return Routed(
+            appended_events=appended,
+            bands={concept: {band: int(bands[(bands.concept == concept) & (bands.band == band)]["n"].sum())
+                             for band in ("accept", "review", "discard")}
+                   for concept in sorted(bands["concept"].unique())},
+            unmapped_predictions=int(total - bands["n"].sum()),
+        )
 
     def _record_progress(self, task: LabelingTask, routed: str, params: dict[str, Any], now: datetime) -> None:
         """The batch's inputs the task has routed for objects, with how many annotations each got."""

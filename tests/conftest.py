@@ -85,9 +85,10 @@ def team_catalog(postgres_server: tuple[Path, int], request: pytest.FixtureReque
     return f"postgres:dbname={name} host=127.0.0.1 port={postgres_server[1]} user=postgres"
 
 
-# The longest test files first: under xdist (`make test`: each file whole on one worker) the team-mode file alone
-# takes about 8 minutes, most of it waiting on workers and restarts, so it must start while the others run.
-LONGEST_FIRST = ("test_team.py", "test_training_data.py", "test_cli.py", "test_recovery.py")
+# The longest test files first: under xdist (`make test`: each file whole on one worker) the two team-mode files
+# take about 6 and 3 minutes, most of it waiting on workers and restarts, so they must start while the others run.
+LONGEST_FIRST = ("test_team_celery.py", "test_team.py", "test_concepts.py", "test_training_data.py", "test_recovery.py",
+                 "test_cli.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -21,7 +22,7 @@ from PIL import Image
 
 from apps.demo_scenes import SHAPE_CLASSES, generate_scene
 from assets.partitions import batch_partitions
-from resources.inbox import list_inbox_files
+from storage.inbox import list_inbox_files
 
 
 def new_batch(resources: dict, instance: dg.DagsterInstance, files: list[Path] | None = None) -> str:
@@ -139,7 +140,7 @@ def _in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
                 code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
                 if isinstance(stop.code, str):
                     print(stop.code, file=sys.stderr)
-            except Exception:  # noqa: BLE001 - what the interpreter prints for an uncaught error
+            except Exception:  # what the interpreter prints for an uncaught error
                 traceback.print_exc()
                 code = 1
     finally:
@@ -264,7 +265,32 @@ def suggestions_dataset(root: Path, count: int) -> dict[str, list[tuple[str, flo
 
 def exported_input_ids(out: Path) -> dict[str, str]:
     """Image file stem -> input id, from an export's record (exported images are named by their original file)."""
-    import json
-
     record = json.loads((out / "autoannotate_export.json").read_text())
     return {Path(name).stem: input_id for name, input_id in record["images"].items()}
+
+
+TEAM_TABLES = ("inputs", "input_sources", "rejected_inputs", "models", "predictions", "processed_inputs",
+               "annotations", "annotation_state", "task_inputs", "task_classes", "routing_rules", "review_assignments",
+               "dataset_versions")
+
+
+def in_home(home: Path, env: dict, expression: str) -> object:
+    """The JSON value of `expression` (over `store`) computed by a fresh process in that home and mode."""
+    code = ("import json; from core.settings import Settings; from resources import build_resources; "
+            "from apps.runner import instance_of; "
+            f"store = build_resources(Settings.from_env())['store']; print(json.dumps({expression}))")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "AUTOANNOTATE_HOME": str(home), **env},
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def table_counts(home: Path, env: dict) -> dict[str, int]:
+    """Rows per team-mode table, read by a fresh process in that home and mode."""
+    return in_home(home, env,
+                   f"store.read(lambda s: {{t: s.scalar('SELECT count(*) FROM ' + t) for t in {TEAM_TABLES}}})")
+
+
+def exactly_once(home: Path, variables: dict) -> int:
+    """How many events and inputs are stored more than once (0 when every one is there exactly once)."""
+    return in_home(home, variables, "store.read(lambda s: s.scalar('SELECT count(*) - count(DISTINCT event_id) + "
+                   "(SELECT count(*) - count(DISTINCT input_id) FROM inputs) FROM annotations'))")

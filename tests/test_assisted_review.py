@@ -20,12 +20,13 @@ from helpers import (
 )
 
 from assets.versions import dataset_versions
+from core.results import ImportSummary
 from resources.tasks import LabelingTasks
 from services.datasets import import_labels
 from store.history import CURRENT
 
 
-def import_suggestions(resources: dict, root: Path) -> dict:
+def import_suggestions(resources: dict, root: Path) -> ImportSummary:
     task = resources["tasks"].load()[0]
     return import_labels(resources["store"], resources["images"], "yolo", root, task.name, "model-v2", 50_000_000,
                          task.concepts, suggestions_for=task)
@@ -36,7 +37,7 @@ def test_labels_imported_as_suggestions_wait_in_the_reviewers_queues_with_their_
     truth = suggestions_dataset(tmp_path / "suggested", 9)
     result = import_suggestions(resources, tmp_path / "suggested")
     expected = sum(len(pairs) for pairs in truth.values())
-    assert (result["status"], result["annotations_written"], result["newly_assigned"]) == (
+    assert (result.status, result.annotations_written, result.newly_assigned) == (
         "AWAITING_REVIEW", expected, 9)
     rows = query(resources["store"], f"SELECT c.concept, c.confidence, c.status, c.source, c.annotator, "
                                      f"s.uri FROM ({CURRENT}) c JOIN inputs s USING (input_id)")
@@ -47,7 +48,7 @@ def test_labels_imported_as_suggestions_wait_in_the_reviewers_queues_with_their_
     assert stored == Counter((name, c, p) for name, pairs in truth.items() for c, p in pairs)
     queues = Counter(query(resources["store"], "SELECT reviewer FROM review_assignments")["reviewer"])
     assert queues == {"alice": 3, "bob": 3, "carol": 3}  # every image in a queue, evenly
-    assert import_suggestions(resources, tmp_path / "suggested")["annotations_written"] == 0
+    assert import_suggestions(resources, tmp_path / "suggested").annotations_written == 0
 
     lonely = write_task_file(tmp_path, name="no-reviewers", reviewers=[],
                              thresholds={"upper": 0.5, "lower": 0.5})

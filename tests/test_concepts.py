@@ -63,15 +63,15 @@ def test_twenty_labelled_scenes_teach_the_context_classifier_and_its_scores_beco
                              "labels.csv", task.name, "carol", 50_000_000, task.concepts)
     # A scene with none of the concepts is a row with an empty concept: labelled, a negative of every concept.
     without = {p for p, c in labelled.items() if not c}
-    assert without and (imported["images"], imported["images_without_labels"]) == (20, len(without))
-    assert imported["labels"] == sum(len(c) for c in labelled.values())
+    assert without and (imported.images, imported.images_without_labels) == (20, len(without))
+    assert imported.labels == sum(len(c) for c in labelled.values())
     labels = resources["store"].read(lambda s: s.concepts.labels(task.name, task.image_concepts))
     assert labels["input_id"].nunique() == 20
     assert not labels[labels["input_id"].isin(query(resources["store"], "SELECT input_id FROM no_concept_inputs")
                                               ["input_id"])]["positive"].any()
     again = import_labels(resources["store"], resources["images"], "concepts-csv", tmp_path / "labelled" /
                           "labels.csv", task.name, "carol", 50_000_000, task.concepts)
-    assert (again["annotations_written"], again["new_inputs"]) == (0, 0)
+    assert (again.annotations_written, again.new_inputs) == (0, 0)
     assert table_count(resources, "no_concept_inputs") == len(without)  # recorded once
     held_out = write_concept_scenes(inbox, 100, seed=8)
     batch = new_batch(resources, instance)
@@ -111,7 +111,7 @@ def test_twenty_labelled_scenes_teach_the_context_classifier_and_its_scores_beco
     assert job.execute_in_process(partition_key=batch, instance=instance).success
     assert table_count(resources, "annotations") == events
     assert table_count(resources, "models", "task_type = 'context'") == 1
-    assert table_count(resources, "embeddings") == 100 + imported["images"]
+    assert table_count(resources, "embeddings") == 100 + imported.images
 
     # A dataset version holds the accepted concepts; a box export carries none of them as boxes.
     day = datetime.now(UTC).date().isoformat()
@@ -120,14 +120,14 @@ def test_twenty_labelled_scenes_teach_the_context_classifier_and_its_scores_beco
     assert table_count(resources, "dataset_versions", "annotations = ?", [accepted]) == 1
     exported = export_version(resources["store"], resources["images"], resources["versions"], f"{task.name}@{day}",
                               "yolo", tmp_path / "yolo")
-    assert exported["annotations"] == 0
+    assert exported.counts["annotations"] == 0
     with pytest.raises(ValueError, match=r"image\(s\) have more than one accepted concept .* export this "
                                          "multi-label version as coco instead"):
         export_version(resources["store"], resources["images"], resources["versions"], f"{task.name}@{day}",
                        "classify", tmp_path / "cls")
     coco = export_version(resources["store"], resources["images"], resources["versions"], f"{task.name}@{day}",
                           "coco", tmp_path / "coco")
-    assert (coco["annotations"], coco["image_concepts"]) == (0, accepted)
+    assert (coco.counts["annotations"], coco.counts["image_concepts"]) == (0, accepted)
 
 
 def route_concept_scores(resources: dict, task_data: dict, scores: list[float]) -> list[str | None]:
@@ -201,7 +201,7 @@ def test_a_single_label_version_exports_the_classification_layout_ultralytics_ac
         placed[path.name] = concept
     task = load_task(CONCEPT_TASK)
     assert import_labels(resources["store"], resources["images"], "classify", folders, task.name, "carol",
-                         50_000_000, task.concepts)["images"] == 30
+                         50_000_000, task.concepts).images == 30
     day = datetime.now(UTC).date().isoformat()
     assert dg.materialize([dataset_versions], partition_key=day, instance=instance, resources=resources).success
     version = f"{task.name}@{day}"
@@ -210,7 +210,8 @@ def test_a_single_label_version_exports_the_classification_layout_ultralytics_ac
 
     exported = export_version(resources["store"], resources["images"], resources["versions"], version, "classify",
                               tmp_path / "cls")
-    assert (exported["train"] + exported["val"] + exported["test"], exported["without_concept"]) == (30, 0)
+    assert (exported.counts["train"] + exported.counts["val"] + exported.counts["test"],
+            exported.counts["without_concept"]) == (30, 0)
     checked = check_cls_dataset(tmp_path / "cls")  # what `yolo classify train data=...` runs first
     assert checked["nc"] == 3 and checked["names"] == dict(enumerate(sorted(SCENE_CONCEPTS)))
     sha_to_name = {query(resources["store"], "SELECT input_id FROM inputs WHERE uri LIKE ?",
@@ -223,8 +224,8 @@ def test_a_single_label_version_exports_the_classification_layout_ultralytics_ac
     # The COCO export lists each image's concept on the image, and pycocotools reads the file.
     coco = export_version(resources["store"], resources["images"], resources["versions"], version, "coco",
                           tmp_path / "coco")
-    assert (coco["images"], coco["annotations"], coco["image_concepts"]) == (30, 0, 30)
-    loaded = COCO(coco["out"])
+    assert (coco.counts["images"], coco.counts["annotations"], coco.counts["image_concepts"]) == (30, 0, 30)
+    loaded = COCO(coco.out)
     of_file = exported_input_ids(tmp_path / "coco")
     assert {of_file[Path(loaded.imgs[i]["file_name"]).stem]: loaded.imgs[i]["concepts"] for i in loaded.imgs} == \
         {input_id: [placed[name]] for input_id, name in sha_to_name.items()}

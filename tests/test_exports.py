@@ -60,8 +60,9 @@ def write_blanks(folder: Path, per_split: int) -> dict[str, str]:
 
 
 def export(resources: dict, version: str, fmt: str, out: Path, **options: object) -> dict:
+    """The export's summary as `autoannotate export --json` prints it."""
     return export_version(resources["store"], resources["images"], resources["versions"], version, fmt, out,
-                          **options)
+                          **options).as_dict()
 
 
 def yolo_labels(out: Path, task: str = "detect") -> dict[str, list]:
@@ -270,9 +271,9 @@ def test_images_a_labelled_dataset_lists_without_labels_are_negatives(
     (labels / "img001.txt").write_text("")  # an empty one
     first = import_labels(resources["store"], resources["images"], "yolo", tmp_path / "src", "imported", "carol",
                           50_000_000, SHAPE_CLASSES)
-    assert (first["images_without_labels"], first["images"]) == (2, 6)
+    assert (first.images_without_labels, first.images) == (2, 6)
     assert import_labels(resources["store"], resources["images"], "yolo", tmp_path / "src", "imported", "carol",
-                         50_000_000, SHAPE_CLASSES)["annotations_written"] == 0
+                         50_000_000, SHAPE_CLASSES).annotations_written == 0
     assert query(resources["store"], "SELECT count(*) AS n FROM empty_inputs")["n"][0] == 2
     assert dg.materialize([dataset_versions], partition_key=today(), instance=instance, resources=resources).success
     version = f"imported@{today()}"

@@ -245,7 +245,7 @@ def test_each_day_of_a_backfill_describes_its_own_version_and_every_day_exports(
     assert {day: m["annotations"].value for day, m in metadata.items()} == dict(zip(days, (0, 1, 2), strict=True))
     empty = export_version(resources["store"], resources["images"], resources["versions"], "t@2026-11-02", "coco",
                            tmp_path / "empty")
-    assert json.loads(Path(empty["out"]).read_text())["annotations"] == []
+    assert json.loads(Path(empty.out).read_text())["annotations"] == []
     with pytest.raises(KeyError) as missing:
         export_version(resources["store"], resources["images"], resources["versions"], "t@2026-10-01", "coco",
                        tmp_path / "missing")

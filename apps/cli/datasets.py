@@ -24,7 +24,7 @@ def command_import(args: argparse.Namespace, settings: Settings) -> None:
                            resources["inbox"].max_pixels, task.concepts,
                            suggestions_for=task if args.as_what == "suggestions" else None,
                            match_iou=task.match_iou, inbox=resources["inbox"], trust_sizes=args.trust_sizes)
-    emit(args, {"task": task.name, **result}, render_import)
+    emit(args, {"task": task.name, **result.as_dict()}, render_import)
 
 
 def render_import(result: dict) -> None:
@@ -65,7 +65,8 @@ def command_version_create(args: argparse.Namespace, settings: Settings) -> None
 
         resources = build_resources(settings)
         versions = create_named_version(resources["store"], resources["versions"], args.name, args.task)
-        emit(args, {"name": args.name, "versions": versions}, lambda r: print_table(
+        payload = {"name": args.name, "versions": {key: built.as_dict() for key, built in versions.items()}}
+        emit(args, payload, lambda r: print_table(
             [{"version": k, **{f: v[f] for f in columns[1:]}} for k, v in r["versions"].items()], columns))
         return
     if args.task:
@@ -106,10 +107,10 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
     if negatives is None:
         configured = {t.name: t for t in resources["tasks"].load()}
         negatives, why = default_negatives(resources["store"], configured.get(args.version.split("@")[0]))
-    result = export_version(resources["store"], resources["images"], resources["versions"], args.version,
-                            args.format, Path(args.out), negatives=negatives, longest_side=args.resize,
-                            overwrite=args.overwrite, link=args.link)
-    result["negatives_chosen"] = why
+    exported = export_version(resources["store"], resources["images"], resources["versions"], args.version,
+                              args.format, Path(args.out), negatives=negatives, longest_side=args.resize,
+                              overwrite=args.overwrite, link=args.link)
+    result = {**exported.as_dict(), "negatives_chosen": why}
     splits = ", ".join(f"{split} {result[split]}" for split in SPLITS if split in result)
     emit(args, result, lambda r: print(
         f"exported {r['version']} as {r['format']} ({r['labels']} labels): {r['out']}\n"

@@ -14,7 +14,7 @@ SHOWN_REJECTIONS = 20
 
 def command_demo(args: argparse.Namespace, settings: Settings) -> None:
     from apps.demo_scenes import write_demo_images
-    from resources.inbox import list_inbox_files
+    from storage.inbox import list_inbox_files
 
     inbox = Path(args.inbox) if args.inbox else settings.inbox_path
     if args.if_empty and inbox.is_dir() and list_inbox_files(inbox):

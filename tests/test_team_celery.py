@@ -1,0 +1,160 @@
+"""Team mode with Celery: `make team-up` starts the daemon, the webserver and two Celery workers on one DuckLake;
+a backfill's steps spread over the workers, and a worker killed mid-batch leaves its step to the other one."""
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import autoannotate, exactly_once, in_home, table_counts
+
+from apps.demo_scenes import write_demo_images
+
+pytestmark = pytest.mark.team
+
+
+@contextlib.contextmanager
+def team_services(home: Path, **extra: str) -> Iterator[dict]:
+    """`make team-up` for `home` on free ports (with `extra` variables in every service's environment); yields
+    the ports, the variables of `team.env`, the webserver's URL and, after `make team-down`, its exit status."""
+    from helpers import free_port
+
+    from apps.team_services import ServiceError, cluster_folder, read_team_env, wait_for_webserver
+    from core.settings import Settings
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("Debian's redis-server package is not installed (.ci/run installs it)")
+    ports = {"AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()), "AUTOANNOTATE_TEAM_WEB_PORT": str(free_port()),
+             "AUTOANNOTATE_TEAM_REDIS_PORT": str(free_port())}
+    environment = {**os.environ, "AUTOANNOTATE_HOME": str(home), **ports, **extra}
+    team = {"ports": ports, "url": f"http://127.0.0.1:{ports['AUTOANNOTATE_TEAM_WEB_PORT']}"}
+    up = subprocess.run([sys.executable, "-m", "apps.team_services", "up"], env=environment, capture_output=True,
+                        text=True, timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr
+        try:
+            wait_for_webserver(team["url"])
+        except ServiceError as error:
+            pytest.fail(f"{error}\n{(home / 'team' / 'webserver.log').read_text()[-3000:]}")
+        wait_for_workers(home)
+        team["variables"] = read_team_env(home)
+        yield team
+    finally:
+        down = subprocess.run([sys.executable, "-m", "apps.team_services", "down"], env=environment,
+                              capture_output=True, text=True, timeout=120)
+        shutil.rmtree(cluster_folder(Settings(home=home)), ignore_errors=True)
+        team["down"] = (down.returncode, down.stderr)
+
+
+def worker_logs(home: Path) -> dict[str, str]:
+    return {path.stem: path.read_text() for path in sorted((home / "team").glob("worker-*.log"))}
+
+
+def wait_for_workers(home: Path, timeout_s: float = 240) -> None:
+    """Until every Celery worker has said it is ready (on a loaded 2-core machine a worker can take a minute to
+    import torch: steps sent before then all go to the other one)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(" ready." in text for text in worker_logs(home).values()):
+        if time.monotonic() > deadline:
+            pytest.fail("\n".join(f"{name}: {text[-2000:]}" for name, text in worker_logs(home).items()))
+        time.sleep(1)
+
+
+def new_batches(home: Path, team: dict, sizes: list[int], seed: int) -> list[str]:
+    """Batches of new demo images in the home's inbox, pinned as the sensor pins them."""
+    from apps.runner import create_batch, instance_of, pending_files
+    from core.settings import Settings
+    from resources import build_resources
+
+    settings = Settings.from_env({"AUTOANNOTATE_HOME": str(home), **team["ports"], **team["variables"]})
+    inbox, instance = build_resources(settings)["inbox"], instance_of(settings)
+    batches = []
+    for index, size in enumerate(sizes):
+        write_demo_images(settings.inbox_path, size, seed=seed + index, prefix=f"wave{seed + index}-")
+        batches.append(create_batch(inbox, pending_files(inbox).ready, instance))
+    return batches
+
+
+def backfill_and_wait(url: str, batches: list[str], runs_in_all: int, timeout_s: float = 400) -> list[str]:
+    """Launch the batches as one backfill through the webserver (the daemon runs them: their steps go to the
+    Celery workers) and wait until `runs_in_all` runs have ended; their statuses."""
+    from apps.team_services import launch_backfill, run_statuses
+
+    launch_backfill(url, batches)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ended = [r["status"] for r in run_statuses(url) if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+        if len(ended) == runs_in_all:
+            return sorted(ended)
+        assert time.monotonic() < deadline, run_statuses(url)
+        time.sleep(3)
+
+
+def test_team_up_runs_batches_on_two_celery_workers_and_team_down_stops_everything(tmp_path: Path) -> None:
+    """`make team-up` on this machine: PostgreSQL, Redis, two Celery workers, the daemon and the webserver. A CLI
+    run with `team.env` (in its own process) shows in the webserver; four batches launched as a backfill run
+    through the daemon, their steps spread over both workers, and every input is stored exactly once;
+    `make team-down` leaves nothing."""
+    from apps.team_services import run_statuses
+
+    home = tmp_path / "home"
+    with team_services(home) as team:
+        write_demo_images(tmp_path / "inbox", 3, seed=91)
+        autoannotate("run", "--inbox", str(tmp_path / "inbox"), home=home, env={**team["ports"], **team["variables"]})
+        assert [(r["jobName"], r["status"]) for r in run_statuses(team["url"])] == [("annotate_batch", "SUCCESS")]
+        batches = new_batches(home, team, [4, 4, 4, 4], seed=200)
+        assert backfill_and_wait(team["url"], batches, runs_in_all=5) == ["SUCCESS"] * 5
+        logs = worker_logs(home)
+        assert sorted(logs) == ["worker-1", "worker-2"]
+        assert all("Task execute_plan" in text for text in logs.values()), {  # both workers ran steps
+            name: text[-2000:] for name, text in logs.items()}
+        counts = table_counts(home, team["variables"])
+        assert counts["inputs"] == counts["input_sources"] == counts["task_inputs"] == 3 + 4 * 4
+        assert exactly_once(home, team["variables"]) == 0
+    assert team["down"][0] == 0, team["down"][1]
+    assert not list((home / "team").glob("*.pid"))
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{team['url']}/server_info", timeout=5)
+
+
+def test_a_worker_killed_mid_batch_leaves_its_step_to_the_other_worker(tmp_path: Path) -> None:
+    """kill -9 of a whole Celery worker (its machine gone) while it runs a batch's inference: the step, never
+    acknowledged, goes to the other worker after AUTOANNOTATE_CELERY_REDELIVER_S, and the run ends complete with
+    every input, prediction and event exactly once."""
+    from core.faults import PAUSE_VARIABLE, RESUME_VARIABLE
+
+    home, resume = tmp_path / "home", tmp_path / "resume"
+    with team_services(home, AUTOANNOTATE_CELERY_REDELIVER_S="60", **{PAUSE_VARIABLE: "inference",
+                                                                      RESUME_VARIABLE: str(resume)}) as team:
+        logs = {name: home / "team" / f"{name}.log" for name in ("worker-1", "worker-2")}
+        batches = new_batches(home, team, [6], seed=93)
+        killed: list[str] = []
+
+        def kill_the_worker_at_inference() -> None:
+            deadline = time.monotonic() + 300
+            while not killed and time.monotonic() < deadline:
+                killed.extend(name for name, log in logs.items() if "paused at inference" in log.read_text())
+                time.sleep(0.5)
+            os.killpg(int((home / "team" / f"{killed[0]}.pid").read_text()), signal.SIGKILL)
+            resume.touch()
+
+        killer = threading.Thread(target=kill_the_worker_at_inference)
+        killer.start()
+        assert backfill_and_wait(team["url"], batches, runs_in_all=1) == ["SUCCESS"]
+        killer.join()
+        survivor = ({"worker-1", "worker-2"} - {killed[0]}).pop()
+        assert "paused at inference" in logs[survivor].read_text()  # it ran the step again
+        counts = table_counts(home, team["variables"])
+        assert counts["inputs"] == counts["processed_inputs"] == counts["task_inputs"] == 6
+        stored = in_home(home, team["variables"], "store.read(lambda s: s.scalar('SELECT count(*) - count(DISTINCT "
+                         "prediction_id) FROM predictions'))")
+        assert counts["predictions"] > 0 and stored == 0
+        assert exactly_once(home, team["variables"]) == 0
