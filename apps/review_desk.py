@@ -10,19 +10,22 @@ import hashlib
 import secrets
 from datetime import UTC, datetime
 
-from core.annotations import AnnotationEvent, Kind, Status
+from core.annotations import AnnotationEvent, Kind, Role, Status
 from core.geometry import Box
 from core.review_rules import (
     Conflict,
+    Invalid,
     NotFound,
     added_concept_event,
     check_concept,
     check_reviewer,
     decision_events,
     drawn_box_event,
+    removal_event,
     task_named,
     undo_event,
 )
+from core.routing import paths_sql
 from core.task_config import LabelingTask
 from resources.store import DuckDBStore
 from store import Session
@@ -44,29 +47,32 @@ class ReviewDesk:
     def task(self, name: str) -> LabelingTask:
         return task_named(self.tasks, name)
 
-    def invite(self, reviewer: str) -> str:
+    def invite(self, reviewer: str, role: Role = Role.REVIEWER) -> str:
         """A new personal token for `reviewer` (shown once; only its hash is stored); the earlier one stops
-        working."""
-        if not any(reviewer in task.reviewers for task in self.tasks):
+        working. A lead may be anyone; a reviewer is one of a configured task's reviewers."""
+        if role == Role.LEAD:
+            if not reviewer.strip() or reviewer != reviewer.strip() or not reviewer.isprintable():
+                raise Invalid(f"{reviewer!r} is not a name: give a lead's name without surrounding spaces.")
+        elif not any(reviewer in task.reviewers for task in self.tasks):
             known = sorted({r for task in self.tasks for r in task.reviewers})
             raise NotFound(f"{reviewer!r} is not a reviewer of any configured task (reviewers: "
                            f"{', '.join(known) or 'none'}).")
         token = secrets.token_urlsafe(24)
-        self.store.write(lambda s: s.reviews.issue_token(reviewer, token_sha256(token), utc_now()))
+        self.store.write(lambda s: s.reviews.issue_token(reviewer, token_sha256(token), utc_now(), role))
         return token
 
-    def signed_in(self, token: str) -> str | None:
-        """The reviewer a token belongs to, if it is current."""
+    def signed_in(self, token: str) -> tuple[str, Role] | None:
+        """The person a token belongs to and their role, if it is current."""
         return self.store.read(lambda s: s.reviews.reviewer_of_token(token_sha256(token)))
 
     def decide(self, annotation_id: str, decision: str, reviewer: str, concept: str | None = None,
-               box: Box | None = None) -> dict:
+               box: Box | None = None, lead: bool = False) -> dict:
         """Accept, reject or correct (`decision` "correct" with a new concept and/or box) one annotation."""
 
         def work(s: Session) -> dict:
             current = s.history.current_one(annotation_id)
             task = self.task(current.task)
-            check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id))
+            check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id), lead)
             if concept is not None:
                 check_concept(task, concept, current.kind)
             now = utc_now()
@@ -79,22 +85,22 @@ class ReviewDesk:
 
         return self.store.write(work)
 
-    def draw(self, task: str, input_id: str, concept: str, box: Box, reviewer: str) -> dict:
+    def draw(self, task: str, input_id: str, concept: str, box: Box, reviewer: str, lead: bool = False) -> dict:
         """A box the model missed: a new SUCCESS annotation; drawing the same box twice writes it once."""
         chosen = self.task(task)
-        return self._add(chosen, drawn_box_event(chosen, input_id, concept, box, reviewer, utc_now()))
+        return self._add(chosen, drawn_box_event(chosen, input_id, concept, box, reviewer, utc_now()), lead)
 
-    def add_concept(self, task: str, input_id: str, concept: str, reviewer: str) -> dict:
+    def add_concept(self, task: str, input_id: str, concept: str, reviewer: str, lead: bool = False) -> dict:
         """An image-level concept the classifier missed: a new SUCCESS annotation of the whole image; refused when
         the image has that concept already."""
         chosen = self.task(task)
-        return self._add(chosen, added_concept_event(chosen, input_id, concept, reviewer, utc_now()))
+        return self._add(chosen, added_concept_event(chosen, input_id, concept, reviewer, utc_now()), lead)
 
-    def _add(self, task: LabelingTask, event: AnnotationEvent) -> dict:
+    def _add(self, task: LabelingTask, event: AnnotationEvent, lead: bool) -> dict:
         def work(s: Session) -> dict:
             if not s.inputs.exists(event.input_id):
                 raise NotFound(f"No input has the id {event.input_id!r}.")
-            check_reviewer(task, event.annotator, s.reviews.assignee(task.name, event.input_id))
+            check_reviewer(task, event.annotator, s.reviews.assignee(task.name, event.input_id), lead)
             if event.kind == Kind.CONCEPT:
                 held = s.history.current(task=task.name, input_id=event.input_id, status=[Status.SUCCESS],
                                          kind=Kind.CONCEPT)
@@ -106,14 +112,14 @@ class ReviewDesk:
         return self.store.write(work)
 
     def accept_above(self, task: str, input_id: str, threshold: float, reviewer: str,
-                     kind: Kind | None = None) -> dict:
+                     kind: Kind | None = None, lead: bool = False) -> dict:
         """Accept every annotation of one image still awaiting review whose confidence is at least `threshold`
         (only boxes, or only image-level concepts, when `kind` says so)."""
         chosen = self.task(task)
         now = utc_now()
 
         def work(s: Session) -> dict:
-            check_reviewer(chosen, reviewer, s.reviews.assignee(task, input_id))
+            check_reviewer(chosen, reviewer, s.reviews.assignee(task, input_id), lead)
             pending = s.history.current(task=task, input_id=input_id, status=[Status.AWAITING_REVIEW],
                                         min_confidence=threshold, kind=kind)["annotation_id"].tolist()
             events = [e for a in pending for e in decision_events(s.history.current_one(a), "accept", reviewer,
@@ -122,7 +128,64 @@ class ReviewDesk:
 
         return self.store.write(work)
 
-    def undo(self, annotation_ids: list[str], reviewer: str) -> dict:
+    def remove(self, annotation_id: str, person: str, lead: bool = False) -> dict:
+        """Delete one annotation: an event retiring it (by a reviewer of its image, or a lead)."""
+
+        def work(s: Session) -> dict:
+            current = s.history.current_one(annotation_id)
+            check_reviewer(self.task(current.task), person, s.reviews.assignee(current.task, current.input_id),
+                           lead)
+            event = removal_event(current, person, utc_now())
+            return {"annotation_id": annotation_id, "status": str(Status.RETIRED),
+                    "written": s.history.append([event] if event else [])}
+
+        return self.store.write(work)
+
+    def bulk(self, task: str, annotation_ids: list[str], action: str, person: str, concept: str | None = None,
+             lead: bool = False) -> dict:
+        """One action on many annotations of a task, in one transaction, one event per annotation as the review
+        page writes them: accept, reject, relabel (to `concept`) or remove."""
+        chosen = self.task(task)
+        if action == "relabel":
+            check_concept(chosen, concept or "")
+        now = utc_now()
+
+        def work(s: Session) -> dict:
+            events: list[AnnotationEvent] = []
+            assignees: dict[str, str | None] = {}
+            for current in s.history.current_many(annotation_ids):
+                if current.task != chosen.name:
+                    raise NotFound(f"Annotation {current.annotation_id} is not one of task {task!r}.")
+                if current.input_id not in assignees:
+                    assignees[current.input_id] = s.reviews.assignee(task, current.input_id)
+                check_reviewer(chosen, person, assignees[current.input_id], lead)
+                if action == "remove":
+                    events.extend([e for e in [removal_event(current, person, now)] if e])
+                elif current.status != Status.RETIRED and not (action == "relabel" and current.concept == concept):
+                    decision = "correct" if action == "relabel" else action
+                    events.extend(decision_events(current, decision, person, now,
+                                                  concept if action == "relabel" else None)[0])
+            return {"action": action, "annotations": len(annotation_ids), "written": s.history.append(events)}
+
+        return self.store.write(work)
+
+    def add_concept_to_images(self, task: str, annotation_ids: list[str], concept: str, lead_name: str) -> dict:
+        """A lead adds an image-level concept to the images of the selected objects (each image once; images that
+        have it already are counted, not changed)."""
+        chosen = self.task(task)
+        now = utc_now()
+
+        def work(s: Session) -> dict:
+            inputs = sorted({a.input_id for a in s.history.current_many(annotation_ids) if a.task == chosen.name})
+            held = set(s.history.current(task=chosen.name, status=[Status.SUCCESS], kind=Kind.CONCEPT)
+                       .query("concept == @concept")["input_id"])
+            events = [added_concept_event(chosen, i, concept, lead_name, now) for i in inputs if i not in held]
+            return {"action": "add_concept", "images": len(inputs), "already": len(inputs) - len(events),
+                    "written": s.history.append(events)}
+
+        return self.store.write(work)
+
+    def undo(self, annotation_ids: list[str], reviewer: str, lead: bool = False) -> dict:
         """Take back the reviewer's latest decision on each annotation (a correction is two: the original and
         the corrected one), in one transaction."""
 
@@ -131,7 +194,7 @@ class ReviewDesk:
             for annotation_id in annotation_ids:
                 current = s.history.current_one(annotation_id)
                 task = self.task(current.task)
-                check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id))
+                check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id), lead)
                 events.append(undo_event(current, s.history.status_before_last(annotation_id), reviewer,
                                          utc_now()))
             return {"undone": [{"annotation_id": e.annotation_id, "status": str(e.status)} for e in events],
@@ -151,12 +214,12 @@ class ReviewDesk:
     def progress(self, task: str) -> dict[str, dict[str, int]]:
         return self.store.read(lambda s: s.reviews.progress(task))
 
-    def image(self, task: str, input_id: str, reviewer: str | None = None) -> list[dict]:
+    def image(self, task: str, input_id: str, reviewer: str | None = None, lead: bool = False) -> list[dict]:
         """The task's annotations of one image; with `reviewer`, only for one of the task's reviewers (the page
         reads only what its reviewer reviews; the CLI is the operator's)."""
         chosen = self.task(task)
         if reviewer is not None:
-            check_reviewer(chosen, reviewer, assignee=None)
+            check_reviewer(chosen, reviewer, assignee=None, lead=lead)
 
         def work(s: Session) -> list[dict]:
             if not s.inputs.exists(input_id):
@@ -165,7 +228,66 @@ class ReviewDesk:
 
         return self.store.read(work)
 
-    def can_see(self, reviewer: str, input_id: str) -> bool:
-        """Whether the image belongs to a task the reviewer reviews (routed, annotated or queued there)."""
-        mine = [task.name for task in self.tasks if reviewer in task.reviewers]
+    def can_see(self, reviewer: str, input_id: str, lead: bool = False) -> bool:
+        """Whether the image belongs to a task the reviewer reviews, or any task for a lead (routed, annotated or
+        queued there)."""
+        mine = [task.name for task in self.tasks if lead or reviewer in task.reviewers]
         return bool(mine) and self.store.read(lambda s: s.reviews.input_in_tasks(input_id, mine))
+
+    def overview(self) -> list[dict]:
+        """The tasks page: one row per configured task, the most urgent first, with its labeling status (inputs
+        processed of those in its scope), reviewing status (images reviewed of those assigned), dataset, priority,
+        concepts, labelers and model."""
+
+        def work(s: Session) -> list[dict]:
+            rows = []
+            for task in sorted(self.tasks, key=lambda t: (t.priority_rank, t.name)):
+                figures = s.objects.overview(task.name, paths_sql(task))
+                assigned = sum(r["assigned"] for r in figures["review"].values())
+                reviewed = sum(r["reviewed"] for r in figures["review"].values())
+                rows.append({
+                    "name": task.name, "priority": task.priority, "dataset": ", ".join(task.inputs.paths) or
+                    "all inputs", "concepts": task.concepts, "image_concepts": task.image_concepts,
+                    "labelers": [task.annotator, *task.reviewers], "model_id": figures["model_id"],
+                    "inputs": figures["inputs"], "processed": figures["processed"],
+                    "labeled_pct": percent(figures["processed"], figures["inputs"]), "assigned": assigned,
+                    "reviewed": reviewed, "reviewed_pct": percent(reviewed, assigned),
+                    "annotations": figures["annotations"], "versions": s.versions.keys(task.name)})
+            return rows
+
+        return self.store.read(work)
+
+    def objects(self, task: str, filters: dict[str, list[str]], combine: str = "and",
+                min_confidence: float | None = None, max_confidence: float | None = None,
+                after: str | None = None, limit: int = 60) -> dict:
+        """One page of the task's objects gallery; `after` is the `next` key of the page before."""
+        chosen = self.task(task)
+        return self.store.read(lambda s: s.objects.page(chosen.name, filters, combine, min_confidence,
+                                                        max_confidence, page_key(after), limit))
+
+    def matching_objects(self, task: str, filters: dict[str, list[str]], combine: str = "and",
+                         min_confidence: float | None = None, max_confidence: float | None = None) -> list[str]:
+        chosen = self.task(task)
+        return self.store.read(lambda s: s.objects.matching_ids(chosen.name, filters, combine, min_confidence,
+                                                                max_confidence))
+
+    def box_of(self, annotation_id: str) -> dict:
+        found = self.store.read(lambda s: s.objects.box_of(annotation_id))
+        if found is None:
+            raise NotFound(f"No annotation has the id {annotation_id!r}.")
+        return found
+
+
+def percent(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0
+
+
+def page_key(after: str | None) -> tuple[float, str] | None:
+    """The gallery's page key "RANK|ANNOTATION_ID" read back; one that is not is `Invalid`."""
+    if after is None:
+        return None
+    rank, _, annotation_id = after.partition("|")
+    try:
+        return float(rank), annotation_id
+    except ValueError:
+        raise Invalid(f"{after!r} is not a page key of the objects gallery.") from None

@@ -12,6 +12,7 @@ any write whose Origin is not this server (no cross-site request forgery).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Awaitable, Callable
@@ -27,20 +28,22 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apps.review_desk import ReviewDesk
-from core.annotations import Kind
+from core.annotations import Kind, Role
 from core.geometry import Box as UnitBox
-from core.image_checks import load_oriented_rgb
+from core.image_checks import crop_jpeg, load_oriented_rgb
 from core.review_rules import Conflict, Forbidden, Invalid, NotFound, ReviewError
 from core.task_config import LabelingTask
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
+from resources.versions import VersionStore
 from store import DatabaseLockedError
 
 INPUT_ID = re.compile(r"[0-9a-f]{64}")  # matched whole (`fullmatch`): no trailing newline slips through
 ANNOTATION_ID = re.compile(r"[0-9a-f]{32}")
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATES = Jinja2Templates(directory=str(TEMPLATE_DIR))
-PAGE_SCRIPT = TEMPLATE_DIR / "review.js"
+PAGE_SCRIPTS = ("review.js", "lead.js", "tasks.js", "objects.js")
+CROP_SIZE = 160  # a gallery tile's longer side, in pixels
 # Images are never uploaded: every request body is a small JSON decision.
 MAX_BODY_BYTES = 1_000_000
 # No inline script and no inline event handler can run, whatever a file or concept name holds; the page's own
@@ -48,8 +51,8 @@ MAX_BODY_BYTES = 1_000_000
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                            "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
                            "form-action 'self'; frame-ancestors 'none'")
-# Routes anyone may read: the sign-in page (it shows a sentence, or the page once signed in) and its script.
-PUBLIC_ROUTES = {"/", "/static/review.js"}
+# Routes anyone may read: the sign-in page (it shows a sentence, or the page once signed in) and the pages' scripts.
+PUBLIC_ROUTES = {"/", "/static/{name}"}
 TOKEN_COOKIE = "autoannotate_review"
 SIGN_IN = "Open your personal review link to sign in; `autoannotate review invite NAME` prints it."
 STALE_LINK = ("This review link is not valid (a newer invite replaced it, or no invite here gave it); ask for a "
@@ -114,6 +117,49 @@ class AcceptAbove(Finite):
     kind: Kind | None = None  # only boxes, or only image-level concepts; both when not given
 
 
+class ObjectFilters(Finite):
+    """Which objects of a task the gallery shows: status, concept and labeler filters (each any of its values)
+    combined with `and` or `or`, and a confidence range."""
+
+    task: str
+    status: list[str] = Field(default_factory=list)
+    concept: list[str] = Field(default_factory=list)
+    labeler: list[str] = Field(default_factory=list)
+    combine: Literal["and", "or"] = "and"
+    min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    def by_column(self) -> dict[str, list[str]]:
+        return {"status": self.status, "concept": self.concept, "labeler": self.labeler}
+
+
+class BulkAction(BaseModel):
+    """One action on the selected objects, or on every object matching `matching` ("select all N matching")."""
+
+    action: Literal["accept", "reject", "relabel", "remove", "add_concept"]
+    task: str
+    annotation_ids: list[Annotated[str, Field(pattern=ANNOTATION_ID.pattern)]] = Field(default_factory=list,
+                                                                                   max_length=200_000)
+    matching: ObjectFilters | None = None
+    concept: str | None = None  # relabel: the new concept; add_concept: the image-level concept to add
+
+    @model_validator(mode="after")
+    def _chosen(self) -> BulkAction:
+        if not self.annotation_ids and self.matching is None:
+            raise ValueError("select objects (annotation_ids) or give the filters they match (matching)")
+        if self.action in ("relabel", "add_concept") and not self.concept:
+            raise ValueError(f"{self.action} needs a concept")
+        return self
+
+
+class NewVersion(BaseModel):
+    name: str
+
+
+class InputDeletion(BaseModel):
+    purge: bool = False
+
+
 ERROR_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403}
 
 
@@ -128,19 +174,35 @@ def answer(work: Callable[[], object]) -> object:
 
 
 def signed_in(request: Request) -> str:
-    """The reviewer the request's token (cookie, or `Authorization: Bearer`) belongs to."""
+    """The person the request's token (cookie, or `Authorization: Bearer`) belongs to; their role is kept on the
+    request (`is_lead`)."""
     header = request.headers.get("authorization", "")
     token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else \
         request.cookies.get(TOKEN_COOKIE)
     if not token:
         raise HTTPException(401, SIGN_IN)
-    reviewer = answer(lambda: request.app.state.desk.signed_in(token))
-    if reviewer is None:
+    person = answer(lambda: request.app.state.desk.signed_in(token))
+    if person is None:
         raise HTTPException(401, STALE_LINK)
-    return reviewer
+    request.state.role = person[1]
+    return person[0]
+
+
+def signed_in_lead(request: Request) -> str:
+    """A lead's request; a reviewer's is refused with the sentence of what they may do."""
+    me = signed_in(request)
+    if not is_lead(request):
+        raise HTTPException(403, f"{me} is a reviewer: only a lead (`autoannotate review invite NAME --role lead`) "
+                                 "may do this.")
+    return me
+
+
+def is_lead(request: Request) -> bool:
+    return getattr(request.state, "role", None) == Role.LEAD
 
 
 Me = Annotated[str, Depends(signed_in)]
+LeadMe = Annotated[str, Depends(signed_in_lead)]
 
 
 class BodyLimit:
@@ -189,7 +251,8 @@ def validation_sentence(error: RequestValidationError) -> str:
     return "The request is not valid: " + "; ".join(parts) + "."
 
 
-def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]) -> FastAPI:
+def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask], versions: VersionStore | None = None,
+               dagster_url: str = "") -> FastAPI:
     app = FastAPI(title="autoannotate review", docs_url=None, redoc_url=None, openapi_url=None)
     desk = app.state.desk = ReviewDesk(store, tasks)
     app.add_middleware(BodyLimit)
@@ -225,15 +288,21 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
             raise HTTPException(404, f"{value!r} is not a{'n' if what[0] in 'ai' else ''} {what} id.")
         return value
 
-    def tasks_of(reviewer: str) -> list[dict]:
+    def tasks_of(reviewer: str, lead: bool = False) -> list[dict]:
         return [{"name": t.name, "priority": t.priority, "reviewers": t.reviewers, "concepts": t.concepts,
                  "image_concepts": t.image_concepts,
                  "detects": t.detects, "allow_takeover": t.allow_takeover,
-                 "rules": [r.model_dump() for r in t.rules()]} for t in tasks if reviewer in t.reviewers]
+                 "rules": [r.model_dump() for r in t.rules()]} for t in tasks if lead or reviewer in t.reviewers]
 
     def sentence_page(request: Request, sentence: str, status: int) -> HTMLResponse:
         return TEMPLATES.TemplateResponse(request, "review.html", {"sentence": sentence, "tasks": [],
                                                                     "reviewer": None}, status_code=status)
+
+    def signed_in_page(request: Request) -> str | Response:
+        try:
+            return signed_in(request)
+        except HTTPException as refused:
+            return sentence_page(request, refused.detail, refused.status_code)
 
     @app.get("/", response_class=HTMLResponse)
     def page(request: Request, token: str | None = None) -> Response:
@@ -243,45 +312,96 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", max_age=90 * 24 * 3600)
             return response
-        try:
-            me = signed_in(request)
-        except HTTPException as refused:
-            return sentence_page(request, refused.detail, refused.status_code)
-        mine = tasks_of(me)
+        me = signed_in_page(request)
+        if isinstance(me, Response):
+            return me
+        if is_lead(request):  # a lead lands on the tasks page
+            return RedirectResponse("/tasks", status_code=303)
+        return review_page(request, me)
+
+    def review_page(request: Request, me: str) -> Response:
+        mine = tasks_of(me, is_lead(request))
         if not mine:
             return sentence_page(request, f"{me} is not a reviewer of any configured task.", 403)
         return TEMPLATES.TemplateResponse(request, "review.html", {"tasks": mine, "reviewer": me, "sentence": None})
 
-    @app.get("/static/review.js")
-    def page_script() -> Response:
-        return Response(PAGE_SCRIPT.read_text(), media_type="text/javascript")
+    @app.get("/review", response_class=HTMLResponse)
+    def review(request: Request) -> Response:
+        me = signed_in_page(request)
+        return me if isinstance(me, Response) else review_page(request, me)
+
+    def lead_page(request: Request, template: str) -> Response:
+        me = signed_in_page(request)
+        if isinstance(me, Response):
+            return me
+        if not is_lead(request):
+            return sentence_page(request, f"{me} is a reviewer: this page is for leads; your review is at /.", 403)
+        return TEMPLATES.TemplateResponse(request, template, {"me": me, "page": {
+            "me": me, "tasks": tasks_of(me, lead=True), "dagster_url": dagster_url.rstrip("/")}})
+
+    @app.get("/tasks", response_class=HTMLResponse)
+    def tasks_page(request: Request) -> Response:
+        return lead_page(request, "tasks.html")
+
+    @app.get("/objects", response_class=HTMLResponse)
+    def objects_page(request: Request) -> Response:
+        return lead_page(request, "objects.html")
+
+    @app.get("/static/{name}")
+    def page_script(name: str) -> Response:
+        if name not in PAGE_SCRIPTS:
+            raise HTTPException(404, f"No page script is called {name!r}.")
+        return Response((TEMPLATE_DIR / name).read_text(), media_type="text/javascript")
 
     @app.get("/api/tasks")
-    def list_tasks(me: Me) -> list[dict]:
-        return tasks_of(me)
+    def list_tasks(request: Request, me: Me) -> list[dict]:
+        return tasks_of(me, is_lead(request))
+
+    @app.get("/api/overview")
+    def overview(me: LeadMe) -> list[dict]:
+        return answer(desk.overview)
+
+    @app.post("/api/tasks/{task}/versions")
+    def create_version(me: LeadMe, task: str, body: NewVersion) -> dict:
+        from services.datasets import FrozenVersion, create_named_version
+
+        answer(lambda: desk.task(task))
+        if versions is None:
+            raise HTTPException(503, "This server was started without a version store; `autoannotate review serve` "
+                                     "has one.")
+        try:
+            built = create_named_version(store, versions, body.name, [task])
+        except FrozenVersion as error:
+            raise HTTPException(409, str(error)) from None
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
+        return {key: version.as_dict() for key, version in built.items()}
 
     @app.get("/api/queue")
-    def queue(me: Me, task: str, reviewer: str | None = None, status: list[str] = Query(default=[]),  # noqa: B008
+    def queue(request: Request, me: Me, task: str, reviewer: str | None = None,
+              status: list[str] = Query(default=[]),  # noqa: B008
               concept: list[str] = Query(default=[]), labeler: list[str] = Query(default=[]),  # noqa: B008
               combine: Literal["and", "or"] = "and") -> dict:
         chosen = answer(lambda: desk.task(task))
         reviewer = reviewer or me
-        if reviewer not in chosen.reviewers:
+        lead = is_lead(request)
+        if reviewer not in chosen.reviewers and not (lead and reviewer == me):
             raise HTTPException(404, f"{reviewer!r} is not a reviewer of task {task!r}.")
-        if me not in chosen.reviewers or (reviewer != me and not chosen.allow_takeover):
+        if not lead and (me not in chosen.reviewers or (reviewer != me and not chosen.allow_takeover)):
             raise HTTPException(403, f"You are signed in as {me}; task {task!r} shows you only your own queue.")
         items = desk.queue(task, reviewer, status, concept, labeler, combine)
         return {"items": items, "progress": desk.progress(task), "reviewer": reviewer}
 
     @app.get("/api/inputs/{input_id}")
-    def image_boxes(me: Me, input_id: str, task: str) -> dict:
+    def image_boxes(request: Request, me: Me, input_id: str, task: str) -> dict:
         checked(INPUT_ID, input_id, "input")
-        return {"input_id": input_id, "annotations": answer(lambda: desk.image(task, input_id, reviewer=me))}
+        return {"input_id": input_id, "annotations": answer(lambda: desk.image(task, input_id, reviewer=me,
+                                                                               lead=is_lead(request)))}
 
     @app.get("/images/{input_id}")
-    def image(me: Me, input_id: str) -> Response:
+    def image(request: Request, me: Me, input_id: str) -> Response:
         checked(INPUT_ID, input_id, "input")
-        if not answer(lambda: desk.can_see(me, input_id)):
+        if not answer(lambda: desk.can_see(me, input_id, is_lead(request))):
             # The same answer as for an image that is not stored: nothing tells another task's image exists.
             raise HTTPException(404, f"No stored image has the id {input_id}.")
         try:
@@ -292,38 +412,86 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         load_oriented_rgb(data).save(buffer, format="JPEG", quality=90)  # upright, as the boxes were computed
         return Response(buffer.getvalue(), media_type="image/jpeg")
 
-    @app.post("/api/annotations/{annotation_id}/decision")
-    def decide(me: Me, annotation_id: str, body: Decision) -> dict:
+    @app.get("/api/objects")
+    def objects(me: LeadMe, filters: Annotated[ObjectFilters, Query()], after: str | None = None,
+                limit: int = Query(default=60, ge=1, le=500)) -> dict:
+        return answer(lambda: desk.objects(filters.task, filters.by_column(), filters.combine,
+                                           filters.min_confidence, filters.max_confidence, after, limit))
+
+    @app.get("/crops/{annotation_id}")
+    def crop(me: LeadMe, annotation_id: str, size: int = Query(default=CROP_SIZE, ge=32, le=512)) -> Response:
         checked(ANNOTATION_ID, annotation_id, "annotation")
-        return answer(lambda: desk.decide(annotation_id, body.decision, acting(me, body.reviewer)))
+        found = answer(lambda: desk.box_of(annotation_id))
+        box = (found["x1"], found["y1"], found["x2"], found["y2"])
+        key = hashlib.sha256(repr((box, size)).encode()).hexdigest()[:16]
+        try:
+            data = images.cached_crop(found["input_id"], key, lambda stored: crop_jpeg(stored, box, size))
+        except KeyError:
+            raise HTTPException(404, f"No stored image holds annotation {annotation_id}.") from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.post("/api/objects/bulk")
+    def bulk(me: LeadMe, body: BulkAction) -> dict:
+        chosen = body.annotation_ids
+        if body.matching is not None:
+            m = body.matching
+            if m.task != body.task:
+                raise HTTPException(422, "The filters must be of the task the action is on.")
+            chosen = answer(lambda: desk.matching_objects(m.task, m.by_column(), m.combine, m.min_confidence,
+                                                          m.max_confidence))
+        if body.action == "add_concept":
+            return answer(lambda: desk.add_concept_to_images(body.task, chosen, body.concept or "", me))
+        return answer(lambda: desk.bulk(body.task, chosen, body.action, me, body.concept, lead=True))
+
+    @app.post("/api/inputs/{input_id}/delete")
+    def delete_input(me: LeadMe, input_id: str, body: InputDeletion) -> dict:
+        from services.inputs import delete_inputs
+
+        checked(INPUT_ID, input_id, "input")
+        if not answer(lambda: desk.can_see(me, input_id, lead=True)):
+            raise HTTPException(404, f"No input has the id {input_id}.")
+        deleted = delete_inputs(store, images, [input_id], me, purge=body.purge)
+        return {**deleted.as_dict(), "sentence": deleted.sentence()}
+
+    @app.post("/api/annotations/{annotation_id}/remove")
+    def remove(request: Request, me: Me, annotation_id: str) -> dict:
+        checked(ANNOTATION_ID, annotation_id, "annotation")
+        return answer(lambda: desk.remove(annotation_id, me, is_lead(request)))
+
+    @app.post("/api/annotations/{annotation_id}/decision")
+    def decide(request: Request, me: Me, annotation_id: str, body: Decision) -> dict:
+        checked(ANNOTATION_ID, annotation_id, "annotation")
+        return answer(lambda: desk.decide(annotation_id, body.decision, acting(me, body.reviewer),
+                                          lead=is_lead(request)))
 
     @app.post("/api/annotations/{annotation_id}/correct")
-    def correct(me: Me, annotation_id: str, body: Correction) -> dict:
+    def correct(request: Request, me: Me, annotation_id: str, body: Correction) -> dict:
         checked(ANNOTATION_ID, annotation_id, "annotation")
         if body.concept is None and body.box is None:
             raise HTTPException(422, "A correction needs a new concept, a new box, or both.")
         return answer(lambda: desk.decide(annotation_id, "correct", acting(me, body.reviewer), concept=body.concept,
-                                          box=body.box.unit_box() if body.box else None))
+                                          box=body.box.unit_box() if body.box else None, lead=is_lead(request)))
 
     @app.post("/api/inputs/{input_id}/boxes")
-    def draw(me: Me, input_id: str, body: NewBox) -> dict:
+    def draw(request: Request, me: Me, input_id: str, body: NewBox) -> dict:
         checked(INPUT_ID, input_id, "input")
         return answer(lambda: desk.draw(body.task, input_id, body.concept, body.box.unit_box(),
-                                        acting(me, body.reviewer)))
+                                        acting(me, body.reviewer), lead=is_lead(request)))
 
     @app.post("/api/inputs/{input_id}/accept-above")
-    def accept_all_above(me: Me, input_id: str, body: AcceptAbove) -> dict:
+    def accept_all_above(request: Request, me: Me, input_id: str, body: AcceptAbove) -> dict:
         checked(INPUT_ID, input_id, "input")
         return answer(lambda: desk.accept_above(body.task, input_id, body.threshold, acting(me, body.reviewer),
-                                                body.kind))
+                                                body.kind, lead=is_lead(request)))
 
     @app.post("/api/inputs/{input_id}/concepts")
-    def add_concept(me: Me, input_id: str, body: NewConcept) -> dict:
+    def add_concept(request: Request, me: Me, input_id: str, body: NewConcept) -> dict:
         checked(INPUT_ID, input_id, "input")
-        return answer(lambda: desk.add_concept(body.task, input_id, body.concept, acting(me, body.reviewer)))
+        return answer(lambda: desk.add_concept(body.task, input_id, body.concept, acting(me, body.reviewer),
+                                               lead=is_lead(request)))
 
     @app.post("/api/undo")
-    def undo(me: Me, body: Undo) -> dict:
-        return answer(lambda: desk.undo(body.annotation_ids, acting(me, body.reviewer)))
+    def undo(request: Request, me: Me, body: Undo) -> dict:
+        return answer(lambda: desk.undo(body.annotation_ids, acting(me, body.reviewer), lead=is_lead(request)))
 
     return app

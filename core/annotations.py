@@ -37,6 +37,17 @@ WHOLE_IMAGE = Box(0.0, 0.0, 1.0, 1.0)
 KIND_SQL = "coalesce(kind, 'box')"
 
 
+class Role(StrEnum):
+    """What a signed-in person may do: a reviewer reviews their tasks' queues; a lead sees every task, creates
+    versions, deletes inputs and removes annotations."""
+
+    REVIEWER = "reviewer"
+    LEAD = "lead"
+
+
+ROLES = tuple(Role)
+
+
 class Source(StrEnum):
     AUTO = "auto"
     REVIEW = "review"

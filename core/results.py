@@ -150,3 +150,34 @@ class TrainingOutcome(Result):
         fields = asdict(self)
         del fields["why"], fields["figures"]
         return {**fields, **self.figures}
+
+
+@dataclass(frozen=True)
+class DeletedInputs(Result):
+    """Inputs deleted by a person: what left each table. `kept` names, per input `--purge` could not purge, the
+    frozen versions that still hold it."""
+
+    deleted: list[str]
+    already_deleted: list[str]
+    annotations_retired: Mapping[str, int]  # per task
+    queue_places: int
+    purged: list[str] = field(default_factory=list)
+    kept: Mapping[str, list[str]] = field(default_factory=dict)
+    removed: Mapping[str, int] = field(default_factory=dict)  # purged rows and files: embeddings, image/crop files
+
+    def sentence(self) -> str:
+        """What the deletion removed, with its counts per table."""
+        parts = [f"deleted {len(self.deleted)} input(s)"]
+        if self.already_deleted:
+            parts.append(f"{len(self.already_deleted)} already deleted")
+        retired = ", ".join(f"{task}: {n}" for task, n in self.annotations_retired.items()) or "none"
+        parts.append(f"annotations retired (annotations table, one event each) {retired}")
+        parts.append(f"queue places removed (review_assignments) {self.queue_places}")
+        if self.purged or self.kept:
+            parts.append(f"purged {len(self.purged)} (" + ", ".join(f"{k} {n}" for k, n in self.removed.items())
+                         + ")")
+        sentence = "; ".join(parts) + "."
+        for input_id, versions in self.kept.items():
+            sentence += (f" Not purged: {input_id} is held by the frozen version(s) {', '.join(versions)}, which "
+                         "must still export it.")
+        return sentence

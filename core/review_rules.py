@@ -36,9 +36,11 @@ class Forbidden(ReviewError):
     """The reviewer may not make this decision: not a reviewer of the task, or someone else's image."""
 
 
-def check_reviewer(task: LabelingTask, reviewer: str, assignee: str | None) -> None:
+def check_reviewer(task: LabelingTask, reviewer: str, assignee: str | None, lead: bool = False) -> None:
     """A decision is made by one of the task's reviewers, on an image of their own queue (or one no queue
-    holds) unless the task lets reviewers take over each other's images."""
+    holds) unless the task lets reviewers take over each other's images; a lead decides on any task's images."""
+    if lead:
+        return
     if reviewer not in task.reviewers:
         raise Forbidden(f"{reviewer!r} is not a reviewer of task {task.name!r} (reviewers: "
                         f"{', '.join(task.reviewers) or 'none'}).")
@@ -55,6 +57,14 @@ def undo_event(current: AnnotationEvent, status_before: Status | None, reviewer:
         raise Conflict(f"The latest decision on annotation {current.annotation_id} is not yours to undo "
                        f"({current.annotator}, {current.source}).")
     return replace(current, status=status_before or Status.RETIRED, annotator=reviewer, event_at=now)
+
+
+def removal_event(current: AnnotationEvent, person: str, now: datetime) -> AnnotationEvent | None:
+    """Deleting an annotation: it is retired by `person` (None when it is retired already: a second click writes
+    nothing)."""
+    if current.status == Status.RETIRED:
+        return None
+    return replace(current, status=Status.RETIRED, source=Source.REVIEW, annotator=person, event_at=now)
 
 
 def task_named(tasks: list[LabelingTask], name: str | None) -> LabelingTask:

@@ -54,12 +54,18 @@ def band_sql(task: LabelingTask) -> str:
             f"WHEN (CASE concept {review} END) THEN 'review' ELSE 'discard' END")
 
 
+def paths_sql(task: LabelingTask) -> str:
+    """A predicate on an inbox file's `uri`: the file is in the task's `inputs.paths` (TRUE when it has none)."""
+    if not task.inputs.paths:
+        return "TRUE"
+    return "(" + " OR ".join(f"uri GLOB {_literal('*/' + path.lstrip('/'))}" for path in task.inputs.paths) + ")"
+
+
 def scope_sql(task: LabelingTask, column: str = "input_id") -> str:
     """A predicate on `column` (an input id; the query has $batch): the input is in the task's `inputs.paths`."""
     if not task.inputs.paths:
         return "TRUE"
-    globs = " OR ".join(f"uri GLOB {_literal('*/' + path.lstrip('/'))}" for path in task.inputs.paths)
-    return f"{column} IN (SELECT input_id FROM input_sources WHERE batch = $batch AND ({globs}))"
+    return f"{column} IN (SELECT input_id FROM input_sources WHERE batch = $batch AND {paths_sql(task)})"
 
 
 def routed_sql(task: LabelingTask, class_names: list[str], relation: str) -> str:

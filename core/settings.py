@@ -59,6 +59,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_TRAIN_IMGSZ": "train_imgsz",
     "AUTOANNOTATE_TRAIN_BATCH": "train_batch",
     "AUTOANNOTATE_TRAIN_ARCHITECTURE": "train_architecture",
+    "AUTOANNOTATE_DAGSTER_URL": "dagster_url",
 }
 
 
@@ -102,6 +103,7 @@ class Settings:
     train_imgsz: int = 0
     train_batch: int = 8
     train_architecture: str = ""  # a model YAML to train from scratch instead of fine-tuning
+    dagster_url: str = "http://127.0.0.1:3000"  # where the tasks page links a task's assets in the Dagster UI
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod

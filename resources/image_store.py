@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -26,3 +27,9 @@ class ImageStore(dg.ConfigurableResource):
 
     def read(self, input_id: str) -> bytes:
         return self.files.read(input_id)
+
+    def cached_crop(self, input_id: str, key: str, cut: Callable[[bytes], bytes]) -> bytes:
+        return self.files.cached_crop(input_id, key, cut)
+
+    def remove(self, input_id: str) -> dict[str, int]:
+        return self.files.remove(input_id)

@@ -29,6 +29,8 @@ class StoredImages(Protocol):
 
     def read(self, input_id: str) -> bytes: ...
 
+    def remove(self, input_id: str) -> dict[str, int]: ...
+
 
 class VersionFiles(Protocol):
     """Where version manifests live, and how a version is split for training."""

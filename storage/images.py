@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,3 +55,34 @@ class ContentStore:
         if not path.exists():
             raise KeyError(f"No stored image has the id {input_id}.")
         return path.read_bytes()
+
+    def crop_path(self, input_id: str, key: str) -> Path:
+        """Where a cut-out of the image is cached (`key` names the region and size)."""
+        return self.root / "crops" / self.path_for(input_id).relative_to(self.root) / f"{key}.jpg"
+
+    def cached_crop(self, input_id: str, key: str, cut: Callable[[bytes], bytes]) -> bytes:
+        """The cut-out `key` of the image: cut from the stored bytes the first time, then read from the cache."""
+        path = self.crop_path(input_id, key)
+        if path.exists():
+            return path.read_bytes()
+        data = cut(self.read(input_id))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+        return data
+
+    def remove(self, input_id: str) -> dict[str, int]:
+        """Remove the image's bytes and every cached cut-out of it; returns how many files of each went."""
+        crops = self.crop_path(input_id, "x").parent
+        removed = {"image_files": 0, "crop_files": 0}
+        if crops.is_dir():
+            for path in crops.iterdir():
+                path.unlink()
+                removed["crop_files"] += 1
+            crops.rmdir()
+        with contextlib.suppress(FileNotFoundError):
+            self.path_for(input_id).unlink()
+            removed["image_files"] = 1
+        return removed

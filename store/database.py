@@ -35,6 +35,7 @@ from store.concepts import ConceptsSQL
 from store.history import AnnotationHistory, literal
 from store.inputs import InputsSQL
 from store.models import ModelsSQL
+from store.objects import ObjectsSQL
 from store.predictions import PredictionsSQL
 from store.quality import QualitySQL
 from store.reviews import ReviewSQL
@@ -131,6 +132,7 @@ class Session:
         self.predictions = PredictionsSQL(self)
         self.history = AnnotationHistory(self)
         self.reviews = ReviewSQL(self)
+        self.objects = ObjectsSQL(self)
         self.concepts = ConceptsSQL(self)
         self.quality = QualitySQL(self)
         self.versions = VersionsSQL(self)

@@ -101,6 +101,15 @@ class AnnotationHistory:
             raise NotFound(f"No annotation has the id {annotation_id!r}.")
         return event_from_row(rows.iloc[0].to_dict())
 
+    def current_many(self, annotation_ids: list[str]) -> list[AnnotationEvent]:
+        """The current state of each annotation, in the order given; `NotFound` names the first unknown id."""
+        rows = self.s.df(f"{CURRENT} WHERE annotation_id IN (SELECT unnest($ids::VARCHAR[]))", {"ids": annotation_ids})
+        found = {row["annotation_id"]: event_from_row(row) for row in rows.to_dict("records")}
+        missing = [a for a in annotation_ids if a not in found]
+        if missing:
+            raise NotFound(f"No annotation has the id {missing[0]!r}.")
+        return [found[a] for a in dict.fromkeys(annotation_ids)]
+
     def status_before_last(self, annotation_id: str) -> Status | None:
         """The status the annotation had before its latest event (None: the latest is its first)."""
         rows = self.s.conn.execute("SELECT status FROM annotations WHERE annotation_id = ? "
@@ -129,7 +138,8 @@ class AnnotationHistory:
         """The inputs `task` routed for objects (or imported without labels) before `cutoff` that hold no object
         accepted or still to decide as of then: the model found nothing above the lower threshold, people rejected
         what it found, or a labelled dataset had no label for the image. (An image with an open review item is
-        not a negative yet.) Columns: input_id, and `by_person`: a person made it a negative (imported without
+        not a negative yet; an input deleted before `cutoff` is none.) Columns: input_id, and `by_person`: a person
+        made it a negative (imported without
         labels, or a person decided a box of it and none is left), not only the model's silence."""
         state, params = self.state_as_of_sql(task, cutoff)
         return (f"SELECT input_id, bool_or(by_person) OR input_id IN (SELECT input_id FROM ({state}) "
@@ -137,7 +147,9 @@ class AnnotationHistory:
                 f"SELECT input_id, processed_at AS since, false AS by_person FROM task_inputs WHERE task = $task "
                 f"UNION ALL SELECT input_id, recorded_at, true FROM empty_inputs WHERE task = $task) "
                 f"WHERE since < $cutoff AND input_id NOT IN (SELECT input_id FROM ({state}) "
-                f"WHERE {KIND_SQL} = '{Kind.BOX}' AND status IN ({HELD_SQL})) GROUP BY input_id",
+                f"WHERE {KIND_SQL} = '{Kind.BOX}' AND status IN ({HELD_SQL})) "
+                f"AND input_id NOT IN (SELECT input_id FROM deleted_inputs WHERE deleted_at < $cutoff) "
+                "GROUP BY input_id",
                 {**params, "cutoff": cutoff})
 
     def tasks(self) -> list[str]:
@@ -218,6 +230,17 @@ class AnnotationHistory:
                           if isinstance(events, pl.DataFrame) else events.assign(**{column: value}))
         with self.s.registered("appended_events", events):
             return self._append_relation("appended_events")
+
+    def retire_inputs(self, input_ids: list[str], by: str, now: datetime) -> dict[str, int]:
+        """Every live annotation of these inputs, in every task, retired by `by` (a person's event, so no re-run
+        brings it back); returns how many per task."""
+        retired = self.s.pl(f"""
+            SELECT * EXCLUDE (event_id, seq) REPLACE ('{Status.RETIRED}' AS status, '{Source.REVIEW}' AS source,
+                                                      $by AS annotator, $now AS event_at)
+            FROM annotation_state WHERE input_id IN (SELECT unnest($ids::VARCHAR[])) AND status <> '{Status.RETIRED}'
+            """, {"ids": input_ids, "by": by, "now": now})
+        self.append(retired)
+        return {task: int(n) for task, n in retired.group_by("task").len().sort("task").iter_rows()}
 
     def _append_relation(self, relation: str) -> int:
         # Events are numbered after the largest stored one (the same in a DuckDB file and in a DuckLake), in an

@@ -90,3 +90,28 @@ class InputsSQL:
             "rejected_files": latest.to_dict("records"),
             "duplicates": int(self.s.scalar("SELECT count(*) FROM input_sources WHERE duplicate_of_earlier")),
         }
+
+    def matching(self, reference: str) -> list[str]:
+        """The inputs a user's reference names: an input id, or a file by its path (as ingested) or its name."""
+        return [i for (i,) in self.s.conn.execute(
+            "SELECT DISTINCT input_id FROM input_sources WHERE input_id = $ref OR uri = $ref "
+            "OR regexp_extract(uri, '[^/]*$') = $ref ORDER BY 1", {"ref": reference}).fetchall()]
+
+    def deleted(self, input_ids: list[str]) -> dict[str, datetime | None]:
+        """Which of these inputs are deleted, each with when it was purged (None: not purged)."""
+        return dict(self.s.conn.execute(
+            "SELECT input_id, purged_at FROM deleted_inputs WHERE input_id IN (SELECT unnest(?::VARCHAR[]))",
+            [input_ids]).fetchall())
+
+    def record_deleted(self, input_ids: list[str], by: str, now: datetime) -> int:
+        return self.s.insert("deleted_inputs", [{"input_id": i, "deleted_by": by, "deleted_at": now,
+                                                 "purged_at": None} for i in input_ids])
+
+    def record_purged(self, input_ids: list[str], now: datetime) -> dict[str, int]:
+        """Marks the inputs purged and drops their embeddings; returns the rows removed per table."""
+        embeddings = int(self.s.scalar("SELECT count(*) FROM embeddings WHERE input_id IN "
+                                       "(SELECT unnest(?::VARCHAR[]))", [input_ids]))
+        self.s.conn.execute("DELETE FROM embeddings WHERE input_id IN (SELECT unnest(?::VARCHAR[]))", [input_ids])
+        self.s.conn.execute("UPDATE deleted_inputs SET purged_at = ? WHERE input_id IN (SELECT unnest(?::VARCHAR[]))",
+                            [now, input_ids])
+        return {"embeddings": embeddings}

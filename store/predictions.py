@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from store.database import Session
 
 # The stored predictions of one batch and model, as a relation routing queries read ($batch, $model_id).
-BATCH_PREDICTIONS = "(SELECT * FROM predictions WHERE batch = $batch AND model_id = $model_id)"
+# A deleted input is routed by no task again.
+BATCH_PREDICTIONS = ("(SELECT * FROM predictions WHERE batch = $batch AND model_id = $model_id "
+                     "AND input_id NOT IN (SELECT input_id FROM deleted_inputs))")
 
 
 def prediction_rows(batch: str, model_id: str, input_id: str, detections: list[Any],
@@ -65,8 +67,8 @@ class PredictionsSQL:
             [batch, model_id]).fetchall()]
 
     def batch_count(self, batch: str, model_id: str) -> int:
-        return int(self.s.scalar("SELECT count(*) FROM predictions WHERE batch = ? AND model_id = ?",
-                                 [batch, model_id]))
+        """The batch's predictions of the model that routing reads (a deleted input's are not)."""
+        return int(self.s.scalar(f"SELECT count(*) FROM {BATCH_PREDICTIONS}", {"batch": batch, "model_id": model_id}))
 
     def batch_confidences(self, batch: str, model_id: str) -> pd.DataFrame:
         return self.s.df("SELECT class_name, confidence FROM predictions WHERE batch = ? AND model_id = ?",

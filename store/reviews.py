@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from core.annotations import KIND_SQL, Kind, Source, Status
+from core.annotations import KIND_SQL, Kind, Role, Source, Status
 from core.routing import assign_reviewers
 from core.task_config import LabelingTask
 from store.history import CURRENT
@@ -86,21 +86,31 @@ class ReviewSQL:
         self.s.insert("review_assignments", [{"task": task, "input_id": input_id, "reviewer": reviewer,
                                               "assigned_at": now}])
 
+    def unassign_inputs(self, input_ids: list[str]) -> int:
+        """Take these inputs out of every queue; returns how many queue places they held."""
+        held = int(self.s.scalar("SELECT count(*) FROM review_assignments WHERE input_id IN "
+                                 "(SELECT unnest(?::VARCHAR[]))", [input_ids]))
+        self.s.conn.execute("DELETE FROM review_assignments WHERE input_id IN (SELECT unnest(?::VARCHAR[]))",
+                            [input_ids])
+        return held
+
     def assignee(self, task: str, input_id: str) -> str | None:
         """The reviewer whose queue holds the input, if any."""
         rows = self.s.conn.execute("SELECT reviewer FROM review_assignments WHERE task = ? AND input_id = ?",
                                    [task, input_id]).fetchall()
         return rows[0][0] if rows else None
 
-    def issue_token(self, reviewer: str, token_sha256: str, now: datetime) -> None:
-        """The reviewer's token from now on; the earlier one stops working."""
+    def issue_token(self, reviewer: str, token_sha256: str, now: datetime, role: Role = Role.REVIEWER) -> None:
+        """The reviewer's token (and role) from now on; the earlier one stops working."""
         self.s.conn.execute("DELETE FROM reviewer_tokens WHERE reviewer = ?", [reviewer])
-        self.s.insert("reviewer_tokens", [{"reviewer": reviewer, "token_sha256": token_sha256, "created_at": now}])
+        self.s.insert("reviewer_tokens", [{"reviewer": reviewer, "token_sha256": token_sha256, "created_at": now,
+                                           "role": str(role)}])
 
-    def reviewer_of_token(self, token_sha256: str) -> str | None:
-        rows = self.s.conn.execute("SELECT reviewer FROM reviewer_tokens WHERE token_sha256 = ?",
-                                   [token_sha256]).fetchall()
-        return rows[0][0] if rows else None
+    def reviewer_of_token(self, token_sha256: str) -> tuple[str, Role] | None:
+        """Who a token signs in as, and their role."""
+        rows = self.s.conn.execute("SELECT reviewer, coalesce(role, ?) FROM reviewer_tokens WHERE token_sha256 = ?",
+                                   [str(Role.REVIEWER), token_sha256]).fetchall()
+        return (rows[0][0], Role(rows[0][1])) if rows else None
 
     def progress(self, task: str) -> dict[str, dict[str, int]]:
         """Per reviewer: inputs assigned, and how many of them hold no undecided review item (`reviewed`,

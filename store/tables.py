@@ -16,7 +16,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from core.annotations import Kind, Source, Status
+from core.annotations import ROLES, Kind, Source, Status
 from core.image_checks import REJECTION_CODES, SUPPORTED_FORMATS
 
 SHA256 = r"^[0-9a-f]{64}$"
@@ -288,7 +288,19 @@ REVIEWER_TOKENS = Table("reviewer_tokens", "Each reviewer's personal review-page
     sha256("token_sha256", "sha256 of the token (the token itself is shown once, by `review invite`).",
            unique=True),
     timestamp("created_at", "When it was issued (UTC); a new invite replaces the reviewer's earlier token."),
+    one_of("role", list(ROLES), "reviewer (their tasks and queues) or lead (every task: creates versions, deletes "
+           "inputs, removes annotations); empty for tokens issued before roles existed: reviewer.", nullable=True,
+           added_later=True),
 ), primary_key=("reviewer",))
+
+DELETED_INPUTS = Table("deleted_inputs", "Inputs a person deleted: they leave every task's current annotations, "
+                       "queues and the versions built after; earlier versions still hold them.", (
+    sha256("input_id", "The input.", unique=True),
+    text("deleted_by", "Who deleted it."),
+    timestamp("deleted_at", "When (UTC): versions with a later cutoff leave it out."),
+    Column("purged_at", "TIMESTAMP", "When its stored bytes, embeddings and crops were removed (`--purge`).",
+           nullable=True),
+), primary_key=("input_id",))
 
 DATASET_VERSIONS = Table("dataset_versions", "The latest version of each task and day (earlier contents live in "
                          "Dagster's materializations), and the named versions, frozen.", (
@@ -362,4 +374,5 @@ MODEL_PROMOTIONS = Table("model_promotions", "Every change of a task's current d
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, EMBEDDINGS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS,
     ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, SPOT_CHECKS, REVIEWER_TOKENS,
-    DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS, MODEL_PROMOTIONS, WRITE_TURNS)}
+    DELETED_INPUTS, DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS, MODEL_PROMOTIONS,
+    WRITE_TURNS)}

@@ -50,6 +50,20 @@ class VersionsSQL:
         return {kind: sorted(i for i, by_person in made.items() if by_person == (kind == "person"))
                 for kind in NEGATIVE_MAKERS}
 
+    def frozen_holding(self, input_id: str) -> list[str]:
+        """The named (frozen) versions whose manifest holds the input: an accepted annotation of it, or it as a
+        negative, as of the version's cutoff (the manifest is exactly that)."""
+        held = []
+        for key, task, cutoff in self.s.conn.execute(
+                "SELECT version_key, task, cutoff FROM dataset_versions WHERE frozen ORDER BY 1").fetchall():
+            accepted, params = self.s.history.as_of_sql(task, cutoff)
+            negatives, negative_params = self.s.history.negatives_sql(task, cutoff)
+            if self.s.scalar(f"SELECT count(*) FROM (SELECT input_id FROM ({accepted}) UNION ALL "
+                             f"SELECT input_id FROM ({negatives})) WHERE input_id = $input_id",
+                             {**params, **negative_params, "input_id": input_id}):
+                held.append(key)
+        return held
+
     def get(self, version_key: str) -> dict[str, Any] | None:
         rows = self.s.df("SELECT * FROM dataset_versions WHERE version_key = ?", [version_key])
         return rows.iloc[0].to_dict() if len(rows) else None

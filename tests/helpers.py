@@ -50,6 +50,14 @@ def table_count(resources: dict, table: str, where: str = "TRUE", params: list |
     return int(query(resources["store"], f"SELECT count(*) FROM {table} WHERE {where}", params).iloc[0, 0])
 
 
+def copy_home(source: Path, target: Path, *task_files: str) -> Path:
+    """A copy of a home built once per module (its Dagster instance left out), its `tasks.txt` naming the copy's
+    task files `task_files` (file names in the home)."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("dagster"))
+    (target / "tasks.txt").write_text("".join(f"{target / name}\n" for name in task_files))
+    return target
+
+
 def write_task_file(folder: Path, **overrides: object) -> Path:
     """The demo task with some fields replaced (`model=None` drops the task's own weights)."""
     import yaml
@@ -66,6 +74,7 @@ def write_task_file(folder: Path, **overrides: object) -> Path:
     return path
 
 
+DAGSTER_URL = "http://127.0.0.1:3999"  # what the tasks page links to in the tests (nothing listens there)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # CI (.ci/run) installs Chromium and sets this, so a missing browser fails there instead of skipping.
 BROWSER_AVAILABLE = Path(CHROMIUM).exists() or bool(os.environ.get("AUTOANNOTATE_REQUIRE_BROWSER"))
@@ -172,7 +181,8 @@ def review_server(resources: dict) -> Iterator[tuple[int, object]]:
     port = free_port()
     from apps.review_server import create_app
 
-    app = create_app(resources["store"], resources["images"], resources["tasks"].load())
+    app = create_app(resources["store"], resources["images"], resources["tasks"].load(), resources["versions"],
+                     DAGSTER_URL)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

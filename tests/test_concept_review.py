@@ -2,7 +2,6 @@
 API's concept actions, and the review page's Classifications pane in Chromium."""
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from fastapi.testclient import TestClient
 from helpers import (
     BROWSER_AVAILABLE,
     autoannotate,
+    copy_home,
     launch_chromium,
     open_review_page,
     query,
@@ -55,10 +55,7 @@ def concept_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def home(concept_home: Path, tmp_path: Path) -> Path:
-    copied = tmp_path / "home"
-    shutil.copytree(concept_home, copied, ignore=shutil.ignore_patterns("dagster"))
-    (copied / "tasks.txt").write_text(f"{copied / 'scenes.yaml'}\n")
-    return copied
+    return copy_home(concept_home, tmp_path / "home", "scenes.yaml")
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from helpers import BROWSER_AVAILABLE, autoannotate, free_port, launch_chromium,
 
 from apps.demo_scenes import write_demo_images
 from apps.review_server import MAX_BODY_BYTES, PUBLIC_ROUTES, create_app
+from core.annotations import Role
 from core.settings import Settings
 from resources import build_resources
 
@@ -113,6 +114,43 @@ def test_file_concept_annotator_and_reviewer_names_render_as_text_and_run_nothin
     assert int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0]) == events
 
 
+@pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_lead_s_pages_show_names_from_data_as_text_and_run_nothing(resources: dict) -> None:
+    """A lead whose name is a payload, on the tasks page and on alpha's objects gallery (payload concept, annotator
+    and file names), with the Content-Security-Policy enforced: all text, no script runs, no request leaves."""
+    from playwright.sync_api import expect, sync_playwright
+
+    lead = "<u onclick=window.__pwned=6>lead</u>"
+    with review_server(resources) as (port, app), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(lead, Role.LEAD)}",
+                  wait_until="networkidle")
+        expect(page.locator('tr[data-task="alpha"]')).to_contain_text(CONCEPT)
+        header = page.locator("header").inner_text()
+        labelers = page.locator('tr[data-task="alpha"]').inner_text()
+        page.goto(f"http://127.0.0.1:{port}/objects?task=alpha", wait_until="networkidle")
+        page.locator(".tile").first.wait_for(timeout=20_000)
+        page.select_option("#f-concept", CONCEPT)
+        page.locator("#apply").click()
+        page.wait_for_timeout(500)
+        tiles = page.locator("#grid").inner_text()
+        options = page.locator("#relabel-concept").inner_text()
+        pwned = page.evaluate("window.__pwned")
+        browser.close()
+    assert lead in header and ANNOTATOR in labelers and REVIEWER in labelers
+    assert CONCEPT in tiles and CONCEPT in options and ANNOTATOR in tiles
+    assert pwned is None
+    from urllib.parse import urlsplit
+
+    for url in requested:
+        parts = urlsplit(url)
+        assert parts.netloc == f"127.0.0.1:{port}", url
+        assert parts.path in ("/", "/tasks", "/objects") or parts.path.startswith(("/api/", "/crops/", "/static/")), url
+
+
 def test_the_page_forbids_inline_script_and_serves_its_own(client: Callable) -> None:
     page = client(REVIEWER).get("/")
     policy = page.headers["content-security-policy"]
@@ -155,6 +193,21 @@ def test_every_route_authorizes_its_reads_and_writes(resources: dict, client: Ca
         ("POST", "/api/inputs/{input_id}/concepts"): (
             lambda c: c.post(f"/api/inputs/{alpha_image}/concepts", json={"task": "alpha", "concept": "box"}), 403),
         ("POST", "/api/undo"): (lambda c: c.post("/api/undo", json={"annotation_ids": [annotation]}), 403),
+        ("POST", "/api/annotations/{annotation_id}/remove"): (
+            lambda c: c.post(f"/api/annotations/{annotation}/remove"), 403),
+        # bob's own review page; the lead's pages and routes refuse a reviewer.
+        ("GET", "/review"): (lambda c: c.get("/review"), 200),
+        ("GET", "/tasks"): (lambda c: c.get("/tasks"), 403),
+        ("GET", "/objects"): (lambda c: c.get("/objects"), 403),
+        ("GET", "/api/overview"): (lambda c: c.get("/api/overview"), 403),
+        ("GET", "/api/objects"): (lambda c: c.get("/api/objects", params={"task": "alpha"}), 403),
+        ("GET", "/crops/{annotation_id}"): (lambda c: c.get(f"/crops/{annotation}"), 403),
+        ("POST", "/api/objects/bulk"): (lambda c: c.post("/api/objects/bulk", json={
+            "action": "remove", "task": "alpha", "annotation_ids": [annotation]}), 403),
+        ("POST", "/api/inputs/{input_id}/delete"): (lambda c: c.post(f"/api/inputs/{alpha_image}/delete", json={}),
+                                                    403),
+        ("POST", "/api/tasks/{task}/versions"): (lambda c: c.post("/api/tasks/alpha/versions", json={"name": "v1"}),
+                                                 403),
     }
     routes = {(method, route.path) for route in app.routes if hasattr(route, "methods")
               for method in route.methods if method != "HEAD" and route.path not in PUBLIC_ROUTES}

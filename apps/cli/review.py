@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from apps.cli.common import UserError, emit, print_table, verb, verbs
-from core.annotations import Status
+from core.annotations import Role, Status
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,17 +52,17 @@ def command_review_serve(args: argparse.Namespace, settings: Settings) -> None:
     resources = build_resources(settings)
     refuse_busy_port(args.host, args.port)
     print(f"review page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
-    uvicorn.run(create_app(resources["store"], resources["images"], resources["tasks"].load()), host=args.host,
-                port=args.port, log_level="warning")
+    uvicorn.run(create_app(resources["store"], resources["images"], resources["tasks"].load(), resources["versions"],
+                           settings.dagster_url), host=args.host, port=args.port, log_level="warning")
 
 
 def command_review_invite(args: argparse.Namespace, settings: Settings) -> None:
     _, desk = desk_of(settings)
     with review_errors():
-        url = f"http://{args.host}:{args.port}/?token={desk.invite(args.reviewer)}"
-    emit(args, {"reviewer": args.reviewer, "url": url}, lambda r: print(
-        f"{r['url']}\n(personal to {r['reviewer']}: whoever opens it decides as {r['reviewer']}; a new invite "
-        "replaces it)"))
+        url = f"http://{args.host}:{args.port}/?token={desk.invite(args.reviewer, Role(args.role))}"
+    emit(args, {"reviewer": args.reviewer, "role": args.role, "url": url}, lambda r: print(
+        f"{r['url']}\n(personal to {r['reviewer']}, {r['role']}: whoever opens it acts as {r['reviewer']}; a new "
+        "invite replaces it)"))
 
 
 def command_review_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -136,6 +136,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     invite = verb(review, "invite", "a reviewer's personal link to the review page",
                   "autoannotate review invite alice --host 192.168.1.20", command_review_invite)
     invite.add_argument("reviewer")
+    invite.add_argument("--role", choices=[str(r) for r in Role], default=str(Role.REVIEWER),
+                        help="reviewer: their tasks' queues (default); lead: every task, the tasks page and objects "
+                        "gallery, versions, deleting inputs and annotations")
     serve = verb(review, "serve", "the review page in the browser", "autoannotate review serve --port 8765",
                  command_review_serve, json_option=False)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")

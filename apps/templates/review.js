@@ -439,5 +439,7 @@ for (const id of ["f-status", "f-concept", "f-labeler", "f-combine"]) {
 }
 $("task").addEventListener("change", () => { fillTask(); state.undo = []; loadQueue(null).catch((e) => say(e.message)); });
 window.addEventListener("error", (event) => say(`Something went wrong on this page: ${event.message}. Reload it.`));
+const wantedTask = new URLSearchParams(location.search).get("task");  // a link from the tasks page
+if (wantedTask && TASKS.some((t) => t.name === wantedTask)) $("task").value = wantedTask;
 fillTask();
 loadQueue(null).catch((e) => say(e.message));
