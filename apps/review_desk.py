@@ -66,8 +66,9 @@ class ReviewDesk:
         return self.store.read(lambda s: s.reviews.reviewer_of_token(token_sha256(token)))
 
     def decide(self, annotation_id: str, decision: str, reviewer: str, concept: str | None = None,
-               box: Box | None = None, lead: bool = False) -> dict:
-        """Accept, reject or correct (`decision` "correct" with a new concept and/or box) one annotation."""
+               box: Box | None = None, lead: bool = False, polygon: list[float] | None = None) -> dict:
+        """Accept, reject or correct (`decision` "correct" with a new concept, box and/or polygon) one
+        annotation."""
 
         def work(s: Session) -> dict:
             current = s.history.current_one(annotation_id)
@@ -76,7 +77,7 @@ class ReviewDesk:
             if concept is not None:
                 check_concept(task, concept, current.kind)
             now = utc_now()
-            events, standing = decision_events(current, decision, reviewer, now, concept, box)
+            events, standing = decision_events(current, decision, reviewer, now, concept, box, polygon)
             written = s.history.append(events)
             if decision == "reopen" and s.reviews.assignee(task.name, current.input_id) is None:
                 s.reviews.assign(task.name, current.input_id, reviewer, now)  # an auto-accepted image: to my queue
@@ -85,10 +86,12 @@ class ReviewDesk:
 
         return self.store.write(work)
 
-    def draw(self, task: str, input_id: str, concept: str, box: Box, reviewer: str, lead: bool = False) -> dict:
-        """A box the model missed: a new SUCCESS annotation; drawing the same box twice writes it once."""
+    def draw(self, task: str, input_id: str, concept: str, box: Box, reviewer: str, lead: bool = False,
+             polygon: list[float] | None = None) -> dict:
+        """A box (or polygon) the model missed: a new SUCCESS annotation; drawing the same one twice writes it
+        once."""
         chosen = self.task(task)
-        return self._add(chosen, drawn_box_event(chosen, input_id, concept, box, reviewer, utc_now()), lead)
+        return self._add(chosen, drawn_box_event(chosen, input_id, concept, box, reviewer, utc_now(), polygon), lead)
 
     def add_concept(self, task: str, input_id: str, concept: str, reviewer: str, lead: bool = False) -> dict:
         """An image-level concept the classifier missed: a new SUCCESS annotation of the whole image; refused when

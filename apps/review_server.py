@@ -24,18 +24,22 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apps.review_desk import ReviewDesk
 from core.annotations import Kind, Role
 from core.geometry import Box as UnitBox
+from core.geometry import polygon_bounds
 from core.image_checks import crop_jpeg, load_oriented_rgb
 from core.review_rules import Conflict, Forbidden, Invalid, NotFound, ReviewError
+from core.settings import DEMO_WEIGHTS
 from core.task_config import LabelingTask
+from resources.concepts import ConceptModels
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore
 from resources.versions import VersionStore
+from services.similar import NearestObjects
 from store import DatabaseLockedError
 
 INPUT_ID = re.compile(r"[0-9a-f]{64}")  # matched whole (`fullmatch`): no trailing newline slips through
@@ -86,10 +90,31 @@ class Decision(BaseModel):
     decision: Literal["accept", "reject", "reopen"]
 
 
-class Correction(BaseModel):
+def checked_polygon(points: list[float] | None) -> list[float] | None:
+    if points is not None and (len(points) < 6 or len(points) % 2):
+        raise ValueError("a polygon needs at least 3 points, as x0, y0, x1, y1, ...")
+    return points
+
+
+Polygon = Annotated[list[Annotated[float, Field(ge=0.0, le=1.0)]], Field(max_length=20_000)]
+
+
+class Correction(Finite):
     reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
     concept: str | None = None
     box: Box | None = None
+    polygon: Polygon | None = None  # a new outline (its box comes with it)
+
+    _polygon = field_validator("polygon")(checked_polygon)
+
+
+class NewPolygon(Finite):
+    reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
+    task: str
+    concept: str
+    polygon: Polygon
+
+    _polygon = field_validator("polygon")(checked_polygon)
 
 
 class NewBox(BaseModel):
@@ -252,9 +277,14 @@ def validation_sentence(error: RequestValidationError) -> str:
 
 
 def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask], versions: VersionStore | None = None,
-               dagster_url: str = "") -> FastAPI:
+               dagster_url: str = "", models: ConceptModels | None = None, weights: str = str(DEMO_WEIGHTS)
+               ) -> FastAPI:
+    """The review server: the review page and, for leads, the tasks page and the objects gallery. `versions` lets a
+    lead create versions; `models` (with the detector `weights` tasks without their own use) embeds objects for
+    "more like this"."""
     app = FastAPI(title="autoannotate review", docs_url=None, redoc_url=None, openapi_url=None)
     desk = app.state.desk = ReviewDesk(store, tasks)
+    nearest = NearestObjects()  # the task's object embeddings, held while they do not change
     app.add_middleware(BodyLimit)
 
     @app.exception_handler(RequestValidationError)
@@ -430,6 +460,21 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
             raise HTTPException(404, f"No stored image holds annotation {annotation_id}.") from None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
+    @app.get("/api/objects/{annotation_id}/similar")
+    def similar(me: LeadMe, annotation_id: str, task: str, limit: int = Query(default=12, ge=1, le=100)) -> dict:
+        from services.similar import object_backbone, similar_objects
+
+        checked(ANNOTATION_ID, annotation_id, "annotation")
+        chosen = answer(lambda: desk.task(task))
+        if models is None:
+            raise HTTPException(503, "This server was started without concept models; `autoannotate review serve` "
+                                     "has them.")
+        backbone = object_backbone(models, chosen, chosen.weights_path() or Path(weights))
+        try:
+            return similar_objects(store, images, backbone, chosen, annotation_id, nearest, limit)
+        except KeyError as error:
+            raise HTTPException(404, str(error.args[0])) from None
+
     @app.post("/api/objects/bulk")
     def bulk(me: LeadMe, body: BulkAction) -> dict:
         chosen = body.annotation_ids
@@ -467,10 +512,17 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
     @app.post("/api/annotations/{annotation_id}/correct")
     def correct(request: Request, me: Me, annotation_id: str, body: Correction) -> dict:
         checked(ANNOTATION_ID, annotation_id, "annotation")
-        if body.concept is None and body.box is None:
-            raise HTTPException(422, "A correction needs a new concept, a new box, or both.")
+        if body.concept is None and body.box is None and body.polygon is None:
+            raise HTTPException(422, "A correction needs a new concept, a new box or polygon, or both.")
         return answer(lambda: desk.decide(annotation_id, "correct", acting(me, body.reviewer), concept=body.concept,
-                                          box=body.box.unit_box() if body.box else None, lead=is_lead(request)))
+                                          box=body.box.unit_box() if body.box else None, lead=is_lead(request),
+                                          polygon=body.polygon))
+
+    @app.post("/api/inputs/{input_id}/polygons")
+    def draw_polygon(request: Request, me: Me, input_id: str, body: NewPolygon) -> dict:
+        checked(INPUT_ID, input_id, "input")
+        return answer(lambda: desk.draw(body.task, input_id, body.concept, polygon_bounds(body.polygon),
+                                        acting(me, body.reviewer), lead=is_lead(request), polygon=body.polygon))
 
     @app.post("/api/inputs/{input_id}/boxes")
     def draw(request: Request, me: Me, input_id: str, body: NewBox) -> dict:

@@ -155,16 +155,22 @@ def load_oriented_bgr(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(load_oriented_rgb(data))[:, :, ::-1])
 
 
+def crop_region(width: int, height: int, box: tuple[float, float, float, float], margin: float = 0.1
+                ) -> tuple[int, int, int, int]:
+    """The pixel region (left, top, right, bottom) of `box` (shares of the image) with `margin` of its size around
+    it, inside the image and at least one pixel wide and high."""
+    x1, y1, x2, y2 = box
+    pad_x, pad_y = (x2 - x1) * margin, (y2 - y1) * margin
+    left, top = max(0, int((x1 - pad_x) * width)), max(0, int((y1 - pad_y) * height))
+    return (left, top, min(width, max(left + 1, round((x2 + pad_x) * width))),
+            min(height, max(top + 1, round((y2 + pad_y) * height))))
+
+
 def crop_jpeg(data: bytes, box: tuple[float, float, float, float], size: int, margin: float = 0.1) -> bytes:
     """A JPEG of the region `box` (x1, y1, x2, y2 as shares of the upright image) with `margin` of its size around
     it, scaled to fit `size` x `size` pixels: a gallery tile, never the whole image."""
     image = load_oriented_rgb(data)
-    x1, y1, x2, y2 = box
-    pad_x, pad_y = (x2 - x1) * margin, (y2 - y1) * margin
-    region = (max(0, int((x1 - pad_x) * image.width)), max(0, int((y1 - pad_y) * image.height)),
-              min(image.width, max(1, round((x2 + pad_x) * image.width))),
-              min(image.height, max(1, round((y2 + pad_y) * image.height))))
-    tile = image.crop(region)
+    tile = image.crop(crop_region(image.width, image.height, box, margin))
     tile.thumbnail((size, size))
     buffer = io.BytesIO()
     tile.save(buffer, format="JPEG", quality=85)

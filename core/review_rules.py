@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from core.annotations import WHOLE_IMAGE, AnnotationEvent, Kind, Source, Status, human_annotation_id
-from core.geometry import Box
+from core.geometry import Box, polygon_bounds, unit_key
 from core.task_config import LabelingTask
 
 DECISION_STATUS = {"accept": Status.SUCCESS, "reject": Status.REJECTED}
@@ -91,10 +91,14 @@ def check_concept(task: LabelingTask, concept: str, kind: Kind = Kind.BOX) -> st
 
 
 def decision_events(current: AnnotationEvent, decision: str, reviewer: str, now: datetime,
-                    concept: str | None = None, box: Box | None = None) -> tuple[list[AnnotationEvent], str]:
-    """Events for accepting, rejecting or correcting (new concept and/or box) `current`, and the id of the
-    annotation the decision leaves standing. A decision equal to the current state writes nothing, so a
-    double submit is one event; a correction retires the original and adds the corrected annotation."""
+                    concept: str | None = None, box: Box | None = None,
+                    polygon: list[float] | None = None) -> tuple[list[AnnotationEvent], str]:
+    """Events for accepting, rejecting or correcting (new concept, box and/or polygon: a polygon brings its own
+    box) `current`, and the id of the annotation the decision leaves standing. A decision equal to the current
+    state writes nothing, so a double submit is one event; a correction retires the original and adds the
+    corrected annotation."""
+    if polygon is not None:
+        box = polygon_bounds(polygon)
     if decision == "reopen":
         # Sending an accepted annotation back to review: it waits for a reviewer again (an event, like any other).
         if current.status == Status.AWAITING_REVIEW and current.source == Source.REVIEW:
@@ -118,24 +122,32 @@ def decision_events(current: AnnotationEvent, decision: str, reviewer: str, now:
         raise Invalid(f"Annotation {current.annotation_id} is an image-level concept: it has no box to correct.")
     new_box = box or current.box
     new_concept = concept or current.concept
+    # A new box without a polygon drops the old outline; a new polygon is the outline (and its box).
+    new_polygon = polygon if polygon is not None else None if box else current.polygon
     # The concept the model (or importer) gave stays visible on every later correction that changed it.
     given = current.original_concept or current.concept
     original = None if given == new_concept else given
-    corrected_id = human_annotation_id(current.task, current.input_id, new_concept, new_box,
-                                       f"corrects:{current.annotation_id}")
+    origin = f"corrects:{current.annotation_id}" + (f"|{unit_key(polygon)}" if polygon is not None else "")
+    corrected_id = human_annotation_id(current.task, current.input_id, new_concept, new_box, origin)
     retire = replace(current, status=Status.RETIRED, source=Source.REVIEW, annotator=reviewer, event_at=now)
     corrected = replace(current, annotation_id=corrected_id, concept=new_concept, x1=new_box.x1, y1=new_box.y1,
-                        x2=new_box.x2, y2=new_box.y2, polygon=None if box else current.polygon,
+                        x2=new_box.x2, y2=new_box.y2, polygon=new_polygon,
                         status=Status.SUCCESS, source=Source.REVIEW, annotator=reviewer, event_at=now,
                         original_concept=original)
     return [retire, corrected], corrected_id
 
 
 def drawn_box_event(task: LabelingTask, input_id: str, concept: str, box: Box, reviewer: str,
-                    now: datetime) -> AnnotationEvent:
-    """A box the model missed, drawn by a reviewer: a new SUCCESS annotation (source `review`)."""
+                    now: datetime, polygon: list[float] | None = None) -> AnnotationEvent:
+    """A box (or, with `polygon`, an outline and the box around it) the model missed, drawn by a reviewer: a new
+    SUCCESS annotation (source `review`)."""
     check_concept(task, concept)
-    return _reviewer_event(task, input_id, concept, box, "drawn", reviewer, now, Kind.BOX)
+    if polygon is None:
+        return _reviewer_event(task, input_id, concept, box, "drawn", reviewer, now, Kind.BOX)
+    drawn = _reviewer_event(task, input_id, concept, polygon_bounds(polygon), f"drawn|{unit_key(polygon)}",
+                            reviewer, now, Kind.BOX)
+    return replace(drawn, polygon=list(polygon))
+
 
 
 def added_concept_event(task: LabelingTask, input_id: str, concept: str, reviewer: str,

@@ -147,8 +147,9 @@ class Session:
         return self.conn.execute(sql, params or []).df()
 
     def pl(self, sql: str, params: Params = None) -> PolarsFrame:
-        """A query's rows as a polars frame, through Arrow."""
-        frame = pl.from_arrow(self.conn.sql(sql, params=params or None).to_arrow_table())
+        """A query's rows as a polars frame, through Arrow. (A prepared `execute`: `conn.sql` with parameters
+        measured 25 times slower on a list column, 5.7 s against 0.22 s for 20 000 vectors of 1024 floats.)"""
+        frame = pl.from_arrow(self.conn.execute(sql, params or []).fetch_arrow_table())
         assert isinstance(frame, pl.DataFrame)  # a table, never a single column
         return frame
 

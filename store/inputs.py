@@ -108,10 +108,14 @@ class InputsSQL:
                                                  "purged_at": None} for i in input_ids])
 
     def record_purged(self, input_ids: list[str], now: datetime) -> dict[str, int]:
-        """Marks the inputs purged and drops their embeddings; returns the rows removed per table."""
+        """Marks the inputs purged and drops their image and object embeddings; returns the rows removed per table."""
         embeddings = int(self.s.scalar("SELECT count(*) FROM embeddings WHERE input_id IN "
                                        "(SELECT unnest(?::VARCHAR[]))", [input_ids]))
         self.s.conn.execute("DELETE FROM embeddings WHERE input_id IN (SELECT unnest(?::VARCHAR[]))", [input_ids])
+        objects = int(self.s.scalar("SELECT count(*) FROM object_embeddings WHERE input_id IN "
+                                    "(SELECT unnest(?::VARCHAR[]))", [input_ids]))
+        self.s.conn.execute("DELETE FROM object_embeddings WHERE input_id IN (SELECT unnest(?::VARCHAR[]))",
+                            [input_ids])
         self.s.conn.execute("UPDATE deleted_inputs SET purged_at = ? WHERE input_id IN (SELECT unnest(?::VARCHAR[]))",
                             [now, input_ids])
-        return {"embeddings": embeddings}
+        return {"embeddings": embeddings, "object_embeddings": objects}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
+
 from core.annotations import KIND_SQL, Kind, Status
+from store.reviews import annotators_sql
 
 if TYPE_CHECKING:
     from store.database import Session
@@ -50,9 +53,7 @@ class ObjectsSQL:
                 ORDER BY rank, annotation_id LIMIT $limit)
             SELECT p.annotation_id, p.input_id, regexp_extract(i.uri, '[^/]*$') AS file, p.concept,
                    p.original_concept, p.status, p.source, p.annotator, p.confidence, p.x1, p.y1, p.x2, p.y2,
-                   p.model_id, p.rank,
-                   (SELECT list(DISTINCT a.annotator ORDER BY a.annotator) FROM annotations a
-                    WHERE a.annotation_id = p.annotation_id) AS annotators
+                   p.model_id, p.rank, {annotators_sql("p")} AS annotators
             FROM page p JOIN inputs i USING (input_id) ORDER BY p.rank, p.annotation_id""",
             {**params, "rank": rank, "after_id": after_id, "limit": limit})
         total = int(self.s.scalar(f"SELECT count(*) FROM ({matching})", params))
@@ -95,3 +96,35 @@ class ObjectsSQL:
                                     "LIMIT 1", [task]).fetchall()
         return {"inputs": in_scope, "processed": processed, "annotations": {k: int(v) for k, v in statuses.items()},
                 "review": self.s.reviews.progress(task), "model_id": model[0][0] if model else None}
+
+    def unembedded(self, task: str, model_id: str) -> list[dict[str, Any]]:
+        """The task's live objects without an embedding by `model_id`: annotation, input and box, by input."""
+        return self.s.df(f"""
+            SELECT annotation_id, input_id, x1, y1, x2, y2 FROM annotation_state c
+            WHERE task = $task AND {KIND_SQL} = '{Kind.BOX}' AND status <> '{Status.RETIRED}' AND NOT EXISTS (
+                SELECT 1 FROM object_embeddings e WHERE e.annotation_id = c.annotation_id AND e.model_id = $model)
+            ORDER BY input_id, annotation_id""", {"task": task, "model": model_id}).to_dict("records")
+
+    def store_embeddings(self, rows: list[dict[str, Any]]) -> int:
+        return self.s.insert("object_embeddings", rows)
+
+    def embedding_stamp(self, task: str, model_id: str) -> tuple[int, Any]:
+        """How many embeddings the task's objects have by `model_id`, and the latest: they change together."""
+        count, latest = self.s.conn.execute("SELECT count(*), max(embedded_at) FROM object_embeddings WHERE task = ? "
+                                            "AND model_id = ?", [task, model_id]).fetchall()[0]
+        return int(count), latest
+
+    def embeddings(self, task: str, model_id: str) -> pl.DataFrame:
+        """Every embedding of the task's objects by `model_id`: annotation_id, input_id, vector."""
+        return self.s.pl("SELECT annotation_id, input_id, vector FROM object_embeddings WHERE task = $task AND "
+                         "model_id = $model ORDER BY annotation_id", {"task": task, "model": model_id})
+
+    def live_objects(self, annotation_ids: list[str]) -> list[dict[str, Any]]:
+        """Those of the annotations still live, with their input, file, concept, status and confidence."""
+        rows = self.s.df(f"""
+            SELECT c.annotation_id, c.input_id, regexp_extract(i.uri, '[^/]*$') AS file, c.concept, c.status,
+                   c.confidence FROM annotation_state c JOIN inputs i USING (input_id)
+            WHERE c.annotation_id IN (SELECT unnest($ids::VARCHAR[])) AND c.status <> '{Status.RETIRED}'""",
+            {"ids": annotation_ids})
+        rows["confidence"] = rows["confidence"].astype(object).where(rows["confidence"].notna(), None)
+        return rows.to_dict("records")

@@ -34,6 +34,17 @@ def current_with_spot_checks(where: str) -> str:
         WHERE {where}"""
 
 
+def annotators_sql(row: str) -> str:
+    """Who labelled the annotation `row` (an alias with task, annotation_id and prediction_id): every annotator of
+    its events and of the annotations made for the same prediction that a correction replaced (the model's id,
+    the importer, each person who decided it), once each, in the order they first acted."""
+    return f"""(SELECT list(annotator ORDER BY first_at, annotator) FROM (
+        SELECT a.annotator, min(a.event_at) AS first_at FROM annotations a
+        WHERE a.annotation_id = {row}.annotation_id
+           OR ({row}.prediction_id IS NOT NULL AND a.task = {row}.task AND a.prediction_id = {row}.prediction_id)
+        GROUP BY a.annotator))"""
+
+
 def _none_for_nan(frame: pd.DataFrame, column: str) -> None:
     frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
 
@@ -136,13 +147,19 @@ class ReviewSQL:
         """Every live (not retired) annotation of one image, as the review page draws them."""
         rows = self.s.df(
             f"SELECT annotation_id, {KIND_SQL} AS kind, concept, original_concept, confidence, status, source, "
-            "annotator, x1, y1, x2, y2, spot_check, spot_check_pending FROM ("
+            "annotator, x1, y1, x2, y2, polygon, spot_check, spot_check_pending, model_id, "
+            + annotators_sql("c") + " AS annotators FROM ("
             + current_with_spot_checks("c.task = $task AND c.input_id = $input AND c.status <> $retired")
-            + ") ORDER BY kind, confidence DESC NULLS LAST, x1, y1, annotation_id",
+            + ") c ORDER BY kind, confidence DESC NULLS LAST, x1, y1, annotation_id",
             {"task": task, "input": input_id, "retired": str(Status.RETIRED)})
-        _none_for_nan(rows, "confidence")
-        _none_for_nan(rows, "original_concept")
-        return rows.to_dict("records")
+        for column in ("confidence", "original_concept", "model_id"):
+            _none_for_nan(rows, column)
+        records = rows.to_dict("records")
+        for record in records:
+            record["annotators"] = list(record["annotators"])
+            record["polygon"] = None if record["polygon"] is None or not hasattr(record["polygon"], "__len__") \
+                else [float(v) for v in record["polygon"]]
+        return records
 
     def queue(self, task: LabelingTask, reviewer: str, statuses: list[str] | None = None,
               concepts: list[str] | None = None, labelers: list[str] | None = None,

@@ -24,6 +24,7 @@ IMAGE_FORMATS = sorted(set(SUPPORTED_FORMATS.values()))
 POLARS_TYPES: dict[str, Any] = {
     "VARCHAR": pl.Utf8, "INTEGER": pl.Int64, "BIGINT": pl.Int64, "DOUBLE": pl.Float64, "BOOLEAN": pl.Boolean,
     "TIMESTAMP": pl.Datetime, "DATE": pl.Date, "VARCHAR[]": pl.List(pl.Utf8), "DOUBLE[]": pl.List(pl.Float64),
+    "FLOAT[]": pl.List(pl.Float32),
 }
 
 
@@ -171,6 +172,17 @@ EMBEDDINGS = Table("embeddings", "Each input's embedding by each backbone, compu
     Column("vector", "DOUBLE[]", "Mean- and max-pooled feature maps of the backbone's kept layers."),
     timestamp("embedded_at", "When it was computed (UTC)."),
 ), primary_key=("input_id", "model_id"))
+
+OBJECT_EMBEDDINGS = Table("object_embeddings", "Each object annotation's embedding by each backbone: its crop's "
+                          "pooled features, computed once; \"more like this\" ranks a task's objects by cosine "
+                          "similarity to one of them.", (
+    digest32("annotation_id", "The object annotation."),
+    sha256("model_id", "The backbone (its weights' sha256, with the crop size)."),
+    text("task", "Labeling task."),
+    sha256("input_id", "The input the object is on."),
+    Column("vector", "FLOAT[]", "Mean- and max-pooled feature maps of the object's crop."),
+    timestamp("embedded_at", "When it was computed (UTC)."),
+), primary_key=("annotation_id", "model_id"))
 
 PREDICTIONS = Table("predictions", "Every detection of every model on every input, above the confidence floor; a "
                     "classifier's concept scores are predictions whose box is the whole image.", (
@@ -372,7 +384,7 @@ MODEL_PROMOTIONS = Table("model_promotions", "Every change of a task's current d
 ), primary_key=("task", "decided_at"))
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, EMBEDDINGS, PREDICTIONS, PROCESSED_INPUTS, ANNOTATIONS,
-    ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, SPOT_CHECKS, REVIEWER_TOKENS,
-    DELETED_INPUTS, DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS, MODEL_PROMOTIONS,
-    WRITE_TURNS)}
+    INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, EMBEDDINGS, OBJECT_EMBEDDINGS, PREDICTIONS, PROCESSED_INPUTS,
+    ANNOTATIONS, ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, SPOT_CHECKS,
+    REVIEWER_TOKENS, DELETED_INPUTS, DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS,
+    MODEL_PROMOTIONS, WRITE_TURNS)}

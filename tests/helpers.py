@@ -182,7 +182,7 @@ def review_server(resources: dict) -> Iterator[tuple[int, object]]:
     from apps.review_server import create_app
 
     app = create_app(resources["store"], resources["images"], resources["tasks"].load(), resources["versions"],
-                     DAGSTER_URL)
+                     DAGSTER_URL, resources["concept_models"])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -202,6 +202,11 @@ def test_every_route_authorizes_its_reads_and_writes(resources: dict, client: Ca
         ("GET", "/api/overview"): (lambda c: c.get("/api/overview"), 403),
         ("GET", "/api/objects"): (lambda c: c.get("/api/objects", params={"task": "alpha"}), 403),
         ("GET", "/crops/{annotation_id}"): (lambda c: c.get(f"/crops/{annotation}"), 403),
+        ("GET", "/api/objects/{annotation_id}/similar"): (
+            lambda c: c.get(f"/api/objects/{annotation}/similar", params={"task": "alpha"}), 403),
+        ("POST", "/api/inputs/{input_id}/polygons"): (
+            lambda c: c.post(f"/api/inputs/{alpha_image}/polygons", json={
+                "task": "alpha", "concept": "box", "polygon": [0.1, 0.1, 0.2, 0.1, 0.2, 0.2]}), 403),
         ("POST", "/api/objects/bulk"): (lambda c: c.post("/api/objects/bulk", json={
             "action": "remove", "task": "alpha", "annotation_ids": [annotation]}), 403),
         ("POST", "/api/inputs/{input_id}/delete"): (lambda c: c.post(f"/api/inputs/{alpha_image}/delete", json={}),

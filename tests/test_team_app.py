@@ -60,7 +60,7 @@ def resources(team_home: Path, tmp_path: Path) -> dict:
 def client(resources: dict) -> Callable[..., TestClient]:
     """`client(name, role)`: the API as `name`, signed in with the token `review invite` gives."""
     app = create_app(resources["store"], resources["images"], resources["tasks"].load(), resources["versions"],
-                     DAGSTER_URL)
+                     DAGSTER_URL, resources["concept_models"])
 
     def signed_in_as(name: str, role: str = "reviewer") -> TestClient:
         from core.annotations import Role
@@ -378,8 +378,47 @@ def test_the_lead_s_tasks_page_and_objects_gallery_in_chromium(resources: dict, 
             state = rows(resources, "SELECT status, annotator FROM annotation_state WHERE annotation_id IN "
                                     "(SELECT unnest(?))", [chosen])
             assert set(state.itertuples(index=False, name=None)) == {("REJECTED", LEAD)}
+            # "More like this" on a tile: the nearest objects on other images, with their similarity; the
+            # selection stays as it was.
+            tiles.nth(6).locator(".more-like").click()
+            expect(page.locator("#similar-head")).to_contain_text("12 objects most like", timeout=60_000)
+            expect(page.locator("#similar-grid .tile")).to_have_count(12)
+            expect(page.locator("#selected")).to_have_text("0 selected")
             page.locator("#select-all").click()
             expect(page.locator("#selected")).to_have_text(f"{total} selected")
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         finally:
             browser.close()
+
+
+def test_more_like_this_ranks_the_task_s_objects_on_other_images_by_their_crops(resources: dict,
+                                                                                client: Callable) -> None:
+    lead = client(LEAD, "lead")
+    objects = rows(resources, f"SELECT annotation_id, input_id, concept FROM annotation_state WHERE {LIVE_BOXES} "
+                              f"ORDER BY {GALLERY_ORDER}")
+    probe = objects.iloc[0]
+    first = lead.get(f"/api/objects/{probe['annotation_id']}/similar", params={"task": "shapes", "limit": 10})
+    assert first.status_code == 200, first.text
+    found = first.json()
+    # Every live object of the task embedded once, on the first request; none again on the next.
+    assert found["embedded_now"] == len(objects)
+    stored = rows(resources, "SELECT count(*) AS n, count(DISTINCT model_id) AS models FROM object_embeddings")
+    assert (stored["n"][0], stored["models"][0]) == (len(objects), 1)
+    again = lead.get(f"/api/objects/{probe['annotation_id']}/similar", params={"task": "shapes", "limit": 10}).json()
+    assert again["embedded_now"] == 0 and again["similar"] == found["similar"]
+    similar = found["similar"]
+    assert len(similar) == 10 and probe["input_id"] not in {o["input_id"] for o in similar}
+    similarities = [o["similarity"] for o in similar]
+    assert similarities == sorted(similarities, reverse=True) and all(-1.0 <= s <= 1.0 for s in similarities)
+
+    # On the demo scenes, an object's 5 nearest objects share its concept far more often than chance.
+    def shared(row) -> float:
+        near = lead.get(f"/api/objects/{row['annotation_id']}/similar", params={"task": "shapes", "limit": 5}).json()
+        return sum(o["concept"] == row["concept"] for o in near["similar"]) / 5
+
+    rate = sum(shared(row) for row in objects.to_dict("records")) / len(objects)
+    chance = float((objects["concept"].value_counts(normalize=True) ** 2).sum())
+    assert rate > chance + 0.2, (rate, chance)
+    missing = lead.get("/api/objects/" + "0" * 32 + "/similar", params={"task": "shapes"})
+    assert missing.status_code == 404 and missing.json()["detail"] == (
+        "No object annotation '00000000000000000000000000000000' in task 'shapes'.")

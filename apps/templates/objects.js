@@ -39,8 +39,27 @@ function tile(item, index) {
     <img loading="lazy" alt="${esc(item.concept)}" src="/crops/${esc(item.annotation_id)}">
     <b>${esc(item.concept)}</b>${was} <span class="${esc(item.status)}">${esc(item.status)}</span><br>
     <small>${esc(confidence)} · ${esc(item.file)}</small><br>
-    <small class="who">${item.annotators.map(esc).join(", ")} (${item.annotators.length})</small></div>`;
+    <small class="who">${item.annotators.map(esc).join(", ")} (${item.annotators.length})</small>
+    <button class="more-like">More like this</button></div>`;
 }
+
+// "More like this": the task's objects on other images nearest to one, by cosine similarity of their embeddings.
+async function showSimilar(item) {
+  say("");
+  $("similar").hidden = false;
+  $("similar-head").textContent = `Objects most like ${item.concept} on ${item.file} (embedding the task's ` +
+    "objects the first time may take a while) ...";
+  $("similar-grid").innerHTML = "";
+  try {
+    const found = await api("GET", `/api/objects/${item.annotation_id}/similar?task=${encodeURIComponent(task())}`);
+    $("similar-head").textContent = `${found.similar.length} objects most like ${item.concept} on ${item.file}`;
+    $("similar-grid").innerHTML = found.similar.map((o) => `<div class="tile similar-tile"
+      data-annotation="${esc(o.annotation_id)}"><img loading="lazy" alt="${esc(o.concept)}"
+      src="/crops/${esc(o.annotation_id)}"><b>${esc(o.concept)}</b> <span class="${esc(o.status)}">${esc(o.status)}
+      </span><br><small>similarity ${o.similarity.toFixed(3)} · ${esc(o.file)}</small></div>`).join("");
+  } catch (error) { say(error.message); }
+}
+$("similar-close").onclick = () => { $("similar").hidden = true; };
 
 function render() {
   $("grid").innerHTML = state.items.map(tile).join("");
@@ -68,6 +87,7 @@ $("grid").addEventListener("click", (event) => {
   const el = event.target.closest(".tile");
   if (!el) return;
   const index = Number(el.dataset.i);
+  if (event.target.classList.contains("more-like")) { showSimilar(state.items[index]); return; }
   state.allMatching = false;
   if (event.shiftKey && state.last >= 0) {  // a range, from the tile clicked last
     const [from, to] = [Math.min(state.last, index), Math.max(state.last, index)];
