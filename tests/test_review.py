@@ -443,7 +443,7 @@ def test_review_page_on_real_screens(resources: dict, output_dir: Path, viewport
             page.mouse.move(stage["x"] + stage["width"] / 2, stage["y"] + stage["height"] / 2)
             page.mouse.wheel(0, -300)  # zoom in at the cursor, then back to fit
             page.wait_for_function(f"Number(document.querySelector('#canvas').dataset.drawn.split(',')[2]) > {width}")
-            page.keyboard.press("0")
+            page.keyboard.press("f")
             assert drawn()[2] == pytest.approx(width, abs=0.5)
 
             first = page.locator("#canvas").get_attribute("data-input")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from helpers import (
     autoannotate,
     copy_home,
     launch_chromium,
+    open_review_page,
     query,
     review_server,
     write_task_file,
@@ -30,6 +32,8 @@ from resources import build_resources
 from services.routing import annotate_task
 
 LEAD = "lena"
+# yard's concepts: the three the detector finds and nine more, so that the keys for the 11th and 12th are used.
+YARD_CONCEPTS = ["ball", "box", "sign", *(f"kind{n:02d}" for n in range(4, 13))]
 # Gallery order: most doubtful first, people's boxes last, the id breaking ties.
 GALLERY_ORDER = "coalesce(confidence, 2.0), annotation_id"
 LIVE_BOXES = "task = 'shapes' AND coalesce(kind, 'box') = 'box' AND status <> 'RETIRED'"
@@ -45,7 +49,7 @@ def team_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shapes = write_task_file(home, name="shapes", thresholds={"upper": 0.99, "lower": 0.3}, reviewers=["alice", "bob"],
                              priority="high")
     yard = write_task_file(home, name="yard", thresholds={"upper": 0.9, "lower": 0.3}, reviewers=["carol"],
-                           inputs={"paths": ["yard/*"]}, priority="low")
+                           inputs={"paths": ["yard/*"]}, priority="low", concepts=YARD_CONCEPTS)
     autoannotate("run", "--task-file", str(shapes), "--task-file", str(yard), home=home)
     return home
 
@@ -422,3 +426,127 @@ def test_more_like_this_ranks_the_task_s_objects_on_other_images_by_their_crops(
     missing = lead.get("/api/objects/" + "0" * 32 + "/similar", params={"task": "shapes"})
     assert missing.status_code == 404 and missing.json()["detail"] == (
         "No object annotation '00000000000000000000000000000000' in task 'shapes'.")
+
+
+@pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("viewport", [(1280, 720), (1920, 1080)])
+def test_the_review_page_draws_and_edits_polygons_hides_objects_and_has_keys_for_twenty_concepts(
+        resources: dict, viewport: tuple[int, int], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    image = rows(resources, "SELECT r.input_id FROM review_assignments r WHERE task = 'yard' AND input_id IN (SELECT "
+                            "input_id FROM annotation_state WHERE task = 'yard' AND status = 'AWAITING_REVIEW') "
+                            "ORDER BY 1 LIMIT 1")["input_id"][0]
+
+    def state(where: str, params: list | None = None):
+        return rows(resources, f"SELECT * FROM annotation_state WHERE task = 'yard' AND input_id = ? AND {where} "
+                               "ORDER BY event_at, seq", [image, *(params or [])])
+
+    with review_server(resources) as (port, app), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = open_review_page(browser, port, app, "carol", image, viewport)
+            page.on("dialog", lambda dialog: dialog.accept())
+            expect(page.locator("#hotkeys")).to_contain_text("shift+1 kind11 · shift+2 kind12")
+            canvas = page.locator("#canvas").bounding_box()
+
+            def at(x: float, y: float) -> tuple[float, float]:
+                ox, oy, w, h = (float(v) for v in page.locator("#canvas").get_attribute("data-drawn").split(","))
+                return canvas["x"] + ox + x * w, canvas["y"] + oy + y * h
+
+            # Shift+1 relabels the selected box to the task's 11th concept.
+            waiting = state("status = 'AWAITING_REVIEW'")
+            page.locator(f'#boxes .box[data-id="{waiting["annotation_id"][0]}"]').click()
+            page.keyboard.press("Shift+Digit1")
+            page.wait_for_function("[...document.querySelectorAll('#boxes .box')].some((r) => "
+                                   "r.textContent.includes('kind11'))")
+            relabelled = state("concept = 'kind11'")
+            assert relabelled[["status", "annotator", "original_concept"]].values.tolist() == [
+                ["SUCCESS", "carol", waiting["concept"][0]]]
+            row = page.locator(f'#boxes .box[data-id="{relabelled["annotation_id"][0]}"] .annotators')
+            expect(row).to_have_text("by autoannotate-demo-bot, carol (2)")
+
+            # Drawing mode: four clicks, then the first vertex again, close a polygon.
+            page.keyboard.press("p")
+            corners = [(0.05, 0.05), (0.25, 0.06), (0.24, 0.3), (0.06, 0.28)]
+            for x, y in [*corners, corners[0]]:
+                page.mouse.click(*at(x, y))
+            page.wait_for_function("[...document.querySelectorAll('#boxes .box')].some((r) => "
+                                   "r.textContent.includes('polygon'))")
+            drawn = state("polygon IS NOT NULL AND status = 'SUCCESS'")
+            assert len(drawn) == 1 and drawn["annotator"][0] == "carol" and drawn["source"][0] == "review"
+            points = list(drawn["polygon"][0])
+            assert len(points) == 8
+            assert points == pytest.approx([v for corner in corners for v in corner], abs=0.01)
+            assert (drawn["x1"][0], drawn["y1"][0], drawn["x2"][0], drawn["y2"][0]) == pytest.approx(
+                (min(points[0::2]), min(points[1::2]), max(points[0::2]), max(points[1::2])))
+
+            def polygon_now() -> list[float]:
+                live = state("polygon IS NOT NULL AND status = 'SUCCESS'")
+                assert len(live) == 1
+                return list(live["polygon"][0])
+
+            def select_polygon() -> None:
+                page.locator("#boxes .box", has_text="polygon").click()
+
+            # Drag a vertex; double-click an edge to insert one; alt-click a vertex to delete it.
+            select_polygon()
+            page.mouse.move(*at(0.05, 0.05))
+            page.mouse.down()
+            page.mouse.move(*at(0.1, 0.12), steps=4)
+            page.mouse.up()
+            page.wait_for_function("document.querySelectorAll('#boxes .box').length > 0")
+            expect(page.locator("#boxes .box", has_text="polygon")).to_have_count(1)
+            page.wait_for_timeout(300)
+            moved = polygon_now()
+            assert moved[:2] == pytest.approx([0.1, 0.12], abs=0.01) and moved[2:] == pytest.approx(points[2:])
+            select_polygon()
+            page.mouse.dblclick(*at(0.175, 0.09))  # the middle of the edge from (0.1, 0.12) to (0.25, 0.06)
+            page.wait_for_timeout(500)
+            inserted = polygon_now()
+            assert len(inserted) == 10 and inserted[2:4] == pytest.approx([0.175, 0.09], abs=0.01)
+            select_polygon()
+            page.keyboard.down("Alt")
+            page.mouse.click(*at(0.24, 0.3))
+            page.keyboard.up("Alt")
+            page.wait_for_timeout(500)
+            assert polygon_now() == pytest.approx([*inserted[:6], *inserted[8:]])
+            history = rows(resources, "SELECT count(*) AS n FROM annotations WHERE task = 'yard' AND polygon IS NOT "
+                                      "NULL AND annotator = 'carol'")["n"][0]
+            assert history == 1 + 3 * 2  # drawn, then three corrections: each retires one and adds one
+
+            # The eye boxes hide a concept or one object; the concept search narrows the pickers.
+            page.locator('#concept-eyes input[data-concept="kind11"]').uncheck()
+            expect(page.locator(f'#boxes .box[data-id="{relabelled["annotation_id"][0]}"]')).to_have_class(
+                re.compile("hidden-one"))
+            page.locator("#concept-search").fill("kind1")
+            assert page.locator("#new-concept option").all_inner_texts() == ["kind10", "kind11", "kind12"]
+            page.locator("#concept-search").fill("")
+            other = page.locator("#boxes .box:not(.hidden-one)").first
+            other.locator(".eye-one").click()
+            expect(page.locator("#boxes .box.hidden-one")).to_have_count(2)
+
+            # Delete (x) asks, then writes one event retiring the annotation.
+            page.locator("#boxes .box", has_text="polygon").click()
+            page.keyboard.press("x")
+            expect(page.locator("#boxes .box", has_text="polygon")).to_have_count(0)
+            gone = rows(resources, "SELECT status, annotator FROM annotation_state WHERE task = 'yard' AND polygon IS "
+                                   "NOT NULL ORDER BY event_at DESC, seq DESC LIMIT 1")
+            assert gone.values.tolist() == [["RETIRED", "carol"]]
+            page.keyboard.press("u")  # undo brings it back
+            expect(page.locator("#boxes .box", has_text="polygon")).to_have_count(1)
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        finally:
+            browser.close()
+
+    # The corrected outline is what yolo-seg exports.
+    home = home_of(resources)
+    autoannotate("version", "create", "--name", "outlines", "--task", "yard", home=home)
+    autoannotate("export", "--version", "yard@outlines", "--format", "yolo-seg", "--out", str(tmp_path / "seg"),
+                 home=home)
+    polygon = polygon_now()
+    class_id = YARD_CONCEPTS.index(state("polygon IS NOT NULL AND status = 'SUCCESS'")["concept"][0])
+    lines = [line.split() for label in (tmp_path / "seg").rglob("labels/*/*.txt") for line in label.read_text()
+             .splitlines()]
+    assert sum(int(line[0]) == class_id and len(line) == 1 + len(polygon)
+               and [float(v) for v in line[1:]] == pytest.approx(polygon, abs=1e-5) for line in lines) == 1

@@ -7,7 +7,8 @@ const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&
 const esc = (value) => String(value).replace(/[&<>"']/g, (ch) => ESCAPES[ch]);
 const COLOURS = { SUCCESS: "#16a34a", AWAITING_REVIEW: "#f59e0b", REJECTED: "#dc2626" };
 const state = { queue: [], index: 0, boxes: [], selected: -1, picked: false, image: null, drag: null,
-                view: null, undo: [], filtered: false, concepts: [], conceptSelected: -1, pane: "boxes" };
+                view: null, undo: [], filtered: false, concepts: [], conceptSelected: -1, pane: "boxes",
+                hiddenConcepts: new Set(), hiddenIds: new Set(), polygonMode: false, draft: [] };
 const $ = (id) => document.getElementById(id);
 const task = () => $("task").value;
 const plural = (n, one, many) => `${n} ${n === 1 ? one : (many || one + "s")}`;
@@ -30,11 +31,26 @@ async function api(method, url, body) {
   } finally { clearTimeout(slow); $("waiting").textContent = ""; }
 }
 
+// Up to 20 concepts have a key: 1-9 and 0 the first ten, shift with them the next ten.
+const DIGITS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];
+const HOTKEYS = [...DIGITS, ...DIGITS.map((d) => "shift+" + d)];
+function fillConceptPickers() {
+  const t = TASKS.find((x) => x.name === task()), wanted = $("concept-search").value.trim().toLowerCase();
+  const found = t.concepts.map((c, i) => [c, i]).filter(([c]) => c.toLowerCase().includes(wanted));
+  $("relabel").innerHTML = found.map(([c, i]) => `<option value="${esc(c)}">${HOTKEYS[i] ? esc(HOTKEYS[i]) + " " : ""
+    }${esc(c)}</option>`).join("");
+  $("new-concept").innerHTML = found.map(([c]) => `<option>${esc(c)}</option>`).join("");
+  $("concept-eyes").innerHTML = found.map(([c]) => `<label><input type="checkbox" class="eye" data-concept="${
+    esc(c)}" ${state.hiddenConcepts.has(c) ? "" : "checked"}> ${esc(c)}</label>`).join("");
+  $("hotkeys").innerHTML = "Keys: " + t.concepts.slice(0, HOTKEYS.length).map((c, i) =>
+    `<kbd>${esc(HOTKEYS[i])}</kbd> ${esc(c)}`).join(" · ");
+}
+
 function fillTask() {
   const t = TASKS.find((x) => x.name === task());
   const concepts = t.concepts.map((c) => `<option>${esc(c)}</option>`).join("");
-  $("relabel").innerHTML = t.concepts.map((c, i) => `<option value="${esc(c)}">${i + 1} ${esc(c)}</option>`).join("");
-  $("new-concept").innerHTML = concepts;
+  state.hiddenConcepts = new Set(); state.hiddenIds = new Set();
+  fillConceptPickers();
   $("f-concept").innerHTML = '<option value="">any</option>' + concepts;
   $("add-concept").innerHTML = t.image_concepts.map((c) => `<option>${esc(c)}</option>`).join("");
   $("classifications").hidden = !t.image_concepts.length;
@@ -89,6 +105,11 @@ const undecided = (b) => b.status === "AWAITING_REVIEW" || b.spot_check_pending;
 const shownBox = (b) => !(b.status === "AWAITING_REVIEW" && b.confidence != null &&
                           b.confidence < Number($("box-min").value));
 const shownBoxes = () => state.boxes.map((b, i) => [b, i]).filter(([b]) => shownBox(b)).map(([, i]) => i);
+// The eye boxes hide a concept, or one object, on the image (the list keeps them, greyed).
+const visible = (b) => !state.hiddenConcepts.has(b.concept) && !state.hiddenIds.has(b.annotation_id);
+const hasPolygon = (b) => Array.isArray(b.polygon) && b.polygon.length >= 6;
+const vertices = (b) => b.polygon.reduce((points, v, i) => (i % 2 ? points[points.length - 1].push(v)
+                                                                 : points.push([v]), points), []);
 
 async function loadImage(load) {
   const item = state.queue[state.index];
@@ -141,10 +162,20 @@ function draw() {
   canvas.dataset.drawn = [ox, oy, w, h].map((v) => v.toFixed(1)).join(",");
   ctx.font = "bold 14px system-ui, sans-serif";
   state.boxes.forEach((b, i) => {
-    if (!shownBox(b)) return;
+    if (!shownBox(b) || !visible(b)) return;
     const [x1, y1] = toScreen(b.x1, b.y1), [x2, y2] = toScreen(b.x2, b.y2), colour = COLOURS[b.status] || "#6b7280";
     ctx.strokeStyle = colour; ctx.lineWidth = i === state.selected ? 4 : 2;
-    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    if (hasPolygon(b)) {  // a segmentation: its outline, lightly filled, and its vertices when selected
+      const points = vertices(b).map(([x, y]) => toScreen(x, y));
+      ctx.beginPath(); points.forEach(([x, y], k) => (k ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.closePath();
+      ctx.globalAlpha = 0.15; ctx.fillStyle = colour; ctx.fill(); ctx.globalAlpha = 1; ctx.stroke();
+      if (i === state.selected) {
+        ctx.fillStyle = "#fff";
+        points.forEach(([x, y]) => { ctx.fillRect(x - 4, y - 4, 8, 8); ctx.strokeRect(x - 4, y - 4, 8, 8); });
+      }
+    } else {
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    }
     // The label sits on its own filled strip, so it reads on any background.
     const label = `${b.concept}${b.original_concept ? " (was " + b.original_concept + ")" : ""}${
       b.confidence == null ? "" : " " + b.confidence.toFixed(2)}`;
@@ -152,6 +183,12 @@ function draw() {
     ctx.fillStyle = colour; ctx.fillRect(x1, top, width, 20);
     ctx.fillStyle = "#fff"; ctx.fillText(label, x1 + 4, top + 15);
   });
+  if (state.draft.length) {  // the polygon being drawn, live
+    const points = state.draft.map(([x, y]) => toScreen(x, y));
+    ctx.setLineDash([6, 4]); ctx.strokeStyle = "#38bdf8"; ctx.lineWidth = 2; ctx.beginPath();
+    points.forEach(([x, y], k) => (k ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke(); ctx.setLineDash([]);
+    ctx.fillStyle = "#38bdf8"; points.forEach(([x, y]) => ctx.fillRect(x - 3, y - 3, 6, 6));
+  }
   if (state.drag && state.drag.kind === "new" && state.drag.to) {  // the box being drawn, live
     const [x1, y1] = toScreen(state.drag.x1, state.drag.y1), [x2, y2] = toScreen(state.drag.to.x, state.drag.to.y);
     ctx.setLineDash([6, 4]); ctx.strokeStyle = "#38bdf8"; ctx.lineWidth = 2;
@@ -186,10 +223,15 @@ function renderBoxes() {
   $("box-counts").textContent = Object.keys(counts).sort().map((c) => `${c} ${counts[c]}`).join(" · ")
     + (hidden ? ` (${plural(hidden, "suggestion")} below ${Number($("box-min").value).toFixed(2)} hidden)` : "");
   $("boxes").innerHTML = shown.map((i) => [state.boxes[i], i]).map(([b, i]) => `<div class="box ${
-    state.pane === "boxes" && i === state.selected ? "selected" : ""}"
-    data-i="${i}" data-id="${esc(b.annotation_id)}"><b>${esc(b.concept)}</b>${b.original_concept ? ` <small class="was">was ${
+    state.pane === "boxes" && i === state.selected ? "selected" : ""}
+    ${visible(b) ? "" : "hidden-one"}" data-i="${i}" data-id="${esc(b.annotation_id)}">
+    <button class="eye-one" title="${visible(b) ? "hide" : "show"} this object">${visible(b) ? "&#128065;" : "&#8212;"
+    }</button><b>${esc(b.concept)}</b>${b.original_concept ? ` <small class="was">was ${
       esc(b.original_concept)}</small>` : ""} ${b.confidence == null ? "" : b.confidence.toFixed(3)}
-    <span class="${esc(b.status)}">${esc(b.status)}</span> <small>${esc(b.annotator)}</small>
+    ${hasPolygon(b) ? "<small>polygon</small>" : ""}
+    <span class="${esc(b.status)}">${esc(b.status)}</span>
+    <br><small class="annotators">by ${(b.annotators || [b.annotator]).map(esc).join(", ")} (${
+      (b.annotators || [b.annotator]).length})</small>
     ${b.spot_check ? `<small class="spot">spot check${b.spot_check_pending ? ": accept (a) or reject (r)" : ""}</small>` : ""}</div>`).join("")
     || (state.queue.length ? (hidden ? "<p>Every suggestion on this image is below the slider.</p>"
                                      : "<p>No boxes on this image.</p>") : "");
@@ -247,7 +289,8 @@ function correct(b, change) {
 function pickConcept(n) {
   const t = TASKS.find((x) => x.name === task());
   const choices = state.pane === "concepts" ? t.image_concepts : t.concepts, concept = choices[n - 1];
-  if (!concept) { say(`Task ${t.name} has ${plural(choices.length, "concept")}: press 1 to ${choices.length}.`); return; }
+  if (!concept) { say(`Task ${t.name} has ${plural(choices.length, "concept")}: press ${
+    HOTKEYS[0]} to ${HOTKEYS[Math.min(choices.length, HOTKEYS.length) - 1]}.`); return; }
   const b = target(); if (!b) return;
   if (b.concept === concept) { say(`It is already ${concept}.`); return; }
   correct(b, { concept });
@@ -259,6 +302,39 @@ function reopen() {
   state.picked = false;
   decide("reopen", b);
 }
+// Deleting an annotation: asked first, then one event retiring it (undo brings it back).
+function removeSelected() {
+  const b = state.pane === "concepts" ? state.concepts[state.conceptSelected] : state.boxes[state.selected];
+  if (!b) { say("Select a box or classification to delete it."); return; }
+  if (!window.confirm(`Delete this ${b.concept} annotation?`)) return;
+  act(async () => remember([(await api("POST", `/api/annotations/${b.annotation_id}/remove`)).annotation_id]));
+}
+function togglePolygonMode(on) {
+  state.polygonMode = on ?? !state.polygonMode; state.draft = [];
+  $("polygon-mode").setAttribute("aria-pressed", String(state.polygonMode));
+  $("canvas").style.cursor = state.polygonMode ? "crosshair" : "grab";
+  draw();
+}
+function savePolygon(b, points) {
+  correct(b, { polygon: points.flat().map((v) => Math.min(1, Math.max(0, v))) });
+}
+// Polygon editing: the vertex of the selected polygon under the pointer (within 7 px), or the edge (within 6 px).
+function vertexAt(p) {
+  const b = state.boxes[state.selected];
+  if (!b || !hasPolygon(b) || !visible(b)) return -1;
+  return vertices(b).findIndex(([x, y]) => Math.hypot((x - p.x) * p.w, (y - p.y) * p.h) <= 7);
+}
+function edgeOfPolygonAt(p) {
+  const b = state.boxes[state.selected];
+  if (!b || !hasPolygon(b) || !visible(b)) return -1;
+  const points = vertices(b).map(([x, y]) => [x * p.w, y * p.h]), q = [p.x * p.w, p.y * p.h];
+  return points.findIndex((a, k) => {
+    const c = points[(k + 1) % points.length], dx = c[0] - a[0], dy = c[1] - a[1];
+    const t = Math.max(0, Math.min(1, ((q[0] - a[0]) * dx + (q[1] - a[1]) * dy) / (dx * dx + dy * dy || 1)));
+    return Math.hypot(q[0] - a[0] - t * dx, q[1] - a[1] - t * dy) <= 6;
+  });
+}
+
 function undo() {
   const ids = state.undo.pop();
   if (!ids) { say("Nothing to undo."); return; }
@@ -300,14 +376,35 @@ function edgeAt(p) {
   const [edge, distance] = Object.entries(edges).sort((a, c) => a[1] - c[1])[0];
   return inside && distance < 8 ? edge : null;
 }
-const hitAt = (p) => state.boxes.findIndex((c) => shownBox(c) && p.x >= c.x1 && p.x <= c.x2 && p.y >= c.y1 &&
+const hitAt = (p) => state.boxes.findIndex((c) => shownBox(c) && visible(c) && p.x >= c.x1 && p.x <= c.x2 && p.y >= c.y1 &&
                                                 p.y <= c.y2);
 $("canvas").addEventListener("mousedown", (event) => {
   if (!state.image || !state.view) return;
   releaseFocus();
   const p = imagePoint(event);
+  if (state.polygonMode) {  // a vertex per click; a click on the first vertex closes the polygon
+    const first = state.draft[0];
+    if (first && state.draft.length >= 3 && Math.hypot((first[0] - p.x) * p.w, (first[1] - p.y) * p.h) <= 8) {
+      const polygon = state.draft.flat().map((v) => Math.min(1, Math.max(0, v)));
+      togglePolygonMode(false);
+      return act(async () => remember([(await api("POST", `/api/inputs/${shownId()}/polygons`,
+        { task: task(), concept: $("new-concept").value, polygon })).annotation_id]));
+    }
+    state.draft.push([p.x, p.y]); draw(); return;
+  }
   if (event.shiftKey) { state.drag = { kind: "new", x1: p.x, y1: p.y }; return; }
-  const edge = edgeAt(p);
+  const vertex = vertexAt(p);
+  if (vertex >= 0 && event.altKey) {  // alt-click deletes a vertex (a polygon keeps at least three)
+    const b = state.boxes[state.selected], points = vertices(b);
+    if (points.length <= 3) { say("A polygon keeps at least three vertices."); return; }
+    points.splice(vertex, 1); savePolygon(b, points); return;
+  }
+  if (vertex >= 0) {
+    state.drag = { kind: "vertex", vertex, box: { ...state.boxes[state.selected] },
+                   points: vertices(state.boxes[state.selected]) };
+    return;
+  }
+  const edge = hasPolygon(state.boxes[state.selected] || {}) ? null : edgeAt(p);
   if (edge) { state.drag = { kind: "edge", edge, box: { ...state.boxes[state.selected] } }; return; }
   const hit = hitAt(p);
   if (hit >= 0) { state.selected = hit; state.picked = true; state.pane = "boxes"; draw(); renderBoxes();
@@ -318,13 +415,18 @@ $("canvas").addEventListener("mousemove", (event) => {
   if (!state.image || !state.view) return;
   const p = imagePoint(event), canvas = $("canvas"), drag = state.drag;
   if (!drag) {  // where a drag would do something, the cursor says what
-    const edge = edgeAt(p);
-    canvas.style.cursor = event.shiftKey ? "crosshair" : edge ? (edge[0] === "x" ? "ew-resize" : "ns-resize")
-      : hitAt(p) >= 0 ? "pointer" : "grab";
+    const edge = hasPolygon(state.boxes[state.selected] || {}) ? null : edgeAt(p);
+    canvas.style.cursor = event.shiftKey || state.polygonMode ? "crosshair" : vertexAt(p) >= 0 ? "move"
+      : edge ? (edge[0] === "x" ? "ew-resize" : "ns-resize") : hitAt(p) >= 0 ? "pointer" : "grab";
     return;
   }
   if (drag.kind === "pan") { state.view.ox = drag.ox + p.sx - drag.sx; state.view.oy = drag.oy + p.sy - drag.sy; }
   if (drag.kind === "new") drag.to = { x: p.x, y: p.y };
+  if (drag.kind === "vertex") {
+    drag.points[drag.vertex] = [Math.min(1, Math.max(0, p.x)), Math.min(1, Math.max(0, p.y))];
+    state.boxes[state.selected] = { ...state.boxes[state.selected], polygon: drag.points.flat() };
+    drag.moved = true;
+  }
   if (drag.kind === "edge") {
     state.boxes[state.selected][drag.edge] = Math.min(1, Math.max(0, drag.edge.startsWith("x") ? p.x : p.y));
   }
@@ -341,9 +443,18 @@ $("canvas").addEventListener("mouseup", (event) => {
     return act(async () => remember([(await api("POST", `/api/inputs/${shownId()}/boxes`,
                                                 { task: task(), concept: $("new-concept").value, box })).annotation_id]));
   }
+  if (drag.kind === "vertex") { if (drag.moved) savePolygon(drag.box, drag.points); else draw(); return; }
   const b = state.boxes[state.selected];
   const box = { x1: Math.min(b.x1, b.x2), y1: Math.min(b.y1, b.y2), x2: Math.max(b.x1, b.x2), y2: Math.max(b.y1, b.y2) };
   correct(drag.box, { box });
+});
+$("canvas").addEventListener("dblclick", (event) => {  // a vertex inserted on the edge double-clicked
+  if (!state.view || state.polygonMode) return;
+  const p = imagePoint(event), edge = edgeOfPolygonAt(p);
+  if (edge < 0) return;
+  const b = state.boxes[state.selected], points = vertices(b);
+  points.splice(edge + 1, 0, [p.x, p.y]);
+  savePolygon(b, points);
 });
 function zoom(factor, sx, sy) {
   if (!state.view) return;
@@ -366,6 +477,11 @@ const releaseFocus = () => { if (document.activeElement) document.activeElement.
 $("boxes").addEventListener("click", (event) => {
   const row = event.target.closest(".box"); if (!row) return;
   releaseFocus();
+  if (event.target.closest(".eye-one")) {
+    const id = state.boxes[Number(row.dataset.i)].annotation_id;
+    if (state.hiddenIds.has(id)) state.hiddenIds.delete(id); else state.hiddenIds.add(id);
+    draw(); renderBoxes(); return;
+  }
   state.selected = Number(row.dataset.i); state.picked = true; state.pane = "boxes"; draw(); renderBoxes();
   renderConcepts();
 });
@@ -385,6 +501,14 @@ $("box-min").addEventListener("input", () => {
   draw(); renderBoxes();
 });
 $("reopen").onclick = reopen;
+$("delete").onclick = removeSelected;
+$("polygon-mode").onclick = () => togglePolygonMode();
+$("concept-search").addEventListener("input", fillConceptPickers);
+$("concept-eyes").addEventListener("change", (event) => {
+  const concept = event.target.dataset.concept; if (concept === undefined) return;
+  if (event.target.checked) state.hiddenConcepts.delete(concept); else state.hiddenConcepts.add(concept);
+  draw(); renderBoxes();
+});
 $("concepts-accept-all").onclick = acceptAllConcepts;
 $("add-concept-go").onclick = () => {
   if (!shownId()) return;
@@ -429,9 +553,11 @@ document.addEventListener("keydown", (event) => {
   if (pan && state.view) { event.preventDefault(); state.view.ox += pan[0]; state.view.oy += pan[1]; draw(); return; }
   const actions = { j: () => step(1), k: () => step(-1), a: () => decide("accept"), r: () => decide("reject"),
     c: nextConcept, A: acceptAllConcepts, u: undo, n: goNext, d: () => $("done").click(), "+": () => zoom(1.25), "=": () => zoom(1.25),
-    "-": () => zoom(0.8), "0": () => { state.view = null; draw(); } };
+    "-": () => zoom(0.8), f: () => { state.view = null; draw(); }, x: removeSelected,
+    p: () => togglePolygonMode(), Escape: () => togglePolygonMode(false) };
   if (actions[event.key]) actions[event.key]();
-  if (/^[1-9]$/.test(event.key)) pickConcept(Number(event.key));
+  const digit = /^Digit([0-9])$/.exec(event.code);
+  if (digit) pickConcept(HOTKEYS.indexOf((event.shiftKey ? "shift+" : "") + digit[1]) + 1);
   if (event.key === "b") reopen();
 });
 for (const id of ["f-status", "f-concept", "f-labeler", "f-combine"]) {
