@@ -27,7 +27,7 @@ from PIL import Image
 
 from apps.demo_scenes import write_demo_images
 from apps.review_server import create_app
-from core.settings import Settings
+from core.settings import DEMO_WEIGHTS, Settings
 from resources import build_resources
 from services.routing import annotate_task
 
@@ -49,7 +49,8 @@ def team_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shapes = write_task_file(home, name="shapes", thresholds={"upper": 0.99, "lower": 0.3}, reviewers=["alice", "bob"],
                              priority="high")
     yard = write_task_file(home, name="yard", thresholds={"upper": 0.9, "lower": 0.3}, reviewers=["carol"],
-                           inputs={"paths": ["yard/*"]}, priority="low", concepts=YARD_CONCEPTS)
+                           inputs={"paths": ["yard/*"]}, priority="low", concepts=YARD_CONCEPTS,
+                           classifier={"backbone": str(DEMO_WEIGHTS), "concepts": ["kind11", "kind12"]})
     autoannotate("run", "--task-file", str(shapes), "--task-file", str(yard), home=home)
     return home
 
@@ -229,6 +230,23 @@ def test_bulk_actions_write_one_event_per_annotation(resources: dict, client: Ca
                                                    "annotation_ids": [waiting[4]]})
     assert unknown.status_code == 422 and "'cat' is not a concept of task 'shapes'" in unknown.json()["detail"]
 
+    # "Add concepts" gives the selected objects' images an image-level concept, each image once.
+    two = rows(resources, "SELECT any_value(annotation_id) AS a FROM annotation_state WHERE task = 'yard' AND "
+                          "coalesce(kind, 'box') = 'box' AND status <> 'RETIRED' GROUP BY input_id ORDER BY 1 LIMIT 2")
+    both = [*two["a"], two["a"][0]]
+    added = lead.post("/api/objects/bulk", json={"task": "yard", "action": "add_concept", "concept": "kind12",
+                                                 "annotation_ids": both}).json()
+    assert (added["images"], added["already"], added["written"]) == (2, 0, 2)
+    concepts = rows(resources, "SELECT concept, status, annotator, kind FROM annotation_state WHERE task = 'yard' AND "
+                               "kind = 'concept'")
+    assert concepts.values.tolist() == [["kind12", "SUCCESS", LEAD, "concept"]] * 2
+    again = lead.post("/api/objects/bulk", json={"task": "yard", "action": "add_concept", "concept": "kind12",
+                                                 "annotation_ids": both}).json()
+    assert (again["images"], again["already"], again["written"]) == (2, 2, 0)
+    refused = lead.post("/api/objects/bulk", json={"task": "yard", "action": "add_concept", "concept": "ball",
+                                                   "annotation_ids": both})
+    assert refused.status_code == 422 and "'ball' is not an image-level concept of task 'yard'" in refused.text
+
     # A reviewer deletes an annotation on an image of their own queue; not on another task's.
     mine = rows(resources, "SELECT c.annotation_id, r.reviewer FROM annotation_state c JOIN review_assignments r "
                            "USING (task, input_id) WHERE c.task = 'shapes' AND c.status = 'AWAITING_REVIEW' "
@@ -364,11 +382,14 @@ def test_the_lead_s_tasks_page_and_objects_gallery_in_chromium(resources: dict, 
             expect(page.locator("#notice")).to_contain_text("Created shapes@sprint-1:")
             expect(shapes.locator(".versions")).to_contain_text("shapes@sprint-1")
 
+            shapes.locator(".copy-id").click()
+            expect(page.locator("#notice")).to_contain_text("task id shapes")
+
             # The gallery: crops, a click and a shift-click select a range, and a bulk reject writes one event each.
             page.goto(f"http://127.0.0.1:{port}/objects?task=shapes", wait_until="networkidle")
             total = int(rows(resources, f"SELECT count(*) AS n FROM annotation_state WHERE {LIVE_BOXES}")["n"][0])
             expect(page.locator("#count")).to_have_text(f"{total} matching · {min(total, 60)} shown")
-            tiles = page.locator(".tile")
+            tiles = page.locator("#grid .tile")
             page.wait_for_function("[...document.querySelectorAll('.tile img')].slice(0, 5)"
                                    ".every((i) => i.complete && i.naturalWidth > 0)")
             assert page.evaluate("Math.max(...[...document.querySelectorAll('.tile img')].slice(0, 5)"
@@ -391,6 +412,20 @@ def test_the_lead_s_tasks_page_and_objects_gallery_in_chromium(resources: dict, 
             page.locator("#select-all").click()
             expect(page.locator("#selected")).to_have_text(f"{total} selected")
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+            # The lead's delete button: the selected object's image leaves every task (the dialog is accepted).
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.locator("#clear").click()
+            victim = tiles.nth(0).get_attribute("data-annotation")
+            victim_input = rows(resources, "SELECT input_id FROM annotation_state WHERE annotation_id = ?",
+                                [victim])["input_id"][0]
+            tiles.nth(0).click()
+            page.locator("#delete-images").click()
+            expect(page.locator("#notice")).to_contain_text("deleted 1 input(s);")
+            assert rows(resources, "SELECT deleted_by FROM deleted_inputs WHERE input_id = ?",
+                        [victim_input])["deleted_by"].tolist() == [LEAD]
+            assert rows(resources, "SELECT count(*) AS n FROM annotation_state WHERE input_id = ? AND status <> "
+                                   "'RETIRED'", [victim_input])["n"][0] == 0
         finally:
             browser.close()
 
@@ -545,6 +580,13 @@ def test_the_review_page_draws_and_edits_polygons_hides_objects_and_has_keys_for
     autoannotate("export", "--version", "yard@outlines", "--format", "yolo-seg", "--out", str(tmp_path / "seg"),
                  home=home)
     polygon = polygon_now()
+    autoannotate("export", "--version", "yard@outlines", "--format", "coco", "--out", str(tmp_path / "coco"),
+                 home=home)
+    coco = json.loads(next((tmp_path / "coco").rglob("*.json")).read_text())
+    sizes = {image["id"]: (image["width"], image["height"]) for image in coco["images"]}
+    outlines = [[v / sizes[a["image_id"]][i % 2] for i, v in enumerate(a["segmentation"][0])]
+                for a in coco["annotations"] if a["segmentation"]]
+    assert sum(outline == pytest.approx(polygon, abs=1e-4) for outline in outlines) == 1
     class_id = YARD_CONCEPTS.index(state("polygon IS NOT NULL AND status = 'SUCCESS'")["concept"][0])
     lines = [line.split() for label in (tmp_path / "seg").rglob("labels/*/*.txt") for line in label.read_text()
              .splitlines()]

@@ -110,8 +110,8 @@ async function bulk(action, extra, question) {
   if (question && !window.confirm(question.replace("N", count))) return;
   try {
     const done = await api("POST", "/api/objects/bulk", { action, task: task(), ...chosen(), ...extra });
+    await load(true);  // the page shows the new statuses before it says the action is done
     tell(`${action}: ${done.written} event(s) written for ${count} selected.`);
-    await load(true);
   } catch (error) { say(error.message); }
 }
 
@@ -128,8 +128,8 @@ $("delete-images").onclick = async () => {
   try {
     const sentences = [];
     for (const id of inputs) sentences.push((await api("POST", `/api/inputs/${id}/delete`, { purge: false })).sentence);
-    tell(sentences.join(" "));
     await load(true);
+    tell(sentences.join(" "));
   } catch (error) { say(error.message); }
 };
 $("select-all").onclick = () => { state.allMatching = true; render(); };
