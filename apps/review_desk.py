@@ -14,6 +14,7 @@ from core.annotations import AnnotationEvent, Kind, Role, Status
 from core.geometry import Box
 from core.review_rules import (
     Conflict,
+    Forbidden,
     Invalid,
     NotFound,
     added_concept_event,
@@ -28,6 +29,7 @@ from core.review_rules import (
 from core.routing import paths_sql
 from core.task_config import LabelingTask
 from resources.store import DuckDBStore
+from services.consensus import record_decision, record_drawing
 from store import Session
 
 
@@ -53,7 +55,7 @@ class ReviewDesk:
         if role == Role.LEAD:
             if not reviewer.strip() or reviewer != reviewer.strip() or not reviewer.isprintable():
                 raise Invalid(f"{reviewer!r} is not a name: give a lead's name without surrounding spaces.")
-        elif not any(reviewer in task.reviewers for task in self.tasks):
+        elif not any(reviewer in task.people for task in self.tasks):
             known = sorted({r for task in self.tasks for r in task.reviewers})
             raise NotFound(f"{reviewer!r} is not a reviewer of any configured task (reviewers: "
                            f"{', '.join(known) or 'none'}).")
@@ -73,10 +75,18 @@ class ReviewDesk:
         def work(s: Session) -> dict:
             current = s.history.current_one(annotation_id)
             task = self.task(current.task)
-            check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id), lead)
+            now = utc_now()
             if concept is not None:
                 check_concept(task, concept, current.kind)
-            now = utc_now()
+            if task.consensus is not None and not lead:
+                if current.status == Status.AWAITING_CONSENSUS_REVIEW:  # the adjudicator's decision is final
+                    if reviewer not in s.consensus.holders(task.name, current.input_id, "adjudicate"):
+                        raise Forbidden(f"Annotation {annotation_id} awaits consensus review by its adjudicator; "
+                                        f"{reviewer} is not the adjudicator of this image.")
+                elif decision != "reopen":
+                    return record_decision(s, task, current, decision, reviewer, now, concept, box)
+            else:
+                check_reviewer(task, reviewer, s.reviews.assignee(task.name, current.input_id), lead)
             events, standing = decision_events(current, decision, reviewer, now, concept, box, polygon)
             written = s.history.append(events)
             if decision == "reopen" and s.reviews.assignee(task.name, current.input_id) is None:
@@ -103,6 +113,8 @@ class ReviewDesk:
         def work(s: Session) -> dict:
             if not s.inputs.exists(event.input_id):
                 raise NotFound(f"No input has the id {event.input_id!r}.")
+            if task.consensus is not None and not lead and event.kind == Kind.BOX:
+                return record_drawing(s, task, event, utc_now())
             check_reviewer(task, event.annotator, s.reviews.assignee(task.name, event.input_id), lead)
             if event.kind == Kind.CONCEPT:
                 held = s.history.current(task=task.name, input_id=event.input_id, status=[Status.SUCCESS],
@@ -122,9 +134,15 @@ class ReviewDesk:
         now = utc_now()
 
         def work(s: Session) -> dict:
-            check_reviewer(chosen, reviewer, s.reviews.assignee(task, input_id), lead)
             pending = s.history.current(task=task, input_id=input_id, status=[Status.AWAITING_REVIEW],
                                         min_confidence=threshold, kind=kind)["annotation_id"].tolist()
+            if chosen.consensus is not None and not lead:
+                mine = s.consensus.own_decisions(task, input_id, reviewer)
+                undecided = [a for a in pending if a not in mine]
+                written = sum(record_decision(s, chosen, s.history.current_one(a), "accept", reviewer, now)["written"]
+                              for a in undecided)
+                return {"accepted": len(undecided), "annotation_ids": undecided, "written": written}
+            check_reviewer(chosen, reviewer, s.reviews.assignee(task, input_id), lead)
             events = [e for a in pending for e in decision_events(s.history.current_one(a), "accept", reviewer,
                                                                   now)[0]]
             return {"accepted": len(pending), "annotation_ids": pending, "written": s.history.append(events)}
@@ -208,33 +226,57 @@ class ReviewDesk:
     def queue(self, task: str, reviewer: str, statuses: list[str] | None = None, concepts: list[str] | None = None,
               labelers: list[str] | None = None, combine: str = "and") -> list[dict]:
         chosen = self.task(task)
+        if chosen.consensus is not None:
+            return self.store.read(lambda s: s.consensus.queue(chosen.name, reviewer))
         return self.store.read(lambda s: s.reviews.queue(chosen, reviewer, statuses, concepts, labelers, combine))
 
     def undecided(self, task: str, reviewer: str) -> list[dict]:
         chosen = self.task(task)
+        if chosen.consensus is not None:
+            return self.store.read(lambda s: s.consensus.undecided(chosen.name, reviewer))
         return self.store.read(lambda s: s.reviews.undecided(chosen.name, reviewer))
 
     def progress(self, task: str) -> dict[str, dict[str, int]]:
+        chosen = self.task(task)
+        if chosen.consensus is not None:
+            return self.store.read(lambda s: s.consensus.progress(task))
         return self.store.read(lambda s: s.reviews.progress(task))
 
     def image(self, task: str, input_id: str, reviewer: str | None = None, lead: bool = False) -> list[dict]:
         """The task's annotations of one image; with `reviewer`, only for one of the task's reviewers (the page
         reads only what its reviewer reviews; the CLI is the operator's)."""
         chosen = self.task(task)
-        if reviewer is not None:
+        if reviewer is not None and reviewer not in chosen.adjudicators:
             check_reviewer(chosen, reviewer, assignee=None, lead=lead)
 
         def work(s: Session) -> list[dict]:
             if not s.inputs.exists(input_id):
                 raise NotFound(f"No input has the id {input_id}.")
-            return s.reviews.image_annotations(task, input_id)
+            shown = s.reviews.image_annotations(task, input_id)
+            if chosen.consensus is None or reviewer is None or lead:
+                return shown
+            # A consensus reviewer sees only their own decisions on the items still open, and their own drawings.
+            mine = s.consensus.own_decisions(task, input_id, reviewer)
+            open_items = set(s.consensus.items(task, input_id)["annotation_id"])
+            for row in shown:
+                own = mine.get(row["annotation_id"])
+                if row["annotation_id"] in open_items and own is not None:
+                    row.update(status=str(Status.SUCCESS if own["decision"] == "accept" else Status.REJECTED),
+                               concept=own["concept"], x1=own["x1"], y1=own["y1"], x2=own["x2"], y2=own["y2"],
+                               annotator=reviewer)
+            drawn = [{"annotation_id": a, "kind": "box", "concept": d["concept"], "original_concept": None,
+                      "confidence": None, "status": str(Status.SUCCESS), "source": "review", "annotator": reviewer,
+                      "x1": d["x1"], "y1": d["y1"], "x2": d["x2"], "y2": d["y2"], "polygon": None,
+                      "spot_check": False, "spot_check_pending": False, "model_id": None, "annotators": [reviewer]}
+                     for a, d in mine.items() if d["decision"] == "draw" and open_items]
+            return shown + [d for d in drawn if d["annotation_id"] not in {r["annotation_id"] for r in shown}]
 
         return self.store.read(work)
 
     def can_see(self, reviewer: str, input_id: str, lead: bool = False) -> bool:
         """Whether the image belongs to a task the reviewer reviews, or any task for a lead (routed, annotated or
         queued there)."""
-        mine = [task.name for task in self.tasks if lead or reviewer in task.reviewers]
+        mine = [task.name for task in self.tasks if lead or reviewer in task.people]
         return bool(mine) and self.store.read(lambda s: s.reviews.input_in_tasks(input_id, mine))
 
     def overview(self) -> list[dict]:
@@ -246,6 +288,8 @@ class ReviewDesk:
             rows = []
             for task in sorted(self.tasks, key=lambda t: (t.priority_rank, t.name)):
                 figures = s.objects.overview(task.name, paths_sql(task))
+                if task.consensus is not None:  # each image counted once per reviewer it went to
+                    figures["review"] = s.consensus.progress(task.name)
                 assigned = sum(r["assigned"] for r in figures["review"].values())
                 reviewed = sum(r["reviewed"] for r in figures["review"].values())
                 rows.append({

@@ -322,7 +322,8 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         return [{"name": t.name, "priority": t.priority, "reviewers": t.reviewers, "concepts": t.concepts,
                  "image_concepts": t.image_concepts,
                  "detects": t.detects, "allow_takeover": t.allow_takeover,
-                 "rules": [r.model_dump() for r in t.rules()]} for t in tasks if lead or reviewer in t.reviewers]
+                 "consensus": t.consensus is not None,
+                 "rules": [r.model_dump() for r in t.rules()]} for t in tasks if lead or reviewer in t.people]
 
     def sentence_page(request: Request, sentence: str, status: int) -> HTMLResponse:
         return TEMPLATES.TemplateResponse(request, "review.html", {"sentence": sentence, "tasks": [],
@@ -415,9 +416,9 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         chosen = answer(lambda: desk.task(task))
         reviewer = reviewer or me
         lead = is_lead(request)
-        if reviewer not in chosen.reviewers and not (lead and reviewer == me):
+        if reviewer not in chosen.people and not (lead and reviewer == me):
             raise HTTPException(404, f"{reviewer!r} is not a reviewer of task {task!r}.")
-        if not lead and (me not in chosen.reviewers or (reviewer != me and not chosen.allow_takeover)):
+        if not lead and (me not in chosen.people or (reviewer != me and not chosen.allow_takeover)):
             raise HTTPException(403, f"You are signed in as {me}; task {task!r} shows you only your own queue.")
         items = desk.queue(task, reviewer, status, concept, labeler, combine)
         return {"items": items, "progress": desk.progress(task), "reviewer": reviewer}

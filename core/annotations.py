@@ -22,6 +22,7 @@ class Status(StrEnum):
     PENDING = "PENDING"  # written, but neither in a dataset nor in a reviewer's queue (a task's band_status)
     REJECTED = "REJECTED"
     RETIRED = "RETIRED"  # replaced by a correction, or no longer found by the model
+    AWAITING_CONSENSUS_REVIEW = "AWAITING_CONSENSUS_REVIEW"  # the reviewers of a consensus task disagreed
 
 
 class Kind(StrEnum):
@@ -59,7 +60,7 @@ BAND_STATUS = {"accept": Status.SUCCESS, "review": Status.AWAITING_REVIEW}
 LIVE_STATUSES = (Status.SUCCESS, Status.AWAITING_REVIEW)
 # What an object's annotation holds while it stands or waits for a decision (PENDING too): an image with one is no
 # negative, and a second one on the same object is a duplicate.
-HELD_STATUSES = (Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING)
+HELD_STATUSES = (Status.SUCCESS, Status.AWAITING_REVIEW, Status.PENDING, Status.AWAITING_CONSENSUS_REVIEW)
 BAND_WRITABLE = (Status.SUCCESS, Status.PENDING, Status.AWAITING_REVIEW)  # what a task's `band_status` may choose
 
 

@@ -100,6 +100,22 @@ class SpotCheck(Strict):
     seed: Count = 0
 
 
+class Consensus(Strict):
+    """Consensus review: each image in the review band (spot checks included) goes to `reviewers_per_image`
+    distinct reviewers, who decide without seeing each other's decisions; an item `quorum` of them accept with
+    the same concept and boxes overlapping by `agreement_iou` is accepted (their mean box), one `quorum` reject is
+    rejected, and the rest wait for one of the `adjudicators`, whose decision is final."""
+
+    reviewers_per_image: Count = Field(ge=2)
+    agreement_iou: Number = Field(default=0.5, gt=0.0, le=1.0)
+    quorum: Count | None = Field(default=None, ge=1)  # None: every one of them
+    adjudicators: list[Name] = Field(min_length=1)
+
+    @property
+    def needed(self) -> int:
+        return self.quorum or self.reviewers_per_image
+
+
 class ModelChoice(Strict):
     weights: str
     imgsz: Count = 0
@@ -185,6 +201,7 @@ class LabelingTask(Strict):
     # discarded band measure a miss rate whose 95 % upper bound lies below this; None: only people's negatives.
     model_negatives_below_miss_rate: Number | None = Field(default=None, gt=0.0, lt=1.0)
     band_status: BandStatus = Field(default_factory=BandStatus)
+    consensus: Consensus | None = None  # None: each review image goes to one reviewer
     source_file: str = ""
 
     @model_validator(mode="after")
@@ -220,9 +237,26 @@ class LabelingTask(Strict):
             problems.append("reviewers: spot checks go to a reviewer, so at least one reviewer is needed")
         if len(set(self.reviewers)) != len(self.reviewers):
             problems.append("reviewers: a reviewer is listed twice")
+        if self.consensus is not None:
+            k = self.consensus.reviewers_per_image
+            if k > len(self.reviewers):
+                problems.append(f"consensus.reviewers_per_image: {k} reviewers per image, but the task lists "
+                                f"{len(self.reviewers)} reviewer(s)")
+            if self.consensus.needed > k:
+                problems.append(f"consensus.quorum: {self.consensus.quorum} is more than the {k} reviewers per "
+                                "image")
         if problems:
             raise ValueError("; ".join(dict.fromkeys(problems)))  # a global mistake is said once, not per concept
         return self
+
+    @property
+    def adjudicators(self) -> list[str]:
+        return list(self.consensus.adjudicators) if self.consensus else []
+
+    @property
+    def people(self) -> list[str]:
+        """Everyone who decides the task's images: its reviewers, then its adjudicators."""
+        return [*self.reviewers, *(a for a in self.adjudicators if a not in self.reviewers)]
 
     def concept_for(self, class_name: str) -> str | None:
         """The task's concept for a model class; identity when the class is itself a concept."""

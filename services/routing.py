@@ -16,13 +16,14 @@ def annotate_task(s: Session, task: LabelingTask, batch: str, model_id: str, now
                   kind: Kind = Kind.BOX) -> TaskRouting:
     """Route one task's predictions of the batch (boxes, or a classifier's concept scores), then give new review
     items to reviewers; first, the open items of reviewers removed from the task go to the remaining ones."""
-    handed_over = s.reviews.hand_over(task, now)
+    handed_over = {} if task.consensus else s.reviews.hand_over(task, now)
     skipped = task.skips_batch(batch)
     if skipped:
         return TaskRouting(0, {}, 0, 0, handed_over, skipped)
     if kind == Kind.BOX:
         check_floor(task, batch, s.predictions.batch_floor(batch, model_id))
     result = s.history.sync_auto(task, batch, model_id, now, kind)
-    assigned = s.reviews.assign_new(task, now)
+    # A consensus task gives each image to several reviewers (and its disagreements to adjudicators).
+    assigned = s.consensus.assign_new(task, now) if task.consensus else s.reviews.assign_new(task, now)
     pause_point("annotations.write")
     return TaskRouting.of(result, assigned, handed_over)

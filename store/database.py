@@ -32,6 +32,7 @@ import polars as pl
 
 from store.batches import BatchesSQL
 from store.concepts import ConceptsSQL
+from store.consensus import ConsensusSQL
 from store.history import AnnotationHistory, literal
 from store.inputs import InputsSQL
 from store.models import ModelsSQL
@@ -133,6 +134,7 @@ class Session:
         self.history = AnnotationHistory(self)
         self.reviews = ReviewSQL(self)
         self.objects = ObjectsSQL(self)
+        self.consensus = ConsensusSQL(self)
         self.concepts = ConceptsSQL(self)
         self.quality = QualitySQL(self)
         self.versions = VersionsSQL(self)

@@ -221,7 +221,8 @@ ANNOTATIONS = Table("annotations", "The annotation history: one status event of 
     text("concept", "The task's concept."),
     *GEOMETRY,
     unit("confidence", "The model's confidence (none for human boxes).", nullable=True),
-    one_of("status", list(Status), "SUCCESS, AWAITING_REVIEW, PENDING, REJECTED or RETIRED."),
+    one_of("status", list(Status), "SUCCESS, AWAITING_REVIEW, AWAITING_CONSENSUS_REVIEW, PENDING, REJECTED or "
+           "RETIRED."),
     text("annotator", "Who wrote the event: the task's annotator id, a reviewer or an importing user."),
     one_of("source", list(Source), "auto, review or import."),
     timestamp("event_at", "When the event happened (UTC)."),
@@ -283,6 +284,43 @@ REVIEW_ASSIGNMENTS = Table("review_assignments", "Which reviewer holds which inp
     text("reviewer", "The reviewer."),
     timestamp("assigned_at", "When it was assigned (UTC)."),
 ), primary_key=("task", "input_id"))
+
+CONSENSUS_ASSIGNMENTS = Table("consensus_assignments", "A consensus task's images and who holds them: each of its "
+                              "reviewers_per_image reviewers, and the adjudicator of its disagreements.", (
+    text("task", "Labeling task."),
+    sha256("input_id", "The input."),
+    text("reviewer", "The reviewer or adjudicator."),
+    one_of("role", ["review", "adjudicate"], "review: one of the independent reviewers; adjudicate: decides what "
+           "they did not agree on."),
+    timestamp("assigned_at", "When it was assigned (UTC)."),
+), primary_key=("task", "input_id", "reviewer"))
+
+CONSENSUS_DECISIONS = Table("consensus_decisions", "Each reviewer's own decision on each item of a consensus task "
+                            "(the others never see it): accept (with the concept and box they left), reject, or "
+                            "draw (a box they drew).", (
+    text("task", "Labeling task."),
+    sha256("input_id", "The input."),
+    digest32("annotation_id", "The item: the annotation decided, or for `draw` the drawn box's own id."),
+    text("reviewer", "Who decided."),
+    one_of("decision", ["accept", "reject", "draw"], "What they decided."),
+    text("concept", "The concept they left (a relabel changes it)."),
+    *GEOMETRY[:4],
+    timestamp("decided_at", "When (UTC); deciding again replaces it until the item is resolved."),
+), primary_key=("task", "annotation_id", "reviewer"), checks=GEOMETRY_CHECKS)
+
+CONSENSUS_OUTCOMES = Table("consensus_outcomes", "What each consensus item resolved to once all its reviewers had "
+                           "decided: who agreed, how well their boxes matched, and why.", (
+    text("task", "Labeling task."),
+    sha256("input_id", "The input."),
+    digest32("annotation_id", "The annotation the outcome was written to."),
+    one_of("status", ["SUCCESS", "REJECTED", "AWAITING_CONSENSUS_REVIEW"], "Accepted or rejected by the quorum, or "
+           "sent to an adjudicator."),
+    Column("reviewers", "VARCHAR[]", "Who decided it."),
+    Column("agreeing", "VARCHAR[]", "The quorum that decided the outcome (empty when it went to an adjudicator)."),
+    Column("mean_iou", "DOUBLE", "Mean IoU between the accepting reviewers' boxes.", nullable=True),
+    text("reason", "Why, in words."),
+    timestamp("resolved_at", "When (UTC)."),
+), primary_key=("task", "annotation_id"))
 
 SPOT_CHECKS = Table("spot_checks", "Annotations sampled from a batch's accepted band, and discarded predictions, "
                     "sent to a reviewer to estimate the precision and the misses of the unreviewed bands.", (
@@ -385,6 +423,7 @@ MODEL_PROMOTIONS = Table("model_promotions", "Every change of a task's current d
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, EMBEDDINGS, OBJECT_EMBEDDINGS, PREDICTIONS, PROCESSED_INPUTS,
-    ANNOTATIONS, ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, SPOT_CHECKS,
+    ANNOTATIONS, ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, CONSENSUS_ASSIGNMENTS,
+    CONSENSUS_DECISIONS, CONSENSUS_OUTCOMES, SPOT_CHECKS,
     REVIEWER_TOKENS, DELETED_INPUTS, DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS,
     MODEL_PROMOTIONS, WRITE_TURNS)}
