@@ -113,7 +113,7 @@ class ReviewDesk:
         def work(s: Session) -> dict:
             if not s.inputs.exists(event.input_id):
                 raise NotFound(f"No input has the id {event.input_id!r}.")
-            if task.consensus is not None and not lead and event.kind == Kind.BOX:
+            if task.consensus is not None and not lead:  # a reviewer's proposal, matched with the others'
                 return record_drawing(s, task, event, utc_now())
             check_reviewer(task, event.annotator, s.reviews.assignee(task.name, event.input_id), lead)
             if event.kind == Kind.CONCEPT:

@@ -7,6 +7,7 @@ from core.plots import markdown_image, precision_recall_curves
 from core.task_config import LabelingTask
 from resources.store import DuckDBStore
 from resources.tasks import LabelingTasks
+from services.consensus import reviewer_agreement
 
 FIGURES = ("reference_boxes", "precision", "precision_low", "precision_high", "recall", "recall_low", "recall_high",
            "precision_with_review", "recall_with_review", "share_auto_accepted", "auto_accepted", "review_load",
@@ -56,6 +57,9 @@ def label_quality(store: DuckDBStore, tasks: LabelingTasks) -> dg.MaterializeRes
                 metadata[f"{task.name}/{concept} precision (low)"] = dg.FloatMetadataValue(figures["precision_low"])
         metadata[f"{task.name}: precision and recall"] = dg.MarkdownMetadataValue(
             markdown_image(precision_recall_curves(report, task), f"precision and recall of {task.name}"))
+        agreement = reviewer_agreement(store, task)
+        if agreement is not None:
+            metadata[f"{task.name}: reviewer agreement"] = dg.JsonMetadataValue(agreement)
         missed, untold = target_misses(task, report)
         below |= missed
         unmeasured |= untold

@@ -4,11 +4,14 @@ the rest goes to an adjudicator. Pure rules: who gets an image, and what K decis
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import sqrt
+from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
 from core.geometry import Box
-from core.quality import iou_one_to_many
+from core.quality import iou_one_to_many, wilson_interval
 
 ACCEPT, REJECT = "accept", "reject"
 
@@ -114,3 +117,62 @@ def group_drawn(proposals: list[ReviewerDecision], agreement_iou: float) -> list
         else:
             groups.append([proposal])
     return groups
+
+
+def cohen_kappa(first: list[bool], second: list[bool], confidence: float = 0.95
+                ) -> tuple[float | None, float | None, float | None]:
+    """Cohen's kappa of two raters' accept (True) / reject (False) decisions on the same items, with the normal
+    approximation's interval (Cohen 1960: se = sqrt(po (1 - po) / (n (1 - pe)^2))); None without items, or
+    when chance agreement is certain (both always gave one answer)."""
+    n = len(first)
+    if n == 0:
+        return None, None, None
+    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
+    p1, p2 = sum(first) / n, sum(second) / n
+    expected = p1 * p2 + (1 - p1) * (1 - p2)
+    if expected == 1:
+        return None, None, None
+    kappa = (observed - expected) / (1 - expected)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    half = z * sqrt(observed * (1 - observed) / (n * (1 - expected) ** 2))
+    return kappa, max(-1.0, kappa - half), min(1.0, kappa + half)
+
+
+def agreement_figures(decisions: list[dict[str, Any]], finals: dict[str, str],
+                      confidence: float = 0.95) -> dict[str, Any]:
+    """How often each reviewer agrees with the resolved outcome (overall and per concept, Wilson intervals) and
+    with each other reviewer (Cohen's kappa on accept/reject, and the mean IoU of the boxes both accepted).
+    `decisions`: annotation_id, reviewer, decision, concept, x1..y2; `finals`: each resolved item's final status
+    (SUCCESS or REJECTED, the adjudicator's where there was one). A reviewer whose agreement's upper bound lies
+    below every other reviewer's rate is named in `far_below`."""
+    resolved = [d for d in decisions if d["decision"] != "draw" and d["annotation_id"] in finals]
+    per_reviewer: dict[str, dict[str, Any]] = {}
+    for reviewer in sorted({d["reviewer"] for d in resolved}):
+        mine = [d for d in resolved if d["reviewer"] == reviewer]
+        agreeing = [(d["decision"] == ACCEPT) == (finals[d["annotation_id"]] == "SUCCESS") for d in mine]
+        low, high = wilson_interval(sum(agreeing), len(agreeing), confidence)
+        concepts = {}
+        for concept in sorted({d["concept"] for d in mine}):
+            hits = [a for d, a in zip(mine, agreeing, strict=True) if d["concept"] == concept]
+            c_low, c_high = wilson_interval(sum(hits), len(hits), confidence)
+            concepts[concept] = {"items": len(hits), "agreement": sum(hits) / len(hits), "low": c_low,
+                                 "high": c_high}
+        per_reviewer[reviewer] = {"items": len(mine), "agreement": sum(agreeing) / len(mine), "low": low,
+                                  "high": high, "per_concept": concepts}
+    pairs: dict[str, dict[str, Any]] = {}
+    by_item: dict[str, dict[str, dict[str, Any]]] = {}
+    for d in resolved:
+        by_item.setdefault(d["annotation_id"], {})[d["reviewer"]] = d
+    reviewers = sorted(per_reviewer)
+    for i, a in enumerate(reviewers):
+        for b in reviewers[i + 1:]:
+            shared = [(item[a], item[b]) for item in by_item.values() if a in item and b in item]
+            kappa, kappa_low, kappa_high = cohen_kappa([x["decision"] == ACCEPT for x, _ in shared],
+                                                       [y["decision"] == ACCEPT for _, y in shared], confidence)
+            ious = [box_iou(Box(x["x1"], x["y1"], x["x2"], x["y2"]), Box(y["x1"], y["y1"], y["x2"], y["y2"]))
+                    for x, y in shared if x["decision"] == ACCEPT == y["decision"]]
+            pairs[f"{a}/{b}"] = {"items": len(shared), "kappa": kappa, "kappa_low": kappa_low, "kappa_high": kappa_high,
+                                 "mean_iou": sum(ious) / len(ious) if ious else None, "boxes_both_accepted": len(ious)}
+    far_below = [r for r, f in per_reviewer.items() if len(per_reviewer) > 1
+                 and all(f["high"] < other["agreement"] for o, other in per_reviewer.items() if o != r)]
+    return {"reviewers": per_reviewer, "pairs": pairs, "far_below": far_below}

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from core.annotations import AnnotationEvent, Kind, Source, Status, human_annotation_id
-from core.consensus import ACCEPT, Outcome, ReviewerDecision, group_drawn, mean_box, resolve_item
+from core.consensus import ACCEPT, Outcome, ReviewerDecision, agreement_figures, group_drawn, mean_box, resolve_item
 from core.geometry import Box
 from core.review_rules import Conflict, Forbidden, decision_events
 from core.task_config import LabelingTask
+from services.ports import UnitsOfWork
 from store import Session
 from store.history import event_from_row
 
@@ -36,6 +37,7 @@ def record_decision(s: Session, task: LabelingTask, current: AnnotationEvent, de
     chosen = box or current.box
     s.consensus.record({"task": task.name, "input_id": current.input_id, "annotation_id": current.annotation_id,
                         "reviewer": reviewer, "decision": ACCEPT if decision in ("accept", "correct") else "reject",
+                        "kind": str(current.kind),
                         "concept": concept or current.concept, "x1": chosen.x1, "y1": chosen.y1, "x2": chosen.x2,
                         "y2": chosen.y2, "decided_at": now})
     written = resolve_image(s, task, current.input_id, now)
@@ -47,7 +49,8 @@ def record_drawing(s: Session, task: LabelingTask, event: AnnotationEvent, now: 
     """A box a consensus reviewer drew: their proposal, matched with the others' when the image resolves."""
     check_consensus_reviewer(s, task, event.input_id, event.annotator)
     s.consensus.record({"task": task.name, "input_id": event.input_id, "annotation_id": event.annotation_id,
-                        "reviewer": event.annotator, "decision": "draw", "concept": event.concept, "x1": event.x1,
+                        "reviewer": event.annotator, "decision": "draw", "kind": str(event.kind),
+                        "concept": event.concept, "x1": event.x1,
                         "y1": event.y1, "x2": event.x2, "y2": event.y2, "decided_at": now})
     return {"annotation_id": event.annotation_id, "status": "drawn (awaiting the other reviewers)",
             "written": resolve_image(s, task, event.input_id, now)}
@@ -82,21 +85,37 @@ def resolve_image(s: Session, task: LabelingTask, input_id: str, now: datetime) 
         outcome = resolve_item([ReviewerDecision(d.reviewer, d.decision, d.concept, Box(d.x1, d.y1, d.x2, d.y2))
                                 for d in mine.itertuples() if d.reviewer in reviewers],
                                rule.needed, rule.agreement_iou, (current.concept, current.box))
-        standing = current.annotation_id
         if outcome.status == Status.SUCCESS and (outcome.concept != current.concept or outcome.box != current.box):
-            changed, standing = decision_events(current, "correct", RESOLVER, now, outcome.concept,
-                                                None if outcome.box == current.box else outcome.box)
-            events += changed
+            events += decision_events(current, "correct", RESOLVER, now, outcome.concept,
+                                      None if outcome.box == current.box else outcome.box)[0]
         else:
             events.append(replace(current, status=Status(outcome.status), source=Source.REVIEW, annotator=RESOLVER,
                                   event_at=now))
-        outcomes.append(_outcome_row(task.name, input_id, standing, outcome, reviewers, now))
+        outcomes.append(_outcome_row(task.name, input_id, current.annotation_id, outcome, reviewers, now))
     # Boxes the reviewers drew: a group a quorum drew alike is accepted (their mean box); a box fewer drew waits
     # for the adjudicator.
     draws = decided[decided["decision"] == "draw"]
-    proposals = [ReviewerDecision(d.reviewer, "draw", d.concept, Box(d.x1, d.y1, d.x2, d.y2))
-                 for d in draws.itertuples() if d.reviewer in reviewers]
-    for group in group_drawn(proposals, rule.agreement_iou):
+    for kind in (Kind.BOX, Kind.CONCEPT):
+        proposals = [ReviewerDecision(d.reviewer, "draw", d.concept, Box(d.x1, d.y1, d.x2, d.y2))
+                     for d in draws.itertuples() if d.reviewer in reviewers and d.kind == kind]
+        groups = group_drawn(proposals, rule.agreement_iou)
+        events_of, outcomes_of = _drawn_outcomes(task, input_id, groups, kind, reviewers, now)
+        events += events_of
+        outcomes += outcomes_of
+    written = s.history.append(events)
+    s.consensus.record_outcomes(outcomes)
+    s.consensus.assign_new(task, now)  # what they did not agree on goes to an adjudicator
+    return written
+
+
+def _drawn_outcomes(task: LabelingTask, input_id: str, groups: list[list[ReviewerDecision]], kind: Kind,
+                    reviewers: list[str], now: datetime) -> tuple[list[AnnotationEvent], list[dict[str, Any]]]:
+    """What the reviewers' drawn boxes (or added image-level concepts), grouped across them, resolve to."""
+    assert task.consensus is not None
+    rule = task.consensus
+    events: list[AnnotationEvent] = []
+    outcomes: list[dict[str, Any]] = []
+    for group in groups:
         agreed = len(group) >= rule.needed
         box = mean_box([d.box for d in group]) if agreed else group[0].box
         drawn_by = tuple(d.reviewer for d in group)
@@ -106,11 +125,16 @@ def resolve_image(s: Session, task: LabelingTask, input_id: str, now: datetime) 
         events.append(AnnotationEvent(
             annotation_id=annotation_id, task=task.name, input_id=input_id, prediction_id=None, model_id=None,
             batch=None, concept=group[0].concept, x1=box.x1, y1=box.y1, x2=box.x2, y2=box.y2, polygon=None,
-            confidence=None, status=status, annotator=RESOLVER, source=Source.REVIEW, event_at=now, kind=Kind.BOX))
+            confidence=None, status=status, annotator=RESOLVER, source=Source.REVIEW, event_at=now, kind=kind))
         outcomes.append(_outcome_row(task.name, input_id, annotation_id, Outcome(
             str(status), group[0].concept, box, drawn_by if agreed else (), None,
-            f"{len(group)} of {len(reviewers)} drew it"), reviewers, now))
-    written = s.history.append(events)
-    s.consensus.record_outcomes(outcomes)
-    s.consensus.assign_new(task, now)  # what they did not agree on goes to an adjudicator
-    return written
+            f"{len(group)} of {len(reviewers)} {'drew' if kind == Kind.BOX else 'added'} it"), reviewers, now))
+    return events, outcomes
+
+
+def reviewer_agreement(store: UnitsOfWork, task: LabelingTask, confidence: float = 0.95) -> dict[str, Any] | None:
+    """A consensus task's agreement figures (`core.consensus.agreement_figures`); None for other tasks."""
+    if task.consensus is None:
+        return None
+    decisions, finals = store.read(lambda s: s.consensus.agreement_inputs(task.name))
+    return agreement_figures(decisions, finals, confidence)

@@ -147,3 +147,17 @@ class ConsensusSQL:
             {"task": task, "me": reviewer})
         rows["confidence"] = rows["confidence"].astype(object).where(rows["confidence"].notna(), None)
         return rows.to_dict("records")
+
+    def agreement_inputs(self, task: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The reviewers' decisions on the task's items, and each resolved item's final status: the quorum's, or
+        the adjudicator's (a correction counts as accepted)."""
+        decisions = self.s.df("SELECT annotation_id, reviewer, decision, concept, x1, y1, x2, y2 FROM "
+                              "consensus_decisions WHERE task = ? ORDER BY 1, 2", [task]).to_dict("records")
+        finals = dict(self.s.conn.execute(f"""
+            SELECT o.annotation_id, CASE WHEN o.status <> '{Status.AWAITING_CONSENSUS_REVIEW}' THEN o.status
+                                         WHEN c.status = '{Status.RETIRED}' THEN '{Status.SUCCESS}' ELSE c.status END
+            FROM consensus_outcomes o JOIN annotation_state c USING (annotation_id)
+            WHERE o.task = ? AND (o.status <> '{Status.AWAITING_CONSENSUS_REVIEW}'
+                                  OR c.status IN ('{Status.SUCCESS}', '{Status.REJECTED}', '{Status.RETIRED}'))""",
+            [task]).fetchall())
+        return decisions, finals

@@ -303,6 +303,7 @@ CONSENSUS_DECISIONS = Table("consensus_decisions", "Each reviewer's own decision
     digest32("annotation_id", "The item: the annotation decided, or for `draw` the drawn box's own id."),
     text("reviewer", "Who decided."),
     one_of("decision", ["accept", "reject", "draw"], "What they decided."),
+    one_of("kind", ["box", "concept"], "box (an object) or concept (the whole image)."),
     text("concept", "The concept they left (a relabel changes it)."),
     *GEOMETRY[:4],
     timestamp("decided_at", "When (UTC); deciding again replaces it until the item is resolved."),
@@ -312,7 +313,8 @@ CONSENSUS_OUTCOMES = Table("consensus_outcomes", "What each consensus item resol
                            "decided: who agreed, how well their boxes matched, and why.", (
     text("task", "Labeling task."),
     sha256("input_id", "The input."),
-    digest32("annotation_id", "The annotation the outcome was written to."),
+    digest32("annotation_id", "The item (a correction's outcome stands on the annotation replacing it), or the "
+             "annotation made for boxes the reviewers drew."),
     one_of("status", ["SUCCESS", "REJECTED", "AWAITING_CONSENSUS_REVIEW"], "Accepted or rejected by the quorum, or "
            "sent to an adjudicator."),
     Column("reviewers", "VARCHAR[]", "Who decided it."),

@@ -3,6 +3,7 @@ goes to an adjudicator. The rules as plain functions, then scripted reviewers on
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import yaml
 from helpers import (
     BROWSER_AVAILABLE,
+    autoannotate,
     copy_home,
     launch_chromium,
     open_review_page,
@@ -22,7 +24,15 @@ from helpers import (
 from apps.demo_scenes import write_demo_images
 from apps.review_desk import ReviewDesk
 from apps.runner import run_pipeline
-from core.consensus import ReviewerDecision, assign_reviewers_k, box_iou, group_drawn, resolve_item
+from core.consensus import (
+    ReviewerDecision,
+    agreement_figures,
+    assign_reviewers_k,
+    box_iou,
+    cohen_kappa,
+    group_drawn,
+    resolve_item,
+)
 from core.geometry import Box
 from core.review_rules import Forbidden
 from core.settings import Settings
@@ -82,6 +92,36 @@ def test_the_quorum_s_box_is_the_mean_of_the_matched_boxes_and_a_quorum_of_three
                          ReviewerDecision("bob", "draw", "sign", shifted(BOX, 0.01)),
                          ReviewerDecision("bob", "draw", "sign", Box(0.6, 0.6, 0.8, 0.8))], 0.5)
     assert [[d.reviewer for d in group] for group in drawn] == [["alice", "bob"], ["bob"]]
+
+
+def test_agreement_figures_match_a_hand_computation() -> None:
+    """Two reviewers on six resolved items. a: accept, accept, reject, reject, accept, accept (all six as resolved);
+    b: accept, reject, reject, accept, accept, accept (four of six). Same decision on 4 of 6: po = 2/3; both accept
+    4 of 6: pe = (2/3)^2 + (1/3)^2 = 5/9; kappa = (2/3 - 5/9) / (4/9) = 0.25, se = sqrt(po (1 - po) / (6 (4/9)^2))
+    = 0.4330; boxes both accepted (items 1, 5, 6) overlap 0.6, 1.0 and 0.8: mean 0.8. Wilson 95 % of 4/6:
+    [0.3000, 0.9032], below a's 1.0, so b is named."""
+    decisions_a = ["accept", "accept", "reject", "reject", "accept", "accept"]
+    decisions_b = ["accept", "reject", "reject", "accept", "accept", "accept"]
+    b_boxes = {0: shifted(BOX, width_for_iou(0.6)), 4: BOX, 5: shifted(BOX, width_for_iou(0.8))}
+    decisions = []
+    for item, (a, b) in enumerate(zip(decisions_a, decisions_b, strict=True)):
+        other = b_boxes.get(item, BOX)
+        decisions += [{"annotation_id": f"i{item}", "reviewer": "a", "decision": a, "concept": "ball",
+                       **BOX._asdict()},
+                      {"annotation_id": f"i{item}", "reviewer": "b", "decision": b, "concept": "ball",
+                       **other._asdict()}]
+    finals = {f"i{item}": "SUCCESS" if a == "accept" else "REJECTED" for item, a in enumerate(decisions_a)}
+    figures = agreement_figures(decisions, finals)
+    assert figures["reviewers"]["a"]["agreement"] == 1.0
+    b = figures["reviewers"]["b"]
+    assert (b["items"], b["agreement"]) == (6, pytest.approx(4 / 6))
+    assert (b["low"], b["high"]) == (pytest.approx(0.3000, abs=1e-4), pytest.approx(0.9032, abs=1e-4))
+    pair = figures["pairs"]["a/b"]
+    assert pair["kappa"] == pytest.approx(0.25)
+    assert pair["kappa_low"] == pytest.approx(0.25 - 1.959964 * 0.433013, abs=1e-5) and pair["kappa_high"] == 1.0
+    assert (pair["mean_iou"], pair["boxes_both_accepted"]) == (pytest.approx(0.8), 3)
+    assert figures["far_below"] == ["b"]
+    assert cohen_kappa([True, True], [True, True]) == (None, None, None)  # chance agreement certain: no kappa
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +212,15 @@ def test_scripted_reviewers_agree_disagree_and_the_adjudicator_decides(resources
     desk.decide(contested[0], "accept", "dana")
     assert rows(resources, "SELECT status, annotator FROM annotation_state WHERE annotation_id = ?",
                 [contested[0]]).values.tolist() == [["SUCCESS", "dana"]]
+    quality = json.loads(autoannotate("quality", "--json", home=Path(resources["store"].path).parent).stdout)
+    agreement = quality["reviewer_agreement"]
+    assert set(agreement["reviewers"]) == {*pair_a, *pair_b}
+    # Resolved: every item of the first image (both accepted) and the adjudicated item (b1 accepted, as dana did;
+    # b2 rejected it); the other contested items still wait for dana and count for no one.
+    for reviewer, figures in agreement["reviewers"].items():
+        items = len(opened) * (reviewer in pair_a) + (reviewer in pair_b)
+        agreed = len(opened) * (reviewer in pair_a) + (reviewer == b1)
+        assert (figures["items"], figures["agreement"]) == (items, pytest.approx(agreed / items)), reviewer
     progress = desk.progress("demo-shapes")
     assert progress["dana (adjudicator)"] == {"assigned": 1, "waiting": int(len(contested) > 1),
                                               "reviewed": int(len(contested) == 1)}

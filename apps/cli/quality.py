@@ -26,11 +26,14 @@ def _threshold(value: float | None) -> str:
 
 
 def command_quality(args: argparse.Namespace, settings: Settings) -> None:
+    from services.consensus import reviewer_agreement
+
     resources, task = configured_task(settings, args.task)
     report = resources["store"].read(lambda s: s.quality.report(task, args.confidence))
     concepts = {c: {k: v for k, v in figures.items() if k != "curve"} for c, figures in report.items()}
-    emit(args, {"task": task.name, "confidence": args.confidence, "iou": task.match_iou, "concepts": concepts},
-         render_quality)
+    agreement = reviewer_agreement(resources["store"], task, args.confidence)
+    emit(args, {"task": task.name, "confidence": args.confidence, "iou": task.match_iou, "concepts": concepts,
+                **({"reviewer_agreement": agreement} if agreement is not None else {})}, render_quality)
 
 
 def render_quality(result: dict) -> None:
@@ -47,6 +50,8 @@ def render_quality(result: dict) -> None:
     for concept, figures in result["concepts"].items():
         if figures["note"]:
             print(f"{concept}: {figures['note']}")
+    if "reviewer_agreement" in result:
+        render_agreement(result["reviewer_agreement"], result["confidence"])
     checked = {c: f["spot_checks"] for c, f in result["concepts"].items()
                if f["spot_checks"]["accepted_checked"] or f["spot_checks"]["discarded_checked"]}
     if checked:
@@ -104,6 +109,23 @@ def render_calibration(result: dict) -> None:
               "is proposed")
     print(f"wrote {result['written']}" if result["written"] else
           "nothing written (add --write for a calibrated copy of the task file)")
+
+
+def render_agreement(agreement: dict, confidence: float) -> None:
+    print(f"\nconsensus: how often each reviewer agrees with the resolved outcome ([low, high]: {confidence:.0%} "
+          "Wilson intervals)")
+    print_table([{"reviewer": r, "items": f["items"], "agreement": f"{f['agreement']:.3f} [{f['low']:.3f}, "
+                  f"{f['high']:.3f}]", "per concept": ", ".join(f"{c} {g['agreement']:.2f} ({g['items']})"
+                                                              for c, g in f["per_concept"].items())}
+                 for r, f in agreement["reviewers"].items()], ["reviewer", "items", "agreement", "per concept"])
+    print("\nbetween reviewers: Cohen's kappa on accept/reject, mean IoU of boxes both accepted")
+    print_table([{"pair": p, "items": f["items"], "kappa": "-" if f["kappa"] is None else
+                  f"{f['kappa']:.3f} [{f['kappa_low']:.3f}, {f['kappa_high']:.3f}]",
+                  "mean IoU": "-" if f["mean_iou"] is None else f"{f['mean_iou']:.3f} ({f['boxes_both_accepted']})"}
+                 for p, f in agreement["pairs"].items()], ["pair", "items", "kappa", "mean IoU"])
+    for reviewer in agreement["far_below"]:
+        print(f"{reviewer} agrees with the outcome far less often than every other reviewer (the upper end of "
+              f"{reviewer}'s interval is below their rates).")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
