@@ -72,7 +72,8 @@ async function loadQueue(showId) {
   state.queue = data.items;
   const again = showId ? state.queue.findIndex((item) => item.input_id === showId) : -1;
   state.index = again >= 0 ? again : Math.min(state.index, Math.max(state.queue.length - 1, 0));
-  const mine = data.progress[ME] || { assigned: 0, reviewed: 0 };
+  // A consensus task's adjudicator is counted under "NAME (adjudicator)".
+  const mine = data.progress[ME] || data.progress[`${ME} (adjudicator)`] || { assigned: 0, reviewed: 0 };
   $("progress").textContent = mine.assigned
     ? `Your queue: ${mine.reviewed} / ${plural(mine.assigned, "image")} reviewed` : "Your queue is empty";
   renderQueue();
