@@ -225,6 +225,14 @@ def test_scripted_reviewers_agree_disagree_and_the_adjudicator_decides(resources
         items = len(opened) * (reviewer in pair_a) + (reviewer in pair_b)
         agreed = len(opened) * (reviewer in pair_a) + (reviewer == b1)
         assert (figures["items"], figures["agreement"]) == (items, pytest.approx(agreed / items)), reviewer
+    # The label_quality asset records the same figures.
+    import dagster as dg
+
+    from assets.quality import label_quality
+
+    result = dg.materialize([label_quality], resources={"store": resources["store"], "tasks": resources["tasks"]})
+    recorded = result.asset_materializations_for_node("label_quality")[0].metadata
+    assert recorded["demo-shapes: reviewer agreement"].value == agreement
     progress = desk.progress("demo-shapes")
     assert progress["dana (adjudicator)"] == {"assigned": 1, "waiting": int(len(contested) > 1),
                                               "reviewed": int(len(contested) == 1)}
@@ -313,3 +321,41 @@ def test_two_reviewers_decide_the_same_image_independently_in_chromium(resources
     decided = rows(resources, "SELECT reviewer, decision FROM consensus_decisions WHERE annotation_id = ? ORDER BY 1",
                    [item])
     assert decided.values.tolist() == [[one, "accept"], [two, "reject"]]
+
+
+def test_three_reviewers_with_a_quorum_of_two(resources: dict) -> None:
+    """K = 3, quorum 2: two accepting with matching boxes outvote one rejecting; two rejecting reject; one each way
+    and one relabel go to the adjudicator."""
+    task_file = Path(resources["tasks"].task_files[0])
+    data = yaml.safe_load(task_file.read_text())
+    data["consensus"].update(reviewers_per_image=3, quorum=2)
+    task_file.write_text(yaml.safe_dump(data))
+    task = resources["tasks"].load()[0]
+    resources["store"].write(lambda s: s.consensus.assign_new(task, datetime.now(UTC).replace(tzinfo=None)))
+    desk = desk_of(resources)
+    images = rows(resources, "SELECT input_id, list(reviewer ORDER BY reviewer) AS r FROM consensus_assignments "
+                             "WHERE role = 'review' GROUP BY 1 ORDER BY 1")
+    assert all(sorted(r) == ["alice", "bob", "carol"] for r in images["r"])
+    image = max(images["input_id"], key=lambda i: (len(items_of(resources, i)), i))
+    items = items_of(resources, image)
+    assert len(items) >= 3
+    scripts = {items[0]: ("accept", "accept", "reject"), items[1]: ("reject", "reject", "accept"),
+               items[2]: ("accept", "reject", "relabel")}
+    for item in items:
+        for reviewer, decision in zip(("alice", "bob", "carol"), scripts.get(item, ("accept",) * 3), strict=True):
+            if decision == "relabel":
+                concept = rows(resources, "SELECT concept FROM annotation_state WHERE annotation_id = ?",
+                               [item])["concept"][0]
+                desk.decide(item, "correct", reviewer, concept="box" if concept != "box" else "ball")
+            else:
+                desk.decide(item, decision, reviewer)
+    outcomes = rows(resources, "SELECT annotation_id, status, agreeing FROM consensus_outcomes WHERE input_id = ?",
+                    [image]).set_index("annotation_id")
+    assert outcomes.loc[items[0], "status"] == "SUCCESS" and list(outcomes.loc[items[0], "agreeing"]) == [
+        "alice", "bob"]
+    assert outcomes.loc[items[1], "status"] == "REJECTED" and list(outcomes.loc[items[1], "agreeing"]) == [
+        "alice", "bob"]
+    assert outcomes.loc[items[2], "status"] == "AWAITING_CONSENSUS_REVIEW"
+    final = rows(resources, "SELECT annotation_id, status FROM annotation_state WHERE annotation_id IN (SELECT "
+                            "unnest(?))", [items[:3]]).set_index("annotation_id")["status"]
+    assert final.to_dict() == {items[0]: "SUCCESS", items[1]: "REJECTED", items[2]: "AWAITING_CONSENSUS_REVIEW"}
