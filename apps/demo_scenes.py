@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
@@ -166,3 +167,23 @@ def write_concept_scenes(directory: Path, count: int, seed: int = 0) -> dict[Pat
         image.save(path, quality=92)
         truth[path] = concepts
     return truth
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, rotation: int = 0) -> Path:
+    """Frames (RGB arrays of one size) as an H.264 video (the container from the suffix: mp4, mkv, ...), written
+    with PyAV; `rotation` sets its display matrix (degrees counterclockwise), as a phone held upright does."""
+    import av
+
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for pixels in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

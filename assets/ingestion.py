@@ -10,11 +10,12 @@ from pydantic import Field
 from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.partitions import batch_partitions
 from core.faults import pause_point
-from core.image_checks import inspect_files
 from resources.image_store import ImageStore
 from resources.inbox import Inbox
 from resources.store import DuckDBStore, write_or_retry
+from services.ingestion import inspect_batch
 from storage.inbox import InboxGoneError
+from store import Session
 
 
 class BatchFiles(dg.Config):
@@ -42,9 +43,10 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
     files = [path for path in pinned if os.path.lexists(path)]
     context.log.info(f"batch {batch}: {len(files)} files ({len(pinned) - len(files)} no longer in the inbox)")
     pause_point("inputs.read")
-    accepted, rejected = inspect_files(files, inbox.max_pixels, keep=lambda image: images.put(image.input_id,
-                                                                                                image.data),
-                                       log=context.log.info)
+    batch_files = inspect_batch(files, inbox.max_pixels, inbox.video_rule,
+                                keep=lambda image: images.put(image.input_id, image.data),
+                                keep_video=lambda path, video_id: images.put_file(video_id, path), log=context.log.info)
+    accepted, rejected, videos = batch_files.accepted, batch_files.rejected, batch_files.videos
     # A folder unmounted or removed while it was read makes its files unreadable, not bad: write nothing.
     for folder in sorted({path.parent for path in files}):
         if not folder.is_dir():
@@ -52,7 +54,13 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
                                  "of the batch was written. Put it back and run again.")
     now = datetime.now(UTC).replace(tzinfo=None)
     stored = {image.input_id: str(images.path_for(image.input_id)) for _, image in accepted}
-    counts = write_or_retry(store, lambda s: s.inputs.record_batch(batch, accepted, rejected, stored, now))
+    video_paths = {v.video_id: str(images.path_for(v.video_id)) for _, v in videos}
+
+    def record(s: Session) -> dict[str, int]:
+        s.inputs.record_videos(batch, videos, video_paths, now)
+        return s.inputs.record_batch(batch, accepted, rejected, stored, now)
+
+    counts = write_or_retry(store, record)
     by_reason = Counter(r.code for _, r in rejected)
     return dg.MaterializeResult(metadata={
         "dagster/column_schema": column_schema("inputs"),  # the Columns tab reads the latest event
@@ -63,6 +71,9 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
         "duplicates": counts["duplicates"],
         "rejected": len(rejected),
         "rejected_by_reason": dict(sorted(by_reason.items())),
+        "videos": len(videos),
+        "video_frames_kept": sum(len(v.frames) for _, v in videos),
+        "videos_stopped_early": [v.stopped for _, v in videos if v.stopped],
     })
 
 

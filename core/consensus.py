@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from core.annotations import Status
 from core.geometry import Box
 from core.quality import iou_one_to_many, wilson_interval
 
@@ -84,7 +85,7 @@ def resolve_item(decisions: list[ReviewerDecision], quorum: int, agreement_iou: 
     rejects it, otherwise AWAITING_CONSENSUS_REVIEW with the reason."""
     rejecting = tuple(d.reviewer for d in decisions if d.decision == REJECT)
     if len(rejecting) >= quorum:
-        return Outcome("REJECTED", original[0], original[1], rejecting, None, f"{len(rejecting)} rejected it")
+        return Outcome(Status.REJECTED, original[0], original[1], rejecting, None, f"{len(rejecting)} rejected it")
     accepting = [d for d in decisions if d.decision == ACCEPT]
     by_concept: dict[str, list[ReviewerDecision]] = {}
     for decision in accepting:
@@ -94,14 +95,14 @@ def resolve_item(decisions: list[ReviewerDecision], quorum: int, agreement_iou: 
             break
         boxes = [d.box for d in group]
         if all(box_iou(a, b) >= agreement_iou for i, a in enumerate(boxes) for b in boxes[i + 1:]):
-            return Outcome("SUCCESS", concept, mean_box(boxes), tuple(d.reviewer for d in group),
+            return Outcome(Status.SUCCESS, concept, mean_box(boxes), tuple(d.reviewer for d in group),
                            _mean_pairwise_iou(boxes), f"{len(group)} accepted it as {concept}")
-        return Outcome("AWAITING_CONSENSUS_REVIEW", original[0], original[1], (), _mean_pairwise_iou(boxes),
+        return Outcome(Status.AWAITING_CONSENSUS_REVIEW, original[0], original[1], (), _mean_pairwise_iou(boxes),
                        f"{len(group)} accepted it as {concept} with boxes overlapping less than {agreement_iou}")
     concepts = sorted(by_concept)
     reason = (f"the decisions split ({len(accepting)} accepted, {len(rejecting)} rejected)"
               if len(concepts) <= 1 else f"they accepted it as different concepts ({', '.join(concepts)})")
-    return Outcome("AWAITING_CONSENSUS_REVIEW", original[0], original[1], (), None, reason)
+    return Outcome(Status.AWAITING_CONSENSUS_REVIEW, original[0], original[1], (), None, reason)
 
 
 def group_drawn(proposals: list[ReviewerDecision], agreement_iou: float) -> list[list[ReviewerDecision]]:
@@ -149,7 +150,7 @@ def agreement_figures(decisions: list[dict[str, Any]], finals: dict[str, str],
     per_reviewer: dict[str, dict[str, Any]] = {}
     for reviewer in sorted({d["reviewer"] for d in resolved}):
         mine = [d for d in resolved if d["reviewer"] == reviewer]
-        agreeing = [(d["decision"] == ACCEPT) == (finals[d["annotation_id"]] == "SUCCESS") for d in mine]
+        agreeing = [(d["decision"] == ACCEPT) == (finals[d["annotation_id"]] == Status.SUCCESS) for d in mine]
         low, high = wilson_interval(sum(agreeing), len(agreeing), confidence)
         concepts = {}
         for concept in sorted({d["concept"] for d in mine}):

@@ -60,6 +60,9 @@ ENVIRONMENT = {
     "AUTOANNOTATE_TRAIN_BATCH": "train_batch",
     "AUTOANNOTATE_TRAIN_ARCHITECTURE": "train_architecture",
     "AUTOANNOTATE_DAGSTER_URL": "dagster_url",
+    "AUTOANNOTATE_VIDEO_FPS": "video_fps",
+    "AUTOANNOTATE_VIDEO_MAX_FRAMES": "video_max_frames",
+    "AUTOANNOTATE_VIDEO_SKIP_SIMILAR": "video_skip_similar",
 }
 
 
@@ -104,6 +107,9 @@ class Settings:
     train_batch: int = 8
     train_architecture: str = ""  # a model YAML to train from scratch instead of fine-tuning
     dagster_url: str = "http://127.0.0.1:3000"  # where the tasks page links a task's assets in the Dagster UI
+    video_fps: float = 2.0  # videos in the inbox: frames sampled a second, at most this many a video, and a
+    video_max_frames: int = 10_000  # sampled frame more alike the last kept one than `video_skip_similar` skipped
+    video_skip_similar: float = 0.95
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod

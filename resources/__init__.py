@@ -54,5 +54,7 @@ def build_resources(settings: Settings, show_variables: bool = False) -> dict:
                                      architecture=value("train_architecture")),
         "concept_models": ConceptModels(root=str(settings.home / "models"), device=value("device")),
         "inbox": Inbox(path=str(settings.inbox_path), batches_dir=str(settings.batches_dir),
-                       settle_seconds=value("settle_seconds"), max_pixels=value("max_pixels")),
+                       settle_seconds=value("settle_seconds"), max_pixels=value("max_pixels"),
+                       video_fps=value("video_fps"), video_max_frames=value("video_max_frames"),
+                       video_skip_similar=value("video_skip_similar")),
     }

@@ -25,6 +25,9 @@ class ImageStore(dg.ConfigurableResource):
     def put(self, input_id: str, data: bytes) -> Path:
         return self.files.put(input_id, data)
 
+    def put_file(self, content_id: str, source: Path) -> Path:
+        return self.files.put_file(content_id, source)
+
     def read(self, input_id: str) -> bytes:
         return self.files.read(input_id)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from core.image_checks import DEFAULT_MAX_PIXELS
+from core.video import VideoRule
 from storage.inbox import InboxFolder
 
 
@@ -18,6 +19,13 @@ class Inbox(dg.ConfigurableResource):
     batches_dir: str
     settle_seconds: float = 10.0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    video_fps: float = 2.0
+    video_max_frames: int = 10_000
+    video_skip_similar: float = 0.95
+
+    @property
+    def video_rule(self) -> VideoRule:
+        return VideoRule(self.video_fps, self.video_max_frames, self.video_skip_similar)
 
     @property
     def files(self) -> InboxFolder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,24 @@ class ContentStore:
             raise ImageStoreError(
                 f"The image store {self.root} cannot take another image ({error.strerror or error}); free space or "
                 "make it writable, then run again: nothing of this batch was written to the database.") from None
+        return target
+
+    def put_file(self, content_id: str, source: Path) -> Path:
+        """Store a file (a video) under its content id without holding it in memory; a no-op when it is there."""
+        target = self.path_for(content_id)
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as handle, source.open("rb") as incoming:
+                shutil.copyfileobj(incoming, handle, 1 << 20)
+            os.replace(tmp, target)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise ImageStoreError(f"The image store {self.root} cannot take {source.name} ({error.strerror or error})"
+                                  "; free space or make it writable, then run again.") from None
         return target
 
     def read(self, input_id: str) -> bytes:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.faults import pause_point
 from core.image_checks import InspectedImage, Rejection
+from core.video import SampledVideo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,3 +120,26 @@ class InputsSQL:
         self.s.conn.execute("UPDATE deleted_inputs SET purged_at = ? WHERE input_id IN (SELECT unnest(?::VARCHAR[]))",
                             [now, input_ids])
         return {"embeddings": embeddings, "object_embeddings": objects}
+
+    def record_videos(self, batch: str, videos: list[tuple[Path, SampledVideo]], stored_path: dict[str, str],
+                      now: datetime) -> int:
+        """This batch's videos (replacing its earlier rows for them) and which input each kept frame is (a frame
+        already recorded for its video stays)."""
+        uris = [str(path) for path, _ in videos]
+        self.s.conn.execute("DELETE FROM videos WHERE batch = ? AND uri IN (SELECT unnest(?::VARCHAR[]))",
+                            [batch, uris])
+        self.s.insert("videos", [{
+            "uri": str(path), "batch": batch, "video_id": v.video_id, "frames_decoded": v.decoded,
+            "frames_sampled": v.sampled, "frames_kept": len(v.frames), "skipped_similar": v.skipped_similar,
+            "frame_rate": v.frame_rate, "duration_s": v.duration, "stopped": v.stopped,
+            "stored_path": stored_path[v.video_id], "ingested_at": now} for path, v in videos])
+        known = {(video_id, index) for video_id, index in self.s.conn.execute(
+            "SELECT video_id, frame_index FROM video_frames WHERE video_id IN (SELECT unnest(?::VARCHAR[]))",
+            [[v.video_id for _, v in videos]]).fetchall()}
+        frames = {(v.video_id, f.index): {"video_id": v.video_id, "frame_index": f.index, "timestamp_s": f.timestamp,
+                                          "input_id": f.input_id}
+                  for _, v in videos for f in v.frames if (v.video_id, f.index) not in known}
+        return self.s.insert("video_frames", list(frames.values()))
+
+    def videos(self, batch: str) -> list[dict[str, Any]]:
+        return self.s.df("SELECT * FROM videos WHERE batch = ? ORDER BY uri", [batch]).to_dict("records")

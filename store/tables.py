@@ -152,6 +152,30 @@ REJECTED_INPUTS = Table("rejected_inputs", "Inbox files that are not usable imag
     timestamp("detected_at", "When it was rejected (UTC)."),
 ), primary_key=("batch", "uri"))
 
+VIDEOS = Table("videos", "Every inbox video of every batch: its frames decoded, sampled and kept as inputs, and where "
+               "a damaged one stopped.", (
+    text("uri", "Path of the inbox file."),
+    text("batch", "Batch the file belonged to."),
+    sha256("video_id", "sha256 of the video's bytes; also its name in the image store."),
+    count("frames_decoded", "Frames decoded."),
+    count("frames_sampled", "Frames the sampling rate chose."),
+    count("frames_kept", "Frames kept as inputs."),
+    count("skipped_similar", "Sampled frames skipped as near-identical to the last kept one."),
+    Column("frame_rate", "DOUBLE", "The stream's average frame rate.", nullable=True),
+    Column("duration_s", "DOUBLE", "Duration its header gives, in seconds.", nullable=True),
+    Column("stopped", "VARCHAR", "Where a damaged or cut-short video stopped, as a sentence; empty when whole.",
+           nullable=True),
+    text("stored_path", "Where the video's bytes sit in the image store."),
+    timestamp("ingested_at", "When the batch read it (UTC)."),
+), primary_key=("batch", "uri"))
+
+VIDEO_FRAMES = Table("video_frames", "Which input each kept video frame is: its video, index and time.", (
+    sha256("video_id", "The video."),
+    count("frame_index", "The frame's index in decoding order, from 0."),
+    Column("timestamp_s", "DOUBLE", "Seconds from the start of the video.", checks=(pa.Check.ge(0.0),)),
+    sha256("input_id", "The input the frame is (sha256 of its lossless PNG)."),
+), primary_key=("video_id", "frame_index"))
+
 MODELS = Table("models", "Every set of detector weights that produced predictions.", (
     sha256("model_id", "sha256 of the weights file.", unique=True),
     text("name", "File name of the weights."),
@@ -315,8 +339,8 @@ CONSENSUS_OUTCOMES = Table("consensus_outcomes", "What each consensus item resol
     sha256("input_id", "The input."),
     digest32("annotation_id", "The item (a correction's outcome stands on the annotation replacing it), or the "
              "annotation made for boxes the reviewers drew."),
-    one_of("status", ["SUCCESS", "REJECTED", "AWAITING_CONSENSUS_REVIEW"], "Accepted or rejected by the quorum, or "
-           "sent to an adjudicator."),
+    one_of("status", [Status.SUCCESS, Status.REJECTED, Status.AWAITING_CONSENSUS_REVIEW], "Accepted or rejected "
+           "by the quorum, or sent to an adjudicator."),
     Column("reviewers", "VARCHAR[]", "Who decided it."),
     Column("agreeing", "VARCHAR[]", "The quorum that decided the outcome (empty when it went to an adjudicator)."),
     Column("mean_iou", "DOUBLE", "Mean IoU between the accepting reviewers' boxes.", nullable=True),
@@ -424,8 +448,7 @@ MODEL_PROMOTIONS = Table("model_promotions", "Every change of a task's current d
 ), primary_key=("task", "decided_at"))
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    INPUTS, INPUT_SOURCES, REJECTED_INPUTS, MODELS, EMBEDDINGS, OBJECT_EMBEDDINGS, PREDICTIONS, PROCESSED_INPUTS,
-    ANNOTATIONS, ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS, CONSENSUS_ASSIGNMENTS,
-    CONSENSUS_DECISIONS, CONSENSUS_OUTCOMES, SPOT_CHECKS,
-    REVIEWER_TOKENS, DELETED_INPUTS, DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS,
-    MODEL_PROMOTIONS, WRITE_TURNS)}
+    INPUTS, INPUT_SOURCES, REJECTED_INPUTS, VIDEOS, VIDEO_FRAMES, MODELS, EMBEDDINGS, OBJECT_EMBEDDINGS, PREDICTIONS,
+    PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS,
+    CONSENSUS_ASSIGNMENTS, CONSENSUS_DECISIONS, CONSENSUS_OUTCOMES, SPOT_CHECKS, REVIEWER_TOKENS, DELETED_INPUTS,
+    DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS, MODEL_PROMOTIONS, WRITE_TURNS)}

@@ -1,0 +1,121 @@
+"""Videos in the inbox: frames sampled by rate, count and similarity (exact frame indices), damaged and rotated
+videos, and a run over an inbox with a video (the same video twice adds no inputs)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import autoannotate, query
+from PIL import Image
+
+from apps.demo_scenes import generate_scene, write_video
+from core.settings import Settings
+from core.video import VideoRule, sample_video
+from resources import build_resources
+
+
+def noise(count: int, size: tuple[int, int] = (160, 96), repeat: dict[int, int] | None = None) -> list[np.ndarray]:
+    """`count` frames of distinct noise; frame i of `repeat` is a copy of frame repeat[i]."""
+    frames = []
+    for index in range(count):
+        source = (repeat or {}).get(index)
+        frames.append(frames[source] if source is not None else
+                      np.random.default_rng(index).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("videos")
+    write_video(folder / "distinct.mkv", noise(30), fps=10)
+    write_video(folder / "repeats.mp4", noise(12, repeat={5: 4, 6: 4, 7: 4, 9: 8}), fps=10)
+    return folder
+
+
+@pytest.mark.parametrize(("rule", "kept"), [
+    (VideoRule(fps=2.0), [0, 5, 10, 15, 20, 25]),  # 10 fps sampled at 2: every fifth frame
+    (VideoRule(fps=4.0), [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25, 28]),  # the first frame at or after each 0.25 s
+    (VideoRule(fps=2.0, max_frames=3), [0, 5, 10]),
+    (VideoRule(fps=100.0), list(range(30))),
+])
+def test_frames_are_sampled_by_rate_and_count(videos: Path, rule: VideoRule, kept: list[int]) -> None:
+    sampled = sample_video(videos / "distinct.mkv", rule)
+    assert [frame.index for frame in sampled.frames] == kept
+    assert [frame.timestamp for frame in sampled.frames] == pytest.approx([i / 10 for i in kept])
+    assert sampled.decoded == (30 if rule.max_frames > len(kept) else kept[-1] + 1)
+    assert sampled.skipped_similar == 0 and sampled.stopped is None
+    assert len({frame.input_id for frame in sampled.frames}) == len(kept)
+
+
+def test_near_identical_consecutive_frames_are_skipped_and_counted(videos: Path) -> None:
+    sampled = sample_video(videos / "repeats.mp4", VideoRule(fps=100.0, skip_similar=0.95))
+    assert [frame.index for frame in sampled.frames] == [0, 1, 2, 3, 4, 8, 10, 11]
+    assert (sampled.sampled, sampled.skipped_similar) == (12, 4)
+    every = sample_video(videos / "repeats.mp4", VideoRule(fps=100.0, skip_similar=1.0))
+    assert len(every.frames) == 12 and every.skipped_similar == 0
+
+
+def test_a_cut_short_video_keeps_the_frames_before_and_says_where_it_stopped(videos: Path, tmp_path: Path) -> None:
+    data = (videos / "distinct.mkv").read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    sampled = sample_video(cut, VideoRule(fps=100.0))
+    assert 5 < len(sampled.frames) < 30
+    assert [frame.index for frame in sampled.frames] == list(range(len(sampled.frames)))
+    assert sampled.stopped == (f"cut.mkv ends early: decoding stopped after frame {len(sampled.frames) - 1} at "
+                               f"{(len(sampled.frames) - 1) / 10:.2f} s of the 3.00 s its header gives; the "
+                               f"{len(sampled.frames)} frames kept before it stay.")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all")
+    with pytest.raises(ValueError, match=r"^junk\.mp4 is not a video that can be decoded \(InvalidDataError"):
+        sample_video(junk, VideoRule())
+
+
+def test_a_rotated_video_gives_upright_frames(tmp_path: Path) -> None:
+    frame = np.zeros((96, 160, 3), dtype=np.uint8)
+    frame[:, :40] = 255  # the left quarter white
+    path = write_video(tmp_path / "phone.mp4", [frame] * 3, fps=10, rotation=90)
+    sampled = sample_video(path, VideoRule(fps=100.0, skip_similar=1.0))
+    upright = np.asarray(Image.open(io.BytesIO(sampled.frames[0].png)).convert("L"))
+    assert (sampled.frames[0].width, sampled.frames[0].height) == (96, 160) == upright.shape[::-1]
+    # Turned a quarter counterclockwise, as the display matrix says: the left edge is now the bottom.
+    assert upright[130:].mean() > 240 and upright[:110].mean() < 15
+
+
+def test_a_run_ingests_a_video_s_frames_and_the_same_video_again_adds_none(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    inbox = home / "inbox"
+    inbox.mkdir(parents=True)
+    frames = [np.asarray(generate_scene(9_100 + index, width=320, height=240)[0].convert("RGB"))
+              for index in range(8)]
+    write_video(inbox / "drive.mp4", [f for f in frames for _ in range(5)], fps=10)  # each scene held 0.5 s
+    (inbox / "broken.mp4").write_bytes(b"\x00" * 100)
+    env = {"AUTOANNOTATE_VIDEO_FPS": "4"}
+    autoannotate("run", home=home, env=env)
+    resources = build_resources(Settings(home=home))
+    video = query(resources["store"], "SELECT * FROM videos").iloc[0]
+    # 4 fps over 40 frames at 10 fps: 16 sampled, every other one the same scene as the one before.
+    assert (video.frames_decoded, video.frames_sampled, video.frames_kept, video.skipped_similar) == (40, 16, 8, 8)
+    assert video.stopped is None and Path(video.stored_path).read_bytes() == (inbox / "drive.mp4").read_bytes()
+    frames_recorded = query(resources["store"], "SELECT f.frame_index, f.timestamp_s, i.uri, i.format FROM "
+                                                "video_frames f JOIN inputs i USING (input_id) ORDER BY 1")
+    assert frames_recorded["frame_index"].tolist() == [0, 5, 10, 15, 20, 25, 30, 35]
+    assert frames_recorded["uri"].tolist() == [f"{inbox / 'drive.mp4'}#frame={i}" for i in range(0, 40, 5)]
+    assert set(frames_recorded["format"]) == {"PNG"}
+    rejected = query(resources["store"], "SELECT uri, reason_code, reason FROM rejected_inputs").iloc[0]
+    assert (Path(rejected.uri).name, rejected.reason_code) == ("broken.mp4", "not_a_video")
+    assert rejected.reason.startswith("broken.mp4 is not a video that can be decoded")
+    assert query(resources["store"], "SELECT count(*) AS n FROM inputs")["n"][0] == 8
+    assert query(resources["store"], "SELECT count(*) AS n FROM task_inputs")["n"][0] == 8  # each frame routed
+
+    shutil.copy(inbox / "drive.mp4", inbox / "drive-copy.mp4")
+    autoannotate("run", home=home, env=env)
+    assert query(resources["store"], "SELECT count(*) AS n FROM inputs")["n"][0] == 8
+    assert query(resources["store"], "SELECT count(*) AS n FROM videos")["n"][0] == 2
+    assert query(resources["store"], "SELECT count(*) AS n FROM video_frames")["n"][0] == 8
+    duplicates = query(resources["store"], "SELECT count(*) AS n FROM input_sources WHERE duplicate_of_earlier")
+    assert duplicates["n"][0] == 8
