@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.digests import file_sha256
+
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm"}
 
 
@@ -67,14 +69,6 @@ def perceptual_hash(image: Image.Image) -> int:
 def hash_similarity(a: int, b: int) -> float:
     """1 minus the share of the hash's bits that differ."""
     return 1.0 - bin(a ^ b).count("1") / (HASH_SIDE * HASH_SIDE)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _frames(path: Path, info: dict[str, float | None]) -> Iterator[tuple[int, float, Image.Image]]:

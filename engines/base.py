@@ -4,7 +4,6 @@ into a `LoadedModel`; the registry (`engines.RUNTIMES`) gathers them."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core.digests import file_sha256
 from core.offline import make_ultralytics_offline
 
 
@@ -152,14 +152,6 @@ def results_to_detections(result: Any, class_names: list[str], placed: Letterbox
     polygons = result.masks.xy if getattr(result, "masks", None) is not None else None
     return placed_detections(result.boxes.xyxy.cpu().numpy(), result.boxes.conf.cpu().numpy(),
                              result.boxes.cls.cpu().numpy(), class_names, placed, polygons)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
