@@ -3,6 +3,7 @@
 import os
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -45,7 +46,8 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
     pause_point("inputs.read")
     batch_files = inspect_batch(files, inbox.max_pixels, inbox.video_rule,
                                 keep=lambda image: images.put(image.input_id, image.data),
-                                keep_video=lambda path, video_id: images.put_file(video_id, path), log=context.log.info)
+                                keep_video=lambda path, video_id: images.put_file(video_id, path), log=context.log.info,
+                                fetcher=inbox.url_fetcher, downloads=Path(inbox.downloads_dir))
     accepted, rejected, videos = batch_files.accepted, batch_files.rejected, batch_files.videos
     # A folder unmounted or removed while it was read makes its files unreadable, not bad: write nothing.
     for folder in sorted({path.parent for path in files}):

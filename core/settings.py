@@ -63,6 +63,9 @@ ENVIRONMENT = {
     "AUTOANNOTATE_VIDEO_FPS": "video_fps",
     "AUTOANNOTATE_VIDEO_MAX_FRAMES": "video_max_frames",
     "AUTOANNOTATE_VIDEO_SKIP_SIMILAR": "video_skip_similar",
+    "AUTOANNOTATE_ALLOW_PRIVATE_URLS": "allow_private_urls",
+    "AUTOANNOTATE_URL_MAX_BYTES": "url_max_bytes",
+    "AUTOANNOTATE_URL_TIMEOUT_S": "url_timeout_s",
 }
 
 
@@ -110,6 +113,9 @@ class Settings:
     video_fps: float = 2.0  # videos in the inbox: frames sampled a second, at most this many a video, and a
     video_max_frames: int = 10_000  # sampled frame more alike the last kept one than `video_skip_similar` skipped
     video_skip_similar: float = 0.95
+    allow_private_urls: int = 0  # 1: URL inputs may reach loopback and private addresses (never link-local ones)
+    url_max_bytes: int = 200_000_000  # a URL's answer above this many bytes is refused
+    url_timeout_s: float = 30.0  # a URL that answers nothing this long is tried again (3 tries), then refused
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod
@@ -188,6 +194,11 @@ class Settings:
     @property
     def batches_dir(self) -> Path:
         return self.home / "batches"
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Where URL inputs' answers are kept (by the URL's sha256), so the same URL is fetched once."""
+        return self.home / "downloads"
 
     @property
     def dagster_home(self) -> Path:

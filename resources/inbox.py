@@ -10,6 +10,7 @@ import dagster as dg
 from core.image_checks import DEFAULT_MAX_PIXELS
 from core.video import VideoRule
 from storage.inbox import InboxFolder
+from storage.urls import UrlFetcher
 
 
 class Inbox(dg.ConfigurableResource):
@@ -22,6 +23,14 @@ class Inbox(dg.ConfigurableResource):
     video_fps: float = 2.0
     video_max_frames: int = 10_000
     video_skip_similar: float = 0.95
+    downloads_dir: str = ""
+    allow_private_urls: bool = False
+    url_max_bytes: int = 200_000_000
+    url_timeout_s: float = 30.0
+
+    @property
+    def url_fetcher(self) -> UrlFetcher:
+        return UrlFetcher(self.allow_private_urls, self.url_max_bytes, self.url_timeout_s)
 
     @property
     def video_rule(self) -> VideoRule:

@@ -7,52 +7,77 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from core.image_checks import InspectedImage, Rejection, inspect_files
+from core.image_checks import InspectedImage, Rejection, inspect_files, inspect_image_bytes
 from core.video import VIDEO_SUFFIXES, SampledVideo, VideoRule, sample_video
+from storage.urls import UrlFetcher, UrlRefused, is_url_list, read_url_list
 
 
 @dataclass(frozen=True)
 class InspectedBatch:
-    """The batch's usable images (a video frame's path is `VIDEO#frame=N`), its rejections, and its videos (their
-    frames' bytes already handed over)."""
+    """The batch's usable images by source (a file's path, a URL; a video frame's is `VIDEO#frame=N`), its
+    rejections, and its videos (their frames' bytes already handed over)."""
 
-    accepted: list[tuple[Path, InspectedImage]] = field(default_factory=list)
-    rejected: list[tuple[Path, Rejection]] = field(default_factory=list)
-    videos: list[tuple[Path, SampledVideo]] = field(default_factory=list)
+    accepted: list[tuple[Path | str, InspectedImage]] = field(default_factory=list)
+    rejected: list[tuple[Path | str, Rejection]] = field(default_factory=list)
+    videos: list[tuple[Path | str, SampledVideo]] = field(default_factory=list)
 
 
-def frame_path(video: Path, index: int) -> Path:
-    """The source a video frame is recorded under: the video's path and the frame's index."""
-    return Path(f"{video}#frame={index}")
+def frame_source(video: str, index: int) -> str:
+    """The source a video frame is recorded under: the video's path or URL and the frame's index."""
+    return f"{video}#frame={index}"
 
 
 def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Callable[[InspectedImage], object],
-                  keep_video: Callable[[Path, str], object], log: Callable[[str], object] | None = None
-                  ) -> InspectedBatch:
+                  keep_video: Callable[[Path, str], object], log: Callable[[str], object] | None = None,
+                  fetcher: UrlFetcher | None = None, downloads: Path | None = None) -> InspectedBatch:
     """Check every file: images as `inspect_files` does, videos by sampling their frames (`keep_video` stores
-    the video itself); one bad file never stops the others."""
+    the video itself), URL lists by fetching each URL (with `fetcher`, into `downloads`) and checking what came;
+    one bad file or URL never stops the others."""
+    lists = [path for path in files if is_url_list(path)]
     videos = [path for path in files if path.suffix.lower() in VIDEO_SUFFIXES]
-    accepted, rejected = inspect_files([path for path in files if path not in set(videos)], max_pixels, keep, log)
-    sampled: list[tuple[Path, SampledVideo]] = []
+    images = [path for path in files if path not in set(videos) | set(lists)]
+    accepted, rejected = inspect_files(images, max_pixels, keep, log)
+    batch = InspectedBatch(list(accepted), list(rejected))
     for path in videos:
-        try:
-            video = sample_video(path, rule)
-        except (ValueError, OSError) as error:
-            rejected.append((path, Rejection("not_a_video" if isinstance(error, ValueError) else "unreadable",
-                                             str(error))))
-            continue
-        keep_video(path, video.video_id)
-        for frame in video.frames:
-            image = InspectedImage(frame.input_id, frame.png, frame.width, frame.height, "PNG", len(frame.png))
-            if image.width * image.height > max_pixels:
-                rejected.append((frame_path(path, frame.index), Rejection(
-                    "too_many_pixels", f"{path.name} has {image.width}x{image.height} frames, more pixels than the "
-                                       f"limit of {max_pixels} (inbox max_pixels).")))
-                break
-            keep(image)
-            accepted.append((frame_path(path, frame.index), replace(image, data=None)))
-        sampled.append((path, replace(video, frames=[replace(f, png=b"") for f in video.frames])))
-        if log:
-            log(f"{path.name}: {video.decoded} frames decoded, {len(video.frames)} kept"
-                + (f"; {video.stopped}" if video.stopped else ""))
-    return InspectedBatch(accepted, rejected, sampled)
+        _add_video(batch, path, str(path), rule, max_pixels, keep, keep_video, log)
+    urls = list(dict.fromkeys(url for path in lists for url in read_url_list(path)))
+    if urls:
+        fetched = (fetcher or UrlFetcher()).fetch_all(urls, downloads or Path("downloads"))
+        for url, result in fetched.items():
+            if isinstance(result, UrlRefused):
+                batch.rejected.append((url, Rejection("url_refused", str(result))))
+            elif result.suffix == ".video":
+                _add_video(batch, result, url, rule, max_pixels, keep, keep_video, log)
+            else:
+                checked = inspect_image_bytes(url, result.read_bytes(), max_pixels)
+                if isinstance(checked, Rejection):
+                    batch.rejected.append((url, checked))
+                else:
+                    keep(checked)
+                    batch.accepted.append((url, replace(checked, data=None)))
+    return batch
+
+
+def _add_video(batch: InspectedBatch, path: Path, source: str, rule: VideoRule, max_pixels: int,
+               keep: Callable[[InspectedImage], object], keep_video: Callable[[Path, str], object],
+               log: Callable[[str], object] | None) -> None:
+    try:
+        video = sample_video(path, rule)
+    except (ValueError, OSError) as error:
+        code = "not_a_video" if isinstance(error, ValueError) else "unreadable"
+        batch.rejected.append((source, Rejection(code, str(error).replace(path.name, source, 1))))
+        return
+    keep_video(path, video.video_id)
+    for frame in video.frames:
+        image = InspectedImage(frame.input_id, frame.png, frame.width, frame.height, "PNG", len(frame.png))
+        if image.width * image.height > max_pixels:
+            batch.rejected.append((frame_source(source, frame.index), Rejection(
+                "too_many_pixels", f"{source} has {image.width}x{image.height} frames, more pixels than the limit "
+                                   f"of {max_pixels} (inbox max_pixels).")))
+            break
+        keep(image)
+        batch.accepted.append((frame_source(source, frame.index), replace(image, data=None)))
+    batch.videos.append((source, replace(video, frames=[replace(f, png=b"") for f in video.frames])))
+    if log:
+        log(f"{source}: {video.decoded} frames decoded, {len(video.frames)} kept"
+            + (f"; {video.stopped}" if video.stopped else ""))

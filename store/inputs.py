@@ -20,8 +20,8 @@ class InputsSQL:
     def __init__(self, session: Session) -> None:
         self.s = session
 
-    def record_batch(self, batch: str, accepted: list[tuple[Path, InspectedImage]],
-                     rejected: list[tuple[Path, Rejection]], stored_path: dict[str, str], now: datetime
+    def record_batch(self, batch: str, accepted: list[tuple[Path | str, InspectedImage]],
+                     rejected: list[tuple[Path | str, Rejection]], stored_path: dict[str, str], now: datetime
                      ) -> dict[str, int]:
         """Replace this batch's rows for the files seen now; inputs already stored stay as they are.
         `stored_path` maps each accepted input id to where its bytes sit in the image store."""
@@ -121,7 +121,7 @@ class InputsSQL:
                             [now, input_ids])
         return {"embeddings": embeddings, "object_embeddings": objects}
 
-    def record_videos(self, batch: str, videos: list[tuple[Path, SampledVideo]], stored_path: dict[str, str],
+    def record_videos(self, batch: str, videos: list[tuple[Path | str, SampledVideo]], stored_path: dict[str, str],
                       now: datetime) -> int:
         """This batch's videos (replacing its earlier rows for them) and which input each kept frame is (a frame
         already recorded for its video stays)."""

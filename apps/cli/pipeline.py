@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from pathlib import Path
 
 from apps.cli.common import UserError, configured_task, deprecated_task_file, emit, print_table, verb
@@ -38,7 +40,9 @@ def run_task_files(args: argparse.Namespace) -> list[str] | None:
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
     from apps.runner import run_pipeline
+    from core.digests import file_sha256
     from resources import build_resources
+    from storage.urls import is_url_list
 
     inbox = Path(args.inbox).resolve() if args.inbox else None
     if inbox is not None and not inbox.is_dir():
@@ -55,6 +59,18 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
         resources = build_resources(run_settings)
         check_task_models(resources["tasks"].load(), resources["detector"])
         run_settings.remember_task_files()
+    if args.urls:  # the list joins the inbox, as if dropped there: it is pinned and fetched with the batch
+        listed = Path(args.urls)
+        if not listed.is_file():
+            raise UserError(f"The URL list {listed} is not a file.")
+        if not is_url_list(listed):
+            raise UserError(f"{listed} is not a URL list: name it *.urls (one URL a line) or give a CSV with a "
+                            "`url` column.")
+        suffix = ".csv" if listed.suffix.lower() == ".csv" else ".urls"
+        target = run_settings.inbox_path / f"{listed.stem}-{file_sha256(listed)[:8]}{suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(listed, target)
+        os.utime(target, (0, 0))  # settled: the run takes it now
     summary = run_pipeline(run_settings, progress=None if args.json else print, build_version=args.version,
                            reroute=args.reroute, rescore=args.rescore)
     emit(args, summary, render_run_summary)
@@ -210,6 +226,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="labeling task file (repeatable; default: the configured tasks, tasks/demo.yaml at first); "
                           "the files are remembered for the commands that follow")
     run.add_argument("--task", action="append", help=argparse.SUPPRESS)  # deprecated: --task FILE
+    run.add_argument("--urls", metavar="FILE", help="also ingest the images and videos a URL list names (*.urls, "
+                     "one URL a line, or a CSV with a url column): copied into the inbox and fetched with the batch")
     run.add_argument("--version", action="store_true",
                      help="also build today's dataset version of every task (costs what the whole dataset costs; "
                           "the daily schedule and `version create` build versions otherwise)")

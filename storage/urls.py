@@ -1,0 +1,182 @@
+"""Images and videos named by URL: a `*.urls` file (one URL a line) or a CSV with a `url` column in the inbox.
+Each URL is fetched once, with bounded concurrency, retries with backoff, a size cap and a content-type check,
+over http or https only, and never into an address it must not reach: link-local addresses (cloud metadata)
+always refused, loopback and private ones unless AUTOANNOTATE_ALLOW_PRIVATE_URLS=1. Redirects are followed by
+hand, each hop checked the same way."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import ipaddress
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+URL_LIST_SUFFIXES = {".urls"}
+ACCEPTED_TYPES = ("image/", "video/")
+MAX_REDIRECTS = 5
+
+
+class UrlRefused(ValueError):
+    """A URL that is not fetched, or whose answer is not taken; the message says why, naming the URL."""
+
+
+def is_url_list(path: Path) -> bool:
+    """A `*.urls` file, or a CSV whose header has a `url` column."""
+    if path.suffix.lower() in URL_LIST_SUFFIXES:
+        return True
+    if path.suffix.lower() != ".csv":
+        return False
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "url" in [column.strip().lower() for column in header]
+
+
+def read_url_list(path: Path) -> list[str]:
+    """The URLs a list names, in order, each once (blank lines and `#` comments skipped)."""
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = csv.DictReader(handle)
+            column = next(c for c in rows.fieldnames or [] if c.strip().lower() == "url")
+            urls = [(row.get(column) or "").strip() for row in rows]
+    else:
+        urls = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return list(dict.fromkeys(u for u in urls if u and not u.startswith("#")))
+
+
+def address_refusal(host: str, allow_private: bool) -> str | None:
+    """Why `host` may not be fetched (None when it may): every address it resolves to is checked."""
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror as error:
+        return f"its host {host} does not resolve ({error.strerror or error})"
+    for text in sorted(addresses):
+        address = ipaddress.ip_address(text.split("%")[0])
+        if address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved:
+            return f"its host {host} is {address}, a link-local or reserved address (never fetched)"
+        if (address.is_loopback or address.is_private) and not allow_private:
+            return (f"its host {host} is {address}, a loopback or private address "
+                    "(AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it)")
+    return None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # followed by hand, so that every hop is checked
+
+
+@dataclass(frozen=True)
+class UrlFetcher:
+    """How URLs are fetched: at most `workers` at once, `tries` times each (backoff `backoff_s`, doubling) on
+    errors worth retrying, `timeout_s` per request, at most `max_bytes` each."""
+
+    allow_private: bool = False
+    max_bytes: int = 200_000_000
+    timeout_s: float = 30.0
+    tries: int = 3
+    backoff_s: float = 0.5
+    workers: int = 4
+
+    def target_for(self, url: str, folder: Path) -> Path:
+        """Where a URL's bytes are kept (by the URL's sha256): `.image` or `.video` once fetched, by its type."""
+        return folder / hashlib.sha256(url.encode()).hexdigest()[:32]
+
+    def fetch_all(self, urls: list[str], folder: Path) -> dict[str, Path | UrlRefused]:
+        """Each URL (once) fetched into `folder`: its file, or why not."""
+        folder.mkdir(parents=True, exist_ok=True)
+        unique = list(dict.fromkeys(urls))
+        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+            results = list(pool.map(lambda url: self._fetch_or_refusal(url, folder), unique))
+        return dict(zip(unique, results, strict=True))
+
+    def _fetch_or_refusal(self, url: str, folder: Path) -> Path | UrlRefused:
+        try:
+            return self.fetch(url, folder)
+        except UrlRefused as refused:
+            return refused
+
+    def fetch(self, url: str, folder: Path) -> Path:
+        target = self.target_for(url, folder)
+        for kept in (target.with_suffix(".image"), target.with_suffix(".video")):
+            if kept.exists():  # the same URL is fetched once
+                return kept
+        for attempt in range(self.tries):
+            try:
+                return self._fetch_once(url, target)
+            except _Retry as retry:
+                if attempt + 1 == self.tries:
+                    raise UrlRefused(f"{url} could not be fetched after {self.tries} tries ({retry}).") from None
+                time.sleep(self.backoff_s * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _fetch_once(self, url: str, target: Path) -> Path:
+        opener = urllib.request.build_opener(_NoRedirects)
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(current)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UrlRefused(f"{url} is refused: {current} is not an http or https URL.")
+            refusal = address_refusal(parts.hostname, self.allow_private)
+            if refusal:
+                via = "" if current == url else f" (it redirected to {current})"
+                raise UrlRefused(f"{url} is refused{via}: {refusal}.")
+            try:
+                response = opener.open(urllib.request.Request(current, headers={"User-Agent": "autoannotate"}),
+                                       timeout=self.timeout_s)
+            except urllib.error.HTTPError as error:
+                if error.code in (301, 302, 303, 307, 308) and error.headers.get("Location"):
+                    current = urljoin(current, error.headers["Location"])
+                    continue
+                if error.code >= 500 or error.code == 429:
+                    raise _Retry(f"HTTP {error.code}") from None
+                raise UrlRefused(f"{url} answered HTTP {error.code} ({error.reason}).") from None
+            except TimeoutError:
+                raise _Retry(f"no answer within {self.timeout_s:g} s") from None
+            except (urllib.error.URLError, ConnectionError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                raise _Retry(str(reason)) from None
+            with response:
+                return self._save(url, response, target)
+        raise UrlRefused(f"{url} redirected more than {MAX_REDIRECTS} times.")
+
+    def _save(self, url: str, response: object, target: Path) -> Path:
+        headers = response.headers  # type: ignore[attr-defined]
+        kind = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if not kind.startswith(ACCEPTED_TYPES):
+            raise UrlRefused(f"{url} is {kind or 'of no stated type'}, not an image or a video.")
+        declared = headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise UrlRefused(f"{url} is {int(declared)} bytes, more than the limit of {self.max_bytes} "
+                             "(AUTOANNOTATE_URL_MAX_BYTES).")
+        partial = target.with_name(target.name + ".part")
+        received = 0
+        try:
+            with partial.open("wb") as handle:
+                while block := response.read(1 << 16):  # type: ignore[attr-defined]
+                    received += len(block)
+                    if received > self.max_bytes:
+                        raise UrlRefused(f"{url} sent more than the limit of {self.max_bytes} bytes "
+                                         "(AUTOANNOTATE_URL_MAX_BYTES).")
+                    handle.write(block)
+        except TimeoutError:
+            partial.unlink(missing_ok=True)
+            raise _Retry(f"it stopped sending for {self.timeout_s:g} s") from None
+        except UrlRefused:
+            partial.unlink(missing_ok=True)
+            raise
+        kept = target.with_suffix(".video" if kind.startswith("video/") else ".image")
+        partial.replace(kept)
+        return kept
+
+
+class _Retry(Exception):
+    """A failure worth another try: no answer, a dropped connection, a server error."""

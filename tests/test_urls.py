@@ -1,0 +1,153 @@
+"""URL inputs, fetched from a loopback HTTP server: redirects, 404, slow, too big, wrong type, a redirect into a
+link-local address refused, loopback refused unless allowed, each URL fetched once; then a run over a URL list."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from helpers import autoannotate, query
+from PIL import Image
+
+from apps.demo_scenes import write_video
+from core.settings import Settings
+from resources import build_resources
+from storage.urls import UrlFetcher, UrlRefused, is_url_list, read_url_list
+
+
+def jpeg(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Counter]]:
+    """A loopback server; returns its base URL and how often each path was asked for."""
+    clip = write_video(tmp_path_factory.mktemp("clip") / "clip.mp4",
+                       [np.random.default_rng(i).integers(0, 256, (96, 160, 3), dtype=np.uint8) for i in range(10)],
+                       fps=10).read_bytes()
+    routes = {"/coffee.jpg": ("image/jpeg", jpeg(skimage.data.coffee())),
+              "/chelsea": ("image/jpeg; charset=binary", jpeg(skimage.data.chelsea())),
+              "/clip.mp4": ("video/mp4", clip), "/page.html": ("text/html", b"<html></html>"),
+              "/big.jpg": ("image/jpeg", b"\xff" * 300_000)}
+    hits: Counter = Counter()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            hits[self.path] += 1
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/chelsea")
+                self.end_headers()
+            elif self.path == "/metadata":
+                self.send_response(302)
+                self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+                self.end_headers()
+            elif self.path == "/slow.jpg":
+                time.sleep(1.5)
+                self._send(*routes["/coffee.jpg"])
+            elif self.path in routes:
+                self._send(*routes[self.path])
+            else:
+                self.send_error(404, "Not Found")
+
+        def _send(self, kind: str, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        httpd.shutdown()
+
+
+def test_each_answer_is_checked_and_every_refusal_names_the_url(server: tuple[str, Counter], tmp_path: Path) -> None:
+    base, hits = server
+    fetcher = UrlFetcher(allow_private=True, max_bytes=200_000, timeout_s=0.5, tries=2, backoff_s=0.05)
+    urls = [f"{base}/coffee.jpg", f"{base}/moved", f"{base}/missing.jpg", f"{base}/slow.jpg", f"{base}/big.jpg",
+            f"{base}/page.html", f"{base}/metadata", "ftp://example.com/a.jpg", f"{base}/clip.mp4",
+            f"{base}/coffee.jpg"]
+    results = fetcher.fetch_all(urls, tmp_path / "downloads")
+    assert len(results) == 9  # the same URL twice is one URL
+    assert results[f"{base}/coffee.jpg"].suffix == ".image" and results[f"{base}/clip.mp4"].suffix == ".video"
+    assert results[f"{base}/moved"].read_bytes() == jpeg(skimage.data.chelsea())  # the redirect followed
+    said = {url: str(r) for url, r in results.items() if isinstance(r, UrlRefused)}
+    assert said == {
+        f"{base}/missing.jpg": f"{base}/missing.jpg answered HTTP 404 (Not Found).",
+        f"{base}/slow.jpg": f"{base}/slow.jpg could not be fetched after 2 tries (no answer within 0.5 s).",
+        f"{base}/big.jpg": f"{base}/big.jpg is 300000 bytes, more than the limit of 200000 "
+                           "(AUTOANNOTATE_URL_MAX_BYTES).",
+        f"{base}/page.html": f"{base}/page.html is text/html, not an image or a video.",
+        f"{base}/metadata": f"{base}/metadata is refused (it redirected to http://169.254.169.254/latest/meta-data/): "
+                            "its host 169.254.169.254 is 169.254.169.254, a link-local or reserved address (never "
+                            "fetched).",
+        "ftp://example.com/a.jpg": "ftp://example.com/a.jpg is refused: ftp://example.com/a.jpg is not an http or "
+                                   "https URL.",
+    }
+    assert hits["/coffee.jpg"] == 1 and hits["/slow.jpg"] == 2  # fetched once; the slow one tried twice
+    again = fetcher.fetch_all([f"{base}/coffee.jpg"], tmp_path / "downloads")
+    assert again[f"{base}/coffee.jpg"] == results[f"{base}/coffee.jpg"] and hits["/coffee.jpg"] == 1
+
+    refused = UrlFetcher(allow_private=False).fetch_all([f"{base}/coffee.jpg"], tmp_path / "elsewhere")
+    assert str(refused[f"{base}/coffee.jpg"]) == (f"{base}/coffee.jpg is refused: its host 127.0.0.1 is 127.0.0.1, a "
+                                                  "loopback or private address (AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 "
+                                                  "allows it).")
+
+
+def test_url_lists_are_text_files_or_csvs_with_a_url_column(tmp_path: Path) -> None:
+    listed = tmp_path / "photos.urls"
+    listed.write_text("# cameras\nhttps://a.example/1.jpg\n\nhttps://a.example/2.jpg\nhttps://a.example/1.jpg\n")
+    table = tmp_path / "photos.csv"
+    table.write_text("id,URL\n1,https://b.example/x.png\n2,\n")
+    other = tmp_path / "labels.csv"
+    other.write_text("file,concept\na.jpg,ball\n")
+    assert [is_url_list(p) for p in (listed, table, other)] == [True, True, False]
+    assert read_url_list(listed) == ["https://a.example/1.jpg", "https://a.example/2.jpg"]
+    assert read_url_list(table) == ["https://b.example/x.png"]
+
+
+def test_a_run_over_a_url_list_ingests_images_and_video_frames_and_rejects_with_the_reason(
+        server: tuple[str, Counter], tmp_path: Path) -> None:
+    base, hits = server
+    home = tmp_path / "home"
+    (home / "inbox").mkdir(parents=True)
+    listed = tmp_path / "today.urls"
+    listed.write_text(f"{base}/coffee.jpg\n{base}/moved\n{base}/clip.mp4\n{base}/missing.jpg\n{base}/page.html\n")
+    env = {"AUTOANNOTATE_ALLOW_PRIVATE_URLS": "1", "AUTOANNOTATE_VIDEO_FPS": "5"}
+    before = hits["/clip.mp4"]
+    autoannotate("run", "--urls", str(listed), home=home, env=env)
+    store = build_resources(Settings(home=home))["store"]
+    sources = query(store, "SELECT uri FROM input_sources ORDER BY uri")["uri"].tolist()
+    assert sources == sorted([f"{base}/coffee.jpg", f"{base}/moved", *(f"{base}/clip.mp4#frame={i}"
+                                                                      for i in (0, 2, 4, 6, 8))])
+    rejected = query(store, "SELECT uri, reason_code, reason FROM rejected_inputs ORDER BY uri")
+    assert rejected.values.tolist() == [
+        [f"{base}/missing.jpg", "url_refused", f"{base}/missing.jpg answered HTTP 404 (Not Found)."],
+        [f"{base}/page.html", "url_refused", f"{base}/page.html is text/html, not an image or a video."]]
+    assert query(store, "SELECT count(*) AS n FROM inputs")["n"][0] == 7
+    assert query(store, "SELECT frames_kept FROM videos")["frames_kept"].tolist() == [5]
+    # The same list again: nothing fetched again, no new inputs.
+    autoannotate("run", "--urls", str(listed), home=home, env=env)
+    assert hits["/clip.mp4"] == before + 1
+    assert query(store, "SELECT count(*) AS n FROM inputs")["n"][0] == 7
+    missing = autoannotate("run", "--urls", str(tmp_path / "nope.urls"), home=home, env=env, check=False)
+    assert missing.returncode == 1 and missing.stderr.strip() == (f"autoannotate: The URL list {tmp_path / 'nope.urls'}"
+                                                                  " is not a file.")
