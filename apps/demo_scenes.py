@@ -169,6 +169,41 @@ def write_concept_scenes(directory: Path, count: int, seed: int = 0) -> dict[Pat
     return truth
 
 
+def moving_scene(seed: int, frames: int, width: int = 480, height: int = 360, objects: int = 3,
+                 shapes: tuple[str, ...] = ("circle", "square", "triangle")
+                 ) -> tuple[list[np.ndarray], list[list[tuple[int, SceneObject]]]]:
+    """Frames of one scene whose objects move in straight lines (bouncing off the edges), and per frame each
+    object's index (its true track) and box: a video with tracks known exactly."""
+    rng = random.Random(seed)
+    background = _background(rng, width, height)
+    short = min(width, height)
+    movers = []
+    for index in range(objects):
+        side = rng.uniform(0.16, 0.24) * short
+        movers.append({"shape": shapes[index % len(shapes)], "side": side,
+                       "x": rng.uniform(0, width - side), "y": rng.uniform(0, height - side),
+                       "dx": rng.uniform(-6, 6), "dy": rng.uniform(-4, 4),
+                       "colour": _object_colour(rng, background, (0, 0, side, side), faint=False)})
+    pictures, truth = [], []
+    for _ in range(frames):
+        image = background.copy()
+        draw = ImageDraw.Draw(image)
+        placed = []
+        for index, mover in enumerate(movers):
+            box = tuple(float(round(v)) for v in (mover["x"], mover["y"], mover["x"] + mover["side"],
+                                                  mover["y"] + mover["side"]))
+            _draw_shape(draw, mover["shape"], box, mover["colour"])
+            placed.append((index, SceneObject(mover["shape"], *box)))
+            for axis, step, limit in (("x", "dx", width), ("y", "dy", height)):
+                mover[axis] += mover[step]
+                if not 0 <= mover[axis] <= limit - mover["side"]:
+                    mover[step] = -mover[step]
+                    mover[axis] = min(max(mover[axis], 0), limit - mover["side"])
+        pictures.append(np.asarray(image.convert("RGB")))
+        truth.append(placed)
+    return pictures, truth
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, rotation: int = 0) -> Path:
     """Frames (RGB arrays of one size) as an H.264 video (the container from the suffix: mp4, mkv, ...), written
     with PyAV; `rotation` sets its display matrix (degrees counterclockwise), as a phone held upright does."""

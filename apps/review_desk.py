@@ -149,6 +149,35 @@ class ReviewDesk:
 
         return self.store.write(work)
 
+    def decide_track(self, task: str, video_id: str, track_id: int, decision: str, reviewer: str,
+                     concept: str | None = None, lead: bool = False) -> dict:
+        """One decision on a whole track (accept, reject, or "correct" to `concept`): one event per frame
+        annotation of it, as if each were decided on its own. The reviewer holds one of the track's frames; the
+        track's other frames follow, whoever's queue holds them."""
+        chosen = self.task(task)
+        if chosen.tracker is None:
+            raise Invalid(f"Task {task!r} has no tracker: its objects are decided one frame at a time.")
+        if concept is not None:
+            check_concept(chosen, concept)
+        now = utc_now()
+
+        def work(s: Session) -> dict:
+            frames = s.tracks.annotations_of_track(chosen.name, video_id, track_id, chosen.tracker)
+            if not frames:
+                raise NotFound(f"Track {track_id} of video {video_id[:12]} has no live annotation in task {task!r}.")
+            currents = s.history.current_many(frames)
+            holders = {s.reviews.assignee(chosen.name, c.input_id) for c in currents}
+            if not lead and reviewer not in holders and not chosen.allow_takeover:
+                check_reviewer(chosen, reviewer, next(iter(holders - {None}), None))
+            events = [e for c in currents if not (decision == "correct" and c.concept == concept)
+                      for e in decision_events(c, decision, reviewer, now, concept)[0]]
+            standing = {e.annotation_id for e in events if e.status != Status.RETIRED} if decision == "correct" \
+                else set(frames)
+            return {"track_id": track_id, "frames": len(frames), "written": s.history.append(events),
+                    "annotation_ids": sorted(standing | (set(frames) if decision == "correct" else set()))}
+
+        return self.store.write(work)
+
     def remove(self, annotation_id: str, person: str, lead: bool = False) -> dict:
         """Delete one annotation: an event retiring it (by a reviewer of its image, or a lead)."""
 
@@ -252,7 +281,7 @@ class ReviewDesk:
         def work(s: Session) -> list[dict]:
             if not s.inputs.exists(input_id):
                 raise NotFound(f"No input has the id {input_id}.")
-            shown = s.reviews.image_annotations(task, input_id)
+            shown = s.reviews.image_annotations(task, input_id, chosen.tracker)
             if chosen.consensus is None or reviewer is None or lead:
                 return shown
             # A consensus reviewer sees only their own decisions on the items still open, and their own drawings.

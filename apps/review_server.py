@@ -177,6 +177,21 @@ class BulkAction(BaseModel):
         return self
 
 
+class TrackDecision(BaseModel):
+    reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
+    task: str
+    video_id: Annotated[str, Field(pattern=INPUT_ID.pattern)]
+    track_id: int = Field(ge=1)
+    decision: Literal["accept", "reject", "correct"]
+    concept: str | None = None  # correct: the track's new concept
+
+    @model_validator(mode="after")
+    def _concept(self) -> TrackDecision:
+        if (self.decision == "correct") != (self.concept is not None):
+            raise ValueError("a correction of a track names its new concept, and only a correction does")
+        return self
+
+
 class NewVersion(BaseModel):
     name: str
 
@@ -542,6 +557,11 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         checked(INPUT_ID, input_id, "input")
         return answer(lambda: desk.add_concept(body.task, input_id, body.concept, acting(me, body.reviewer),
                                                lead=is_lead(request)))
+
+    @app.post("/api/tracks/decision")
+    def decide_track(request: Request, me: Me, body: TrackDecision) -> dict:
+        return answer(lambda: desk.decide_track(body.task, body.video_id, body.track_id, body.decision,
+                                                acting(me, body.reviewer), body.concept, lead=is_lead(request)))
 
     @app.post("/api/undo")
     def undo(request: Request, me: Me, body: Undo) -> dict:

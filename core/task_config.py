@@ -202,6 +202,7 @@ class LabelingTask(Strict):
     model_negatives_below_miss_rate: Number | None = Field(default=None, gt=0.0, lt=1.0)
     band_status: BandStatus = Field(default_factory=BandStatus)
     consensus: Consensus | None = None  # None: each review image goes to one reviewer
+    tracker: Literal["bytetrack", "botsort"] | None = None  # videos: route and review each object's track whole
     source_file: str = ""
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from core.faults import pause_point
 from core.results import TaskRouting
 from core.routing import check_floor
 from core.task_config import LabelingTask
+from services.tracking import track_batch
 from store import Session
 
 
@@ -22,6 +23,8 @@ def annotate_task(s: Session, task: LabelingTask, batch: str, model_id: str, now
         return TaskRouting(0, {}, 0, 0, handed_over, skipped)
     if kind == Kind.BOX:
         check_floor(task, batch, s.predictions.batch_floor(batch, model_id))
+    if kind == Kind.BOX and task.tracker:
+        track_batch(s, batch, model_id, task.tracker, now)
     result = s.history.sync_auto(task, batch, model_id, now, kind)
     # A consensus task gives each image to several reviewers (and its disagreements to adjudicators).
     assigned = s.consensus.assign_new(task, now) if task.consensus else s.reviews.assign_new(task, now)

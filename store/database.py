@@ -41,6 +41,7 @@ from store.predictions import PredictionsSQL
 from store.quality import QualitySQL
 from store.reviews import ReviewSQL
 from store.tables import TABLES
+from store.tracks import TracksSQL
 from store.versions import VersionsSQL
 
 T = TypeVar("T")
@@ -135,6 +136,7 @@ class Session:
         self.reviews = ReviewSQL(self)
         self.objects = ObjectsSQL(self)
         self.consensus = ConsensusSQL(self)
+        self.tracks = TracksSQL(self)
         self.concepts = ConceptsSQL(self)
         self.quality = QualitySQL(self)
         self.versions = VersionsSQL(self)

@@ -21,6 +21,7 @@ from core.routing import routed_sql, scope_sql
 from core.task_config import LabelingTask
 from store.predictions import BATCH_PREDICTIONS
 from store.tables import latest_events_sql
+from store.tracks import track_confidence_sql
 
 if TYPE_CHECKING:
     from store.database import Session
@@ -273,7 +274,11 @@ class AnnotationHistory:
         # One routing query, run inside three statements: re-routing (a CASE per row) measured cheaper than
         # materialising the routed rows into a temp table (1M predictions: ~3.5 s vs ~3.9 s).
         # A task scoped to some inputs routes only theirs: the others' annotations of the task retire.
-        routed = routed_sql(task, class_names, f"(SELECT * FROM {BATCH_PREDICTIONS} WHERE {scope_sql(task)})")
+        relation = f"(SELECT * FROM {BATCH_PREDICTIONS} WHERE {scope_sql(task)})"
+        if task.tracker:  # a tracked prediction routes by its track's confidence: the track is one decision
+            relation = (f"(SELECT p.* REPLACE (coalesce(t.confidence, p.confidence) AS confidence) FROM {relation} p "
+                        f"LEFT JOIN ({track_confidence_sql(task.tracker)}) t USING (prediction_id))")
+        routed = routed_sql(task, class_names, relation)
         if not self.s.scalar("SELECT count(*) FROM routing_rules WHERE rules = ?", [task.rules_hash]):
             self.s.insert("routing_rules", [{"rules": task.rules_hash, "task": task.name, "first_used_at": now,
                                              "definition": json.dumps(task.routing_definition(), sort_keys=True)}])

@@ -143,17 +143,24 @@ class ReviewSQL:
             "SELECT task, input_id FROM review_assignments WHERE input_id IN (SELECT input_id FROM task_inputs "
             "WHERE batch = ?) GROUP BY 1, 2 HAVING count(DISTINCT reviewer) > 1", [batch]).fetchall())
 
-    def image_annotations(self, task: str, input_id: str) -> list[dict[str, Any]]:
-        """Every live (not retired) annotation of one image, as the review page draws them."""
+    def image_annotations(self, task: str, input_id: str, tracker: str | None = None) -> list[dict[str, Any]]:
+        """Every live (not retired) annotation of one image, as the review page draws them; with the task's
+        `tracker`, each tracked one's video, track id and how many live annotations of the task the track has."""
         rows = self.s.df(
             f"SELECT annotation_id, {KIND_SQL} AS kind, concept, original_concept, confidence, status, source, "
             "annotator, x1, y1, x2, y2, polygon, spot_check, spot_check_pending, model_id, "
-            + annotators_sql("c") + " AS annotators FROM ("
+            + annotators_sql("c") + " AS annotators, t.video_id, t.track_id, (SELECT count(*) FROM "
+            "annotation_state o JOIN prediction_tracks u ON u.prediction_id = o.prediction_id AND u.model_id = "
+            "o.model_id WHERE o.task = $task AND o.status <> $retired AND u.tracker = $tracker AND u.video_id = "
+            "t.video_id AND u.track_id = t.track_id) AS track_frames FROM ("
             + current_with_spot_checks("c.task = $task AND c.input_id = $input AND c.status <> $retired")
-            + ") c ORDER BY kind, confidence DESC NULLS LAST, x1, y1, annotation_id",
-            {"task": task, "input": input_id, "retired": str(Status.RETIRED)})
-        for column in ("confidence", "original_concept", "model_id"):
+            + ") c LEFT JOIN prediction_tracks t ON t.prediction_id = c.prediction_id AND t.model_id = c.model_id "
+            "AND t.tracker = $tracker ORDER BY kind, confidence DESC NULLS LAST, x1, y1, annotation_id",
+            {"task": task, "input": input_id, "retired": str(Status.RETIRED), "tracker": tracker})
+        for column in ("confidence", "original_concept", "model_id", "video_id"):
             _none_for_nan(rows, column)
+        rows["track_id"] = rows["track_id"].astype(object).where(rows["track_id"].notna(), None)
+        rows["track_id"] = [None if t is None else int(t) for t in rows["track_id"]]
         records = rows.to_dict("records")
         for record in records:
             record["annotators"] = list(record["annotators"])

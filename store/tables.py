@@ -220,6 +220,16 @@ PREDICTIONS = Table("predictions", "Every detection of every model on every inpu
     timestamp("predicted_at", "When the prediction was made (UTC)."),
 ), primary_key=("prediction_id",), checks=GEOMETRY_CHECKS)
 
+PREDICTION_TRACKS = Table("prediction_tracks", "Which track each prediction on a video's frames belongs to, by each "
+                          "tracker: a task with a `tracker` routes and reviews a track as a whole.", (
+    digest32("prediction_id", "The prediction."),
+    sha256("model_id", "The model that predicted it."),
+    one_of("tracker", ["bytetrack", "botsort"], "Ultralytics' tracker that linked it."),
+    sha256("video_id", "The video of its frame."),
+    count("track_id", "The track, numbered per video and tracker from 1.", minimum=1),
+    timestamp("tracked_at", "When (UTC)."),
+), primary_key=("prediction_id", "tracker"))
+
 PROCESSED_INPUTS = Table("processed_inputs", "Inputs a model has run on, with or without detections.", (
     sha256("input_id", "The input."),
     sha256("model_id", "The model."),
@@ -449,6 +459,7 @@ MODEL_PROMOTIONS = Table("model_promotions", "Every change of a task's current d
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, VIDEOS, VIDEO_FRAMES, MODELS, EMBEDDINGS, OBJECT_EMBEDDINGS, PREDICTIONS,
-    PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES, REVIEW_ASSIGNMENTS,
-    CONSENSUS_ASSIGNMENTS, CONSENSUS_DECISIONS, CONSENSUS_OUTCOMES, SPOT_CHECKS, REVIEWER_TOKENS, DELETED_INPUTS,
-    DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS, MODEL_PROMOTIONS, WRITE_TURNS)}
+    PREDICTION_TRACKS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES,
+    REVIEW_ASSIGNMENTS, CONSENSUS_ASSIGNMENTS, CONSENSUS_DECISIONS, CONSENSUS_OUTCOMES, SPOT_CHECKS, REVIEWER_TOKENS,
+    DELETED_INPUTS, DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS, MODEL_PROMOTIONS,
+    WRITE_TURNS)}

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import autoannotate, query
+from helpers import autoannotate, query, write_task_file
 from PIL import Image
 
-from apps.demo_scenes import generate_scene, write_video
+from apps.demo_scenes import generate_scene, moving_scene, write_video
 from core.settings import Settings
 from core.video import VideoRule, sample_video
 from resources import build_resources
@@ -119,3 +120,70 @@ def test_a_run_ingests_a_video_s_frames_and_the_same_video_again_adds_none(tmp_p
     assert query(resources["store"], "SELECT count(*) AS n FROM video_frames")["n"][0] == 8
     duplicates = query(resources["store"], "SELECT count(*) AS n FROM input_sources WHERE duplicate_of_earlier")
     assert duplicates["n"][0] == 8
+
+
+@pytest.fixture(scope="module")
+def tracked_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    """A video of three moving shapes (40 frames at 10 fps, every frame kept), run under the demo task with
+    `tracker: bytetrack` and a wide review band."""
+    home = tmp_path_factory.mktemp("tracked")
+    frames, truth = moving_scene(77, 40)
+    (home / "inbox").mkdir()
+    write_video(home / "inbox" / "street.mp4", frames, fps=10)
+    write_task_file(home, tracker="bytetrack", thresholds={"upper": 0.99, "lower": 0.3})
+    autoannotate("run", "--task-file", str(home / "demo-shapes.yaml"), home=home,
+                 env={"AUTOANNOTATE_VIDEO_FPS": "10", "AUTOANNOTATE_VIDEO_SKIP_SIMILAR": "1.0"})
+    return home, truth
+
+
+def test_tracks_link_an_object_across_frames_and_route_it_as_one(tracked_home: tuple[Path, list]) -> None:
+    home, truth = tracked_home
+    store = build_resources(Settings(home=home))["store"]
+    tracked = query(store, """
+        SELECT f.frame_index, t.track_id, p.x1 * i.width AS x1, p.y1 * i.height AS y1, p.class_name
+        FROM prediction_tracks t JOIN predictions p USING (prediction_id) JOIN video_frames f USING (input_id)
+        JOIN inputs i USING (input_id) ORDER BY 1, 2""")
+    assert len(tracked) >= 90  # most of the 3 x 40 objects detected and tracked
+    # Each detection belongs to the true object whose box it overlaps; a true object keeps one track id.
+    tracks_of: dict[int, Counter] = {}
+    for row in tracked.itertuples():
+        nearest = min(truth[row.frame_index], key=lambda item: abs(item[1].x1 - row.x1) + abs(item[1].y1 - row.y1))
+        tracks_of.setdefault(nearest[0], Counter())[row.track_id] += 1
+    for index, counts in tracks_of.items():
+        _, n = counts.most_common(1)[0]
+        assert n / sum(counts.values()) >= 0.9, (index, counts)  # purity: switches in at most a tenth of frames
+    # The track routes as one: every live annotation of a track has one status and the track's confidence.
+    routed = query(store, """
+        SELECT t.track_id, count(DISTINCT c.status) AS statuses, count(DISTINCT c.confidence) AS confidences,
+               any_value(c.confidence) AS confidence, median(p.confidence) AS median
+        FROM annotation_state c JOIN prediction_tracks t ON t.prediction_id = c.prediction_id
+        JOIN predictions p ON p.prediction_id = c.prediction_id
+        WHERE c.status <> 'RETIRED' GROUP BY 1""")
+    assert len(routed) >= 3 and set(routed["statuses"]) == {1} and set(routed["confidences"]) == {1}
+    assert routed["confidence"].tolist() == pytest.approx(routed["median"].tolist())
+
+
+def test_a_track_is_decided_with_one_call_one_event_per_frame(tracked_home: tuple[Path, list], tmp_path: Path
+                                                              ) -> None:
+    home = shutil.copytree(tracked_home[0], tmp_path / "home", ignore=shutil.ignore_patterns("dagster"))
+    (home / "tasks.txt").write_text(f"{home / 'demo-shapes.yaml'}\n")
+    resources = build_resources(Settings(home=home, task_files=(str(home / "demo-shapes.yaml"),)))
+    from apps.review_desk import ReviewDesk
+
+    desk = ReviewDesk(resources["store"], resources["tasks"].load())
+    track = query(resources["store"], """
+        SELECT t.video_id, t.track_id, count(*) AS frames, any_value(r.reviewer) AS reviewer
+        FROM annotation_state c JOIN prediction_tracks t ON t.prediction_id = c.prediction_id
+        JOIN review_assignments r ON r.task = c.task AND r.input_id = c.input_id
+        WHERE c.status = 'AWAITING_REVIEW' GROUP BY 1, 2 ORDER BY frames DESC, 2 LIMIT 1""").iloc[0]
+    events = query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0]
+    decided = desk.decide_track("demo-shapes", track.video_id, int(track.track_id), "reject", track.reviewer)
+    assert decided["frames"] == track.frames and decided["written"] == track.frames
+    assert query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0] == events + track.frames
+    statuses = query(resources["store"], """
+        SELECT DISTINCT c.status, c.annotator FROM annotation_state c JOIN prediction_tracks t USING (prediction_id)
+        WHERE t.track_id = ? AND c.status <> 'RETIRED'""", [int(track.track_id)])
+    assert statuses.values.tolist() == [["REJECTED", track.reviewer]]
+    relabel = desk.decide_track("demo-shapes", track.video_id, int(track.track_id), "correct", track.reviewer,
+                                concept="sign")
+    assert relabel["written"] == 2 * track.frames  # each frame's annotation retired and its correction added

@@ -230,6 +230,7 @@ function renderBoxes() {
     }</button><b>${esc(b.concept)}</b>${b.original_concept ? ` <small class="was">was ${
       esc(b.original_concept)}</small>` : ""} ${b.confidence == null ? "" : b.confidence.toFixed(3)}
     ${hasPolygon(b) ? "<small>polygon</small>" : ""}
+    ${b.track_id != null ? `<small class="track">track ${b.track_id} · ${plural(b.track_frames, "frame")}</small>` : ""}
     <span class="${esc(b.status)}">${esc(b.status)}</span>
     <br><small class="annotators">by ${(b.annotators || [b.annotator]).map(esc).join(", ")} (${
       (b.annotators || [b.annotator]).length})</small>
@@ -258,8 +259,17 @@ function target() {
                          : "There is no image to review.");
   return null;
 }
+// A box of a track (a task with a tracker) is decided with its whole track, one event per frame; alt with the
+// key decides this frame only.
+const wholeTrack = (b) => b.track_id != null && !state.oneFrame;
+function decideTrack(b, decision, concept) {
+  state.picked = false;
+  act(async () => remember((await api("POST", "/api/tracks/decision", { task: task(), video_id: b.video_id,
+    track_id: b.track_id, decision, concept })).annotation_ids));
+}
 function decide(decision, chosen) {
   const b = chosen || target(); if (!b) return;
+  if (wholeTrack(b) && (decision === "accept" || decision === "reject")) { decideTrack(b, decision); return; }
   state.picked = false;
   act(async () => remember([(await api("POST", `/api/annotations/${b.annotation_id}/decision`,
                                        { decision })).annotation_id]));
@@ -294,6 +304,7 @@ function pickConcept(n) {
     HOTKEYS[0]} to ${HOTKEYS[Math.min(choices.length, HOTKEYS.length) - 1]}.`); return; }
   const b = target(); if (!b) return;
   if (b.concept === concept) { say(`It is already ${concept}.`); return; }
+  if (wholeTrack(b)) { decideTrack(b, "correct", concept); return; }
   correct(b, { concept });
 }
 // Sends the selected accepted box (or classification) back to review.
@@ -544,6 +555,7 @@ $("done").onclick = async () => {
 };
 document.addEventListener("keydown", (event) => {
   if (event.target.tagName === "INPUT" || event.target.tagName === "SELECT" || event.ctrlKey || event.metaKey) return;
+  state.oneFrame = event.altKey;
   const step = (d) => {
     const shown = shownBoxes(); if (!shown.length) return;
     const at = shown.indexOf(state.selected);
