@@ -147,9 +147,9 @@ class ReviewSQL:
         """Every live (not retired) annotation of one image, as the review page draws them; with the task's
         `tracker`, each tracked one's video, track id and how many live annotations of the task the track has."""
         rows = self.s.df(
-            f"SELECT annotation_id, {KIND_SQL} AS kind, concept, original_concept, confidence, status, source, "
-            "annotator, x1, y1, x2, y2, polygon, spot_check, spot_check_pending, model_id, "
-            + annotators_sql("c") + " AS annotators, t.video_id, t.track_id, (SELECT count(*) FROM "
+            "SELECT c.annotation_id, coalesce(c.kind, 'box') AS kind, c.concept, c.original_concept, c.confidence, "
+            "c.status, c.source, c.annotator, c.x1, c.y1, c.x2, c.y2, c.polygon, c.spot_check, c.spot_check_pending, "
+            "c.model_id, " + annotators_sql("c") + " AS annotators, t.video_id, t.track_id, (SELECT count(*) FROM "
             "annotation_state o JOIN prediction_tracks u ON u.prediction_id = o.prediction_id AND u.model_id = "
             "o.model_id WHERE o.task = $task AND o.status <> $retired AND u.tracker = $tracker AND u.video_id = "
             "t.video_id AND u.track_id = t.track_id) AS track_frames FROM ("

@@ -204,6 +204,8 @@ def test_every_route_authorizes_its_reads_and_writes(resources: dict, client: Ca
         ("GET", "/crops/{annotation_id}"): (lambda c: c.get(f"/crops/{annotation}"), 403),
         ("GET", "/api/objects/{annotation_id}/similar"): (
             lambda c: c.get(f"/api/objects/{annotation}/similar", params={"task": "alpha"}), 403),
+        ("POST", "/api/tracks/decision"): (lambda c: c.post("/api/tracks/decision", json={
+            "task": "alpha", "video_id": alpha_image, "track_id": 1, "decision": "accept"}), 403),
         ("POST", "/api/inputs/{input_id}/polygons"): (
             lambda c: c.post(f"/api/inputs/{alpha_image}/polygons", json={
                 "task": "alpha", "concept": "box", "polygon": [0.1, 0.1, 0.2, 0.1, 0.2, 0.2]}), 403),

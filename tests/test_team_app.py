@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -524,27 +525,35 @@ def test_the_review_page_draws_and_edits_polygons_hides_objects_and_has_keys_for
             def select_polygon() -> None:
                 page.locator("#boxes .box", has_text="polygon").click()
 
+            def settled(events: int) -> None:
+                """Wait until carol's polygon events number `events` and the page shows the standing outline."""
+                deadline = time.monotonic() + 30
+                while rows(resources, "SELECT count(*) AS n FROM annotations WHERE task = 'yard' AND polygon IS NOT "
+                                      "NULL AND annotator = 'carol'")["n"][0] < events:
+                    assert time.monotonic() < deadline, f"fewer than {events} polygon events"
+                    time.sleep(0.1)
+                standing = state("polygon IS NOT NULL AND status = 'SUCCESS'")["annotation_id"][0]
+                expect(page.locator(f'#boxes .box[data-id="{standing}"]')).to_have_count(1)
+
             # Drag a vertex; double-click an edge to insert one; alt-click a vertex to delete it.
             select_polygon()
             page.mouse.move(*at(0.05, 0.05))
             page.mouse.down()
             page.mouse.move(*at(0.1, 0.12), steps=4)
             page.mouse.up()
-            page.wait_for_function("document.querySelectorAll('#boxes .box').length > 0")
-            expect(page.locator("#boxes .box", has_text="polygon")).to_have_count(1)
-            page.wait_for_timeout(300)
+            settled(3)
             moved = polygon_now()
             assert moved[:2] == pytest.approx([0.1, 0.12], abs=0.01) and moved[2:] == pytest.approx(points[2:])
             select_polygon()
             page.mouse.dblclick(*at(0.175, 0.09))  # the middle of the edge from (0.1, 0.12) to (0.25, 0.06)
-            page.wait_for_timeout(500)
+            settled(5)
             inserted = polygon_now()
             assert len(inserted) == 10 and inserted[2:4] == pytest.approx([0.175, 0.09], abs=0.01)
             select_polygon()
             page.keyboard.down("Alt")
             page.mouse.click(*at(0.24, 0.3))
             page.keyboard.up("Alt")
-            page.wait_for_timeout(500)
+            settled(7)
             assert polygon_now() == pytest.approx([*inserted[:6], *inserted[8:]])
             history = rows(resources, "SELECT count(*) AS n FROM annotations WHERE task = 'yard' AND polygon IS NOT "
                                       "NULL AND annotator = 'carol'")["n"][0]

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import autoannotate, query, write_task_file
+from helpers import (
+    BROWSER_AVAILABLE,
+    autoannotate,
+    launch_chromium,
+    open_review_page,
+    query,
+    review_server,
+    write_task_file,
+)
 from PIL import Image
 
 from apps.demo_scenes import generate_scene, moving_scene, write_video
@@ -187,3 +195,37 @@ def test_a_track_is_decided_with_one_call_one_event_per_frame(tracked_home: tupl
     relabel = desk.decide_track("demo-shapes", track.video_id, int(track.track_id), "correct", track.reviewer,
                                 concept="sign")
     assert relabel["written"] == 2 * track.frames  # each frame's annotation retired and its correction added
+
+
+@pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_track_review_in_chromium_writes_one_event_per_frame(tracked_home: tuple[Path, list], tmp_path: Path
+                                                             ) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    home = shutil.copytree(tracked_home[0], tmp_path / "home", ignore=shutil.ignore_patterns("dagster"))
+    (home / "tasks.txt").write_text(f"{home / 'demo-shapes.yaml'}\n")
+    resources = build_resources(Settings(home=home, task_files=(str(home / "demo-shapes.yaml"),)))
+    box = query(resources["store"], """
+        SELECT c.annotation_id, c.input_id, r.reviewer, t.track_id,
+               (SELECT count(*) FROM annotation_state o JOIN prediction_tracks u USING (prediction_id)
+                WHERE u.track_id = t.track_id AND o.status <> 'RETIRED') AS frames
+        FROM annotation_state c JOIN prediction_tracks t USING (prediction_id)
+        JOIN review_assignments r ON r.task = c.task AND r.input_id = c.input_id
+        WHERE c.status = 'AWAITING_REVIEW' ORDER BY frames DESC, c.input_id LIMIT 1""").iloc[0]
+    events = query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0]
+    with review_server(resources) as (port, app), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = open_review_page(browser, port, app, box.reviewer, box.input_id, (1280, 720))
+            row = page.locator(f'#boxes .box[data-id="{box.annotation_id}"]')
+            expect(row.locator(".track")).to_have_text(f"track {box.track_id} · {box.frames} frames")
+            row.click()
+            page.keyboard.press("r")
+            expect(page.locator(f'#boxes .box[data-id="{box.annotation_id}"] .REJECTED')).to_have_count(1)
+        finally:
+            browser.close()
+    assert query(resources["store"], "SELECT count(*) AS n FROM annotations")["n"][0] == events + box.frames
+    rejected = query(resources["store"], "SELECT count(*) AS n FROM annotation_state c JOIN prediction_tracks t "
+                                         "USING (prediction_id) WHERE t.track_id = ? AND c.status = 'REJECTED'",
+                     [int(box.track_id)])
+    assert rejected["n"][0] == box.frames
