@@ -39,7 +39,7 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
     accepted, rejected = inspect_files(images, max_pixels, keep, log)
     batch = InspectedBatch(list(accepted), list(rejected))
     for path in videos:
-        _add_video(batch, path, str(path), rule, max_pixels, keep, keep_video, log)
+        _add_video(batch, path, str(path), path.name, rule, max_pixels, keep, keep_video, log)
     urls = list(dict.fromkeys(url for path in lists for url in read_url_list(path)))
     if urls:
         fetched = (fetcher or UrlFetcher()).fetch_all(urls, downloads or Path("downloads"))
@@ -47,7 +47,7 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
             if isinstance(result, UrlRefused):
                 batch.rejected.append((url, Rejection("url_refused", str(result))))
             elif result.suffix == ".video":
-                _add_video(batch, result, url, rule, max_pixels, keep, keep_video, log)
+                _add_video(batch, result, url, url, rule, max_pixels, keep, keep_video, log)
             else:
                 checked = inspect_image_bytes(url, result.read_bytes(), max_pixels)
                 if isinstance(checked, Rejection):
@@ -58,26 +58,27 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
     return batch
 
 
-def _add_video(batch: InspectedBatch, path: Path, source: str, rule: VideoRule, max_pixels: int,
+def _add_video(batch: InspectedBatch, path: Path, source: str, name: str, rule: VideoRule, max_pixels: int,
                keep: Callable[[InspectedImage], object], keep_video: Callable[[Path, str], object],
                log: Callable[[str], object] | None) -> None:
+    """Sample one video (`path`, recorded under `source`, called `name` in sentences: a file's name, a URL)."""
     try:
         video = sample_video(path, rule)
     except (ValueError, OSError) as error:
         code = "not_a_video" if isinstance(error, ValueError) else "unreadable"
-        batch.rejected.append((source, Rejection(code, str(error).replace(path.name, source, 1))))
+        batch.rejected.append((source, Rejection(code, str(error).replace(path.name, name))))
         return
     keep_video(path, video.video_id)
     for frame in video.frames:
         image = InspectedImage(frame.input_id, frame.png, frame.width, frame.height, "PNG", len(frame.png))
         if image.width * image.height > max_pixels:
             batch.rejected.append((frame_source(source, frame.index), Rejection(
-                "too_many_pixels", f"{source} has {image.width}x{image.height} frames, more pixels than the limit "
+                "too_many_pixels", f"{name} has {image.width}x{image.height} frames, more pixels than the limit "
                                    f"of {max_pixels} (inbox max_pixels).")))
             break
         keep(image)
         batch.accepted.append((frame_source(source, frame.index), replace(image, data=None)))
     batch.videos.append((source, replace(video, frames=[replace(f, png=b"") for f in video.frames])))
     if log:
-        log(f"{source}: {video.decoded} frames decoded, {len(video.frames)} kept"
+        log(f"{name}: {video.decoded} frames decoded, {len(video.frames)} kept"
             + (f"; {video.stopped}" if video.stopped else ""))
