@@ -84,7 +84,7 @@ def replaced_whole(out: Path) -> Iterator[Path]:
 def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFiles, version_key: str, fmt: str,
                    out: Path, negatives: str = "people", longest_side: int = 0,
                    model_classes: tuple[list[str], dict[str, str]] | None = None, overwrite: bool = False,
-                   link: str = "hardlink") -> ExportSummary:
+                   link: str = "hardlink", tracker_of: dict[str, str] | None = None) -> ExportSummary:
     """Write a version as an Ultralytics YOLO dataset (`yolo-seg`, or `yolo` when the version has polygons:
     Ultralytics' segmentation labels), an Ultralytics classification dataset (`classify`: its image-level
     concepts, one per image) or a COCO JSON (boxes, and image-level concepts on each image), with its images,
@@ -102,6 +102,7 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
     otherwise, or symlinks with `link="symlink"`."""
     check_split_ratios(versions.val_ratio, versions.test_ratio)
     check_export_folder(out, overwrite)
+    tracker_of = tracker_of or {}  # task -> its tracker: `mot` writes those track ids
     writer = label_format(fmt, reading=False)
     takes_negatives = writer.kind == Kind.BOX
     if negatives not in NEGATIVE_CHOICES:
@@ -125,11 +126,12 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
         # Class ids come from the task's registry, so they never move between versions.
         names = s.history.class_names(version["task"], sorted((boxes if takes_negatives else concepts)
                                                               ["concept"].unique()))
+        tracks = s.tracks.of_boxes(boxes, tracker_of.get(version["task"])) if fmt == "mot" else None
         return (version, boxes, concepts, empty, made, names,
                 s.inputs.sizes(sorted(set(rows["input_id"]) | set(empty))),
-                s.versions.manifest(version["task"], version["cutoff"]).sha256)
+                s.versions.manifest(version["task"], version["cutoff"]).sha256, tracks)
 
-    version, boxes, concepts, empty, made, names, inputs, current_sha256 = store.write(read)
+    version, boxes, concepts, empty, made, names, inputs, current_sha256, tracks = store.write(read)
     # What went in, and what the version holds that this export left out, by who made it.
     negative_counts = {"negatives": len(empty), **{
         f"{maker}_negatives": len(made.get(maker, [])) for maker in NEGATIVE_MAKERS},
@@ -147,7 +149,7 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
     inputs = inputs.assign(file_name=[export_file_name(u, i, f) for u, i, f in
                                       zip(inputs["uri"], inputs["input_id"], inputs["format"], strict=True)])
     request = ExportRequest(boxes, concepts, inputs, frozenset(empty), images.path_for, names,
-                            (versions.val_ratio, versions.test_ratio), longest_side, link)
+                            (versions.val_ratio, versions.test_ratio), longest_side, link, tracks)
     with replaced_whole(out) as staging:
         written = writer.write(request, staging)
         taken = inputs if written.images is None else inputs[inputs["input_id"].isin(written.images)]

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from store.database import Session
 
 
@@ -63,3 +65,17 @@ class TracksSQL:
             JOIN video_frames f ON f.input_id = c.input_id AND f.video_id = t.video_id
             WHERE c.task = ? AND t.video_id = ? AND t.track_id = ? AND t.tracker = ? AND c.status <> 'RETIRED'
             ORDER BY f.frame_index""", [task, video_id, track_id, tracker]).fetchall()]
+
+    def of_boxes(self, boxes: pd.DataFrame, tracker: str | None) -> pd.DataFrame:
+        """For the boxes (annotation_id, input_id, prediction_id, model_id) on video frames: their video, frame
+        index and, with a `tracker`, track id."""
+        with self.s.registered("exported_boxes", boxes[["annotation_id", "input_id", "prediction_id", "model_id"]]):
+            return self.s.df("""
+                SELECT b.annotation_id, b.input_id, f.video_id, any_value(v.uri) AS video_uri, f.frame_index,
+                       any_value(t.track_id) AS track_id, any_value(v.frame_rate) AS frame_rate
+                FROM exported_boxes b JOIN video_frames f ON f.input_id = b.input_id
+                JOIN videos v ON v.video_id = f.video_id
+                LEFT JOIN prediction_tracks t ON t.prediction_id = b.prediction_id AND t.model_id = b.model_id
+                     AND t.tracker = $tracker
+                GROUP BY b.annotation_id, b.input_id, f.video_id, f.frame_index
+                ORDER BY f.video_id, f.frame_index, b.annotation_id""", {"tracker": tracker})

@@ -18,7 +18,7 @@ def choices_of(verb: str) -> list[str]:
 
 def test_the_cli_offers_exactly_the_formats_that_read_and_write() -> None:
     assert IMPORT_FORMATS == ("yolo", "coco", "voc", "concepts-csv", "classify")
-    assert EXPORT_FORMATS == ("yolo", "yolo-seg", "coco", "classify")
+    assert EXPORT_FORMATS == ("yolo", "yolo-seg", "coco", "classify", "mot")
     assert choices_of("import") == [name for name, f in FORMATS.items() if f.read is not None]
     assert choices_of("export") == [name for name, f in FORMATS.items() if f.write is not None]
 
@@ -26,7 +26,7 @@ def test_the_cli_offers_exactly_the_formats_that_read_and_write() -> None:
 def test_a_format_that_does_not_read_or_write_is_one_sentence() -> None:
     with pytest.raises(ValueError) as refused:
         label_format("voc", reading=False)
-    assert str(refused.value) == "--format 'voc' is not a format autoannotate exports: yolo, yolo-seg, coco, classify."
+    assert str(refused.value) == "--format 'voc' is not a format autoannotate exports: yolo, yolo-seg, coco, classify, mot."
     assert label_format("voc", reading=True).kind == "box"
     assert label_format("classify", reading=True).kind == "concept"
 

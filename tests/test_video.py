@@ -3,6 +3,7 @@ videos, and a run over an inbox with a video (the same video twice adds no input
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 from collections import Counter
@@ -22,6 +23,7 @@ from helpers import (
 from PIL import Image
 
 from apps.demo_scenes import generate_scene, moving_scene, write_video
+from core.review_rules import ReviewError
 from core.settings import Settings
 from core.video import VideoRule, sample_video
 from resources import build_resources
@@ -229,3 +231,33 @@ def test_track_review_in_chromium_writes_one_event_per_frame(tracked_home: tuple
                                          "USING (prediction_id) WHERE t.track_id = ? AND c.status = 'REJECTED'",
                      [int(box.track_id)])
     assert rejected["n"][0] == box.frames
+
+
+def test_the_mot_export_reads_back_as_the_tracks_of_the_version(tracked_home: tuple[Path, list], tmp_path: Path
+                                                                ) -> None:
+    home = shutil.copytree(tracked_home[0], tmp_path / "home", ignore=shutil.ignore_patterns("dagster"))
+    (home / "tasks.txt").write_text(f"{home / 'demo-shapes.yaml'}\n")
+    resources = build_resources(Settings(home=home, task_files=(str(home / "demo-shapes.yaml"),)))
+    from apps.review_desk import ReviewDesk
+
+    desk = ReviewDesk(resources["store"], resources["tasks"].load())
+    tracks = query(resources["store"], "SELECT DISTINCT video_id, track_id FROM prediction_tracks ORDER BY 2")
+    for video_id, track_id in tracks.itertuples(index=False):  # a lead accepts every track
+        with contextlib.suppress(ReviewError):  # a track whose predictions were all discarded has no annotation
+            desk.decide_track("demo-shapes", video_id, int(track_id), "accept", "lena", lead=True)
+    autoannotate("version", "create", "--name", "tracks", home=home)
+    autoannotate("export", "--version", "demo-shapes@tracks", "--format", "mot", "--out", str(tmp_path / "mot"),
+                 home=home)
+    expected = query(resources["store"], """
+        SELECT f.frame_index + 1 AS frame, t.track_id, round(c.x1 * i.width, 2) AS left, c.concept
+        FROM annotation_state c JOIN prediction_tracks t USING (prediction_id) JOIN video_frames f USING (input_id)
+        JOIN inputs i USING (input_id) WHERE c.status = 'SUCCESS' ORDER BY 1, 2""")
+    assert len(expected) > 0
+    sequences = list((tmp_path / "mot").glob("*/gt/gt.txt"))
+    assert [p.parent.parent.name.split("-")[0] for p in sequences] == ["street"]
+    lines = [line.split(",") for line in sequences[0].read_text().splitlines()]
+    names = [line.split(" ", 1)[1] for line in (tmp_path / "mot" / "classes.txt").read_text().splitlines()]
+    read_back = sorted((int(f), int(i), float(left), names[int(c)]) for f, i, left, _, _, _, _, c, _ in lines)
+    assert read_back == sorted(expected.itertuples(index=False, name=None))
+    info = (sequences[0].parent.parent / "seqinfo.ini").read_text()
+    assert "frameRate=10" in info and "seqLength=" in info and "imWidth=480" in info and "imHeight=360" in info

@@ -103,13 +103,14 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
     from services.exports import default_negatives, export_version
 
     resources = build_resources(settings)
+    configured = {t.name: t for t in resources["tasks"].load()}
     negatives, why = args.negatives, "as --negatives says"
     if negatives is None:
-        configured = {t.name: t for t in resources["tasks"].load()}
         negatives, why = default_negatives(resources["store"], configured.get(args.version.split("@")[0]))
     exported = export_version(resources["store"], resources["images"], resources["versions"], args.version,
                               args.format, Path(args.out), negatives=negatives, longest_side=args.resize,
-                              overwrite=args.overwrite, link=args.link)
+                              overwrite=args.overwrite, link=args.link,
+                              tracker_of={name: t.tracker for name, t in configured.items() if t.tracker})
     result = {**exported.as_dict(), "negatives_chosen": why}
     splits = ", ".join(f"{split} {result[split]}" for split in SPLITS if split in result)
     emit(args, result, lambda r: print(

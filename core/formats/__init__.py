@@ -10,10 +10,11 @@ from core.formats.classify import CLASSIFY
 from core.formats.coco import COCO
 from core.formats.concepts_csv import CONCEPTS_CSV
 from core.formats.images import LINK_MODES, export_file_name
+from core.formats.mot import MOT
 from core.formats.voc import VOC
 from core.formats.yolo import YOLO, YOLO_SEG
 
-FORMATS: dict[str, LabelFormat] = {f.name: f for f in (YOLO, YOLO_SEG, COCO, VOC, CONCEPTS_CSV, CLASSIFY)}
+FORMATS: dict[str, LabelFormat] = {f.name: f for f in (YOLO, YOLO_SEG, COCO, VOC, CONCEPTS_CSV, CLASSIFY, MOT)}
 IMPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.read is not None)
 EXPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.write is not None)
 
