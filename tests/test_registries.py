@@ -26,7 +26,8 @@ def test_the_cli_offers_exactly_the_formats_that_read_and_write() -> None:
 def test_a_format_that_does_not_read_or_write_is_one_sentence() -> None:
     with pytest.raises(ValueError) as refused:
         label_format("voc", reading=False)
-    assert str(refused.value) == "--format 'voc' is not a format autoannotate exports: yolo, yolo-seg, coco, classify, mot."
+    assert str(refused.value) == ("--format 'voc' is not a format autoannotate exports: yolo, yolo-seg, coco, "
+                                  "classify, mot.")
     assert label_format("voc", reading=True).kind == "box"
     assert label_format("classify", reading=True).kind == "concept"
 
