@@ -178,6 +178,13 @@ class ReviewDesk:
 
         return self.store.write(work)
 
+    def track_frames(self, task: str, video_id: str, track_id: int) -> list[dict]:
+        """A track's live frame annotations in frame order: annotation, input, frame index, concept, status."""
+        chosen = self.task(task)
+        if chosen.tracker is None:
+            raise Invalid(f"Task {task!r} has no tracker: its objects have no tracks.")
+        return self.store.read(lambda s: s.tracks.frames_of_track(chosen.name, video_id, track_id, chosen.tracker))
+
     def remove(self, annotation_id: str, person: str, lead: bool = False) -> dict:
         """Delete one annotation: an event retiring it (by a reviewer of its image, or a lead)."""
 

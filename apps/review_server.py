@@ -465,9 +465,14 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
                                            filters.min_confidence, filters.max_confidence, after, limit))
 
     @app.get("/crops/{annotation_id}")
-    def crop(me: LeadMe, annotation_id: str, size: int = Query(default=CROP_SIZE, ge=32, le=512)) -> Response:
+    def crop(request: Request, me: Me, annotation_id: str,
+             size: int = Query(default=CROP_SIZE, ge=32, le=512)) -> Response:
+        """An object cut from its image: for a lead, and for a reviewer of a task the image belongs to (a track's
+        frame strip)."""
         checked(ANNOTATION_ID, annotation_id, "annotation")
         found = answer(lambda: desk.box_of(annotation_id))
+        if not answer(lambda: desk.can_see(me, found["input_id"], is_lead(request))):
+            raise HTTPException(404, f"No stored image holds annotation {annotation_id}.")
         box = (found["x1"], found["y1"], found["x2"], found["y2"])
         key = hashlib.sha256(repr((box, size)).encode()).hexdigest()[:16]
         try:
@@ -557,6 +562,15 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         checked(INPUT_ID, input_id, "input")
         return answer(lambda: desk.add_concept(body.task, input_id, body.concept, acting(me, body.reviewer),
                                                lead=is_lead(request)))
+
+    @app.get("/api/tracks/frames")
+    def track_frames(request: Request, me: Me, task: str,
+                     video_id: Annotated[str, Query(pattern=INPUT_ID.pattern)], track_id: int) -> dict:
+        """A track's frame annotations in order, for the review page's strip."""
+        frames = answer(lambda: desk.track_frames(task, video_id, track_id))
+        if frames and not answer(lambda: desk.can_see(me, frames[0]["input_id"], is_lead(request))):
+            raise HTTPException(404, f"Task {task!r} shows you no track {track_id} of that video.")
+        return {"task": task, "video_id": video_id, "track_id": track_id, "frames": frames}
 
     @app.post("/api/tracks/decision")
     def decide_track(request: Request, me: Me, body: TrackDecision) -> dict:

@@ -57,14 +57,19 @@ class TracksSQL:
             {"prediction_id": p, "model_id": model_id, "tracker": tracker, "video_id": video_id, "track_id": t,
              "tracked_at": now} for p, t in sorted(ids.items())])
 
-    def annotations_of_track(self, task: str, video_id: str, track_id: int, tracker: str) -> list[str]:
-        """The task's live annotations made from one track's predictions, in frame order."""
-        return [a for (a,) in self.s.conn.execute("""
-            SELECT c.annotation_id FROM annotation_state c
+    def frames_of_track(self, task: str, video_id: str, track_id: int, tracker: str) -> list[dict[str, Any]]:
+        """The task's live annotations made from one track's predictions, in frame order, with their input,
+        frame index, concept and status."""
+        return self.s.df("""
+            SELECT c.annotation_id, c.input_id, f.frame_index, c.concept, c.status FROM annotation_state c
             JOIN prediction_tracks t ON t.prediction_id = c.prediction_id AND t.model_id = c.model_id
             JOIN video_frames f ON f.input_id = c.input_id AND f.video_id = t.video_id
             WHERE c.task = ? AND t.video_id = ? AND t.track_id = ? AND t.tracker = ? AND c.status <> 'RETIRED'
-            ORDER BY f.frame_index""", [task, video_id, track_id, tracker]).fetchall()]
+            ORDER BY f.frame_index, c.annotation_id""", [task, video_id, track_id, tracker]).to_dict("records")
+
+    def annotations_of_track(self, task: str, video_id: str, track_id: int, tracker: str) -> list[str]:
+        """The task's live annotations made from one track's predictions, in frame order."""
+        return [f["annotation_id"] for f in self.frames_of_track(task, video_id, track_id, tracker)]
 
     def of_boxes(self, boxes: pd.DataFrame, tracker: str | None) -> pd.DataFrame:
         """For the boxes (annotation_id, input_id, prediction_id, model_id) on video frames: their video, frame

@@ -112,8 +112,12 @@ def test_a_lead_sees_every_task_and_a_reviewer_only_their_own(resources: dict, c
     annotation = rows(resources, "SELECT annotation_id FROM annotation_state WHERE task = 'yard' LIMIT 1")
     annotation_id = annotation["annotation_id"][0]
     input_id = rows(resources, "SELECT input_id FROM task_inputs WHERE task = 'yard' LIMIT 1")["input_id"][0]
+    # A reviewer sees crops of her own task's objects (a track's frame strip), no other task's.
+    assert carol.get(f"/crops/{annotation_id}").status_code == 200
+    other = rows(resources, "SELECT annotation_id FROM annotation_state WHERE task = 'shapes' AND input_id NOT IN "
+                            "(SELECT input_id FROM task_inputs WHERE task = 'yard') LIMIT 1")["annotation_id"][0]
+    assert carol.get(f"/crops/{other}").status_code == 404
     for refused in (carol.get("/api/overview"), carol.get("/api/objects", params={"task": "yard"}),
-                    carol.get(f"/crops/{annotation_id}"),
                     carol.post("/api/objects/bulk", json={"action": "reject", "task": "yard",
                                                           "annotation_ids": [annotation_id]}),
                     carol.post(f"/api/inputs/{input_id}/delete", json={}),

@@ -222,6 +222,15 @@ def test_track_review_in_chromium_writes_one_event_per_frame(tracked_home: tuple
             row = page.locator(f'#boxes .box[data-id="{box.annotation_id}"]')
             expect(row.locator(".track")).to_have_text(f"track {box.track_id} · {box.frames} frames")
             row.click()
+            # The track's frames as a strip of crops, played through.
+            expect(page.locator("#track-frames img")).to_have_count(int(box.frames))
+            page.wait_for_function("[...document.querySelectorAll('#track-frames img')].every((i) => i.complete && "
+                                   "i.naturalWidth > 0)")
+            first = page.locator("#track-frames").get_attribute("data-frame")
+            page.locator("#track-play").click()
+            page.wait_for_function(f"document.querySelector('#track-frames').dataset.frame !== '{first}'")
+            page.locator("#track-play").click()
+            expect(page.locator("#track-play")).to_have_text("Play")
             page.keyboard.press("r")
             expect(page.locator(f'#boxes .box[data-id="{box.annotation_id}"] .REJECTED')).to_have_count(1)
         finally:

@@ -215,7 +215,43 @@ function renderConcepts() {
       ? "<p>No suggested concept reaches this probability.</p>" : state.queue.length ? "<p>No concepts on this image.</p>" : "");
 }
 
+// A track's frames as a strip of crops, played through with "Play"; a crop opens its frame.
+const strip = { key: null, frames: [], timer: null, at: 0 };
+function stopStrip() { clearInterval(strip.timer); strip.timer = null; $("track-play").textContent = "Play"; }
+function showStripFrame(i) {
+  strip.at = i;
+  [...$("track-frames").children].forEach((img, k) => img.classList.toggle("playing", k === i));
+  $("track-frames").dataset.frame = String(strip.frames[i] ? strip.frames[i].frame_index : "");
+}
+async function renderStrip() {
+  const b = state.pane === "boxes" ? state.boxes[state.selected] : null;
+  if (!b || b.track_id == null) { $("track-strip").hidden = true; stopStrip(); strip.key = null; return; }
+  const key = `${b.video_id}:${b.track_id}`;
+  if (key === strip.key) return;
+  strip.key = key; stopStrip();
+  const params = new URLSearchParams({ task: task(), video_id: b.video_id, track_id: b.track_id });
+  const data = await api("GET", "/api/tracks/frames?" + params);
+  if (strip.key !== key) return;
+  strip.frames = data.frames;
+  $("track-head").textContent = `Track ${b.track_id}: ${plural(data.frames.length, "frame")}`;
+  $("track-frames").innerHTML = data.frames.map((f, i) => `<img data-i="${i}" data-input="${esc(f.input_id)}"
+    title="frame ${f.frame_index} · ${esc(f.status)}" alt="frame ${f.frame_index}" src="/crops/${esc(f.annotation_id)}?size=96">`).join("");
+  $("track-strip").hidden = false;
+  showStripFrame(Math.max(0, data.frames.findIndex((f) => f.annotation_id === b.annotation_id)));
+}
+$("track-play").onclick = () => {
+  if (strip.timer) { stopStrip(); return; }
+  $("track-play").textContent = "Stop";
+  strip.timer = setInterval(() => showStripFrame((strip.at + 1) % Math.max(1, strip.frames.length)), 250);
+};
+$("track-frames").addEventListener("click", (event) => {
+  const img = event.target.closest("img"); if (!img) return;
+  stopStrip(); showStripFrame(Number(img.dataset.i));
+  if (state.queue.some((item) => item.input_id === img.dataset.input)) loadQueue(img.dataset.input).catch((e) => say(e.message));
+});
+
 function renderBoxes() {
+  renderStrip().catch((e) => say(e.message));
   const shown = shownBoxes(), hidden = state.boxes.length - shown.length, counts = {};
   $("box-min-value").textContent = Number($("box-min").value).toFixed(2);
   // Boxes on the image per concept: the shown ones a person has not rejected.
