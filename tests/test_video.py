@@ -270,3 +270,17 @@ def test_the_mot_export_reads_back_as_the_tracks_of_the_version(tracked_home: tu
     assert read_back == sorted(expected.itertuples(index=False, name=None))
     info = (sequences[0].parent.parent / "seqinfo.ini").read_text()
     assert "frameRate=10" in info and "seqLength=" in info and "imWidth=480" in info and "imHeight=360" in info
+
+
+@pytest.mark.parametrize("tracker", ["bytetrack", "botsort"])
+def test_both_trackers_keep_two_moving_objects_apart(tracker: str) -> None:
+    from services.tracking import track_ids
+
+    frames = [[{"prediction_id": f"a{t}", "cls": 0, "confidence": 0.9, "x1": 10 + 5 * t, "y1": 10, "x2": 60 + 5 * t,
+                "y2": 60},
+               {"prediction_id": f"b{t}", "cls": 1, "confidence": 0.8, "x1": 300 - 5 * t, "y1": 200,
+                "x2": 350 - 5 * t, "y2": 250}] for t in range(12)]
+    ids = track_ids(tracker, frames)
+    assert len(ids) == 24
+    assert len({ids[f"a{t}"] for t in range(12)}) == 1 and len({ids[f"b{t}"] for t in range(12)}) == 1
+    assert ids["a0"] != ids["b0"]
