@@ -35,7 +35,8 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
     one bad file or URL never stops the others."""
     lists = [path for path in files if is_url_list(path)]
     videos = [path for path in files if path.suffix.lower() in VIDEO_SUFFIXES]
-    images = [path for path in files if path not in set(videos) | set(lists)]
+    not_images = set(videos) | set(lists)  # built once: a batch may hold thousands of files
+    images = [path for path in files if path not in not_images]
     accepted, rejected = inspect_files(images, max_pixels, keep, log)
     batch = InspectedBatch(list(accepted), list(rejected))
     for path in videos:

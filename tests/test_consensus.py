@@ -155,6 +155,17 @@ def items_of(resources: dict, input_id: str) -> list[str]:
                            "'AWAITING_REVIEW' ORDER BY 1", [input_id])["annotation_id"].tolist()
 
 
+def three_reviewers_per_image(resources: dict) -> None:
+    """The task file changed to 3 reviewers per image with a quorum of 2, and open images assigned as the next
+    routing would."""
+    task_file = Path(resources["tasks"].task_files[0])
+    data = yaml.safe_load(task_file.read_text())
+    data["consensus"].update(reviewers_per_image=3, quorum=2)
+    task_file.write_text(yaml.safe_dump(data))
+    task = resources["tasks"].load()[0]
+    resources["store"].write(lambda s: s.consensus.assign_new(task, datetime.now(UTC).replace(tzinfo=None)))
+
+
 def test_routing_gives_each_review_image_two_reviewers_and_none_a_single_queue(resources: dict) -> None:
     held = rows(resources, "SELECT input_id, list(reviewer ORDER BY reviewer) AS r, count(*) AS n FROM "
                            "consensus_assignments WHERE role = 'review' GROUP BY 1")
@@ -279,12 +290,7 @@ def test_raising_k_keeps_the_decisions_made_and_gives_open_images_a_third_review
                                          "consensus_assignments GROUP BY 1 ORDER BY 1").iloc[0]
     for annotation_id in items_of(resources, image):
         desk.decide(annotation_id, "accept", one)
-    task_file = Path(resources["tasks"].task_files[0])
-    data = yaml.safe_load(task_file.read_text())
-    data["consensus"].update(reviewers_per_image=3, quorum=2)
-    task_file.write_text(yaml.safe_dump(data))
-    task = resources["tasks"].load()[0]
-    resources["store"].write(lambda s: s.consensus.assign_new(task, datetime.now(UTC).replace(tzinfo=None)))
+    three_reviewers_per_image(resources)
     held = rows(resources, "SELECT input_id, count(*) AS n FROM consensus_assignments WHERE role = 'review' GROUP BY 1")
     assert set(held["n"]) == {3}
     kept = rows(resources, "SELECT count(*) AS n FROM consensus_decisions WHERE input_id = ? AND reviewer = ?",
@@ -326,12 +332,7 @@ def test_two_reviewers_decide_the_same_image_independently_in_chromium(resources
 def test_three_reviewers_with_a_quorum_of_two(resources: dict) -> None:
     """K = 3, quorum 2: two accepting with matching boxes outvote one rejecting; two rejecting reject; one each way
     and one relabel go to the adjudicator."""
-    task_file = Path(resources["tasks"].task_files[0])
-    data = yaml.safe_load(task_file.read_text())
-    data["consensus"].update(reviewers_per_image=3, quorum=2)
-    task_file.write_text(yaml.safe_dump(data))
-    task = resources["tasks"].load()[0]
-    resources["store"].write(lambda s: s.consensus.assign_new(task, datetime.now(UTC).replace(tzinfo=None)))
+    three_reviewers_per_image(resources)
     desk = desk_of(resources)
     images = rows(resources, "SELECT input_id, list(reviewer ORDER BY reviewer) AS r FROM consensus_assignments "
                              "WHERE role = 'review' GROUP BY 1 ORDER BY 1")

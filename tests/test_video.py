@@ -14,6 +14,7 @@ import pytest
 from helpers import (
     BROWSER_AVAILABLE,
     autoannotate,
+    copy_home,
     launch_chromium,
     open_review_page,
     query,
@@ -175,8 +176,7 @@ def test_tracks_link_an_object_across_frames_and_route_it_as_one(tracked_home: t
 
 def test_a_track_is_decided_with_one_call_one_event_per_frame(tracked_home: tuple[Path, list], tmp_path: Path
                                                               ) -> None:
-    home = shutil.copytree(tracked_home[0], tmp_path / "home", ignore=shutil.ignore_patterns("dagster"))
-    (home / "tasks.txt").write_text(f"{home / 'demo-shapes.yaml'}\n")
+    home = copy_home(tracked_home[0], tmp_path / "home", "demo-shapes.yaml")
     resources = build_resources(Settings(home=home, task_files=(str(home / "demo-shapes.yaml"),)))
     from apps.review_desk import ReviewDesk
 
@@ -204,8 +204,7 @@ def test_track_review_in_chromium_writes_one_event_per_frame(tracked_home: tuple
                                                              ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    home = shutil.copytree(tracked_home[0], tmp_path / "home", ignore=shutil.ignore_patterns("dagster"))
-    (home / "tasks.txt").write_text(f"{home / 'demo-shapes.yaml'}\n")
+    home = copy_home(tracked_home[0], tmp_path / "home", "demo-shapes.yaml")
     resources = build_resources(Settings(home=home, task_files=(str(home / "demo-shapes.yaml"),)))
     box = query(resources["store"], """
         SELECT c.annotation_id, c.input_id, r.reviewer, t.track_id,
@@ -244,8 +243,7 @@ def test_track_review_in_chromium_writes_one_event_per_frame(tracked_home: tuple
 
 def test_the_mot_export_reads_back_as_the_tracks_of_the_version(tracked_home: tuple[Path, list], tmp_path: Path
                                                                 ) -> None:
-    home = shutil.copytree(tracked_home[0], tmp_path / "home", ignore=shutil.ignore_patterns("dagster"))
-    (home / "tasks.txt").write_text(f"{home / 'demo-shapes.yaml'}\n")
+    home = copy_home(tracked_home[0], tmp_path / "home", "demo-shapes.yaml")
     resources = build_resources(Settings(home=home, task_files=(str(home / "demo-shapes.yaml"),)))
     from apps.review_desk import ReviewDesk
 
