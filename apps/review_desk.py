@@ -300,12 +300,13 @@ class ReviewDesk:
                     row.update(status=str(Status.SUCCESS if own["decision"] == "accept" else Status.REJECTED),
                                concept=own["concept"], x1=own["x1"], y1=own["y1"], x2=own["x2"], y2=own["y2"],
                                annotator=reviewer)
-            drawn = [{"annotation_id": a, "kind": "box", "concept": d["concept"], "original_concept": None,
+            drawn = [{"annotation_id": a, "kind": d["kind"], "concept": d["concept"], "original_concept": None,
                       "confidence": None, "status": str(Status.SUCCESS), "source": "review", "annotator": reviewer,
                       "x1": d["x1"], "y1": d["y1"], "x2": d["x2"], "y2": d["y2"], "polygon": None,
                       "spot_check": False, "spot_check_pending": False, "model_id": None, "annotators": [reviewer]}
                      for a, d in mine.items() if d["decision"] == "draw" and open_items]
-            return shown + [d for d in drawn if d["annotation_id"] not in {r["annotation_id"] for r in shown}]
+            listed = {r["annotation_id"] for r in shown}
+            return shown + [d for d in drawn if d["annotation_id"] not in listed]
 
         return self.store.read(work)
 

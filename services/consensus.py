@@ -34,12 +34,9 @@ def record_decision(s: Session, task: LabelingTask, current: AnnotationEvent, de
     if current.annotation_id not in pending:
         raise Conflict(f"Annotation {current.annotation_id} is not waiting for its reviewers (it is "
                        f"{current.status}).")
-    chosen = box or current.box
-    s.consensus.record({"task": task.name, "input_id": current.input_id, "annotation_id": current.annotation_id,
-                        "reviewer": reviewer, "decision": ACCEPT if decision in ("accept", "correct") else "reject",
-                        "kind": str(current.kind),
-                        "concept": concept or current.concept, "x1": chosen.x1, "y1": chosen.y1, "x2": chosen.x2,
-                        "y2": chosen.y2, "decided_at": now})
+    s.consensus.record(_decision_row(task, replace(current, concept=concept or current.concept), reviewer,
+                                     ACCEPT if decision in ("accept", "correct") else "reject", box or current.box,
+                                     now))
     written = resolve_image(s, task, current.input_id, now)
     return {"annotation_id": current.annotation_id, "status": "decided (awaiting the other reviewers)"
             if not written else str(s.history.current_one(current.annotation_id).status), "written": written}
@@ -48,12 +45,17 @@ def record_decision(s: Session, task: LabelingTask, current: AnnotationEvent, de
 def record_drawing(s: Session, task: LabelingTask, event: AnnotationEvent, now: datetime) -> dict[str, Any]:
     """A box a consensus reviewer drew: their proposal, matched with the others' when the image resolves."""
     check_consensus_reviewer(s, task, event.input_id, event.annotator)
-    s.consensus.record({"task": task.name, "input_id": event.input_id, "annotation_id": event.annotation_id,
-                        "reviewer": event.annotator, "decision": "draw", "kind": str(event.kind),
-                        "concept": event.concept, "x1": event.x1,
-                        "y1": event.y1, "x2": event.x2, "y2": event.y2, "decided_at": now})
+    s.consensus.record(_decision_row(task, event, event.annotator, "draw", event.box, now))
     return {"annotation_id": event.annotation_id, "status": "drawn (awaiting the other reviewers)",
             "written": resolve_image(s, task, event.input_id, now)}
+
+
+def _decision_row(task: LabelingTask, item: AnnotationEvent, reviewer: str, decision: str, box: Box,
+                  now: datetime) -> dict[str, Any]:
+    """A row of `consensus_decisions`: the reviewer's word on `item` (its concept as they left it) and its box."""
+    return {"task": task.name, "input_id": item.input_id, "annotation_id": item.annotation_id, "reviewer": reviewer,
+            "decision": decision, "kind": str(item.kind), "concept": item.concept, "x1": box.x1, "y1": box.y1,
+            "x2": box.x2, "y2": box.y2, "decided_at": now}
 
 
 def _outcome_row(task: str, input_id: str, annotation_id: str, outcome: Outcome, reviewers: list[str],
