@@ -26,7 +26,6 @@ from core.review_rules import (
     task_named,
     undo_event,
 )
-from core.routing import paths_sql
 from core.task_config import LabelingTask
 from resources.store import DuckDBStore
 from services.consensus import record_decision, record_drawing
@@ -274,9 +273,7 @@ class ReviewDesk:
 
     def progress(self, task: str) -> dict[str, dict[str, int]]:
         chosen = self.task(task)
-        if chosen.consensus is not None:
-            return self.store.read(lambda s: s.consensus.progress(task))
-        return self.store.read(lambda s: s.reviews.progress(task))
+        return self.store.read(lambda s: s.reviews.progress_of(chosen))
 
     def image(self, task: str, input_id: str, reviewer: str | None = None, lead: bool = False) -> list[dict]:
         """The task's annotations of one image; with `reviewer`, only for one of the task's reviewers (the page
@@ -324,9 +321,7 @@ class ReviewDesk:
         def work(s: Session) -> list[dict]:
             rows = []
             for task in sorted(self.tasks, key=lambda t: (t.priority_rank, t.name)):
-                figures = s.objects.overview(task.name, paths_sql(task))
-                if task.consensus is not None:  # each image counted once per reviewer it went to
-                    figures["review"] = s.consensus.progress(task.name)
+                figures = s.objects.overview(task)
                 assigned = sum(r["assigned"] for r in figures["review"].values())
                 reviewed = sum(r["reviewed"] for r in figures["review"].values())
                 rows.append({

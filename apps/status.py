@@ -52,8 +52,8 @@ def collect_status(store: DuckDBStore, task: str | None = None, batches: list[st
                              "model_id": (models or {}).get(name),
                              "inputs_processed": s.history.processed_count(name), "inputs_total": totals["inputs"],
                              "inputs_scored_for_concepts": s.concepts.scored_count(name),
-                             "review": s.consensus.progress(name) if name in configured
-                             and configured[name].consensus else s.reviews.progress(name),
+                             "review": s.reviews.progress_of(configured[name]) if name in configured
+                             else s.reviews.progress(name),
                              "switched_off": name in configured and not configured[name].auto_annotate,
                              # A context-based classifier with no concept it can learn yet scores nothing.
                              "waiting_for_labels": name in configured and name not in scorers

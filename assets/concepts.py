@@ -121,7 +121,7 @@ def concept_annotations(context: dg.AssetExecutionContext, store: DuckDBStore,
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now, Kind.CONCEPT))
         log_hand_over(context.log.info, task.name, per_task[task.name].handed_over)
-        queues = store.read(lambda s, task=task: s.reviews.progress(task.name))
+        queues = store.read(lambda s, task=task: s.reviews.progress_of(task))
         metadata.update(task_totals(store, task.name, per_task[task.name], queues))
         scores = store.read(lambda s, model_id=model_id: s.predictions.batch_confidences(batch, model_id))
         metadata[f"{task.name} concept score histogram"] = dg.MetadataValue.md(markdown_image(

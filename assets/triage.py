@@ -58,7 +58,7 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now))
         log_hand_over(context.log.info, task.name, per_task[task.name].handed_over)
-        queues[task.name] = store.read(lambda s, task=task: s.reviews.progress(task.name))
+        queues[task.name] = store.read(lambda s, task=task: s.reviews.progress_of(task))
         pictures.update(task_pictures(store, images, task, batch, model_id))
         totals.update(task_totals(store, task.name, per_task[task.name], queues[task.name]))
     return dg.MaterializeResult(metadata={

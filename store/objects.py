@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from core.annotations import KIND_SQL, Kind, Status
+from core.routing import paths_sql
+from core.task_config import LabelingTask
 from store.reviews import annotators_sql
 
 if TYPE_CHECKING:
@@ -80,11 +82,12 @@ class ObjectsSQL:
                          [annotation_id]).to_dict("records")
         return rows[0] if rows else None
 
-    def overview(self, task: str, paths_sql: str) -> dict[str, Any]:
+    def overview(self, chosen: LabelingTask) -> dict[str, Any]:
         """A task's row on the tasks page: inputs in its scope and how many it has processed (both without deleted
         inputs), live annotations by status, and review progress (images assigned and reviewed)."""
+        task = chosen.name
         live = "input_id NOT IN (SELECT input_id FROM deleted_inputs)"
-        in_scope = int(self.s.scalar(f"SELECT count(DISTINCT input_id) FROM input_sources WHERE {paths_sql} "
+        in_scope = int(self.s.scalar(f"SELECT count(DISTINCT input_id) FROM input_sources WHERE {paths_sql(chosen)} "
                                      f"AND {live}"))
         processed = int(self.s.scalar(
             f"SELECT count(DISTINCT input_id) FROM (SELECT input_id FROM task_inputs WHERE task = $task UNION ALL "
@@ -95,7 +98,7 @@ class ObjectsSQL:
         model = self.s.conn.execute("SELECT model_id FROM task_inputs WHERE task = ? ORDER BY processed_at DESC "
                                     "LIMIT 1", [task]).fetchall()
         return {"inputs": in_scope, "processed": processed, "annotations": {k: int(v) for k, v in statuses.items()},
-                "review": self.s.reviews.progress(task), "model_id": model[0][0] if model else None}
+                "review": self.s.reviews.progress_of(chosen), "model_id": model[0][0] if model else None}
 
     def unembedded(self, task: str, model_id: str) -> list[dict[str, Any]]:
         """The task's live objects without an embedding by `model_id`: annotation, input and box, by input."""

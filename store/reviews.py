@@ -138,6 +138,11 @@ class ReviewSQL:
         return {reviewer: {"assigned": int(assigned), "reviewed": int(reviewed), "done": int(reviewed)}
                 for reviewer, assigned, reviewed in rows}
 
+    def progress_of(self, task: LabelingTask) -> dict[str, dict[str, int]]:
+        """`progress`, or for a consensus task its reviewers' and adjudicators' (each image counted once per
+        person it went to)."""
+        return self.s.consensus.progress(task.name) if task.consensus else self.progress(task.name)
+
     def inputs_with_two_reviewers(self, batch: str) -> int:
         return len(self.s.conn.execute(
             "SELECT task, input_id FROM review_assignments WHERE input_id IN (SELECT input_id FROM task_inputs "
