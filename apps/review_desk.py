@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime
+from pathlib import Path
 
 from core.annotations import AnnotationEvent, Kind, Role, Status
 from core.geometry import Box
@@ -26,9 +27,11 @@ from core.review_rules import (
     task_named,
     undo_event,
 )
+from core.settings import DEMO_WEIGHTS
 from core.task_config import LabelingTask
 from resources.store import DuckDBStore
 from services.consensus import record_decision, record_drawing
+from services.review_order import ordered_queue
 from store import Session
 
 
@@ -41,9 +44,10 @@ def utc_now() -> datetime:
 
 
 class ReviewDesk:
-    def __init__(self, store: DuckDBStore, tasks: list[LabelingTask]) -> None:
+    def __init__(self, store: DuckDBStore, tasks: list[LabelingTask], weights: str = str(DEMO_WEIGHTS)) -> None:
         self.store = store
         self.tasks = tasks
+        self.weights = Path(weights)  # the detector tasks without their own use: its embeddings order reviews
 
     def task(self, name: str) -> LabelingTask:
         return task_named(self.tasks, name)
@@ -261,9 +265,13 @@ class ReviewDesk:
     def queue(self, task: str, reviewer: str, statuses: list[str] | None = None, concepts: list[str] | None = None,
               labelers: list[str] | None = None, combine: str = "and") -> list[dict]:
         chosen = self.task(task)
-        if chosen.consensus is not None:
-            return self.store.read(lambda s: s.consensus.queue(chosen.name, reviewer))
-        return self.store.read(lambda s: s.reviews.queue(chosen, reviewer, statuses, concepts, labelers, combine))
+
+        def read(s: Session) -> list[dict]:
+            rows = (s.consensus.queue(chosen.name, reviewer) if chosen.consensus is not None
+                    else s.reviews.queue(chosen, reviewer, statuses, concepts, labelers, combine))
+            return ordered_queue(s, chosen, self.weights, rows, reviewer)
+
+        return self.store.read(read)
 
     def undecided(self, task: str, reviewer: str) -> list[dict]:
         chosen = self.task(task)

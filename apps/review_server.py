@@ -298,7 +298,7 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
     lead create versions; `models` (with the detector `weights` tasks without their own use) embeds objects for
     "more like this"."""
     app = FastAPI(title="autoannotate review", docs_url=None, redoc_url=None, openapi_url=None)
-    desk = app.state.desk = ReviewDesk(store, tasks)
+    desk = app.state.desk = ReviewDesk(store, tasks, weights)
     nearest = NearestObjects()  # the task's object embeddings, held while they do not change
     app.add_middleware(BodyLimit)
 

@@ -1,12 +1,17 @@
-"""Stage 5: `label_quality`, how good each task's labels are, measured against the labels people confirmed."""
+"""Stage 5: `label_quality`, how good each task's labels are, measured against the labels people confirmed; and
+`label_audit`, which of people's labels are likely wrong."""
 
 import dagster as dg
 
 from assets.triage import annotations
 from core.plots import markdown_image, precision_recall_curves
 from core.task_config import LabelingTask
+from resources.detector import Detector
+from resources.image_store import ImageStore
 from resources.store import DuckDBStore
-from resources.tasks import LabelingTasks
+from resources.tasks import LabelingTasks, detector_for
+from resources.versions import VersionStore
+from services.audit import audit_task
 from services.consensus import reviewer_agreement
 
 FIGURES = ("reference_boxes", "precision", "precision_low", "precision_high", "recall", "recall_low", "recall_high",
@@ -67,3 +72,29 @@ def label_quality(store: DuckDBStore, tasks: LabelingTasks) -> dg.MaterializeRes
                                 metadata={"below_target": below, "not_measured": unmeasured,
                                           "hint": "autoannotate calibrate --task TASK --target-precision P --write"})
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+AUDIT_TOP = 20  # findings each task's materialization lists
+
+
+@dg.asset(
+    deps=[dg.AssetDep(annotations, partition_mapping=dg.AllPartitionMapping())],
+    group_name="quality",
+    kinds={"duckdb", "python", "cleanlab"},
+    description="Per task: people's labels ranked by how likely each is wrong (missed object, wrong concept, bad "
+                "box, duplicate label), from cleanlab's object-detection label-quality scores over the predictions "
+                "of a detector that did not learn those labels where the task has one (`autoannotate audit`). "
+                "Writes nothing: `autoannotate audit --send N` puts findings in review.",
+)
+def label_audit(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: LabelingTasks, images: ImageStore,
+                versions: VersionStore, detector: Detector) -> dg.MaterializeResult:
+    metadata: dict = {}
+    for task in [t for t in tasks.load() if t.detects]:
+        report = audit_task(store, images, versions, task, detector_for(task, detector), log=context.log.info)
+        metadata[task.name] = dg.JsonMetadataValue({
+            "images": report.images, "labels": report.labels, "counts": report.counts, "auditors": report.auditors,
+            "already_sent": report.already_sent,
+            "top": [{k: f[k] for k in ("kind", "score", "input_id", "annotation_id", "concept", "evidence")}
+                    for f in report.as_dict(AUDIT_TOP)["findings"]]})
+        metadata[f"{task.name}/findings"] = dg.IntMetadataValue(sum(report.counts.values()))
+    return dg.MaterializeResult(metadata=metadata)

@@ -8,6 +8,7 @@ annotation a person has decided.
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 
@@ -22,10 +23,12 @@ from core.results import TaskRouting
 from core.routing import route_predictions
 from core.task_config import LabelingTask
 from engines.base import model_ref
+from resources.concepts import ConceptModels
 from resources.detector import Detector
 from resources.image_store import ImageStore
-from resources.store import DuckDBStore, write_or_retry
+from resources.store import DuckDBStore, RetryingStore, write_or_retry
 from resources.tasks import LabelingTasks, detector_for
+from services.review_order import embed_review_images
 from services.routing import annotate_task
 
 SAMPLE_IMAGES = 6
@@ -49,15 +52,18 @@ def log_hand_over(log: Callable[[str], object], task: str, handed_over: dict[str
                 "AWAITING_REVIEW (assigned to a reviewer) between the thresholds (DuckDB table `annotations`).",
 )
 def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: LabelingTasks,
-                detector: Detector, images: ImageStore) -> dg.MaterializeResult:
+                detector: Detector, images: ImageStore, concept_models: ConceptModels) -> dg.MaterializeResult:
     batch = context.partition_key
     now = datetime.now(UTC).replace(tzinfo=None)
-    per_task, queues, pictures, totals = {}, {}, {}, {}
+    per_task, queues, pictures, totals, embedded = {}, {}, {}, {}, {}
     for task in [t for t in tasks.load() if t.detects]:
         model_id = model_ref(detector_for(task, detector).weights_path()).model_id
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now))
         log_hand_over(context.log.info, task.name, per_task[task.name].handed_over)
+        if task.review_order != "doubt":  # the queue places images by their embeddings
+            embedded[task.name] = embed_review_images(RetryingStore(store), images, concept_models, task,
+                                                      Path(detector.weights), context.log.info)
         queues[task.name] = store.read(lambda s, task=task: s.reviews.progress_of(task))
         pictures.update(task_pictures(store, images, task, batch, model_id))
         totals.update(task_totals(store, task.name, per_task[task.name], queues[task.name]))
@@ -68,6 +74,7 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
         metadata_keys.BANDS: {name: t.bands for name, t in per_task.items()},
         "review_queues": queues,
         "unmapped_predictions": sum(t.unmapped_predictions for t in per_task.values()),
+        **({"review_order_embedded_images": embedded} if embedded else {}),
         metadata_keys.ROUTING_RULES: dg.MetadataValue.json({task.name: task.rules_hash for task in tasks.load()}),
         **pictures,
     })

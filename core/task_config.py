@@ -203,6 +203,8 @@ class LabelingTask(Strict):
     band_status: BandStatus = Field(default_factory=BandStatus)
     consensus: Consensus | None = None  # None: each review image goes to one reviewer
     tracker: Literal["bytetrack", "botsort"] | None = None  # videos: route and review each object's track whole
+    # What reviewers see first: the most doubtful images, the ones covering the image embeddings best, or both.
+    review_order: Literal["doubt", "diverse", "mixed"] = "doubt"
     source_file: str = ""
 
     @model_validator(mode="after")

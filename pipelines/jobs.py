@@ -58,9 +58,10 @@ maintain_store_job = dg.define_asset_job(
 
 measure_label_quality_job = dg.define_asset_job(
     "measure_label_quality",
-    selection=dg.AssetSelection.assets("label_quality"),
+    selection=dg.AssetSelection.assets("label_quality", "label_audit"),
     executor_def=dg.in_process_executor,
-    description="Measure every task's label quality (the `label_quality` asset and its target check).",
+    description="Measure every task's label quality (the `label_quality` asset and its target check) and audit "
+                "people's labels (`label_audit`).",
 )
 
 train_detectors_job = dg.define_asset_job(

@@ -25,9 +25,9 @@ class DetectorTraining(dg.ConfigurableResource):
     device: str = "cpu"
     architecture: str = ""  # a model YAML: train from scratch with it instead of fine-tuning the current weights
 
-    def train(self, parent: Path, data_yaml: Path, log: Callable[[str], object]) -> Path:
+    def train(self, parent: Path, data_yaml: Path, log: Callable[[str], object], root: Path | None = None) -> Path:
         """Fine-tune `parent` (or train `architecture` from scratch) on the dataset; the trained weights, stored
-        as `root/<sha256>.pt`."""
+        as `<sha256>.pt` in `root` (default: the resource's)."""
         make_ultralytics_offline()
         from ultralytics import YOLO
 
@@ -48,7 +48,7 @@ class DetectorTraining(dg.ConfigurableResource):
                         workers=0, project=scratch, name="train", exist_ok=True, plots=False, amp=False, val=False,
                         seed=0, deterministic=True, verbose=False, pretrained=not self.architecture)
             trained = Path(scratch) / "train" / "weights" / "last.pt"
-            target = Path(self.root) / f"{file_sha256(trained)}.pt"
+            target = Path(root or self.root) / f"{file_sha256(trained)}.pt"
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
                 shutil.copyfile(trained, target)

@@ -48,10 +48,13 @@ class TrainedClassifier:
 
 
 def embed_inputs(store: UnitsOfWork, images: StoredImages, models: ConceptModelFiles, task: LabelingTask,
-                 input_ids: list[str], log: Callable[[str], object] = print) -> tuple[str, np.ndarray]:
-    """(backbone id, one embedding row per input) for the task's context-based classifier; embeddings already
-    stored are read, the others computed once and stored."""
-    backbone = models.backbone(task.classifier_path(), task.classifier.imgsz)
+                 input_ids: list[str], log: Callable[[str], object] = print,
+                 backbone_path: Path | None = None) -> tuple[str, np.ndarray]:
+    """(backbone id, one embedding row per input) by the task's context-based classifier's backbone, or by the
+    weights at `backbone_path` (at the size they were trained at); embeddings already stored are read, the others
+    computed once and stored."""
+    backbone = (models.backbone(backbone_path) if backbone_path is not None
+                else models.backbone(task.classifier_path(), task.classifier.imgsz))
     known = store.read(lambda s: s.concepts.embeddings(backbone.model_id, input_ids))
     fresh = []
     for done, input_id in enumerate([i for i in input_ids if i not in known], 1):

@@ -4,6 +4,7 @@ task's `promote_when` rule says so."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from core.manifests import split_of
 from core.model_loop import (
     METRICS,
     average_precision,
@@ -23,7 +25,7 @@ from core.model_loop import (
 from core.results import TrainingOutcome
 from core.task_config import LabelingTask
 from engines.base import LoadedModel, model_ref
-from services.exports import default_negatives, export_version
+from services.exports import EXPORT_RECORD, default_negatives, export_version
 from services.ports import StoredImages, UnitsOfWork, VersionFiles
 
 DECIDED_BY_RULE = "promote_when"
@@ -61,7 +63,7 @@ class DetectorTrainer(Protocol):
 
     def labelled_boxes(self, data: Path, split: str) -> int: ...
 
-    def train(self, parent: Path, data: Path, log: Callable[[str], object]) -> Path: ...
+    def train(self, parent: Path, data: Path, log: Callable[[str], object], root: Path | None = None) -> Path: ...
 
     def val_predictions(self, weights: Path, data: Path, conf_floor: float) -> tuple[pd.DataFrame, pd.DataFrame]: ...
 
@@ -96,6 +98,9 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
                                       parent_model.class_names, training_classes(task, parent_model.class_names)))
         data = Path(exported.out)
         train_labels = training.labelled_boxes(data, "train")
+        train_ids = [i for i in json.loads((data.parent / EXPORT_RECORD).read_text())["images"].values()
+                     if split_of(i, versions.val_ratio, versions.test_ratio) == "train"]
+        chosen_by = store.read(lambda s: s.models.label_origins(task.name, train_ids, version_key))
         train_images, val_images = exported.counts["train"], exported.counts["val"]
         if not train_images or not val_images or not train_labels:
             return TrainingOutcome(False, why=f"{version_key} has {train_images} train images holding {train_labels} "
@@ -122,7 +127,8 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
     now = datetime.now(UTC).replace(tzinfo=None)
     settings = {"epochs": training.epochs, "imgsz": training.imgsz, "batch": training.batch,
                 "device": training.device, "from": training.architecture or "parent weights",
-                "classes": "task concepts" if new_concepts else "parent classes", "train_labels": train_labels}
+                "classes": "task concepts" if new_concepts else "parent classes", "train_labels": train_labels,
+                "train_images": len(train_ids), "chosen_by": {**chosen_by, "review_order": task.review_order}}
 
     def record(s) -> None:
         s.predictions.register_model(parent_id, parent_model.name, parent_model.path, parent_model.task_type,

@@ -30,6 +30,7 @@ import pandas as pd
 import pandera.polars as pa
 import polars as pl
 
+from store.audits import AuditsSQL
 from store.batches import BatchesSQL
 from store.concepts import ConceptsSQL
 from store.consensus import ConsensusSQL
@@ -139,6 +140,7 @@ class Session:
         self.tracks = TracksSQL(self)
         self.concepts = ConceptsSQL(self)
         self.quality = QualitySQL(self)
+        self.audits = AuditsSQL(self)
         self.versions = VersionsSQL(self)
         self.models = ModelsSQL(self)
 

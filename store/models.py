@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core.annotations import Source
+
 if TYPE_CHECKING:
     from store.database import Session
 
@@ -82,6 +84,30 @@ class ModelsSQL:
             WHERE json_extract_string(m.details, '$.kind') = 'trained'
               AND json_extract_string(m.details, '$.task') = $task
             ORDER BY labelled_images, version_key""", {"task": task})
+
+    def label_origins(self, task: str, input_ids: list[str], version_key: str) -> dict[str, int]:
+        """How the labels of these images (a training split) were made, as of the version's cutoff: `imported` (a
+        person's imported labels, or imported as holding nothing), `reviewed` (a person decided or drew one in
+        review, of them `sent_by_audit` after a label audit) and `auto_accepted` (the model's alone)."""
+        cutoff = self.s.scalar("SELECT cutoff FROM dataset_versions WHERE version_key = ?", [version_key])
+        rows = self.s.conn.execute(f"""
+            WITH chosen AS (SELECT unnest($ids::VARCHAR[]) AS input_id),
+            made AS (SELECT input_id, bool_or(source = '{Source.IMPORT}') AS imported,
+                            bool_or(source = '{Source.REVIEW}') AS reviewed
+                     FROM annotations WHERE task = $task AND event_at < $cutoff
+                       AND input_id IN (SELECT input_id FROM chosen) GROUP BY 1)
+            SELECT count(*) FILTER (WHERE coalesce(m.imported, false) OR e.input_id IS NOT NULL),
+                   count(*) FILTER (WHERE NOT coalesce(m.imported, false) AND e.input_id IS NULL
+                                    AND coalesce(m.reviewed, false)),
+                   count(*) FILTER (WHERE NOT coalesce(m.imported, false) AND e.input_id IS NULL
+                                    AND coalesce(m.reviewed, false) AND a.input_id IS NOT NULL),
+                   count(*) FILTER (WHERE NOT coalesce(m.imported, false) AND e.input_id IS NULL
+                                    AND NOT coalesce(m.reviewed, false))
+            FROM chosen c LEFT JOIN made m USING (input_id)
+                 LEFT JOIN (SELECT DISTINCT input_id FROM empty_inputs WHERE task = $task) e USING (input_id)
+                 LEFT JOIN (SELECT DISTINCT input_id FROM audit_sends WHERE task = $task AND sent_at < $cutoff) a
+                   USING (input_id)""", {"ids": input_ids, "task": task, "cutoff": cutoff}).fetchall()[0]
+        return dict(zip(("imported", "reviewed", "sent_by_audit", "auto_accepted"), map(int, rows), strict=True))
 
     def evaluation(self, model_id: str, task: str, version_key: str) -> dict[str, Any] | None:
         rows = self.s.df("SELECT * FROM model_evaluations WHERE model_id = ? AND task = ? AND version_key = ?",

@@ -150,19 +150,25 @@ class ReviewSQL:
 
     def image_annotations(self, task: str, input_id: str, tracker: str | None = None) -> list[dict[str, Any]]:
         """Every live (not retired) annotation of one image, as the review page draws them; with the task's
-        `tracker`, each tracked one's video, track id and how many live annotations of the task the track has."""
+        `tracker`, each tracked one's video, track id and how many live annotations of the task the track has; for
+        one a label audit sent to review and still waiting, what it suspected (`suspected`) and why."""
         rows = self.s.df(
             "SELECT c.annotation_id, coalesce(c.kind, 'box') AS kind, c.concept, c.original_concept, c.confidence, "
             "c.status, c.source, c.annotator, c.x1, c.y1, c.x2, c.y2, c.polygon, c.spot_check, c.spot_check_pending, "
-            "c.model_id, " + annotators_sql("c") + " AS annotators, t.video_id, t.track_id, (SELECT count(*) FROM "
+            "c.model_id, " + annotators_sql("c") + " AS annotators, CASE WHEN c.status = $awaiting THEN "
+            "'suspected: ' || u.kind END AS suspected, CASE WHEN c.status = $awaiting THEN u.evidence END AS "
+            "suspected_because, t.video_id, t.track_id, (SELECT count(*) FROM "
             "annotation_state o JOIN prediction_tracks u ON u.prediction_id = o.prediction_id AND u.model_id = "
             "o.model_id WHERE o.task = $task AND o.status <> $retired AND u.tracker = $tracker AND u.video_id = "
             "t.video_id AND u.track_id = t.track_id) AS track_frames FROM ("
             + current_with_spot_checks("c.task = $task AND c.input_id = $input AND c.status <> $retired")
             + ") c LEFT JOIN prediction_tracks t ON t.prediction_id = c.prediction_id AND t.model_id = c.model_id "
-            "AND t.tracker = $tracker ORDER BY kind, confidence DESC NULLS LAST, x1, y1, annotation_id",
-            {"task": task, "input": input_id, "retired": str(Status.RETIRED), "tracker": tracker})
-        for column in ("confidence", "original_concept", "model_id", "video_id"):
+            "AND t.tracker = $tracker LEFT JOIN audit_sends u ON u.task = c.task AND u.annotation_id = "
+            "c.annotation_id ORDER BY coalesce(c.kind, 'box'), c.confidence DESC NULLS LAST, c.x1, c.y1, "
+            "c.annotation_id",
+            {"task": task, "input": input_id, "retired": str(Status.RETIRED), "tracker": tracker,
+             "awaiting": str(Status.AWAITING_REVIEW)})
+        for column in ("confidence", "original_concept", "model_id", "video_id", "suspected", "suspected_because"):
             _none_for_nan(rows, column)
         rows["track_id"] = rows["track_id"].astype(object).where(rows["track_id"].notna(), None)
         rows["track_id"] = [None if t is None else int(t) for t in rows["track_id"]]

@@ -358,6 +358,22 @@ CONSENSUS_OUTCOMES = Table("consensus_outcomes", "What each consensus item resol
     timestamp("resolved_at", "When (UTC)."),
 ), primary_key=("task", "annotation_id"))
 
+AUDIT_SENDS = Table("audit_sends", "Suspected label errors a label audit sent to review (`autoannotate audit "
+                    "--send`): what it suspected, how sure it was and which detector audited; the review page shows "
+                    "the reason.", (
+    text("task", "Labeling task."),
+    digest32("annotation_id", "The label sent back to review, or for a missed object the annotation made for the "
+             "auditor's prediction."),
+    sha256("input_id", "The input."),
+    one_of("kind", ["missed object", "wrong concept", "bad box", "duplicate label"], "What the audit suspected."),
+    unit("score", "How likely the label is wrong: 1 - cleanlab's label-quality score of that kind (for a duplicate: "
+         "its IoU with the earlier label)."),
+    text("evidence", "What the auditor saw, in words."),
+    sha256("model_id", "The detector that audited the image."),
+    text("sent_by", "Who sent it."),
+    timestamp("sent_at", "When (UTC)."),
+), primary_key=("task", "annotation_id"))
+
 SPOT_CHECKS = Table("spot_checks", "Annotations sampled from a batch's accepted band, and discarded predictions, "
                     "sent to a reviewer to estimate the precision and the misses of the unreviewed bands.", (
     text("task", "Labeling task."),
@@ -460,6 +476,6 @@ MODEL_PROMOTIONS = Table("model_promotions", "Every change of a task's current d
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, VIDEOS, VIDEO_FRAMES, MODELS, EMBEDDINGS, OBJECT_EMBEDDINGS, PREDICTIONS,
     PREDICTION_TRACKS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES,
-    REVIEW_ASSIGNMENTS, CONSENSUS_ASSIGNMENTS, CONSENSUS_DECISIONS, CONSENSUS_OUTCOMES, SPOT_CHECKS, REVIEWER_TOKENS,
-    DELETED_INPUTS, DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS, MODEL_PROMOTIONS,
-    WRITE_TURNS)}
+    REVIEW_ASSIGNMENTS, CONSENSUS_ASSIGNMENTS, CONSENSUS_DECISIONS, CONSENSUS_OUTCOMES, AUDIT_SENDS, SPOT_CHECKS,
+    REVIEWER_TOKENS, DELETED_INPUTS, DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS,
+    MODEL_PROMOTIONS, WRITE_TURNS)}

@@ -136,7 +136,8 @@ def test_the_definitions_keep_their_names(tmp_path: Path) -> None:
     assert definitions_snapshot(build_definitions(Settings(home=tmp_path))) == {
         "assets": {"annotations": "triage", "concept_annotations": "concepts", "concept_classifier": "concepts",
                    "concept_predictions": "concepts", "dataset_versions": "versions", "detector_models": "model_loop",
-                   "inputs": "ingestion", "label_quality": "quality", "predictions": "inference",
+                   "inputs": "ingestion", "label_audit": "quality", "label_quality": "quality",
+                   "predictions": "inference",
                    "store_maintenance": "maintenance"},
         "checks": ["annotations:annotation_state_matches_schema", "annotations:annotations_matches_schema",
                    "annotations:auto_success_passes_upper_rule", "annotations:boxes_are_inside_the_image",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from apps.cli.common import UserError, configured_task, emit, print_table, verb
 from core.settings import Settings
@@ -128,11 +129,70 @@ def render_agreement(agreement: dict, confidence: float) -> None:
               f"{reviewer}'s interval is below their rates).")
 
 
+def command_audit(args: argparse.Namespace, settings: Settings) -> None:
+    from resources.tasks import detector_for
+    from services.audit import audit_task, send_findings
+
+    for flag, value in (("--top", args.top), ("--send", args.send)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value} is not a count: give 1 or more.")
+    if args.folds is not None and args.folds < 2:
+        raise UserError(f"--folds {args.folds} is not a number of folds: give 2 or more (each fold's detector "
+                        "learns from the others).")
+    if args.send and not args.user:
+        raise UserError("--send puts labels back in review: say who sends them with --user USER.")
+    resources, task = configured_task(settings, args.task)
+    if not task.detects:
+        raise UserError(f"Task {task.name!r} annotates whole images only: an audit judges boxes against a "
+                        "detector's, and the task has none.")
+    report = audit_task(resources["store"], resources["images"], resources["versions"], task,
+                        detector_for(task, resources["detector"]), resources["training"], args.folds or 0,
+                        log=lambda line: print(line, file=sys.stderr))
+    if args.send:
+        send_findings(resources["store"], task, report, args.send, args.user)
+    emit(args, report.as_dict(args.top), render_audit)
+
+
+def render_audit(result: dict) -> None:
+    print(f"label audit of task {result['task']}: {result['labels']} labels people made on {result['images']} "
+          f"images, in {result['seconds']:.1f} s")
+    print_table([{"auditor": a["model_id"][:12], "which": a["role"], "images": a["audited_images"],
+                  "of them it was trained on": a["saw_audited_images"]} for a in result["auditors"]],
+                ["auditor", "which", "images", "of them it was trained on"])
+    if any(a["saw_audited_images"] for a in result["auditors"]):
+        print("an auditor trained on an image has learned its labels, errors too: run with --folds K for auditors "
+              "that never saw the images they judge")
+    print("\nfindings: " + ", ".join(f"{kind} {n}" for kind, n in result["counts"].items())
+          + (f" ({result['already_sent']} sent to review by an earlier audit are left out)"
+             if result["already_sent"] else ""))
+    print_table([{"#": rank, "score": f"{f['score']:.3f}", "kind": f["kind"], "image": f["input_id"][:12],
+                  "label": (f["annotation_id"] or "-")[:12], "concept": f["concept"], "evidence": f["evidence"]}
+                 for rank, f in enumerate(result["findings"], 1)],
+                ["#", "score", "kind", "image", "label", "concept", "evidence"])
+    if result["shown"] < sum(result["counts"].values()):
+        print(f"(the top {result['shown']} of {sum(result['counts'].values())})")
+    if result["sent"]:
+        print(f"\nsent {len(result['sent'])} to review as AWAITING_REVIEW, each with its reason on the review page")
+    else:
+        print("\nnothing written (add --send N --user USER to put the top N in review)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     quality = verb(sub, "quality", "precision and recall of each concept's bands, against the labels people "
                    "confirmed", "autoannotate quality --task demo-shapes", command_quality)
     quality.add_argument("--task", help="task name (default: the first configured task)")
     quality.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default 0.95)")
+
+    audit = verb(sub, "audit", "rank people's labels by how likely each is wrong (missed object, wrong concept, bad "
+                 "box, duplicate), judged by a detector that did not learn from them",
+                 "autoannotate audit --task demo-shapes --top 20 --send 10 --user alice", command_audit)
+    audit.add_argument("--task", help="task name (default: the first configured task)")
+    audit.add_argument("--top", type=int, help="show only the N most likely errors")
+    audit.add_argument("--send", type=int, help="put the N most likely errors in review (AWAITING_REVIEW, with the "
+                       "reason on the review page)")
+    audit.add_argument("--user", help="who sends them (with --send)")
+    audit.add_argument("--folds", type=int, help="train K detectors, each on the other folds' labels, to audit "
+                       "its fold (slow on a CPU: one fine-tuning per fold)")
 
     calibration = verb(sub, "calibrate", "thresholds that reach a target precision, from the labels people confirmed",
                        "autoannotate calibrate --task demo-shapes --target-precision 0.95 --target-recall 0.9 --write",

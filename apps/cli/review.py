@@ -6,9 +6,10 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from apps.cli.common import UserError, emit, print_table, verb, verbs
+from apps.cli.common import UserError, configured_task, emit, print_table, verb, verbs
 from core.annotations import Role, Status
 from core.settings import Settings
 
@@ -40,7 +41,7 @@ def desk_of(settings: Settings) -> tuple[list[LabelingTask], ReviewDesk]:
 
     resources = build_resources(settings)
     tasks = resources["tasks"].load()
-    return tasks, ReviewDesk(resources["store"], tasks)
+    return tasks, ReviewDesk(resources["store"], tasks, settings.weights)
 
 
 def command_review_serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -105,6 +106,31 @@ def render_queue(queue: dict) -> None:
                     ["annotation_id", "file", "kind", "concept", "confidence", "status", "spot check"])
 
 
+def command_review_plan(args: argparse.Namespace, settings: Settings) -> None:
+    from core.review_order import REVIEW_ORDERS
+    from services.review_order import plan_review
+
+    if args.budget < 1:
+        raise UserError(f"--budget {args.budget} is not a number of images: give 1 or more.")
+    if args.order is not None and args.order not in REVIEW_ORDERS:
+        raise UserError(f"--order {args.order!r} is not one of {', '.join(REVIEW_ORDERS)}.")
+    resources, task = configured_task(settings, args.task)
+    plan = resources["store"].read(lambda s: plan_review(s, task, Path(settings.weights), args.budget, args.order))
+    emit(args, plan, render_plan)
+
+
+def render_plan(plan: dict) -> None:
+    print(f"the next {len(plan['images'])} of {plan['open_images']} open images of task {plan['task']}, "
+          f"{plan['order']} order (budget {plan['budget']}; {plan['labelled_images']} labelled images count as "
+          "covered)")
+    print_table([{**row, "image": row["input_id"][:12], "doubt": "-" if row["doubt"] is None else f"{row['doubt']:.3f}",
+                  "distance": "-" if row["distance"] is None else f"{row['distance']:.3f}"} for row in plan["images"]],
+                ["rank", "image", "file", "reviewer", "pending", "doubt", "distance", "why"])
+    if plan["not_embedded"]:
+        print(f"{plan['not_embedded']} open images have no embedding yet (the next run computes them): they follow "
+              "by doubt")
+
+
 def refuse_busy_port(host: str, port: int) -> None:
     """One sentence instead of uvicorn's traceback when something already listens on the port."""
     import socket
@@ -135,6 +161,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         decision.add_argument("--reviewer", required=True)
         if action == "relabel":
             decision.add_argument("--concept", required=True)
+    plan = verb(review, "plan", "which images to review next under a budget, in the task's review_order (doubt, "
+                "diverse or mixed), and why each", "autoannotate review plan --task demo-shapes --budget 20 --order "
+                "diverse", command_review_plan)
+    plan.add_argument("--task", help="task name (default: the first configured task)")
+    plan.add_argument("--budget", type=int, required=True, help="how many images")
+    plan.add_argument("--order", help="doubt, diverse or mixed (default: the task's review_order)")
     invite = verb(review, "invite", "a reviewer's personal link to the review page",
                   "autoannotate review invite alice --host 192.168.1.20", command_review_invite)
     invite.add_argument("reviewer")
