@@ -130,8 +130,6 @@ def fold_predictions(store: UnitsOfWork, images: StoredImages, detector: Any, tr
     """K-fold auditors: for each fold, the task's current detector fine-tuned on the other folds' labels (in its
     own class space) predicts the fold. Trained weights stay in a scratch folder; returns the predictions and, per
     fold, its images, labels and seconds."""
-    from resources.detector import Detector
-
     parent = detector.load()
     class_of = training_classes(task, parent.class_names)
     held = labels[labels["concept"].isin(class_of)]
@@ -154,7 +152,7 @@ def fold_predictions(store: UnitsOfWork, images: StoredImages, detector: Any, tr
             weights = training.train(Path(detector.weights_path()), data / "data.yaml",
                                      lambda line, f=fold: log(f"{task.name}: fold {f + 1}: {line}"),
                                      root=Path(scratch) / "weights")
-            fold_detector = Detector(**{**detector.model_dump(), "weights": str(weights)})
+            fold_detector = detector.model_copy(update={"weights": str(weights)})
             model = fold_detector.load()
             found, _ = fold_detector.predict_stored(model, images, inside, "audit")
             predicted.append(_concept_predictions(task, found))
@@ -169,8 +167,6 @@ def audit_task(store: UnitsOfWork, images: StoredImages, versions: VersionFiles,
                log: Callable[[str], object] = print) -> AuditReport:
     """Rank the task's people's labels by how likely each is wrong. `detector`: the task's current detector (the
     `Detector` resource for its weights); `folds` > 1 trains that many auditors with `training`. Writes nothing."""
-    from resources.detector import Detector
-
     started = time.monotonic()
     floor = task.lowest_lower
     labels, sizes = store.read(lambda s: s.audits.labels(task.name))
@@ -192,8 +188,8 @@ def audit_task(store: UnitsOfWork, images: StoredImages, versions: VersionFiles,
             if not mine:
                 continue
             seen = sum(1 for i in mine if chosen[i][1])
-            runner = Detector(**{**detector.model_dump(), "weights": str(option.path),
-                                 "conf_floor": min(detector.conf_floor, floor)})
+            runner = detector.model_copy(update={"weights": str(option.path),
+                                                 "conf_floor": min(detector.conf_floor, floor)})
             predictions.append(predictions_of(store, images, runner, task, mine, floor, log))
             auditors.append({"model_id": option.model_id, "weights": option.path.name, "role": option.role,
                              "audited_images": len(mine), "saw_audited_images": seen})

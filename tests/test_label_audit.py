@@ -10,7 +10,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import autoannotate, copy_home, query, table_count, write_task_file
+from helpers import (
+    BROWSER_AVAILABLE,
+    autoannotate,
+    copy_home,
+    launch_chromium,
+    open_review_page,
+    query,
+    review_server,
+    table_count,
+    write_task_file,
+)
 
 from apps.demo_scenes import generate_scene
 from apps.review_desk import ReviewDesk
@@ -218,3 +228,23 @@ def test_k_fold_auditors_never_saw_the_images_they_judge(audited_home: tuple[Pat
     # The fold detectors lived in a scratch folder: nothing is stored, no weights are left behind.
     assert {table: table_count(resources, table) for table in WRITTEN_BY_AUDITS} == before
     assert not list(Path(training.root).glob("*.pt"))
+
+
+@pytest.mark.skipif(not BROWSER_AVAILABLE, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_review_page_shows_why_an_audit_sent_a_label(audited_home: tuple[Path, dict], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    resources = _copy(audited_home, tmp_path)
+    task, report = _audit(resources)
+    wrong = next(f for f in report.findings if f.kind == FindingKind.WRONG_CONCEPT)
+    report.findings = [wrong]
+    assert len(send_findings(resources["store"], task, report, 1, "carol")) == 1
+    reviewer = resources["store"].read(lambda s: s.reviews.assignee("audited", wrong.input_id))
+    with review_server(resources) as (port, app), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = open_review_page(browser, port, app, reviewer, wrong.input_id, (1280, 720))
+            shown = page.locator(f'#boxes .box[data-id="{wrong.annotation_id}"] .suspected')
+            expect(shown).to_have_text(f"suspected: wrong concept: {wrong.evidence}")
+        finally:
+            browser.close()

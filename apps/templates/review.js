@@ -270,7 +270,9 @@ function renderBoxes() {
     <span class="${esc(b.status)}">${esc(b.status)}</span>
     <br><small class="annotators">by ${(b.annotators || [b.annotator]).map(esc).join(", ")} (${
       (b.annotators || [b.annotator]).length})</small>
-    ${b.spot_check ? `<small class="spot">spot check${b.spot_check_pending ? ": accept (a) or reject (r)" : ""}</small>` : ""}</div>`).join("")
+    ${b.spot_check ? `<small class="spot">spot check${b.spot_check_pending ? ": accept (a) or reject (r)" : ""}</small>` : ""}
+    ${b.suspected ? `<br><small class="suspected" title="${esc(b.suspected_because)}">${esc(b.suspected)}: ${
+      esc(b.suspected_because)}</small>` : ""}</div>`).join("")
     || (state.queue.length ? (hidden ? "<p>Every suggestion on this image is below the slider.</p>"
                                      : "<p>No boxes on this image.</p>") : "");
 }
