@@ -122,7 +122,11 @@ def generate_scene(
         objects.append(SceneObject(shape, *box))
     if hard:
         image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(1.0, 2.5)))
-        noise = Image.effect_noise(image.size, rng.uniform(20, 40)).convert("RGB")
+        # Drawn from the scene's own seed: PIL's effect_noise reads C's process-wide rand(), so the same seed gave
+        # other pixels once anything in the process (a training run) had drawn from it.
+        sigma = rng.uniform(20, 40)
+        grain = np.random.default_rng(rng.getrandbits(64)).normal(128, sigma, (image.height, image.width))
+        noise = Image.fromarray(np.clip(grain, 0, 255).astype(np.uint8), "L").convert("RGB")
         image = Image.blend(image, noise, rng.uniform(0.15, 0.3))
     return image, objects
 

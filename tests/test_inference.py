@@ -43,6 +43,16 @@ def test_bundled_detector_recall_at_iou_half_is_at_least_080() -> None:
     assert recall >= 0.8
 
 
+def test_a_seed_gives_the_same_scene_whatever_the_process_drew_before() -> None:
+    """Every test and benchmark that counts predictions on demo scenes relies on this: a hard scene's noise once
+    came from C's process-wide rand(), so a training run earlier in the process changed its pixels."""
+    from PIL import Image
+
+    first = np.asarray(generate_scene(7, hard=True)[0])
+    Image.effect_noise((64, 64), 30)  # draws from C's rand(), as Ultralytics' training does through its libraries
+    assert np.array_equal(np.asarray(generate_scene(7, hard=True)[0]), first)
+
+
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_rectangular_batches_give_the_boxes_of_single_image_prediction(runtime: str) -> None:
     """Mixed aspect ratios grouped into rectangular mini-batches, on either runtime (ONNX: our own numpy NMS,
