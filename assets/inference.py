@@ -37,6 +37,8 @@ def predictions(context: dg.AssetExecutionContext, store: DuckDBStore, images: I
     # before any image is read.
     models = [(d, d.load()) for d in detectors_for(task_list, detector)]
     check_class_maps(task_list, detector, models)
+    for chosen, model in models:
+        context.log.info(chosen.runtime_sentence(model))
     input_ids = store.read(lambda s: s.inputs.batch_input_ids(batch))
     per_model, total_rows = {}, 0
     for chosen, model in models:

@@ -49,16 +49,21 @@ SELECT substr(sha256($task || '|' || prediction_id), 1, 32) AS annotation_id, $t
        'autoannotate-demo-bot' AS annotator, 'auto' AS source, predicted_at AS event_at
 FROM predictions WHERE batch LIKE 'synthetic-%' LIMIT $auto;
 INSERT INTO annotations BY NAME
-SELECT substr(sha256(annotation_id || status || event_at), 1, 32) AS event_id, * FROM synthetic_auto;
+SELECT substr(sha256(annotation_id || status || event_at), 1, 32) AS event_id,
+       (SELECT coalesce(max(seq), 0) FROM annotations) + row_number() OVER (ORDER BY event_at, annotation_id) AS seq,
+       * FROM synthetic_auto;
 INSERT INTO annotations BY NAME
-SELECT substr(sha256(annotation_id || 'review'), 1, 32) AS event_id, * REPLACE (
+SELECT substr(sha256(annotation_id || 'review'), 1, 32) AS event_id,
+       (SELECT coalesce(max(seq), 0) FROM annotations) + row_number() OVER (ORDER BY event_at, annotation_id) AS seq,
+       * REPLACE (
        CASE WHEN hash(annotation_id) % 2 = 0 THEN 'SUCCESS' ELSE 'REJECTED' END AS status,
        'reviewer-' || hash(input_id) % 3 AS annotator, 'review' AS source, event_at + INTERVAL 1 DAY AS event_at)
 FROM synthetic_auto WHERE status = 'AWAITING_REVIEW' LIMIT $decisions;
 INSERT INTO review_assignments SELECT DISTINCT ON (input_id) $task, input_id,
        ['alice', 'bob', 'carol'][CAST(hash(input_id) % 3 AS BIGINT) + 1], TIMESTAMP '2026-09-02'
 FROM synthetic_auto WHERE status = 'AWAITING_REVIEW';
-INSERT INTO task_inputs SELECT $task, input_id, batch, model_id, prediction_count, processed_at
+INSERT INTO task_inputs BY NAME SELECT $task AS task, input_id, batch, model_id,
+       prediction_count AS annotation_count, processed_at
 FROM processed_inputs WHERE batch LIKE 'synthetic-%';
 """
 

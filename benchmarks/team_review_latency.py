@@ -50,8 +50,6 @@ from apps.team_services import (
 from core.settings import DEMO_TASK, DEMO_WEIGHTS, Settings
 from resources import build_resources
 
-DECISIONS = 500
-
 
 def free_port() -> int:
     import socket
@@ -70,11 +68,11 @@ def wide_band_task(folder: Path) -> Path:
     return path
 
 
-def four_cli_runs(home: Path, task: Path, catalog: str) -> Callable[[], tuple[int, list[str]]]:
+def four_cli_runs(home: Path, task: Path, catalog: str, images: int) -> Callable[[], tuple[int, list[str]]]:
     """Four concurrent `autoannotate run` processes, one batch each; returns what waits for them (how many
     succeeded, the sentences of those that failed)."""
     for index in range(4):
-        write_demo_images(home / f"wave{index}", 25, seed=600 + index, prefix=f"wave{index}")
+        write_demo_images(home / f"wave{index}", images, seed=600 + index, prefix=f"wave{index}")
     env = {**os.environ, "AUTOANNOTATE_HOME": str(home), "AUTOANNOTATE_TASKS": str(task),
            **({"AUTOANNOTATE_CATALOG": catalog} if catalog else {})}
     script = str(Path(sys.executable).parent / "autoannotate")
@@ -90,13 +88,13 @@ def four_cli_runs(home: Path, task: Path, catalog: str) -> Callable[[], tuple[in
     return wait
 
 
-def four_celery_batches(settings: Settings, url: str) -> Callable[[], tuple[int, list[str]]]:
+def four_celery_batches(settings: Settings, url: str, images: int) -> Callable[[], tuple[int, list[str]]]:
     """Four batches launched as one backfill through the team's webserver: the daemon runs them, their steps
     on the Celery workers."""
     inbox, instance = build_resources(settings)["inbox"], instance_of(settings)
     batches = []
     for index in range(4):
-        write_demo_images(settings.inbox_path, 25, seed=600 + index, prefix=f"wave{index}")
+        write_demo_images(settings.inbox_path, images, seed=600 + index, prefix=f"wave{index}")
         batches.append(create_batch(inbox, pending_files(inbox).ready, instance))
     before = len(run_statuses(url))
     launch_backfill(url, batches)
@@ -111,18 +109,18 @@ def four_celery_batches(settings: Settings, url: str) -> Callable[[], tuple[int,
     return wait
 
 
-def measure(mode: str, settings: Settings, task: Path, url: str = "") -> dict:
+def measure(mode: str, settings: Settings, task: Path, sizes: argparse.Namespace, url: str = "") -> dict:
     home = settings.home
-    write_demo_images(home / "first", 220, seed=500)
+    write_demo_images(home / "first", sizes.first, seed=500)
     run_pipeline(settings.with_run_options(home / "first"), progress=lambda _: None)
     resources = build_resources(settings)
     tasks = resources["tasks"].load()
     pending = resources["store"].read(lambda s: s.df(
         "SELECT c.annotation_id, r.reviewer FROM annotation_state c JOIN review_assignments r USING (task, input_id) "
         "WHERE c.status = 'AWAITING_REVIEW' ORDER BY c.annotation_id"))
-    if len(pending) < DECISIONS:
-        raise SystemExit(f"only {len(pending)} boxes await review; {DECISIONS} are needed")
-    pending = pending.head(DECISIONS)
+    if len(pending) < sizes.decisions:
+        raise SystemExit(f"only {len(pending)} boxes await review; {sizes.decisions} are needed")
+    pending = pending.head(sizes.decisions)
 
     app = create_app(resources["store"], resources["images"], tasks)
     port = free_port()
@@ -132,7 +130,8 @@ def measure(mode: str, settings: Settings, task: Path, url: str = "") -> dict:
         time.sleep(0.05)
 
     started = time.perf_counter()
-    wait = four_celery_batches(settings, url) if url else four_cli_runs(home, task, settings.catalog)
+    wait = (four_celery_batches(settings, url, sizes.batch_images) if url
+            else four_cli_runs(home, task, settings.catalog, sizes.batch_images))
     latencies: list[float] = []
     failures: list[str] = []
 
@@ -168,6 +167,9 @@ def measure(mode: str, settings: Settings, task: Path, url: str = "") -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["embedded", "postgres", "celery", "all"], default="all")
+    parser.add_argument("--first", type=int, default=220, help="demo scenes of the first batch (the review queue)")
+    parser.add_argument("--decisions", type=int, default=500)
+    parser.add_argument("--batch-images", type=int, default=25, help="demo scenes in each of the four batches")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="autoannotate-latency-"))
     root.chmod(0o755)
@@ -180,24 +182,25 @@ def main() -> None:
                         str(free_port()), "AUTOANNOTATE_TEAM_REDIS_PORT": str(free_port())}
     try:
         if args.mode in ("embedded", "all"):
-            results.append(measure("embedded", Settings(home=root / "embedded", task_files=(str(task),)), task))
+            results.append(measure("embedded", Settings(home=root / "embedded", task_files=(str(task),)), task, args))
         if args.mode in ("postgres", "all"):
             catalog = "postgres:" + start_postgres(postgres, free_port())
             results.append(measure("postgres", Settings(home=root / "postgres", task_files=(str(task),),
-                                                        catalog=catalog), task))
+                                                        catalog=catalog), task, args))
         if args.mode in ("celery", "all"):
             subprocess.run([sys.executable, "-m", "apps.team_services", "up"], env=team_environment, check=True)
             settings = Settings.from_env(team_environment | read_team_env(team_home))
             url = f"http://127.0.0.1:{team_environment['AUTOANNOTATE_TEAM_WEB_PORT']}"
             wait_for_webserver(url)
-            results.append(measure("celery", settings, task, url))
+            results.append(measure("celery", settings, task, args, url))
     finally:
         stop_postgres(postgres)
         if team_home.exists():
             subprocess.run([sys.executable, "-m", "apps.team_services", "down"], env=team_environment, check=False)
             shutil.rmtree(cluster_folder(Settings(home=team_home)), ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{DECISIONS} review decisions (one thread per reviewer) while 4 batches of 25 demo scenes each run "
+    print(f"{args.decisions} review decisions (one thread per reviewer) while 4 batches of {args.batch_images} demo "
+          "scenes each run "
           "(synthetic scenes; this machine)")
     print(f"{'mode':<10} {'saved':>6} {'failed':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'runs ok':>8} "
           f"{'runs wall s':>12}")

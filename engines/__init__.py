@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from engines.base import Runtime
 from engines.onnx_runtime import ONNX
+from engines.openvino_runtime import OPENVINO
 from engines.torch_runtime import TORCH
 
-RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TORCH, ONNX)}
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TORCH, ONNX, OPENVINO)}
 
 
 def runtime_named(name: str) -> Runtime:

@@ -4,6 +4,9 @@ into a `LoadedModel`; the registry (`engines.RUNTIMES`) gathers them."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,3 +200,17 @@ def load_checkpoint(path: Path, copy: Path | None = None) -> Any:
         ) from None
     check_task(path, checkpoint.task)
     return checkpoint
+
+
+def exported_beside(path: Path, target: Path, **options: Any) -> Path:
+    """Ultralytics' export of the weights at `path` (`options` as `YOLO.export` takes them), made once at `target`
+    beside them. Exported from a copy in a scratch folder: Ultralytics writes the export beside the file it
+    loaded, and a half-written export must never sit at `target`."""
+    if target.exists():
+        return target
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        copy = Path(scratch) / path.name
+        shutil.copyfile(path, copy)
+        exported = load_checkpoint(path, copy).export(device="cpu", verbose=False, **options)
+        os.replace(exported, target)
+    return target

@@ -5,12 +5,9 @@ torch, with NMS in numpy; a segment model through Ultralytics' predictor, which 
 from __future__ import annotations
 
 import ast
-import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,27 +22,24 @@ from engines.base import (
     Runtime,
     UltralyticsEngine,
     check_task,
-    load_checkpoint,
+    exported_beside,
     placed_detections,
 )
 
 
 @dataclass
-class OnnxEngine:
-    """An exported detect model run by ONNX Runtime directly: no torch in the process, no per-image copies
-    beyond the one float tensor, and NMS in numpy exactly as Ultralytics' predictor does it."""
+class RawDetectEngine:
+    """An exported detect graph run by a CPU runtime directly (ONNX Runtime, OpenVINO): no torch in the process, no
+    per-image copies beyond the one float tensor, and NMS in numpy exactly as Ultralytics' predictor does it."""
 
-    session: Any  # onnxruntime.InferenceSession
+    forward: Callable[[np.ndarray], np.ndarray]  # NCHW float32 RGB in [0, 1] -> the head's raw output
     class_names: list[str]
     end_to_end: bool
-
-    def __post_init__(self) -> None:
-        self.input_name = self.session.get_inputs()[0].name
 
     def predict(self, images: list[Letterboxed], conf_floor: float) -> list[list[Detection]]:
         bgr = np.stack([image.array for image in images])
         tensor = np.ascontiguousarray(bgr[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255
-        raw = self.session.run(None, {self.input_name: tensor})[0]
+        raw = self.forward(tensor)
         found = []
         for output, image in zip(raw, images, strict=True):
             rows = detections_from_raw(output, len(self.class_names), conf_floor, self.end_to_end)
@@ -56,17 +50,39 @@ class OnnxEngine:
 def exported_onnx(path: Path, model_id: str) -> Path:
     """Export once through Ultralytics, at the size the weights were trained at, with dynamic height and width
     (any imgsz runs on it); the file name carries the weights' hash."""
-    target = path.with_name(f"{path.stem}.{model_id[:16]}.onnx")
-    if target.exists():
-        return target
-    # Exported from a copy in a scratch folder: Ultralytics writes the export beside the file it loaded.
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        copy = Path(scratch) / path.name
-        shutil.copyfile(path, copy)
-        exported = load_checkpoint(path, copy).export(format="onnx", dynamic=True, simplify=True, device="cpu",
-                                                      verbose=False)
-        os.replace(exported, target)
-    return target
+    return exported_beside(path, path.with_name(f"{path.stem}.{model_id[:16]}.onnx"), format="onnx", dynamic=True,
+                           simplify=True)
+
+
+def onnx_metadata(exported: Path) -> dict[str, str]:
+    """The metadata Ultralytics writes into an export (task, names, imgsz, stride, end2end)."""
+    import onnx
+
+    return {prop.key: prop.value for prop in onnx.load(str(exported), load_external_data=False).metadata_props}
+
+
+def exported_model(path: Path, model_id: str, options: LoadOptions, runtime: str, exported: Path,
+                   forward: Callable[[np.ndarray], np.ndarray], ultralytics_source: Callable[[], Path]
+                   ) -> LoadedModel:
+    """A `LoadedModel` over an export: a detect model through `forward` and our NMS, a segment model through
+    Ultralytics' predictor on `ultralytics_source()` (its masks need Ultralytics' post-processing). Warmed up."""
+    about = onnx_metadata(exported)
+    task_type = about.get("task", "")
+    check_task(path, task_type)
+    names = ast.literal_eval(about["names"])
+    class_names = [names[i] for i in sorted(names)]
+    imgsz = options.imgsz or max(ast.literal_eval(about["imgsz"]))
+    stride = int(about.get("stride", 32))
+    if task_type == "detect":
+        engine: Engine = RawDetectEngine(forward, class_names, about.get("end2end") == "True")
+    else:
+        make_ultralytics_offline()
+        from ultralytics import YOLO
+
+        engine = UltralyticsEngine(YOLO(str(ultralytics_source()), task=task_type), imgsz, class_names)
+    model = LoadedModel(model_id, path.name, str(path), task_type, class_names, imgsz, runtime, engine, stride)
+    model.predict([model.letterbox(np.zeros((imgsz, imgsz, 3), dtype=np.uint8))], options.conf_floor)  # warm up
+    return model
 
 
 def load_onnx(path: Path, model_id: str, options: LoadOptions) -> LoadedModel:
@@ -76,23 +92,9 @@ def load_onnx(path: Path, model_id: str, options: LoadOptions) -> LoadedModel:
     session_options = ort.SessionOptions()
     session_options.intra_op_num_threads = options.threads
     session = ort.InferenceSession(str(exported), session_options, providers=["CPUExecutionProvider"])
-    about = session.get_modelmeta().custom_metadata_map
-    task_type = about.get("task", "")
-    check_task(path, task_type)
-    names = ast.literal_eval(about["names"])
-    class_names = [names[i] for i in sorted(names)]
-    imgsz = options.imgsz or max(ast.literal_eval(about["imgsz"]))
-    stride = int(about.get("stride", 32))
-    if task_type == "detect":
-        engine: Engine = OnnxEngine(session, class_names, about.get("end2end") == "True")
-    else:
-        make_ultralytics_offline()
-        from ultralytics import YOLO
-
-        engine = UltralyticsEngine(YOLO(str(exported), task=task_type), imgsz, class_names)
-    model = LoadedModel(model_id, path.name, str(path), task_type, class_names, imgsz, ONNX.name, engine, stride)
-    model.predict([model.letterbox(np.zeros((imgsz, imgsz, 3), dtype=np.uint8))], options.conf_floor)  # warm up
-    return model
+    input_name = session.get_inputs()[0].name
+    return exported_model(path, model_id, options, ONNX.name, exported,
+                          lambda tensor: session.run(None, {input_name: tensor})[0], lambda: exported)
 
 
 ONNX = Runtime("onnx", "ONNX Runtime on the CPU (exported once, cached beside the weights)", load_onnx)

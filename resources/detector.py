@@ -7,9 +7,10 @@ weights must be a file on disk, and Ultralytics is put in offline mode first.
 from __future__ import annotations
 
 import os
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +32,7 @@ from engines.base import (
     load_checkpoint,
     model_ref,
 )
+from engines.measured import RuntimeChoice, fastest_cpu_runtime
 from resources.image_store import ImageStore
 from store.predictions import prediction_rows
 from store.tables import PREDICTIONS
@@ -43,9 +45,9 @@ class Detector(dg.ConfigurableResource):
     """Ultralytics weights plus how to run them.
 
     `imgsz` 0 means the size the weights were trained at. `runtime` names one of `engines.RUNTIMES`
-    (torch, onnx: each module says how it runs the weights); `auto` runs ONNX Runtime on the CPU
-    (measured faster than torch there: docs/benchmarks.md) and torch on a GPU. `threads` 0 means
-    every core (Ultralytics itself would set torch to cores-1, one on a 2-core machine).
+    (torch, onnx, openvino: each module says how it runs the weights); `auto` runs torch on a GPU and, on a
+    CPU, whichever of ONNX Runtime and OpenVINO measures faster here (`engines.measured`; torch is slower on a
+    CPU: docs/benchmarks.md). `threads` 0 means every core (Ultralytics itself would set torch to cores-1).
     """
 
     weights: str
@@ -55,6 +57,7 @@ class Detector(dg.ConfigurableResource):
     conf_floor: float = DEFAULT_CONF_FLOOR
     runtime: str = "auto"  # "auto" or a name in engines.RUNTIMES
     threads: int = 0
+    decode_threads: int = 0  # 0: DECODE_THREADS
 
     def weights_path(self) -> Path:
         path = Path(self.weights).expanduser()
@@ -77,16 +80,41 @@ class Detector(dg.ConfigurableResource):
         return model_id, [names[i] for i in sorted(names)]
 
     def chosen_runtime(self) -> str:
-        """The runtime `runtime` names; `auto`: ONNX Runtime on the CPU, torch on a GPU."""
-        if self.runtime == "auto":
-            return "onnx" if self.device == "cpu" else "torch"
-        return runtime_named(self.runtime).name
+        """The runtime `runtime` names; `auto`: torch on a GPU, and on a CPU whichever of ONNX Runtime and OpenVINO
+        runs these weights faster on this machine (measured once, recorded beside the weights)."""
+        if self.runtime != "auto":
+            return runtime_named(self.runtime).name
+        if self.device != "cpu":
+            return "torch"
+        return self.runtime_choice().chosen
+
+    def runtime_choice(self) -> RuntimeChoice:
+        """What `auto` measured on this CPU (or read from the record of that measurement)."""
+        path = self.weights_path()
+        model_id = model_ref(path).model_id
+        choice = fastest_cpu_runtime(path, model_id, self.imgsz, self.thread_count(), self._loaded)
+        if choice.measured_now:  # the runtime that lost holds memory and threads this process will not use
+            with _cache_lock:
+                for name in set(choice.milliseconds) - {choice.chosen}:
+                    _cache.pop((model_id, self.imgsz, self.device, name, self.threads), None)
+        return choice
+
+    def runtime_sentence(self, model: LoadedModel) -> str:
+        """For the run log: what runs the model, and why when `auto` chose."""
+        if self.runtime != "auto" or self.device != "cpu":
+            return f"{model.name} runs on {model.runtime}"
+        choice = self.runtime_choice()
+        figures = ", ".join(f"{name} {ms:g} ms" for name, ms in choice.milliseconds.items())
+        return f"{model.name} runs on {model.runtime} (auto: the fastest on this CPU, one frame {figures})"
 
     def load(self) -> LoadedModel:
         """Load (once per process and configuration) and check the weights before any image is read."""
+        return self._loaded(self.chosen_runtime())
+
+    def _loaded(self, runtime_name: str) -> LoadedModel:
         path = self.weights_path()
         model_id = model_ref(path).model_id
-        runtime = runtime_named(self.chosen_runtime())
+        runtime = runtime_named(runtime_name)
         key = (model_id, self.imgsz, self.device, runtime.name, self.threads)
         with _cache_lock:
             if key not in _cache:
@@ -128,7 +156,8 @@ class Detector(dg.ConfigurableResource):
         """Rows of `predictions` and `processed_inputs` for stored images; holds no database connection.
         Decoding and letterboxing run on a background thread, ahead of the model."""
         now = datetime.now(UTC).replace(tzinfo=None)
-        stream = prefetch(model.letterbox(oriented_bgr(images, input_id)) for input_id in input_ids)
+        stream = decoded_ahead(lambda input_id: model.letterbox(oriented_bgr(images, input_id)), input_ids,
+                               self.decode_threads or DECODE_THREADS)
         rows, processed = [], []
         for done, (input_id, detections) in enumerate(zip(input_ids, self.predict_stream(stream, model)), 1):
             rows.extend(prediction_rows(batch, model.model_id, input_id, detections, now))
@@ -143,30 +172,26 @@ class Detector(dg.ConfigurableResource):
         return frame.drop_duplicates("prediction_id"), pd.DataFrame(processed)
 
 
+S = TypeVar("S")
 T = TypeVar("T")
 PREFETCH_IMAGES = 32
+DECODE_THREADS = 2  # measured on this 2-core machine: docs/benchmarks.md
 WINDOW_BATCHES = 4  # images grouped by shape come from this many batches' worth of the stream
 
 
-def prefetch(items: Iterable[T], depth: int = PREFETCH_IMAGES) -> Iterator[T]:
-    """Produce `items` on a background thread, at most `depth` ahead, so decoding overlaps inference
-    and memory stays bounded however long the stream is."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                buffer.put(item)
-        except BaseException as error:
-            buffer.put(error)
-        buffer.put(done)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while (item := buffer.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+def decoded_ahead(work: Callable[[S], T], items: Iterable[S], workers: int,
+                  depth: int = PREFETCH_IMAGES) -> Iterator[T]:
+    """`work(item)` for each item, in order, on `workers` threads and at most `depth` items ahead: decoding and
+    letterboxing (OpenCV and Pillow release the GIL) overlap inference, and memory stays bounded however long the
+    stream is. An item's error is raised when its turn comes."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[Future[T]] = deque()
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def oriented_bgr(images: ImageStore, input_id: str) -> np.ndarray:

@@ -22,6 +22,24 @@ def test_exif_orientation_is_applied_before_measuring(orientation: int, expected
     assert (result.width, result.height) == expected
 
 
+@pytest.mark.parametrize(("mode", "orientation"), [("RGB", o) for o in range(1, 9)] + [("L", 6), ("CMYK", 1)])
+def test_the_model_gets_pillow_s_upright_pixels_whichever_decoder_reads_the_jpeg(mode: str, orientation: int) -> None:
+    """JPEGs decode with OpenCV for speed; the array must be exactly Pillow's, EXIF orientation applied."""
+    import numpy as np
+
+    from core.image_checks import load_oriented_bgr, load_oriented_rgb
+
+    noise = np.random.default_rng(orientation).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(noise).convert(mode).save(buffer, "JPEG", quality=90, exif=exif.tobytes())
+    data = buffer.getvalue()
+    expected = np.asarray(load_oriented_rgb(data))[:, :, ::-1]
+    assert load_oriented_bgr(data).shape == expected.shape == ((64, 48, 3) if orientation >= 5 else (48, 64, 3))
+    assert np.array_equal(load_oriented_bgr(data), expected)
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
 def test_grayscale_palette_and_alpha_images_are_accepted(mode: str) -> None:
     result = inspect_image_bytes("x.png", image_bytes("PNG", mode=mode))

@@ -53,11 +53,11 @@ def test_a_seed_gives_the_same_scene_whatever_the_process_drew_before() -> None:
     assert np.array_equal(np.asarray(generate_scene(7, hard=True)[0]), first)
 
 
-@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+@pytest.mark.parametrize("runtime", ["torch", "onnx", "openvino"])
 def test_rectangular_batches_give_the_boxes_of_single_image_prediction(runtime: str) -> None:
-    """Mixed aspect ratios grouped into rectangular mini-batches, on either runtime (ONNX: our own numpy NMS,
-    no torch): the same boxes (within 1e-3) as Ultralytics' own one-image-at-a-time `predict` on the torch
-    weights, which letterboxes each image to its own rectangle."""
+    """Mixed aspect ratios grouped into rectangular mini-batches, on every runtime (ONNX Runtime and OpenVINO: our
+    own numpy NMS, no torch): the same boxes (within 1e-3) as Ultralytics' own one-image-at-a-time `predict` on
+    the torch weights, which letterboxes each image to its own rectangle."""
     from ultralytics import YOLO
 
     detector = Detector(weights=str(DEMO_WEIGHTS), conf_floor=0.25, batch_size=4, runtime=runtime)
@@ -113,10 +113,11 @@ def segmentation_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.parametrize("runtime", ["auto", "openvino"])
 def test_segmentation_model_writes_polygons_pandera_accepts(
-        resources: dict, inbox: Path, instance: dg.DagsterInstance, segmentation_weights: Path) -> None:
+        resources: dict, inbox: Path, instance: dg.DagsterInstance, segmentation_weights: Path, runtime: str) -> None:
     write_demo_images(inbox, 2, seed=3)
-    resources["detector"] = Detector(weights=str(segmentation_weights), imgsz=160, conf_floor=0.5)
+    resources["detector"] = Detector(weights=str(segmentation_weights), imgsz=160, conf_floor=0.5, runtime=runtime)
     # A model of numbered classes: the demo task's class_map (circle, ...) would name classes it lacks.
     resources["tasks"] = LabelingTasks(task_files=[str(write_task_file(inbox.parent, model=None, class_map={}))])
     batch = new_batch(resources, instance)
@@ -174,3 +175,47 @@ def test_same_weights_same_model_id_and_reruns_do_not_duplicate(
     assert first["prediction_id"].tolist() == second["prediction_id"].tolist()
     assert table_count(resources, "processed_inputs") == 8
     assert table_count(resources, "models") == 1
+
+
+def test_auto_runs_the_cpu_runtime_measured_fastest_here_and_records_why(tmp_path: Path) -> None:
+    import json
+
+    from engines.measured import machine_key, record_path
+
+    weights = tmp_path / "demo.pt"
+    weights.write_bytes(DEMO_WEIGHTS.read_bytes())
+    detector = Detector(weights=str(weights))
+    choice = detector.runtime_choice()
+    assert choice.measured_now and sorted(choice.milliseconds) == ["onnx", "openvino"]
+    assert all(ms > 0 for ms in choice.milliseconds.values())
+    assert choice.chosen == min(choice.milliseconds, key=choice.milliseconds.__getitem__)
+    model = detector.load()
+    assert model.runtime == choice.chosen
+    figures = ", ".join(f"{name} {ms:g} ms" for name, ms in choice.milliseconds.items())
+    assert detector.runtime_sentence(model) == (f"{model.name} runs on {choice.chosen} (auto: the fastest on this "
+                                                f"CPU, one frame {figures})")
+    again = Detector(weights=str(weights)).runtime_choice()  # the next process reads the record
+    assert (again.chosen, again.milliseconds, again.measured_now) == (choice.chosen, choice.milliseconds, False)
+    # What the record says was faster on this machine is what runs: here, the other runtime.
+    other = "onnx" if choice.chosen == "openvino" else "openvino"
+    record = record_path(weights, file_sha256(weights), 0)
+    measured = json.loads(record.read_text())
+    measured[machine_key(detector.thread_count())] = {"chosen": other, "milliseconds": {other: 1.0, choice.chosen: 2.0}}
+    record.write_text(json.dumps(measured))
+    assert Detector(weights=str(weights)).load().runtime == other
+    assert Detector(weights=str(weights), threads=1).runtime_choice().measured_now  # another thread count: measured
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_one_loaded_model_serves_several_threads_at_once(runtime: str) -> None:
+    """Runs share a process's loaded model (an OpenVINO infer request serves one call at a time: it once failed
+    with 'Infer Request is busy')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = Detector(weights=str(DEMO_WEIGHTS), runtime=runtime).load()
+    frames = [model.letterbox(np.asarray(generate_scene(HELD_OUT_SEED + 300 + i)[0])[:, :, ::-1].copy())
+              for i in range(6)]
+    alone = [model.predict([frame], 0.25) for frame in frames]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda frame: model.predict([frame], 0.25), frames * 4))
+    assert together == alone * 4
