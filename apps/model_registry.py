@@ -9,6 +9,7 @@ import pandas as pd
 
 from core.task_config import LabelingTask, load_task
 from engines.base import model_ref
+from resources.detector import NOT_YET_QUANTIZED, Detector
 from resources.store import DuckDBStore
 from resources.tasks import LabelingTasks
 
@@ -23,10 +24,23 @@ def detecting_tasks(tasks: LabelingTasks, name: str | None) -> list[LabelingTask
     return chosen
 
 
-def list_models(store: DuckDBStore, tasks: LabelingTasks, task_name: str | None = None) -> list[dict]:
+def runs_as(task: LabelingTask, precision: str) -> str:
+    """How the task's current weights run: fp32, or int8 with the quantized model's id (its predictions' id)."""
+    chosen = task.model.precision if task.model and task.model.precision else precision
+    if chosen == "fp32":
+        return "fp32"
+    quantized = Detector(weights=str(task.weights_path()), precision=chosen).predicting_model_id()
+    if quantized.startswith(NOT_YET_QUANTIZED):
+        return f"{chosen} (quantized by the next run)"
+    return f"{chosen} (model {quantized[:12]})"
+
+
+def list_models(store: DuckDBStore, tasks: LabelingTasks, task_name: str | None = None,
+                precision: str = "fp32") -> list[dict]:
     """Every detector trained for the tasks, and each task's current one: model_id, parent_id, version_key (what
     it was trained on), the latest evaluation's version (`evaluated_on`), mAP50, mAP50-95 and auto-accepted share,
-    and `current`."""
+    `current`, and for the current one how it runs (`runs_as`: fp32, or int8 at the task's or the deployment's
+    `precision`)."""
     listed = []
     for task in detecting_tasks(tasks, task_name):
         current = model_ref(task.weights_path()).model_id
@@ -42,7 +56,8 @@ def list_models(store: DuckDBStore, tasks: LabelingTasks, task_name: str | None 
                            "version_key": row["version_key"], "evaluated_on": row["evaluated_on"],
                            "map50": _number(row["map50"]), "map50_95": _number(row["map50_95"]),
                            "auto_accepted": _number(row["auto_accepted"]), "path": row["path"],
-                           "current": row["model_id"] == current})
+                           "current": row["model_id"] == current,
+                           "runs_as": runs_as(task, precision) if row["model_id"] == current else None})
     return listed
 
 

@@ -10,7 +10,8 @@ from assets import metadata_keys
 from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.ingestion import inputs
 from assets.partitions import batch_partitions
-from resources.detector import Detector
+from engines.int8 import CALIBRATION_IMAGES
+from resources.detector import Detector, oriented_bgr
 from resources.image_store import ImageStore
 from resources.store import DuckDBStore, write_or_retry
 from resources.tasks import LabelingTasks, check_class_maps, detectors_for
@@ -35,7 +36,10 @@ def predictions(context: dg.AssetExecutionContext, store: DuckDBStore, images: I
     task_list = tasks.load()
     # Every model is loaded first: unusable weights or a class_map naming classes a model lacks fail here,
     # before any image is read.
-    models = [(d, d.load()) for d in detectors_for(task_list, detector)]
+    def calibration() -> list:  # at precision int8, the first load quantizes on the store's first images
+        return [oriented_bgr(images, i) for i in store.read(lambda s: s.inputs.earliest(CALIBRATION_IMAGES))]
+
+    models = [(d, d.load(calibration)) for d in detectors_for(task_list, detector)]
     check_class_maps(task_list, detector, models)
     for chosen, model in models:
         context.log.info(chosen.runtime_sentence(model))

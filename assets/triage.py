@@ -22,7 +22,6 @@ from core.plots import annotated_grid, confidence_histograms, markdown_image
 from core.results import TaskRouting
 from core.routing import route_predictions
 from core.task_config import LabelingTask
-from engines.base import model_ref
 from resources.concepts import ConceptModels
 from resources.detector import Detector
 from resources.image_store import ImageStore
@@ -57,7 +56,7 @@ def annotations(context: dg.AssetExecutionContext, store: DuckDBStore, tasks: La
     now = datetime.now(UTC).replace(tzinfo=None)
     per_task, queues, pictures, totals, embedded = {}, {}, {}, {}, {}
     for task in [t for t in tasks.load() if t.detects]:
-        model_id = model_ref(detector_for(task, detector).weights_path()).model_id
+        model_id = detector_for(task, detector).predicting_model_id()
         per_task[task.name] = write_or_retry(
             store, lambda s, task=task, model_id=model_id: annotate_task(s, task, batch, model_id, now))
         log_hand_over(context.log.info, task.name, per_task[task.name].handed_over)

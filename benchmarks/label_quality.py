@@ -55,7 +55,7 @@ def labelled_scenes(folder: Path, count: int, seed: int) -> Path:
 
 
 def measured(home: Path, scenes: Path, truth: Path, task: str | None = None) -> dict:
-    autoannotate(home, "run", "--inbox", str(scenes), *(["--task", task] if task else []))
+    autoannotate(home, "run", "--inbox", str(scenes), *(["--task-file", task] if task else []))
     autoannotate(home, "import", "--format", "coco", "--task", "demo-shapes", "--user", "truth", str(truth))
     return autoannotate(home, "quality")["concepts"]
 

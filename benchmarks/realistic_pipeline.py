@@ -10,7 +10,7 @@ Each contender runs in its own process, one after the other, and reports wall ti
 
   (a) the ten-line loop: `YOLO(w).predict(path)` per file, writing YOLO label files;
   (b) `autoannotate run` end to end on a fresh home (ingest, predict, route, version), with runtime `auto` (the
-      default) and with each CPU runtime (ONNX Runtime, OpenVINO) set;
+      default) and with each CPU runtime (ONNX Runtime, OpenVINO) set, and at `precision: int8` (runtime auto);
   (c) each CPU runtime's bare forward pass, one image at a time, over the very tensors (b) feeds its model:
       decoded and letterboxed to stride-32 rectangles the same way (the ceiling; decoding not timed).
 
@@ -177,19 +177,37 @@ def photo_task(work: Path, weights: Path) -> Path:
     return task
 
 
-def time_to_first_prediction(cli: Path, inbox: Path, task: Path, home: Path) -> float:
-    """Seconds from starting `autoannotate run` to its log line for the first image predicted."""
+MILESTONES = {  # what the run logs, in order, and what was done by then
+    "running the pipeline over": "imports, settings, the home's checks, the batch pinned",
+    " - inputs - batch ": "the Dagster run started, ingestion done",
+    " runs on ": "the model loaded (and `auto` chose its runtime)",
+    "predicted 1/": "the first image predicted",
+}
+
+
+def time_to_first_prediction(cli: Path, inbox: Path, task: Path, home: Path) -> tuple[float, dict[str, float]]:
+    """Seconds from starting `autoannotate run` to its log line for the first image predicted, and to each of
+    `MILESTONES` on the way (the profile of the fixed cost)."""
     started = time.perf_counter()
-    process = subprocess.Popen([str(cli), "run", "--inbox", str(inbox), "--task", str(task), "--json"],
+    process = subprocess.Popen([str(cli), "run", "--inbox", str(inbox), "--task-file", str(task), "--json"],
                                env={**os.environ, "AUTOANNOTATE_HOME": str(home)}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
-    first = None
+    reached: dict[str, float] = {}
     for line in process.stderr:
-        if first is None and "predicted 1/" in line:
-            first = time.perf_counter() - started
-    if process.wait() != 0 or first is None:
+        for marker in MILESTONES:
+            if marker not in reached and marker in line:
+                reached[marker] = time.perf_counter() - started
+    if process.wait() != 0 or "predicted 1/" not in reached:
         raise SystemExit("the 10-image run failed or never predicted an image")
-    return first
+    return reached["predicted 1/"], reached
+
+
+def print_profile(reached: dict[str, float]) -> None:
+    before = 0.0
+    for marker, meaning in MILESTONES.items():
+        if marker in reached:
+            print(f"      {reached[marker]:5.2f} s (+{reached[marker] - before:4.2f}) {meaning}")
+            before = reached[marker]
 
 
 def peak_rss_mb(pid: int, done: threading.Event, peak: list[float]) -> None:
@@ -271,35 +289,43 @@ def main() -> None:
         print(f"{label:<42} {len(paths) / ceilings[runtime]:7.1f} s      {ceilings[runtime]:6.2f} images/s")
     best = max(ceilings, key=ceilings.__getitem__)
     rates_b, stages = {}, {}
-    for runtime in ("auto", *RUNTIMES):
-        home = work / f"home-{runtime}"
+    for runtime, precision in [("auto", "fp32"), *((r, "fp32") for r in RUNTIMES), ("auto", "int8")]:
+        home = work / f"home-{runtime}-{precision}"
         shutil.rmtree(home, ignore_errors=True)  # (b) always starts on a fresh home
-        run = measured([str(cli), "run", "--inbox", str(work / "inbox"), "--task", str(task), "--json"],
-                       env={"AUTOANNOTATE_HOME": str(home), "AUTOANNOTATE_RUNTIME": runtime})
+        run = measured([str(cli), "run", "--inbox", str(work / "inbox"), "--task-file", str(task), "--json"],
+                       env={"AUTOANNOTATE_HOME": str(home), "AUTOANNOTATE_RUNTIME": runtime,
+                            "AUTOANNOTATE_PRECISION": precision})
         summary = json.loads(run["out"])
-        inference = summary["inference"][weights.name]
-        rates_b[runtime] = report(f"(b) autoannotate run, runtime {runtime}", run, len(paths))
-        stages[runtime] = inference["images_per_second"]
-        print(f"    ran on {inference['runtime']}; inference stage {stages[runtime]:.2f} images/s = "
-              f"{stages[runtime] / ceilings[best]:.2f}x the best bare pass ({best}); "
+        inference = next(iter(summary["inference"].values()))
+        rates_b[runtime, precision] = report(f"(b) autoannotate run, {runtime} {precision}", run, len(paths))
+        stages[runtime, precision] = inference["images_per_second"]
+        print(f"    ran on {inference['runtime']}; inference stage {stages[runtime, precision]:.2f} images/s = "
+              f"{stages[runtime, precision] / ceilings[best]:.2f}x the best float32 bare pass ({best}); "
               f"{sum(summary['predictions'].values())} predictions")
-    rate_b, stage, rate_c = rates_b["auto"], stages["auto"], ceilings[best]
+    rate_b, stage, rate_c = rates_b["auto", "fp32"], stages["auto", "fp32"], ceilings[best]
     for home in (work / "home-10", work / "home-floor"):
         shutil.rmtree(home, ignore_errors=True)
-    fresh = time_to_first_prediction(cli, small_inbox, task, work / "home-10")
+    fresh, fresh_profile = time_to_first_prediction(cli, small_inbox, task, work / "home-10")
     for path in paths[10:20]:  # ten more files: the second run finds only those new
         shutil.copyfile(path, small_inbox / path.name)
-    warm = time_to_first_prediction(cli, small_inbox, task, work / "home-10")
+    warm, warm_profile = time_to_first_prediction(cli, small_inbox, task, work / "home-10")
     print(f"fixed overhead: process start to first image predicted, 10-image inbox: {fresh:.2f} s on a fresh home, "
           f"{warm:.2f} s on a home that has run before")
+    print("    fresh home:")
+    print_profile(fresh_profile)
+    print("    home that has run before:")
+    print_profile(warm_profile)
     floors = [float(run_child(FLOOR, str(work / "home-floor"))["out"]) for _ in range(2)]
     print(f"    Dagster's own floor: process start to the body of one empty asset run in-process: {floors[0]:.2f} s "
-          f"on a fresh instance, {floors[1]:.2f} s on an existing one")
+          f"on a fresh instance, {floors[1]:.2f} s on an existing one; above it: {fresh - floors[0]:.2f} s (fresh), "
+          f"{warm - floors[1]:.2f} s (run before)")
     print(f"ratios: (b)/(a) = {rate_b / rate_a:.2f}x, inference stage/(c) = {stage / rate_c:.2f}x, "
           f"(c)/(a) = {rate_c / rate_a:.2f}x (auto; (c) = the best bare pass, {best})")
     for runtime in RUNTIMES:
-        print(f"    runtime {runtime}: (b)/(a) = {rates_b[runtime] / rate_a:.2f}x, inference stage/(c) = "
-              f"{stages[runtime] / ceilings[runtime]:.2f}x of its own bare pass")
+        print(f"    {runtime} fp32: (b)/(a) = {rates_b[runtime, 'fp32'] / rate_a:.2f}x, inference stage/(c) = "
+              f"{stages[runtime, 'fp32'] / ceilings[runtime]:.2f}x of its own bare pass")
+    print(f"    auto int8: (b)/(a) = {rates_b['auto', 'int8'] / rate_a:.2f}x (opt in: what INT8 costs in accuracy "
+          "is benchmarks/int8.py's)")
     print("(a) and (b) include process start and model load; (b) also ingests, routes and builds a version.")
 
 

@@ -32,6 +32,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_DEVICE": "device",
     "AUTOANNOTATE_CONF_FLOOR": "conf_floor",
     "AUTOANNOTATE_RUNTIME": "runtime",
+    "AUTOANNOTATE_PRECISION": "precision",
     "AUTOANNOTATE_SETTLE_SECONDS": "settle_seconds",
     "AUTOANNOTATE_MAX_PIXELS": "max_pixels",
     "AUTOANNOTATE_VAL_RATIO": "val_ratio",
@@ -82,6 +83,7 @@ class Settings:
     device: str = "cpu"
     conf_floor: float = DEFAULT_CONF_FLOOR
     runtime: str = "auto"
+    precision: str = "fp32"  # or int8 (opt in: engines/int8.py)
     settle_seconds: float = 10.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     val_ratio: float = 0.2

@@ -119,6 +119,7 @@ class Consensus(Strict):
 class ModelChoice(Strict):
     weights: str
     imgsz: Count = 0
+    precision: Literal["fp32", "int8"] | None = None  # None: the deployment's (AUTOANNOTATE_PRECISION)
 
 
 class ClassifierChoice(Strict):

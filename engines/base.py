@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,6 +63,7 @@ class LoadedModel:
     runtime: str  # the name of the runtime that loaded it (`engines.RUNTIMES`)
     engine: Engine
     stride: int = 32
+    precision: str = "fp32"  # int8: `model_id` is the quantized graph's own sha256, `name` ends in " (int8)"
 
     def letterbox(self, image: np.ndarray) -> Letterboxed:
         return letterbox(image, self.imgsz, self.stride)
@@ -74,12 +75,15 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to run weights: `imgsz` 0 is the size they were trained at; `threads` 0 is every core."""
+    """How to run weights: `imgsz` 0 is the size they were trained at; `threads` 0 is every core; `precision`
+    int8 quantizes them on `calibration()`'s images (BGR arrays) the first time (engines/int8.py)."""
 
     imgsz: int = 0
     device: str = "cpu"
     threads: int = 1
     conf_floor: float = 0.05
+    precision: str = "fp32"
+    calibration: Callable[[], list[np.ndarray]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from core.offline import make_ultralytics_offline
 from core.yolo_outputs import detections_from_raw
 from engines.base import (
     Detection,
+    DetectorError,
     Engine,
     Letterboxed,
     LoadedModel,
@@ -23,8 +24,10 @@ from engines.base import (
     UltralyticsEngine,
     check_task,
     exported_beside,
+    model_ref,
     placed_detections,
 )
+from engines.int8 import quantized_onnx, quantized_path
 
 
 @dataclass
@@ -61,6 +64,26 @@ def onnx_metadata(exported: Path) -> dict[str, str]:
     return {prop.key: prop.value for prop in onnx.load(str(exported), load_external_data=False).metadata_props}
 
 
+def graph_to_run(path: Path, model_id: str, options: LoadOptions) -> tuple[Path, str]:
+    """The ONNX graph a CPU runtime runs for these options, and its model id: the export itself (the weights'
+    id), or at `precision: int8` its quantized copy (its own id: its predictions are another model's)."""
+    exported = exported_onnx(path, model_id)
+    if options.precision == "fp32":
+        return exported, model_id
+    if options.precision != "int8":
+        raise DetectorError(f"precision {options.precision!r} is not one autoannotate has: fp32, int8 (set "
+                            "AUTOANNOTATE_PRECISION or the task's model.precision).")
+    about = onnx_metadata(exported)
+    if about.get("task") != "detect":
+        raise DetectorError(f"precision int8 quantizes detect models; {path} is a {about.get('task')!r} model.")
+    if options.calibration is None and not quantized_path(exported).exists():
+        raise DetectorError(f"{path} has no INT8 copy yet: the first run at precision int8 makes one, calibrated "
+                            "on the task's stored images.")
+    imgsz = options.imgsz or max(ast.literal_eval(about["imgsz"]))
+    quantized = quantized_onnx(exported, imgsz, int(about.get("stride", 32)), options.calibration or list)
+    return quantized, model_ref(quantized).model_id
+
+
 def exported_model(path: Path, model_id: str, options: LoadOptions, runtime: str, exported: Path,
                    forward: Callable[[np.ndarray], np.ndarray], ultralytics_source: Callable[[], Path]
                    ) -> LoadedModel:
@@ -80,7 +103,9 @@ def exported_model(path: Path, model_id: str, options: LoadOptions, runtime: str
         from ultralytics import YOLO
 
         engine = UltralyticsEngine(YOLO(str(ultralytics_source()), task=task_type), imgsz, class_names)
-    model = LoadedModel(model_id, path.name, str(path), task_type, class_names, imgsz, runtime, engine, stride)
+    name = path.name if options.precision == "fp32" else f"{path.name} ({options.precision})"
+    model = LoadedModel(model_id, name, str(path), task_type, class_names, imgsz, runtime, engine, stride,
+                        options.precision)
     model.predict([model.letterbox(np.zeros((imgsz, imgsz, 3), dtype=np.uint8))], options.conf_floor)  # warm up
     return model
 
@@ -88,7 +113,7 @@ def exported_model(path: Path, model_id: str, options: LoadOptions, runtime: str
 def load_onnx(path: Path, model_id: str, options: LoadOptions) -> LoadedModel:
     import onnxruntime as ort
 
-    exported = exported_onnx(path, model_id)
+    exported, model_id = graph_to_run(path, model_id, options)
     session_options = ort.SessionOptions()
     session_options.intra_op_num_threads = options.threads
     session = ort.InferenceSession(str(exported), session_options, providers=["CPUExecutionProvider"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import LoadedModel, LoadOptions, Runtime, exported_beside
-from engines.onnx_runtime import exported_model, exported_onnx
+from engines.onnx_runtime import exported_model, graph_to_run
 
 
 def exported_openvino(path: Path, model_id: str) -> Path:
@@ -23,7 +23,7 @@ def exported_openvino(path: Path, model_id: str) -> Path:
 def load_openvino(path: Path, model_id: str, options: LoadOptions) -> LoadedModel:
     import openvino as ov
 
-    exported = exported_onnx(path, model_id)
+    exported, model_id = graph_to_run(path, model_id, options)
     # float32 stated: on a CPU with bf16 OpenVINO may otherwise pick bf16 and move confidences past 1e-3.
     compiled = ov.Core().compile_model(str(exported), "CPU", {
         "INFERENCE_NUM_THREADS": options.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})

@@ -6,10 +6,21 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import LoadedModel, LoadOptions, Runtime, UltralyticsEngine, load_checkpoint, trained_imgsz
+from engines.base import (
+    DetectorError,
+    LoadedModel,
+    LoadOptions,
+    Runtime,
+    UltralyticsEngine,
+    load_checkpoint,
+    trained_imgsz,
+)
 
 
 def load_torch(path: Path, model_id: str, options: LoadOptions) -> LoadedModel:
+    if options.precision != "fp32":
+        raise DetectorError(f"precision {options.precision} runs on the onnx or openvino runtime, not torch (set "
+                            "AUTOANNOTATE_RUNTIME or the detector's `runtime`).")
     checkpoint = load_checkpoint(path)
     class_names = [checkpoint.names[i] for i in sorted(checkpoint.names)]
     imgsz = options.imgsz or trained_imgsz(checkpoint)

@@ -32,12 +32,16 @@ from engines.base import (
     load_checkpoint,
     model_ref,
 )
+from engines.int8 import quantized_path
 from engines.measured import RuntimeChoice, fastest_cpu_runtime
+from engines.onnx_runtime import exported_onnx, graph_to_run
 from resources.image_store import ImageStore
 from store.predictions import prediction_rows
 from store.tables import PREDICTIONS
 
 _cache: dict[tuple, LoadedModel] = {}
+NOT_YET_QUANTIZED = "int8-not-yet-quantized:"
+Calibration = Callable[[], list[np.ndarray]] | None  # images (BGR) an INT8 quantization is calibrated on
 _cache_lock = threading.Lock()
 
 
@@ -58,6 +62,7 @@ class Detector(dg.ConfigurableResource):
     runtime: str = "auto"  # "auto" or a name in engines.RUNTIMES
     threads: int = 0
     decode_threads: int = 0  # 0: DECODE_THREADS
+    precision: str = "fp32"  # or int8: quantized once, calibrated on stored images (engines/int8.py); opt in
 
     def weights_path(self) -> Path:
         path = Path(self.weights).expanduser()
@@ -79,46 +84,66 @@ class Detector(dg.ConfigurableResource):
         names = load_checkpoint(path).names
         return model_id, [names[i] for i in sorted(names)]
 
-    def chosen_runtime(self) -> str:
+    def chosen_runtime(self, calibration: Calibration = None) -> str:
         """The runtime `runtime` names; `auto`: torch on a GPU, and on a CPU whichever of ONNX Runtime and OpenVINO
-        runs these weights faster on this machine (measured once, recorded beside the weights)."""
+        runs these weights (at this precision) faster on this machine (measured once, recorded beside them)."""
         if self.runtime != "auto":
             return runtime_named(self.runtime).name
         if self.device != "cpu":
             return "torch"
-        return self.runtime_choice().chosen
+        return self.runtime_choice(calibration).chosen
 
-    def runtime_choice(self) -> RuntimeChoice:
+    def runtime_choice(self, calibration: Calibration = None) -> RuntimeChoice:
         """What `auto` measured on this CPU (or read from the record of that measurement)."""
         path = self.weights_path()
         model_id = model_ref(path).model_id
-        choice = fastest_cpu_runtime(path, model_id, self.imgsz, self.thread_count(), self._loaded)
+        choice = fastest_cpu_runtime(path, model_id, f"{self.imgsz or 'own'}-{self.precision}", self.thread_count(),
+                                     lambda name: self._loaded(name, calibration))
         if choice.measured_now:  # the runtime that lost holds memory and threads this process will not use
             with _cache_lock:
                 for name in set(choice.milliseconds) - {choice.chosen}:
-                    _cache.pop((model_id, self.imgsz, self.device, name, self.threads), None)
+                    _cache.pop(self._cache_key(model_id, name), None)
         return choice
 
+    def predicting_model_id(self) -> str:
+        """The model id this detector's predictions carry: the weights' sha256, or at int8 the quantized graph's;
+        before the first INT8 run, an id no prediction carries (every batch is then one it has not predicted)."""
+        path = self.weights_path()
+        model_id = model_ref(path).model_id
+        if self.precision == "fp32":
+            return model_id
+        if self.precision == "int8" and not quantized_path(exported_onnx(path, model_id)).exists():
+            return f"{NOT_YET_QUANTIZED}{model_id}"
+        return graph_to_run(path, model_id, LoadOptions(self.imgsz, precision=self.precision))[1]
+
     def runtime_sentence(self, model: LoadedModel) -> str:
-        """For the run log: what runs the model, and why when `auto` chose."""
+        """For the run log: what runs the model, at which precision, and why when `auto` chose."""
+        said = f"{model.name} runs on {model.runtime}"
+        if model.precision != "fp32":
+            said += f" in {model.precision.upper()} (model {model.model_id[:12]}, from {Path(model.path).name})"
         if self.runtime != "auto" or self.device != "cpu":
-            return f"{model.name} runs on {model.runtime}"
+            return said
         choice = self.runtime_choice()
         figures = ", ".join(f"{name} {ms:g} ms" for name, ms in choice.milliseconds.items())
-        return f"{model.name} runs on {model.runtime} (auto: the fastest on this CPU, one frame {figures})"
+        return f"{said} (auto: the fastest on this CPU, one frame {figures})"
 
-    def load(self) -> LoadedModel:
-        """Load (once per process and configuration) and check the weights before any image is read."""
-        return self._loaded(self.chosen_runtime())
+    def load(self, calibration: Calibration = None) -> LoadedModel:
+        """Load (once per process and configuration) and check the weights before any image is read. At precision
+        int8 the first load quantizes them, calibrated on `calibration()`'s images."""
+        return self._loaded(self.chosen_runtime(calibration), calibration)
 
-    def _loaded(self, runtime_name: str) -> LoadedModel:
+    def _cache_key(self, model_id: str, runtime_name: str) -> tuple:
+        return (model_id, self.imgsz, self.device, runtime_name, self.threads, self.precision)
+
+    def _loaded(self, runtime_name: str, calibration: Calibration = None) -> LoadedModel:
         path = self.weights_path()
         model_id = model_ref(path).model_id
         runtime = runtime_named(runtime_name)
-        key = (model_id, self.imgsz, self.device, runtime.name, self.threads)
+        key = self._cache_key(model_id, runtime.name)
         with _cache_lock:
             if key not in _cache:
-                options = LoadOptions(self.imgsz, self.device, self.thread_count(), self.conf_floor)
+                options = LoadOptions(self.imgsz, self.device, self.thread_count(), self.conf_floor, self.precision,
+                                      calibration)
                 _cache[key] = runtime.load(path, model_id, options)
             return _cache[key]
 

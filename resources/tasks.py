@@ -74,7 +74,8 @@ def detector_for(task: LabelingTask, default: Detector) -> Detector:
     """The task's own weights (and size) if it names them, else the deployment's detector; its confidence floor
     low enough for the task's lowest lower threshold (the deployment's floor when that is lower)."""
     weights = task.weights_path()
-    chosen = {"weights": str(weights), "imgsz": task.model.imgsz or default.imgsz} if weights else {}
+    chosen = ({"weights": str(weights), "imgsz": task.model.imgsz or default.imgsz,
+               "precision": task.model.precision or default.precision} if weights else {})
     return Detector(**{**default.model_dump(), **chosen, "conf_floor": min(default.conf_floor, task.lowest_lower)})
 
 
@@ -84,7 +85,7 @@ def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector
     unique: dict[tuple, Detector] = {}
     chosen = [detector_for(task, default) for task in tasks if task.detects] if tasks else [default]
     for detector in chosen:
-        key = (str(Path(detector.weights).resolve()), detector.imgsz)
+        key = (str(Path(detector.weights).resolve()), detector.imgsz, detector.precision)
         if key not in unique or detector.conf_floor < unique[key].conf_floor:
             unique[key] = detector
     return list(unique.values())
@@ -92,9 +93,7 @@ def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector
 
 def models_by_task(tasks: list[LabelingTask], default: Detector) -> dict[str, str]:
     """Task name -> the model id (weights hash) it detects with, for the tasks that annotate objects."""
-    paths = {task.name: detector_for(task, default).weights_path() for task in tasks if task.detects}
-    hashes = {path: model_ref(path).model_id for path in set(paths.values())}
-    return {name: hashes[path] for name, path in paths.items()}
+    return {task.name: detector_for(task, default).predicting_model_id() for task in tasks if task.detects}
 
 
 def check_class_maps(tasks: list[LabelingTask], default: Detector, models: list[tuple[Detector, LoadedModel]]) -> None:

@@ -60,6 +60,11 @@ class InputsSQL:
         return [i for (i,) in self.s.conn.execute(
             "SELECT input_id FROM inputs WHERE batch = ? ORDER BY input_id", [batch]).fetchall()]
 
+    def earliest(self, limit: int) -> list[str]:
+        """The first `limit` images stored (what an INT8 quantization is calibrated on: it stays the same set)."""
+        return [i for (i,) in self.s.conn.execute(
+            "SELECT input_id FROM inputs ORDER BY ingested_at, input_id LIMIT ?", [limit]).fetchall()]
+
     def exists(self, input_id: str) -> bool:
         return bool(self.s.conn.execute("SELECT 1 FROM inputs WHERE input_id = ?", [input_id]).fetchall())
 

@@ -21,6 +21,7 @@ SMOKE: dict[str, tuple[list[str], str]] = {
     "history_cost.py": (["--predictions", "30000", "--events", "12000", "--images", "3", "--repeats", "1"],
                         r"^ratio full/empty \(best of 1\): \d+\.\d\dx"),
     "inference_throughput.py": (["--images", "6"], r"^ratios: \(b\)/\(a\) = \d+\.\d\dx"),
+    "int8.py": (["--scenes", "10", "--photos", "4"], r"^INT8 speed-up, best runtime against best runtime: \d+\.\d\dx"),
     "label_audit.py": (["--scenes", "10", "--fold-epochs", "1", "--pool", "8", "--held-out", "6", "--budgets", "4",
                         "--epochs", "1", "--weak-scenes", "6", "--weak-epochs", "1"], r"^diverse\s+\d\.\d{3}"),
     "label_quality.py": (["--scenes", "40", "--target-precision", "0.8"], r"^\s+ball\s+\d+\s+\d"),

@@ -198,7 +198,7 @@ def test_auto_runs_the_cpu_runtime_measured_fastest_here_and_records_why(tmp_pat
     assert (again.chosen, again.milliseconds, again.measured_now) == (choice.chosen, choice.milliseconds, False)
     # What the record says was faster on this machine is what runs: here, the other runtime.
     other = "onnx" if choice.chosen == "openvino" else "openvino"
-    record = record_path(weights, file_sha256(weights), 0)
+    record = record_path(weights, file_sha256(weights), "own-fp32")
     measured = json.loads(record.read_text())
     measured[machine_key(detector.thread_count())] = {"chosen": other, "milliseconds": {other: 1.0, choice.chosen: 2.0}}
     record.write_text(json.dumps(measured))
@@ -219,3 +219,72 @@ def test_one_loaded_model_serves_several_threads_at_once(runtime: str) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         together = list(pool.map(lambda frame: model.predict([frame], 0.25), frames * 4))
     assert together == alone * 4
+
+
+def test_int8_is_opt_in_calibrated_on_stored_images_and_predicts_as_a_model_of_its_own(
+        resources: dict, inbox: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    from apps.model_registry import list_models
+    from assets.triage import annotations
+
+    weights = tmp_path / "weights" / "demo.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(DEMO_WEIGHTS.read_bytes())
+    fp32_id = file_sha256(weights)
+    task_file = write_task_file(tmp_path, model={"weights": str(weights), "precision": "int8"})
+    resources["tasks"] = LabelingTasks(task_files=[str(task_file)])
+    store = resources["store"]
+    assert [m["runs_as"] for m in list_models(store, resources["tasks"])] == ["int8 (quantized by the next run)"]
+    write_demo_images(inbox, 16, seed=21)
+    batch = new_batch(resources, instance)
+    result = materialize_batch([inputs, predictions, annotations], resources, instance, batch)
+    quantized = weights.parent / f"demo.{fp32_id[:16]}.int8.onnx"
+    assert quantized.is_file()
+    int8_id = file_sha256(quantized)
+    assert [m["runs_as"] for m in list_models(store, resources["tasks"])] == [f"int8 (model {int8_id[:12]})"]
+    assert query(store, "SELECT DISTINCT model_id FROM predictions")["model_id"].tolist() == [int8_id]
+    assert query(store, "SELECT name FROM models")["name"].tolist() == ["demo.pt (int8)"]
+    routed = query(store, "SELECT DISTINCT model_id FROM annotations WHERE source = 'auto'")["model_id"].tolist()
+    assert routed == [int8_id]  # routing found the INT8 predictions, not the fp32 weights' (there are none)
+    logged = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any(m.startswith("demo.pt (int8) runs on ") and f" in INT8 (model {int8_id[:12]}, from demo.pt)" in m
+               for m in logged)
+    # The same scenes at fp32 (the default): INT8 finds nearly every object fp32 finds, in the same place.
+    int8 = Detector(weights=str(weights), precision="int8", conf_floor=0.25, runtime="onnx").load()
+    fp32 = Detector(weights=str(weights), conf_floor=0.25, runtime="onnx").load()
+    assert (fp32.model_id, fp32.precision, int8.precision) == (fp32_id, "fp32", "int8")
+    scenes = [np.asarray(generate_scene(HELD_OUT_SEED + 400 + i)[0])[:, :, ::-1].copy() for i in range(20)]
+    matched = total = 0
+    for scene in scenes:
+        theirs, ours = fp32.predict([fp32.letterbox(scene)], 0.25)[0], int8.predict([int8.letterbox(scene)], 0.25)[0]
+        total += len(theirs)
+        matched += sum(any(o.class_name == t.class_name and iou((o.x1, o.y1, o.x2, o.y2), (t.x1, t.y1, t.x2, t.y2))
+                           >= 0.5 for o in ours) for t in theirs)
+    assert total > 40 and matched >= 0.9 * total
+
+
+def test_int8_refuses_torch_and_an_unknown_precision_in_one_sentence() -> None:
+    with pytest.raises(DetectorError) as refused:
+        Detector(weights=str(DEMO_WEIGHTS), precision="int8", runtime="torch").load()
+    assert str(refused.value) == ("precision int8 runs on the onnx or openvino runtime, not torch (set "
+                                  "AUTOANNOTATE_RUNTIME or the detector's `runtime`).")
+    with pytest.raises(DetectorError) as refused:
+        Detector(weights=str(DEMO_WEIGHTS), precision="int4", runtime="onnx").load()
+    assert str(refused.value) == ("precision 'int4' is not one autoannotate has: fp32, int8 (set "
+                                  "AUTOANNOTATE_PRECISION or the task's model.precision).")
+
+
+def test_autoannotate_run_at_int8_quantizes_on_the_first_batch_and_reuses_it(tmp_path: Path) -> None:
+    import json
+
+    from helpers import autoannotate
+
+    weights = tmp_path / "weights" / "demo.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(DEMO_WEIGHTS.read_bytes())
+    task_file = write_task_file(tmp_path, model={"weights": str(weights)})
+    for batch, seed in enumerate((31, 32)):
+        write_demo_images(tmp_path / f"inbox{batch}", 6, seed=seed)
+        done = autoannotate("run", "--inbox", str(tmp_path / f"inbox{batch}"), "--task-file", str(task_file),
+                            "--json", home=tmp_path / "home", env={"AUTOANNOTATE_PRECISION": "int8"})
+        assert list(json.loads(done.stdout)["inference"]) == ["demo.pt (int8)"]
+    assert [p.name for p in weights.parent.glob("*.int8.onnx")] == [f"demo.{file_sha256(weights)[:16]}.int8.onnx"]

@@ -33,7 +33,7 @@ def command_model_list(args: argparse.Namespace, settings: Settings) -> None:
     from apps.model_registry import list_models, promotion_history
 
     store, tasks = registry_of(settings)
-    emit(args, {"models": list_models(store, tasks, args.task),
+    emit(args, {"models": list_models(store, tasks, args.task, settings.precision),
                 "promotions": promotion_history(store, tasks, args.task)}, render_model_list)
 
 
@@ -42,7 +42,7 @@ def render_model_list(r: dict) -> None:
                   "parent_id": (m["parent_id"] or "-")[:12], "current": "yes" if m["current"] else ""}
                  for m in r["models"]],
                 ["task", "model_id", "parent_id", "version_key", "evaluated_on", "map50", "map50_95",
-                 "auto_accepted", "current"])
+                 "auto_accepted", "current", "runs_as"])
     if r["promotions"]:
         print("\npromotions and rollbacks:")
         print_table([{**p, "model_id": p["model_id"][:12]} for p in r["promotions"]],
