@@ -304,3 +304,19 @@ def exactly_once(home: Path, variables: dict) -> int:
     """How many events and inputs are stored more than once (0 when every one is there exactly once)."""
     return in_home(home, variables, "store.read(lambda s: s.scalar('SELECT count(*) - count(DISTINCT event_id) + "
                    "(SELECT count(*) - count(DISTINCT input_id) FROM inputs) FROM annotations'))")
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark_at_a_tiny_size(script: str, arguments: list[str], figure: str, tmp_path: Path) -> None:
+    """A script under benchmarks/ run as a user runs it: it must finish and print the line its figures are on
+    (matching the regular expression `figure`); nothing is timed."""
+    import re
+
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent), "AUTOANNOTATE_HOME": str(tmp_path / "home"),
+           "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *arguments], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    assert re.search(figure, done.stdout, re.MULTILINE), f"{script} printed no figure /{figure}/:\n{done.stdout}"

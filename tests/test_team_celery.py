@@ -158,3 +158,12 @@ def test_a_worker_killed_mid_batch_leaves_its_step_to_the_other_worker(tmp_path:
                          "prediction_id) FROM predictions'))")
         assert counts["predictions"] > 0 and stored == 0
         assert exactly_once(home, team["variables"]) == 0
+
+
+def test_the_team_throughput_benchmark_runs_at_a_tiny_size_and_prints_its_figures(tmp_path: Path) -> None:
+    """tests/test_benchmarks.py's smoke run for the benchmark that starts team mode twice (here, after the other
+    team tests rather than beside them)."""
+    from helpers import run_benchmark_at_a_tiny_size
+
+    run_benchmark_at_a_tiny_size("team_throughput.py", ["--images", "4", "--batches", "2"],
+                                 r"^2 workers / 1 worker: \d+\.\d\dx", tmp_path)
