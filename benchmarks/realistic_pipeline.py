@@ -103,8 +103,9 @@ dg.materialize([first_step], instance=instance, partition_key=key)
 """
 
 
-def make_photos(folder: Path, count: int, seed: int) -> list[Path]:
-    """`count` distinct JPEGs derived from scikit-image's real photographs."""
+def make_photos(folder: Path, count: int, seed: int, max_megapixels: float = 12.0, flips: bool = False) -> list[Path]:
+    """`count` distinct JPEGs derived from scikit-image's real photographs: random crops, quarter turns (and mirror
+    images with `flips`), scales between 0.3 and `max_megapixels`, JPEG qualities 60-95."""
     import skimage.data
     from PIL import Image
 
@@ -118,7 +119,9 @@ def make_photos(folder: Path, count: int, seed: int) -> list[Path]:
         cw, ch = int(w * rng.uniform(0.4, 1.0)), int(h * rng.uniform(0.4, 1.0))
         x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
         image = photo.crop((x, y, x + cw, y + ch)).rotate(rng.choice([0, 90, 180, 270]), expand=True)
-        megapixels = 10 ** rng.uniform(np.log10(0.3), np.log10(12.0))
+        if flips and rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        megapixels = 10 ** rng.uniform(np.log10(0.3), np.log10(max_megapixels))
         scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
         image = image.resize((max(16, int(image.width * scale)), max(16, int(image.height * scale))),
                              Image.Resampling.BICUBIC)

@@ -13,6 +13,8 @@ import numpy as np
 from engines.base import LoadedModel, LoadOptions, Runtime, exported_beside
 from engines.onnx_runtime import exported_model, graph_to_run
 
+KERNEL_CACHE_ENTRIES = 1000
+
 
 def exported_openvino(path: Path, model_id: str) -> Path:
     """Ultralytics' OpenVINO export (a folder of xml, bin and metadata), made once beside the weights."""
@@ -24,9 +26,13 @@ def load_openvino(path: Path, model_id: str, options: LoadOptions) -> LoadedMode
     import openvino as ov
 
     exported, model_id = graph_to_run(path, model_id, options)
-    # float32 stated: on a CPU with bf16 OpenVINO may otherwise pick bf16 and move confidences past 1e-3.
+    # float32 stated: on a CPU with bf16 OpenVINO may otherwise pick bf16 and move confidences past 1e-3. Its cache
+    # of kernels compiled per input shape, bounded: photos of mixed sizes letterbox to dozens of shapes, and at the
+    # default (5 000) a 1 000-photo run peaked at 2446 MB against 2099 MB at 1 000 entries (1955 MB and 10 % slower
+    # uncached), within 5 % of the speed.
     compiled = ov.Core().compile_model(str(exported), "CPU", {
-        "INFERENCE_NUM_THREADS": options.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        "INFERENCE_NUM_THREADS": options.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+        "CPU_RUNTIME_CACHE_CAPACITY": KERNEL_CACHE_ENTRIES})
     output = compiled.outputs[0]
     per_thread = threading.local()  # an infer request serves one call at a time; the model is shared by threads
 
