@@ -15,7 +15,7 @@ import numpy as np
 from engines.base import letterbox
 
 CALIBRATION_IMAGES = 64
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8")  # fp32 is the export itself
 
 
 class _WithoutPreprocessingAdvice(logging.Filter):
@@ -36,8 +36,7 @@ def head_nodes(model: object) -> list[str]:
     return [node.name for node in nodes if node.name.startswith(f"/{last}/") and node.op_type != "Conv"]
 
 
-def quantized_onnx(exported: Path, imgsz: int, stride: int, calibration: Callable[[], list[np.ndarray]],
-                   log: Callable[[str], object] | None = None) -> Path:
+def quantized_onnx(exported: Path, imgsz: int, stride: int, calibration: Callable[[], list[np.ndarray]]) -> Path:
     """The QDQ-quantized copy of `exported`, made once beside it from `calibration()`'s images (BGR arrays,
     letterboxed here as inference letterboxes them)."""
     target = quantized_path(exported)
@@ -79,6 +78,4 @@ def quantized_onnx(exported: Path, imgsz: int, stride: int, calibration: Callabl
     quantized.metadata_props.add(key="precision", value="int8")
     onnx.save(quantized, str(scratch))
     os.replace(scratch, target)
-    if log:
-        log(f"quantized {exported.name} to INT8, calibrated on {len(images)} stored images: {target.name}")
     return target

@@ -27,7 +27,7 @@ from engines.base import (
     model_ref,
     placed_detections,
 )
-from engines.int8 import quantized_onnx, quantized_path
+from engines.int8 import PRECISIONS, quantized_onnx, quantized_path
 
 
 @dataclass
@@ -70,9 +70,9 @@ def graph_to_run(path: Path, model_id: str, options: LoadOptions) -> tuple[Path,
     exported = exported_onnx(path, model_id)
     if options.precision == "fp32":
         return exported, model_id
-    if options.precision != "int8":
-        raise DetectorError(f"precision {options.precision!r} is not one autoannotate has: fp32, int8 (set "
-                            "AUTOANNOTATE_PRECISION or the task's model.precision).")
+    if options.precision not in PRECISIONS:
+        raise DetectorError(f"precision {options.precision!r} is not one autoannotate has: {', '.join(PRECISIONS)} "
+                            "(set AUTOANNOTATE_PRECISION or the task's model.precision).")
     about = onnx_metadata(exported)
     if about.get("task") != "detect":
         raise DetectorError(f"precision int8 quantizes detect models; {path} is a {about.get('task')!r} model.")

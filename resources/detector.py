@@ -40,9 +40,9 @@ from store.predictions import prediction_rows
 from store.tables import PREDICTIONS
 
 _cache: dict[tuple, LoadedModel] = {}
+_cache_lock = threading.Lock()
 NOT_YET_QUANTIZED = "int8-not-yet-quantized:"
 Calibration = Callable[[], list[np.ndarray]] | None  # images (BGR) an INT8 quantization is calibrated on
-_cache_lock = threading.Lock()
 
 
 class Detector(dg.ConfigurableResource):
@@ -179,7 +179,7 @@ class Detector(dg.ConfigurableResource):
     def predict_stored(self, model: LoadedModel, images: ImageStore, input_ids: list[str], batch: str,
                        log: Callable[[str], object] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Rows of `predictions` and `processed_inputs` for stored images; holds no database connection.
-        Decoding and letterboxing run on a background thread, ahead of the model."""
+        Decoding and letterboxing run on worker threads, ahead of the model (`decoded_ahead`)."""
         now = datetime.now(UTC).replace(tzinfo=None)
         stream = decoded_ahead(lambda input_id: model.letterbox(oriented_bgr(images, input_id)), input_ids,
                                self.decode_threads or DECODE_THREADS)

@@ -92,7 +92,8 @@ def detectors_for(tasks: list[LabelingTask], default: Detector) -> list[Detector
 
 
 def models_by_task(tasks: list[LabelingTask], default: Detector) -> dict[str, str]:
-    """Task name -> the model id (weights hash) it detects with, for the tasks that annotate objects."""
+    """Task name -> the model id its predictions carry (the weights' hash, or its INT8 graph's), for the tasks that
+    annotate objects."""
     return {task.name: detector_for(task, default).predicting_model_id() for task in tasks if task.detects}
 
 
