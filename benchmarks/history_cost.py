@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 
 from apps.demo_scenes import write_demo_images
@@ -68,11 +69,18 @@ FROM processed_inputs WHERE batch LIKE 'synthetic-%';
 """
 
 
-def run(cli: Path, home: Path, inbox: Path) -> float:
+def run(cli: Path, home: Path, inbox: Path) -> tuple[float, dict[str, float]]:
+    """Wall seconds of one `autoannotate run`, and the seconds of each of its Dagster steps (from the run's own
+    step statistics in the home's instance): the profile of what grows with the history."""
     started = time.perf_counter()
     subprocess.run([str(cli), "run", "--inbox", str(inbox), "--json"], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, env={**os.environ, "AUTOANNOTATE_HOME": str(home)})
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        last = instance.get_runs(limit=1)[0]
+        steps = {stats.step_key: stats.end_time - stats.start_time
+                 for stats in instance.get_run_step_stats(last.run_id) if stats.end_time and stats.start_time}
+    return wall, steps
 
 
 def fill(database: Path, predictions: int, events: int) -> dict:
@@ -108,16 +116,24 @@ def main() -> None:
     started = time.perf_counter()
     counts = fill(full / "autoannotate.duckdb", args.predictions, args.events)
     print(f"filled in {time.perf_counter() - started:.0f} s: {json.dumps(counts)}")
-    times: dict[str, list[float]] = {"empty": [], "full": []}
+    times: dict[str, list[tuple[float, dict[str, float]]]] = {"empty": [], "full": []}
     for repeat in range(args.repeats):  # each repeat: new scenes, same for both homes
         inbox = work / f"new-{repeat}"
         write_demo_images(inbox, args.images, seed=902 + repeat)
         for name, home in (("empty", empty), ("full", full)):
             times[name].append(run(cli, home, inbox))
     for name, values in times.items():
-        print(f"{args.images} new images, {name} home: " + ", ".join(f"{t:.1f}" for t in values) + " s")
-    best = {name: min(values) for name, values in times.items()}
-    print(f"ratio full/empty (best of {args.repeats}): {best['full'] / best['empty']:.2f}x")
+        print(f"{args.images} new images, {name} home: " + ", ".join(f"{t:.1f}" for t, _ in values) + " s")
+    best = {name: min(values, key=lambda value: value[0]) for name, values in times.items()}
+    print(f"ratio full/empty (best of {args.repeats}): {best['full'][0] / best['empty'][0]:.2f}x")
+    print("per step of the best runs (s), the most grown first:")
+    steps = sorted(best["full"][1], key=lambda step: best["empty"][1].get(step, 0) - best["full"][1][step])
+    for step in steps:
+        before, after = best["empty"][1].get(step, 0.0), best["full"][1][step]
+        print(f"    {step:<45} {before:6.2f} {after:6.2f}  {after - before:+6.2f}")
+    outside = [best[name][0] - sum(best[name][1].values()) for name in ("empty", "full")]
+    print(f"    {'outside the steps (process, instance, run)':<45} {outside[0]:6.2f} {outside[1]:6.2f}  "
+          f"{outside[1] - outside[0]:+6.2f}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

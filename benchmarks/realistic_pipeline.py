@@ -103,6 +103,45 @@ dg.materialize([first_step], instance=instance, partition_key=key)
 """
 
 
+# The same floor for a job of the annotate_batch job's shape: its assets, checks, dependencies and partitions,
+# every body empty; what it prints: seconds to our modules imported, then to the body in `predictions`' place.
+SHAPED_FLOOR = """
+import time
+started = time.perf_counter()
+import sys
+from pathlib import Path
+import dagster as dg
+from assets import concepts, inference, ingestion, triage
+from assets.partitions import batch_partitions
+from pipelines.instance import persistent_instance
+imported = time.perf_counter() - started
+modules = [ingestion, inference, triage, concepts]
+
+def empty_asset(real):
+    @dg.multi_asset(specs=list(real.specs), name=f"empty_{real.node_def.name}", can_subset=False)
+    def body():
+        if any(spec.key.path == ["predictions"] for spec in real.specs):
+            print(f"{imported:.3f} {time.perf_counter() - started:.3f}")
+        for spec in real.specs:
+            yield dg.MaterializeResult(asset_key=spec.key)
+    return body
+
+def empty_checks(real):
+    @dg.multi_asset_check(specs=list(real.check_specs), name=f"empty_{real.node_def.name}")
+    def body():
+        for spec in real.check_specs:
+            yield dg.AssetCheckResult(asset_key=spec.asset_key, check_name=spec.name, passed=True)
+    return body
+
+assets = [empty_asset(real) for real in dg.load_assets_from_modules(modules)]
+checks = [empty_checks(real) for real in dg.load_asset_checks_from_modules(modules)]
+instance = persistent_instance(Path(sys.argv[1]))
+key = str(time.time())
+instance.add_dynamic_partitions(batch_partitions.name, [key])
+dg.materialize([*assets, *checks], instance=instance, partition_key=key)
+"""
+
+
 def make_photos(folder: Path, count: int, seed: int, max_megapixels: float = 12.0, flips: bool = False) -> list[Path]:
     """`count` distinct JPEGs derived from scikit-image's real photographs: random crops, quarter turns (and mirror
     images with `flips`), scales between 0.3 and `max_megapixels`, JPEG qualities 60-95."""
@@ -213,26 +252,30 @@ def print_profile(reached: dict[str, float]) -> None:
             before = reached[marker]
 
 
-def peak_rss_mb(pid: int, done: threading.Event, peak: list[float]) -> None:
-    """Follow a child's high-water RSS (VmHWM) until it ends. `wait4`'s ru_maxrss would also count this
-    parent's memory at fork time, before the child's exec."""
+def peak_rss_mb(pid: int, done: threading.Event, peak: list[float],
+                trace: list[tuple[float, float]] | None = None) -> None:
+    """Follow a child's high-water RSS (VmHWM) until it ends, and with `trace` its RSS over time (epoch seconds,
+    MB). `wait4`'s ru_maxrss would also count this parent's memory at fork time, before the child's exec."""
     while not done.wait(0.05):
         try:
             with open(f"/proc/{pid}/status") as status:
                 for line in status:
                     if line.startswith("VmHWM:"):
                         peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+                    elif line.startswith("VmRSS:") and trace is not None:
+                        trace.append((time.time(), int(line.split()[1]) / 1024))
         except (FileNotFoundError, ProcessLookupError):
             return
 
 
-def measured(command: list[str], env: dict | None = None) -> dict:
-    """Run a process to its end; its wall time, CPU seconds (user + system), peak RSS and output."""
+def measured(command: list[str], env: dict | None = None, trace: list[tuple[float, float]] | None = None) -> dict:
+    """Run a process to its end; its wall time, CPU seconds (user + system), peak RSS, output and log (and its
+    RSS over time into `trace`)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=out, stderr=err)
         done, peak = threading.Event(), [0.0]
-        follower = threading.Thread(target=peak_rss_mb, args=(process.pid, done, peak))
+        follower = threading.Thread(target=peak_rss_mb, args=(process.pid, done, peak, trace))
         follower.start()
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
@@ -242,7 +285,8 @@ def measured(command: list[str], env: dict | None = None) -> dict:
         err.seek(0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"{command[:3]} failed:\n{err.read()[-2000:]}")
-        return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": peak[0], "out": out.read()}
+        return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": peak[0], "out": out.read(),
+                "err": err.read()}
 
 
 def run_child(code: str, *args: str) -> dict:
@@ -306,11 +350,11 @@ def main() -> None:
               f"{stages[runtime, precision] / ceilings[best]:.2f}x the best float32 bare pass ({best}); "
               f"{sum(summary['predictions'].values())} predictions")
     rate_b, stage, rate_c = rates_b["auto", "fp32"], stages["auto", "fp32"], ceilings[best]
-    for home in (work / "home-10", work / "home-floor"):
+    for home in (work / "home-10", work / "home-floor", work / "home-shaped"):
         shutil.rmtree(home, ignore_errors=True)
     fresh, fresh_profile = time_to_first_prediction(cli, small_inbox, task, work / "home-10")
-    for path in paths[10:20]:  # ten more files: the second run finds only those new
-        shutil.copyfile(path, small_inbox / path.name)
+    for path in paths[10:20]:  # ten more files: the second run finds only those new (settled: copy2 keeps the
+        shutil.copy2(path, small_inbox / path.name)  # mtime, else the run waits 1 s to see they are not written to)
     warm, warm_profile = time_to_first_prediction(cli, small_inbox, task, work / "home-10")
     print(f"fixed overhead: process start to first image predicted, 10-image inbox: {fresh:.2f} s on a fresh home, "
           f"{warm:.2f} s on a home that has run before")
@@ -322,6 +366,11 @@ def main() -> None:
     print(f"    Dagster's own floor: process start to the body of one empty asset run in-process: {floors[0]:.2f} s "
           f"on a fresh instance, {floors[1]:.2f} s on an existing one; above it: {fresh - floors[0]:.2f} s (fresh), "
           f"{warm - floors[1]:.2f} s (run before)")
+    shaped = [[float(f) for f in run_child(SHAPED_FLOOR, str(work / "home-shaped"))["out"].split()] for _ in range(2)]
+    print(f"    the same floor for a job of annotate_batch's shape (6 assets, 12 checks, every body empty): "
+          f"{shaped[0][1]:.2f} s fresh, {shaped[1][1]:.2f} s existing, of which importing our asset modules "
+          f"{shaped[0][0]:.2f} s; above it: {fresh - shaped[0][1]:.2f} s (fresh), {warm - shaped[1][1]:.2f} s "
+          "(run before): ingestion, model load and the first image")
     print(f"ratios: (b)/(a) = {rate_b / rate_a:.2f}x, inference stage/(c) = {stage / rate_c:.2f}x, "
           f"(c)/(a) = {rate_c / rate_a:.2f}x (auto; (c) = the best bare pass, {best})")
     for runtime in RUNTIMES:

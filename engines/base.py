@@ -4,6 +4,7 @@ into a `LoadedModel`; the registry (`engines.RUNTIMES`) gathers them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -204,6 +205,36 @@ def load_checkpoint(path: Path, copy: Path | None = None) -> Any:
         ) from None
     check_task(path, checkpoint.task)
     return checkpoint
+
+
+def write_record(record: Path, data: object) -> bool:
+    """`data` as JSON at `record` (beside the weights), whole or not at all; False where the folder is read-only
+    (the next process works it out again)."""
+    scratch = record.with_name(f".{record.name}.{os.getpid()}")
+    try:
+        scratch.write_text(json.dumps(data, indent=1))
+        os.replace(scratch, record)
+    except OSError:
+        scratch.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def checkpoint_classes(path: Path, model_id: str) -> list[str]:
+    """The class names of the checkpoint at `path` in id order, read once and recorded beside it
+    (`<stem>.<id16>.classes.json`, the id the weights' sha256): reading them from the checkpoint imports
+    Ultralytics and torch, 1.2 s and 700 MB of a process that may never need them (ONNX Runtime, OpenVINO)."""
+    record = path.with_name(f"{path.stem}.{model_id[:16]}.classes.json")
+    try:
+        classes = json.loads(record.read_text())["classes"]
+        if isinstance(classes, list) and all(isinstance(name, str) for name in classes):
+            return classes
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    names = load_checkpoint(path).names
+    classes = [names[i] for i in sorted(names)]
+    write_record(record, {"weights": path.name, "classes": classes})
+    return classes
 
 
 def exported_beside(path: Path, target: Path, **options: Any) -> Path:

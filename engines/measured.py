@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import LoadedModel
+from engines.base import LoadedModel, write_record
 
 CPU_RUNTIMES = ("onnx", "openvino")  # torch through Ultralytics is slower on a CPU and stays the GPU default
 TIMED_PASSES = 7
@@ -76,10 +76,5 @@ def fastest_cpu_runtime(weights: Path, model_id: str, variant: str, threads: int
     milliseconds = frame_milliseconds({name: load(name) for name in CPU_RUNTIMES})
     chosen = min(milliseconds, key=milliseconds.__getitem__)
     known[key] = {"chosen": chosen, "milliseconds": milliseconds}
-    try:  # weights in a read-only folder: measured again by the next process
-        scratch = record.with_name(f".{record.name}.{os.getpid()}")
-        scratch.write_text(json.dumps(known, indent=1))
-        os.replace(scratch, record)
-    except OSError:
-        pass
+    write_record(record, known)  # in a read-only folder, measured again by the next process
     return RuntimeChoice(chosen, milliseconds, measured_now=True)

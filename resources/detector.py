@@ -29,7 +29,7 @@ from engines.base import (
     Letterboxed,
     LoadedModel,
     LoadOptions,
-    load_checkpoint,
+    checkpoint_classes,
     model_ref,
 )
 from engines.int8 import quantized_path
@@ -74,15 +74,14 @@ class Detector(dg.ConfigurableResource):
         return path.resolve()
 
     def describe(self) -> tuple[str, list[str]]:
-        """The weights' id and class names in id order, read from the checkpoint alone: nothing is exported or
-        warmed up (a model already loaded in this process answers from its cache)."""
+        """The weights' id and class names in id order, read from the checkpoint once and then from its record;
+        nothing is exported or warmed up (a model already loaded in this process answers from its cache)."""
         path = self.weights_path()
         model_id = model_ref(path).model_id
         loaded = next((model for key, model in _cache.items() if key[0] == model_id), None)
         if loaded is not None:
             return model_id, loaded.class_names
-        names = load_checkpoint(path).names
-        return model_id, [names[i] for i in sorted(names)]
+        return model_id, checkpoint_classes(path, model_id)
 
     def chosen_runtime(self, calibration: Calibration = None) -> str:
         """The runtime `runtime` names; `auto`: torch on a GPU, and on a CPU whichever of ONNX Runtime and OpenVINO
@@ -183,9 +182,14 @@ class Detector(dg.ConfigurableResource):
         now = datetime.now(UTC).replace(tzinfo=None)
         stream = decoded_ahead(lambda input_id: model.letterbox(oriented_bgr(images, input_id)), input_ids,
                                self.decode_threads or DECODE_THREADS)
-        rows, processed = [], []
+        columns = [c.name for c in PREDICTIONS.columns]
+        rows: list[dict] = []
+        frames, processed = [], []
         for done, (input_id, detections) in enumerate(zip(input_ids, self.predict_stream(stream, model)), 1):
             rows.extend(prediction_rows(batch, model.model_id, input_id, detections, now))
+            if len(rows) >= ROWS_PER_FRAME:  # a row as a dict takes 650 B, as columns under 100 B
+                frames.append(pd.DataFrame(rows, columns=columns))
+                rows = []
             processed.append({"input_id": input_id, "model_id": model.model_id, "batch": batch,
                               "prediction_count": len(detections), "processed_at": now,
                               "conf_floor": self.conf_floor})
@@ -193,13 +197,16 @@ class Detector(dg.ConfigurableResource):
                 log(f"predicted {done}/{len(input_ids)} images")
             if done == 1:
                 pause_point("inference")
-        frame = pd.DataFrame(rows, columns=[c.name for c in PREDICTIONS.columns])
+        if rows or not frames:
+            frames.append(pd.DataFrame(rows, columns=columns))
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         return frame.drop_duplicates("prediction_id"), pd.DataFrame(processed)
 
 
 S = TypeVar("S")
 T = TypeVar("T")
 PREFETCH_IMAGES = 32
+ROWS_PER_FRAME = 20_000  # prediction rows gathered as dicts before they become columns
 DECODE_THREADS = 2  # measured on this 2-core machine: docs/benchmarks.md
 WINDOW_BATCHES = 4  # images grouped by shape come from this many batches' worth of the stream
 

@@ -41,7 +41,7 @@ from store.objects import ObjectsSQL
 from store.predictions import PredictionsSQL
 from store.quality import QualitySQL
 from store.reviews import ReviewSQL
-from store.tables import TABLES
+from store.tables import TABLES, Table
 from store.tracks import TracksSQL
 from store.versions import VersionsSQL
 
@@ -195,8 +195,12 @@ def create_tables(conn: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
     existing = {name for (name,) in conn.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
         "AND table_type = 'BASE TABLE'").fetchall()}
+    for (name,) in conn.execute("SELECT DISTINCT table_name FROM duckdb_constraints() WHERE database_name = "
+                                "current_database() AND constraint_type = 'PRIMARY KEY'").fetchall():
+        if name in TABLES:
+            drop_key_index(conn, TABLES[name])
     for table in TABLES.values():
-        for statement in table.ddl(lake):
+        for statement in table.ddl():
             conn.execute(statement)
         if table.backfill and existing and table.name not in existing:
             conn.execute(table.backfill)
@@ -204,6 +208,28 @@ def create_tables(conn: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
         keyed = [name for name, table in TABLES.items() if table.primary_key and table.takes_turns]
         conn.execute("INSERT INTO write_turns SELECT name, now() FROM (SELECT unnest(?::VARCHAR[]) AS name) "
                      "WHERE name NOT IN (SELECT table_name FROM write_turns)", [keyed])
+
+
+def drop_key_index(conn: duckdb.DuckDBPyConnection, table: Table) -> None:
+    """A table of a file written before keys were left unindexed (`Table.ddl`), rebuilt without its primary
+    key's index, rows unchanged, in one transaction: once per file, a few seconds for millions of rows."""
+    rebuilt = f"{table.name}__unindexed"
+    conn.begin()
+    try:
+        conn.execute(f"DROP TABLE IF EXISTS {rebuilt}")
+        conn.execute(table.ddl()[0].replace(f"CREATE TABLE IF NOT EXISTS {table.name} ", f"CREATE TABLE {rebuilt} ",
+                                            1))
+        old_columns = [name for (name,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_name = ? ORDER BY ordinal_position", [table.name]).fetchall()]
+        kept = [c.name for c in table.columns if c.name in old_columns]
+        conn.execute(f"INSERT INTO {rebuilt} ({', '.join(kept)}) SELECT {', '.join(kept)} FROM {table.name}")
+        conn.execute(f"DROP TABLE {table.name}")
+        conn.execute(f"ALTER TABLE {rebuilt} RENAME TO {table.name}")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
 
 
 def attach_lake(catalog: str, data_path: str) -> duckdb.DuckDBPyConnection:

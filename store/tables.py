@@ -51,12 +51,12 @@ class Table:
     takes_turns: bool = True
     backfill: str | None = None  # fills the table from others when it is created in an existing file
 
-    def ddl(self, lake: bool = False) -> list[str]:
-        """Idempotent statements creating the table: safe to run on every open. A DuckLake has no primary keys:
-        there, every write keeps keys unique itself (content-derived ids, anti-joins)."""
+    def ddl(self) -> list[str]:
+        """Idempotent statements creating the table: safe to run on every open. The key is declared, not
+        indexed: every write keeps keys unique itself (content-derived ids, anti-joins), in a DuckLake (which has
+        no primary keys) and in a DuckDB file alike, where an index would be rewritten whole at every checkpoint
+        (3 million predictions: 745 ms to close a connection after 700 new rows, 31 ms without the index)."""
         lines = [f"{c.name} {c.sql_type}{'' if c.nullable else ' NOT NULL'}" for c in self.columns]
-        if self.primary_key and not lake:
-            lines.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
         added = [f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {c.name} {c.sql_type}"
                  for c in self.columns if c.added_later]
         return [f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(lines)})", *added]

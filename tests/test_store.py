@@ -2,6 +2,7 @@
 
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -129,3 +130,42 @@ def test_a_file_written_before_routing_rules_gains_the_columns_and_keeps_its_row
     columns = {t: set(query(store, f"SELECT * FROM {t} LIMIT 0").columns) for t in ("annotations", "annotation_state")}
     assert all("rules" in c for c in columns.values())
     assert query(store, "SELECT count(*) AS n FROM routing_rules").n[0] == 0
+
+
+def test_a_file_with_indexed_keys_is_rebuilt_without_them_and_keeps_every_row(tmp_path: Path) -> None:
+    """Homes from before keys were left unindexed: each table with a PRIMARY KEY index (rewritten whole at every
+    checkpoint, so a write cost more as the history grew) is rebuilt without it on first open, its rows, their
+    values and its NOT NULL columns as they were; a key written twice afterwards is still refused by the write."""
+    from store import database
+    from store.tables import TABLES
+
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        for table in TABLES.values():
+            create = table.ddl()[0]
+            if table.primary_key:
+                create = f"{create[:-1]}, PRIMARY KEY ({', '.join(table.primary_key)}))"
+            conn.execute(create)
+        conn.execute("INSERT INTO models (model_id, name, path, task_type, class_names, registered_at) VALUES "
+                     "(?, 'old.pt', '/w/old.pt', 'detect', ['ball'], TIMESTAMP '2026-11-01 09:00:00'), "
+                     "(?, 'new.pt', '/w/new.pt', 'detect', ['box'], TIMESTAMP '2026-11-02 09:00:00')",
+                     ["a" * 64, "b" * 64])
+        keyed = conn.execute("SELECT count(DISTINCT table_name) FROM duckdb_constraints() "
+                             "WHERE constraint_type = 'PRIMARY KEY'").fetchone()[0]
+    assert keyed == sum(1 for t in TABLES.values() if t.primary_key) > 20
+    database._migrated.discard(str(path))  # a new process opening the old file
+    store = DuckDBStore(path=str(path))
+    rows = query(store, "SELECT model_id, name, class_names, registered_at::VARCHAR AS at FROM models ORDER BY 1")
+    assert rows.to_dict("records") == [
+        {"model_id": "a" * 64, "name": "old.pt", "class_names": ["ball"], "at": "2026-11-01 09:00:00"},
+        {"model_id": "b" * 64, "name": "new.pt", "class_names": ["box"], "at": "2026-11-02 09:00:00"}]
+    constraints = query(store, "SELECT constraint_type, count(*) AS n FROM duckdb_constraints() "
+                               "WHERE table_name = 'models' GROUP BY 1")
+    assert dict(zip(constraints.constraint_type, constraints.n)) == {"NOT NULL": 6}
+    assert query(store, "SELECT count(*) AS n FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+                 ).n[0] == 0
+    assert query(store, "SELECT count(*) AS n FROM information_schema.tables WHERE table_name LIKE '%unindexed'"
+                 ).n[0] == 0
+    store.write(lambda s: s.predictions.register_model("a" * 64, "again.pt", "/w/again.pt", "detect", ["ball"],
+                                                       datetime(2026, 11, 3)))
+    assert query(store, "SELECT count(*) AS n FROM models").n[0] == 2
