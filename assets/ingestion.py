@@ -44,10 +44,12 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
     files = [path for path in pinned if os.path.lexists(path)]
     context.log.info(f"batch {batch}: {len(files)} files ({len(pinned) - len(files)} no longer in the inbox)")
     pause_point("inputs.read")
-    batch_files = inspect_batch(files, inbox.max_pixels, inbox.video_rule,
-                                keep=lambda image: images.put(image.input_id, image.data),
-                                keep_video=lambda path, video_id: images.put_file(video_id, path), log=context.log.info,
-                                fetcher=inbox.url_fetcher, downloads=Path(inbox.downloads_dir))
+    with images.storing_ahead() as put:  # every image stored before a row names it
+        batch_files = inspect_batch(files, inbox.max_pixels, inbox.video_rule,
+                                    keep=lambda image: put(image.input_id, image.data),
+                                    keep_video=lambda path, video_id: images.put_file(video_id, path),
+                                    log=context.log.info, fetcher=inbox.url_fetcher,
+                                    downloads=Path(inbox.downloads_dir))
     accepted, rejected, videos = batch_files.accepted, batch_files.rejected, batch_files.videos
     # A folder unmounted or removed while it was read makes its files unreadable, not bad: write nothing.
     for folder in sorted({path.parent for path in files}):
@@ -55,8 +57,8 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
             raise InboxGoneError(f"The inbox folder {folder} disappeared while batch {batch} was read; nothing "
                                  "of the batch was written. Put it back and run again.")
     now = datetime.now(UTC).replace(tzinfo=None)
-    stored = {image.input_id: str(images.path_for(image.input_id)) for _, image in accepted}
-    video_paths = {v.video_id: str(images.path_for(v.video_id)) for _, v in videos}
+    stored = {image.input_id: str(images.location_of(image.input_id)) for _, image in accepted}
+    video_paths = {v.video_id: str(images.location_of(v.video_id)) for _, v in videos}
 
     def record(s: Session) -> dict[str, int]:
         s.inputs.record_videos(batch, videos, video_paths, now)

@@ -46,6 +46,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_STORE_WAIT_S": "store_wait_s",
     "AUTOANNOTATE_CATALOG": "catalog",
     "AUTOANNOTATE_DATA_PATH": "data_path",
+    "AUTOANNOTATE_IMAGES": "images",
     "AUTOANNOTATE_DAGSTER_STORAGE": "dagster_storage",
     "AUTOANNOTATE_CELERY_BROKER": "celery_broker",
     "AUTOANNOTATE_CELERY_REDELIVER_S": "celery_redeliver_s",
@@ -97,6 +98,7 @@ class Settings:
     store_wait_s: float = 60.0  # how long a unit of work waits for the file's lock, or for a lost catalog server
     catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
     data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
+    images: str = ""  # the image store: a folder or s3://bucket/prefix ("" : <home>/images)
     dagster_storage: str = ""  # "" SQLite under <home>/dagster; "postgres:CONNINFO" one instance for a team
     quality_cron: str = "45 0 * * *"  # label quality measured, after the daily versions, UTC
     maintenance_cron: str = "30 3 * * *"  # store housekeeping (a DuckLake's small files and old snapshots), UTC
@@ -186,8 +188,8 @@ class Settings:
         return self.data_path or str(self.home / "lake")
 
     @property
-    def images_root(self) -> Path:
-        return self.home / "images"
+    def images_root(self) -> str:
+        return self.images or str(self.home / "images")
 
     @property
     def versions_root(self) -> Path:

@@ -44,7 +44,7 @@ def build_resources(settings: Settings, show_variables: bool = False) -> dict:
                              catalog=settings.lake_catalog,
                              data_path=settings.lake_data_path if settings.lake_catalog else "",
                              snapshot_days=settings.snapshot_days),
-        "images": ImageStore(root=str(settings.images_root)),
+        "images": ImageStore(root=settings.images_root, cache_root=str(settings.home / "cache" / "images")),
         "versions": VersionStore(root=str(settings.versions_root), val_ratio=value("val_ratio"),
                                  test_ratio=value("test_ratio")),
         "detector": Detector(weights=value("weights"), imgsz=value("imgsz"), batch_size=value("batch_size"),

@@ -1,31 +1,44 @@
-"""The image store as a Dagster resource: where `storage.images.ContentStore` keeps the images."""
+"""The image store as a Dagster resource: where `storage.images.ContentStore` keeps the images (a folder, or
+s3://bucket/prefix: `storage.blobs`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 
+from storage.blobs import blob_store
 from storage.images import ContentStore
 
 
 class ImageStore(dg.ConfigurableResource):
-    """Images under `root/<first two hex digits>/<sha256>` (`storage.images.ContentStore`)."""
+    """Images at `<root>/<first two hex digits>/<sha256>` (`storage.images.ContentStore`); `root` a folder or an
+    s3:// URL."""
 
     root: str
+    cache_root: str = ""  # images of a remote store fetched for a file (an export): "" none
 
     @property
     def files(self) -> ContentStore:
-        return ContentStore(Path(self.root))
+        return ContentStore(blob_store(self.root), Path(self.cache_root) if self.cache_root else None)
 
     def path_for(self, input_id: str) -> Path:
         return self.files.path_for(input_id)
 
-    def put(self, input_id: str, data: bytes) -> Path:
+    def location_of(self, input_id: str) -> str:
+        return self.files.location_of(input_id)
+
+    def put(self, input_id: str, data: bytes) -> str:
         return self.files.put(input_id, data)
 
-    def put_file(self, content_id: str, source: Path) -> Path:
+    @contextmanager
+    def storing_ahead(self) -> Iterator[Callable[[str, bytes], None]]:
+        with self.files.storing_ahead() as put:
+            yield put
+
+    def put_file(self, content_id: str, source: Path) -> str:
         return self.files.put_file(content_id, source)
 
     def read(self, input_id: str) -> bytes:

@@ -1,15 +1,18 @@
-"""Content-addressed image store: every distinct byte string is stored once, by sha256."""
+"""Content-addressed image store: every distinct byte string is stored once, by sha256, in a blob store (a folder,
+or a bucket: `storage.blobs`)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from storage.blobs import BlobStore, BlobStoreError
+from storage.local_blobs import LocalBlobs
 
 _INPUT_ID = re.compile(r"^[0-9a-f]{64}$")
 
@@ -20,88 +23,127 @@ class ImageStoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class ContentStore:
-    """Images under `root/<first two hex digits>/<sha256>`; never addressed by a client path."""
+    """Images at `<first two hex digits>/<sha256>` and their cut-outs at `crops/<same>/<key>.jpg` in `blobs`;
+    never addressed by a client path."""
 
-    root: Path
+    blobs: BlobStore
+    cache: Path | None = None  # where images of a remote store are kept when a file is needed (an export)
 
-    def path_for(self, input_id: str) -> Path:
+    @staticmethod
+    def key_for(input_id: str) -> str:
         if not _INPUT_ID.match(input_id):
             raise KeyError(f"{input_id!r} is not an input id (64 lowercase hex digits).")
-        return self.root / input_id[:2] / input_id
+        return f"{input_id[:2]}/{input_id}"
 
-    def put(self, input_id: str, data: bytes) -> Path:
-        """Store bytes under their id; atomic (a failed write leaves no partial file), and a no-op when they
-        are already there. A full or read-only store raises `ImageStoreError` naming it."""
-        target = self.path_for(input_id)
-        if target.exists():
-            return target
-        tmp = None
+    def location_of(self, input_id: str) -> str:
+        """Where the image's bytes are: a path, or an s3:// URL."""
+        return self.blobs.url(self.key_for(input_id))
+
+    def path_for(self, input_id: str) -> Path:
+        """A file on this machine holding the image: the store's own in a folder; from a bucket, a copy fetched
+        once into `cache` (what an export links its images from)."""
+        key = self.key_for(input_id)
+        local = self.blobs.local_path(key)
+        if local is not None:
+            if not local.is_file():
+                raise KeyError(f"No stored image has the id {input_id}.")
+            return local
+        if self.cache is None:
+            raise ImageStoreError(f"The image store {self.blobs.location} is remote and has no cache folder.")
+        cached = LocalBlobs(self.cache)
+        if not cached.exists(key):
+            with self.blobs.open(key) as body:
+                cached.put_stream(key, body)
+        return cached.path(key)
+
+    def put(self, input_id: str, data: bytes) -> str:
+        """Store bytes under their id; whole or not at all, and a no-op when they are already there. A full,
+        read-only or unreachable store raises `ImageStoreError` naming it."""
+        key = self.key_for(input_id)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except OSError as error:
-            if tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            if not self.blobs.exists(key):
+                self.blobs.put(key, data)
+        except BlobStoreError as error:
             raise ImageStoreError(
-                f"The image store {self.root} cannot take another image ({error.strerror or error}); free space or "
-                "make it writable, then run again: nothing of this batch was written to the database.") from None
-        return target
+                f"The image store {self.blobs.location} cannot take another image ({error}); free space or make it "
+                "writable, then run again: nothing of this batch was written to the database.") from None
+        return self.blobs.url(key)
 
-    def put_file(self, content_id: str, source: Path) -> Path:
+    @contextmanager
+    def storing_ahead(self, workers: int = 8, max_bytes: int = 64 << 20) -> Iterator[Callable[[str, bytes], None]]:
+        """`put` for many images: in a bucket on worker threads, at most `max_bytes` in flight (a bucket takes
+        each put in ~15 ms, so one after another they would take as long as inference); in a folder inline.
+        Every put is done when the block ends, or the first failure is raised then (no row refers to an image
+        before its block has ended, so none can refer to one that is not stored)."""
+        if self.blobs.local_path(self.key_for("0" * 64)) is not None:
+            def put_here(input_id: str, data: bytes) -> None:
+                self.put(input_id, data)
+
+            yield put_here
+            return
+        turns = threading.Condition()
+        pending = [0]  # bytes handed to the pool and not stored yet
+        futures: list[Future[str]] = []
+
+        def finished(size: int) -> None:
+            with turns:
+                pending[0] -= size
+                turns.notify_all()
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="image-store") as pool:
+            def put_ahead(input_id: str, data: bytes) -> None:
+                size = len(data)
+                with turns:
+                    turns.wait_for(lambda: pending[0] == 0 or pending[0] + size <= max_bytes)
+                    pending[0] += size
+                future = pool.submit(self.put, input_id, data)
+                future.add_done_callback(lambda _: finished(size))
+                futures.append(future)
+
+            try:
+                yield put_ahead
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            for future in futures:
+                future.result()
+
+    def put_file(self, content_id: str, source: Path) -> str:
         """Store a file (a video) under its content id without holding it in memory; a no-op when it is there."""
-        target = self.path_for(content_id)
-        if target.exists():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        key = self.key_for(content_id)
         try:
-            with os.fdopen(fd, "wb") as handle, source.open("rb") as incoming:
-                shutil.copyfileobj(incoming, handle, 1 << 20)
-            os.replace(tmp, target)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise ImageStoreError(f"The image store {self.root} cannot take {source.name} ({error.strerror or error})"
-                                  "; free space or make it writable, then run again.") from None
-        return target
+            if not self.blobs.exists(key):
+                self.blobs.put_file(key, source)
+        except BlobStoreError as error:
+            raise ImageStoreError(f"The image store {self.blobs.location} cannot take {source.name} ({error}); "
+                                  "free space or make it writable, then run again.") from None
+        return self.blobs.url(key)
 
     def read(self, input_id: str) -> bytes:
-        path = self.path_for(input_id)
-        if not path.exists():
-            raise KeyError(f"No stored image has the id {input_id}.")
-        return path.read_bytes()
+        try:
+            return self.blobs.read(self.key_for(input_id))
+        except KeyError:
+            raise KeyError(f"No stored image has the id {input_id}.") from None
 
-    def crop_path(self, input_id: str, key: str) -> Path:
+    def crop_key(self, input_id: str, key: str) -> str:
         """Where a cut-out of the image is cached (`key` names the region and size)."""
-        return self.root / "crops" / self.path_for(input_id).relative_to(self.root) / f"{key}.jpg"
+        return f"crops/{self.key_for(input_id)}/{key}.jpg"
 
     def cached_crop(self, input_id: str, key: str, cut: Callable[[bytes], bytes]) -> bytes:
         """The cut-out `key` of the image: cut from the stored bytes the first time, then read from the cache."""
-        path = self.crop_path(input_id, key)
-        if path.exists():
-            return path.read_bytes()
+        crop = self.crop_key(input_id, key)
+        try:
+            return self.blobs.read(crop)
+        except KeyError:
+            pass
         data = cut(self.read(input_id))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
+        self.blobs.put(crop, data)
         return data
 
     def remove(self, input_id: str) -> dict[str, int]:
-        """Remove the image's bytes and every cached cut-out of it; returns how many files of each went."""
-        crops = self.crop_path(input_id, "x").parent
-        removed = {"image_files": 0, "crop_files": 0}
-        if crops.is_dir():
-            for path in crops.iterdir():
-                path.unlink()
-                removed["crop_files"] += 1
-            crops.rmdir()
-        with contextlib.suppress(FileNotFoundError):
-            self.path_for(input_id).unlink()
-            removed["image_files"] = 1
-        return removed
+        """Remove the image's bytes and every cached cut-out of it; returns how many blobs of each went."""
+        crops = [info.key for info in self.blobs.listing(f"crops/{self.key_for(input_id)}/")]
+        for crop in crops:
+            self.blobs.delete(crop)
+        return {"image_files": int(self.blobs.delete(self.key_for(input_id))), "crop_files": len(crops)}

@@ -30,6 +30,7 @@ import pandas as pd
 import pandera.polars as pa
 import polars as pl
 
+from core.s3 import S3Connection
 from store.audits import AuditsSQL
 from store.batches import BatchesSQL
 from store.concepts import ConceptsSQL
@@ -210,6 +211,18 @@ def create_tables(conn: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
                      "WHERE name NOT IN (SELECT table_name FROM write_turns)", [keyed])
 
 
+def s3_secret_sql(connection: S3Connection) -> str:
+    """DuckDB's S3 secret for the endpoint and credentials the AWS_* variables name (as boto3 reads them)."""
+    options = {"KEY_ID": connection.access_key_id, "SECRET": connection.secret_access_key,
+               "REGION": connection.region, "SESSION_TOKEN": connection.session_token}
+    parts = [f"{name} {literal(value)}" for name, value in options.items() if value]
+    if connection.endpoint:  # another S3 server: its host and port, path-style addressing
+        scheme, _, host = connection.endpoint.partition("://")
+        parts += [f"ENDPOINT {literal(host.rstrip('/'))}", "URL_STYLE 'path'",
+                  f"USE_SSL {'true' if scheme == 'https' else 'false'}"]
+    return f"CREATE OR REPLACE SECRET autoannotate_s3 (TYPE s3, {', '.join(parts)})"
+
+
 def drop_key_index(conn: duckdb.DuckDBPyConnection, table: Table) -> None:
     """A table of a file written before keys were left unindexed (`Table.ddl`), rebuilt without its primary
     key's index, rows unchanged, in one transaction: once per file, a few seconds for millions of rows."""
@@ -239,6 +252,9 @@ def attach_lake(catalog: str, data_path: str) -> duckdb.DuckDBPyConnection:
         conn.execute("LOAD ducklake")
         if catalog.startswith("postgres:"):
             conn.execute("LOAD postgres")
+        if data_path.startswith("s3://"):  # the Parquet files in a bucket: httpfs, from its wheel
+            conn.execute("LOAD httpfs")
+            conn.execute(s3_secret_sql(S3Connection.from_env()))
         conn.execute(f"ATTACH {literal('ducklake:' + catalog)} AS autoannotate "
                      f"(DATA_PATH {literal(data_path.rstrip('/') + '/')})")
         conn.execute("USE autoannotate")
@@ -311,7 +327,8 @@ class Database:
                 and bool(_CONNECTION_LOST.search(str(error))))
 
     def _open(self) -> tuple[duckdb.DuckDBPyConnection, _SharedLake | None]:
-        for folder in (Path(self.path).parent, *([Path(self.data_path)] if self.catalog else [])):
+        local_data = self.catalog and "://" not in self.data_path  # a bucket's "folders" need no making
+        for folder in (Path(self.path).parent, *([Path(self.data_path)] if local_data else [])):
             folder.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         delay = self.first_backoff_s

