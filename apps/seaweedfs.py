@@ -20,9 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from apps.team_services import ServiceError
 from core.s3 import S3Connection
 from storage.s3_blobs import s3_client
+
+
+class ServiceError(RuntimeError):
+    """A service of this machine (PostgreSQL, Redis, SeaweedFS, Dagster's) could not be started; the message
+    says which and why."""
+
 
 # weed's own ports beside the S3 gateway's, as offsets from it (its defaults would add 10 000 for gRPC).
 PORT_OFFSETS = {"master.port": 1, "master.port.grpc": 2, "volume.port": 3, "volume.port.grpc": 4, "filer.port": 5,
@@ -44,6 +49,13 @@ class ObjectStore:
         """The AWS_* variables that point boto3 and DuckDB's httpfs at it."""
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key_id,
                 "AWS_SECRET_ACCESS_KEY": self.secret_access_key, "AWS_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    """A loopback port free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def free_port_run(count: int = len(PORT_OFFSETS) + 1) -> int:

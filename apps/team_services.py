@@ -1,5 +1,6 @@
 """Team mode's services on one machine: PostgreSQL (the DuckLake catalog and Dagster's storage) in a folder of
-its own, and the Dagster daemon and webserver on it (`make team-up` / `make team-down`).
+its own, SeaweedFS (the bucket for images and the lake's Parquet files, `apps/seaweedfs.py`), Redis and Celery
+workers, and the Dagster daemon and webserver on them (`make team-up` / `make team-down`).
 
 Debian's PostgreSQL server binaries live outside PATH (`/usr/lib/postgresql/<major>/bin`), and `initdb`
 refuses to run as root, so as root the cluster belongs to the `postgres` user. It listens on loopback only,
@@ -25,15 +26,20 @@ from pathlib import Path
 
 import yaml
 
+from apps.seaweedfs import (
+    ObjectStore,
+    ServiceError,
+    create_bucket,
+    free_port,
+    free_port_run,
+    start_seaweedfs,
+    stop_seaweedfs,
+)
 from core.settings import REPO_ROOT, Settings
-from pipelines.instance import prepare_dagster_home
+from pipelines.instance import persistent_instance
 from pipelines.jobs import celery_config
 
 DATABASE = "autoannotate"
-
-
-class ServiceError(RuntimeError):
-    """A service could not be started; the message says which and why."""
 
 
 def postgres_bin() -> Path | None:
@@ -112,12 +118,24 @@ def cluster_folder(settings: Settings) -> Path:
     return Path("/var/lib/postgresql") / f"autoannotate-{digest}"
 
 
-def team_env(settings: Settings) -> dict[str, str]:
-    """The variables that put a home in team mode on this machine's PostgreSQL and Redis."""
+BUCKET = "autoannotate"
+
+
+def free_team_ports() -> dict[str, str]:
+    """Team mode's port variables, each on a loopback port free now (for tests and benchmarks beside others)."""
+    return {"AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()), "AUTOANNOTATE_TEAM_WEB_PORT": str(free_port()),
+            "AUTOANNOTATE_TEAM_REDIS_PORT": str(free_port()), "AUTOANNOTATE_TEAM_S3_PORT": str(free_port_run())}
+
+
+def team_env(settings: Settings, objects: ObjectStore) -> dict[str, str]:
+    """The variables that put a home in team mode on this machine's PostgreSQL, Redis and SeaweedFS: the
+    catalog and Dagster's storage in PostgreSQL, the images and the lake's Parquet files in the bucket."""
     server = f"host=127.0.0.1 port={settings.team_postgres_port} user=postgres"
     return {"AUTOANNOTATE_CATALOG": f"postgres:dbname={DATABASE} {server}",
             "AUTOANNOTATE_DAGSTER_STORAGE": f"postgres:dbname=dagster {server}",
-            "AUTOANNOTATE_CELERY_BROKER": f"redis://127.0.0.1:{settings.team_redis_port}/0"}
+            "AUTOANNOTATE_CELERY_BROKER": f"redis://127.0.0.1:{settings.team_redis_port}/0",
+            "AUTOANNOTATE_IMAGES": f"s3://{BUCKET}/images", "AUTOANNOTATE_DATA_PATH": f"s3://{BUCKET}/lake",
+            **objects.env()}
 
 
 def read_team_env(home: Path) -> dict[str, str]:
@@ -150,12 +168,19 @@ def team_up(settings: Settings) -> dict[str, object]:
     folder.mkdir(parents=True, exist_ok=True)
     start_postgres(cluster_folder(settings), settings.team_postgres_port)
     ensure_database(settings.team_postgres_port, "dagster")
-    variables = team_env(settings)
-    (settings.home / "team.env").write_text("".join(f"export {k}='{v}'\n" for k, v in variables.items()))
+    objects = start_seaweedfs(folder / "seaweedfs", settings.team_s3_port)
+    create_bucket(objects, BUCKET)
+    variables = team_env(settings, objects)
+    env_file = settings.home / "team.env"
+    env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in variables.items()))
+    env_file.chmod(0o600)  # it holds the bucket's keys
     team = replace(settings, catalog=variables["AUTOANNOTATE_CATALOG"],
                    dagster_storage=variables["AUTOANNOTATE_DAGSTER_STORAGE"],
-                   celery_broker=variables["AUTOANNOTATE_CELERY_BROKER"])
-    prepare_dagster_home(team.dagster_home, team.database_writers, team.dagster_storage)
+                   celery_broker=variables["AUTOANNOTATE_CELERY_BROKER"], images=variables["AUTOANNOTATE_IMAGES"],
+                   data_path=variables["AUTOANNOTATE_DATA_PATH"])
+    # Dagster's tables in PostgreSQL made now, once: workers, daemon and webserver starting together would race
+    # to create them ("type run_tags already exists").
+    persistent_instance(team.dagster_home, team.database_writers, team.dagster_storage)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, **variables, "AUTOANNOTATE_HOME": str(settings.home), "DAGSTER_HOME": str(team.dagster_home),
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # dagster-celery starts `celery`
@@ -185,12 +210,14 @@ def team_up(settings: Settings) -> dict[str, object]:
 
 
 def team_down(settings: Settings) -> None:
-    """Stop what `team_up` started (each process group: workers, daemon, webserver, then Redis), then PostgreSQL."""
+    """Stop what `team_up` started (each process group: workers, daemon, webserver, then Redis), then SeaweedFS and
+    PostgreSQL."""
     folder = settings.home / "team"
     for pid_file in sorted(folder.glob("*.pid"), key=lambda p: p.stem == "redis"):  # the broker last
         if _alive(pid_file):
             _stop_group(int(pid_file.read_text()))
         pid_file.unlink(missing_ok=True)
+    stop_seaweedfs(folder / "seaweedfs")
     stop_postgres(cluster_folder(settings))
 
 
@@ -258,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autoannotate: {error}", file=sys.stderr)
         return 1
     print(f"team services up: Dagster UI {started['webserver']} (daemon running, storage and catalog in "
-          f"PostgreSQL on 127.0.0.1:{settings.team_postgres_port}, {settings.team_workers} Celery workers on Redis "
-          f"127.0.0.1:{settings.team_redis_port}).\n"
+          f"PostgreSQL on 127.0.0.1:{settings.team_postgres_port}, images and the lake in the bucket "
+          f"s3://{BUCKET} on SeaweedFS at 127.0.0.1:{settings.team_s3_port}, {settings.team_workers} Celery "
+          f"workers on Redis 127.0.0.1:{settings.team_redis_port}).\n"
           f"Run `source {started['env_file']}` before autoannotate commands; `make team-down` stops everything.")
     return 0
 

@@ -38,8 +38,10 @@ import yaml
 from apps.demo_scenes import write_demo_images
 from apps.review_server import create_app
 from apps.runner import create_batch, instance_of, pending_files, run_pipeline
+from apps.seaweedfs import free_port
 from apps.team_services import (
     cluster_folder,
+    free_team_ports,
     launch_backfill,
     read_team_env,
     run_statuses,
@@ -49,14 +51,6 @@ from apps.team_services import (
 )
 from core.settings import DEMO_TASK, DEMO_WEIGHTS, Settings
 from resources import build_resources
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wide_band_task(folder: Path) -> Path:
@@ -178,8 +172,7 @@ def main() -> None:
     postgres = root / "postgres-server"
     team_home = root / "celery"
     team_environment = {**os.environ, "AUTOANNOTATE_HOME": str(team_home), "AUTOANNOTATE_TASKS": str(task),
-                        "AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()), "AUTOANNOTATE_TEAM_WEB_PORT":
-                        str(free_port()), "AUTOANNOTATE_TEAM_REDIS_PORT": str(free_port())}
+                        **free_team_ports()}
     try:
         if args.mode in ("embedded", "all"):
             results.append(measure("embedded", Settings(home=root / "embedded", task_files=(str(task),)), task, args))

@@ -1,10 +1,11 @@
 """Team mode's throughput with one Celery worker and with two, on the same inbox.
 
-For each worker count: a fresh home, `make team-up` (PostgreSQL, Redis, N Celery workers of one process each, the
-daemon, the webserver) on free ports, the same real photographs (scikit-image's, 0.3-12 MP, as in
-`realistic_pipeline.py`) split into batches, launched as one backfill through the webserver (what the UI's
-backfill button does). Timed: from the launch to the last run's end. Printed: images/s for each count and
-their ratio. The model is YOLOv8n's layout at 640 px (random, calibrated weights: speed does not depend on them).
+For each worker count: a fresh home, `make team-up` (PostgreSQL, SeaweedFS, Redis, N Celery workers of one
+process each, the daemon, the webserver) on free ports, the same real photographs (scikit-image's, 0.3-12 MP, as
+in `realistic_pipeline.py`) split into batches, launched as one backfill through the webserver (what the UI's
+backfill button does). Timed: from the launch to the last run's end. Printed: images/s for each count, their
+ratio, and each home's row counts against one embedded run of the same photos. The model is YOLOv8n's layout at
+640 px (random, calibrated weights: speed does not depend on them).
 
 On one machine both workers share its cores, and inference already uses every core (ONNX Runtime's threads),
 so a second worker gains only what one worker leaves idle: decoding, ingestion, the store's writes and each
@@ -16,9 +17,9 @@ step's start. Across machines each worker brings its own cores.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,16 +27,17 @@ import time
 from pathlib import Path
 
 from apps.runner import create_batch, instance_of, pending_files
-from apps.team_services import cluster_folder, launch_backfill, read_team_env, run_statuses, wait_for_webserver
+from apps.team_services import (
+    cluster_folder,
+    free_team_ports,
+    launch_backfill,
+    read_team_env,
+    run_statuses,
+    wait_for_webserver,
+)
 from benchmarks.realistic_pipeline import build_yolov8n, make_photos, photo_task
 from core.settings import Settings
 from resources import build_resources
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def team(action: str, environment: dict) -> None:
@@ -45,13 +47,38 @@ def team(action: str, environment: dict) -> None:
         raise SystemExit(f"team {action} failed: {result.stderr}")
 
 
-def measure(workers: int, photos: list[Path], batches: int, task: Path, work: Path) -> float:
-    """Seconds from launching the backfill to the end of its last run."""
+COUNT_ROWS = ("import json; from core.settings import Settings; from resources import build_resources; "
+              "from store.tables import TABLES; store = build_resources(Settings.from_env())['store']; "
+              "print(json.dumps(store.read(lambda s: {t: s.scalar(f'SELECT count(*) FROM {t}') for t in TABLES})))")
+
+
+def stored_rows(environment: dict[str, str]) -> dict[str, int]:
+    """Rows per table, read by a new process in that home and mode."""
+    done = subprocess.run([sys.executable, "-c", COUNT_ROWS], env=environment, capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout)
+
+
+def embedded_rows(photos: list[Path], task: Path, work: Path) -> dict[str, int]:
+    """The rows the same photos give one `autoannotate run` in an embedded home (no team variables)."""
+    home, inbox = work / "home-embedded", work / "inbox-embedded"
+    shutil.rmtree(home, ignore_errors=True)
+    inbox.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        shutil.copy2(photo, inbox / photo.name)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOANNOTATE_", "AWS_"))}
+    environment.update({"AUTOANNOTATE_HOME": str(home), "AUTOANNOTATE_TASKS": str(task)})
+    subprocess.run([str(Path(sys.executable).parent / "autoannotate"), "run", "--inbox", str(inbox), "--json"],
+                   env=environment, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return stored_rows(environment)
+
+
+def measure(workers: int, photos: list[Path], batches: int, task: Path, work: Path) -> tuple[float, dict[str, int]]:
+    """Seconds from launching the backfill to the end of its last run, and the rows it stored."""
     home = work / f"home-{workers}"
     shutil.rmtree(home, ignore_errors=True)
     variables = {"AUTOANNOTATE_HOME": str(home), "AUTOANNOTATE_TASKS": str(task),
-                 "AUTOANNOTATE_TEAM_WORKERS": str(workers), "AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()),
-                 "AUTOANNOTATE_TEAM_WEB_PORT": str(free_port()), "AUTOANNOTATE_TEAM_REDIS_PORT": str(free_port())}
+                 "AUTOANNOTATE_TEAM_WORKERS": str(workers), **free_team_ports()}
     environment = {**os.environ, **variables}
     team("up", environment)
     try:
@@ -75,7 +102,7 @@ def measure(workers: int, photos: list[Path], batches: int, task: Path, work: Pa
         elapsed = time.perf_counter() - started
         if statuses != ["SUCCESS"] * batches:
             raise SystemExit(f"{workers} worker(s): runs ended {statuses}; see {home / 'team'}")
-        return elapsed
+        return elapsed, stored_rows({**environment, **read_team_env(home)})
     finally:
         team("down", environment)
         shutil.rmtree(cluster_folder(Settings(home=home)), ignore_errors=True)
@@ -92,13 +119,22 @@ def main() -> None:
     weights = build_yolov8n(work / "yolov8n-random.pt", photos)
     task = photo_task(work, weights)
     print(f"{len(photos)} photos in {args.batches} batches, {os.cpu_count()} cores, YOLOv8n (random) at 640, "
-          "DuckLake on PostgreSQL, Dagster on PostgreSQL, Celery on Redis")
-    rates = {}
+          "DuckLake on PostgreSQL with its Parquet files and the images in SeaweedFS, Dagster on PostgreSQL, "
+          "Celery on Redis")
+    rates, rows = {}, {}
     for workers in (1, 2):
-        elapsed = measure(workers, photos, args.batches, task, work)
+        elapsed, rows[workers] = measure(workers, photos, args.batches, task, work)
         rates[workers] = len(photos) / elapsed
         print(f"{workers} worker(s): {elapsed:7.1f} s, {rates[workers]:6.2f} images/s")
     print(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+    embedded = embedded_rows(photos, task, work)
+    for workers, counted in rows.items():
+        # The team homes' batches were pinned by hand; the embedded run has one batch and its own records.
+        differing = {t: (embedded[t], counted[t]) for t in embedded if embedded[t] != counted.get(t)
+                     and t not in ("write_turns",)}
+        print(f"{workers} worker(s): row counts equal to one embedded run of the same photos in "
+              f"{len(embedded) - len(differing)} of {len(embedded)} tables"
+              + (f"; differ: {json.dumps(differing)}" if differing else ""))
 
 
 if __name__ == "__main__":

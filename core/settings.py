@@ -56,6 +56,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_TEAM_POSTGRES_PORT": "team_postgres_port",
     "AUTOANNOTATE_TEAM_WEB_PORT": "team_web_port",
     "AUTOANNOTATE_TEAM_REDIS_PORT": "team_redis_port",
+    "AUTOANNOTATE_TEAM_S3_PORT": "team_s3_port",
     "AUTOANNOTATE_TEAM_WORKERS": "team_workers",
     "AUTOANNOTATE_TRAIN_EPOCHS": "train_epochs",
     "AUTOANNOTATE_TRAIN_IMGSZ": "train_imgsz",
@@ -109,6 +110,7 @@ class Settings:
     team_web_port: int = 3000
     team_redis_port: int = 56379  # `make team-up`: the Celery broker (Redis, loopback) and how many workers
     team_workers: int = 2
+    team_s3_port: int = 58333  # `make team-up`: SeaweedFS's S3 gateway (loopback; its own servers on the next 7)
     train_epochs: int = 3  # `detector_models`: CPU-sized fine-tuning (AUTOANNOTATE_TRAIN_*); imgsz 0: the weights'
     train_imgsz: int = 0
     train_batch: int = 8

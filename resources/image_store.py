@@ -19,10 +19,11 @@ class ImageStore(dg.ConfigurableResource):
 
     root: str
     cache_root: str = ""  # images of a remote store fetched for a file (an export): "" none
+    wait_s: float = 60.0  # a bucket whose server stops answering is waited for this long
 
     @property
     def files(self) -> ContentStore:
-        return ContentStore(blob_store(self.root), Path(self.cache_root) if self.cache_root else None)
+        return ContentStore(blob_store(self.root, self.wait_s), Path(self.cache_root) if self.cache_root else None)
 
     def path_for(self, input_id: str) -> Path:
         return self.files.path_for(input_id)

@@ -14,7 +14,14 @@ from typing import BinaryIO, Protocol
 
 
 class BlobStoreError(OSError):
-    """A store that cannot be read or written: the message names it and says why."""
+    """A store that cannot be read or written: the message names it and says why; `advice` what to do."""
+
+    def __init__(self, message: str, advice: str = "free space or make it writable") -> None:
+        super().__init__(message)
+        self.advice = advice
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ def checked_key(key: str, location: str) -> str:
 class BlobBackend:
     scheme: str  # the location's URL scheme ("" for a plain path)
     description: str
-    open_store: Callable[[str], BlobStore]
+    open_store: Callable[[str, float], BlobStore]  # (location, seconds to wait for a store that does not answer)
 
 
 def backends() -> dict[str, BlobBackend]:
@@ -81,12 +88,13 @@ def backends() -> dict[str, BlobBackend]:
     return {backend.scheme: backend for backend in (LOCAL, S3)}
 
 
-def blob_store(location: str | Path) -> BlobStore:
-    """The store at `location`: a folder path, or scheme://... for a backend in the registry."""
+def blob_store(location: str | Path, wait_s: float = 60.0) -> BlobStore:
+    """The store at `location`: a folder path, or scheme://... for a backend in the registry; one that stops
+    answering (a server restarting) is waited for up to `wait_s`."""
     text = str(location)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     known_backends = backends()
     if scheme not in known_backends:
         known = ", ".join(f"{name}://" for name in known_backends if name)
         raise BlobStoreError(f"{text} is not a store autoannotate can use: give a folder path or one of {known}.")
-    return known_backends[scheme].open_store(text)
+    return known_backends[scheme].open_store(text, wait_s)

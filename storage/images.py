@@ -65,8 +65,8 @@ class ContentStore:
                 self.blobs.put(key, data)
         except BlobStoreError as error:
             raise ImageStoreError(
-                f"The image store {self.blobs.location} cannot take another image ({error}); free space or make it "
-                "writable, then run again: nothing of this batch was written to the database.") from None
+                f"The image store {self.blobs.location} cannot take another image ({error}); {error.advice}, then "
+                "run again: nothing of this batch was written to the database.") from None
         return self.blobs.url(key)
 
     @contextmanager
@@ -117,7 +117,7 @@ class ContentStore:
                 self.blobs.put_file(key, source)
         except BlobStoreError as error:
             raise ImageStoreError(f"The image store {self.blobs.location} cannot take {source.name} ({error}); "
-                                  "free space or make it writable, then run again.") from None
+                                  f"{error.advice}, then run again.") from None
         return self.blobs.url(key)
 
     def read(self, input_id: str) -> bytes:

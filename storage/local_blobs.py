@@ -94,5 +94,5 @@ class LocalBlobs:
                 yield BlobInfo(key, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
 
 
-LOCAL = BlobBackend("", "a folder on this machine (the default: under the home)", lambda location: LocalBlobs(
-    Path(location).expanduser()))
+LOCAL = BlobBackend("", "a folder on this machine (the default: under the home)",
+                    lambda location, _wait_s: LocalBlobs(Path(location).expanduser()))

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 from core.s3 import S3Connection
 from storage.blobs import BlobBackend, BlobInfo, BlobStoreError, checked_key
 
+T = TypeVar("T")
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
 _REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
 
@@ -35,7 +38,8 @@ def s3_client(connection: S3Connection) -> Any:
             import boto3
             from botocore.config import Config
 
-            config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60,
+            # Few retries of its own: an endpoint that does not answer is waited for by `S3Blobs._waiting`.
+            config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=30,
                             s3={"addressing_style": "path"} if connection.endpoint else {})
             _clients[key] = boto3.session.Session().client(
                 "s3", endpoint_url=connection.endpoint or None, region_name=connection.region, config=config,
@@ -55,8 +59,9 @@ def split_s3_url(url: str) -> tuple[str, str]:
 
 
 class S3Blobs:
-    def __init__(self, url: str, connection: S3Connection | None = None) -> None:
+    def __init__(self, url: str, wait_s: float = 60.0, connection: S3Connection | None = None) -> None:
         self.bucket, self.prefix = split_s3_url(url)
+        self.wait_s = wait_s
         self.connection = connection or S3Connection.from_env()
         self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
@@ -75,36 +80,57 @@ class S3Blobs:
         return None
 
     def failure(self, error: Exception) -> BlobStoreError:
-        """One sentence for what went wrong talking to the bucket."""
+        """One sentence for what went wrong talking to the bucket, and what to do about it."""
         from botocore.exceptions import ClientError, NoCredentialsError
 
         if isinstance(error, NoCredentialsError):
-            return BlobStoreError(f"no credentials for {self.location}: set AWS_ACCESS_KEY_ID and "
+            return BlobStoreError(f"no credentials for {self.location}", "set AWS_ACCESS_KEY_ID and "
                                   "AWS_SECRET_ACCESS_KEY (or a profile boto3 reads)")
         if isinstance(error, ClientError):
             code = str(error.response.get("Error", {}).get("Code", ""))
             if code == "NoSuchBucket":
-                return BlobStoreError(f"the bucket {self.bucket} does not exist at {self.connection.where}; create "
-                                      "it (autoannotate never creates buckets)")
+                return BlobStoreError(f"the bucket {self.bucket} does not exist at {self.connection.where}",
+                                      "create it (autoannotate never creates buckets)")
             if code in _REFUSED:
                 return BlobStoreError(f"{self.connection.where} refused the credentials for {self.location} "
-                                      f"({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-            return BlobStoreError(f"{self.connection.where} answered {code or 'an error'} for {self.location}")
+                                      f"({code})", "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            return BlobStoreError(f"{self.connection.where} answered {code or 'an error'} for {self.location}",
+                                  "look at the object store's log")
         return BlobStoreError(f"the object store at {self.connection.where} does not answer "
-                              f"({type(error).__name__})")
+                              f"({type(error).__name__}) and did not within {self.wait_s:g} s",
+                              "start it, or point AWS_ENDPOINT_URL at one that answers")
+
+    def _waiting(self, call: Callable[[], T], key: str | None = None) -> T:
+        """`call()`, waited for while the endpoint does not answer (a restart: up to `wait_s`, as a lost catalog
+        is); a missing object as KeyError, anything else as one sentence."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionClosedError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+        )
+        from urllib3.exceptions import ProtocolError
+
+        deadline, delay = time.monotonic() + self.wait_s, 0.2
+        while True:
+            try:
+                return call()
+            except ClientError as error:
+                if key is not None and str(error.response.get("Error", {}).get("Code", "")) in _MISSING_KEY:
+                    raise KeyError(f"The store {self.location} holds no {key}.") from None
+                raise self.failure(error) from None
+            except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ProtocolError) as error:
+                if time.monotonic() + delay > deadline:
+                    raise self.failure(error) from None
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+            except BotoCoreError as error:
+                raise self.failure(error) from None
 
     def _call(self, operation: str, key: str, **arguments: Any) -> Any:
-        """One call of the client on `key`: a missing object as KeyError, anything else as one sentence."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return getattr(self.client, operation)(Bucket=self.bucket, Key=self.object_key(key), **arguments)
-        except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code", "")) in _MISSING_KEY:
-                raise KeyError(f"The store {self.location} holds no {key}.") from None
-            raise self.failure(error) from None
-        except BotoCoreError as error:
-            raise self.failure(error) from None
+        return self._waiting(lambda: getattr(self.client, operation)(Bucket=self.bucket, Key=self.object_key(key),
+                                                                     **arguments), key)
 
     def exists(self, key: str) -> bool:
         try:
@@ -117,23 +143,25 @@ class S3Blobs:
         self._call("put_object", key, Body=data)
 
     def put_file(self, key: str, source: Path) -> None:
+        from boto3.exceptions import S3UploadFailedError
         from boto3.s3.transfer import TransferConfig
-        from botocore.exceptions import BotoCoreError, ClientError
 
-        try:  # above 64 MB in parts: the object appears when the last part is in and the upload is completed
-            self.client.upload_file(str(source), self.bucket, self.object_key(key),
-                                    Config=TransferConfig(multipart_threshold=64 << 20))
-        except (ClientError, BotoCoreError) as error:
-            raise self.failure(error) from None
-        except Exception as error:  # boto3's transfer manager wraps a ClientError in S3UploadFailedError
-            cause = error.__cause__ or error.__context__
-            if isinstance(cause, ClientError | BotoCoreError):
-                raise self.failure(cause) from None
-            raise
+        def upload() -> None:  # above 64 MB in parts: the object appears when the upload is completed
+            try:
+                self.client.upload_file(str(source), self.bucket, self.object_key(key),
+                                        Config=TransferConfig(multipart_threshold=64 << 20))
+            except S3UploadFailedError as error:  # boto3's transfer manager wraps what failed
+                raise (error.__cause__ or error.__context__ or error) from None
+
+        self._waiting(upload)
 
     def read(self, key: str) -> bytes:
-        with self.open(key) as body:
-            return body.read()
+        def whole() -> bytes:  # the body is read inside the wait: a server gone mid-body is a failed call
+            body = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))["Body"]
+            with body:
+                return cast(bytes, body.read())
+
+        return self._waiting(whole, key)
 
     def open(self, key: str) -> BinaryIO:
         return cast(BinaryIO, self._call("get_object", key)["Body"])
@@ -145,16 +173,21 @@ class S3Blobs:
         return True
 
     def listing(self, prefix: str = "") -> Iterator[BlobInfo]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-                for item in page.get("Contents", []):
-                    key = item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]
-                    yield BlobInfo(key, int(item["Size"]), str(item["ETag"]).strip('"'))
-        except (ClientError, BotoCoreError) as error:
-            raise self.failure(error) from None
+
+        def page(token: str | None) -> dict[str, Any]:
+            more = {"ContinuationToken": token} if token else {}
+            return cast(dict[str, Any], self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, **more))
+
+        token: str | None = None
+        while True:
+            answer = self._waiting(partial(page, token))
+            for item in answer.get("Contents", []):
+                key = item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]
+                yield BlobInfo(key, int(item["Size"]), str(item["ETag"]).strip('"'))
+            token = answer.get("NextContinuationToken")
+            if not answer.get("IsTruncated") or not token:
+                return
 
 
 S3 = BlobBackend("s3", "an S3-compatible bucket (AWS S3, MinIO, SeaweedFS), s3://bucket/prefix", S3Blobs)

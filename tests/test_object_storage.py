@@ -3,6 +3,12 @@ image store on it, and what a run does when the bucket is missing."""
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -10,6 +16,7 @@ import pytest
 from helpers import autoannotate
 
 from apps.demo_scenes import write_demo_images
+from core.faults import PAUSE_VARIABLE, RESUME_VARIABLE
 from storage.blobs import BlobStore, BlobStoreError, blob_store
 from storage.s3_blobs import S3Blobs
 
@@ -163,3 +170,112 @@ def test_a_lake_in_the_bucket_holds_the_rows_of_the_embedded_store_and_is_mainta
     done = store.maintain(keep_days=0)
     assert done["snapshots_expired"] > 5 and done["files_removed"] >= 0
     assert table_counts(tmp_path / "lake", lake) == expected
+
+
+@pytest.fixture
+def own_seaweedfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, int]]:
+    """A SeaweedFS of this test alone (it is stopped and started again), with the bucket `faults` and AWS_*
+    pointing at it: its folder and S3 port."""
+    from apps.seaweedfs import create_bucket, free_port_run, start_seaweedfs, stop_seaweedfs
+
+    folder, port = tmp_path / "seaweedfs", free_port_run()
+    store = start_seaweedfs(folder, port)
+    create_bucket(store, "faults")
+    for variable, value in store.env().items():
+        monkeypatch.setenv(variable, value)
+    yield folder, port
+    stop_seaweedfs(folder)
+
+
+def paused_run(inbox: Path, home: Path, resume: Path, wait_s: int) -> subprocess.Popen:
+    """`autoannotate run` storing its images in the bucket `faults`, stopped where it reads the batch's files."""
+    script = Path(sys.executable).parent / "autoannotate"
+    process = subprocess.Popen([str(script), "run", "--inbox", str(inbox), "--json"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "AUTOANNOTATE_HOME": str(home), PAUSE_VARIABLE: "inputs.read",
+                                    RESUME_VARIABLE: str(resume), "AUTOANNOTATE_IMAGES": "s3://faults/images",
+                                    "AUTOANNOTATE_STORE_WAIT_S": str(wait_s)})
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.strip() == "paused at inputs.read":
+            return process
+    raise AssertionError("the run never reached inputs.read")
+
+
+def stored_counts(home: Path) -> dict[str, int]:
+    with duckdb.connect(str(home / "autoannotate.duckdb"), read_only=True) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("inputs", "input_sources")}
+
+
+def test_an_object_store_stopped_mid_batch_fails_in_one_sentence_and_the_next_run_finishes_the_batch(
+        own_seaweedfs: tuple[Path, int], tmp_path: Path) -> None:
+    from apps.seaweedfs import start_seaweedfs, stop_seaweedfs
+
+    folder, port = own_seaweedfs
+    home, inbox, resume = tmp_path / "home", tmp_path / "inbox", tmp_path / "resume"
+    write_demo_images(inbox, 4, seed=66)
+    process = paused_run(inbox, home, resume, wait_s=2)
+    stop_seaweedfs(folder)
+    resume.touch()
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 1
+    lines = [line for line in stderr.splitlines() if line.startswith("autoannotate: ")]
+    assert len(lines) == 1, stderr
+    assert (f"The image store s3://faults/images cannot take another image (the object store at "
+            f"http://127.0.0.1:{port} does not answer (EndpointConnectionError) and did not within 2 s); start it, "
+            "or point AWS_ENDPOINT_URL at one that answers, then run again: nothing of this batch was written to "
+            "the database.") in lines[0]
+    assert stored_counts(home) == {"inputs": 0, "input_sources": 0}
+    start_seaweedfs(folder, port)
+    summary = json.loads(autoannotate("run", "--inbox", str(inbox), "--json", home=home,
+                                      env={"AUTOANNOTATE_IMAGES": "s3://faults/images"}).stdout)
+    assert [r["stage"] for r in summary["resumed"]] == ["not ingested"]
+    assert stored_counts(home) == {"inputs": 4, "input_sources": 4}
+    assert len(list(blob_store("s3://faults/images").listing())) == 4
+
+
+def test_an_object_store_restarted_during_a_batch_is_waited_for(own_seaweedfs: tuple[Path, int],
+                                                                 tmp_path: Path) -> None:
+    from apps.seaweedfs import start_seaweedfs, stop_seaweedfs
+
+    folder, port = own_seaweedfs
+    home, inbox, resume = tmp_path / "home", tmp_path / "inbox", tmp_path / "resume"
+    write_demo_images(inbox, 4, seed=67)
+    process = paused_run(inbox, home, resume, wait_s=120)
+    stop_seaweedfs(folder)
+    resume.touch()
+    time.sleep(3)  # the run meets a store that does not answer, and waits
+    assert process.poll() is None
+    start_seaweedfs(folder, port)
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 0, stderr
+    assert stored_counts(home) == {"inputs": 4, "input_sources": 4}
+    assert len(list(blob_store("s3://faults/images").listing())) == 4
+
+
+def test_an_upload_killed_midway_leaves_no_object_a_reader_sees(own_seaweedfs: tuple[Path, int],
+                                                                tmp_path: Path) -> None:
+    """A large file (a video) goes up in parts; a process killed before the last part leaves no object, and the
+    bucket shows nothing of it."""
+    big = tmp_path / "video.bin"
+    with big.open("wb") as out:
+        for _ in range(300):
+            out.write(os.urandom(1 << 20))
+    uploader = subprocess.Popen([sys.executable, "-c", "import sys; from storage.blobs import blob_store; "
+                                 "blob_store('s3://faults/videos').put_file('ab/video', __import__('pathlib').Path("
+                                 "sys.argv[1])); print('done')", str(big)], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    store = blob_store("s3://faults/videos")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and uploader.poll() is None:  # parts are arriving: the folder has data
+        time.sleep(0.2)
+        if sum(p.stat().st_size for p in (own_seaweedfs[0] / "data").rglob("*.dat")) > 80 << 20:
+            break
+    assert uploader.poll() is None, "the upload finished before it could be killed"
+    uploader.send_signal(signal.SIGKILL)
+    uploader.wait(timeout=30)
+    assert not store.exists("ab/video") and list(store.listing()) == []
+    with pytest.raises(KeyError):
+        store.read("ab/video")

@@ -25,15 +25,12 @@ pytestmark = pytest.mark.team
 def team_services(home: Path, **extra: str) -> Iterator[dict]:
     """`make team-up` for `home` on free ports (with `extra` variables in every service's environment); yields
     the ports, the variables of `team.env`, the webserver's URL and, after `make team-down`, its exit status."""
-    from helpers import free_port
-
-    from apps.team_services import ServiceError, cluster_folder, read_team_env, wait_for_webserver
+    from apps.team_services import ServiceError, cluster_folder, free_team_ports, read_team_env, wait_for_webserver
     from core.settings import Settings
 
     if shutil.which("redis-server") is None:
         pytest.skip("Debian's redis-server package is not installed (.ci/run installs it)")
-    ports = {"AUTOANNOTATE_TEAM_POSTGRES_PORT": str(free_port()), "AUTOANNOTATE_TEAM_WEB_PORT": str(free_port()),
-             "AUTOANNOTATE_TEAM_REDIS_PORT": str(free_port())}
+    ports = free_team_ports()
     environment = {**os.environ, "AUTOANNOTATE_HOME": str(home), **ports, **extra}
     team = {"ports": ports, "url": f"http://127.0.0.1:{ports['AUTOANNOTATE_TEAM_WEB_PORT']}"}
     up = subprocess.run([sys.executable, "-m", "apps.team_services", "up"], env=environment, capture_output=True,
@@ -99,11 +96,13 @@ def backfill_and_wait(url: str, batches: list[str], runs_in_all: int, timeout_s:
 
 
 def test_team_up_runs_batches_on_two_celery_workers_and_team_down_stops_everything(tmp_path: Path) -> None:
-    """`make team-up` on this machine: PostgreSQL, Redis, two Celery workers, the daemon and the webserver. A CLI
-    run with `team.env` (in its own process) shows in the webserver; four batches launched as a backfill run
-    through the daemon, their steps spread over both workers, and every input is stored exactly once;
-    `make team-down` leaves nothing."""
+    """`make team-up` on this machine: PostgreSQL, SeaweedFS, Redis, two Celery workers, the daemon and the
+    webserver. A CLI run with `team.env` (in its own process) shows in the webserver; four batches launched as a
+    backfill run through the daemon, their steps spread over both workers, every input is stored exactly once,
+    the images and the lake in the bucket; `make team-down` leaves nothing."""
     from apps.team_services import run_statuses
+    from core.s3 import S3Connection
+    from storage.s3_blobs import S3Blobs
 
     home = tmp_path / "home"
     with team_services(home) as team:
@@ -119,6 +118,13 @@ def test_team_up_runs_batches_on_two_celery_workers_and_team_down_stops_everythi
         counts = table_counts(home, team["variables"])
         assert counts["inputs"] == counts["input_sources"] == counts["task_inputs"] == 3 + 4 * 4
         assert exactly_once(home, team["variables"]) == 0
+        # The images and the lake's Parquet files are in SeaweedFS's bucket, not in the home.
+        bucket = S3Connection.from_env(team["variables"])
+        images = S3Blobs(team["variables"]["AUTOANNOTATE_IMAGES"], connection=bucket)
+        assert len(list(images.listing())) == counts["inputs"]
+        lake = [info.key for info in S3Blobs(team["variables"]["AUTOANNOTATE_DATA_PATH"], connection=bucket).listing()]
+        assert lake and all(key.endswith(".parquet") for key in lake)
+        assert not (home / "images").exists() and not (home / "lake").exists()
     assert team["down"][0] == 0, team["down"][1]
     assert not list((home / "team").glob("*.pid"))
     with pytest.raises(OSError):
@@ -166,4 +172,5 @@ def test_the_team_throughput_benchmark_runs_at_a_tiny_size_and_prints_its_figure
     from helpers import run_benchmark_at_a_tiny_size
 
     run_benchmark_at_a_tiny_size("team_throughput.py", ["--images", "4", "--batches", "2"],
-                                 r"^2 workers / 1 worker: \d+\.\d\dx", tmp_path)
+                                 r"^2 worker\(s\): row counts equal to one embedded run of the same photos in (\d+) "
+                                 r"of \1 tables$", tmp_path)
