@@ -187,8 +187,13 @@ def own_seaweedfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[t
     stop_seaweedfs(folder)
 
 
-def paused_run(inbox: Path, home: Path, resume: Path, wait_s: int) -> subprocess.Popen:
-    """`autoannotate run` storing its images in the bucket `faults`, stopped where it reads the batch's files."""
+def run_losing_its_store(folder: Path, tmp_path: Path, seed: int, wait_s: int) -> tuple[subprocess.Popen, Path, Path]:
+    """`autoannotate run` of four new scenes storing its images in the bucket `faults`, with SeaweedFS stopped
+    while the run reads the batch's files: the running process, its home and its inbox."""
+    from apps.seaweedfs import stop_seaweedfs
+
+    home, inbox, resume = tmp_path / "home", tmp_path / "inbox", tmp_path / "resume"
+    write_demo_images(inbox, 4, seed=seed)
     script = Path(sys.executable).parent / "autoannotate"
     process = subprocess.Popen([str(script), "run", "--inbox", str(inbox), "--json"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True,
@@ -198,8 +203,10 @@ def paused_run(inbox: Path, home: Path, resume: Path, wait_s: int) -> subprocess
     assert process.stderr is not None
     for line in process.stderr:
         if line.strip() == "paused at inputs.read":
-            return process
-    raise AssertionError("the run never reached inputs.read")
+            break
+    stop_seaweedfs(folder)
+    resume.touch()
+    return process, home, inbox
 
 
 def stored_counts(home: Path) -> dict[str, int]:
@@ -209,14 +216,10 @@ def stored_counts(home: Path) -> dict[str, int]:
 
 def test_an_object_store_stopped_mid_batch_fails_in_one_sentence_and_the_next_run_finishes_the_batch(
         own_seaweedfs: tuple[Path, int], tmp_path: Path) -> None:
-    from apps.seaweedfs import start_seaweedfs, stop_seaweedfs
+    from apps.seaweedfs import start_seaweedfs
 
     folder, port = own_seaweedfs
-    home, inbox, resume = tmp_path / "home", tmp_path / "inbox", tmp_path / "resume"
-    write_demo_images(inbox, 4, seed=66)
-    process = paused_run(inbox, home, resume, wait_s=2)
-    stop_seaweedfs(folder)
-    resume.touch()
+    process, home, inbox = run_losing_its_store(folder, tmp_path, seed=66, wait_s=2)
     assert process.stderr is not None
     stderr = process.stderr.read()
     assert process.wait(timeout=300) == 1
@@ -237,14 +240,10 @@ def test_an_object_store_stopped_mid_batch_fails_in_one_sentence_and_the_next_ru
 
 def test_an_object_store_restarted_during_a_batch_is_waited_for(own_seaweedfs: tuple[Path, int],
                                                                  tmp_path: Path) -> None:
-    from apps.seaweedfs import start_seaweedfs, stop_seaweedfs
+    from apps.seaweedfs import start_seaweedfs
 
     folder, port = own_seaweedfs
-    home, inbox, resume = tmp_path / "home", tmp_path / "inbox", tmp_path / "resume"
-    write_demo_images(inbox, 4, seed=67)
-    process = paused_run(inbox, home, resume, wait_s=120)
-    stop_seaweedfs(folder)
-    resume.touch()
+    process, home, _ = run_losing_its_store(folder, tmp_path, seed=67, wait_s=120)
     time.sleep(3)  # the run meets a store that does not answer, and waits
     assert process.poll() is None
     start_seaweedfs(folder, port)
