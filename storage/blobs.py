@@ -32,6 +32,7 @@ class BlobInfo:
     key: str
     size: int
     etag: str
+    modified: float  # when it was last written (epoch seconds)
 
 
 class BlobStore(Protocol):

@@ -91,7 +91,7 @@ class LocalBlobs:
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix) and path.is_file() and not path.name.startswith(".incoming-"):
                 stat = path.stat()
-                yield BlobInfo(key, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
+                yield BlobInfo(key, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}", stat.st_mtime)
 
 
 LOCAL = BlobBackend("", "a folder on this machine (the default: under the home)",

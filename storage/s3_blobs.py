@@ -49,6 +49,10 @@ def s3_client(connection: S3Connection) -> Any:
         return _clients[key]
 
 
+class ObjectChanged(BlobStoreError):
+    """An object read by the ETag it was listed with has other bytes now."""
+
+
 def split_s3_url(url: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix` -> ("bucket", "some/prefix")."""
     rest = url.split("://", 1)[1]
@@ -91,6 +95,9 @@ class S3Blobs:
             if code == "NoSuchBucket":
                 return BlobStoreError(f"the bucket {self.bucket} does not exist at {self.connection.where}",
                                       "create it (autoannotate never creates buckets)")
+            if code == "PreconditionFailed":
+                return ObjectChanged(f"an object of {self.location} changed since it was listed",
+                                     "the next run takes it as it is now")
             if code in _REFUSED:
                 return BlobStoreError(f"{self.connection.where} refused the credentials for {self.location} "
                                       f"({code})", "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
@@ -163,8 +170,9 @@ class S3Blobs:
 
         return self._waiting(whole, key)
 
-    def open(self, key: str) -> BinaryIO:
-        return cast(BinaryIO, self._call("get_object", key)["Body"])
+    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+        """The object's bytes as a stream; with `etag`, only while the object still has it (else ObjectChanged)."""
+        return cast(BinaryIO, self._call("get_object", key, **({"IfMatch": etag} if etag else {}))["Body"])
 
     def delete(self, key: str) -> bool:
         if not self.exists(key):
@@ -184,7 +192,7 @@ class S3Blobs:
             answer = self._waiting(partial(page, token))
             for item in answer.get("Contents", []):
                 key = item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]
-                yield BlobInfo(key, int(item["Size"]), str(item["ETag"]).strip('"'))
+                yield BlobInfo(key, int(item["Size"]), str(item["ETag"]).strip('"'), item["LastModified"].timestamp())
             token = answer.get("NextContinuationToken")
             if not answer.get("IsTruncated") or not token:
                 return

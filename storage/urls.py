@@ -2,7 +2,8 @@
 Each URL is fetched once, with bounded concurrency, retries with backoff, a size cap and a content-type check,
 over http or https only, and never into an address it must not reach: link-local addresses (cloud metadata)
 always refused, loopback and private ones unless AUTOANNOTATE_ALLOW_PRIVATE_URLS=1. Redirects are followed by
-hand, each hop checked the same way."""
+hand, each hop checked the same way. The lists a bucket inbox writes (`storage/bucket_inbox.py`) name s3://
+objects instead, read through boto3 with the bucket's credentials."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
+
+from core.video import VIDEO_SUFFIXES
+from storage.s3_blobs import ObjectChanged, S3Blobs, split_s3_url
 
 URL_LIST_SUFFIXES = {".urls"}
 ACCEPTED_TYPES = ("image/", "video/")
@@ -119,6 +123,8 @@ class UrlFetcher:
         raise AssertionError("unreachable")
 
     def _fetch_once(self, url: str, target: Path) -> Path:
+        if urlsplit(url).scheme == "s3":
+            return self._fetch_object(url, target)
         opener = urllib.request.build_opener(_NoRedirects)
         current = url
         for _ in range(MAX_REDIRECTS + 1):
@@ -148,6 +154,22 @@ class UrlFetcher:
                 return self._save(url, response, target)
         raise UrlRefused(f"{url} redirected more than {MAX_REDIRECTS} times.")
 
+    def _fetch_object(self, url: str, target: Path) -> Path:
+        """An object of a bucket inbox (`s3://bucket/key#etag=...`), through boto3 with the bucket's credentials,
+        as it was when listed. Gone or changed since: refused (a changed one is listed again by the next run); a
+        store that does not answer fails the batch, which the next run takes again."""
+        location, _, fragment = url.partition("#")
+        bucket, key = split_s3_url(location)
+        try:
+            body = S3Blobs(f"s3://{bucket}").open(key, fragment.removeprefix("etag=") or None)
+        except KeyError:
+            raise UrlRefused(f"{location} is no longer in its bucket.") from None
+        except ObjectChanged:
+            raise UrlRefused(f"{location} changed since it was listed; the next run takes it as it is now.") from None
+        kind = "video/" if Path(key).suffix.lower() in VIDEO_SUFFIXES else "image/"
+        with body:
+            return self._keep(url, body, target, kind)
+
     def _save(self, url: str, response: object, target: Path) -> Path:
         headers = response.headers  # type: ignore[attr-defined]
         kind = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -157,6 +179,10 @@ class UrlFetcher:
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise UrlRefused(f"{url} is {int(declared)} bytes, more than the limit of {self.max_bytes} "
                              "(AUTOANNOTATE_URL_MAX_BYTES).")
+        return self._keep(url, response, target, kind)
+
+    def _keep(self, url: str, response: object, target: Path, kind: str) -> Path:
+        """The answer's bytes at `target` (`.image` or `.video` by `kind`), at most `max_bytes`."""
         partial = target.with_name(target.name + ".part")
         received = 0
         try:

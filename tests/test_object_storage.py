@@ -278,3 +278,51 @@ def test_an_upload_killed_midway_leaves_no_object_a_reader_sees(own_seaweedfs: t
     assert not store.exists("ab/video") and list(store.listing()) == []
     with pytest.raises(KeyError):
         store.read("ab/video")
+
+
+def test_a_bucket_prefix_as_the_inbox_takes_new_and_changed_objects_by_etag(bucket: str, tmp_path: Path) -> None:
+    """`run --inbox s3://bucket/prefix`: objects settle by ETag and size (just written, they are watched for a
+    moment), each is taken once as it is, one rewritten with other bytes is taken again, hidden and partial names
+    never; a non-image is rejected with its sentence; the inputs' sources are the objects' URLs."""
+    home = tmp_path / "home"
+    scenes = tmp_path / "scenes"
+    write_demo_images(scenes, 4, seed=68)
+    inbox = blob_store(bucket + "/camera")
+    paths = sorted(scenes.iterdir())
+    for path in paths[:3]:
+        inbox.put(f"day1/{path.name}", path.read_bytes())
+    inbox.put("day1/.hidden.png", paths[3].read_bytes())
+    inbox.put("day1/upload.png.part", paths[3].read_bytes())
+    inbox.put("day1/notes.txt", b"not an image")
+    first = json.loads(autoannotate("run", "--inbox", bucket + "/camera", "--json", home=home).stdout)
+    assert first["ingestion"] == {"inputs": 3, "duplicates": 0, "rejected": 1}
+    assert "notes.txt" in json.dumps(first["rejections"])
+    again = json.loads(autoannotate("run", "--inbox", bucket + "/camera", "--json", home=home).stdout)
+    assert (again["batch"], again["files"]) == (None, 0)  # nothing new: no batch
+    inbox.put(f"day1/{paths[0].name}", paths[3].read_bytes())  # the same name, other bytes: a new ETag
+    third = json.loads(autoannotate("run", "--inbox", bucket + "/camera", "--json", home=home).stdout)
+    assert third["ingestion"] == {"inputs": 1, "duplicates": 0, "rejected": 0}
+    with duckdb.connect(str(home / "autoannotate.duckdb"), read_only=True) as conn:
+        sources = sorted(uri for (uri,) in conn.execute("SELECT uri FROM input_sources").fetchall())
+        inputs = conn.execute("SELECT count(*) FROM inputs").fetchone()[0]
+    assert inputs == 4
+    assert [uri.split("#")[0] for uri in sources] == sorted(
+        [f"{bucket}/camera/day1/{p.name}" for p in paths[:3]] + [f"{bucket}/camera/day1/{paths[0].name}"])
+
+
+def test_a_bucket_object_rewritten_while_the_run_watches_is_left_for_the_next_run(
+        bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage.bucket_inbox import BucketInbox
+
+    store = blob_store(bucket + "/camera")
+    store.put("a.png", b"first")
+    store.put("b.png", b"being written")
+    monkeypatch.setattr("storage.bucket_inbox.time.sleep", lambda _: store.put("b.png", b"written on"))
+    inbox = BucketInbox.in_home(bucket + "/camera", tmp_path)
+    ready, changing = inbox.new_objects(settle_seconds=10)  # both just written: watched for a moment
+    assert [info.key for info in ready] == ["a.png"] and [info.key for info in changing] == ["b.png"]
+    listed = inbox.hand_over(ready, tmp_path / "inbox")
+    assert listed.read_text() == f"{bucket}/camera/a.png#etag={ready[0].etag}\n"
+    monkeypatch.setattr("storage.bucket_inbox.time.sleep", lambda _: None)
+    ready, changing = inbox.new_objects(settle_seconds=10)
+    assert [info.key for info in ready] == ["b.png"] and changing == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from apps.cli.common import UserError, configured_task, deprecated_task_file, emit, print_table, verb
@@ -38,13 +39,31 @@ def run_task_files(args: argparse.Namespace) -> list[str] | None:
     return files or None
 
 
+def take_bucket_inbox(url: str, settings: Settings) -> None:
+    """The settled new and changed objects under the bucket prefix `url`, handed to this run's inbox."""
+    from storage.blobs import BlobStoreError
+    from storage.bucket_inbox import BucketInbox
+
+    bucket_inbox = BucketInbox.in_home(url, settings.home)
+    try:
+        ready, changing = bucket_inbox.new_objects(settings.settle_seconds)
+    except BlobStoreError as error:
+        raise UserError(f"The inbox {url} cannot be listed ({error}); {error.advice}.") from None
+    if changing:
+        print(f"{len(changing)} object(s) under {url} changed while the run looked: left for the next run.",
+              file=sys.stderr)
+    if ready:
+        bucket_inbox.hand_over(ready, settings.inbox_path)
+
+
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
     from apps.runner import run_pipeline
     from core.digests import file_sha256
     from resources import build_resources
     from storage.urls import is_url_list
 
-    inbox = Path(args.inbox).resolve() if args.inbox else None
+    bucket = args.inbox if args.inbox and args.inbox.startswith("s3://") else None
+    inbox = Path(args.inbox).resolve() if args.inbox and not bucket else None
     if inbox is not None and not inbox.is_dir():
         raise UserError(f"The inbox {inbox} is not a folder.")
     task_files = run_task_files(args)
@@ -59,6 +78,8 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
         resources = build_resources(run_settings)
         check_task_models(resources["tasks"].load(), resources["detector"])
         run_settings.remember_task_files()
+    if bucket:  # what is new under the prefix joins the inbox as a list of its objects, fetched with the batch
+        take_bucket_inbox(bucket, run_settings)
     if args.urls:  # the list joins the inbox, as if dropped there: it is pinned and fetched with the batch
         listed = Path(args.urls)
         if not listed.is_file():
@@ -221,7 +242,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     run = verb(sub, "run", "ingest and annotate the files not yet ingested, as one batch",
                "autoannotate run --inbox ~/photos --task-file tasks/demo.yaml --version", command_run)
-    run.add_argument("--inbox", help="folder to ingest (default: $AUTOANNOTATE_HOME/inbox)")
+    run.add_argument("--inbox", help="folder to ingest (default: $AUTOANNOTATE_HOME/inbox), or a bucket prefix "
+                     "s3://bucket/prefix whose new and changed objects (by ETag) the run takes")
     run.add_argument("--task-file", action="append",
                      help="labeling task file (repeatable; default: the configured tasks, tasks/demo.yaml at first); "
                           "the files are remembered for the commands that follow")

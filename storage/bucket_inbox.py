@@ -1,0 +1,67 @@
+"""An inbox that is a bucket prefix (`autoannotate run --inbox s3://bucket/prefix`). New and changed objects are
+found by listing, against a record of the keys and ETags already handed to a run (not modification times); an
+object is settled when it was written longer ago than the settle time, or its ETag and size did not change while
+the run watched it. What is settled joins the run as a list of its URLs, each carrying the ETag it was listed with
+(`s3://bucket/key#etag=...`), as a `--urls` list does; ingestion fetches each through boto3, refusing one whose
+bytes changed since."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.blobs import BlobInfo, blob_store
+from storage.inbox import is_ignored_name
+from storage.s3_blobs import split_s3_url
+
+
+@dataclass(frozen=True)
+class BucketInbox:
+    url: str  # s3://bucket/prefix
+    record: Path  # key -> ETag of every object handed to a run (the cursor)
+
+    @classmethod
+    def in_home(cls, url: str, home: Path) -> BucketInbox:
+        return cls(url.rstrip("/"), home / "bucket-inboxes" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.json")
+
+    def handed_over(self) -> dict[str, str]:
+        try:
+            return dict(json.loads(self.record.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def new_objects(self, settle_seconds: float, probe_s: float = 1.0) -> tuple[list[BlobInfo], list[BlobInfo]]:
+        """Objects not handed over as they are now, settled; and those that changed while the run watched."""
+        store, taken = blob_store(self.url), self.handed_over()
+        seen = {info.key: info for info in store.listing()
+                if not is_ignored_name(info.key.rsplit("/", 1)[-1]) and taken.get(info.key) != info.etag}
+        young = [key for key, info in seen.items() if time.time() - info.modified < settle_seconds]
+        changed: list[BlobInfo] = []
+        if young:
+            time.sleep(min(probe_s, settle_seconds))
+            now = {info.key: info for info in store.listing()}
+            changed = [seen[key] for key in young if (now.get(key) and (now[key].etag, now[key].size))
+                       != (seen[key].etag, seen[key].size)]
+        ready = [info for info in seen.values() if info not in changed]
+        return ready, changed
+
+    def hand_over(self, objects: list[BlobInfo], inbox: Path) -> Path:
+        """The objects' URLs as a list in the local `inbox` (settled: the run takes it now), then their ETags in
+        the record: a run that fails leaves the list for the next one."""
+        bucket, prefix = split_s3_url(self.url)
+        lines = [f"s3://{bucket}/{prefix + '/' if prefix else ''}{info.key}#etag={info.etag}" for info in objects]
+        text = "".join(f"{line}\n" for line in lines)
+        listed = inbox / f"bucket-{hashlib.sha256(text.encode()).hexdigest()[:12]}.urls"
+        inbox.mkdir(parents=True, exist_ok=True)
+        listed.write_text(text)
+        os.utime(listed, (0, 0))
+        taken = {**self.handed_over(), **{info.key: info.etag for info in objects}}
+        self.record.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.record.with_name(f".{self.record.name}.{os.getpid()}")
+        scratch.write_text(json.dumps(taken, indent=1, sort_keys=True))
+        os.replace(scratch, self.record)
+        return listed
