@@ -43,9 +43,8 @@ class BucketInbox:
         changed: list[BlobInfo] = []
         if young:
             time.sleep(min(probe_s, settle_seconds))
-            now = {info.key: info for info in store.listing()}
-            changed = [seen[key] for key in young if (now.get(key) and (now[key].etag, now[key].size))
-                       != (seen[key].etag, seen[key].size)]
+            again = {info.key: (info.etag, info.size) for info in store.listing()}
+            changed = [seen[key] for key in young if again.get(key) != (seen[key].etag, seen[key].size)]
         ready = [info for info in seen.values() if info not in changed]
         return ready, changed
 
