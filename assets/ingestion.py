@@ -57,8 +57,8 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
             raise InboxGoneError(f"The inbox folder {folder} disappeared while batch {batch} was read; nothing "
                                  "of the batch was written. Put it back and run again.")
     now = datetime.now(UTC).replace(tzinfo=None)
-    stored = {image.input_id: str(images.location_of(image.input_id)) for _, image in accepted}
-    video_paths = {v.video_id: str(images.location_of(v.video_id)) for _, v in videos}
+    stored = {image.input_id: images.location_of(image.input_id) for _, image in accepted}
+    video_paths = {v.video_id: images.location_of(v.video_id) for _, v in videos}
 
     def record(s: Session) -> dict[str, int]:
         s.inputs.record_videos(batch, videos, video_paths, now)

@@ -83,7 +83,7 @@ def import_labels(store: UnitsOfWork, images: StoredImages, fmt: str, path: Path
     boxes, identical = merge_identical_files(boxes, {image: inspected[image].input_id for image in inspected},
                                              match_iou)
     events = [import_event(box, inspected[box.image].input_id, task, user, batch, now, status) for box in boxes]
-    stored = {r.input_id: str(images.location_of(r.input_id)) for r in inspected.values()}
+    stored = {r.input_id: images.location_of(r.input_id) for r in inspected.values()}
 
     def write(s: Session) -> ImportSummary:
         ingestion = s.inputs.record_batch(batch, list(inspected.items()), [], stored, now)

@@ -230,8 +230,7 @@ def drop_key_index(conn: duckdb.DuckDBPyConnection, table: Table) -> None:
     conn.begin()
     try:
         conn.execute(f"DROP TABLE IF EXISTS {rebuilt}")
-        conn.execute(table.ddl()[0].replace(f"CREATE TABLE IF NOT EXISTS {table.name} ", f"CREATE TABLE {rebuilt} ",
-                                            1))
+        conn.execute(f"CREATE TABLE {rebuilt} ({table.column_definitions()})")
         old_columns = [name for (name,) in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
             "AND table_name = ? ORDER BY ordinal_position", [table.name]).fetchall()]
