@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.locations import is_remote
 from core.task_config import LabelingTask, load_task
 from engines.base import model_ref
 from resources.detector import NOT_YET_QUANTIZED, Detector
@@ -87,7 +88,7 @@ def promote_model(store: DuckDBStore, tasks: LabelingTasks, model_id: str, user:
     chosen = match.iloc[0]
     if chosen["model_id"] == model_ref(task.weights_path()).model_id:
         raise ValueError(f"Model {chosen['model_id'][:12]} is already task {task.name!r}'s detector.")
-    tasks.change_model(store, task, chosen["model_id"], Path(chosen["path"]), "promote", user,
+    tasks.change_model(store, task, chosen["model_id"], chosen["path"], "promote", user,
                        f"promoted by {user}")
     return {"task": task.name, "model_id": chosen["model_id"], "action": "promote"}
 
@@ -107,12 +108,13 @@ def rollback_model(store: DuckDBStore, tasks: LabelingTasks, user: str, task_nam
     return {"task": task.name, "model_id": previous, "action": "rollback", "from": current}
 
 
-def _weights_of(store: DuckDBStore, task: LabelingTask, model_id: str) -> Path:
-    """Where the weights with this id are: a registered model's path, or the task file's own weights."""
+def _weights_of(store: DuckDBStore, task: LabelingTask, model_id: str) -> Path | str:
+    """Where the weights with this id are: a registered model's path (or its location in the models bucket), or
+    the task file's own weights."""
     own = load_task(task.source_file).weights_path()
     if own is not None and model_ref(own).model_id == model_id:
         return own
     stored = store.read(lambda s: s.predictions.model_path(model_id))
-    if stored is None or not Path(stored).is_file():
+    if stored is None or not (is_remote(stored) or Path(stored).is_file()):
         raise ValueError(f"The weights of model {model_id[:12]} are no longer on disk ({stored}); cannot roll back.")
-    return Path(stored)
+    return stored

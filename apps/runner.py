@@ -144,7 +144,7 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     models = models_by_task(tasks, resources["detector"])
     scorers = {name: {scorer.current} if rescore else scorer.counted
                for name, scorer in concept_scorers(store, tasks).items()}
-    stages = store.read(lambda s: s.batches.stages(inbox.batches(), models, tasks, scorers))
+    stages = store.read(lambda s: s.batches.stages(inbox.pinned_batches(), models, tasks, scorers))
     unfinished = {batch: stage for batch, stage in stages.items() if stage != "complete"}
     stale = []
     if reroute:

@@ -37,19 +37,20 @@ class BatchFiles(dg.Config):
 def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBStore, images: ImageStore,
            inbox: Inbox) -> dg.MaterializeResult:
     batch = context.partition_key
-    if config.files and not inbox.manifest_path(batch).exists():
+    if config.files and not inbox.has_batch(batch):
         inbox.write_batch(config.files, key=batch)
-    pinned = inbox.batch_files(batch)
+    pinned, objects = inbox.batch_files(batch)
     # A file removed from the inbox since the batch was made keeps the rows it already has.
     files = [path for path in pinned if os.path.lexists(path)]
-    context.log.info(f"batch {batch}: {len(files)} files ({len(pinned) - len(files)} no longer in the inbox)")
+    context.log.info(f"batch {batch}: {len(files) + len(objects)} files ({len(pinned) - len(files)} no longer in "
+                     "the inbox)")
     pause_point("inputs.read")
     with images.storing_ahead() as put:  # every image stored before a row names it
         batch_files = inspect_batch(files, inbox.max_pixels, inbox.video_rule,
                                     keep=lambda image: put(image.input_id, image.data),
                                     keep_video=lambda path, video_id: images.put_file(video_id, path),
                                     log=context.log.info, fetcher=inbox.url_fetcher,
-                                    downloads=Path(inbox.downloads_dir))
+                                    downloads=Path(inbox.downloads_dir), urls=objects)
     accepted, rejected, videos = batch_files.accepted, batch_files.rejected, batch_files.videos
     # A folder unmounted or removed while it was read makes its files unreadable, not bad: write nothing.
     for folder in sorted({path.parent for path in files}):
@@ -69,7 +70,7 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
     return dg.MaterializeResult(metadata={
         "dagster/column_schema": column_schema("inputs"),  # the Columns tab reads the latest event
         "dagster/row_count": counts["batch_inputs"],
-        "files": len(files),
+        "files": len(files) + len(objects),
         "files_gone_from_inbox": len(pinned) - len(files),
         "new_inputs": counts["new"],
         "duplicates": counts["duplicates"],

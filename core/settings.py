@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.image_checks import DEFAULT_MAX_PIXELS
+from core.locations import is_remote, joined
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_WEIGHTS = REPO_ROOT / "models" / "demo_detector.pt"
@@ -47,6 +48,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_CATALOG": "catalog",
     "AUTOANNOTATE_DATA_PATH": "data_path",
     "AUTOANNOTATE_IMAGES": "images",
+    "AUTOANNOTATE_SHARED": "shared",
     "AUTOANNOTATE_DAGSTER_STORAGE": "dagster_storage",
     "AUTOANNOTATE_CELERY_BROKER": "celery_broker",
     "AUTOANNOTATE_CELERY_REDELIVER_S": "celery_redeliver_s",
@@ -78,6 +80,7 @@ class Settings:
 
     home: Path
     inbox: Path | None = None  # None: <home>/inbox
+    inbox_url: str = ""  # an inbox that is a bucket prefix (AUTOANNOTATE_INBOX=s3://bucket/prefix)
     task_files: tuple[str, ...] = (str(DEMO_TASK),)
     weights: str = str(DEMO_WEIGHTS)
     imgsz: int = 0
@@ -99,7 +102,10 @@ class Settings:
     store_wait_s: float = 60.0  # how long a unit of work waits for the file's lock, or for a lost catalog server
     catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
     data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
-    images: str = ""  # the image store: a folder or s3://bucket/prefix ("" : <home>/images)
+    images: str = ""  # the image store: a folder or s3://bucket/prefix ("" : <shared>/images)
+    # What every machine of a deployment must see (batch manifests, trained models and classifiers, the promoted
+    # detectors, and by default the images and the lake): a folder or s3://bucket/prefix ("" : the home).
+    shared: str = ""
     dagster_storage: str = ""  # "" SQLite under <home>/dagster; "postgres:CONNINFO" one instance for a team
     quality_cron: str = "45 0 * * *"  # label quality measured, after the daily versions, UTC
     maintenance_cron: str = "30 3 * * *"  # store housekeeping (a DuckLake's small files and old snapshots), UTC
@@ -139,7 +145,11 @@ class Settings:
         if "AUTOANNOTATE_TASKS" in environ:
             values["task_files"] = tuple(environ["AUTOANNOTATE_TASKS"].split(os.pathsep))
         if "AUTOANNOTATE_INBOX" in environ:
-            values["inbox"] = Path(environ["AUTOANNOTATE_INBOX"])
+            inbox = environ["AUTOANNOTATE_INBOX"]
+            if is_remote(inbox):
+                values["inbox_url"] = inbox.rstrip("/")
+            else:
+                values["inbox"] = Path(inbox)
         home = Path(environ.get("AUTOANNOTATE_HOME", "data")).resolve()
         remembered: dict[str, Any] = {}
         record = home / TASK_RECORD
@@ -149,9 +159,10 @@ class Settings:
         return cls(home=home, from_environment=frozenset(values), **values, **remembered)
 
     def with_run_options(self, inbox: Path | None = None, task_files: list[str] | None = None) -> Settings:
-        """These settings with a run's own `--inbox` / `--task-file` (None keeps what is configured)."""
+        """These settings with a run's own `--inbox` / `--task-file` (None keeps what is configured). A run reads a
+        folder: a bucket inbox's new objects are handed to the home's inbox first (`storage.bucket_inbox`)."""
         chosen = tuple(str(Path(f).resolve()) for f in task_files) if task_files else self.task_files
-        return replace(self, inbox=inbox or self.inbox, task_files=chosen)
+        return replace(self, inbox=inbox or self.inbox, inbox_url="", task_files=chosen)
 
     def remember_task_files(self) -> None:
         """Keep these task files in the home, for the commands and the Dagster code location that follow."""
@@ -186,20 +197,40 @@ class Settings:
         return 8 if self.lake_catalog.startswith("postgres:") else 1
 
     @property
+    def inbox_location(self) -> str:
+        """The inbox the sensor watches: a folder, or a bucket prefix."""
+        return self.inbox_url or str(self.inbox_path)
+
+    @property
+    def shared_root(self) -> str:
+        return self.shared or str(self.home)
+
+    @property
     def lake_data_path(self) -> str:
-        return self.data_path or str(self.home / "lake")
+        return self.data_path or joined(self.shared_root, "lake")
 
     @property
     def images_root(self) -> str:
-        return self.images or str(self.home / "images")
+        return self.images or joined(self.shared_root, "images")
+
+    @property
+    def models_location(self) -> str:
+        """Trained detectors and concept classifiers, and the record of each task's promoted detector."""
+        return joined(self.shared_root, "models")
+
+    @property
+    def cache_dir(self) -> Path:
+        """This machine's copies of what lives in a remote store (images for an export, models to load)."""
+        return self.home / "cache"
 
     @property
     def versions_root(self) -> Path:
         return self.home / "versions"
 
     @property
-    def batches_dir(self) -> Path:
-        return self.home / "batches"
+    def batches_location(self) -> str:
+        """The batch manifests: every machine that runs a batch reads which files it pinned there."""
+        return joined(self.shared_root, "batches")
 
     @property
     def downloads_dir(self) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from core.locations import joined
 from core.settings import ENVIRONMENT, Settings
 from resources.concepts import ConceptModels
 from resources.detector import Detector
@@ -39,23 +40,26 @@ def build_resources(settings: Settings, show_variables: bool = False) -> dict:
 
     return {
         "tasks": LabelingTasks(task_files=[str(Path(t).resolve()) for t in settings.task_files],
-                               promoted=str(settings.home / "models" / "promoted.json")),
+                               models=settings.models_location, cache=str(settings.cache_dir / "models")),
         "store": DuckDBStore(path=str(settings.database_path), lock_timeout_s=settings.store_wait_s,
                              catalog=settings.lake_catalog,
                              data_path=settings.lake_data_path if settings.lake_catalog else "",
                              snapshot_days=settings.snapshot_days),
-        "images": ImageStore(root=settings.images_root, cache_root=str(settings.home / "cache" / "images"),
+        "images": ImageStore(root=settings.images_root, cache_root=str(settings.cache_dir / "images"),
                              wait_s=settings.store_wait_s),
         "versions": VersionStore(root=str(settings.versions_root), val_ratio=value("val_ratio"),
                                  test_ratio=value("test_ratio")),
         "detector": Detector(weights=value("weights"), imgsz=value("imgsz"), batch_size=value("batch_size"),
                              device=value("device"), runtime=value("runtime"), conf_floor=value("conf_floor"),
                              precision=value("precision")),
-        "training": DetectorTraining(root=str(settings.home / "models" / "trained"), epochs=value("train_epochs"),
+        "training": DetectorTraining(root=str(settings.home / "models" / "trained"),
+                                     shared=joined(settings.models_location, "trained"), epochs=value("train_epochs"),
                                      imgsz=value("train_imgsz"), batch=value("train_batch"), device=value("device"),
                                      architecture=value("train_architecture")),
-        "concept_models": ConceptModels(root=str(settings.home / "models"), device=value("device")),
-        "inbox": Inbox(path=str(settings.inbox_path), batches_dir=str(settings.batches_dir),
+        "concept_models": ConceptModels(root=settings.models_location, cache=str(settings.cache_dir / "models"),
+                                        device=value("device")),
+        "inbox": Inbox(path=settings.inbox_location, batches=settings.batches_location,
+                       store_wait_s=settings.store_wait_s,
                        settle_seconds=value("settle_seconds"), max_pixels=value("max_pixels"),
                        video_fps=value("video_fps"), video_max_frames=value("video_max_frames"),
                        video_skip_similar=value("video_skip_similar"), downloads_dir=str(settings.downloads_dir),

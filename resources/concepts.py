@@ -19,6 +19,7 @@ import numpy as np
 from core.concepts import ConceptClassifier
 from core.offline import make_ultralytics_offline
 from engines.base import DetectorError, letterbox, model_ref, trained_imgsz
+from storage.blobs import blob_store, local_file
 
 
 @dataclass
@@ -84,7 +85,8 @@ class ConceptModels(dg.ConfigurableResource):
     """Where trained context-based classifiers are kept (content-addressed, by the sha256 of their file) and the
     device and threads the backbones and classification models run on."""
 
-    root: str
+    root: str  # a folder or s3://bucket/prefix
+    cache: str = "cache/models"  # this machine's copies of classifiers kept in a bucket
     device: str = "cpu"
     threads: int = 0
 
@@ -143,20 +145,18 @@ class ConceptModels(dg.ConfigurableResource):
             found.append([(names[i], float(probabilities[i])) for i in order])
         return model_id, names, found
 
-    def save(self, classifier: ConceptClassifier) -> tuple[str, Path]:
-        """Store a trained classifier under its content hash; the same labels give the same file and id."""
+    def save(self, classifier: ConceptClassifier) -> tuple[str, str]:
+        """Store a trained classifier under its content hash (in the deployment's models store: a batch on another
+        worker reads it there); the same labels give the same blob and id. Returns the id and its location."""
         data = classifier.to_bytes()
         model_id = hashlib.sha256(data).hexdigest()
-        path = Path(self.root) / f"context-{model_id[:16]}.json"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            scratch = path.with_suffix(".tmp")
-            scratch.write_bytes(data)
-            os.replace(scratch, path)
-        return model_id, path
+        store, key = blob_store(self.root), f"context-{model_id[:16]}.json"
+        if not store.exists(key):
+            store.put(key, data)
+        return model_id, store.url(key)
 
-    @staticmethod
-    def load(path: Path) -> ConceptClassifier:
-        return ConceptClassifier.from_bytes(Path(path).read_bytes())
+    def load(self, location: str) -> ConceptClassifier:
+        """The classifier stored at `location` (a path, or an s3:// URL fetched once into the cache)."""
+        return ConceptClassifier.from_bytes(local_file(location, Path(self.cache)).read_bytes())
 
 

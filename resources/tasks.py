@@ -1,37 +1,47 @@
 """The labeling tasks a deployment runs, each from its YAML file, with the detector each one currently uses."""
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
+from core.locations import is_remote
 from core.task_config import LabelingTask, ModelChoice, TaskConfigError, check_class_map, load_task
 from engines.base import LoadedModel, model_ref
 from resources.detector import Detector
 from resources.store import DuckDBStore
+from storage.blobs import blob_store, local_file
 from store import Session
+
+PROMOTED = "promoted.json"  # in the models store: task name -> the weights it was promoted to
 
 
 class LabelingTasks(dg.ConfigurableResource):
-    """Task files to run on every batch; each task keeps its own annotations. `promoted`: the file that names the
-    detector each task was promoted to (it overrides the task file's `model.weights`); the database's
-    `model_promotions` holds the history, this file the current state, read without opening the database (a
-    sensor or the daemon must not wait for the database's lock)."""
+    """Task files to run on every batch; each task keeps its own annotations. `models`: the models store (a folder
+    or s3://bucket/prefix) whose `promoted.json` names the detector each task was promoted to (it overrides the
+    task file's `model.weights`); the database's `model_promotions` holds the history, this blob the current
+    state, read without opening the database (a sensor or the daemon must not wait for the database's lock).
+    Promoted weights in a bucket are loaded from this machine's copy under `cache`."""
 
     task_files: list[str]
-    promoted: str = ""
+    models: str = ""
+    cache: str = "cache/models"
 
     def promoted_weights(self) -> dict[str, str]:
-        """Task name -> the weights file it was promoted to."""
-        path = Path(self.promoted) if self.promoted else None
-        return json.loads(path.read_text()) if path and path.is_file() else {}
+        """Task name -> the location (a path, or an s3:// URL) of the weights it was promoted to."""
+        if not self.models:
+            return {}
+        try:
+            return json.loads(blob_store(self.models).read(PROMOTED))
+        except KeyError:
+            return {}
 
-    def change_model(self, store: DuckDBStore, task: LabelingTask, model_id: str, weights: Path, action: str,
+    def change_model(self, store: DuckDBStore, task: LabelingTask, model_id: str, weights: Path | str, action: str,
                      decided_by: str, reason: str) -> None:
-        """Make `weights` (id `model_id`) the task's detector: a row in `model_promotions` (with the model it
-        replaces), then the file `load` reads. Back to the task file's own weights, the task's entry goes."""
+        """Make `weights` (id `model_id`; a path, or the s3:// URL of weights in the models store) the task's
+        detector: a row in `model_promotions` (with the model it replaces), then the record `load` reads. Back to
+        the task file's own weights, the task's entry goes."""
         now = datetime.now(UTC).replace(tzinfo=None)
         previous = model_ref(task.weights_path()).model_id
 
@@ -41,15 +51,12 @@ class LabelingTasks(dg.ConfigurableResource):
         store.write(record)
         current = self.promoted_weights()
         own = load_task(task.source_file).weights_path()
-        if own is not None and Path(weights).resolve() == own.resolve():
+        location = str(weights) if is_remote(weights) else str(Path(weights).resolve())
+        if own is not None and location == str(own.resolve()):
             current.pop(task.name, None)
         else:
-            current[task.name] = str(Path(weights).resolve())
-        target = Path(self.promoted)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
-        os.replace(partial, target)
+            current[task.name] = location
+        blob_store(self.models).put(PROMOTED, (json.dumps(current, indent=1, sort_keys=True) + "\n").encode())
 
     def load(self) -> list[LabelingTask]:
         tasks, problems = [], []
@@ -64,7 +71,8 @@ class LabelingTasks(dg.ConfigurableResource):
         for name in names:
             if names.count(name) > 1:
                 raise TaskConfigError(f"Two task files use the name {name!r}; task names must be unique.")
-        promoted = self.promoted_weights()
+        promoted = {name: str(local_file(location, Path(self.cache))) for name, location in
+                    self.promoted_weights().items()}
         tasks = [task.model_copy(update={"model": ModelChoice(weights=promoted[task.name], imgsz=task.model.imgsz)})
                  if task.name in promoted and task.model is not None else task for task in tasks]
         return sorted(tasks, key=lambda task: task.priority_rank)  # stable: file order within a priority

@@ -12,13 +12,16 @@ import pandas as pd
 
 from core.offline import make_ultralytics_offline
 from engines.base import file_sha256, trained_imgsz
+from storage.blobs import blob_store
 
 
 class DetectorTraining(dg.ConfigurableResource):
     """Fine-tunes a detector on a YOLO dataset and measures detectors on its val split. CPU-sized defaults: a few
-    epochs at the weights' own image size. Trained weights are stored content-addressed under `root`."""
+    epochs at the weights' own image size. Trained weights are stored content-addressed under `root` (a folder on
+    this machine), and published to `shared` (a folder or s3://bucket/prefix: where every machine finds them)."""
 
     root: str
+    shared: str = ""  # "": weights stay in `root`
     epochs: int = 3
     imgsz: int = 0  # 0: the size the parent weights were trained at
     batch: int = 8
@@ -53,6 +56,16 @@ class DetectorTraining(dg.ConfigurableResource):
             if not target.exists():
                 shutil.copyfile(trained, target)
         return target
+
+    def publish(self, weights: Path) -> str:
+        """Where every machine of the deployment finds `weights` (content-addressed: stored once): its location
+        in `shared`, or its own path when nothing is shared."""
+        if not self.shared:
+            return str(weights)
+        store = blob_store(self.shared)
+        if not store.exists(weights.name):
+            store.put_file(weights.name, weights)
+        return store.url(weights.name)
 
     @staticmethod
     def labelled_boxes(data_yaml: Path, split: str) -> int:

@@ -30,9 +30,9 @@ class ConceptModelFiles(Protocol):
     def top_classes(self, path: Path, images_bgr: list[np.ndarray], top_k: int, imgsz: int = 0
                     ) -> tuple[str, list[str], list[list[tuple[str, float]]]]: ...
 
-    def save(self, classifier: ConceptClassifier) -> tuple[str, Path]: ...
+    def save(self, classifier: ConceptClassifier) -> tuple[str, str]: ...
 
-    def load(self, path: Path) -> ConceptClassifier: ...
+    def load(self, location: str) -> ConceptClassifier: ...
 
 
 def _now() -> datetime:
@@ -81,7 +81,7 @@ def train_task_classifier(store: UnitsOfWork, images: StoredImages, models: Conc
     learned = store.read(lambda s: s.concepts.classifier_learned_from(task.name, key))
     if learned:
         model_id, path = learned
-        classifier = models.load(Path(path))
+        classifier = models.load(path)
     else:
         classifier = train_concept_classifier(vectors, targets, backbone_id)
         model_id, path = models.save(classifier)
@@ -89,8 +89,8 @@ def train_task_classifier(store: UnitsOfWork, images: StoredImages, models: Conc
                    "labelled_images": len(input_ids)}
 
         def register(s) -> None:
-            s.predictions.register_model(model_id, path.name, str(path), "context", classifier.concepts, _now(),
-                                         details)
+            s.predictions.register_model(model_id, path.rsplit("/", 1)[-1], path, "context", classifier.concepts,
+                                         _now(), details)
             s.concepts.add_labels_key(model_id, key)
 
         store.write(register)
@@ -127,7 +127,7 @@ def score_batch(store: UnitsOfWork, images: StoredImages, models: ConceptModelFi
         if model_id is None:
             return {"model_id": None, "scored_images": 0,
                     "why": trained.get("why", f"concept_classifier has not run for batch {batch}")}
-        classifier = models.load(Path(store.read(lambda s: s.predictions.model_path(model_id))))
+        classifier = models.load(store.read(lambda s: s.predictions.model_path(model_id)))
         _, vectors = embed_inputs(store, images, models, task, input_ids, log)
         scores = classifier.scores(vectors) if input_ids else np.zeros((0, len(classifier.concepts)))
         rows = [r for i, row in zip(input_ids, scores, strict=True)

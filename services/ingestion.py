@@ -29,10 +29,11 @@ def frame_source(video: str, index: int) -> str:
 
 def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Callable[[InspectedImage], object],
                   keep_video: Callable[[Path, str], object], log: Callable[[str], object] | None = None,
-                  fetcher: UrlFetcher | None = None, downloads: Path | None = None) -> InspectedBatch:
+                  fetcher: UrlFetcher | None = None, downloads: Path | None = None, urls: list[str] | None = None
+                  ) -> InspectedBatch:
     """Check every file: images as `inspect_files` does, videos by sampling their frames (`keep_video` stores
-    the video itself), URL lists by fetching each URL (with `fetcher`, into `downloads`) and checking what came;
-    one bad file or URL never stops the others."""
+    the video itself), URL lists and `urls` (a bucket inbox's objects) by fetching each URL (with `fetcher`, into
+    `downloads`) and checking what came; one bad file or URL never stops the others."""
     lists = [path for path in files if is_url_list(path)]
     videos = [path for path in files if path.suffix.lower() in VIDEO_SUFFIXES]
     not_images = set(videos) | set(lists)  # built once: a batch may hold thousands of files
@@ -41,7 +42,7 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
     batch = InspectedBatch(list(accepted), list(rejected))
     for path in videos:
         _add_video(batch, path, str(path), path.name, rule, max_pixels, keep, keep_video, log)
-    urls = list(dict.fromkeys(url for path in lists for url in read_url_list(path)))
+    urls = list(dict.fromkeys([*(urls or []), *(url for path in lists for url in read_url_list(path))]))
     if urls:
         fetched = (fetcher or UrlFetcher()).fetch_all(urls, downloads or Path("downloads"))
         for url, result in fetched.items():

@@ -65,6 +65,8 @@ class DetectorTrainer(Protocol):
 
     def train(self, parent: Path, data: Path, log: Callable[[str], object], root: Path | None = None) -> Path: ...
 
+    def publish(self, weights: Path) -> str: ...
+
     def val_predictions(self, weights: Path, data: Path, conf_floor: float) -> tuple[pd.DataFrame, pd.DataFrame]: ...
 
     def evaluate(self, weights: Path, data: Path) -> dict[str, Any]: ...
@@ -75,8 +77,8 @@ class DetectorTrainer(Protocol):
 class ModelChanges(Protocol):
     """Where a task's current detector is recorded (the `LabelingTasks` resource)."""
 
-    def change_model(self, store: Any, task: LabelingTask, model_id: str, weights: Path, action: str, decided_by: str,
-                     reason: str) -> Any: ...
+    def change_model(self, store: Any, task: LabelingTask, model_id: str, weights: Path | str, action: str,
+                     decided_by: str, reason: str) -> Any: ...
 
 
 def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredImages, versions: VersionFiles,
@@ -123,6 +125,7 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
 
         figures = {which: measured(weights) for which, weights in (("candidate", trained), ("current", parent))}
         class_names = training.class_names(trained)
+        stored = training.publish(trained)  # where the workers that predict with it will read it
     model_id, parent_id = model_ref(trained).model_id, parent_model.model_id
     now = datetime.now(UTC).replace(tzinfo=None)
     settings = {"epochs": training.epochs, "imgsz": training.imgsz, "batch": training.batch,
@@ -133,7 +136,7 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
     def record(s) -> None:
         s.predictions.register_model(parent_id, parent_model.name, parent_model.path, parent_model.task_type,
                                      parent_model.class_names, now)
-        s.predictions.register_model(model_id, trained.name, str(trained), parent_model.task_type,
+        s.predictions.register_model(model_id, trained.name, stored, parent_model.task_type,
                                      class_names, now, details={
                                          "kind": "trained", "task": task.name, "version_key": version_key,
                                          "parent_id": parent_id, "training": settings})
@@ -144,7 +147,7 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
     store.write(record)
     promote, reason = promotion_decision(task.promote_when, figures["candidate"], figures["current"])
     if promote:
-        tasks.change_model(store, task, model_id, trained, "promote", DECIDED_BY_RULE, reason)
+        tasks.change_model(store, task, model_id, stored, "promote", DECIDED_BY_RULE, reason)
     log(f"{task.name}: model {model_id[:12]} {reason}")
     return TrainingOutcome(
         True, model_id=model_id, parent_id=parent_id, version=version_key, promoted=promote, reason=reason,

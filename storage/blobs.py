@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from core.locations import is_remote
+
 
 class BlobStoreError(OSError):
     """A store that cannot be read or written: the message names it and says why; `advice` what to do."""
@@ -87,6 +89,34 @@ def backends() -> dict[str, BlobBackend]:
     from storage.s3_blobs import S3
 
     return {backend.scheme: backend for backend in (LOCAL, S3)}
+
+
+def local_copy(store: BlobStore, key: str, cache: Path) -> Path:
+    """A file on this machine holding the blob at `key`: the store's own in a folder; from a remote store, a copy
+    fetched once into `cache` (keys are content hashes or never rewritten, so a copy never goes stale).
+    KeyError when the store holds no such blob."""
+    local = store.local_path(key)
+    if local is not None:
+        if not local.is_file():
+            raise KeyError(f"The store {store.location} holds no {key}.")
+        return local
+    from storage.local_blobs import LocalBlobs
+
+    cached = LocalBlobs(cache)
+    if not cached.exists(key):
+        with store.open(key) as body:
+            cached.put_stream(key, body)
+    return cached.path(key)
+
+
+def local_file(location: str, cache: Path, wait_s: float = 60.0) -> Path:
+    """The file `location` names on this machine: a path as it is; an s3://bucket/key URL fetched once into
+    `cache/<bucket>/<key>` (what a model that lives in a team's bucket is loaded from)."""
+    if not is_remote(location):
+        return Path(location).expanduser()
+    scheme, rest = location.split("://", 1)
+    bucket, _, key = rest.partition("/")
+    return local_copy(blob_store(f"{scheme}://{bucket}", wait_s), key, cache / bucket)
 
 
 def blob_store(location: str | Path, wait_s: float = 60.0) -> BlobStore:

@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.blobs import BlobStore, BlobStoreError
-from storage.local_blobs import LocalBlobs
+from storage.blobs import BlobStore, BlobStoreError, local_copy
 
 _INPUT_ID = re.compile(r"^[0-9a-f]{64}$")
 
@@ -42,19 +41,12 @@ class ContentStore:
     def path_for(self, input_id: str) -> Path:
         """A file on this machine holding the image: the store's own in a folder; from a bucket, a copy fetched
         once into `cache` (what an export links its images from)."""
-        key = self.key_for(input_id)
-        local = self.blobs.local_path(key)
-        if local is not None:
-            if not local.is_file():
-                raise KeyError(f"No stored image has the id {input_id}.")
-            return local
-        if self.cache is None:
+        if self.cache is None and self.blobs.local_path(self.key_for(input_id)) is None:
             raise ImageStoreError(f"The image store {self.blobs.location} is remote and has no cache folder.")
-        cached = LocalBlobs(self.cache)
-        if not cached.exists(key):
-            with self.blobs.open(key) as body:
-                cached.put_stream(key, body)
-        return cached.path(key)
+        try:
+            return local_copy(self.blobs, self.key_for(input_id), self.cache or Path("."))
+        except KeyError:
+            raise KeyError(f"No stored image has the id {input_id}.") from None
 
     def put(self, input_id: str, data: bytes) -> str:
         """Store bytes under their id; whole or not at all, and a no-op when they are already there. A full,

@@ -9,6 +9,10 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from core.locations import is_remote, joined
+from storage.blobs import BlobStore
 
 IGNORED_SUFFIXES = (".part", ".tmp", "~", ".crdownload")
 
@@ -50,54 +54,64 @@ class InboxGoneError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class InboxFolder:
-    """Where images arrive (`path`) and the batch manifests pinning which of them make up each batch."""
+class BatchManifests:
+    """Which files make up each batch: a manifest per batch (`<batch>.json`) in `blobs`, a folder or a bucket that
+    every machine running batches reads (a worker of a team has no shared folder). `inbox` is where the files
+    are: a folder (names relative to it), or a bucket prefix (keys relative to it, each with the ETag it was
+    taken at: `key#etag=...`)."""
 
-    path: Path
-    batches_dir: Path
+    inbox: str
+    blobs: BlobStore
 
-    def manifest_path(self, batch: str) -> Path:
-        return self.batches_dir / f"{batch}.json"
+    @staticmethod
+    def key(batch: str) -> str:
+        return f"{batch}.json"
+
+    def has_batch(self, batch: str) -> bool:
+        return self.blobs.exists(self.key(batch))
 
     def write_batch(self, files: list[str], key: str | None = None, root: Path | None = None) -> str:
-        """Pin `files` (paths relative to `root`: the inbox, or the folder of an imported dataset) as a batch and
+        """Pin `files` (relative to `root`: the inbox, or the folder of an imported dataset) as a batch and
         return its key."""
         key = key or batch_key_for(files, datetime.now(UTC))
-        root = root or self.path
-        target = self.manifest_path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".json.tmp")
+        where = str(root or self.inbox)
         signatures = {}
-        for name in sorted(files):
-            with contextlib.suppress(OSError):  # gone already: the batch keeps the name, ingestion says so
-                signatures[name] = file_signature(root / name)
-        tmp.write_text(json.dumps({"batch": key, "inbox": str(root), "files": sorted(files),
-                                   "signatures": signatures}, indent=1))
-        os.replace(tmp, target)
+        if not is_remote(where):
+            for name in sorted(files):
+                with contextlib.suppress(OSError):  # gone already: the batch keeps the name, ingestion says so
+                    signatures[name] = file_signature(Path(where) / name)
+        self.blobs.put(self.key(key), json.dumps({"batch": key, "inbox": where, "files": sorted(files),
+                                                  "signatures": signatures}, indent=1).encode())
         return key
 
     def batches(self) -> list[str]:
         """Every batch pinned so far, oldest first (keys start with their UTC time)."""
-        folder = self.batches_dir
-        return sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
+        return [info.key.removesuffix(".json") for info in self.blobs.listing()
+                if "/" not in info.key and info.key.endswith(".json")]
+
+    def manifest(self, batch: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.blobs.read(self.key(batch)))
+        except KeyError:
+            raise FileNotFoundError(f"Batch {batch} has no manifest in {self.blobs.location}; it was not created by "
+                                    "the sensor or the CLI.") from None
 
     def pinned_signatures(self, except_batch: str | None = None) -> dict[Path, list[int] | None]:
-        """Every file any batch (but `except_batch`) has pinned, by the CLI or the sensor, with its size and
-        mtime then (None in manifests older than signatures): the inbox's one record of what was taken."""
+        """Every file of a folder inbox any batch (but `except_batch`) has pinned, by the CLI or the sensor, with
+        its size and mtime then (None in manifests older than signatures): the inbox's one record of what was
+        taken."""
         pinned: dict[Path, list[int] | None] = {}
         for batch in self.batches():
-            if batch != except_batch:
-                manifest = json.loads(self.manifest_path(batch).read_text())
+            manifest = self.manifest(batch) if batch != except_batch else {}
+            if manifest and not is_remote(manifest["inbox"]):
                 signatures = manifest.get("signatures", {})
                 pinned.update({Path(manifest["inbox"]) / name: signatures.get(name) for name in manifest["files"]})
         return pinned
 
-    def batch_files(self, batch: str) -> list[Path]:
-        """The absolute paths pinned for `batch`."""
-        target = self.manifest_path(batch)
-        if not target.exists():
-            raise FileNotFoundError(
-                f"Batch {batch} has no manifest at {target}; it was not created by the sensor or the CLI."
-            )
-        manifest = json.loads(target.read_text())
-        return [Path(manifest["inbox"]) / name for name in manifest["files"]]
+    def batch_files(self, batch: str) -> tuple[list[Path], list[str]]:
+        """What `batch` pinned: the absolute paths of a folder inbox's files, and the URLs of a bucket inbox's
+        objects (each with the ETag it was taken at)."""
+        manifest = self.manifest(batch)
+        if is_remote(manifest["inbox"]):
+            return [], [joined(manifest["inbox"], name) for name in manifest["files"]]
+        return [Path(manifest["inbox"]) / name for name in manifest["files"]], []

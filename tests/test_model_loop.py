@@ -62,7 +62,7 @@ def test_a_detector_trained_on_a_version_is_measured_promoted_by_hand_and_rolled
         resources: dict, instance: dg.DagsterInstance, tmp_path: Path) -> None:
     task_file = write_task_file(tmp_path, promote_when={"metric": "map50", "min_gain": 1.0})
     resources["tasks"] = tasks = LabelingTasks(task_files=[str(task_file)],
-                                               promoted=str(tmp_path / "home-models" / "promoted.json"))
+                                               models=str(tmp_path / "home-models"))
     resources["training"] = DetectorTraining(root=str(tmp_path / "trained"), epochs=1, imgsz=128, batch=8)
     suggestions_dataset(tmp_path / "labelled", 16)
     task = tasks.load()[0]
@@ -239,7 +239,7 @@ def test_a_concept_the_detector_has_no_class_for_is_learned_with_a_new_head(
 
     task_file = write_task_file(tmp_path, name="plus-task", concepts=["ball", "box", "sign", "plus"])
     resources["tasks"] = tasks = LabelingTasks(task_files=[str(task_file)],
-                                               promoted=str(tmp_path / "home-models" / "promoted.json"))
+                                               models=str(tmp_path / "home-models"))
     resources["training"] = DetectorTraining(root=str(tmp_path / "trained"), epochs=1, imgsz=128, batch=8)
     task = tasks.load()[0]
     day = datetime.now(UTC).date().isoformat()
@@ -296,7 +296,7 @@ def test_a_version_whose_train_split_has_no_label_trains_nothing(
 
     task_file = write_task_file(tmp_path, name="empty-task")
     resources["tasks"] = tasks = LabelingTasks(task_files=[str(task_file)],
-                                               promoted=str(tmp_path / "home-models" / "promoted.json"))
+                                               models=str(tmp_path / "home-models"))
     resources["training"] = DetectorTraining(root=str(tmp_path / "trained"), epochs=1, imgsz=128, batch=8)
     root = tmp_path / "dataset"
     (root / "images" / "train").mkdir(parents=True)

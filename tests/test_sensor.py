@@ -18,7 +18,7 @@ inbox_sensor = {s.name: s for s in build_sensors(Settings(home=Path("unused")))}
 
 @pytest.fixture
 def inbox_resource(home: Path, inbox: Path) -> Inbox:
-    return Inbox(path=str(inbox), batches_dir=str(home / "batches"), settle_seconds=60)
+    return Inbox(path=str(inbox), batches=str(home / "batches"), settle_seconds=60)
 
 
 def tick(inbox: Inbox, cursor: str | None, instance: dg.DagsterInstance):
@@ -121,7 +121,7 @@ def test_a_tick_writes_nothing_and_its_run_pins_the_batch(inbox_resource: Inbox,
     instance.add_dynamic_partitions(batch_partitions.name, [request.partition_key])
     dg.materialize([inputs], partition_key=request.partition_key, run_config=request.run_config, instance=instance,
                    resources={**resources, "inbox": inbox_resource})
-    assert inbox_resource.batch_files(request.partition_key) == [inbox / "0.png", inbox / "1.png"]
+    assert inbox_resource.batch_files(request.partition_key) == ([inbox / "0.png", inbox / "1.png"], [])
     from apps.runner import pending_files
 
     assert pending_files(inbox_resource).ready == []  # a CLI run now leaves them alone

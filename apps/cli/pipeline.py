@@ -62,7 +62,9 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
     from resources import build_resources
     from storage.urls import is_url_list
 
-    bucket = args.inbox if args.inbox and args.inbox.startswith("s3://") else None
+    # A bucket prefix (--inbox, or AUTOANNOTATE_INBOX when --inbox is not given) is handed to the home's inbox.
+    bucket = args.inbox if args.inbox and args.inbox.startswith("s3://") else (
+        None if args.inbox else settings.inbox_url or None)
     inbox = Path(args.inbox).resolve() if args.inbox and not bucket else None
     if inbox is not None and not inbox.is_dir():
         raise UserError(f"The inbox {inbox} is not a folder.")
@@ -158,7 +160,7 @@ def command_status(args: argparse.Namespace, settings: Settings) -> None:
             task_named(tasks, args.task)
         except ReviewError as error:
             raise UserError(str(error)) from None
-    status = collect_status(resources["store"], task=args.task, batches=resources["inbox"].batches(),
+    status = collect_status(resources["store"], task=args.task, batches=resources["inbox"].pinned_batches(),
                             models=models_by_task(tasks, resources["detector"]), rules_of=tasks)
     emit(args, status, render_status)
 
