@@ -36,7 +36,7 @@ from apps.seaweedfs import (
     stop_seaweedfs,
 )
 from core.settings import REPO_ROOT, Settings
-from pipelines.instance import persistent_instance
+from pipelines.instance import instance_yaml, persistent_instance
 from pipelines.jobs import celery_config
 
 DATABASE = "autoannotate"
@@ -129,13 +129,13 @@ def free_team_ports() -> dict[str, str]:
 
 def team_env(settings: Settings, objects: ObjectStore) -> dict[str, str]:
     """The variables that put a home in team mode on this machine's PostgreSQL, Redis and SeaweedFS: the
-    catalog and Dagster's storage in PostgreSQL, the images and the lake's Parquet files in the bucket."""
+    catalog and Dagster's storage in PostgreSQL; the images, the lake's Parquet files, batch manifests and models
+    in the bucket (AUTOANNOTATE_SHARED), so that a worker needs no folder of another machine."""
     server = f"host=127.0.0.1 port={settings.team_postgres_port} user=postgres"
     return {"AUTOANNOTATE_CATALOG": f"postgres:dbname={DATABASE} {server}",
             "AUTOANNOTATE_DAGSTER_STORAGE": f"postgres:dbname=dagster {server}",
             "AUTOANNOTATE_CELERY_BROKER": f"redis://127.0.0.1:{settings.team_redis_port}/0",
-            "AUTOANNOTATE_IMAGES": f"s3://{BUCKET}/images", "AUTOANNOTATE_DATA_PATH": f"s3://{BUCKET}/lake",
-            **objects.env()}
+            "AUTOANNOTATE_SHARED": f"s3://{BUCKET}", **objects.env()}
 
 
 def read_team_env(home: Path) -> dict[str, str]:
@@ -157,6 +157,17 @@ def wait_for_webserver(url: str, timeout_s: float = 120.0) -> None:
             time.sleep(1)
 
 
+def worker_home(home: Path, settings: Settings) -> dict[str, str]:
+    """Make a Celery worker's own home (its caches and Dagster's scratch files: it reads nothing of the
+    coordinator's home, as on another machine, where only the catalog, Redis and the bucket are shared), with the
+    team's dagster.yaml; the variables that point the worker at it, and at the task files it runs: the
+    coordinator's (`settings`), which every machine has at the same paths, as it has the code."""
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    (home / "dagster" / "dagster.yaml").write_text(instance_yaml(settings.database_writers, settings.dagster_storage))
+    return {"AUTOANNOTATE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+            "AUTOANNOTATE_TASKS": os.pathsep.join(str(Path(t).resolve()) for t in settings.task_files)}
+
+
 def team_up(settings: Settings) -> dict[str, object]:
     """PostgreSQL (catalog and Dagster storage), Redis (the Celery broker), Celery workers, the Dagster daemon and
     the webserver on this machine, in the background; `team.env` in the home holds the variables every later
@@ -176,8 +187,7 @@ def team_up(settings: Settings) -> dict[str, object]:
     env_file.chmod(0o600)  # it holds the bucket's keys
     team = replace(settings, catalog=variables["AUTOANNOTATE_CATALOG"],
                    dagster_storage=variables["AUTOANNOTATE_DAGSTER_STORAGE"],
-                   celery_broker=variables["AUTOANNOTATE_CELERY_BROKER"], images=variables["AUTOANNOTATE_IMAGES"],
-                   data_path=variables["AUTOANNOTATE_DATA_PATH"])
+                   celery_broker=variables["AUTOANNOTATE_CELERY_BROKER"], shared=variables["AUTOANNOTATE_SHARED"])
     # Dagster's tables in PostgreSQL made now, once: workers, daemon and webserver starting together would race
     # to create them ("type run_tags already exists").
     persistent_instance(team.dagster_home, team.database_writers, team.dagster_storage)
@@ -201,9 +211,10 @@ def team_up(settings: Settings) -> dict[str, object]:
     for name, command in commands.items():
         if _alive(folder / f"{name}.pid"):
             continue
+        own = worker_home(folder / name, team) if name.startswith("worker-") else {}
         with (folder / f"{name}.log").open("a") as log:
-            process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = subprocess.Popen(command, cwd=REPO_ROOT, env={**env, **own}, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
         (folder / f"{name}.pid").write_text(str(process.pid))
     return {"webserver": f"http://127.0.0.1:{settings.team_web_port}", "env_file": str(settings.home / "team.env"),
             **variables}

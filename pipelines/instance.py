@@ -24,6 +24,23 @@ run_monitoring:
   enabled: true
   free_slots_after_run_end_seconds: 30
 """
+# A step on a Celery worker gets the run's instance from the message (its settings as written here): the folders
+# it writes compute logs and scratch files to are read from the worker's own DAGSTER_HOME, not the launching
+# machine's paths (a worker shares no folder with it).
+TEAM_LOCAL_FILES = """\
+local_artifact_storage:
+  module: dagster._core.storage.root
+  class: LocalArtifactStorage
+  config:
+    base_dir:
+      env: DAGSTER_HOME
+compute_logs:
+  module: dagster._core.storage.local_compute_log_manager
+  class: LocalComputeLogManager
+  config:
+    base_dir:
+      env: DAGSTER_HOME
+"""
 GENERATED = "# Written by autoannotate (sha256 {digest}); once edited, it is left alone.\n"
 LIBPQ_TO_DAGSTER = {"host": "hostname", "port": "port", "user": "username", "password": "password",
                     "dbname": "db_name"}
@@ -41,6 +58,7 @@ def instance_yaml(writers: int = 1, storage: str = "") -> str:
         database = "\n".join(f"      {LIBPQ_TO_DAGSTER[k]}: {v}" for k, v in fields.items() if k in LIBPQ_TO_DAGSTER)
         # psycopg2, which dagster-postgres installs (SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3).
         text += f"storage:\n  postgres:\n    postgres_db:\n{database}\n      scheme: postgresql+psycopg2\n"
+        text += TEAM_LOCAL_FILES
     return GENERATED.format(digest=hashlib.sha256(text.encode()).hexdigest()[:16]) + text
 
 

@@ -120,9 +120,10 @@ def test_team_up_runs_batches_on_two_celery_workers_and_team_down_stops_everythi
         assert exactly_once(home, team["variables"]) == 0
         # The images and the lake's Parquet files are in SeaweedFS's bucket, not in the home.
         bucket = S3Connection.from_env(team["variables"])
-        images = S3Blobs(team["variables"]["AUTOANNOTATE_IMAGES"], connection=bucket)
+        images = S3Blobs(team["variables"]["AUTOANNOTATE_SHARED"] + "/images", connection=bucket)
         assert len(list(images.listing())) == counts["inputs"]
-        lake = [info.key for info in S3Blobs(team["variables"]["AUTOANNOTATE_DATA_PATH"], connection=bucket).listing()]
+        lake = [info.key for info in S3Blobs(team["variables"]["AUTOANNOTATE_SHARED"] + "/lake",
+                                             connection=bucket).listing()]
         assert lake and all(key.endswith(".parquet") for key in lake)
         assert not (home / "images").exists() and not (home / "lake").exists()
     assert team["down"][0] == 0, team["down"][1]
@@ -164,6 +165,90 @@ def test_a_worker_killed_mid_batch_leaves_its_step_to_the_other_worker(tmp_path:
                          "prediction_id) FROM predictions'))")
         assert counts["predictions"] > 0 and stored == 0
         assert exactly_once(home, team["variables"]) == 0
+
+
+def start_worker_without(hidden: Path, home: Path, name: str, env: dict[str, str]) -> subprocess.Popen:
+    """A Celery worker with a home of its own, in a mount namespace where `hidden` (the coordinator's home) is an
+    empty read-only folder: what it reads or writes there fails, as on a machine that has no such folder."""
+    shutil.copyfile(hidden / "team" / "celery.yaml", home / "celery.yaml")
+    worker = [str(Path(sys.executable).parent / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+              "-y", str(home / "celery.yaml"), "-n", f"{name}@%h", "--", "--concurrency=1"]
+    with (home / "worker.log").open("w") as log:
+        return subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                                 'mount -t tmpfs -o ro,size=1m tmpfs "$0" && exec "$@"', str(hidden), *worker],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_workers_with_homes_of_their_own_run_a_backfill_the_coordinators_home_hidden_from_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No shared folder: two workers, each with its own home, see the coordinator's home as an empty read-only
+    folder; the inbox is a bucket prefix, batch manifests, images and the lake are in the bucket. A backfill of
+    three batches pinned by the coordinator runs on both, every input stored once, nothing written to their
+    homes but caches and Dagster's scratch files."""
+    from apps.team_services import worker_home
+    from core.s3 import S3Connection
+    from core.settings import Settings
+    from pipelines.sensors import evaluate_inbox
+    from resources import build_resources
+    from storage.s3_blobs import S3Blobs
+
+    probe = subprocess.run(["unshare", "--mount", "--", "sh", "-c", "mount -t tmpfs -o ro tmpfs /mnt"],
+                           capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"this machine cannot make a mount namespace to hide a folder: {probe.stderr.strip()}")
+    home = tmp_path / "home"
+    with team_services(home, AUTOANNOTATE_TEAM_WORKERS="0") as team:
+        variables = {**team["ports"], **team["variables"], "AUTOANNOTATE_INBOX": "s3://autoannotate/camera"}
+        connection = S3Connection.from_env(variables)
+        camera = S3Blobs("s3://autoannotate/camera", connection=connection)
+        settings = Settings.from_env({"AUTOANNOTATE_HOME": str(home), **variables})
+        workers = []
+        for n in (1, 2):
+            own = tmp_path / f"worker-{n}"
+            env = {**os.environ, **variables, **worker_home(own, settings),  # dagster-celery starts `celery`
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+            workers.append((own, start_worker_without(home, own, f"own-{n}", env)))
+        try:
+            deadline = time.monotonic() + 240
+            while not all(" ready." in (own / "worker.log").read_text() for own, _ in workers):
+                assert all(process.poll() is None for _, process in workers), {
+                    str(own): (own / "worker.log").read_text()[-2000:] for own, _ in workers}
+                assert time.monotonic() < deadline
+                time.sleep(1)
+            for variable in [v for v in variables if v.startswith("AWS_")]:  # this process lists and pins too
+                monkeypatch.setenv(variable, variables[variable])
+            inbox, cursor, batches = build_resources(settings)["inbox"], None, []
+            for wave in range(3):
+                scenes = tmp_path / f"wave{wave}"
+                write_demo_images(scenes, 3, seed=300 + wave, prefix=f"wave{wave}-")
+                for path in sorted(scenes.iterdir()):
+                    camera.put(f"wave{wave}/{path.name}", path.read_bytes())
+                tick = evaluate_inbox(inbox, cursor, now=time.time() + 3600)  # settled
+                [request] = tick.run_requests
+                cursor = tick.cursor
+                batches.append(inbox.write_batch(request.run_config["ops"]["inputs"]["config"]["files"],
+                                                 key=request.partition_key))
+            from apps.runner import instance_of
+
+            instance_of(settings).add_dynamic_partitions("batches", batches)
+            assert backfill_and_wait(team["url"], batches, runs_in_all=3) == ["SUCCESS"] * 3
+        finally:
+            for _, process in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        logs = {own.name: (own / "worker.log").read_text() for own, _ in workers}
+        assert all("Task execute_plan" in text for text in logs.values()), {k: v[-2000:] for k, v in logs.items()}
+        counts = table_counts(home, variables)
+        assert counts["inputs"] == counts["input_sources"] == counts["task_inputs"] == 9
+        assert exactly_once(home, variables) == 0
+        images = S3Blobs("s3://autoannotate/images", connection=connection)
+        assert len(list(images.listing())) == 9
+        assert [info.key for info in S3Blobs("s3://autoannotate/batches", connection=connection).listing()] == [
+            f"{batch}.json" for batch in sorted(batches)]
+        for own, _ in workers:  # a worker's home: caches (fetched objects) and Dagster's scratch files, no rows
+            assert {"celery.yaml", "dagster", "worker.log", "downloads"} <= {p.name for p in own.iterdir()} <= {
+                "celery.yaml", "dagster", "worker.log", "downloads", "cache"}
 
 
 def test_the_team_throughput_benchmark_runs_at_a_tiny_size_and_prints_its_figures(tmp_path: Path) -> None:
