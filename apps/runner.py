@@ -76,6 +76,22 @@ def create_batch(inbox: Inbox, files: list[Path], instance: dg.DagsterInstance) 
     return key
 
 
+def create_bucket_batch(inbox: Inbox, instance: dg.DagsterInstance, cursor: str | None = None
+                        ) -> tuple[str | None, str | None]:
+    """What the inbox sensor would request now on a bucket inbox, every listed object taken as settled, pinned as a
+    batch with its partition (a backfill then runs it on any worker); the batch's key (None: nothing new) and the
+    cursor that remembers what was taken."""
+    from pipelines.sensors import evaluate_bucket_inbox
+
+    tick = evaluate_bucket_inbox(inbox, cursor, now=float("inf"))
+    if not isinstance(tick, dg.SensorResult) or not tick.run_requests:
+        return None, cursor
+    [request] = tick.run_requests
+    key = inbox.write_batch(request.run_config["ops"]["inputs"]["config"]["files"], key=request.partition_key)
+    instance.add_dynamic_partitions(batch_partitions.name, [key])
+    return key, tick.cursor
+
+
 def first_failure(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error:

@@ -224,8 +224,9 @@ class Settings:
         return self.home / "cache"
 
     @property
-    def versions_root(self) -> Path:
-        return self.home / "versions"
+    def versions_location(self) -> str:
+        """Dataset-version manifests."""
+        return joined(self.shared_root, "versions")
 
     @property
     def batches_location(self) -> str:

@@ -47,7 +47,7 @@ def build_resources(settings: Settings, show_variables: bool = False) -> dict:
                              snapshot_days=settings.snapshot_days),
         "images": ImageStore(root=settings.images_root, cache_root=str(settings.cache_dir / "images"),
                              wait_s=settings.store_wait_s),
-        "versions": VersionStore(root=str(settings.versions_root), val_ratio=value("val_ratio"),
+        "versions": VersionStore(root=settings.versions_location, val_ratio=value("val_ratio"),
                                  test_ratio=value("test_ratio")),
         "detector": Detector(weights=value("weights"), imgsz=value("imgsz"), batch_size=value("batch_size"),
                              device=value("device"), runtime=value("runtime"), conf_floor=value("conf_floor"),

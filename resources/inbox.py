@@ -32,7 +32,8 @@ class Inbox(dg.ConfigurableResource):
 
     @property
     def url_fetcher(self) -> UrlFetcher:
-        return UrlFetcher(self.allow_private_urls, self.url_max_bytes, self.url_timeout_s)
+        return UrlFetcher(self.allow_private_urls, self.url_max_bytes, self.url_timeout_s,
+                          store_wait_s=self.store_wait_s)
 
     @property
     def video_rule(self) -> VideoRule:

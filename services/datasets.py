@@ -222,7 +222,7 @@ def build_day_version(s: Session, versions: VersionFiles, task: str, day: date, 
     manifest = s.versions.manifest(task, cutoff)
     key = f"{task}@{day.isoformat()}"
     path = versions.write_manifest(task, day.isoformat(), manifest.text)
-    changed = s.versions.record(key, task, day, cutoff, manifest, str(path), now)
+    changed = s.versions.record(key, task, day, cutoff, manifest, path, now)
     pause_point("versions.write")
     return key, BuiltVersion.of(manifest, changed)
 
@@ -253,7 +253,7 @@ def create_named_version(store: UnitsOfWork, versions: VersionFiles, name: str, 
         for task in chosen:
             manifest = s.versions.manifest(task, now)
             path = versions.write_manifest(task, name, manifest.text)
-            s.versions.record(f"{task}@{name}", task, now.date(), now, manifest, str(path), now, frozen=True)
+            s.versions.record(f"{task}@{name}", task, now.date(), now, manifest, path, now, frozen=True)
             built[f"{task}@{name}"] = BuiltVersion.of(manifest, changed=True)
         return built
 

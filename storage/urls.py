@@ -81,11 +81,13 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 @dataclass(frozen=True)
 class UrlFetcher:
     """How URLs are fetched: at most `workers` at once, `tries` times each (backoff `backoff_s`, doubling) on
-    errors worth retrying, `timeout_s` per request, at most `max_bytes` each."""
+    errors worth retrying, `timeout_s` per request, at most `max_bytes` each; a bucket inbox's server that stops
+    answering is waited for `store_wait_s` (as the image store is)."""
 
     allow_private: bool = False
     max_bytes: int = 200_000_000
     timeout_s: float = 30.0
+    store_wait_s: float = 60.0
     tries: int = 3
     backoff_s: float = 0.5
     workers: int = 4
@@ -161,7 +163,7 @@ class UrlFetcher:
         location, _, fragment = url.partition("#")
         bucket, key = split_s3_url(location)
         try:
-            body = S3Blobs(f"s3://{bucket}").open(key, fragment.removeprefix("etag=") or None)
+            body = S3Blobs(f"s3://{bucket}", self.store_wait_s).open(key, fragment.removeprefix("etag=") or None)
         except KeyError:
             raise UrlRefused(f"{location} is no longer in its bucket.") from None
         except ObjectChanged:

@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
+
+from storage.blobs import BlobStore
 
 
 @dataclass(frozen=True)
-class ManifestFolder:
-    """Manifests under `root/<task>/<day>/manifest.tsv` (a named version: `root/<task>/<name>/`); exports put
-    `val_ratio` of the inputs (by hash) in val, `test_ratio` in test and the rest in train."""
+class ManifestStore:
+    """Manifests at `<task>/<day>/manifest.tsv` (a named version: `<task>/<name>/`) in `blobs`: a folder, or the
+    team's bucket (any machine exports a version); exports put `val_ratio` of the inputs (by hash) in val,
+    `test_ratio` in test and the rest in train."""
 
-    root: Path
+    blobs: BlobStore
     val_ratio: float = 0.2
     test_ratio: float = 0.1
 
-    def manifest_path(self, task: str, day: str) -> Path:
-        return self.root / task / day / "manifest.tsv"
+    @staticmethod
+    def key(task: str, day: str) -> str:
+        return f"{task}/{day}/manifest.tsv"
 
-    def write_manifest(self, task: str, day: str, text: str) -> Path:
-        """Written whole or not at all (a temporary file renamed into place); always rewritten, so a rebuild
-        restores a manifest whatever happened to the file."""
-        path = self.manifest_path(task, day)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(text)
-        os.replace(partial, path)
-        return path
+    def manifest_location(self, task: str, day: str) -> str:
+        return self.blobs.url(self.key(task, day))
+
+    def read_manifest(self, task: str, day: str) -> str:
+        return self.blobs.read(self.key(task, day)).decode()
+
+    def write_manifest(self, task: str, day: str, text: str) -> str:
+        """Written whole or not at all; always rewritten, so a rebuild restores a manifest whatever happened to it.
+        Returns where it is (a path, or an s3:// URL)."""
+        self.blobs.put(self.key(task, day), text.encode())
+        return self.manifest_location(task, day)

@@ -145,7 +145,6 @@ def test_slider_number_keys_counts_send_back_and_the_original_concept(
     day = datetime.now(UTC).date().isoformat()
     time.sleep(0.01)
     assert dg.materialize([dataset_versions], partition_key=day, instance=instance, resources=resources).success
-    lines = [line.split("\t") for line in resources["versions"].manifest_path("demo-shapes", day)
-             .read_text().splitlines()]
+    lines = [line.split("\t") for line in resources["versions"].read_manifest("demo-shapes", day).splitlines()]
     assert lines[0][-1] == "original_concept"
     assert [(fields[1], fields[-1]) for fields in lines[1:]] == [("box", target["concept"])]

@@ -205,7 +205,7 @@ def test_a_single_label_version_exports_the_classification_layout_ultralytics_ac
     day = datetime.now(UTC).date().isoformat()
     assert dg.materialize([dataset_versions], partition_key=day, instance=instance, resources=resources).success
     version = f"{task.name}@{day}"
-    manifest = (resources["versions"].manifest_path(task.name, day)).read_text().splitlines()
+    manifest = resources["versions"].read_manifest(task.name, day).splitlines()
     assert len(manifest) == 31 and all(line.split("\t")[2:6] == ["", "", "", ""] for line in manifest[1:])
 
     exported = export_version(resources["store"], resources["images"], resources["versions"], version, "classify",

@@ -292,7 +292,7 @@ def test_the_next_version_holds_exactly_the_accepted_boxes(client: Callable, res
     today = time.strftime("%Y-%m-%d", time.gmtime())
     dg.materialize([dataset_versions], partition_key=today, instance=dg.DagsterInstance.ephemeral(),
                    resources=resources)
-    lines = Path(resources["versions"].manifest_path("demo-shapes", today)).read_text().splitlines()[1:]
+    lines = resources["versions"].read_manifest("demo-shapes", today).splitlines()[1:]
     manifest = [line for line in lines if line.split("\t")[6] != "negative"]  # images with nothing kept
     expected = query(resources["store"],
         f"SELECT input_id, concept, x1 FROM ({CURRENT_ANNOTATIONS}) WHERE task = 'demo-shapes' AND status = 'SUCCESS'")

@@ -126,3 +126,22 @@ def test_another_home_on_the_same_shared_store_runs_a_pinned_batch_and_loads_the
         models = {m for (m,) in conn.execute("SELECT DISTINCT model_id FROM predictions").fetchall()}
     assert models == {v2}
     assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "batches").exists()
+
+
+def test_a_bucket_inbox_object_whose_server_stops_answering_is_waited_for_the_store_wait_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's objects are fetched with the deployment's AUTOANNOTATE_STORE_WAIT_S (as the image store waits),
+    then one sentence naming the endpoint and the wait."""
+    import time
+
+    from helpers import free_port
+
+    from storage.blobs import BlobStoreError
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    fetcher = Inbox(path="s3://camera", batches=str(tmp_path / "batches"), store_wait_s=1.5).url_fetcher
+    started = time.monotonic()
+    with pytest.raises(BlobStoreError, match=rf"the object store at {endpoint} does not answer .* within 1.5 s"):
+        fetcher.fetch_all(["s3://camera/a.png#etag=abc"], tmp_path / "downloads")
+    assert time.monotonic() - started < 20

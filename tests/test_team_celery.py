@@ -185,10 +185,10 @@ def test_workers_with_homes_of_their_own_run_a_backfill_the_coordinators_home_hi
     folder; the inbox is a bucket prefix, batch manifests, images and the lake are in the bucket. A backfill of
     three batches pinned by the coordinator runs on both, every input stored once, nothing written to their
     homes but caches and Dagster's scratch files."""
+    from apps.runner import create_bucket_batch, instance_of
     from apps.team_services import worker_home
     from core.s3 import S3Connection
     from core.settings import Settings
-    from pipelines.sensors import evaluate_inbox
     from resources import build_resources
     from storage.s3_blobs import S3Blobs
 
@@ -217,20 +217,14 @@ def test_workers_with_homes_of_their_own_run_a_backfill_the_coordinators_home_hi
                 time.sleep(1)
             for variable in [v for v in variables if v.startswith("AWS_")]:  # this process lists and pins too
                 monkeypatch.setenv(variable, variables[variable])
-            inbox, cursor, batches = build_resources(settings)["inbox"], None, []
+            inbox, instance, cursor, batches = build_resources(settings)["inbox"], instance_of(settings), None, []
             for wave in range(3):
                 scenes = tmp_path / f"wave{wave}"
                 write_demo_images(scenes, 3, seed=300 + wave, prefix=f"wave{wave}-")
                 for path in sorted(scenes.iterdir()):
                     camera.put(f"wave{wave}/{path.name}", path.read_bytes())
-                tick = evaluate_inbox(inbox, cursor, now=time.time() + 3600)  # settled
-                [request] = tick.run_requests
-                cursor = tick.cursor
-                batches.append(inbox.write_batch(request.run_config["ops"]["inputs"]["config"]["files"],
-                                                 key=request.partition_key))
-            from apps.runner import instance_of
-
-            instance_of(settings).add_dynamic_partitions("batches", batches)
+                batch, cursor = create_bucket_batch(inbox, instance, cursor)
+                batches.append(batch)
             assert backfill_and_wait(team["url"], batches, runs_in_all=3) == ["SUCCESS"] * 3
         finally:
             for _, process in workers:

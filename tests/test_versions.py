@@ -58,7 +58,7 @@ def test_as_of_semantics_over_a_history_with_controlled_timestamps(resources: di
     assert versions["t@2026-11-01"][1] == 0  # before the task's first event: an empty version, still exportable
     assert {day: versions[f"t@{day}"][1] for day in ("2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05")} == {
         "2026-11-02": 1, "2026-11-03": 2, "2026-11-04": 3, "2026-11-05": 2}
-    manifest = Path(resources["versions"].manifest_path("t", "2026-11-03")).read_text().splitlines()
+    manifest = resources["versions"].read_manifest("t", "2026-11-03").splitlines()
     assert manifest[0] == "input_id\tconcept\tx1\ty1\tx2\ty2\tsource\toriginal_concept"
     assert [line.split("\t")[2] for line in manifest[1:]] == ["0.100000", "0.300000"]  # a and c, not b
 
@@ -92,11 +92,11 @@ def test_rebuild_and_week_backfill_give_the_same_manifest_hashes(resources: dict
     build(resources, instance, "2026-11-02", "2026-11-08")
     first = versions_of(resources)
     assert len(first) == 7
-    manifests = {k: Path(resources["versions"].manifest_path("t", k[2:])).read_bytes() for k in first}
+    manifests = {k: resources["versions"].read_manifest("t", k[2:]) for k in first}
     build(resources, instance, "2026-11-05")  # re-materialize one day
     build(resources, instance, "2026-11-02", "2026-11-08")  # backfill the week again
     assert versions_of(resources) == first
-    assert {k: Path(resources["versions"].manifest_path("t", k[2:])).read_bytes() for k in first} == manifests
+    assert {k: resources["versions"].read_manifest("t", k[2:]) for k in first} == manifests
     changed = query(resources["store"], "SELECT count(DISTINCT changed_at) AS n FROM dataset_versions")
     assert changed["n"].iloc[0] == 1  # nothing was rewritten
 
