@@ -139,9 +139,43 @@ def test_a_bucket_inbox_object_whose_server_stops_answering_is_waited_for_the_st
     from storage.blobs import BlobStoreError
 
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    for variable, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+                            "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(variable, value)
     fetcher = Inbox(path="s3://camera", batches=str(tmp_path / "batches"), store_wait_s=1.5).url_fetcher
     started = time.monotonic()
     with pytest.raises(BlobStoreError, match=rf"the object store at {endpoint} does not answer .* within 1.5 s"):
         fetcher.fetch_all(["s3://camera/a.png#etag=abc"], tmp_path / "downloads")
     assert time.monotonic() - started < 20
+
+
+def test_a_run_with_a_shared_bucket_keeps_batches_versions_and_images_there_and_exports_from_it(
+        bucket: str, tmp_path: Path) -> None:
+    """`AUTOANNOTATE_SHARED=s3://...` alone: the batch manifest, the version manifest (its row names its URL), the
+    images and nothing else of the team's leave the home; an export reads them back into the home's cache."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from helpers import autoannotate
+
+    home, inbox = tmp_path / "home", tmp_path / "inbox"
+    write_demo_images(inbox, 4, seed=173)
+    env = {"AUTOANNOTATE_SHARED": bucket + "/team"}
+    summary = autoannotate("run", "--inbox", str(inbox), "--version", "--json", home=home, env=env).stdout
+    day = datetime.now(UTC).date().isoformat()
+    shared = blob_store(bucket + "/team")
+    keys = [info.key for info in shared.listing()]
+    [batch] = [key for key in keys if key.startswith("batches/")]
+    assert batch.removeprefix("batches/").removesuffix(".json") in summary
+    assert f"versions/demo-shapes/{day}/manifest.tsv" in keys
+    assert len([key for key in keys if key.startswith("images/")]) == 4
+    assert not {"batches", "versions", "images", "models", "lake"} & {p.name for p in home.iterdir()}
+    with duckdb.connect(str(home / "autoannotate.duckdb"), read_only=True) as conn:
+        [(location, sha, labelled)] = conn.execute(
+            "SELECT manifest_path, manifest_sha256, inputs FROM dataset_versions").fetchall()
+    assert location == f"{bucket}/team/versions/demo-shapes/{day}/manifest.tsv"
+    assert hashlib.sha256(shared.read(f"versions/demo-shapes/{day}/manifest.tsv")).hexdigest() == sha
+    out = tmp_path / "yolo"
+    autoannotate("export", "--version", f"demo-shapes@{day}", "--format", "yolo", "--out", str(out), home=home,
+                 env=env)
+    assert len(list(out.glob("images/*/*"))) == labelled > 0  # model negatives are left out by default
