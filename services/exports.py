@@ -9,16 +9,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from core.annotations import Kind
 from core.formats import LINK_MODES, ExportRequest, export_file_name, label_format
+from core.locations import is_remote
 from core.manifests import NEGATIVE_CHOICES, NEGATIVE_MAKERS, check_split_ratios
 from core.quality import wilson_interval
 from core.results import ExportSummary
 from core.task_config import LabelingTask
 from services.ports import StoredImages, UnitsOfWork, VersionFiles
+from storage.blobs import blob_store
 from store import Session
 
 
@@ -79,6 +83,33 @@ def replaced_whole(out: Path) -> Iterator[Path]:
     os.replace(staging, out)
     if earlier is not None:
         shutil.rmtree(earlier, ignore_errors=True)
+
+
+def export_version_to(store: UnitsOfWork, images: StoredImages, versions: VersionFiles, version_key: str, fmt: str,
+                      out: str, overwrite: bool = False, **options: Any) -> ExportSummary:
+    """`export_version` into `out`: a folder, or a bucket prefix (s3://bucket/prefix), where the export is written
+    to a scratch folder first and then stored file by file under the prefix (a YOLO data.yaml names no `path`, so
+    the copied export trains as it is). A prefix that holds objects is refused unless `overwrite`, which removes
+    the objects the new export does not have once every new one is stored."""
+    if not is_remote(out):
+        return export_version(store, images, versions, version_key, fmt, Path(out), overwrite=overwrite, **options)
+    target = blob_store(out)
+    held = {info.key for info in target.listing()}
+    if held and not overwrite:
+        raise ValueError(f"--out {out} already holds {len(held)} objects (an earlier export?); exporting into it "
+                         "would mix two datasets. Pass --overwrite to replace them, or give an empty prefix.")
+    with tempfile.TemporaryDirectory(prefix="autoannotate-export-") as scratch:
+        folder = Path(scratch) / "export"
+        exported = export_version(store, images, versions, version_key, fmt, folder, **options)
+        stored = set()
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            key = path.relative_to(folder).as_posix()
+            target.put_file(key, path)
+            stored.add(key)
+        for key in held - stored:
+            target.delete(key)
+        main_file = Path(exported.out).resolve().relative_to(folder.resolve()).as_posix()
+    return replace(exported, out=target.url(main_file) if main_file != "." else target.location)
 
 
 def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFiles, version_key: str, fmt: str,

@@ -3,6 +3,7 @@ inbox sensor on a bucket prefix, batch manifests, promoted detectors and trained
 store runs a batch it never saw pinned and loads the promoted detector, with the first home gone. Against a real
 SeaweedFS (the session's)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -179,3 +180,15 @@ def test_a_run_with_a_shared_bucket_keeps_batches_versions_and_images_there_and_
     autoannotate("export", "--version", f"demo-shapes@{day}", "--format", "yolo", "--out", str(out), home=home,
                  env=env)
     assert len(list(out.glob("images/*/*"))) == labelled > 0  # model negatives are left out by default
+    # The same export into a bucket prefix: the same files, byte for byte; a second one only with --overwrite.
+    export = ["export", "--version", f"demo-shapes@{day}", "--format", "yolo", "--out", bucket + "/exports/v1"]
+    told = json.loads(autoannotate(*export, "--json", home=home, env=env).stdout)
+    assert told["out"] == f"{bucket}/exports/v1/data.yaml"  # its main file, as for a folder
+    exported = blob_store(bucket + "/exports/v1")
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {info.key: exported.read(info.key) for info in exported.listing()} == files
+    refused = autoannotate(*export, home=home, env=env, check=False)
+    assert refused.returncode == 1 and f"--out {bucket}/exports/v1 already holds {len(files)} objects" in refused.stderr
+    exported.put("stale.txt", b"from before")
+    autoannotate(*export, "--overwrite", home=home, env=env)
+    assert sorted(info.key for info in exported.listing()) == sorted(files)

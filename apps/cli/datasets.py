@@ -100,17 +100,17 @@ def command_version_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def command_export(args: argparse.Namespace, settings: Settings) -> None:
     from resources import build_resources
-    from services.exports import default_negatives, export_version
+    from services.exports import default_negatives, export_version_to
 
     resources = build_resources(settings)
     configured = {t.name: t for t in resources["tasks"].load()}
     negatives, why = args.negatives, "as --negatives says"
     if negatives is None:
         negatives, why = default_negatives(resources["store"], configured.get(args.version.split("@")[0]))
-    exported = export_version(resources["store"], resources["images"], resources["versions"], args.version,
-                              args.format, Path(args.out), negatives=negatives, longest_side=args.resize,
-                              overwrite=args.overwrite, link=args.link,
-                              tracker_of={name: t.tracker for name, t in configured.items() if t.tracker})
+    exported = export_version_to(resources["store"], resources["images"], resources["versions"], args.version,
+                                 args.format, args.out, negatives=negatives, longest_side=args.resize,
+                                 overwrite=args.overwrite, link=args.link,
+                                 tracker_of={name: t.tracker for name, t in configured.items() if t.tracker})
     result = {**exported.as_dict(), "negatives_chosen": why}
     splits = ", ".join(f"{split} {result[split]}" for split in SPLITS if split in result)
     emit(args, result, lambda r: print(
@@ -159,7 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--version", required=True, help="version key, e.g. demo-shapes@2026-11-22")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS,
                         help="; ".join(f"{name}: {FORMATS[name].summary}" for name in EXPORT_FORMATS))
-    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--out", required=True, help="output folder, or a bucket prefix s3://bucket/prefix")
     export.add_argument("--negatives", choices=list(NEGATIVE_CHOICES), default=None,
                         help="which negative images (no object) go in: people (the default: those a person made, "
                              "imported without labels or reviewed with nothing left), all (the model's too: images it "
