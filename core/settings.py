@@ -101,7 +101,7 @@ class Settings:
     slot_wait_s: float = 600.0  # how long a CLI run waits for another run to free the database slot
     store_wait_s: float = 60.0  # how long a unit of work waits for the file's lock, or for a lost catalog server
     catalog: str = ""  # "" embedded DuckDB file; "ducklake" a DuckLake with a local catalog; "postgres:CONNINFO"
-    data_path: str = ""  # a DuckLake's Parquet files ("" : <home>/lake)
+    data_path: str = ""  # a DuckLake's Parquet files ("" : <shared>/lake)
     images: str = ""  # the image store: a folder or s3://bucket/prefix ("" : <shared>/images)
     # What every machine of a deployment must see (batch manifests, trained models and classifiers, the promoted
     # detectors, and by default the images and the lake): a folder or s3://bucket/prefix ("" : the home).

@@ -29,6 +29,7 @@ class Inbox(dg.ConfigurableResource):
     allow_private_urls: bool = False
     url_max_bytes: int = 200_000_000
     url_timeout_s: float = 30.0
+    store_wait_s: float = 60.0  # a bucket (of the inbox or the manifests) that stops answering is waited for
 
     @property
     def url_fetcher(self) -> UrlFetcher:
@@ -38,8 +39,6 @@ class Inbox(dg.ConfigurableResource):
     @property
     def video_rule(self) -> VideoRule:
         return VideoRule(self.video_fps, self.video_max_frames, self.video_skip_similar)
-
-    store_wait_s: float = 60.0  # a bucket (of the inbox or the manifests) that stops answering is waited for
 
     @property
     def is_bucket(self) -> bool:
