@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from helpers import autoannotate, exactly_once, in_home, table_counts
@@ -43,7 +44,9 @@ def team_services(home: Path, **extra: str) -> Iterator[dict]:
             pytest.fail(f"{error}\n{(home / 'team' / 'webserver.log').read_text()[-3000:]}")
         wait_for_workers(home)
         team["variables"] = read_team_env(home)
-        yield team
+        # This process pins batches as a coordinator's shell with `team.env` sourced does: in the bucket.
+        with mock.patch.dict(os.environ, {k: v for k, v in team["variables"].items() if k.startswith("AWS_")}):
+            yield team
     finally:
         down = subprocess.run([sys.executable, "-m", "apps.team_services", "down"], env=environment,
                               capture_output=True, text=True, timeout=120)
@@ -180,7 +183,7 @@ def start_worker_without(hidden: Path, home: Path, name: str, env: dict[str, str
 
 
 def test_workers_with_homes_of_their_own_run_a_backfill_the_coordinators_home_hidden_from_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     """No shared folder: two workers, each with its own home, see the coordinator's home as an empty read-only
     folder; the inbox is a bucket prefix, batch manifests, images and the lake are in the bucket. A backfill of
     three batches pinned by the coordinator runs on both, every input stored once, nothing written to their
@@ -215,8 +218,6 @@ def test_workers_with_homes_of_their_own_run_a_backfill_the_coordinators_home_hi
                     str(own): (own / "worker.log").read_text()[-2000:] for own, _ in workers}
                 assert time.monotonic() < deadline
                 time.sleep(1)
-            for variable in [v for v in variables if v.startswith("AWS_")]:  # this process lists and pins too
-                monkeypatch.setenv(variable, variables[variable])
             inbox, instance, cursor, batches = build_resources(settings)["inbox"], instance_of(settings), None, []
             for wave in range(3):
                 scenes = tmp_path / f"wave{wave}"
