@@ -157,6 +157,14 @@ def wait_for_webserver(url: str, timeout_s: float = 120.0) -> None:
             time.sleep(1)
 
 
+def celery_worker_command(config: Path, name: str) -> list[str]:
+    """A Celery worker of the batch job's executor (`config`: the YAML of `celery_config`), one step at a time:
+    inference already spreads over every core of its machine (ONNX Runtime's threads), so two at once on one
+    machine would each run at half speed."""
+    return [str(Path(sys.executable).parent / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y",
+            str(config), "-n", f"{name}@%h", "--", "--concurrency=1"]
+
+
 def worker_home(home: Path, settings: Settings) -> dict[str, str]:
     """Make a Celery worker's own home (its caches and Dagster's scratch files: it reads nothing of the
     coordinator's home, as on another machine, where only the catalog, Redis and the bucket are shared), with the
@@ -199,10 +207,7 @@ def team_up(settings: Settings) -> dict[str, object]:
     commands = {
         "redis": ["redis-server", "--port", str(settings.team_redis_port), "--bind", "127.0.0.1", "--save", "",
                   "--dir", str(folder)],
-        # One step at a time per worker: inference already spreads over every core of its machine (ONNX
-        # Runtime's threads), so two at once on one machine would each run at half speed.
-        **{f"worker-{n}": [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y",
-                           str(folder / "celery.yaml"), "-n", f"worker-{n}@%h", "--", "--concurrency=1"]
+        **{f"worker-{n}": celery_worker_command(folder / "celery.yaml", f"worker-{n}")
            for n in range(1, settings.team_workers + 1)},
         "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
         "webserver": [str(bin_dir / "dagster-webserver"), "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1",

@@ -41,10 +41,11 @@ class ContentStore:
     def path_for(self, input_id: str) -> Path:
         """A file on this machine holding the image: the store's own in a folder; from a bucket, a copy fetched
         once into `cache` (what an export links its images from)."""
-        if self.cache is None and self.blobs.local_path(self.key_for(input_id)) is None:
+        key = self.key_for(input_id)
+        if self.cache is None and self.blobs.local_path(key) is None:
             raise ImageStoreError(f"The image store {self.blobs.location} is remote and has no cache folder.")
         try:
-            return local_copy(self.blobs, self.key_for(input_id), self.cache or Path("."))
+            return local_copy(self.blobs, key, self.cache or Path("."))  # a folder store's own file needs no cache
         except KeyError:
             raise KeyError(f"No stored image has the id {input_id}.") from None
 

@@ -102,8 +102,10 @@ class BatchManifests:
         taken."""
         pinned: dict[Path, list[int] | None] = {}
         for batch in self.batches():
-            manifest = self.manifest(batch) if batch != except_batch else {}
-            if manifest and not is_remote(manifest["inbox"]):
+            if batch == except_batch:
+                continue
+            manifest = self.manifest(batch)
+            if not is_remote(manifest["inbox"]):
                 signatures = manifest.get("signatures", {})
                 pinned.update({Path(manifest["inbox"]) / name: signatures.get(name) for name in manifest["files"]})
         return pinned

@@ -173,9 +173,10 @@ def test_a_worker_killed_mid_batch_leaves_its_step_to_the_other_worker(tmp_path:
 def start_worker_without(hidden: Path, home: Path, name: str, env: dict[str, str]) -> subprocess.Popen:
     """A Celery worker with a home of its own, in a mount namespace where `hidden` (the coordinator's home) is an
     empty read-only folder: what it reads or writes there fails, as on a machine that has no such folder."""
+    from apps.team_services import celery_worker_command
+
     shutil.copyfile(hidden / "team" / "celery.yaml", home / "celery.yaml")
-    worker = [str(Path(sys.executable).parent / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-              "-y", str(home / "celery.yaml"), "-n", f"{name}@%h", "--", "--concurrency=1"]
+    worker = celery_worker_command(home / "celery.yaml", name)
     with (home / "worker.log").open("w") as log:
         return subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                                  'mount -t tmpfs -o ro,size=1m tmpfs "$0" && exec "$@"', str(hidden), *worker],

@@ -63,8 +63,8 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
     from storage.urls import is_url_list
 
     # A bucket prefix (--inbox, or AUTOANNOTATE_INBOX when --inbox is not given) is handed to the home's inbox.
-    bucket = args.inbox if args.inbox and args.inbox.startswith("s3://") else (
-        None if args.inbox else settings.inbox_url or None)
+    chosen = args.inbox or settings.inbox_url
+    bucket = chosen if chosen and chosen.startswith("s3://") else None
     inbox = Path(args.inbox).resolve() if args.inbox and not bucket else None
     if inbox is not None and not inbox.is_dir():
         raise UserError(f"The inbox {inbox} is not a folder.")
