@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,11 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apps.review_desk import ReviewDesk
+from core.access import Action
 from core.annotations import Kind, Role
 from core.geometry import Box as UnitBox
 from core.geometry import polygon_bounds
 from core.image_checks import crop_jpeg, load_oriented_rgb
-from core.review_rules import Conflict, Forbidden, Invalid, NotFound, ReviewError
+from core.review_rules import Conflict, Forbidden, Invalid, NotFound, ReviewError, SignInFirst
 from core.settings import DEMO_WEIGHTS
 from core.task_config import LabelingTask
 from resources.concepts import ConceptModels
@@ -44,6 +46,18 @@ from store import DatabaseLockedError
 
 INPUT_ID = re.compile(r"[0-9a-f]{64}")  # matched whole (`fullmatch`): no trailing newline slips through
 ANNOTATION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def whole(pattern: re.Pattern) -> str:
+    """`pattern` for a body or query field: pydantic searches a pattern, so it is anchored at both ends (its Rust
+    engine's `$` is the end of the text, with no trailing newline allowed)."""
+    return f"^{pattern.pattern}$"
+
+
+InputId = Annotated[str, Field(pattern=whole(INPUT_ID))]
+AnnotationId = Annotated[str, Field(pattern=whole(ANNOTATION_ID))]
+MAX_IDS = 1_000  # ids in one undo or bulk list (a bulk action on more selects them by `matching`)
+LOG = logging.getLogger(__name__)
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATES = Jinja2Templates(directory=str(TEMPLATE_DIR))
 PAGE_SCRIPTS = ("review.js", "lead.js", "tasks.js", "objects.js")
@@ -93,6 +107,8 @@ class Decision(BaseModel):
 def checked_polygon(points: list[float] | None) -> list[float] | None:
     if points is not None and (len(points) < 6 or len(points) % 2):
         raise ValueError("a polygon needs at least 3 points, as x0, y0, x1, y1, ...")
+    if points is not None and not polygon_bounds(points).is_ordered():
+        raise ValueError("a polygon needs an area: its points may not all lie on one horizontal or vertical line")
     return points
 
 
@@ -132,7 +148,7 @@ class NewConcept(BaseModel):
 
 class Undo(BaseModel):
     reviewer: str | None = None
-    annotation_ids: list[Annotated[str, Field(pattern=ANNOTATION_ID.pattern)]] = Field(min_length=1)
+    annotation_ids: list[AnnotationId] = Field(min_length=1, max_length=MAX_IDS)
 
 
 class AcceptAbove(Finite):
@@ -163,8 +179,7 @@ class BulkAction(BaseModel):
 
     action: Literal["accept", "reject", "relabel", "remove", "add_concept"]
     task: str
-    annotation_ids: list[Annotated[str, Field(pattern=ANNOTATION_ID.pattern)]] = Field(default_factory=list,
-                                                                                   max_length=200_000)
+    annotation_ids: list[AnnotationId] = Field(default_factory=list, max_length=MAX_IDS)
     matching: ObjectFilters | None = None
     concept: str | None = None  # relabel: the new concept; add_concept: the image-level concept to add
 
@@ -180,7 +195,7 @@ class BulkAction(BaseModel):
 class TrackDecision(BaseModel):
     reviewer: str | None = None  # the signed-in reviewer; naming another one is refused
     task: str
-    video_id: Annotated[str, Field(pattern=INPUT_ID.pattern)]
+    video_id: InputId
     track_id: int = Field(ge=1)
     decision: Literal["accept", "reject", "correct"]
     concept: str | None = None  # correct: the track's new concept
@@ -200,7 +215,7 @@ class InputDeletion(BaseModel):
     purge: bool = False
 
 
-ERROR_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403}
+ERROR_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403, SignInFirst: 401}
 
 
 def answer(work: Callable[[], object]) -> object:
@@ -228,21 +243,11 @@ def signed_in(request: Request) -> str:
     return person[0]
 
 
-def signed_in_lead(request: Request) -> str:
-    """A lead's request; a reviewer's is refused with the sentence of what they may do."""
-    me = signed_in(request)
-    if not is_lead(request):
-        raise HTTPException(403, f"{me} is a reviewer: only a lead (`autoannotate review invite NAME --role lead`) "
-                                 "may do this.")
-    return me
-
-
 def is_lead(request: Request) -> bool:
     return getattr(request.state, "role", None) == Role.LEAD
 
 
 Me = Annotated[str, Depends(signed_in)]
-LeadMe = Annotated[str, Depends(signed_in_lead)]
 
 
 class BodyLimit:
@@ -282,6 +287,42 @@ class BodyLimit:
         await self.app(scope, counted, unless_refused)
 
 
+SECURITY_HEADERS = [(b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+
+class SecurityHeaders:
+    """The page's security headers on every answer, refusals and failures included: an error no handler took
+    becomes a 500 with one sentence here (logged with its traceback), so no answer leaves without them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                names = {name for name, _ in SECURITY_HEADERS}
+                message["headers"] = [h for h in message.get("headers", []) if h[0].lower() not in names] + \
+                    SECURITY_HEADERS
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_headers)
+        except Exception:
+            LOG.exception("review server: %s %s failed", scope.get("method"), scope.get("path"))
+            if not started:
+                await JSONResponse({"detail": "The server failed on this request (its log has the error); try "
+                                              "again, and tell whoever runs it if it keeps failing."},
+                                   status_code=500)(scope, receive, with_headers)
+
+
 def validation_sentence(error: RequestValidationError) -> str:
     """FastAPI's validation errors as one sentence that never echoes the input (NaN cannot be written as JSON)."""
     parts = []
@@ -307,26 +348,22 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         return JSONResponse({"detail": validation_sentence(error)}, status_code=422)
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
-
-    @app.middleware("http")
     async def same_origin_writes(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """A browser sends Origin with every POST: one from another site is refused before anything runs."""
+        """A browser sends Origin with every POST: one from another site is refused before anything runs (the
+        answer does not repeat the Origin it was sent)."""
         origin = request.headers.get("origin")
         if request.method not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != request.headers.get("host"):
-            return JSONResponse({"detail": f"Requests from {origin} are refused: the review page only accepts "
+            return JSONResponse({"detail": "Requests from another site are refused: the review page only accepts "
                                            "decisions from its own pages."}, status_code=403)
         return await call_next(request)
 
+    app.add_middleware(SecurityHeaders)  # added last: the outermost, so every answer carries the headers
+
     def acting(me: str, named: str | None) -> str:
-        if named is not None and named != me:
-            raise HTTPException(403, f"You are signed in as {me}; a decision as {named} is refused.")
-        return me
+        return answer(lambda: desk.acting(me, named))  # type: ignore[return-value]
+
+    def allowed(request: Request, me: str, action: Action, **ids: str) -> None:
+        answer(lambda: desk.check(me, is_lead(request), action, **ids))
 
     def checked(pattern: re.Pattern, value: str, what: str) -> str:
         if not pattern.fullmatch(value):
@@ -338,7 +375,7 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
                  "image_concepts": t.image_concepts,
                  "detects": t.detects, "allow_takeover": t.allow_takeover,
                  "consensus": t.consensus is not None,
-                 "rules": [r.model_dump() for r in t.rules()]} for t in tasks if lead or reviewer in t.people]
+                 "rules": [r.model_dump() for r in t.rules()]} for t in desk.tasks_of(reviewer, lead)]
 
     def sentence_page(request: Request, sentence: str, status: int) -> HTMLResponse:
         return TEMPLATES.TemplateResponse(request, "review.html", {"sentence": sentence, "tasks": [],
@@ -380,7 +417,9 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         me = signed_in_page(request)
         if isinstance(me, Response):
             return me
-        if not is_lead(request):
+        try:
+            desk.check(me, is_lead(request), Action.SEE_OVERVIEW)
+        except ReviewError:
             return sentence_page(request, f"{me} is a reviewer: this page is for leads; your review is at /.", 403)
         return TEMPLATES.TemplateResponse(request, template, {"me": me, "page": {
             "me": me, "tasks": tasks_of(me, lead=True), "dagster_url": dagster_url.rstrip("/")}})
@@ -404,14 +443,14 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         return tasks_of(me, is_lead(request))
 
     @app.get("/api/overview")
-    def overview(me: LeadMe) -> list[dict]:
-        return answer(desk.overview)
+    def overview(request: Request, me: Me) -> list[dict]:
+        return answer(lambda: desk.overview(me, is_lead(request)))  # type: ignore[return-value]
 
     @app.post("/api/tasks/{task}/versions")
-    def create_version(me: LeadMe, task: str, body: NewVersion) -> dict:
+    def create_version(request: Request, me: Me, task: str, body: NewVersion) -> dict:
         from services.datasets import FrozenVersion, create_named_version
 
-        answer(lambda: desk.task(task))
+        allowed(request, me, Action.CREATE_VERSION, task=task)
         if versions is None:
             raise HTTPException(503, "This server was started without a version store; `autoannotate review serve` "
                                      "has one.")
@@ -428,14 +467,9 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
               status: list[str] = Query(default=[]),  # noqa: B008
               concept: list[str] = Query(default=[]), labeler: list[str] = Query(default=[]),  # noqa: B008
               combine: Literal["and", "or"] = "and") -> dict:
-        chosen = answer(lambda: desk.task(task))
         reviewer = reviewer or me
-        lead = is_lead(request)
-        if reviewer not in chosen.people and not (lead and reviewer == me):
-            raise HTTPException(404, f"{reviewer!r} is not a reviewer of task {task!r}.")
-        if not lead and (me not in chosen.people or (reviewer != me and not chosen.allow_takeover)):
-            raise HTTPException(403, f"You are signed in as {me}; task {task!r} shows you only your own queue.")
-        items = desk.queue(task, reviewer, status, concept, labeler, combine)
+        items = answer(lambda: desk.queue(task, reviewer, status, concept, labeler, combine, asked_by=me,
+                                          lead=is_lead(request)))
         return {"items": items, "progress": desk.progress(task), "reviewer": reviewer}
 
     @app.get("/api/inputs/{input_id}")
@@ -447,9 +481,8 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
     @app.get("/images/{input_id}")
     def image(request: Request, me: Me, input_id: str) -> Response:
         checked(INPUT_ID, input_id, "input")
-        if not answer(lambda: desk.can_see(me, input_id, is_lead(request))):
-            # The same answer as for an image that is not stored: nothing tells another task's image exists.
-            raise HTTPException(404, f"No stored image has the id {input_id}.")
+        # An image of none of the person's tasks gets the answer of one not stored: nothing tells it exists.
+        allowed(request, me, Action.SEE_IMAGE, input_id=input_id)
         try:
             data = images.read(input_id)
         except KeyError:
@@ -459,9 +492,9 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         return Response(buffer.getvalue(), media_type="image/jpeg")
 
     @app.get("/api/objects")
-    def objects(me: LeadMe, filters: Annotated[ObjectFilters, Query()], after: str | None = None,
+    def objects(request: Request, me: Me, filters: Annotated[ObjectFilters, Query()], after: str | None = None,
                 limit: int = Query(default=60, ge=1, le=500)) -> dict:
-        return answer(lambda: desk.objects(filters.task, filters.by_column(), filters.combine,
+        return answer(lambda: desk.objects(me, is_lead(request), filters.task, filters.by_column(), filters.combine,
                                            filters.min_confidence, filters.max_confidence, after, limit))
 
     @app.get("/crops/{annotation_id}")
@@ -470,9 +503,8 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         """An object cut from its image: for a lead, and for a reviewer of a task the image belongs to (a track's
         frame strip)."""
         checked(ANNOTATION_ID, annotation_id, "annotation")
+        allowed(request, me, Action.SEE_CROP, annotation_id=annotation_id)
         found = answer(lambda: desk.box_of(annotation_id))
-        if not answer(lambda: desk.can_see(me, found["input_id"], is_lead(request))):
-            raise HTTPException(404, f"No stored image holds annotation {annotation_id}.")
         box = (found["x1"], found["y1"], found["x2"], found["y2"])
         key = hashlib.sha256(repr((box, size)).encode()).hexdigest()[:16]
         try:
@@ -482,10 +514,12 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/objects/{annotation_id}/similar")
-    def similar(me: LeadMe, annotation_id: str, task: str, limit: int = Query(default=12, ge=1, le=100)) -> dict:
+    def similar(request: Request, me: Me, annotation_id: str, task: str,
+                limit: int = Query(default=12, ge=1, le=100)) -> dict:
         from services.similar import object_backbone, similar_objects
 
         checked(ANNOTATION_ID, annotation_id, "annotation")
+        allowed(request, me, Action.SEE_SIMILAR, task=task, annotation_id=annotation_id)
         chosen = answer(lambda: desk.task(task))
         if models is None:
             raise HTTPException(503, "This server was started without concept models; `autoannotate review serve` "
@@ -497,25 +531,25 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
             raise HTTPException(404, str(error.args[0])) from None
 
     @app.post("/api/objects/bulk")
-    def bulk(me: LeadMe, body: BulkAction) -> dict:
+    def bulk(request: Request, me: Me, body: BulkAction) -> dict:
+        lead = is_lead(request)
         chosen = body.annotation_ids
         if body.matching is not None:
             m = body.matching
             if m.task != body.task:
                 raise HTTPException(422, "The filters must be of the task the action is on.")
-            chosen = answer(lambda: desk.matching_objects(m.task, m.by_column(), m.combine, m.min_confidence,
-                                                          m.max_confidence))
+            chosen = answer(lambda: desk.matching_objects(me, lead, m.task, m.by_column(), m.combine,
+                                                          m.min_confidence, m.max_confidence))
         if body.action == "add_concept":
-            return answer(lambda: desk.add_concept_to_images(body.task, chosen, body.concept or "", me))
-        return answer(lambda: desk.bulk(body.task, chosen, body.action, me, body.concept, lead=True))
+            return answer(lambda: desk.add_concept_to_images(body.task, chosen, body.concept or "", me, lead))
+        return answer(lambda: desk.bulk(body.task, chosen, body.action, me, body.concept, lead=lead))
 
     @app.post("/api/inputs/{input_id}/delete")
-    def delete_input(me: LeadMe, input_id: str, body: InputDeletion) -> dict:
+    def delete_input(request: Request, me: Me, input_id: str, body: InputDeletion) -> dict:
         from services.inputs import delete_inputs
 
         checked(INPUT_ID, input_id, "input")
-        if not answer(lambda: desk.can_see(me, input_id, lead=True)):
-            raise HTTPException(404, f"No input has the id {input_id}.")
+        allowed(request, me, Action.DELETE_INPUT, input_id=input_id)
         deleted = delete_inputs(store, images, [input_id], me, purge=body.purge)
         return {**deleted.as_dict(), "sentence": deleted.sentence()}
 
@@ -565,11 +599,9 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
 
     @app.get("/api/tracks/frames")
     def track_frames(request: Request, me: Me, task: str,
-                     video_id: Annotated[str, Query(pattern=INPUT_ID.pattern)], track_id: int) -> dict:
+                     video_id: Annotated[str, Query(pattern=whole(INPUT_ID))], track_id: int) -> dict:
         """A track's frame annotations in order, for the review page's strip."""
-        frames = answer(lambda: desk.track_frames(task, video_id, track_id))
-        if frames and not answer(lambda: desk.can_see(me, frames[0]["input_id"], is_lead(request))):
-            raise HTTPException(404, f"Task {task!r} shows you no track {track_id} of that video.")
+        frames = answer(lambda: desk.track_frames(task, video_id, track_id, me, is_lead(request)))
         return {"task": task, "video_id": video_id, "track_id": track_id, "frames": frames}
 
     @app.post("/api/tracks/decision")

@@ -1,7 +1,7 @@
 """What a reviewer's decision writes, and which decisions are refused: pure rules with typed errors.
 
-The review desk (CLI and review page alike) applies these rules; the HTTP status of a refusal
-comes from the error's type, never from its text.
+The review desk (CLI and review page alike) applies these rules after the access policy (`core.access`) allowed
+the request; the HTTP status of a refusal comes from the error's type, never from its text.
 """
 
 from __future__ import annotations
@@ -36,17 +36,8 @@ class Forbidden(ReviewError):
     """The reviewer may not make this decision: not a reviewer of the task, or someone else's image."""
 
 
-def check_reviewer(task: LabelingTask, reviewer: str, assignee: str | None, lead: bool = False) -> None:
-    """A decision is made by one of the task's reviewers, on an image of their own queue (or one no queue
-    holds) unless the task lets reviewers take over each other's images; a lead decides on any task's images."""
-    if lead:
-        return
-    if reviewer not in task.reviewers:
-        raise Forbidden(f"{reviewer!r} is not a reviewer of task {task.name!r} (reviewers: "
-                        f"{', '.join(task.reviewers) or 'none'}).")
-    if assignee is not None and assignee != reviewer and not task.allow_takeover:
-        raise Forbidden(f"This image is in {assignee}'s queue, and task {task.name!r} does not let reviewers take "
-                        "over each other's images (allow_takeover: true in the task file would).")
+class SignInFirst(ReviewError):
+    """Nobody is signed in."""
 
 
 def undo_event(current: AnnotationEvent, status_before: Status | None, reviewer: str,

@@ -10,7 +10,7 @@ from typing import Any
 from core.annotations import AnnotationEvent, Kind, Source, Status, human_annotation_id
 from core.consensus import ACCEPT, Outcome, ReviewerDecision, agreement_figures, group_drawn, mean_box, resolve_item
 from core.geometry import Box
-from core.review_rules import Conflict, Forbidden, decision_events
+from core.review_rules import Conflict, decision_events
 from core.task_config import LabelingTask
 from services.ports import UnitsOfWork
 from store import Session
@@ -19,17 +19,10 @@ from store.history import event_from_row
 RESOLVER = "consensus"  # the annotator of the events an outcome writes; who agreed is in consensus_outcomes
 
 
-def check_consensus_reviewer(s: Session, task: LabelingTask, input_id: str, reviewer: str) -> None:
-    if reviewer not in s.consensus.holders(task.name, input_id):
-        raise Forbidden(f"This image of consensus task {task.name!r} is not in {reviewer}'s queue: each image goes "
-                        "to its own reviewers, who decide it independently.")
-
-
 def record_decision(s: Session, task: LabelingTask, current: AnnotationEvent, decision: str, reviewer: str,
                     now: datetime, concept: str | None = None, box: Box | None = None) -> dict[str, Any]:
-    """A consensus reviewer's own decision on one item (accept, with a relabel or a new box, or reject); the
-    image resolves once all its reviewers decided all its items."""
-    check_consensus_reviewer(s, task, current.input_id, reviewer)
+    """A consensus reviewer's own decision on one item (accept, with a relabel or a new box, or reject; the access
+    policy checked they hold the image); the image resolves once all its reviewers decided all its items."""
     pending = set(s.consensus.items(task.name, current.input_id)["annotation_id"])
     if current.annotation_id not in pending:
         raise Conflict(f"Annotation {current.annotation_id} is not waiting for its reviewers (it is "
@@ -44,7 +37,6 @@ def record_decision(s: Session, task: LabelingTask, current: AnnotationEvent, de
 
 def record_drawing(s: Session, task: LabelingTask, event: AnnotationEvent, now: datetime) -> dict[str, Any]:
     """A box a consensus reviewer drew: their proposal, matched with the others' when the image resolves."""
-    check_consensus_reviewer(s, task, event.input_id, event.annotator)
     s.consensus.record(_decision_row(task, event, event.annotator, "draw", event.box, now))
     return {"annotation_id": event.annotation_id, "status": "drawn (awaiting the other reviewers)",
             "written": resolve_image(s, task, event.input_id, now)}

@@ -176,7 +176,7 @@ def test_every_route_authorizes_its_reads_and_writes(resources: dict, client: Ca
     box = {"x1": 0.1, "y1": 0.1, "x2": 0.2, "y2": 0.2}
     probes = {
         ("GET", "/api/tasks"): (lambda c: c.get("/api/tasks"), None),
-        ("GET", "/api/queue"): (lambda c: c.get("/api/queue", params={"task": "alpha"}), 404),
+        ("GET", "/api/queue"): (lambda c: c.get("/api/queue", params={"task": "alpha"}), 403),
         ("GET", "/api/inputs/{input_id}"): (lambda c: c.get(f"/api/inputs/{alpha_image}", params={"task": "alpha"}),
                                             403),
         ("GET", "/images/{input_id}"): (lambda c: c.get(f"/images/{alpha_image}"), 404),
@@ -484,7 +484,8 @@ def test_what_held_keeps_holding(resources: dict, client: Callable) -> None:
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(decide, range(50)))
     assert 500 not in answers and 503 not in answers, answers
-    assert answers.count(403) == sum(1 for i in range(50) if not i % 3)  # the outsider, every time
+    # The outsider, every time, told what an unknown id is told.
+    assert answers.count(404) == sum(1 for i in range(50) if not i % 3)
     written = rows(resources, "SELECT annotator, status FROM annotations WHERE annotation_id = ? AND source = "
                               "'review' ORDER BY seq", [annotation])
     assert set(written["annotator"]) == {REVIEWER}
