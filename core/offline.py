@@ -16,14 +16,27 @@ OFFLINE_ENVIRONMENT = {
 }
 
 
+class UnsafeLoading(RuntimeError):
+    """This Ultralytics and torch cannot load weights without unpickling arbitrary objects."""
+
+
 def make_ultralytics_offline(config_dir: Path | None = None) -> None:
-    """Set the variables (without overriding a user's own) and switch settings sync off."""
+    """Set the variables (without overriding a user's own) and switch settings sync off; and load weights safely,
+    whatever the environment says: torch's `weights_only` unpickler with Ultralytics' allow-list of model classes,
+    so a checkpoint whose pickle names anything else (`os.system`, ...) is refused before any of it runs."""
     for name, value in OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
     if config_dir is not None:
         config_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+    from ultralytics.nn import tasks
     from ultralytics.utils import SETTINGS
 
+    # Ultralytics reads the variable once, at its import; one imported earlier in this process is switched here.
+    tasks.SAFE_LOAD = True
+    if not tasks._SafeLoad.SUPPORTED:
+        raise UnsafeLoading("This torch cannot load weights without running code from them (torch 2.6 or newer "
+                            "can): install the torch the project names.")
     if SETTINGS.get("sync"):
         SETTINGS.update(sync=False)  # type: ignore[no-untyped-call]

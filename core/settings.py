@@ -234,6 +234,12 @@ class Settings:
         return joined(self.shared_root, "batches")
 
     @property
+    def kept_locations(self) -> dict[str, str]:
+        """What autoannotate keeps, by name: no command may replace, delete or write its output into these."""
+        return {"the home": str(self.home), "the inbox": self.inbox_location, "the image store": self.images_root,
+                "the shared store": self.shared_root, "the lake's data files": self.lake_data_path}
+
+    @property
     def downloads_dir(self) -> Path:
         """Where URL inputs' answers are kept (by the URL's sha256), so the same URL is fetched once."""
         return self.home / "downloads"

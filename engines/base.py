@@ -200,6 +200,10 @@ def load_checkpoint(path: Path, copy: Path | None = None) -> Any:
         checkpoint = YOLO(str(copy or path))
     except Exception as error:
         detail = (str(error).strip().splitlines() or ["unreadable"])[0]
+        if "references types outside" in detail:  # Ultralytics' safe loader refused a global of the pickle
+            raise DetectorError(f"Detector weights {path} were refused unread: their pickle names objects outside "
+                                "the model classes a checkpoint holds, which could run code; nothing of them ran."
+                                ) from None
         raise DetectorError(
             f"Detector weights {path} are not a YOLO checkpoint ({type(error).__name__}: {detail})."
         ) from None

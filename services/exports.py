@@ -4,6 +4,7 @@ or COCO dataset, with its images, split train/val/test by input hash."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from typing import Any
 
 from core.annotations import Kind
 from core.formats import LINK_MODES, ExportRequest, export_file_name, label_format
-from core.locations import is_remote
+from core.locations import RELATIONS, is_remote, location_parts, relation
 from core.manifests import NEGATIVE_CHOICES, NEGATIVE_MAKERS, check_split_ratios
 from core.quality import wilson_interval
 from core.results import ExportSummary
@@ -57,13 +58,46 @@ def default_negatives(store: UnitsOfWork, task: LabelingTask | None) -> tuple[st
 
 
 def check_export_folder(out: Path, overwrite: bool) -> None:
-    """An export never mixes with what a folder already holds: a non-empty `out` is refused unless `overwrite`."""
+    """An export never mixes with what a folder already holds: a non-empty `out` is refused unless `overwrite`,
+    and then only when it is an earlier export (its `autoannotate_export.json`)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder; give a folder to export into.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(out.iterdir()):
         held = sum(1 for _ in out.iterdir())
-        raise ValueError(f"--out {out} already holds {held} entries (an earlier export?); exporting into it would mix "
-                         "two datasets. Pass --overwrite to replace the folder whole, or give an empty folder.")
+        if not overwrite:
+            raise ValueError(f"--out {out} already holds {held} entries (an earlier export?); exporting into it would "
+                             "mix two datasets. Pass --overwrite to replace the folder whole, or give an empty folder.")
+        if not (out / EXPORT_RECORD).is_file():
+            raise ValueError(not_an_export(str(out), f"{held} entries"))
+
+
+def not_an_export(out: str, held: str) -> str:
+    return (f"--out {out} holds {held} but no {EXPORT_RECORD}: it is not an earlier export, and --overwrite replaces "
+            "only an earlier export; give an empty folder or prefix, or that export's own.")
+
+
+def check_kept_apart(out: str, kept: dict[str, str]) -> None:
+    """`--overwrite` replaces `out` whole: never what autoannotate keeps, nor a folder or prefix holding or inside
+    any of it (a bucket's root holds every prefix in it)."""
+    related = [(rank, what, location, how) for what, location in kept.items()
+               if (how := relation(out, location)) is not None
+               for rank in [(RELATIONS.index(how), len(location_parts(location)) * (1 if how == "holds" else -1))]]
+    if related:  # the closest one named: what `out` is, else the innermost it lies in, else the outermost it holds
+        _, what, location, how = min(related)
+        raise ValueError(f"--out {out} {how} {what} ({location}): --overwrite would replace what autoannotate "
+                         "keeps; export into a folder or prefix of its own.")
+
+
+def checked_image(images: StoredImages, input_id: str) -> Path:
+    """The stored image's file, its bytes checked against its id (the sha256 it is stored by): a damaged one is
+    refused by name, so no export ships bytes that are not the version's."""
+    path = images.path_for(input_id)
+    with open(path, "rb") as stored:
+        digest = hashlib.file_digest(stored, "sha256").hexdigest()
+    if digest != input_id:
+        raise ValueError(f"The stored image {input_id} is damaged: its bytes hash to {digest[:16]}..., not its id "
+                         f"({path}); nothing was exported. `autoannotate check` lists every damaged file.")
+    return path
 
 
 @contextlib.contextmanager
@@ -86,11 +120,16 @@ def replaced_whole(out: Path) -> Iterator[Path]:
 
 
 def export_version_to(store: UnitsOfWork, images: StoredImages, versions: VersionFiles, version_key: str, fmt: str,
-                      out: str, overwrite: bool = False, **options: Any) -> ExportSummary:
+                      out: str, overwrite: bool = False, kept: dict[str, str] | None = None,
+                      **options: Any) -> ExportSummary:
     """`export_version` into `out`: a folder, or a bucket prefix (s3://bucket/prefix), where the export is written
     to a scratch folder first and then stored file by file under the prefix (a YOLO data.yaml names no `path`, so
     the copied export trains as it is). A prefix that holds objects is refused unless `overwrite`, which removes
-    the objects the new export does not have once every new one is stored."""
+    the objects the new export does not have once every new one is stored. With `overwrite`, `out` may be none of
+    the `kept` locations (what autoannotate keeps, by name), hold one or lie inside one, and must hold an earlier
+    export if anything."""
+    if overwrite:
+        check_kept_apart(out, kept or {})
     if not is_remote(out):
         return export_version(store, images, versions, version_key, fmt, Path(out), overwrite=overwrite, **options)
     target = blob_store(out)
@@ -98,6 +137,8 @@ def export_version_to(store: UnitsOfWork, images: StoredImages, versions: Versio
     if held and not overwrite:
         raise ValueError(f"--out {out} already holds {len(held)} objects (an earlier export?); exporting into it "
                          "would mix two datasets. Pass --overwrite to replace them, or give an empty prefix.")
+    if held and EXPORT_RECORD not in held:
+        raise ValueError(not_an_export(out, f"{len(held)} objects"))
     with tempfile.TemporaryDirectory(prefix="autoannotate-export-") as scratch:
         folder = Path(scratch) / "export"
         exported = export_version(store, images, versions, version_key, fmt, folder, **options)
@@ -115,7 +156,7 @@ def export_version_to(store: UnitsOfWork, images: StoredImages, versions: Versio
 def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFiles, version_key: str, fmt: str,
                    out: Path, negatives: str = "people", longest_side: int = 0,
                    model_classes: tuple[list[str], dict[str, str]] | None = None, overwrite: bool = False,
-                   link: str = "hardlink", tracker_of: dict[str, str] | None = None) -> ExportSummary:
+                   link: str = "copy", tracker_of: dict[str, str] | None = None) -> ExportSummary:
     """Write a version as an Ultralytics YOLO dataset (`yolo-seg`, or `yolo` when the version has polygons:
     Ultralytics' segmentation labels), an Ultralytics classification dataset (`classify`: its image-level
     concepts, one per image) or a COCO JSON (boxes, and image-level concepts on each image), with its images,
@@ -129,8 +170,9 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
 
     A non-empty `out` is refused unless `overwrite`, which replaces it whole (the export is written beside it and
     renamed: a failed export leaves the old one intact). Images are real files named by the original file's stem
-    and a short content hash (`core.formats.export_file_name`): hard links where the filesystem allows, copies
-    otherwise, or symlinks with `link="symlink"`."""
+    and a short content hash (`core.formats.export_file_name`), each checked against its id first: copies of
+    their own (reflinks where the filesystem has them), hard links with `link="hardlink"` (the stored file made
+    read-only), or symlinks with `link="symlink"`."""
     check_split_ratios(versions.val_ratio, versions.test_ratio)
     check_export_folder(out, overwrite)
     tracker_of = tracker_of or {}  # task -> its tracker: `mot` writes those track ids
@@ -179,7 +221,7 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
                          "annotates boxes: export it as yolo or coco).")
     inputs = inputs.assign(file_name=[export_file_name(u, i, f) for u, i, f in
                                       zip(inputs["uri"], inputs["input_id"], inputs["format"], strict=True)])
-    request = ExportRequest(boxes, concepts, inputs, frozenset(empty), images.path_for, names,
+    request = ExportRequest(boxes, concepts, inputs, frozenset(empty), lambda i: checked_image(images, i), names,
                             (versions.val_ratio, versions.test_ratio), longest_side, link, tracks)
     with replaced_whole(out) as staging:
         written = writer.write(request, staging)

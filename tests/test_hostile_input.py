@@ -203,7 +203,7 @@ def test_every_route_authorizes_its_reads_and_writes(resources: dict, client: Ca
         ("GET", "/api/objects"): (lambda c: c.get("/api/objects", params={"task": "alpha"}), 403),
         ("GET", "/crops/{annotation_id}"): (lambda c: c.get(f"/crops/{annotation}"), 404),
         ("GET", "/api/tracks/frames"): (lambda c: c.get("/api/tracks/frames", params={
-            "task": "alpha", "video_id": alpha_image, "track_id": 1}), 422),
+            "task": "alpha", "video_id": alpha_image, "track_id": 1}), 403),
         ("GET", "/api/objects/{annotation_id}/similar"): (
             lambda c: c.get(f"/api/objects/{annotation}/similar", params={"task": "alpha"}), 403),
         ("POST", "/api/tracks/decision"): (lambda c: c.post("/api/tracks/decision", json={

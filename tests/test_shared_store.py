@@ -192,3 +192,10 @@ def test_a_run_with_a_shared_bucket_keeps_batches_versions_and_images_there_and_
     exported.put("stale.txt", b"from before")
     autoannotate(*export, "--overwrite", home=home, env=env)
     assert sorted(info.key for info in exported.listing()) == sorted(files)
+    # The bucket's root, the shared store and its image store are never an export's to replace.
+    everything = {(info.key, info.etag) for info in blob_store(bucket).listing()}
+    for out, why in ((bucket, f"holds the shared store ({bucket}/team)"), (f"{bucket}/team", "is the shared store"),
+                     (f"{bucket}/team/images/x", "lies inside the image store")):
+        refused = autoannotate(*export[:-1], out, "--overwrite", home=home, env=env, check=False)
+        assert refused.returncode == 1 and f"--out {out} {why}" in refused.stderr, refused.stderr
+    assert {(info.key, info.etag) for info in blob_store(bucket).listing()} == everything

@@ -109,7 +109,7 @@ def command_export(args: argparse.Namespace, settings: Settings) -> None:
         negatives, why = default_negatives(resources["store"], configured.get(args.version.split("@")[0]))
     exported = export_version_to(resources["store"], resources["images"], resources["versions"], args.version,
                                  args.format, args.out, negatives=negatives, longest_side=args.resize,
-                                 overwrite=args.overwrite, link=args.link,
+                                 overwrite=args.overwrite, kept=settings.kept_locations, link=args.link,
                                  tracker_of={name: t.tracker for name, t in configured.items() if t.tracker})
     result = {**exported.as_dict(), "negatives_chosen": why}
     splits = ", ".join(f"{split} {result[split]}" for split in SPLITS if split in result)
@@ -172,6 +172,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--overwrite", action="store_true",
                         help="replace a non-empty --out folder whole (written beside it, then renamed: a failed "
                              "export leaves the old one as it was); without it a non-empty folder is refused")
-    export.add_argument("--link", choices=LINK_MODES, default="hardlink",
-                        help="how images are placed: hardlink (default; a copy where the filesystem cannot link), "
-                             "copy, or symlink into the image store (the export then works on this machine only)")
+    export.add_argument("--link", choices=LINK_MODES, default="copy",
+                        help="how images are placed: copy (default: files of the export's own, reflinks where the "
+                             "filesystem has them), hardlink (the stored files are made read-only; a copy where "
+                             "the filesystem cannot link) or symlink into the image store (the export then works "
+                             "on this machine only)")

@@ -126,7 +126,7 @@ class ExportRequest:
     names: list[str]  # class names, index = class id
     ratios: tuple[float, float]  # val and test shares, split by input hash
     longest_side: int = 0
-    link: str = "hardlink"
+    link: str = "copy"
     # Boxes on video frames: annotation_id, input_id, video_id, video_uri, frame_index, track_id (none for a box
     # no tracker linked), frame_rate. None when the version has no video frames.
     tracks: pd.DataFrame | None = None

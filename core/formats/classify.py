@@ -42,7 +42,7 @@ def read_concept_folders(root: Path) -> list[LabelBox]:
 
 def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image: Callable[[str], Path], out: Path,
                    names: list[str],
-                   ratios: tuple[float, float], longest_side: int = 0, link: str = "hardlink") -> dict[str, Any]:
+                   ratios: tuple[float, float], longest_side: int = 0, link: str = "copy") -> dict[str, Any]:
     """An Ultralytics classification dataset: {train,val,test}/<concept>/<image>, one folder per concept in every
     split.
 

@@ -10,7 +10,11 @@ from pathlib import Path
 
 from PIL import Image
 
-LINK_MODES = ("hardlink", "copy", "symlink")
+# How an export places a stored image: its own copy (a reflink where the filesystem shares blocks that way, so
+# writing into the export never reaches the store), a hard link (asked for: the stored file is then made
+# read-only), or a symlink into the store.
+LINK_MODES = ("copy", "hardlink", "symlink")
+FICLONE = 0x40049409  # Linux's ioctl that makes `target` share `source`'s blocks copy-on-write (btrfs, XFS)
 
 
 def export_file_name(uri: str, input_id: str, fmt: str) -> str:
@@ -33,10 +37,23 @@ def resized(width: int, height: int, longest_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def place_image(source: Path, target: Path, longest_side: int = 0, link: str = "hardlink") -> None:
-    """The stored image at `target`: a real file as it is (`link` hardlink where the filesystem allows, a copy
-    otherwise; or a symlink when asked for), or written upright when its EXIF rotates it (the boxes were computed
-    on the upright pixels), or resized to `longest_side` when it is larger."""
+def copy_or_reflink(source: Path, target: Path) -> None:
+    """A file of its own at `target` with `source`'s bytes: a reflink where the filesystem has them, else a copy."""
+    import fcntl
+
+    with open(source, "rb") as read, open(target, "wb") as write:
+        try:
+            fcntl.ioctl(write.fileno(), FICLONE, read.fileno())
+            return
+        except OSError:
+            shutil.copyfileobj(read, write, 1 << 20)
+
+
+def place_image(source: Path, target: Path, longest_side: int = 0, link: str = "copy") -> None:
+    """The stored image at `target`: a file of its own with the stored bytes (`link` copy: a reflink or a copy),
+    a hard link when asked for (the stored file made read-only; a copy on another filesystem) or a symlink; or
+    written upright when its EXIF rotates it (the boxes were computed on the upright pixels), or resized to
+    `longest_side` when it is larger."""
     if target.exists() or target.is_symlink():
         target.unlink()
     with Image.open(source) as image:
@@ -50,11 +67,15 @@ def place_image(source: Path, target: Path, longest_side: int = 0, link: str = "
                 upright = upright.resize(resized(*size, longest_side), Image.Resampling.LANCZOS)
             upright.save(target, quality=95) if target.suffix == ".jpg" else upright.save(target)
             return
+    if link == "copy":
+        copy_or_reflink(source, target)
+        return
     try:
-        if link == "copy":
-            shutil.copyfile(source, target)
+        if link == "symlink":
+            os.symlink(source, target)
         else:
-            (os.symlink if link == "symlink" else os.link)(source, target)
+            os.chmod(source, 0o444)  # one inode with the export: nobody but root writes through either name
+            os.link(source, target)
     except OSError:  # another filesystem: a copy
-        shutil.copyfile(source, target)
+        copy_or_reflink(source, target)
 

@@ -147,7 +147,7 @@ def yolo_label_line(class_id: int, box: Any, segments: bool) -> str:
 def write_yolo(rows: pd.DataFrame, inputs: pd.DataFrame, stored_image: Callable[[str], Path], out: Path,
                names: list[str],
                ratios: tuple[float, float], segments: bool = False, longest_side: int = 0,
-               link: str = "hardlink") -> dict[str, Any]:
+               link: str = "copy") -> dict[str, Any]:
     """An Ultralytics detection (or, with `segments`, segmentation) dataset: images/{train,val,test},
     labels/{train,val,test}, data.yaml.
 

@@ -1,0 +1,44 @@
+"""Weights never run code: a checkpoint whose pickle calls `os.system` is refused before any of it runs, in every
+command that loads weights; the bundled and trained detectors still load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import autoannotate, write_task_file
+
+from apps.demo_scenes import write_demo_images
+
+EVIL = """
+import os, sys, torch
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+torch.save({"model": Payload(), "train_args": {}}, sys.argv[1])
+"""
+
+
+def malicious_weights(folder: Path) -> tuple[Path, Path]:
+    weights, marker = folder / "best.pt", folder / "ran"
+    subprocess.run([sys.executable, "-c", EVIL, str(weights), str(marker)], check=True)
+    assert weights.stat().st_size > 0 and not marker.exists()
+    return weights, marker
+
+
+def test_a_checkpoint_that_runs_code_is_refused_unread_everywhere(tmp_path: Path) -> None:
+    weights, marker = malicious_weights(tmp_path)
+    home = tmp_path / "home"
+    refusal = f"Detector weights {weights} were refused unread: their pickle names objects outside the model classes"
+    classes = autoannotate("model", "classes", str(weights), home=home, check=False)
+    assert classes.returncode == 1 and refusal in classes.stderr and not marker.exists()
+
+    images = write_demo_images(home / "inbox", 2, seed=91)
+    task = write_task_file(tmp_path, name="pickled", model={"weights": str(weights)})
+    dry = autoannotate("dry-run", "--task", str(task), str(images[0]), home=home, check=False)
+    assert dry.returncode == 1 and refusal in dry.stderr and not marker.exists()
+    run = autoannotate("run", "--task-file", str(task), home=home, check=False)
+    assert run.returncode == 1 and refusal in run.stderr + run.stdout and not marker.exists()
+    # The bundled detector loads as before, under the same safe loader.
+    assert "circle" in autoannotate("model", "classes", home=home).stdout
