@@ -6,6 +6,7 @@ variables at import time (its online check resolves DNS names otherwise).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -31,10 +32,13 @@ def make_ultralytics_offline(config_dir: Path | None = None) -> None:
         config_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
     from ultralytics.nn import tasks
-    from ultralytics.utils import SETTINGS
+    from ultralytics.utils import LOGGER, SETTINGS
 
-    # Ultralytics reads the variable once, at its import; one imported earlier in this process is switched here.
+    # Ultralytics reads these variables once, at its import: one imported earlier in this process (before they were
+    # set) is switched here as it would have switched itself, so a --json answer never gets its training log.
     tasks.SAFE_LOAD = True
+    if os.environ["YOLO_VERBOSE"].strip().lower() not in ("1", "true", "yes", "on", "y", "t"):
+        LOGGER.setLevel(logging.ERROR)
     if not tasks._SafeLoad.SUPPORTED:
         raise UnsafeLoading("This torch cannot load weights without running code from them (torch 2.6 or newer "
                             "can): install the torch the project names.")
