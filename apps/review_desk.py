@@ -110,11 +110,7 @@ class ReviewDesk:
             return Target("image", input_id, held.name if held else None, exists=s.inputs.exists(input_id),
                           in_scope=held is not None, deleted=bool(s.inputs.deleted([input_id])),
                           people=tuple(held.people) if held else ())
-        if task is not None:
-            chosen = self.task(task)
-            return Target("task", task, task, True, consensus=chosen.consensus is not None,
-                          takeover=chosen.allow_takeover, people=tuple(chosen.people))
-        return None
+        return task_target(self.task(task)) if task is not None else None
 
     def _image_target(self, s: Session, task: LabelingTask, input_id: str, kind: str, named: bool) -> Target:
         exists = s.inputs.exists(input_id)
@@ -143,7 +139,7 @@ class ReviewDesk:
     def tasks_of(self, person: str, lead: bool = False) -> list[LabelingTask]:
         """The tasks a person may see."""
         actor = self.actor(person, lead)
-        return [t for t in self.tasks if may(actor, Action.SEE_TASK, Target("task", t.name, t.name, True)) is None]
+        return [t for t in self.tasks if may(actor, Action.SEE_TASK, task_target(t)) is None]
 
     def decide(self, annotation_id: str, decision: str, reviewer: str, concept: str | None = None,
                box: Box | None = None, lead: bool = False, polygon: list[float] | None = None) -> dict:
@@ -231,10 +227,10 @@ class ReviewDesk:
         return self.store.write(work)
 
     def _track_target(self, s: Session, task: LabelingTask, video_id: str, track_id: int,
-                      frames: list[str]) -> Target:
-        """A track of a named task: it exists when it has live frames; its holders are its frames' holders."""
-        currents = s.history.current_many(frames)
-        return Target("track", f"{track_id} of video {video_id[:12]}", task.name, True, exists=bool(frames),
+                      currents: list[AnnotationEvent]) -> Target:
+        """A track of a named task (`currents`: its live frame annotations): it exists when it has some; its
+        holders are its frames' holders."""
+        return Target("track", f"{track_id} of video {video_id[:12]}", task.name, True, exists=bool(currents),
                       deleted=bool(s.inputs.deleted([c.input_id for c in currents])),
                       consensus=task.consensus is not None, takeover=task.allow_takeover,
                       holders=frozenset(s.reviews.assignee(task.name, c.input_id) for c in currents),
@@ -242,7 +238,7 @@ class ReviewDesk:
 
     def _tracker_of(self, task: LabelingTask, actor: Actor, otherwise: str) -> str:
         """The task's tracker; a task without one is `Invalid` for its own people (a stranger is refused first)."""
-        require(actor, Action.SEE_TASK, Target("task", task.name, task.name, True, people=tuple(task.people)))
+        require(actor, Action.SEE_TASK, task_target(task))
         if task.tracker is None:
             raise Invalid(f"Task {task.name!r} has no tracker: {otherwise}.")
         return task.tracker
@@ -261,8 +257,8 @@ class ReviewDesk:
 
         def work(s: Session) -> dict:
             frames = s.tracks.annotations_of_track(chosen.name, video_id, track_id, tracker)
-            require(actor, Action.DECIDE_TRACK, self._track_target(s, chosen, video_id, track_id, frames))
             currents = s.history.current_many(frames)
+            require(actor, Action.DECIDE_TRACK, self._track_target(s, chosen, video_id, track_id, currents))
             events = [e for c in currents if not (decision == "correct" and c.concept == concept)
                       for e in decision_events(c, decision, reviewer, now, concept)[0]]
             standing = {e.annotation_id for e in events if e.status != Status.RETIRED} if decision == "correct" \
@@ -280,7 +276,8 @@ class ReviewDesk:
 
         def read(s: Session) -> list[dict]:
             frames = s.tracks.annotations_of_track(chosen.name, video_id, track_id, tracker)
-            require(actor, Action.SEE_TRACK, self._track_target(s, chosen, video_id, track_id, frames))
+            require(actor, Action.SEE_TRACK, self._track_target(s, chosen, video_id, track_id,
+                                                                s.history.current_many(frames)))
             return s.tracks.frames_of_track(chosen.name, video_id, track_id, tracker)
 
         return self.store.read(read)
@@ -374,8 +371,8 @@ class ReviewDesk:
               lead: bool = False) -> list[dict]:
         """`reviewer`'s queue, as `asked_by` (default: the reviewer) may see it."""
         chosen = self.task(task)
-        require(self.actor(asked_by or reviewer, lead), Action.SEE_QUEUE, Target(
-            "task", task, task, True, takeover=chosen.allow_takeover, person=reviewer, people=tuple(chosen.people)))
+        require(self.actor(asked_by or reviewer, lead), Action.SEE_QUEUE, replace(task_target(chosen),
+                                                                                   person=reviewer))
 
         def read(s: Session) -> list[dict]:
             rows = (s.consensus.queue(chosen.name, reviewer) if chosen.consensus is not None
@@ -471,6 +468,12 @@ class ReviewDesk:
         if found is None:
             raise NotFound(f"No annotation has the id {annotation_id!r}.")
         return found
+
+
+def task_target(task: LabelingTask) -> Target:
+    """A task as a request names it: how it reviews and who its people are."""
+    return Target("task", task.name, task.name, True, consensus=task.consensus is not None,
+                  takeover=task.allow_takeover, people=tuple(task.people))
 
 
 def percent(part: int, whole: int) -> float:

@@ -9,7 +9,7 @@ person's to know of, the act is not theirs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -114,7 +114,7 @@ class Target:
     adjudicators: frozenset[str] = frozenset()
     awaiting_consensus: bool = False
     person: str | None = None  # ACT_AS / SEE_QUEUE: the person the request names
-    people: tuple[str, ...] = field(default=())  # the task's reviewers and adjudicators
+    people: tuple[str, ...] = ()  # the task's reviewers and adjudicators
 
     def unknown(self) -> str:
         return {"task": f"No task named {self.ref!r} is yours to review.",

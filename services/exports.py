@@ -79,11 +79,14 @@ def not_an_export(out: str, held: str) -> str:
 def check_kept_apart(out: str, kept: dict[str, str]) -> None:
     """`--overwrite` replaces `out` whole: never what autoannotate keeps, nor a folder or prefix holding or inside
     any of it (a bucket's root holds every prefix in it)."""
-    related = [(rank, what, location, how) for what, location in kept.items()
-               if (how := relation(out, location)) is not None
-               for rank in [(RELATIONS.index(how), len(location_parts(location)) * (1 if how == "holds" else -1))]]
+    related = []
+    for what, location in kept.items():
+        how = relation(out, location)
+        if how is not None:
+            depth = len(location_parts(location))
+            related.append((RELATIONS.index(how), depth if how == "holds" else -depth, what, location, how))
     if related:  # the closest one named: what `out` is, else the innermost it lies in, else the outermost it holds
-        _, what, location, how = min(related)
+        *_, what, location, how = min(related)
         raise ValueError(f"--out {out} {how} {what} ({location}): --overwrite would replace what autoannotate "
                          "keeps; export into a folder or prefix of its own.")
 
