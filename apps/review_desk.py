@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core.access import Action, Actor, Target, Why, may
+from core.access import MAX_TOKEN_DAYS, TOKEN_DAYS, Action, Actor, Target, Why, may
 from core.annotations import AnnotationEvent, Kind, Role, Status
 from core.geometry import Box
 from core.review_rules import (
@@ -49,8 +49,19 @@ def utc_now() -> datetime:
 
 # Who the shell's own reads act as (`autoannotate` run by whoever holds the home): every task, as a lead.
 OPERATOR = "operator"
+STALE_LINK = ("This review link is not valid (it expired, was revoked or replaced by a newer invite, or no invite "
+              "here gave it); ask for a new one.")
 REFUSAL_ERROR = {Why.SIGN_IN: SignInFirst, Why.NOT_FOUND: NotFound, Why.FORBIDDEN: Forbidden}
 DECISION_ACTION = {"reopen": Action.REOPEN, "correct": Action.CORRECT}
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """Who a review link signs in as, in which role, until when."""
+
+    person: str
+    role: Role
+    expires_at: datetime
 
 
 def require(actor: Actor | None, action: Action, target: Target | None = None) -> None:
@@ -69,9 +80,11 @@ class ReviewDesk:
     def task(self, name: str) -> LabelingTask:
         return task_named(self.tasks, name)
 
-    def invite(self, reviewer: str, role: Role = Role.REVIEWER) -> str:
-        """A new personal token for `reviewer` (shown once; only its hash is stored); the earlier one stops
-        working. A lead may be anyone; a reviewer is one of a configured task's reviewers."""
+    def invite(self, reviewer: str, role: Role = Role.REVIEWER, days: int = TOKEN_DAYS) -> str:
+        """A new personal token for `reviewer` (shown once; only its hash is stored) that signs in for `days`; the
+        earlier one stops working. A lead may be anyone; a reviewer is one of a configured task's reviewers."""
+        if not 1 <= days <= MAX_TOKEN_DAYS:
+            raise Invalid(f"--days {days} is not a link's lifetime: give 1 to {MAX_TOKEN_DAYS} days.")
         if role == Role.LEAD:
             if not reviewer.strip() or reviewer != reviewer.strip() or not reviewer.isprintable():
                 raise Invalid(f"{reviewer!r} is not a name: give a lead's name without surrounding spaces.")
@@ -79,13 +92,36 @@ class ReviewDesk:
             known = sorted({r for task in self.tasks for r in task.reviewers})
             raise NotFound(f"{reviewer!r} is not a reviewer of any configured task (reviewers: "
                            f"{', '.join(known) or 'none'}).")
-        token = secrets.token_urlsafe(24)
-        self.store.write(lambda s: s.reviews.issue_token(reviewer, token_sha256(token), utc_now(), role))
+        token, now = secrets.token_urlsafe(24), utc_now()
+        expires_at = now + timedelta(days=days)
+        self.store.write(lambda s: s.reviews.issue_token(reviewer, token_sha256(token), now, expires_at, role))
         return token
 
-    def signed_in(self, token: str) -> tuple[str, Role] | None:
-        """The person a token belongs to and their role, if it is current."""
-        return self.store.read(lambda s: s.reviews.reviewer_of_token(token_sha256(token)))
+    def revoke(self, reviewer: str) -> datetime:
+        """End `reviewer`'s link now; returns when. Their open pages stop at their next request."""
+        now = utc_now()
+        if not self.store.write(lambda s: s.reviews.revoke_token(reviewer, now)):
+            raise NotFound(f"{reviewer!r} holds no review link that signs in (never invited, expired or revoked "
+                           "already).")
+        return now
+
+    def signed_in(self, token: str) -> SignIn | None:
+        """The person a token belongs to, their role and when it expires, if it is current."""
+        found = self.store.read(lambda s: s.reviews.reviewer_of_token(token_sha256(token), utc_now()))
+        return SignIn(*found) if found else None
+
+    def sign_in(self, token: str, current: str | None, switch: bool = False) -> SignIn:
+        """The person a personal link signs this browser in as. A browser already signed in as someone else
+        (`current`, its cookie's token) is asked first (`switch`): a link from another site must not swap who
+        acts here unnoticed (login request forgery)."""
+        link = self.signed_in(token)
+        if link is None:
+            raise SignInFirst(STALE_LINK)
+        before = self.signed_in(current) if current and current != token else None
+        if before is not None and before.person != link.person and not switch:
+            raise Conflict(f"This browser is signed in as {before.person}; the link you opened signs in as "
+                           f"{link.person}. Switch to {link.person}, or stay {before.person}?")
+        return link
 
     def actor(self, person: str, lead: bool = False) -> Actor:
         return Actor.of(person, Role.LEAD if lead else Role.REVIEWER, self.tasks)

@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -28,7 +28,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apps.review_desk import ReviewDesk
+from apps.review_desk import STALE_LINK, ReviewDesk, utc_now
 from core.access import Action
 from core.annotations import Kind, Role
 from core.geometry import Box as UnitBox
@@ -58,9 +58,10 @@ InputId = Annotated[str, Field(pattern=whole(INPUT_ID))]
 AnnotationId = Annotated[str, Field(pattern=whole(ANNOTATION_ID))]
 MAX_IDS = 1_000  # ids in one undo or bulk list (a bulk action on more selects them by `matching`)
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATES = Jinja2Templates(directory=str(TEMPLATE_DIR))
-PAGE_SCRIPTS = ("review.js", "lead.js", "tasks.js", "objects.js")
+PAGE_SCRIPTS = ("review.js", "lead.js", "tasks.js", "objects.js", "signin.js")
 CROP_SIZE = 160  # a gallery tile's longer side, in pixels
 # Images are never uploaded: every request body is a small JSON decision.
 MAX_BODY_BYTES = 1_000_000
@@ -69,18 +70,22 @@ MAX_BODY_BYTES = 1_000_000
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                            "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
                            "form-action 'self'; frame-ancestors 'none'")
-# Routes anyone may read: the sign-in page (it shows a sentence, or the page once signed in) and the pages' scripts.
-PUBLIC_ROUTES = {"/", "/static/{name}"}
+# Routes anyone may reach: the sign-in page (it shows a sentence, or the page once signed in), the pages' scripts
+# and the personal link's last step (the token in its body).
+PUBLIC_ROUTES = {"/", "/static/{name}", "/api/session"}
 TOKEN_COOKIE = "autoannotate_review"
 SIGN_IN = "Open your personal review link to sign in; `autoannotate review invite NAME` prints it."
-STALE_LINK = ("This review link is not valid (a newer invite replaced it, or no invite here gave it); ask for a "
-              "new one.")
 
 
 class Finite(BaseModel):
     """NaN and Infinity in a body are refused (a 422 with a sentence), never compared or stored."""
 
     model_config = ConfigDict(allow_inf_nan=False)
+
+
+class SignInRequest(Finite):
+    token: str = Field(min_length=1, max_length=100)
+    switch: bool = False
 
 
 class Box(Finite):
@@ -218,7 +223,7 @@ class InputDeletion(BaseModel):
 ERROR_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403, SignInFirst: 401}
 
 
-def answer(work: Callable[[], object]) -> object:
+def answer(work: Callable[[], T]) -> T:
     """Run a desk call; a refusal becomes the HTTP status of its type, a lasting lock a 503."""
     try:
         return work()
@@ -239,8 +244,8 @@ def signed_in(request: Request) -> str:
     person = answer(lambda: request.app.state.desk.signed_in(token))
     if person is None:
         raise HTTPException(401, STALE_LINK)
-    request.state.role = person[1]
-    return person[0]
+    request.state.role = person.role
+    return person.person
 
 
 def is_lead(request: Request) -> bool:
@@ -389,12 +394,12 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
 
     @app.get("/", response_class=HTMLResponse)
     def page(request: Request, token: str | None = None) -> Response:
-        if token is not None:  # the personal link: keep the token in a cookie, drop it from the address bar
-            if answer(lambda: desk.signed_in(token)) is None:
+        if token is not None:  # the personal link: its page signs in by a same-site POST (`sign_in`)
+            link = answer(lambda: desk.signed_in(token))
+            if link is None:
                 return sentence_page(request, STALE_LINK, 401)
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", max_age=90 * 24 * 3600)
-            return response
+            return TEMPLATES.TemplateResponse(request, "signin.html", {"person": link.person, "token": token},
+                                              headers={"cache-control": "no-store"})
         me = signed_in_page(request)
         if isinstance(me, Response):
             return me
@@ -437,6 +442,16 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         if name not in PAGE_SCRIPTS:
             raise HTTPException(404, f"No page script is called {name!r}.")
         return Response((TEMPLATE_DIR / name).read_text(), media_type="text/javascript")
+
+    @app.post("/api/session")
+    def sign_in(request: Request, body: SignInRequest) -> Response:
+        """Keep the link's token in an HttpOnly cookie for as long as the link signs in."""
+        link = answer(lambda: desk.sign_in(body.token, request.cookies.get(TOKEN_COOKIE), body.switch))
+        response = JSONResponse({"person": link.person, "role": str(link.role),
+                                 "expires_at": f"{link.expires_at:%Y-%m-%d %H:%M} UTC"})
+        seconds_left = max(1, int((link.expires_at - utc_now()).total_seconds()))
+        response.set_cookie(TOKEN_COOKIE, body.token, httponly=True, samesite="strict", max_age=seconds_left)
+        return response
 
     @app.get("/api/tasks")
     def list_tasks(request: Request, me: Me) -> list[dict]:

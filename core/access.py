@@ -47,6 +47,9 @@ class Action(StrEnum):
     CREATE_VERSION = "create a dataset version"
 
 
+# How long a personal review link signs in, unless `review invite --days` says otherwise.
+TOKEN_DAYS = 30
+MAX_TOKEN_DAYS = 365
 LEAD_ACTIONS = frozenset({Action.SEE_SIMILAR, Action.SEE_OVERVIEW, Action.SEE_OBJECTS, Action.BULK,
                           Action.DELETE_INPUT, Action.CREATE_VERSION})
 READS = frozenset({Action.SEE_TASK, Action.SEE_IMAGE, Action.SEE_CROP, Action.SEE_TRACK})

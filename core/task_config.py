@@ -51,6 +51,12 @@ def _checked_name(value: str) -> str:
 Name = Annotated[str, StrictMode(), AfterValidator(_checked_name)]
 
 
+def _checked_sha256(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"{value!r} is not a sha256 (64 lowercase hex digits, as `sha256sum` prints them)")
+    return value
+
+
 class TaskConfigError(ValueError):
     """A task file is wrong; the message names the file and the field."""
 
@@ -117,7 +123,10 @@ class Consensus(Strict):
 
 
 class ModelChoice(Strict):
+    """The task's detector. `sha256` pins the weights: any other file at `weights` is refused before it is read."""
+
     weights: str
+    sha256: Annotated[str, StrictMode(), AfterValidator(_checked_sha256)] | None = None
     imgsz: Count = 0
     precision: Literal["fp32", "int8"] | None = None  # None: the deployment's (AUTOANNOTATE_PRECISION)
 

@@ -184,6 +184,16 @@ def model_ref(path: Path) -> ModelRef:
     return _refs[key]
 
 
+def pinned_ref(path: Path, sha256: str | None) -> ModelRef:
+    """`model_ref(path)`, once the weights match the pin `sha256` where there is one: weights that changed since
+    they were pinned, or published, are refused before anything reads them."""
+    ref = model_ref(path)
+    if sha256 and ref.model_id != sha256:
+        raise DetectorError(f"Detector weights {ref.path} were refused unread: their sha256 is {ref.model_id[:16]}..., "
+                            f"not the pinned {sha256[:16]}... (the file changed since it was pinned or published).")
+    return ref
+
+
 def check_task(path: Path, task_type: str | None) -> None:
     if task_type not in ("detect", "segment"):
         raise DetectorError(f"Detector weights {path} are a {task_type!r} model; autoannotate needs a detect or "

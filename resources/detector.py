@@ -30,7 +30,7 @@ from engines.base import (
     LoadedModel,
     LoadOptions,
     checkpoint_classes,
-    model_ref,
+    pinned_ref,
 )
 from engines.int8 import quantized_path
 from engines.measured import RuntimeChoice, fastest_cpu_runtime
@@ -63,6 +63,7 @@ class Detector(dg.ConfigurableResource):
     threads: int = 0
     decode_threads: int = 0  # 0: DECODE_THREADS
     precision: str = "fp32"  # or int8: quantized once, calibrated on stored images (engines/int8.py); opt in
+    sha256: str = ""  # the weights a task pinned (or a promotion recorded): any other file is refused unread
 
     def weights_path(self) -> Path:
         path = Path(self.weights).expanduser()
@@ -73,11 +74,14 @@ class Detector(dg.ConfigurableResource):
             )
         return path.resolve()
 
+    def model_id(self) -> str:
+        """The weights' id (their sha256), checked against the pin `sha256` where there is one."""
+        return pinned_ref(self.weights_path(), self.sha256).model_id
+
     def describe(self) -> tuple[str, list[str]]:
         """The weights' id and class names in id order, read from the checkpoint once and then from its record;
         nothing is exported or warmed up (a model already loaded in this process answers from its cache)."""
-        path = self.weights_path()
-        model_id = model_ref(path).model_id
+        path, model_id = self.weights_path(), self.model_id()
         loaded = next((model for key, model in _cache.items() if key[0] == model_id), None)
         if loaded is not None:
             return model_id, loaded.class_names
@@ -94,8 +98,7 @@ class Detector(dg.ConfigurableResource):
 
     def runtime_choice(self, calibration: Calibration = None) -> RuntimeChoice:
         """What `auto` measured on this CPU (or read from the record of that measurement)."""
-        path = self.weights_path()
-        model_id = model_ref(path).model_id
+        path, model_id = self.weights_path(), self.model_id()
         choice = fastest_cpu_runtime(path, model_id, f"{self.imgsz or 'own'}-{self.precision}", self.thread_count(),
                                      lambda name: self._loaded(name, calibration))
         if choice.measured_now:  # the runtime that lost holds memory and threads this process will not use
@@ -107,8 +110,7 @@ class Detector(dg.ConfigurableResource):
     def predicting_model_id(self) -> str:
         """The model id this detector's predictions carry: the weights' sha256, or at int8 the quantized graph's;
         before the first INT8 run, an id no prediction carries (every batch is then one it has not predicted)."""
-        path = self.weights_path()
-        model_id = model_ref(path).model_id
+        path, model_id = self.weights_path(), self.model_id()
         if self.precision == "fp32":
             return model_id
         if self.precision == "int8" and not quantized_path(exported_onnx(path, model_id)).exists():
@@ -135,8 +137,7 @@ class Detector(dg.ConfigurableResource):
         return (model_id, self.imgsz, self.device, runtime_name, self.threads, self.precision)
 
     def _loaded(self, runtime_name: str, calibration: Calibration = None) -> LoadedModel:
-        path = self.weights_path()
-        model_id = model_ref(path).model_id
+        path, model_id = self.weights_path(), self.model_id()
         runtime = runtime_named(runtime_name)
         key = self._cache_key(model_id, runtime.name)
         with _cache_lock:

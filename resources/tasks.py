@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from core.locations import is_remote
-from core.task_config import LabelingTask, ModelChoice, TaskConfigError, check_class_map, load_task
+from core.task_config import LabelingTask, TaskConfigError, check_class_map, load_task
 from engines.base import LoadedModel, model_ref
 from resources.detector import Detector
 from resources.store import DuckDBStore
@@ -28,14 +28,16 @@ class LabelingTasks(dg.ConfigurableResource):
     models: str = ""
     cache: str = "cache/models"
 
-    def promoted_weights(self) -> dict[str, str]:
-        """Task name -> the location (a path, or an s3:// URL) of the weights it was promoted to."""
+    def promoted_weights(self) -> dict[str, dict[str, str]]:
+        """Task name -> the weights it was promoted to: `weights` (a path, or an s3:// URL) and `sha256` (the id
+        recorded when they were trained; absent in records written before pins existed)."""
         if not self.models:
             return {}
         try:
-            return json.loads(blob_store(self.models).read(PROMOTED))
+            record = json.loads(blob_store(self.models).read(PROMOTED))
         except KeyError:
             return {}
+        return {name: entry if isinstance(entry, dict) else {"weights": entry} for name, entry in record.items()}
 
     def change_model(self, store: DuckDBStore, task: LabelingTask, model_id: str, weights: Path | str, action: str,
                      decided_by: str, reason: str) -> None:
@@ -55,7 +57,7 @@ class LabelingTasks(dg.ConfigurableResource):
         if own is not None and location == str(own.resolve()):
             current.pop(task.name, None)
         else:
-            current[task.name] = location
+            current[task.name] = {"weights": location, "sha256": model_id}
         blob_store(self.models).put(PROMOTED, (json.dumps(current, indent=1, sort_keys=True) + "\n").encode())
 
     def load(self) -> list[LabelingTask]:
@@ -71,10 +73,14 @@ class LabelingTasks(dg.ConfigurableResource):
         for name in names:
             if names.count(name) > 1:
                 raise TaskConfigError(f"Two task files use the name {name!r}; task names must be unique.")
-        promoted = {name: str(local_file(location, Path(self.cache))) for name, location in
-                    self.promoted_weights().items()}
-        tasks = [task.model_copy(update={"model": ModelChoice(weights=promoted[task.name], imgsz=task.model.imgsz)})
-                 if task.name in promoted and task.model is not None else task for task in tasks]
+        by_name = {task.name: task for task in tasks}
+        for name, entry in self.promoted_weights().items():
+            task = by_name.get(name)
+            if task is not None and task.model is not None:  # the promoted weights, pinned to their record's id
+                weights = str(local_file(entry["weights"], Path(self.cache)))
+                by_name[name] = task.model_copy(update={"model": task.model.model_copy(
+                    update={"weights": weights, "sha256": entry.get("sha256")})})
+        tasks = list(by_name.values())
         return sorted(tasks, key=lambda task: task.priority_rank)  # stable: file order within a priority
 
 
@@ -83,7 +89,8 @@ def detector_for(task: LabelingTask, default: Detector) -> Detector:
     low enough for the task's lowest lower threshold (the deployment's floor when that is lower)."""
     weights = task.weights_path()
     chosen = ({"weights": str(weights), "imgsz": task.model.imgsz or default.imgsz,
-               "precision": task.model.precision or default.precision} if weights else {})
+               "precision": task.model.precision or default.precision, "sha256": task.model.sha256 or ""}
+              if weights and task.model else {})
     return Detector(**{**default.model_dump(), **chosen, "conf_floor": min(default.conf_floor, task.lowest_lower)})
 
 

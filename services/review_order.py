@@ -12,7 +12,7 @@ import numpy as np
 
 from core.review_order import order_for_review
 from core.task_config import LabelingTask
-from engines.base import model_ref
+from engines.base import model_ref, pinned_ref
 from services.concepts import ConceptModelFiles, embed_inputs
 from services.ports import StoredImages, UnitsOfWork
 from store import Session
@@ -22,7 +22,8 @@ def review_backbone(task: LabelingTask, weights: Path) -> Path:
     """The weights whose embeddings order the task's review: its detector (`weights`, the deployment's, when the
     task names none), or for a task of whole images only, its classifier's."""
     if task.detects:
-        return task.weights_path() or weights
+        own = task.weights_path()
+        return pinned_ref(own, task.model.sha256 if task.model else None).path if own else weights
     return task.classifier_path() or weights
 
 

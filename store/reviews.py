@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core.access import TOKEN_DAYS
 from core.annotations import KIND_SQL, Kind, Role, Source, Status
 from core.routing import assign_reviewers
 from core.task_config import LabelingTask
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 # An auto-accepted annotation (current state `c`) drawn as a spot check (`s`) that no person has decided yet: it
 # waits in the reviewer's queue like the review band, though its status stays SUCCESS until a person rejects
 # or corrects it.
+# Tokens issued before expiry existed expire as new ones do by default, counted from when they were issued.
+TOKEN_EXPIRY = f"coalesce(expires_at, created_at + INTERVAL {TOKEN_DAYS} DAY)"
 SPOT_CHECK_PENDING = f"(s.band = 'accept' AND c.status = '{Status.SUCCESS}' AND c.source = '{Source.AUTO}')"
 PENDING_SPOT_CHECKS = f"""
     SELECT c.task, c.input_id, c.annotation_id FROM annotation_state c JOIN spot_checks s USING (task, annotation_id)
@@ -111,17 +114,29 @@ class ReviewSQL:
                                    [task, input_id]).fetchall()
         return rows[0][0] if rows else None
 
-    def issue_token(self, reviewer: str, token_sha256: str, now: datetime, role: Role = Role.REVIEWER) -> None:
-        """The reviewer's token (and role) from now on; the earlier one stops working."""
+    def issue_token(self, reviewer: str, token_sha256: str, now: datetime, expires_at: datetime,
+                    role: Role = Role.REVIEWER) -> None:
+        """The reviewer's token (and role) from now until `expires_at`; the earlier one stops working."""
         self.s.conn.execute("DELETE FROM reviewer_tokens WHERE reviewer = ?", [reviewer])
         self.s.insert("reviewer_tokens", [{"reviewer": reviewer, "token_sha256": token_sha256, "created_at": now,
-                                           "role": str(role)}])
+                                           "role": str(role), "expires_at": expires_at}])
 
-    def reviewer_of_token(self, token_sha256: str) -> tuple[str, Role] | None:
-        """Who a token signs in as, and their role."""
-        rows = self.s.conn.execute("SELECT reviewer, coalesce(role, ?) FROM reviewer_tokens WHERE token_sha256 = ?",
-                                   [str(Role.REVIEWER), token_sha256]).fetchall()
-        return (rows[0][0], Role(rows[0][1])) if rows else None
+    def reviewer_of_token(self, token_sha256: str, now: datetime) -> tuple[str, Role, datetime] | None:
+        """Who a token signs in as, their role and when it expires, while it has not expired."""
+        rows = self.s.conn.execute(f"SELECT reviewer, coalesce(role, ?), {TOKEN_EXPIRY} FROM reviewer_tokens "
+                                   f"WHERE token_sha256 = ? AND {TOKEN_EXPIRY} > ?",
+                                   [str(Role.REVIEWER), token_sha256, now]).fetchall()
+        return (rows[0][0], Role(rows[0][1]), rows[0][2]) if rows else None
+
+    def revoke_token(self, reviewer: str, now: datetime) -> bool:
+        """End the reviewer's token now (the row stays: it says when it was issued and ended); False when they
+        hold none that is current."""
+        current = self.s.conn.execute(f"SELECT count(*) FROM reviewer_tokens WHERE reviewer = ? AND "
+                                      f"{TOKEN_EXPIRY} > ?", [reviewer, now]).fetchone()
+        if not current or not current[0]:
+            return False
+        self.s.conn.execute("UPDATE reviewer_tokens SET expires_at = ? WHERE reviewer = ?", [now, reviewer])
+        return True
 
     def progress(self, task: str) -> dict[str, dict[str, int]]:
         """Per reviewer: inputs assigned, and how many of them hold no undecided review item (`reviewed`,

@@ -396,6 +396,9 @@ REVIEWER_TOKENS = Table("reviewer_tokens", "Each reviewer's personal review-page
     one_of("role", list(ROLES), "reviewer (their tasks and queues) or lead (every task: creates versions, deletes "
            "inputs, removes annotations); empty for tokens issued before roles existed: reviewer.", nullable=True,
            added_later=True),
+    Column("expires_at", "TIMESTAMP", "When the link stops signing in (UTC): `review invite --days` (default 30) "
+           "after it was issued, or when `review revoke` ended it; empty for tokens issued before expiry existed: "
+           "30 days after created_at.", nullable=True, added_later=True),
 ), primary_key=("reviewer",))
 
 DELETED_INPUTS = Table("deleted_inputs", "Inputs a person deleted: they leave every task's current annotations, "

@@ -235,10 +235,17 @@ def ap_against_itself(truth) -> float:
     return float(evaluation.stats[0])
 
 
+def sign_in(page, port: int, token: str) -> None:
+    """Open a personal link as a reviewer does, and wait until its page has signed in and moved on."""
+    page.goto(f"http://127.0.0.1:{port}/?token={token}")
+    page.wait_for_selector("#signin-sentence", state="detached", timeout=20_000)
+    page.wait_for_load_state("networkidle")
+
+
 def open_review_page(browser, port: int, app, reviewer: str, input_id: str, viewport: tuple[int, int] = (1500, 800)):
     """The review page signed in as `reviewer` (the personal link), showing the image `input_id`."""
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, bypass_csp=BYPASS_CSP)
-    page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(reviewer)}", wait_until="networkidle")
+    sign_in(page, port, app.state.desk.invite(reviewer))
     page.locator(f'#queue-items div[data-input="{input_id}"]').click()
     page.locator(f'#canvas[data-input="{input_id}"]').wait_for(timeout=20_000)
     return page

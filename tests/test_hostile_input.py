@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import BROWSER_AVAILABLE, autoannotate, free_port, launch_chromium, query, review_server, write_task_file
+from helpers import (
+    BROWSER_AVAILABLE,
+    autoannotate,
+    free_port,
+    launch_chromium,
+    query,
+    review_server,
+    sign_in,
+    write_task_file,
+)
 
 from apps.demo_scenes import write_demo_images
 from apps.review_server import MAX_BODY_BYTES, PUBLIC_ROUTES, create_app
@@ -86,7 +95,7 @@ def test_file_concept_annotator_and_reviewer_names_render_as_text_and_run_nothin
         page = browser.new_page(viewport={"width": 1500, "height": 800})
         requested: list[str] = []
         page.on("request", lambda request: requested.append(request.url))
-        page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(REVIEWER)}", wait_until="networkidle")
+        sign_in(page, port, app.state.desk.invite(REVIEWER))
         page.select_option("#task", "alpha")
         page.locator("#queue-items div[data-input]").first.wait_for(timeout=20_000)
         items = page.locator("#queue-items").inner_text()
@@ -110,7 +119,8 @@ def test_file_concept_annotator_and_reviewer_names_render_as_text_and_run_nothin
     for url in requested:  # nothing but the page's own calls: no `x` image, no other host
         parts = urlsplit(url)
         assert parts.netloc == f"127.0.0.1:{port}", url
-        assert parts.path in ("/", "/static/review.js") or parts.path.startswith(("/api/", "/images/")), url
+        assert parts.path in ("/", "/static/signin.js", "/static/review.js") or \
+            parts.path.startswith(("/api/", "/images/")), url
     assert int(rows(resources, "SELECT count(*) AS n FROM annotations")["n"][0]) == events
 
 
@@ -126,8 +136,7 @@ def test_the_lead_s_pages_show_names_from_data_as_text_and_run_nothing(resources
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         requested: list[str] = []
         page.on("request", lambda request: requested.append(request.url))
-        page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(lead, Role.LEAD)}",
-                  wait_until="networkidle")
+        sign_in(page, port, app.state.desk.invite(lead, Role.LEAD))
         expect(page.locator('tr[data-task="alpha"]')).to_contain_text(CONCEPT)
         header = page.locator("header").inner_text()
         labelers = page.locator('tr[data-task="alpha"]').inner_text()
@@ -327,8 +336,8 @@ def test_a_mistake_in_the_global_thresholds_is_said_once() -> None:
 def test_a_token_no_invite_gave_is_not_told_it_was_replaced(client: Callable) -> None:
     answer = TestClient(client.app, headers={"Authorization": "Bearer made-up"}).get("/api/tasks")
     assert answer.status_code == 401
-    assert answer.json()["detail"] == ("This review link is not valid (a newer invite replaced it, or no invite here "
-                                       "gave it); ask for a new one.")
+    assert answer.json()["detail"] == ("This review link is not valid (it expired, was revoked or replaced by a newer "
+                                       "invite, or no invite here gave it); ask for a new one.")
 
 
 def coco_file(folder: Path, images: list[dict], annotations: list[dict]) -> Path:

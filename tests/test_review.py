@@ -1,10 +1,12 @@
 """Human review: the JSON API through FastAPI's test client, a locked database, and the page in Chromium."""
 
 import json
+import re
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,10 +19,12 @@ from helpers import (
     launch_chromium,
     query,
     review_server,
+    sign_in,
     write_task_file,
 )
 
 from apps.demo_scenes import write_demo_images
+from apps.review_desk import STALE_LINK
 from apps.review_server import create_app
 from apps.runner import run_pipeline
 from core.settings import Settings
@@ -198,7 +202,7 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
         browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 800}, bypass_csp=BYPASS_CSP)
-            page.goto(f"http://127.0.0.1:{port}/?token={token}", wait_until="networkidle")
+            sign_in(page, port, token)
             assert page.url == f"http://127.0.0.1:{port}/"  # the token left the address bar for a cookie
             assert page.locator("#me").inner_text() == reviewer
             page.locator(f'#queue-items div[data-input="{input_id}"]').click()
@@ -237,6 +241,22 @@ def test_review_page_keyboard_mouse_and_drag(resources: dict, output_dir: Path) 
                     f"SELECT count(*) AS n FROM ({CURRENT_ANNOTATIONS}) WHERE input_id = ? "
                     "AND status = 'AWAITING_REVIEW'", [input_id])["n"][0]:
                 time.sleep(0.2)
+
+            # A link for someone else, opened in this signed-in browser, asks before it switches.
+            other = next(name for name in ("alice", "bob") if name != reviewer)
+            link = f"http://127.0.0.1:{port}/?token={app.state.desk.invite(other)}"
+            page.goto(link)
+            page.locator("#signin-choice").wait_for(state="visible", timeout=20_000)
+            assert page.locator("#signin-sentence").inner_text() == (
+                f"This browser is signed in as {reviewer}; the link you opened signs in as {other}. Switch to "
+                f"{other}, or stay {reviewer}?")
+            page.click("#stay")
+            page.locator("#me").wait_for(timeout=20_000)
+            assert page.locator("#me").inner_text() == reviewer
+            page.goto(link)
+            page.click("#switch")
+            page.wait_for_selector("#signin-sentence", state="detached", timeout=20_000)
+            assert page.locator("#me").inner_text() == other and page.url == f"http://127.0.0.1:{port}/"
         finally:
             browser.close()
 
@@ -332,6 +352,47 @@ def test_boxes_drawn_a_millionth_apart_are_two_annotations(client: Callable, res
     assert ids[0] != ids[1]
 
 
+def test_links_expire_and_can_be_revoked(resources: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import apps.review_desk
+
+    home = Path(resources["store"].path).parent
+    env = {"AUTOANNOTATE_TASKS": str(home / "demo-shapes.yaml")}
+    app = create_app(resources["store"], resources["images"], resources["tasks"].load())
+    invited = json.loads(autoannotate("review", "invite", "alice", "--days", "2", "--json", home=home, env=env).stdout)
+    token = invited["url"].split("token=")[1]
+    alice = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+    assert alice.get("/api/tasks").status_code == 200
+    refused = autoannotate("review", "invite", "alice", "--days", "0", home=home, env=env, check=False)
+    assert (refused.returncode, refused.stderr) == (1, "autoannotate: --days 0 is not a link's lifetime: give 1 to "
+                                                       "365 days.\n")
+    assert alice.get("/api/tasks").status_code == 200  # a refused invite leaves the current link alone
+
+    issued = apps.review_desk.utc_now()
+    for days, answer in ((1.99, 200), (2.01, 401)):  # the clock moved on
+        monkeypatch.setattr(apps.review_desk, "utc_now", lambda days=days: issued + timedelta(days=days))
+        assert alice.get("/api/tasks").status_code == answer
+    monkeypatch.undo()
+    # A token issued before links had a lifetime lasts 30 days from when it was issued.
+    store = resources["store"]
+    store.write(lambda s: s.conn.execute("UPDATE reviewer_tokens SET expires_at = NULL, created_at = ? WHERE "
+                                         "reviewer = 'alice'", [issued - timedelta(days=29)]))
+    assert alice.get("/api/tasks").status_code == 200
+    store.write(lambda s: s.conn.execute("UPDATE reviewer_tokens SET created_at = ? WHERE reviewer = 'alice'",
+                                         [issued - timedelta(days=31)]))
+    assert alice.get("/api/tasks").status_code == 401
+
+    bob = TestClient(app, headers={"Authorization": f"Bearer {app.state.desk.invite('bob')}"})
+    assert bob.get("/api/tasks").status_code == 200
+    revoked = autoannotate("review", "revoke", "bob", home=home, env=env)
+    assert revoked.stdout.startswith("bob's review link no longer signs in (revoked ")
+    stale = bob.get("/api/tasks")
+    assert (stale.status_code, stale.json()["detail"]) == (401, STALE_LINK)
+    again = autoannotate("review", "revoke", "bob", home=home, env=env, check=False)
+    assert (again.returncode, again.stderr) == (1, "autoannotate: 'bob' holds no review link that signs in (never "
+                                                   "invited, expired or revoked already).\n")
+    assert query(store, "SELECT count(*) AS n FROM reviewer_tokens WHERE reviewer = 'bob'")["n"][0] == 1  # kept
+
+
 def test_decisions_are_bound_to_the_signed_in_reviewer_and_their_own_queue(client: Callable, resources: dict,
                                                                          tmp_path: Path) -> None:
     alices = pending(resources, 1, "alice")[0]
@@ -346,12 +407,16 @@ def test_decisions_are_bound_to_the_signed_in_reviewer_and_their_own_queue(clien
     stale = app.state.desk.invite("alice")
     fresh = app.state.desk.invite("alice")  # a new invite replaces the earlier link
     assert TestClient(app, headers={"Authorization": f"Bearer {stale}"}).post(
-        url, json={"decision": "accept"}).json()["detail"].startswith(
-            "This review link is not valid (a newer invite replaced it")
-    signed_in = TestClient(app).get(f"/?token={fresh}", follow_redirects=False)
-    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+        url, json={"decision": "accept"}).json()["detail"] == STALE_LINK
+    browser = TestClient(app)
+    link = browser.get(f"/?token={fresh}", follow_redirects=False)  # the link's page signs in by a POST
+    assert link.status_code == 200 and "set-cookie" not in link.headers and "/static/signin.js" in link.text
+    signed_in = browser.post("/api/session", json={"token": fresh})
+    assert signed_in.status_code == 200 and signed_in.json()["person"] == "alice"
     cookie = signed_in.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
+    assert 30 * 86400 - 60 < int(re.search(r"max-age=(\d+)", cookie)[1]) <= 30 * 86400  # as long as the link lasts
+    assert browser.get("/api/tasks").status_code == 200
 
     bob = client("bob").post(url, json={"decision": "accept"})
     assert (bob.status_code, bob.json()["detail"]) == (403, "This image is in alice's queue, and task 'demo-shapes' "
@@ -422,7 +487,7 @@ def test_review_page_on_real_screens(resources: dict, output_dir: Path, viewport
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, bypass_csp=BYPASS_CSP)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(reviewer)}", wait_until="networkidle")
+            sign_in(page, port, app.state.desk.invite(reviewer))
             page.wait_for_function("document.querySelector('#canvas').dataset.drawn")
 
             def drawn() -> list[float]:

@@ -42,3 +42,31 @@ def test_a_checkpoint_that_runs_code_is_refused_unread_everywhere(tmp_path: Path
     assert run.returncode == 1 and refusal in run.stderr + run.stdout and not marker.exists()
     # The bundled detector loads as before, under the same safe loader.
     assert "circle" in autoannotate("model", "classes", home=home).stdout
+
+
+def test_a_task_that_pins_its_weights_refuses_any_other_file(tmp_path: Path) -> None:
+    import shutil
+
+    from core.settings import REPO_ROOT
+    from engines.base import model_ref
+
+    home, weights = tmp_path / "home", tmp_path / "detector.pt"
+    shutil.copyfile(REPO_ROOT / "models" / "demo_detector.pt", weights)
+    pin = model_ref(weights).model_id
+    images = write_demo_images(home / "inbox", 2, seed=93)
+    task = write_task_file(tmp_path, name="pinned", model={"weights": str(weights), "sha256": pin})
+    assert autoannotate("dry-run", "--task", str(task), str(images[0]), home=home).returncode == 0
+
+    shutil.copyfile(REPO_ROOT / "models" / "demo_detector_v2.pt", weights)  # other weights, same name
+    other = model_ref(REPO_ROOT / "models" / "demo_detector_v2.pt").model_id
+    refusal = (f"Detector weights {weights} were refused unread: their sha256 is {other[:16]}..., not the pinned "
+               f"{pin[:16]}... (the file changed since it was pinned or published).")
+    dry = autoannotate("dry-run", "--task", str(task), str(images[0]), home=home, check=False)
+    assert dry.returncode == 1 and refusal in dry.stderr
+    run = autoannotate("run", "--task-file", str(task), home=home, check=False)
+    assert run.returncode == 1 and refusal in run.stderr + run.stdout
+    assert sorted(p.name for p in (home / "inbox").iterdir()) == sorted(p.name for p in images)  # nothing taken
+
+    bad_pin = write_task_file(tmp_path, name="typo", model={"weights": str(weights), "sha256": "abc"})
+    typo = autoannotate("dry-run", "--task", str(bad_pin), str(images[0]), home=home, check=False)
+    assert typo.returncode == 1 and "sha256" in typo.stderr and "abc" in typo.stderr

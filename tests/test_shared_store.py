@@ -128,6 +128,20 @@ def test_another_home_on_the_same_shared_store_runs_a_pinned_batch_and_loads_the
     assert models == {v2}
     assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "batches").exists()
 
+    # Someone who can write the bucket replaces the promoted weights: a home fetching them refuses them unread.
+    blob_store(bucket + "/team").put("models/trained/v2.pt", (REPO_ROOT / "models" / "demo_detector.pt").read_bytes())
+    c = build_resources(Settings(home=tmp_path / "c", **shared))
+    [task_c] = c["tasks"].load()
+    assert task_c.model.sha256 == v2
+    from engines.base import DetectorError
+    from resources.tasks import check_task_models
+
+    with pytest.raises(DetectorError) as refused:
+        check_task_models([task_c], c["detector"])
+    assert str(refused.value) == (f"Detector weights {task_c.weights_path()} were refused unread: their sha256 is "
+                                  f"{model_ref(REPO_ROOT / 'models' / 'demo_detector.pt').model_id[:16]}..., not the "
+                                  f"pinned {v2[:16]}... (the file changed since it was pinned or published).")
+
 
 def test_a_bucket_inbox_object_whose_server_stops_answering_is_waited_for_the_store_wait_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

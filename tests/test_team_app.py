@@ -22,6 +22,7 @@ from helpers import (
     open_review_page,
     query,
     review_server,
+    sign_in,
     write_task_file,
 )
 from PIL import Image
@@ -362,8 +363,7 @@ def test_the_lead_s_tasks_page_and_objects_gallery_in_chromium(resources: dict, 
         browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, bypass_csp=BYPASS_CSP)
-            page.goto(f"http://127.0.0.1:{port}/?token={app.state.desk.invite(LEAD, 'lead')}",
-                      wait_until="networkidle")
+            sign_in(page, port, app.state.desk.invite(LEAD, 'lead'))
             assert page.url.endswith("/tasks")
             shapes = page.locator('tr[data-task="shapes"]')
             assigned = int(rows(resources, "SELECT count(*) AS n FROM review_assignments WHERE task = 'shapes'")

@@ -1,4 +1,4 @@
-"""The review queue from the shell: `review list|accept|reject|reopen|relabel|invite|serve`."""
+"""The review queue from the shell: `review list|accept|reject|reopen|relabel|plan|invite|revoke|serve`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from apps.cli.common import UserError, configured_task, emit, print_table, verb, verbs
+from core.access import MAX_TOKEN_DAYS, TOKEN_DAYS
 from core.annotations import Role, Status
 from core.settings import Settings
 
@@ -61,10 +62,22 @@ def command_review_serve(args: argparse.Namespace, settings: Settings) -> None:
 def command_review_invite(args: argparse.Namespace, settings: Settings) -> None:
     _, desk = desk_of(settings)
     with review_errors():
-        url = f"http://{args.host}:{args.port}/?token={desk.invite(args.reviewer, Role(args.role))}"
-    emit(args, {"reviewer": args.reviewer, "role": args.role, "url": url}, lambda r: print(
-        f"{r['url']}\n(personal to {r['reviewer']}, {r['role']}: whoever opens it acts as {r['reviewer']}; a new "
-        "invite replaces it)"))
+        token = desk.invite(args.reviewer, Role(args.role), args.days)
+        link = desk.signed_in(token)
+    assert link is not None  # just issued
+    emit(args, {"reviewer": args.reviewer, "role": args.role, "url": f"http://{args.host}:{args.port}/?token={token}",
+                "expires_at": f"{link.expires_at:%Y-%m-%d %H:%M} UTC"}, lambda r: print(
+        f"{r['url']}\n(personal to {r['reviewer']}, {r['role']}: whoever opens it acts as {r['reviewer']}, until "
+        f"{r['expires_at']}; a new invite replaces it, `review revoke {r['reviewer']}` ends it)"))
+
+
+def command_review_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    _, desk = desk_of(settings)
+    with review_errors():
+        ended = desk.revoke(args.reviewer)
+    emit(args, {"reviewer": args.reviewer, "revoked_at": f"{ended:%Y-%m-%d %H:%M:%S} UTC"}, lambda r: print(
+        f"{r['reviewer']}'s review link no longer signs in (revoked {r['revoked_at']}); their open pages are refused "
+        "from their next request."))
 
 
 def command_review_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -171,6 +184,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     invite.add_argument("--role", choices=[str(r) for r in Role], default=str(Role.REVIEWER),
                         help="reviewer: their tasks' queues (default); lead: every task, the tasks page and objects "
                         "gallery, versions, deleting inputs and annotations")
+    invite.add_argument("--days", type=int, default=TOKEN_DAYS,
+                        help=f"how long the link signs in (default {TOKEN_DAYS}, at most {MAX_TOKEN_DAYS})")
+    revoke = verb(review, "revoke", "end a reviewer's personal link now", "autoannotate review revoke alice",
+                  command_review_revoke)
+    revoke.add_argument("reviewer")
     serve = verb(review, "serve", "the review page in the browser", "autoannotate review serve --port 8765",
                  command_review_serve, json_option=False)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
