@@ -5,6 +5,6 @@ Nothing outside this package writes SQL against the tables. It builds on `core` 
 Dagster; `resources.store` wraps it as a Dagster resource.
 """
 
-from store.database import Database, DatabaseLockedError, Session
+from store.database import Database, DatabaseLockedError, DatabaseUnavailableError, Session
 
-__all__ = ["Database", "DatabaseLockedError", "Session"]
+__all__ = ["Database", "DatabaseLockedError", "DatabaseUnavailableError", "Session"]

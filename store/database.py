@@ -37,6 +37,7 @@ from store.concepts import ConceptsSQL
 from store.consensus import ConsensusSQL
 from store.history import AnnotationHistory, literal
 from store.inputs import InputsSQL
+from store.integrity import IntegritySQL
 from store.models import ModelsSQL
 from store.objects import ObjectsSQL
 from store.predictions import PredictionsSQL
@@ -144,6 +145,7 @@ class Session:
         self.audits = AuditsSQL(self)
         self.versions = VersionsSQL(self)
         self.models = ModelsSQL(self)
+        self.integrity = IntegritySQL(self)
 
     def scalar(self, sql: str, params: Params = None) -> Any:
         """The single value of a one-row query (read fully, so the connection stays usable); its type is the

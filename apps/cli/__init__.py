@@ -10,12 +10,12 @@ import os
 import signal
 import sys
 
-from apps.cli import datasets, inputs, models, pipeline, quality, review
+from apps.cli import datasets, inputs, integrity, models, pipeline, quality, review
 from apps.cli.common import Parser, UserError
 from core.settings import Settings
 
 # One module per group of verbs, each declaring its verbs' options beside their handlers and renderers.
-COMMAND_GROUPS = (pipeline, quality, review, datasets, inputs, models)
+COMMAND_GROUPS = (pipeline, quality, review, datasets, inputs, models, integrity)
 
 
 def build_parser() -> argparse.ArgumentParser:
