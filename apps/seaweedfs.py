@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.private_files import write_private
 from core.s3 import S3Connection
 from storage.s3_blobs import s3_client
 
@@ -85,10 +86,9 @@ def _identity(folder: Path) -> tuple[str, str]:
     config = folder / "s3.json"
     if not config.exists():
         key, secret = f"autoannotate-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
-        config.write_text(json.dumps({"identities": [{
+        write_private(config, json.dumps({"identities": [{
             "name": "autoannotate", "credentials": [{"accessKey": key, "secretKey": secret}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        config.chmod(0o600)
     credentials = json.loads(config.read_text())["identities"][0]["credentials"][0]
     return credentials["accessKey"], credentials["secretKey"]
 

@@ -3,8 +3,10 @@ its own, SeaweedFS (the bucket for images and the lake's Parquet files, `apps/se
 workers, and the Dagster daemon and webserver on them (`make team-up` / `make team-down`).
 
 Debian's PostgreSQL server binaries live outside PATH (`/usr/lib/postgresql/<major>/bin`), and `initdb`
-refuses to run as root, so as root the cluster belongs to the `postgres` user. It listens on loopback only,
-trusts loopback connections (nothing else can reach it) and keeps its socket in its own folder.
+refuses to run as root, so as root the cluster belongs to the `postgres` user. It listens on loopback only, asks
+every connection for the superuser's generated password (scram-sha-256: a local user cannot connect as superuser
+and run `COPY ... TO PROGRAM`) and keeps its socket in its own folder. Redis asks for a generated password too;
+both are in the home's `team.env` (0600), as the bucket's keys are.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import glob
 import hashlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -35,11 +38,14 @@ from apps.seaweedfs import (
     start_seaweedfs,
     stop_seaweedfs,
 )
+from core.private_files import write_private
 from core.settings import REPO_ROOT, Settings
 from pipelines.instance import instance_yaml, persistent_instance
 from pipelines.jobs import celery_config
 
 DATABASE = "autoannotate"
+PASSWORD_FILE = "superuser-password"  # beside the cluster's data folder, 0600
+REDIS_PASSWORD_FILE = "redis-password"  # in the home's team/ folder, 0600
 
 
 def postgres_bin() -> Path | None:
@@ -58,33 +64,77 @@ def _as_owner(command: list[str], folder: Path) -> list[str]:
 
 def start_postgres(folder: Path, port: int) -> str:
     """Initialise (once) and start (unless it runs) a cluster in `folder` on 127.0.0.1:`port` with the database
-    `autoannotate`; returns its libpq connection string."""
+    `autoannotate`; returns its libpq connection string. Every connection, loopback included, authenticates with
+    scram-sha-256 as `postgres`, whose password is generated once and kept in the folder (0600)."""
     binaries = postgres_bin()
     if binaries is None:
         raise ServiceError("PostgreSQL is not installed (Debian: apt-get install postgresql); team mode needs it.")
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data"
+    password = team_secret(folder / PASSWORD_FILE)
     if not (data / "PG_VERSION").exists():
-        _run(_as_owner([str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                       folder), "initdb")
+        pwfile = folder / ".initdb-password"  # initdb reads it as the cluster's owner; removed once it has
+        write_private(pwfile, password + "\n")
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres", "postgres")
+            _run(_as_owner([str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
+                            f"--pwfile={pwfile}", "-E", "UTF8"], folder), "initdb")
+        finally:
+            pwfile.unlink(missing_ok=True)
     status = subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "status"], folder),
                             capture_output=True, check=False)
     if status.returncode != 0:  # not running yet
         options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
         _run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"),
                         "-w", "start"], folder), "pg_ctl start", log=folder / "server.log")
-    ensure_database(port, DATABASE)
-    return f"dbname={DATABASE} host=127.0.0.1 port={port} user=postgres"
+    require_password(binaries, folder, port, password)
+    server = server_conninfo(folder, port)
+    ensure_database(server, DATABASE)
+    return f"dbname={DATABASE} {server}"
 
 
-def ensure_database(port: int, name: str) -> None:
-    """Create the database `name` on the loopback cluster at `port` unless it exists."""
+def require_password(binaries: Path, folder: Path, port: int, password: str) -> None:
+    """A cluster made before passwords (`--auth=trust`) gets the superuser's password and scram-sha-256 for
+    every connection, then reloads its configuration."""
+    hba = folder / "data" / "pg_hba.conf"
+    rules = hba.read_text()
+    if not any(line.split()[-1:] == ["trust"] for line in rules.splitlines() if not line.startswith("#")):
+        return
+    setting = subprocess.run([str(binaries / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d",
+                              "postgres", "-v", "ON_ERROR_STOP=1"], input=f"ALTER USER postgres PASSWORD '{password}';",
+                             capture_output=True, text=True, check=False)  # on stdin: `ps` would show an argument
+    if setting.returncode != 0:
+        raise ServiceError(f"setting the superuser's password failed: {setting.stderr.strip()}")
+    hba.write_text("\n".join(line.rsplit("trust", 1)[0] + "scram-sha-256" if line.split()[-1:] == ["trust"] and
+                             not line.startswith("#") else line for line in rules.splitlines()) + "\n")
+    _run(_as_owner([str(binaries / "pg_ctl"), "-D", str(folder / "data"), "reload"], folder), "pg_ctl reload")
+
+
+def server_conninfo(folder: Path, port: int) -> str:
+    """How to reach the cluster in `folder` as its superuser (no database named)."""
+    return f"host=127.0.0.1 port={port} user=postgres password={team_secret(folder / PASSWORD_FILE)}"
+
+
+def team_secret(path: Path) -> str:
+    """The secret kept at `path`: made once (32 random URL-safe characters, fit for a libpq string, a URL and a
+    config file as they are), in a file only its owner reads."""
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def ensure_database(server: str, name: str) -> None:
+    """Create the database `name` on the cluster `server` (`server_conninfo`) reaches, unless it exists."""
     binaries = postgres_bin()
-    exists = subprocess.run([str(binaries / "psql"), *_psql_args(port), "-tAc",
+    fields = dict(part.split("=", 1) for part in server.split())
+    args = ["-h", fields["host"], "-p", fields["port"], "-U", fields["user"]]
+    env = {**os.environ, "PGPASSWORD": fields.get("password", "")}  # not an argument: `ps` would show it
+    exists = subprocess.run([str(binaries / "psql"), *args, "-d", "postgres", "-tAc",
                              f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-                            capture_output=True, text=True, check=False)
+                            capture_output=True, text=True, check=False, env=env)
     if exists.stdout.strip() != "1":
-        _run([str(binaries / "createdb"), *_psql_args(port), name], f"createdb {name}")
+        _run([str(binaries / "createdb"), *args, name], f"createdb {name}", env=env)
 
 
 def stop_postgres(folder: Path, mode: str = "fast") -> None:
@@ -97,12 +147,8 @@ def stop_postgres(folder: Path, mode: str = "fast") -> None:
                    capture_output=True, check=False)
 
 
-def _psql_args(port: int) -> list[str]:
-    return ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
-
-
-def _run(command: list[str], what: str, log: Path | None = None) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+def _run(command: list[str], what: str, log: Path | None = None, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         tail = log.read_text().strip().splitlines()[-1:] if log and log.exists() else []
@@ -130,11 +176,13 @@ def free_team_ports() -> dict[str, str]:
 def team_env(settings: Settings, objects: ObjectStore) -> dict[str, str]:
     """The variables that put a home in team mode on this machine's PostgreSQL, Redis and SeaweedFS: the
     catalog and Dagster's storage in PostgreSQL; the images, the lake's Parquet files, batch manifests and models
-    in the bucket (AUTOANNOTATE_SHARED), so that a worker needs no folder of another machine."""
-    server = f"host=127.0.0.1 port={settings.team_postgres_port} user=postgres"
+    in the bucket (AUTOANNOTATE_SHARED), so that a worker needs no folder of another machine. Each service's
+    password is in them."""
+    server = server_conninfo(cluster_folder(settings), settings.team_postgres_port)
+    redis = team_secret(settings.home / "team" / REDIS_PASSWORD_FILE)
     return {"AUTOANNOTATE_CATALOG": f"postgres:dbname={DATABASE} {server}",
             "AUTOANNOTATE_DAGSTER_STORAGE": f"postgres:dbname=dagster {server}",
-            "AUTOANNOTATE_CELERY_BROKER": f"redis://127.0.0.1:{settings.team_redis_port}/0",
+            "AUTOANNOTATE_CELERY_BROKER": f"redis://:{redis}@127.0.0.1:{settings.team_redis_port}/0",
             "AUTOANNOTATE_SHARED": f"s3://{BUCKET}", **objects.env()}
 
 
@@ -171,7 +219,7 @@ def worker_home(home: Path, settings: Settings) -> dict[str, str]:
     team's dagster.yaml; the variables that point the worker at it, and at the task files it runs: the
     coordinator's (`settings`), which every machine has at the same paths, as it has the code."""
     (home / "dagster").mkdir(parents=True, exist_ok=True)
-    (home / "dagster" / "dagster.yaml").write_text(instance_yaml(settings.database_writers, settings.dagster_storage))
+    write_private(home / "dagster" / "dagster.yaml", instance_yaml(settings.database_writers, settings.dagster_storage))
     return {"AUTOANNOTATE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
             "AUTOANNOTATE_TASKS": os.pathsep.join(str(Path(t).resolve()) for t in settings.task_files)}
 
@@ -186,13 +234,11 @@ def team_up(settings: Settings) -> dict[str, object]:
     folder = settings.home / "team"
     folder.mkdir(parents=True, exist_ok=True)
     start_postgres(cluster_folder(settings), settings.team_postgres_port)
-    ensure_database(settings.team_postgres_port, "dagster")
+    ensure_database(server_conninfo(cluster_folder(settings), settings.team_postgres_port), "dagster")
     objects = start_seaweedfs(folder / "seaweedfs", settings.team_s3_port)
     create_bucket(objects, BUCKET)
     variables = team_env(settings, objects)
-    env_file = settings.home / "team.env"
-    env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in variables.items()))
-    env_file.chmod(0o600)  # it holds the bucket's keys
+    write_private(settings.home / "team.env", "".join(f"export {k}='{v}'\n" for k, v in variables.items()))
     team = replace(settings, catalog=variables["AUTOANNOTATE_CATALOG"],
                    dagster_storage=variables["AUTOANNOTATE_DAGSTER_STORAGE"],
                    celery_broker=variables["AUTOANNOTATE_CELERY_BROKER"], shared=variables["AUTOANNOTATE_SHARED"])
@@ -203,10 +249,12 @@ def team_up(settings: Settings) -> dict[str, object]:
     env = {**os.environ, **variables, "AUTOANNOTATE_HOME": str(settings.home), "DAGSTER_HOME": str(team.dagster_home),
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # dagster-celery starts `celery`
     # The workers' side of the executor's config (the same broker, acknowledgement and redelivery settings).
-    (folder / "celery.yaml").write_text(yaml.safe_dump({"execution": {"config": celery_config(team)}}))
+    write_private(folder / "celery.yaml", yaml.safe_dump({"execution": {"config": celery_config(team)}}))
+    # Redis reads its password from a file of its own (a command line argument would show in `ps`).
+    write_private(folder / "redis.conf", f"port {settings.team_redis_port}\nbind 127.0.0.1\nsave \"\"\n"
+                                         f"dir {folder}\nrequirepass {team_secret(folder / REDIS_PASSWORD_FILE)}\n")
     commands = {
-        "redis": ["redis-server", "--port", str(settings.team_redis_port), "--bind", "127.0.0.1", "--save", "",
-                  "--dir", str(folder)],
+        "redis": ["redis-server", str(folder / "redis.conf")],
         **{f"worker-{n}": celery_worker_command(folder / "celery.yaml", f"worker-{n}")
            for n in range(1, settings.team_workers + 1)},
         "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")],

@@ -164,6 +164,13 @@ class Settings:
         chosen = tuple(str(Path(f).resolve()) for f in task_files) if task_files else self.task_files
         return replace(self, inbox=inbox or self.inbox, inbox_url="", task_files=chosen)
 
+    def prepare_home(self) -> None:
+        """The home, readable by its owner alone when this creates it: it holds the database, the images and the
+        team's secrets (a folder that exists already keeps its mode)."""
+        from core.private_files import private_folder
+
+        private_folder(self.home)
+
     def remember_task_files(self) -> None:
         """Keep these task files in the home, for the commands and the Dagster code location that follow."""
         self.home.mkdir(parents=True, exist_ok=True)

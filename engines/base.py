@@ -251,13 +251,36 @@ def checkpoint_classes(path: Path, model_id: str) -> list[str]:
     return classes
 
 
+SCRATCH = ".export-scratch-"  # + the pid of the process exporting, + a random part
+
+
+def remove_abandoned_scratch(folder: Path) -> None:
+    """Remove the scratch copies of weights that processes killed mid-export left in `folder` (their pid is gone;
+    an export that ends any other way removes its own)."""
+    for scratch in folder.glob(f"{SCRATCH}*"):
+        pid = scratch.name.removeprefix(SCRATCH).split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def exported_beside(path: Path, target: Path, **options: Any) -> Path:
     """Ultralytics' export of the weights at `path` (`options` as `YOLO.export` takes them), made once at `target`
     beside them. Exported from a copy in a scratch folder: Ultralytics writes the export beside the file it
     loaded, and a half-written export must never sit at `target`."""
     if target.exists():
         return target
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+    remove_abandoned_scratch(path.parent)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f"{SCRATCH}{os.getpid()}-") as scratch:
         copy = Path(scratch) / path.name
         shutil.copyfile(path, copy)
         exported = load_checkpoint(path, copy).export(device="cpu", verbose=False, **options)

@@ -40,4 +40,6 @@ def build_definitions(settings: Settings, show_variables: bool = False) -> dg.De
 @dg.definitions
 def defs() -> dg.Definitions:
     """The code location `dagster dev`, the daemon and `make ui` load: variables show as EnvVars in the UI."""
-    return build_definitions(Settings.from_env(), show_variables=True)
+    settings = Settings.from_env()
+    settings.prepare_home()
+    return build_definitions(settings, show_variables=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from core.private_files import write_private
+
 # Telemetry off (offline machines); every DuckDB-writing step in one pool, of size 1 for a DuckDB file
 # so two runs never hold it at once (runs queue instead of failing), larger for a DuckLake on PostgreSQL,
 # which takes concurrent writers. Run monitoring frees the slots of runs that ended without freeing them.
@@ -70,7 +72,7 @@ def prepare_dagster_home(path: Path, writers: int = 1, storage: str = "") -> Pat
     if not config.exists() or _unedited(config.read_text()):
         wanted = instance_yaml(writers, storage)
         if not config.exists() or config.read_text() != wanted:
-            config.write_text(wanted)
+            write_private(config, wanted)  # a team's holds the catalog server's password
     os.environ["DAGSTER_HOME"] = str(path)
     return path
 

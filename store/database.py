@@ -15,6 +15,7 @@ and each unit of work gets its own cursor and transaction.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import sysconfig
@@ -30,6 +31,7 @@ import pandas as pd
 import pandera.polars as pa
 import polars as pl
 
+from core.private_files import PRIVATE_FILE, private_folder
 from core.s3 import S3Connection
 from store.audits import AuditsSQL
 from store.batches import BatchesSQL
@@ -286,7 +288,11 @@ class Database:
                 # Always read-write: DuckDB refuses two connections to one file with different
                 # configurations in one process (the review server reads and writes from threads),
                 # and a writer in another process blocks read-only opens anyway.
-                return duckdb.connect(self.path), None
+                new = not os.path.exists(self.path)
+                conn = duckdb.connect(self.path)
+                if new:  # DuckDB creates it as the umask says; it holds every row (an existing one keeps its mode)
+                    os.chmod(self.path, PRIVATE_FILE)
+                return conn, None
             shared = _lakes.get((self.catalog, self.data_path))
             if shared is None:
                 shared = _lakes[(self.catalog, self.data_path)] = _SharedLake(attach_lake(self.catalog,
@@ -329,8 +335,9 @@ class Database:
 
     def _open(self) -> tuple[duckdb.DuckDBPyConnection, _SharedLake | None]:
         local_data = self.catalog and "://" not in self.data_path  # a bucket's "folders" need no making
-        for folder in (Path(self.path).parent, *([Path(self.data_path)] if local_data else [])):
-            folder.mkdir(parents=True, exist_ok=True)
+        private_folder(Path(self.path).parent)  # the home, made 0700 when this creates it
+        if local_data:
+            Path(self.data_path).mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         delay = self.first_backoff_s
         while True:

@@ -78,11 +78,12 @@ def team_catalog(postgres_server: tuple[Path, int], request: pytest.FixtureReque
     """`AUTOANNOTATE_CATALOG` for a fresh DuckLake catalog database of this test on the session's server."""
     import re
 
-    from apps.team_services import ensure_database
+    from apps.team_services import ensure_database, server_conninfo
 
     name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
-    ensure_database(postgres_server[1], name)
-    return f"postgres:dbname={name} host=127.0.0.1 port={postgres_server[1]} user=postgres"
+    server = server_conninfo(*postgres_server)
+    ensure_database(server, name)
+    return f"postgres:dbname={name} {server}"
 
 
 @pytest.fixture(scope="session")

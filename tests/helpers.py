@@ -58,6 +58,23 @@ def copy_home(source: Path, target: Path, *task_files: str) -> Path:
     return target
 
 
+# A checkpoint whose pickle runs a shell command when it is unpickled: `touch` of a marker file.
+EVIL = """
+import os, sys, torch
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+torch.save({"model": Payload(), "train_args": {}}, sys.argv[1])
+"""
+
+
+def malicious_weights(folder: Path) -> tuple[Path, Path]:
+    weights, marker = folder / "best.pt", folder / "ran"
+    subprocess.run([sys.executable, "-c", EVIL, str(weights), str(marker)], check=True)
+    assert weights.stat().st_size > 0 and not marker.exists()
+    return weights, marker
+
+
 def write_task_file(folder: Path, **overrides: object) -> Path:
     """The demo task with some fields replaced (`model=None` drops the task's own weights)."""
     import yaml

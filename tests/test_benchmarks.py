@@ -16,6 +16,7 @@ SMOKE: dict[str, tuple[list[str], str]] = {
                         r"^ratio full/empty \(best of 1\): \d+\.\d\dx"),
     "inference_throughput.py": (["--images", "6"], r"^ratios: \(b\)/\(a\) = \d+\.\d\dx"),
     "int8.py": (["--scenes", "10", "--photos", "4"], r"^INT8 speed-up, best runtime against best runtime: \d+\.\d\dx"),
+    "kept_safe.py": (["--export-photos", "4", "--check-photos", "4"], r"^\(2\) autoannotate check over 4 stored "),
     "label_audit.py": (["--scenes", "10", "--fold-epochs", "1", "--pool", "8", "--held-out", "6", "--budgets", "4",
                         "--epochs", "1", "--weak-scenes", "6", "--weak-epochs", "1"], r"^diverse\s+\d\.\d{3}"),
     "label_quality.py": (["--scenes", "40", "--target-precision", "0.8"], r"^\s+ball\s+\d+\s+\d"),

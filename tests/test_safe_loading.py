@@ -3,28 +3,12 @@ command that loads weights; the bundled and trained detectors still load."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 from pathlib import Path
 
-from helpers import autoannotate, write_task_file
+from helpers import autoannotate, malicious_weights, write_task_file
 
 from apps.demo_scenes import write_demo_images
-
-EVIL = """
-import os, sys, torch
-class Payload:
-    def __reduce__(self):
-        return (os.system, ("touch " + sys.argv[2],))
-torch.save({"model": Payload(), "train_args": {}}, sys.argv[1])
-"""
-
-
-def malicious_weights(folder: Path) -> tuple[Path, Path]:
-    weights, marker = folder / "best.pt", folder / "ran"
-    subprocess.run([sys.executable, "-c", EVIL, str(weights), str(marker)], check=True)
-    assert weights.stat().st_size > 0 and not marker.exists()
-    return weights, marker
 
 
 def test_a_checkpoint_that_runs_code_is_refused_unread_everywhere(tmp_path: Path) -> None:
@@ -70,3 +54,25 @@ def test_a_task_that_pins_its_weights_refuses_any_other_file(tmp_path: Path) -> 
     bad_pin = write_task_file(tmp_path, name="typo", model={"weights": str(weights), "sha256": "abc"})
     typo = autoannotate("dry-run", "--task", str(bad_pin), str(images[0]), home=home, check=False)
     assert typo.returncode == 1 and "sha256" in typo.stderr and "abc" in typo.stderr
+
+
+def test_weight_copies_a_killed_export_left_are_removed_by_the_next(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from core.settings import REPO_ROOT
+    from engines.base import SCRATCH, model_ref
+    from engines.onnx_runtime import exported_onnx
+
+    weights = tmp_path / "detector.pt"
+    shutil.copyfile(REPO_ROOT / "models" / "demo_detector.pt", weights)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = tmp_path / f"{SCRATCH}{int(gone.stdout)}-x1"  # as a run killed mid-export leaves it
+    running = tmp_path / f"{SCRATCH}{os.getpid()}-x2"  # another export of a process still running
+    for scratch in (abandoned, running):
+        scratch.mkdir()
+        shutil.copyfile(weights, scratch / weights.name)
+    exported = exported_onnx(weights, model_ref(weights).model_id)
+    assert exported.is_file() and not abandoned.exists() and running.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(SCRATCH)) == [running.name]

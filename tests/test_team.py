@@ -69,10 +69,11 @@ def test_dagster_on_postgresql_is_one_instance_for_every_machine(tmp_path: Path,
                                                                   postgres_server: tuple[Path, int]) -> None:
     """With AUTOANNOTATE_DAGSTER_STORAGE, a run made from one home is in the instance every other home (another
     machine's daemon, webserver or CLI) opens."""
-    from apps.team_services import ensure_database
+    from apps.team_services import ensure_database, server_conninfo
 
-    ensure_database(postgres_server[1], "dagster_shared")
-    storage = f"postgres:dbname=dagster_shared host=127.0.0.1 port={postgres_server[1]} user=postgres"
+    server = server_conninfo(*postgres_server)
+    ensure_database(server, "dagster_shared")
+    storage = f"postgres:dbname=dagster_shared {server}"
     env = {"AUTOANNOTATE_CATALOG": team_catalog, "AUTOANNOTATE_DAGSTER_STORAGE": storage,
            "AUTOANNOTATE_DATA_PATH": str(tmp_path / "shared-lake")}
     write_demo_images(tmp_path / "inbox", 4, seed=81)
@@ -115,12 +116,12 @@ def test_postgresql_restarted_mid_run_is_waited_for_and_a_longer_outage_stores_n
     the server stays down longer than the store waits (AUTOANNOTATE_STORE_WAIT_S), the run fails with one
     sentence, the unit of work it was writing is absent (earlier steps' rows stay), and a re-run completes it:
     both ways end with the same rows, each exactly once."""
-    from apps.team_services import ensure_database, start_postgres, stop_postgres
+    from apps.team_services import ensure_database, server_conninfo, start_postgres, stop_postgres
     from core.faults import PAUSE_VARIABLE, RESUME_VARIABLE
 
     folder, port = postgres_server
     write_demo_images(tmp_path / "inbox", 8, seed=97)
-    ensure_database(port, "t_outage")
+    ensure_database(server_conninfo(folder, port), "t_outage")
     outage = team_catalog.replace(team_catalog.split()[0], "postgres:dbname=t_outage")
     catalogs = {"restart": team_catalog, "outage": outage}
     script = str(Path(sys.executable).parent / "autoannotate")
@@ -154,8 +155,10 @@ def test_postgresql_restarted_mid_run_is_waited_for_and_a_longer_outage_stores_n
             assert run.returncode == 1, stderr[case][-3000:]
             sentences = [line for line in stderr[case].splitlines() if line.startswith("autoannotate: ")]
             assert len(sentences) == 1 and sentences[0].endswith(
-                f"failed: The DuckLake catalog {catalog} stopped answering and did not answer again within 8 s; "
-                "nothing of that unit of work was stored. Start the catalog's server and run again."), stderr[case]
+                f"failed: The DuckLake catalog {catalog.split(' password=')[0]} stopped answering and did not answer "
+                "again within 8 s; nothing of that unit of work was stored. Start the catalog's server and run again."
+            ), stderr[case]
+            assert "password=" not in stderr[case]  # the sentence never shows the catalog's password
             partial = table_counts(home, env)
             assert partial["annotations"] == partial["review_assignments"] == 0  # the interrupted write: absent
             assert partial["inputs"] == 8 and partial["predictions"] > 0  # the steps before it: kept

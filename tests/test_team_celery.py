@@ -15,7 +15,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from helpers import autoannotate, exactly_once, in_home, table_counts
+from helpers import autoannotate, exactly_once, in_home, malicious_weights, table_counts, write_task_file
 
 from apps.demo_scenes import write_demo_images
 
@@ -52,6 +52,30 @@ def team_services(home: Path, **extra: str) -> Iterator[dict]:
                               capture_output=True, text=True, timeout=120)
         shutil.rmtree(cluster_folder(Settings(home=home)), ignore_errors=True)
         team["down"] = (down.returncode, down.stderr)
+
+
+def services_ask_for_their_passwords(home: Path, team: dict) -> None:
+    """PostgreSQL and Redis refuse a client without the generated passwords; the files holding them are 0600."""
+    import socket
+
+    from apps.team_services import PASSWORD_FILE, cluster_folder, postgres_bin
+    from core.settings import Settings
+
+    cluster = cluster_folder(Settings(home=home))
+    for secret in (home / "team.env", home / "team" / "redis.conf", home / "team" / "celery.yaml",
+                   home / "team" / "worker-1" / "dagster" / "dagster.yaml", cluster / PASSWORD_FILE):
+        assert secret.stat().st_mode & 0o777 == 0o600, secret
+    port = team["ports"]["AUTOANNOTATE_TEAM_POSTGRES_PORT"]
+    for password in ("", "guessed"):
+        refused = subprocess.run([str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d",
+                                  "postgres", "-w", "-c", "SELECT 1"], capture_output=True, text=True,
+                                 env={**os.environ, "PGPASSWORD": password})
+        assert refused.returncode == 2 and ("password authentication failed" in refused.stderr or
+                                            "no password supplied" in refused.stderr), refused.stderr
+    with socket.create_connection(("127.0.0.1", int(team["ports"]["AUTOANNOTATE_TEAM_REDIS_PORT"])), 5) as redis:
+        redis.sendall(b"PING\r\n")
+        assert redis.recv(200).startswith(b"-NOAUTH")
+    assert team["variables"]["AUTOANNOTATE_CELERY_BROKER"].startswith("redis://:")
 
 
 def worker_logs(home: Path) -> dict[str, str]:
@@ -108,7 +132,9 @@ def test_team_up_runs_batches_on_two_celery_workers_and_team_down_stops_everythi
     from storage.s3_blobs import S3Blobs
 
     home = tmp_path / "home"
-    with team_services(home) as team:
+    task = write_task_file(tmp_path)  # the demo task, where this test can point it at other weights later
+    with team_services(home, AUTOANNOTATE_TASKS=str(task)) as team:
+        services_ask_for_their_passwords(home, team)
         write_demo_images(tmp_path / "inbox", 3, seed=91)
         autoannotate("run", "--inbox", str(tmp_path / "inbox"), home=home, env={**team["ports"], **team["variables"]})
         assert [(r["jobName"], r["status"]) for r in run_statuses(team["url"])] == [("annotate_batch", "SUCCESS")]
@@ -129,6 +155,14 @@ def test_team_up_runs_batches_on_two_celery_workers_and_team_down_stops_everythi
                                              connection=bucket).listing()]
         assert lake and all(key.endswith(".parquet") for key in lake)
         assert not (home / "images").exists() and not (home / "lake").exists()
+
+        # Weights whose pickle runs code, put in the task after team-up: the worker refuses them unread.
+        weights, marker = malicious_weights(tmp_path)
+        write_task_file(tmp_path, model={"weights": str(weights)})
+        poisoned = new_batches(home, team, [2], seed=300)
+        assert backfill_and_wait(team["url"], poisoned, runs_in_all=6) == ["FAILURE"] + ["SUCCESS"] * 5
+        assert not marker.exists()
+        assert any(f"Detector weights {weights} were refused unread" in text for text in worker_logs(home).values())
     assert team["down"][0] == 0, team["down"][1]
     assert not list((home / "team").glob("*.pid"))
     with pytest.raises(OSError):

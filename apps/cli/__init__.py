@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args, Settings.from_env())
+        settings = Settings.from_env()
+        settings.prepare_home()
+        args.handler(args, settings)
     except BrokenPipeError:
         # The reader went away (`autoannotate review list | head`): stop quietly, as a tool killed by SIGPIPE does.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until the process exits
