@@ -100,7 +100,7 @@ def test_every_verb_help_ends_with_an_example_of_that_verb(capsys: pytest.Captur
     from apps.cli import build_parser
 
     verbs = every_verb(build_parser())
-    assert len(verbs) == 29  # 9 verbs and 4 groups (review, version, model, input) of 16 verbs
+    assert len(verbs) == 31  # 10 verbs and 4 groups (review, version, model, input) of 17 verbs
     for verb in verbs:
         with pytest.raises(SystemExit) as exited:
             build_parser().parse_args([*verb, "--help"])

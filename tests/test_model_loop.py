@@ -110,7 +110,7 @@ def test_a_detector_trained_on_a_version_is_measured_promoted_by_hand_and_rolled
     promote_model(resources["store"], tasks, candidate[:12], "alice")
     assert tasks.load()[0].weights_path() == (tmp_path / "trained" / f"{candidate}.pt").resolve()
     assert json.loads((tmp_path / "home-models" / "promoted.json").read_text()) == {
-        task.name: str((tmp_path / "trained" / f"{candidate}.pt").resolve())}
+        task.name: {"weights": str((tmp_path / "trained" / f"{candidate}.pt").resolve()), "sha256": candidate}}
     with pytest.raises(ValueError) as again:
         promote_model(resources["store"], tasks, candidate, "alice")
     assert str(again.value) == f"Model {candidate[:12]} is already task 'demo-shapes''s detector."
