@@ -4,7 +4,6 @@ or COCO dataset, with its images, split train/val/test by input hash."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.annotations import Kind
+from core.digests import file_sha256
 from core.formats import LINK_MODES, ExportRequest, export_file_name, label_format
 from core.locations import RELATIONS, is_remote, location_parts, relation
 from core.manifests import NEGATIVE_CHOICES, NEGATIVE_MAKERS, check_split_ratios
@@ -95,8 +95,7 @@ def checked_image(images: StoredImages, input_id: str) -> Path:
     """The stored image's file, its bytes checked against its id (the sha256 it is stored by): a damaged one is
     refused by name, so no export ships bytes that are not the version's."""
     path = images.path_for(input_id)
-    with open(path, "rb") as stored:
-        digest = hashlib.file_digest(stored, "sha256").hexdigest()
+    digest = file_sha256(path)
     if digest != input_id:
         raise ValueError(f"The stored image {input_id} is damaged: its bytes hash to {digest[:16]}..., not its id "
                          f"({path}); nothing was exported. `autoannotate check` lists every damaged file.")

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from core.digests import file_sha256, stream_sha256
 from services.ports import UnitsOfWork
 from storage.blobs import BlobStore, BlobStoreError, blob_store
 from storage.versions import ManifestStore
@@ -151,10 +152,9 @@ def blob_sha256(blobs: BlobStore, key: str) -> str | None:
     local = blobs.local_path(key)
     try:
         if local is not None:
-            with open(local, "rb") as file:
-                return hashlib.file_digest(file, "sha256").hexdigest()
+            return file_sha256(local)
         with blobs.open(key) as body:
-            return hashlib.file_digest(body, "sha256").hexdigest()
+            return stream_sha256(body)
     except (FileNotFoundError, KeyError):
         return None
 
