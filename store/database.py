@@ -23,6 +23,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +48,7 @@ from store.objects import ObjectsSQL
 from store.predictions import PredictionsSQL
 from store.quality import QualitySQL
 from store.reviews import ReviewSQL
-from store.tables import TABLES, Table
+from store.tables import SCHEMA_VERSION, SCHEMA_VERSIONS, TABLES, Table
 from store.tracks import TracksSQL
 from store.versions import VersionsSQL
 
@@ -58,6 +61,10 @@ class DatabaseLockedError(RuntimeError):
 
 class DatabaseUnavailableError(RuntimeError):
     """The DuckDB file cannot be opened for writing (read-only, no space, no permission)."""
+
+
+class NewerSchemaError(DatabaseUnavailableError):
+    """The database was brought to a schema version this release does not know: a newer release wrote it."""
 
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -194,12 +201,18 @@ class Session:
             self.conn.unregister(name)
 
 
-def create_tables(conn: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
+def create_tables(conn: duckdb.DuckDBPyConnection, lake: bool = False, location: str = "The database") -> None:
     """Create the tables a file lacks; a table derived from others (the annotation state) is filled from
-    them when a file written before it existed first meets it."""
+    them when a file written before it existed first meets it. A database a newer release brought to a schema
+    version this one does not know is refused before anything in it changes."""
     existing = {name for (name,) in conn.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
         "AND table_type = 'BASE TABLE'").fetchall()}
+    found = stored_schema_version(conn, existing)
+    if found > SCHEMA_VERSION:
+        raise NewerSchemaError(
+            f"{location} has schema version {found}, written by a newer autoannotate; this one knows version "
+            f"{SCHEMA_VERSION} and leaves it unopened: install the release that wrote it (nothing was changed).")
     for (name,) in conn.execute("SELECT DISTINCT table_name FROM duckdb_constraints() WHERE database_name = "
                                 "current_database() AND constraint_type = 'PRIMARY KEY'").fetchall():
         if name in TABLES:
@@ -213,6 +226,35 @@ def create_tables(conn: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
         keyed = [name for name, table in TABLES.items() if table.primary_key and table.takes_turns]
         conn.execute("INSERT INTO write_turns SELECT name, now() FROM (SELECT unnest(?::VARCHAR[]) AS name) "
                      "WHERE name NOT IN (SELECT table_name FROM write_turns)", [keyed])
+    if found < SCHEMA_VERSION:
+        record_schema_version(conn, lake)
+
+
+def stored_schema_version(conn: duckdb.DuckDBPyConnection, existing: set[str]) -> int:
+    """The newest schema version the database records; 0 for one written before versions were recorded (or new)."""
+    if SCHEMA_VERSIONS.name not in existing:
+        return 0
+    return int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_versions").fetchall()[0][0])
+
+
+def record_schema_version(conn: duckdb.DuckDBPyConnection, lake: bool) -> None:
+    """Record that the tables now have this release's shape (once: two processes upgrading at once write it once,
+    the loser of a DuckLake's race on `write_turns` running again)."""
+    try:
+        release = package_version("autoannotate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        release = "unknown"
+    conn.begin()
+    try:
+        if lake:
+            conn.execute("UPDATE write_turns SET taken_at = now() WHERE table_name = 'schema_versions'")
+        conn.execute("INSERT INTO schema_versions SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM schema_versions "
+                     "WHERE version = ?)", [SCHEMA_VERSION, release, datetime.now(UTC).replace(tzinfo=None),
+                                             SCHEMA_VERSION])
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
 
 
 def s3_secret_sql(connection: S3Connection) -> str:
@@ -389,7 +431,7 @@ class Database:
         delay = self.first_backoff_s
         for attempt in range(1, attempts + 1):
             try:
-                create_tables(conn, lake=bool(self.catalog))
+                create_tables(conn, lake=bool(self.catalog), location=f"The database {self.location}")
                 return
             except duckdb.TransactionException:
                 if not self.catalog or attempt == attempts:

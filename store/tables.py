@@ -8,6 +8,8 @@ Arrow without a copy.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -479,9 +481,30 @@ MODEL_PROMOTIONS = Table("model_promotions", "Every change of a task's current d
     timestamp("decided_at", "When (UTC)."),
 ), primary_key=("task", "decided_at"))
 
+# The version of the tables' shape, raised with every change to a column (name, type, nullability) or a table.
+# A database records each version it was brought to (`schema_versions`); one a newer release wrote is refused
+# whole rather than half-understood. tests/test_store.py holds each version's `schema_digest`.
+SCHEMA_VERSION = 1
+
+SCHEMA_VERSIONS = Table("schema_versions", "Each schema version this database was brought to, and by which release: "
+                        "the newest row is the shape its tables have. A database older than schema versions has none "
+                        "until it is first opened.", (
+    count("version", "The schema version (SCHEMA_VERSION of the release).", minimum=1),
+    text("release", "The autoannotate release that brought the tables to it."),
+    timestamp("upgraded_at", "When (UTC)."),
+), primary_key=("version",))
+
 TABLES: dict[str, Table] = {t.name: t for t in (
     INPUTS, INPUT_SOURCES, REJECTED_INPUTS, VIDEOS, VIDEO_FRAMES, MODELS, EMBEDDINGS, OBJECT_EMBEDDINGS, PREDICTIONS,
     PREDICTION_TRACKS, PROCESSED_INPUTS, ANNOTATIONS, ANNOTATION_STATE, TASK_INPUTS, TASK_CLASSES, ROUTING_RULES,
     REVIEW_ASSIGNMENTS, CONSENSUS_ASSIGNMENTS, CONSENSUS_DECISIONS, CONSENSUS_OUTCOMES, AUDIT_SENDS, SPOT_CHECKS,
     REVIEWER_TOKENS, DELETED_INPUTS, DATASET_VERSIONS, EMPTY_INPUTS, NO_CONCEPT_INPUTS, MODEL_EVALUATIONS,
-    MODEL_PROMOTIONS, WRITE_TURNS)}
+    MODEL_PROMOTIONS, SCHEMA_VERSIONS, WRITE_TURNS)}
+
+
+def schema_digest() -> str:
+    """A digest of every table's shape (names, types, nullability, columns added later, keys): it changes exactly
+    when the tables do, so a change that forgets to raise SCHEMA_VERSION is caught by a test."""
+    shape = [(t.name, t.column_definitions(), [c.name for c in t.columns if c.added_later], t.primary_key)
+             for t in sorted(TABLES.values(), key=lambda t: t.name)]
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()

@@ -12,6 +12,7 @@ from helpers import autoannotate
 
 from apps.demo_scenes import write_demo_images
 from storage.blobs import blob_store
+from store.tables import TABLES
 
 BLOCK, HEADER = 262_144, 3 * 4096  # DuckDB's storage blocks, after its three header blocks
 
@@ -33,8 +34,8 @@ def test_check_names_each_damage_in_a_home_folder(tmp_path: Path) -> None:
     code, report = checked(home)
     assert (code, report["damaged"]) == (0, [])
     assert report["checked"]["stored images and videos"] == 6 and report["checked"]["version manifests"] == 1
-    assert report["checked"]["tables"] == 30 and report["checked"]["rows"] > 50
-    assert autoannotate("check", home=home).stdout.startswith("Checked 30 tables, ")
+    assert report["checked"]["tables"] == len(TABLES) == 31 and report["checked"]["rows"] > 50
+    assert autoannotate("check", home=home).stdout.startswith("Checked 31 tables, ")
 
     database = home / "autoannotate.duckdb"
     with duckdb.connect(str(database), read_only=True) as conn:

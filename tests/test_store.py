@@ -169,3 +169,44 @@ def test_a_file_with_indexed_keys_is_rebuilt_without_them_and_keeps_every_row(tm
     store.write(lambda s: s.predictions.register_model("a" * 64, "again.pt", "/w/again.pt", "detect", ["ball"],
                                                        datetime(2026, 11, 3)))
     assert query(store, "SELECT count(*) AS n FROM models").n[0] == 2
+
+
+# Each schema version's digest of the tables' shape. A change to a table fails the first test below until
+# SCHEMA_VERSION is raised and its digest recorded here (and `create_tables` brings older files to it).
+SCHEMA_DIGESTS = {1: "5dc79edc8e966054d3097ac6756a79375e0dff297570d5b0e40e6547df9c12fd"}
+
+
+def test_the_tables_shape_is_the_one_recorded_for_this_schema_version() -> None:
+    from store.tables import SCHEMA_VERSION, schema_digest
+
+    assert SCHEMA_DIGESTS.get(SCHEMA_VERSION) == schema_digest(), (
+        "The tables changed: raise SCHEMA_VERSION in store/tables.py and record its schema_digest() here.")
+
+
+def test_a_database_records_its_schema_version_once_and_a_newer_one_is_refused_untouched(tmp_path: Path) -> None:
+    """A new or older database is brought to this release's version, recorded once however often it is opened; one
+    a newer release wrote is refused with a sentence naming both versions, and not one byte of it changes."""
+    from store import database
+    from store.database import NewerSchemaError
+    from store.tables import SCHEMA_VERSION
+
+    store = DuckDBStore(path=str(tmp_path / "db.duckdb"))
+    for _ in range(2):
+        database._migrated.discard(store.path)  # a new process opening it
+        store.write(lambda s: None)
+    rows = query(store, "SELECT version, release FROM schema_versions")
+    assert rows.to_dict("records") == [{"version": SCHEMA_VERSION, "release": "0.1.0"}]
+
+    with duckdb.connect(store.path) as conn:  # a later release upgraded it
+        conn.execute("INSERT INTO schema_versions VALUES (?, '9.0.0', TIMESTAMP '2027-06-01 09:00:00')",
+                     [SCHEMA_VERSION + 1])
+        conn.execute("DROP TABLE routing_rules")  # ... and, say, dropped a table this release would create again
+    before = Path(store.path).read_bytes()
+    database._migrated.discard(store.path)
+    with pytest.raises(NewerSchemaError) as raised:
+        store.read(lambda s: None)
+    assert str(raised.value) == (
+        f"The database {store.path} has schema version {SCHEMA_VERSION + 1}, written by a newer autoannotate; this "
+        f"one knows version {SCHEMA_VERSION} and leaves it unopened: install the release that wrote it (nothing was "
+        "changed).")
+    assert Path(store.path).read_bytes() == before
