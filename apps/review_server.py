@@ -470,7 +470,7 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
             raise HTTPException(503, "This server was started without a version store; `autoannotate review serve` "
                                      "has one.")
         try:
-            built = create_named_version(store, versions, body.name, [task])
+            built = create_named_version(store, versions, images, body.name, [task])
         except FrozenVersion as error:
             raise HTTPException(409, str(error)) from None
         except ValueError as error:

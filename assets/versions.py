@@ -15,6 +15,7 @@ from assets.checks import column_schema, table_metadata, table_schema_check
 from assets.partitions import daily_partitions
 from assets.triage import annotations
 from core.results import BuiltVersion
+from resources.image_store import ImageStore
 from resources.store import DuckDBStore, write_or_retry
 from resources.versions import VersionStore
 from services.datasets import build_day_version
@@ -33,12 +34,13 @@ from store import Session
     description="Per task and day, the accepted annotations as of the end of the day (UTC), with a manifest "
                 "and its sha256 (DuckDB table `dataset_versions`).",
 )
-def dataset_versions(context: dg.AssetExecutionContext, store: DuckDBStore,
-                     versions: VersionStore) -> dg.MaterializeResult:
+def dataset_versions(context: dg.AssetExecutionContext, store: DuckDBStore, versions: VersionStore,
+                     images: ImageStore) -> dg.MaterializeResult:
     now = datetime.now(UTC).replace(tzinfo=None)
 
     def build(s: Session) -> dict[str, dict[str, BuiltVersion]]:
-        return {day: dict(build_day_version(s, versions, task, date.fromisoformat(day), now)
+        checked: set[str] = set()  # an attempt hashes each image once, however many days hold it
+        return {day: dict(build_day_version(s, versions, images, task, date.fromisoformat(day), now, checked)
                           for task in s.history.tasks())
                 for day in context.partition_keys}
 

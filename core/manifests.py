@@ -19,6 +19,11 @@ class Manifest:
     per_concept: dict[str, int]
     negatives: int = 0
 
+    @property
+    def input_ids(self) -> set[str]:
+        """The images the version holds (its annotations' and its negatives')."""
+        return {line.split("\t", 1)[0] for line in self.text.splitlines()[1:]}
+
 
 def end_of_day(day: date) -> datetime:
     """The cutoff of day D: everything strictly before the next midnight (UTC) belongs to D."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,10 +17,11 @@ from core.faults import pause_point
 from core.formats import LabelBox, LabelFormatError, label_format
 from core.geometry import Box
 from core.image_checks import Rejection, inspect_image_file
-from core.manifests import end_of_day
+from core.manifests import Manifest, end_of_day
 from core.quality import DEFAULT_IOU, greedy_pairs
 from core.results import BuiltVersion, IdenticalFiles, ImportSummary
 from core.task_config import LabelingTask
+from services.integrity import HASHING_THREADS, checked_image
 from services.ports import BatchPins, StoredImages, UnitsOfWork, VersionFiles
 from store import Session
 from store.versions import FrozenVersion
@@ -214,24 +216,34 @@ def import_event(box: LabelBox, input_id: str, task: str, user: str, batch: str,
         kind=Kind(box.kind))
 
 
-def build_day_version(s: Session, versions: VersionFiles, task: str, day: date, now: datetime
-                      ) -> tuple[str, BuiltVersion]:
+def build_day_version(s: Session, versions: VersionFiles, images: StoredImages, task: str, day: date, now: datetime,
+                      checked: set[str]) -> tuple[str, BuiltVersion]:
     """Build (or confirm) the version of `task` on `day` (empty before the task's first annotation: every built
-    day can be exported)."""
+    day can be exported); its images are checked against their ids first (those not in `checked` already)."""
     cutoff = end_of_day(day)
     manifest = s.versions.manifest(task, cutoff)
     key = f"{task}@{day.isoformat()}"
+    check_version_images(images, manifest, key, checked)
     path = versions.write_manifest(task, day.isoformat(), manifest.text)
     changed = s.versions.record(key, task, day, cutoff, manifest, path, now)
     pause_point("versions.write")
     return key, BuiltVersion.of(manifest, changed)
 
 
+def check_version_images(images: StoredImages, manifest: Manifest, key: str, checked: set[str]) -> None:
+    """Every image the version holds hashes to its id, or the version is refused naming the damaged one (before
+    anything of it is written); `checked` spares a build of many days hashing one image again."""
+    unchecked = sorted(manifest.input_ids - checked)
+    with ThreadPoolExecutor(HASHING_THREADS) as pool:  # hashing releases the GIL; a bucket's reads overlap
+        list(pool.map(lambda i: checked_image(images, i, f"version {key} was not built"), unchecked))
+    checked.update(unchecked)
+
+
 VERSION_NAME = re.compile(r"^[A-Za-z][\w.-]*$")
 
 
-def create_named_version(store: UnitsOfWork, versions: VersionFiles, name: str, tasks: list[str] | None,
-                         now: datetime | None = None) -> dict[str, BuiltVersion]:
+def create_named_version(store: UnitsOfWork, versions: VersionFiles, images: StoredImages, name: str,
+                         tasks: list[str] | None, now: datetime | None = None) -> dict[str, BuiltVersion]:
     """Freeze the current accepted annotations of each task (every task with annotations when `tasks` is None)
     as the version TASK@NAME: its manifest is written once, and the version is never rebuilt or changed."""
     if not VERSION_NAME.match(name):
@@ -252,6 +264,7 @@ def create_named_version(store: UnitsOfWork, versions: VersionFiles, name: str, 
         built = {}
         for task in chosen:
             manifest = s.versions.manifest(task, now)
+            check_version_images(images, manifest, f"{task}@{name}", set())
             path = versions.write_manifest(task, name, manifest.text)
             s.versions.record(f"{task}@{name}", task, now.date(), now, manifest, path, now, frozen=True)
             built[f"{task}@{name}"] = BuiltVersion.of(manifest, changed=True)

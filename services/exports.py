@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from core.annotations import Kind
-from core.digests import file_sha256
 from core.formats import LINK_MODES, ExportRequest, export_file_name, label_format
 from core.locations import RELATIONS, is_remote, location_parts, relation
 from core.manifests import NEGATIVE_CHOICES, NEGATIVE_MAKERS, check_split_ratios
 from core.quality import wilson_interval
 from core.results import ExportSummary
 from core.task_config import LabelingTask
+from services.integrity import checked_image
 from services.ports import StoredImages, UnitsOfWork, VersionFiles
 from storage.blobs import blob_store
 from store import Session
@@ -89,17 +89,6 @@ def check_kept_apart(out: str, kept: dict[str, str]) -> None:
         *_, what, location, how = min(related)
         raise ValueError(f"--out {out} {how} {what} ({location}): --overwrite would replace what autoannotate "
                          "keeps; export into a folder or prefix of its own.")
-
-
-def checked_image(images: StoredImages, input_id: str) -> Path:
-    """The stored image's file, its bytes checked against its id (the sha256 it is stored by): a damaged one is
-    refused by name, so no export ships bytes that are not the version's."""
-    path = images.path_for(input_id)
-    digest = file_sha256(path)
-    if digest != input_id:
-        raise ValueError(f"The stored image {input_id} is damaged: its bytes hash to {digest[:16]}..., not its id "
-                         f"({path}); nothing was exported. `autoannotate check` lists every damaged file.")
-    return path
 
 
 @contextlib.contextmanager
@@ -223,7 +212,8 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
                          "annotates boxes: export it as yolo or coco).")
     inputs = inputs.assign(file_name=[export_file_name(u, i, f) for u, i, f in
                                       zip(inputs["uri"], inputs["input_id"], inputs["format"], strict=True)])
-    request = ExportRequest(boxes, concepts, inputs, frozenset(empty), lambda i: checked_image(images, i), names,
+    request = ExportRequest(boxes, concepts, inputs, frozenset(empty),
+                            lambda i: checked_image(images, i, "nothing was exported"), names,
                             (versions.val_ratio, versions.test_ratio), longest_side, link, tracks)
     with replaced_whole(out) as staging:
         written = writer.write(request, staging)

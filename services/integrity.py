@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from core.digests import file_sha256, stream_sha256
-from services.ports import UnitsOfWork
+from services.ports import StoredImages, UnitsOfWork
 from storage.blobs import BlobStore, BlobStoreError, blob_store
 from storage.versions import ManifestStore
 from store import DatabaseUnavailableError, Session
@@ -146,6 +146,22 @@ def check_blobs(images: BlobStore, named: list[NamedBlob] | None, report: Integr
             report.damaged.append(Damage(DamageKind.BLOB_MISSING, blob.blob_id, (
                 f"{blob.named_by} names {blob.blob_id[:16]}..., which the image store {images.location} does not "
                 "hold: put the file back under its name, or delete the input (`autoannotate input delete`).")))
+
+
+def checked_image(images: StoredImages, input_id: str, refused: str) -> Path:
+    """The stored image's file, its bytes checked against its id (the sha256 it is stored by): a damaged one is
+    refused by name (`refused` says what was then left undone), so no export or version holds bytes that are not
+    the ones its rows were made from."""
+    try:
+        path = images.path_for(input_id)
+    except KeyError:
+        raise ValueError(f"The stored image {input_id} is missing from the image store; {refused}. `autoannotate "
+                         "check` lists every missing file.") from None
+    digest = file_sha256(path)
+    if digest != input_id:
+        raise ValueError(f"The stored image {input_id} is damaged: its bytes hash to {digest[:16]}..., not its id "
+                         f"({path}); {refused}. `autoannotate check` lists every damaged file.")
+    return path
 
 
 def blob_sha256(blobs: BlobStore, key: str) -> str | None:

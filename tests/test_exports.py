@@ -236,7 +236,7 @@ def test_a_named_version_is_frozen_and_exports_the_same_bytes_after_the_task_cha
     yolo_dataset(tmp_path / "first", 5)
     import_labels(resources["store"], resources["images"], "yolo", tmp_path / "first", "imported", "labeler-1",
                   50_000_000, SHAPE_CLASSES)
-    built = create_named_version(resources["store"], resources["versions"], "release-3", None)
+    built = create_named_version(resources["store"], resources["versions"], resources["images"], "release-3", None)
     assert list(built) == ["imported@release-3"]
     export(resources, "imported@release-3", "yolo", tmp_path / "out")
     first = tree_digest(tmp_path / "out")
@@ -246,7 +246,7 @@ def test_a_named_version_is_frozen_and_exports_the_same_bytes_after_the_task_cha
                   50_000_000, SHAPE_CLASSES)
     assert dg.materialize([dataset_versions], partition_key=today(), instance=instance, resources=resources).success
     with pytest.raises(FrozenVersion) as refused:
-        create_named_version(resources["store"], resources["versions"], "release-3", None)
+        create_named_version(resources["store"], resources["versions"], resources["images"], "release-3", None)
     assert str(refused.value) == ("Version imported@release-3 already exists and is frozen: a named version never "
                                   "changes; pick another name.")
     export(resources, "imported@release-3", "yolo", tmp_path / "out", overwrite=True)
@@ -257,7 +257,7 @@ def test_a_named_version_is_frozen_and_exports_the_same_bytes_after_the_task_cha
         (f"imported@{today()}", False), ("imported@release-3", True)]
     assert rows["annotations"].iloc[0] > rows["annotations"].iloc[1]
     with pytest.raises(ValueError) as bad_name:
-        create_named_version(resources["store"], resources["versions"], "2026-12-01", None)
+        create_named_version(resources["store"], resources["versions"], resources["images"], "2026-12-01", None)
     assert "is not a name: start with a letter" in str(bad_name.value)
 
 

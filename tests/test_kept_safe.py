@@ -1,7 +1,7 @@
 """Nothing an export does reaches what autoannotate keeps: `--overwrite` refuses the home, the inbox, the stores
 and any folder holding or inside them, and a folder that is not an earlier export; exported images are files of
 their own, so writing into one leaves the store and the next export as they were; a damaged stored image is
-refused by name."""
+refused by name, by exports and version builds alike."""
 
 from __future__ import annotations
 
@@ -99,6 +99,22 @@ def test_a_damaged_stored_image_is_refused_by_name(versioned_home: tuple[Path, s
                               home=home, check=False)
         assert failed.returncode == 1
         assert f"The stored image {input_id} is damaged: its bytes hash to" in failed.stderr
+        assert "nothing was exported" in failed.stderr
         assert not (tmp_path / "again").exists()
+
+        # Nor is a version built over it, named or the day's rebuild: nothing of either is written.
+        versions_before = autoannotate("version", "list", "--json", home=home).stdout
+        manifests = tree(home / "versions")
+        named = autoannotate("version", "create", "--name", "release-1", home=home, check=False)
+        assert named.returncode == 1
+        assert named.stderr.strip() == (
+            f"autoannotate: The stored image {input_id} is damaged: its bytes hash to "
+            f"{hashlib.sha256(stored.read_bytes()).hexdigest()[:16]}..., not its id ({stored}); version "
+            "demo-shapes@release-1 was not built. `autoannotate check` lists every damaged file.")
+        rebuilt = autoannotate("version", "create", "--date", version.split("@")[1], home=home, check=False)
+        assert rebuilt.returncode == 1 and f"The stored image {input_id} is damaged" in rebuilt.stderr
+        assert f"version {version} was not built" in rebuilt.stderr
+        assert autoannotate("version", "list", "--json", home=home).stdout == versions_before
+        assert tree(home / "versions") == manifests
     finally:
         stored.write_bytes(kept)

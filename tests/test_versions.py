@@ -1,5 +1,6 @@
 """Dataset versions: as-of semantics, reproducible manifests, backfills, exports that tools load, imports."""
 
+import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from helpers import ap_against_itself, exported_input_ids, query, table_count, yolo_dataset
+from helpers import ap_against_itself, exported_input_ids, image_bytes, query, table_count, yolo_dataset
 
 from apps.demo_scenes import SHAPE_CLASSES, generate_scene
 from assets.versions import dataset_versions
@@ -15,7 +16,9 @@ from core.formats import LabelFormatError
 from services.datasets import import_labels
 from services.exports import export_version
 
-SHA = "ab" * 32
+# The one image these histories annotate: stored, as every image a version holds is (a build checks its bytes).
+PHOTO_BYTES = image_bytes("PNG")
+SHA = hashlib.sha256(PHOTO_BYTES).hexdigest()
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -27,6 +30,7 @@ def event(annotation: str, status: str, at: str, source: str = "auto", x1: float
 
 
 def write_events(resources: dict, events: list[dict]) -> None:
+    resources["images"].put(SHA, PHOTO_BYTES)
     resources["store"].write(lambda s: s.history.append(pd.DataFrame(events)))
 
 

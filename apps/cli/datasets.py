@@ -64,7 +64,8 @@ def command_version_create(args: argparse.Namespace, settings: Settings) -> None
         from services.datasets import create_named_version
 
         resources = build_resources(settings)
-        versions = create_named_version(resources["store"], resources["versions"], args.name, args.task)
+        versions = create_named_version(resources["store"], resources["versions"], resources["images"], args.name,
+                                        args.task)
         payload = {"name": args.name, "versions": {key: built.as_dict() for key, built in versions.items()}}
         emit(args, payload, lambda r: print_table(
             [{"version": k, **{f: v[f] for f in columns[1:]}} for k, v in r["versions"].items()], columns))
