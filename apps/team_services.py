@@ -3,7 +3,8 @@ its own, SeaweedFS (the bucket for images and the lake's Parquet files, `apps/se
 workers, and the Dagster daemon and webserver on them (`make team-up` / `make team-down`).
 
 Debian's PostgreSQL server binaries live outside PATH (`/usr/lib/postgresql/<major>/bin`), and `initdb`
-refuses to run as root, so as root the cluster belongs to the `postgres` user. It listens on loopback only, asks
+refuses to run as root, so as root the cluster belongs to the `postgres` user. It listens on loopback (or on the
+address AUTOANNOTATE_TEAM_ADDRESS names, for workers on other machines of that network), asks
 every connection for the superuser's generated password (scram-sha-256: a local user cannot connect as superuser
 and run `COPY ... TO PROGRAM`) and keeps its socket in its own folder. Redis asks for a generated password too;
 both are in the home's `team.env` (0600), as the bucket's keys are.
@@ -14,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from apps.seaweedfs import (
+    LOOPBACK,
     ObjectStore,
     ServiceError,
     create_bucket,
@@ -44,6 +48,8 @@ from pipelines.instance import instance_yaml, persistent_instance
 from pipelines.jobs import celery_config
 
 DATABASE = "autoannotate"
+# pg_hba.conf's rule for the team's other machines: any address of the server's own subnets, with the password.
+SAME_NETWORK = "host all all samenet scram-sha-256"
 PASSWORD_FILE = "superuser-password"  # beside the cluster's data folder, 0600
 REDIS_PASSWORD_FILE = "redis-password"  # in the home's team/ folder, 0600
 
@@ -62,10 +68,11 @@ def _as_owner(command: list[str], folder: Path) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
 
 
-def start_postgres(folder: Path, port: int) -> str:
-    """Initialise (once) and start (unless it runs) a cluster in `folder` on 127.0.0.1:`port` with the database
+def start_postgres(folder: Path, port: int, address: str = LOOPBACK) -> str:
+    """Initialise (once) and start (unless it runs) a cluster in `folder` on `address`:`port` with the database
     `autoannotate`; returns its libpq connection string. Every connection, loopback included, authenticates with
-    scram-sha-256 as `postgres`, whose password is generated once and kept in the folder (0600)."""
+    scram-sha-256 as `postgres`, whose password is generated once and kept in the folder (0600); clients of the
+    address's own network may connect (`samenet`: the workers' machines)."""
     binaries = postgres_bin()
     if binaries is None:
         raise ServiceError("PostgreSQL is not installed (Debian: apt-get install postgresql); team mode needs it.")
@@ -82,26 +89,32 @@ def start_postgres(folder: Path, port: int) -> str:
                             f"--pwfile={pwfile}", "-E", "UTF8"], folder), "initdb")
         finally:
             pwfile.unlink(missing_ok=True)
+    hba = data / "pg_hba.conf"
+    widened = SAME_NETWORK not in hba.read_text()  # a cluster made before its address could be another's
+    if widened:
+        hba.write_text(hba.read_text() + SAME_NETWORK + "\n")
     status = subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "status"], folder),
                             capture_output=True, check=False)
+    if status.returncode == 0 and widened:
+        _run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "reload"], folder), "pg_ctl reload")
     if status.returncode != 0:  # not running yet
-        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
+        options = f"-c listen_addresses={address} -c port={port} -c unix_socket_directories={folder}"
         _run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"),
                         "-w", "start"], folder), "pg_ctl start", log=folder / "server.log")
-    require_password(binaries, folder, port, password)
-    server = server_conninfo(folder, port)
+    require_password(binaries, folder, port, password, address)
+    server = server_conninfo(folder, port, address)
     ensure_database(server, DATABASE)
     return f"dbname={DATABASE} {server}"
 
 
-def require_password(binaries: Path, folder: Path, port: int, password: str) -> None:
+def require_password(binaries: Path, folder: Path, port: int, password: str, address: str) -> None:
     """A cluster made before passwords (`--auth=trust`) gets the superuser's password and scram-sha-256 for
     every connection, then reloads its configuration."""
     hba = folder / "data" / "pg_hba.conf"
     rules = hba.read_text()
     if not any(line.split()[-1:] == ["trust"] for line in rules.splitlines() if not line.startswith("#")):
         return
-    setting = subprocess.run([str(binaries / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d",
+    setting = subprocess.run([str(binaries / "psql"), "-h", address, "-p", str(port), "-U", "postgres", "-d",
                               "postgres", "-v", "ON_ERROR_STOP=1"], input=f"ALTER USER postgres PASSWORD '{password}';",
                              capture_output=True, text=True, check=False)  # on stdin: `ps` would show an argument
     if setting.returncode != 0:
@@ -111,9 +124,9 @@ def require_password(binaries: Path, folder: Path, port: int, password: str) -> 
     _run(_as_owner([str(binaries / "pg_ctl"), "-D", str(folder / "data"), "reload"], folder), "pg_ctl reload")
 
 
-def server_conninfo(folder: Path, port: int) -> str:
+def server_conninfo(folder: Path, port: int, address: str = LOOPBACK) -> str:
     """How to reach the cluster in `folder` as its superuser (no database named)."""
-    return f"host=127.0.0.1 port={port} user=postgres password={team_secret(folder / PASSWORD_FILE)}"
+    return f"host={address} port={port} user=postgres password={team_secret(folder / PASSWORD_FILE)}"
 
 
 def team_secret(path: Path) -> str:
@@ -178,11 +191,11 @@ def team_env(settings: Settings, objects: ObjectStore) -> dict[str, str]:
     catalog and Dagster's storage in PostgreSQL; the images, the lake's Parquet files, batch manifests and models
     in the bucket (AUTOANNOTATE_SHARED), so that a worker needs no folder of another machine. Each service's
     password is in them."""
-    server = server_conninfo(cluster_folder(settings), settings.team_postgres_port)
+    server = server_conninfo(cluster_folder(settings), settings.team_postgres_port, settings.team_address)
     redis = team_secret(settings.home / "team" / REDIS_PASSWORD_FILE)
     return {"AUTOANNOTATE_CATALOG": f"postgres:dbname={DATABASE} {server}",
             "AUTOANNOTATE_DAGSTER_STORAGE": f"postgres:dbname=dagster {server}",
-            "AUTOANNOTATE_CELERY_BROKER": f"redis://:{redis}@127.0.0.1:{settings.team_redis_port}/0",
+            "AUTOANNOTATE_CELERY_BROKER": f"redis://:{redis}@{settings.team_address}:{settings.team_redis_port}/0",
             "AUTOANNOTATE_SHARED": f"s3://{BUCKET}", **objects.env()}
 
 
@@ -224,6 +237,18 @@ def worker_home(home: Path, settings: Settings) -> dict[str, str]:
             "AUTOANNOTATE_TASKS": os.pathsep.join(str(Path(t).resolve()) for t in settings.task_files)}
 
 
+def checked_address(address: str) -> str:
+    """The team's service address, if it is an IP address of this machine (the services bind it)."""
+    try:
+        ipaddress.ip_address(address)
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            probe.bind((address, 0))
+    except (ValueError, OSError) as error:
+        raise ServiceError(f"AUTOANNOTATE_TEAM_ADDRESS={address!r} is not an IP address of this machine ({error}); "
+                           "name one of its interfaces' addresses, or leave it unset for loopback.") from None
+    return address
+
+
 def team_up(settings: Settings) -> dict[str, object]:
     """PostgreSQL (catalog and Dagster storage), Redis (the Celery broker), Celery workers, the Dagster daemon and
     the webserver on this machine, in the background; `team.env` in the home holds the variables every later
@@ -231,11 +256,12 @@ def team_up(settings: Settings) -> dict[str, object]:
     if shutil.which("redis-server") is None:
         raise ServiceError("Redis is not installed (Debian: apt-get install redis-server); team mode's Celery "
                            "workers need it as their broker.")
+    address = checked_address(settings.team_address)
     folder = settings.home / "team"
     folder.mkdir(parents=True, exist_ok=True)
-    start_postgres(cluster_folder(settings), settings.team_postgres_port)
-    ensure_database(server_conninfo(cluster_folder(settings), settings.team_postgres_port), "dagster")
-    objects = start_seaweedfs(folder / "seaweedfs", settings.team_s3_port)
+    start_postgres(cluster_folder(settings), settings.team_postgres_port, address)
+    ensure_database(server_conninfo(cluster_folder(settings), settings.team_postgres_port, address), "dagster")
+    objects = start_seaweedfs(folder / "seaweedfs", settings.team_s3_port, address=address)
     create_bucket(objects, BUCKET)
     variables = team_env(settings, objects)
     write_private(settings.home / "team.env", "".join(f"export {k}='{v}'\n" for k, v in variables.items()))
@@ -251,14 +277,14 @@ def team_up(settings: Settings) -> dict[str, object]:
     # The workers' side of the executor's config (the same broker, acknowledgement and redelivery settings).
     write_private(folder / "celery.yaml", yaml.safe_dump({"execution": {"config": celery_config(team)}}))
     # Redis reads its password from a file of its own (a command line argument would show in `ps`).
-    write_private(folder / "redis.conf", f"port {settings.team_redis_port}\nbind 127.0.0.1\nsave \"\"\n"
+    write_private(folder / "redis.conf", f"port {settings.team_redis_port}\nbind {address}\nsave \"\"\n"
                                          f"dir {folder}\nrequirepass {team_secret(folder / REDIS_PASSWORD_FILE)}\n")
     commands = {
         "redis": ["redis-server", str(folder / "redis.conf")],
         **{f"worker-{n}": celery_worker_command(folder / "celery.yaml", f"worker-{n}")
            for n in range(1, settings.team_workers + 1)},
         "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
-        "webserver": [str(bin_dir / "dagster-webserver"), "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
+        "webserver": [str(bin_dir / "dagster-webserver"), "-w", str(REPO_ROOT / "workspace.yaml"), "-h", LOOPBACK,
                       "-p", str(settings.team_web_port)],
     }
     for name, command in commands.items():
@@ -269,7 +295,7 @@ def team_up(settings: Settings) -> dict[str, object]:
             process = subprocess.Popen(command, cwd=REPO_ROOT, env={**env, **own}, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         (folder / f"{name}.pid").write_text(str(process.pid))
-    return {"webserver": f"http://127.0.0.1:{settings.team_web_port}", "env_file": str(settings.home / "team.env"),
+    return {"webserver": f"http://{LOOPBACK}:{settings.team_web_port}", "env_file": str(settings.home / "team.env"),
             **variables}
 
 
@@ -349,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autoannotate: {error}", file=sys.stderr)
         return 1
     print(f"team services up: Dagster UI {started['webserver']} (daemon running, storage and catalog in "
-          f"PostgreSQL on 127.0.0.1:{settings.team_postgres_port}, images and the lake in the bucket "
-          f"s3://{BUCKET} on SeaweedFS at 127.0.0.1:{settings.team_s3_port}, {settings.team_workers} Celery "
-          f"workers on Redis 127.0.0.1:{settings.team_redis_port}).\n"
+          f"PostgreSQL on {settings.team_address}:{settings.team_postgres_port}, images and the lake in the bucket "
+          f"s3://{BUCKET} on SeaweedFS at {settings.team_address}:{settings.team_s3_port}, {settings.team_workers} "
+          f"Celery workers on Redis {settings.team_address}:{settings.team_redis_port}).\n"
           f"Run `source {started['env_file']}` before autoannotate commands; `make team-down` stops everything.")
     return 0
 

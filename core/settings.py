@@ -60,6 +60,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_TEAM_REDIS_PORT": "team_redis_port",
     "AUTOANNOTATE_TEAM_S3_PORT": "team_s3_port",
     "AUTOANNOTATE_TEAM_WORKERS": "team_workers",
+    "AUTOANNOTATE_TEAM_ADDRESS": "team_address",
     "AUTOANNOTATE_TRAIN_EPOCHS": "train_epochs",
     "AUTOANNOTATE_TRAIN_IMGSZ": "train_imgsz",
     "AUTOANNOTATE_TRAIN_BATCH": "train_batch",
@@ -117,6 +118,9 @@ class Settings:
     team_redis_port: int = 56379  # `make team-up`: the Celery broker (Redis, loopback) and how many workers
     team_workers: int = 2
     team_s3_port: int = 58333  # `make team-up`: SeaweedFS's S3 gateway (loopback; its own servers on the next 7)
+    # `make team-up`: the address PostgreSQL, Redis and SeaweedFS listen on and team.env names: loopback, or this
+    # machine's address on the network its workers' machines reach it by (the Dagster UI stays on loopback).
+    team_address: str = "127.0.0.1"
     train_epochs: int = 3  # `detector_models`: CPU-sized fine-tuning (AUTOANNOTATE_TRAIN_*); imgsz 0: the weights'
     train_imgsz: int = 0
     train_batch: int = 8

@@ -167,3 +167,16 @@ def test_postgresql_restarted_mid_run_is_waited_for_and_a_longer_outage_stores_n
         assert exactly_once(home, env) == 0
     assert counts["restart"] == counts["outage"]
     assert counts["restart"]["inputs"] == 8 and counts["restart"]["annotations"] > 0
+
+
+def test_a_team_address_that_is_not_this_machines_is_refused_with_a_sentence() -> None:
+    from apps.team_services import ServiceError, checked_address
+
+    assert checked_address("127.0.0.1") == "127.0.0.1"
+    for wrong, why in (("db.example", "does not appear to be an IPv4 or IPv6 address"),
+                       ("192.0.2.77", "Cannot assign requested address")):  # TEST-NET-1: on no interface here
+        with pytest.raises(ServiceError) as refused:
+            checked_address(wrong)
+        assert str(refused.value).startswith(f"AUTOANNOTATE_TEAM_ADDRESS={wrong!r} is not an IP address of this "
+                                             f"machine (")
+        assert why in str(refused.value) and "leave it unset for loopback" in str(refused.value)

@@ -33,7 +33,8 @@ def team_services(home: Path, **extra: str) -> Iterator[dict]:
         pytest.skip("Debian's redis-server package is not installed (.ci/run installs it)")
     ports = free_team_ports()
     environment = {**os.environ, "AUTOANNOTATE_HOME": str(home), **ports, **extra}
-    team = {"ports": ports, "url": f"http://127.0.0.1:{ports['AUTOANNOTATE_TEAM_WEB_PORT']}"}
+    team = {"ports": ports, "url": f"http://127.0.0.1:{ports['AUTOANNOTATE_TEAM_WEB_PORT']}",
+            "address": extra.get("AUTOANNOTATE_TEAM_ADDRESS", "127.0.0.1")}
     up = subprocess.run([sys.executable, "-m", "apps.team_services", "up"], env=environment, capture_output=True,
                         text=True, timeout=300)
     try:
@@ -54,28 +55,64 @@ def team_services(home: Path, **extra: str) -> Iterator[dict]:
         team["down"] = (down.returncode, down.stderr)
 
 
-def services_ask_for_their_passwords(home: Path, team: dict) -> None:
-    """PostgreSQL and Redis refuse a client without the generated passwords; the files holding them are 0600."""
-    import socket
-
+def services_ask_for_their_passwords(home: Path, team: dict, namespace: str = "") -> None:
+    """PostgreSQL and Redis refuse a client without the generated passwords (from the network namespace
+    `namespace`, as another machine, when one is named); the files holding them are 0600."""
     from apps.team_services import PASSWORD_FILE, cluster_folder, postgres_bin
     from core.settings import Settings
 
     cluster = cluster_folder(Settings(home=home))
     for secret in (home / "team.env", home / "team" / "redis.conf", home / "team" / "celery.yaml",
-                   home / "team" / "worker-1" / "dagster" / "dagster.yaml", cluster / PASSWORD_FILE):
+                   cluster / PASSWORD_FILE, *(home / "team").glob("worker-*/dagster/dagster.yaml")):
         assert secret.stat().st_mode & 0o777 == 0o600, secret
-    port = team["ports"]["AUTOANNOTATE_TEAM_POSTGRES_PORT"]
+    inside = ["ip", "netns", "exec", namespace] if namespace else []
+    address, port = team["address"], team["ports"]["AUTOANNOTATE_TEAM_POSTGRES_PORT"]
     for password in ("", "guessed"):
-        refused = subprocess.run([str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d",
-                                  "postgres", "-w", "-c", "SELECT 1"], capture_output=True, text=True,
+        refused = subprocess.run([*inside, str(postgres_bin() / "psql"), "-h", address, "-p", port, "-U", "postgres",
+                                  "-d", "postgres", "-w", "-c", "SELECT 1"], capture_output=True, text=True,
                                  env={**os.environ, "PGPASSWORD": password})
         assert refused.returncode == 2 and ("password authentication failed" in refused.stderr or
                                             "no password supplied" in refused.stderr), refused.stderr
-    with socket.create_connection(("127.0.0.1", int(team["ports"]["AUTOANNOTATE_TEAM_REDIS_PORT"])), 5) as redis:
-        redis.sendall(b"PING\r\n")
-        assert redis.recv(200).startswith(b"-NOAUTH")
-    assert team["variables"]["AUTOANNOTATE_CELERY_BROKER"].startswith("redis://:")
+    ping = ("import socket, sys; r = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5); "
+            "r.sendall(b'PING\\r\\n'); print(r.recv(200).decode())")
+    answer = subprocess.run([*inside, sys.executable, "-c", ping, address,
+                             team["ports"]["AUTOANNOTATE_TEAM_REDIS_PORT"]], capture_output=True, text=True,
+                            check=True).stdout
+    assert answer.startswith("-NOAUTH"), answer
+    broker, redis_port = team["variables"]["AUTOANNOTATE_CELERY_BROKER"], team["ports"]["AUTOANNOTATE_TEAM_REDIS_PORT"]
+    assert broker.startswith("redis://:") and broker.endswith(f"@{address}:{redis_port}/0")
+
+
+@contextlib.contextmanager
+def machines_network(count: int) -> Iterator[tuple[str, list[str]]]:
+    """A network as separate machines would have: a bridge holding this machine's address and one network
+    namespace per worker machine joined to it by a veth pair (each with an address of its own, nothing else
+    reachable). Yields the coordinator's address and the namespaces' names; all of it is removed after."""
+    tag = f"{os.getpid() % 100000}"
+    subnet = f"10.250.{os.getpid() % 250}"
+    bridge, namespaces = f"aab{tag}", [f"aa{tag}w{n}" for n in range(1, count + 1)]
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+    try:
+        ip("link", "add", bridge, "type", "bridge")
+        ip("addr", "add", f"{subnet}.1/24", "dev", bridge)
+        ip("link", "set", bridge, "up")
+        for n, namespace in enumerate(namespaces, start=2):
+            ip("netns", "add", namespace)
+            ip("link", "add", f"aa{tag}h{n}", "type", "veth", "peer", "name", f"aa{tag}n{n}")
+            ip("link", "set", f"aa{tag}h{n}", "master", bridge)
+            ip("link", "set", f"aa{tag}h{n}", "up")
+            ip("link", "set", f"aa{tag}n{n}", "netns", namespace)
+            ip("netns", "exec", namespace, "ip", "addr", "add", f"{subnet}.{n}/24", "dev", f"aa{tag}n{n}")
+            ip("netns", "exec", namespace, "ip", "link", "set", f"aa{tag}n{n}", "up")
+            ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+        yield f"{subnet}.1", namespaces
+    finally:
+        for namespace in namespaces:
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
 
 
 def worker_logs(home: Path) -> dict[str, str]:
@@ -204,25 +241,27 @@ def test_a_worker_killed_mid_batch_leaves_its_step_to_the_other_worker(tmp_path:
         assert exactly_once(home, team["variables"]) == 0
 
 
-def start_worker_without(hidden: Path, home: Path, name: str, env: dict[str, str]) -> subprocess.Popen:
-    """A Celery worker with a home of its own, in a mount namespace where `hidden` (the coordinator's home) is an
-    empty read-only folder: what it reads or writes there fails, as on a machine that has no such folder."""
+def start_worker_without(hidden: Path, home: Path, name: str, env: dict[str, str], namespace: str) -> subprocess.Popen:
+    """A Celery worker as on a machine of its own: in the network namespace `namespace` (it reaches the services
+    only through the coordinator's address) and a mount namespace where `hidden` (the coordinator's home) is an
+    empty read-only folder (what it reads or writes there fails), with a home of its own."""
     from apps.team_services import celery_worker_command
 
     shutil.copyfile(hidden / "team" / "celery.yaml", home / "celery.yaml")
     worker = celery_worker_command(home / "celery.yaml", name)
     with (home / "worker.log").open("w") as log:
-        return subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                                 'mount -t tmpfs -o ro,size=1m tmpfs "$0" && exec "$@"', str(hidden), *worker],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(["ip", "netns", "exec", namespace, "unshare", "--mount", "--propagation", "private",
+                                 "--", "sh", "-c", 'mount -t tmpfs -o ro,size=1m tmpfs "$0" && exec "$@"', str(hidden),
+                                 *worker], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_workers_with_homes_of_their_own_run_a_backfill_the_coordinators_home_hidden_from_them(
-        tmp_path: Path) -> None:
-    """No shared folder: two workers, each with its own home, see the coordinator's home as an empty read-only
-    folder; the inbox is a bucket prefix, batch manifests, images and the lake are in the bucket. A backfill of
-    three batches pinned by the coordinator runs on both, every input stored once, nothing written to their
-    homes but caches and Dagster's scratch files."""
+def test_workers_on_machines_of_their_own_run_a_backfill_through_the_coordinators_address(tmp_path: Path) -> None:
+    """Beyond one host: two workers, each in a network namespace of its own joined to the coordinator by a veth
+    pair, as separate machines are; the services listen on the coordinator's address with their passwords (asked
+    for from a worker's namespace too). No shared folder: each worker has its own home and sees the coordinator's
+    as an empty read-only folder; the inbox is a bucket prefix, batch manifests, images and the lake are in the
+    bucket. A backfill of three batches pinned by the coordinator runs on both, every input and event stored once,
+    nothing written to their homes but caches and Dagster's scratch files."""
     from apps.runner import create_bucket_batch, instance_of
     from apps.team_services import worker_home
     from core.s3 import S3Connection
@@ -230,22 +269,26 @@ def test_workers_with_homes_of_their_own_run_a_backfill_the_coordinators_home_hi
     from resources import build_resources
     from storage.s3_blobs import S3Blobs
 
-    probe = subprocess.run(["unshare", "--mount", "--", "sh", "-c", "mount -t tmpfs -o ro tmpfs /mnt"],
-                           capture_output=True, text=True, check=False)
+    probe = subprocess.run(["unshare", "--mount", "--net", "--", "sh", "-c", "mount -t tmpfs -o ro tmpfs /mnt && "
+                            "ip link add aaprobe0 type veth peer name aaprobe1"], capture_output=True, text=True,
+                           check=False)
     if probe.returncode != 0:
-        pytest.skip(f"this machine cannot make a mount namespace to hide a folder: {probe.stderr.strip()}")
+        pytest.skip(f"this machine cannot make mount and network namespaces for workers: {probe.stderr.strip()}")
     home = tmp_path / "home"
-    with team_services(home, AUTOANNOTATE_TEAM_WORKERS="0") as team:
+    with machines_network(2) as (address, namespaces), \
+            team_services(home, AUTOANNOTATE_TEAM_WORKERS="0", AUTOANNOTATE_TEAM_ADDRESS=address) as team:
+        services_ask_for_their_passwords(home, team, namespaces[0])
         variables = {**team["ports"], **team["variables"], "AUTOANNOTATE_INBOX": "s3://autoannotate/camera"}
+        assert all(address in variables[name] for name in ("AUTOANNOTATE_CATALOG", "AWS_ENDPOINT_URL"))
         connection = S3Connection.from_env(variables)
         camera = S3Blobs("s3://autoannotate/camera", connection=connection)
         settings = Settings.from_env({"AUTOANNOTATE_HOME": str(home), **variables})
         workers = []
-        for n in (1, 2):
+        for n, namespace in enumerate(namespaces, start=1):
             own = tmp_path / f"worker-{n}"
             env = {**os.environ, **variables, **worker_home(own, settings),  # dagster-celery starts `celery`
                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-            workers.append((own, start_worker_without(home, own, f"own-{n}", env)))
+            workers.append((own, start_worker_without(home, own, f"own-{n}", env, namespace)))
         try:
             deadline = time.monotonic() + 240
             while not all(" ready." in (own / "worker.log").read_text() for own, _ in workers):
