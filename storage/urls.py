@@ -105,10 +105,17 @@ class UrlFetcher:
         return dict(zip(unique, results, strict=True))
 
     def _fetch_or_refusal(self, url: str, folder: Path) -> Path | UrlRefused:
+        """One URL's file, or its refusal: whatever fails in parsing, resolving, connecting, reading or decoding
+        it (a malformed URL, a server breaking HTTP) is that URL's, and the others of the list go on. A bucket
+        inbox's store that stops answering still fails the batch, which the next run takes again."""
         try:
             return self.fetch(url, folder)
         except UrlRefused as refused:
             return refused
+        except Exception as error:  # see above: one URL's failure is never the batch's
+            if url.startswith("s3://"):
+                raise
+            return UrlRefused(f"{url} could not be fetched ({type(error).__name__}: {error}).")
 
     def fetch(self, url: str, folder: Path) -> Path:
         target = self.target_for(url, folder)
@@ -198,9 +205,13 @@ class UrlFetcher:
         except TimeoutError:
             partial.unlink(missing_ok=True)
             raise _Retry(f"it stopped sending for {self.timeout_s:g} s") from None
-        except UrlRefused:
+        except BaseException:  # a refusal, a reset mid-body, bad chunked encoding: nothing half-written stays
             partial.unlink(missing_ok=True)
             raise
+        declared = getattr(response, "headers", {}).get("Content-Length") or ""
+        if declared.isdigit() and received < int(declared):  # the connection ended before the body did
+            partial.unlink(missing_ok=True)
+            raise UrlRefused(f"{url} sent {received} of the {int(declared)} bytes it announced.")
         kept = target.with_suffix(".video" if kind.startswith("video/") else ".image")
         partial.replace(kept)
         return kept

@@ -112,6 +112,54 @@ def test_each_answer_is_checked_and_every_refusal_names_the_url(server: tuple[st
                                                   "allows it).")
 
 
+@pytest.fixture(scope="module")
+def broken_server() -> Iterator[str]:
+    """A loopback server that breaks HTTP in each of the ways a hostile one can, by path."""
+    import socketserver
+
+    good = jpeg(skimage.data.coffee())
+    answers = {
+        "/weird-status": b"HTTP/1.1 abc Weird\r\n\r\n",
+        "/long-header": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+        "/many-headers": b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n",
+        "/reset": b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n" + good[:500],
+        "/bad-chunks": b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"zz\r\nabc\r\n",
+        "/good.jpg": b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(good) + good,
+    }
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            path = self.rfile.readline().split()[1].decode().split("?")[0]
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            self.wfile.write(answers.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+
+    httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
+def test_a_url_or_a_server_breaking_http_is_that_urls_refusal_and_the_others_are_fetched(
+        broken_server: str, tmp_path: Path) -> None:
+    """Each of these raised out of `fetch_all` before, taking the good URLs of the list with it."""
+    base = broken_server
+    broken = [f"{base}/weird-status", f"{base}/long-header", f"{base}/many-headers", f"{base}/reset",
+              f"{base}/bad-chunks", "http://example.com/a b.jpg", "http://[::1/x", f"http://{'a' * 64}.example/x.jpg"]
+    good = [f"{base}/good.jpg", f"{base}/good.jpg?copy=2", f"{base}/good.jpg?copy=3"]
+    fetcher = UrlFetcher(allow_private=True, timeout_s=2, tries=1)
+    results = fetcher.fetch_all(broken + good, tmp_path / "downloads")
+    assert [url for url, r in results.items() if isinstance(r, Path)] == good
+    assert all(results[url].read_bytes() == jpeg(skimage.data.coffee()) for url in good)
+    for url in broken:
+        assert isinstance(results[url], UrlRefused) and str(results[url]).startswith(url), results[url]
+    assert sorted(p.suffix for p in (tmp_path / "downloads").iterdir()) == [".image"] * 3  # no .part left
+
+
 def test_url_lists_are_text_files_or_csvs_with_a_url_column(tmp_path: Path) -> None:
     listed = tmp_path / "photos.urls"
     listed.write_text("# cameras\nhttps://a.example/1.jpg\n\nhttps://a.example/2.jpg\nhttps://a.example/1.jpg\n")
