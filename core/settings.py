@@ -72,6 +72,7 @@ ENVIRONMENT = {
     "AUTOANNOTATE_ALLOW_PRIVATE_URLS": "allow_private_urls",
     "AUTOANNOTATE_URL_MAX_BYTES": "url_max_bytes",
     "AUTOANNOTATE_URL_TIMEOUT_S": "url_timeout_s",
+    "AUTOANNOTATE_URL_DEADLINE_S": "url_deadline_s",
 }
 
 
@@ -132,6 +133,7 @@ class Settings:
     allow_private_urls: int = 0  # 1: URL inputs may reach loopback and private addresses (never link-local ones)
     url_max_bytes: int = 200_000_000  # a URL's answer above this many bytes is refused
     url_timeout_s: float = 30.0  # a URL that answers nothing this long is tried again (3 tries), then refused
+    url_deadline_s: float = 60.0  # a URL not fetched whole this long after its first try is refused (a trickle)
     from_environment: frozenset[str] = field(default_factory=frozenset)  # fields a variable set
 
     @classmethod

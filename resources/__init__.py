@@ -64,5 +64,5 @@ def build_resources(settings: Settings, show_variables: bool = False) -> dict:
                        video_fps=value("video_fps"), video_max_frames=value("video_max_frames"),
                        video_skip_similar=value("video_skip_similar"), downloads_dir=str(settings.downloads_dir),
                        allow_private_urls=bool(value("allow_private_urls")), url_max_bytes=value("url_max_bytes"),
-                       url_timeout_s=value("url_timeout_s")),
+                       url_timeout_s=value("url_timeout_s"), url_deadline_s=value("url_deadline_s")),
     }

@@ -29,12 +29,13 @@ class Inbox(dg.ConfigurableResource):
     allow_private_urls: bool = False
     url_max_bytes: int = 200_000_000
     url_timeout_s: float = 30.0
+    url_deadline_s: float = 60.0
     store_wait_s: float = 60.0  # a bucket (of the inbox or the manifests) that stops answering is waited for
 
     @property
     def url_fetcher(self) -> UrlFetcher:
         return UrlFetcher(self.allow_private_urls, self.url_max_bytes, self.url_timeout_s,
-                          store_wait_s=self.store_wait_s)
+                          deadline_s=self.url_deadline_s, store_wait_s=self.store_wait_s)
 
     @property
     def video_rule(self) -> VideoRule:

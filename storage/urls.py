@@ -81,12 +81,14 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 @dataclass(frozen=True)
 class UrlFetcher:
     """How URLs are fetched: at most `workers` at once, `tries` times each (backoff `backoff_s`, doubling) on
-    errors worth retrying, `timeout_s` per request, at most `max_bytes` each; a bucket inbox's server that stops
-    answering is waited for `store_wait_s` (as the image store is)."""
+    errors worth retrying, `timeout_s` per request, at most `max_bytes` each, all of it within `deadline_s` of the
+    first try (a server trickling a byte a second is cut off); a bucket inbox's server that stops answering is
+    waited for `store_wait_s` (as the image store is)."""
 
     allow_private: bool = False
     max_bytes: int = 200_000_000
     timeout_s: float = 30.0
+    deadline_s: float = 60.0
     store_wait_s: float = 60.0
     tries: int = 3
     backoff_s: float = 0.5
@@ -122,18 +124,19 @@ class UrlFetcher:
         for kept in (target.with_suffix(".image"), target.with_suffix(".video")):
             if kept.exists():  # the same URL is fetched once
                 return kept
+        deadline = time.monotonic() + self.deadline_s
         for attempt in range(self.tries):
             try:
-                return self._fetch_once(url, target)
+                return self._fetch_once(url, target, deadline)
             except _Retry as retry:
-                if attempt + 1 == self.tries:
+                if attempt + 1 == self.tries or time.monotonic() + self.backoff_s * 2 ** attempt > deadline:
                     raise UrlRefused(f"{url} could not be fetched after {self.tries} tries ({retry}).") from None
                 time.sleep(self.backoff_s * 2 ** attempt)
         raise AssertionError("unreachable")
 
-    def _fetch_once(self, url: str, target: Path) -> Path:
+    def _fetch_once(self, url: str, target: Path, deadline: float) -> Path:
         if urlsplit(url).scheme == "s3":
-            return self._fetch_object(url, target)
+            return self._fetch_object(url, target, deadline)
         opener = urllib.request.build_opener(_NoRedirects)
         current = url
         for _ in range(MAX_REDIRECTS + 1):
@@ -160,10 +163,10 @@ class UrlFetcher:
                 reason = getattr(error, "reason", error)
                 raise _Retry(str(reason)) from None
             with response:
-                return self._save(url, response, target)
+                return self._save(url, response, target, deadline)
         raise UrlRefused(f"{url} redirected more than {MAX_REDIRECTS} times.")
 
-    def _fetch_object(self, url: str, target: Path) -> Path:
+    def _fetch_object(self, url: str, target: Path, deadline: float) -> Path:
         """An object of a bucket inbox (`s3://bucket/key#etag=...`), through boto3 with the bucket's credentials,
         as it was when listed. Gone or changed since: refused (a changed one is listed again by the next run); a
         store that does not answer fails the batch, which the next run takes again."""
@@ -177,9 +180,9 @@ class UrlFetcher:
             raise UrlRefused(f"{location} changed since it was listed; the next run takes it as it is now.") from None
         kind = "video/" if Path(key).suffix.lower() in VIDEO_SUFFIXES else "image/"
         with body:
-            return self._keep(url, body, target, kind)
+            return self._keep(url, body, target, kind, deadline)
 
-    def _save(self, url: str, response: object, target: Path) -> Path:
+    def _save(self, url: str, response: object, target: Path, deadline: float) -> Path:
         headers = response.headers  # type: ignore[attr-defined]
         kind = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if not kind.startswith(ACCEPTED_TYPES):
@@ -188,20 +191,25 @@ class UrlFetcher:
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise UrlRefused(f"{url} is {int(declared)} bytes, more than the limit of {self.max_bytes} "
                              "(AUTOANNOTATE_URL_MAX_BYTES).")
-        return self._keep(url, response, target, kind)
+        return self._keep(url, response, target, kind, deadline)
 
-    def _keep(self, url: str, response: object, target: Path, kind: str) -> Path:
-        """The answer's bytes at `target` (`.image` or `.video` by `kind`), at most `max_bytes`."""
+    def _keep(self, url: str, response: object, target: Path, kind: str, deadline: float) -> Path:
+        """The answer's bytes at `target` (`.image` or `.video` by `kind`), at most `max_bytes`, by `deadline`."""
         partial = target.with_name(target.name + ".part")
         received = 0
         try:
+            # `read1` answers with what has arrived (`read` would wait for the whole block from a trickle)
+            read = getattr(response, "read1", None) or response.read  # type: ignore[attr-defined]
             with partial.open("wb") as handle:
-                while block := response.read(1 << 16):  # type: ignore[attr-defined]
+                while block := read(1 << 16):
                     received += len(block)
                     if received > self.max_bytes:
                         raise UrlRefused(f"{url} sent more than the limit of {self.max_bytes} bytes "
                                          "(AUTOANNOTATE_URL_MAX_BYTES).")
                     handle.write(block)
+                    if time.monotonic() > deadline:
+                        raise UrlRefused(f"{url} was not received whole within {self.deadline_s:g} s "
+                                         "(AUTOANNOTATE_URL_DEADLINE_S).")
         except TimeoutError:
             partial.unlink(missing_ok=True)
             raise _Retry(f"it stopped sending for {self.timeout_s:g} s") from None

@@ -133,6 +133,13 @@ def broken_server() -> Iterator[str]:
             path = self.rfile.readline().split()[1].decode().split("?")[0]
             while self.rfile.readline() not in (b"\r\n", b""):
                 pass
+            if path == "/trickle.jpg":  # a byte every 50 ms: each read is answered well within its timeout
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")
+                for byte in good[:200]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                return
             self.wfile.write(answers.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
 
     httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
@@ -158,6 +165,12 @@ def test_a_url_or_a_server_breaking_http_is_that_urls_refusal_and_the_others_are
     for url in broken:
         assert isinstance(results[url], UrlRefused) and str(results[url]).startswith(url), results[url]
     assert sorted(p.suffix for p in (tmp_path / "downloads").iterdir()) == [".image"] * 3  # no .part left
+
+    trickle = UrlFetcher(allow_private=True, timeout_s=2, deadline_s=1).fetch_all([f"{base}/trickle.jpg"],
+                                                                                  tmp_path / "slow")
+    assert str(trickle[f"{base}/trickle.jpg"]) == (f"{base}/trickle.jpg was not received whole within 1 s "
+                                                  "(AUTOANNOTATE_URL_DEADLINE_S).")
+    assert list((tmp_path / "slow").iterdir()) == []
 
 
 def test_url_lists_are_text_files_or_csvs_with_a_url_column(tmp_path: Path) -> None:
