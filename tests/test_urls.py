@@ -3,6 +3,7 @@ link-local address refused, loopback refused unless allowed, each URL fetched on
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import time
@@ -209,6 +210,15 @@ def test_a_run_over_a_url_list_ingests_images_and_video_frames_and_rejects_with_
     autoannotate("run", "--urls", str(listed), home=home, env=env)
     assert hits["/clip.mp4"] == before + 1
     assert query(store, "SELECT count(*) AS n FROM inputs")["n"][0] == 7
+    # A symlink planted where the copy goes is replaced, not written through.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("kept")
+    again = tmp_path / "again.urls"
+    again.write_text(f"{base}/coffee.jpg\n")
+    planted = home / "inbox" / f"again-{hashlib.sha256(again.read_bytes()).hexdigest()[:8]}.urls"
+    planted.symlink_to(victim)
+    autoannotate("run", "--urls", str(again), home=home, env=env)
+    assert victim.read_text() == "kept" and not planted.is_symlink() and planted.read_text() == again.read_text()
     missing = autoannotate("run", "--urls", str(tmp_path / "nope.urls"), home=home, env=env, check=False)
     assert missing.returncode == 1 and missing.stderr.strip() == (f"autoannotate: The URL list {tmp_path / 'nope.urls'}"
                                                                   " is not a file.")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from apps.cli.common import UserError, configured_task, deprecated_task_file, emit, print_table, verb
@@ -92,8 +92,11 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
         suffix = ".csv" if listed.suffix.lower() == ".csv" else ".urls"
         target = run_settings.inbox_path / f"{listed.stem}-{file_sha256(listed)[:8]}{suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(listed, target)
-        os.utime(target, (0, 0))  # settled: the run takes it now
+        # Written beside and renamed over: a name planted in the inbox (a symlink) is replaced, never written through.
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".urls-", delete=False) as staged:
+            staged.write(listed.read_bytes())
+        os.utime(staged.name, (0, 0))  # settled: the run takes it now
+        os.replace(staged.name, target)
     summary = run_pipeline(run_settings, progress=None if args.json else print, build_version=args.version,
                            reroute=args.reroute, rescore=args.rescore)
     emit(args, summary, render_run_summary)
