@@ -64,13 +64,50 @@ def address_refusal(host: str, allow_private: bool) -> str | None:
     except socket.gaierror as error:
         return f"its host {host} does not resolve ({error.strerror or error})"
     for text in sorted(addresses):
-        address = ipaddress.ip_address(text.split("%")[0])
-        if address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved:
-            return f"its host {host} is {address}, a link-local or reserved address (never fetched)"
-        if (address.is_loopback or address.is_private) and not allow_private:
-            return (f"its host {host} is {address}, a loopback or private address "
-                    "(AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it)")
+        address = unmapped(ipaddress.ip_address(text.split("%")[0]))
+        kind, allowed = address_class(address)
+        if kind is None or (allowed and allow_private):
+            continue
+        if allowed:
+            return f"its host {host} is {address}, a {kind} address (AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it)"
+        return f"its host {host} is {address}, a {kind} address (never fetched)"
     return None
+
+
+CGNAT = ipaddress.ip_network("100.64.0.0/10")  # shared address space: carrier-grade NAT, some clouds' metadata
+# A team's own networks (RFC 1918, IPv6 unique-local and the old site-local); Python's `is_private` also counts
+# documentation and reserved ranges, which are never fetched.
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                           "fc00::/7", "fec0::/10"))
+
+
+def unmapped(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4 address written as IPv6 (::ffff:a.b.c.d) as the IPv4 address it is."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def address_class(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[str | None, bool]:
+    """What kind of address this is when it is not globally routable (None when it is), and whether the private-URL
+    setting may allow it: loopback and private ones may; link-local (cloud metadata), shared (carrier-grade NAT),
+    multicast, unspecified and reserved ones never."""
+    address = unmapped(address)
+    if address.is_loopback:
+        return "loopback", True
+    if address.is_link_local:
+        return "link-local", False
+    if address in CGNAT:
+        return "shared (carrier-grade NAT)", False
+    if address.is_multicast:
+        return "multicast", False
+    if address.is_unspecified:
+        return "unspecified", False
+    if any(address in network for network in PRIVATE_NETWORKS if network.version == address.version):
+        return "private", True
+    if not address.is_global:
+        return "reserved", False
+    return None, True
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

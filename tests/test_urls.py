@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import threading
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ from PIL import Image
 from apps.demo_scenes import write_video
 from core.settings import Settings
 from resources import build_resources
-from storage.urls import UrlFetcher, UrlRefused, is_url_list, read_url_list
+from storage.urls import UrlFetcher, UrlRefused, address_class, address_refusal, is_url_list, read_url_list
 
 
 def jpeg(pixels: np.ndarray) -> bytes:
@@ -98,8 +99,7 @@ def test_each_answer_is_checked_and_every_refusal_names_the_url(server: tuple[st
                            "(AUTOANNOTATE_URL_MAX_BYTES).",
         f"{base}/page.html": f"{base}/page.html is text/html, not an image or a video.",
         f"{base}/metadata": f"{base}/metadata is refused (it redirected to http://169.254.169.254/latest/meta-data/): "
-                            "its host 169.254.169.254 is 169.254.169.254, a link-local or reserved address (never "
-                            "fetched).",
+                            "its host 169.254.169.254 is 169.254.169.254, a link-local address (never fetched).",
         "ftp://example.com/a.jpg": "ftp://example.com/a.jpg is refused: ftp://example.com/a.jpg is not an http or "
                                    "https URL.",
     }
@@ -109,8 +109,36 @@ def test_each_answer_is_checked_and_every_refusal_names_the_url(server: tuple[st
 
     refused = UrlFetcher(allow_private=False).fetch_all([f"{base}/coffee.jpg"], tmp_path / "elsewhere")
     assert str(refused[f"{base}/coffee.jpg"]) == (f"{base}/coffee.jpg is refused: its host 127.0.0.1 is 127.0.0.1, a "
-                                                  "loopback or private address (AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 "
-                                                  "allows it).")
+                                                  "loopback address (AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it).")
+
+
+@pytest.mark.parametrize(("address", "kind", "allowed"), [
+    ("8.8.8.8", None, True), ("2001:4860:4860::8888", None, True),
+    ("127.0.0.1", "loopback", True), ("::1", "loopback", True), ("::ffff:127.0.0.1", "loopback", True),
+    ("10.1.2.3", "private", True), ("172.20.0.1", "private", True), ("192.168.1.1", "private", True),
+    ("fd00::1", "private", True), ("fec0::1", "private", True),
+    ("169.254.169.254", "link-local", False), ("fe80::1", "link-local", False),
+    ("::ffff:169.254.169.254", "link-local", False),
+    ("100.100.100.200", "shared (carrier-grade NAT)", False), ("100.64.0.1", "shared (carrier-grade NAT)", False),
+    ("224.0.0.1", "multicast", False), ("ff02::1", "multicast", False), ("0.0.0.0", "unspecified", False),
+    ("::", "unspecified", False), ("240.0.0.1", "reserved", False), ("192.0.2.1", "reserved", False),
+    ("2001:db8::1", "reserved", False),
+])
+def test_every_address_that_is_not_globally_routable_is_named_by_its_class(address: str, kind: str | None,
+                                                                          allowed: bool) -> None:
+    """Checked through the refusal function only: nothing outside loopback is ever fetched by a test. Before, CGNAT
+    (100.100.100.200, a cloud metadata address) and fec0::/10 passed, and [::1] was refused even with the setting."""
+    assert address_class(ipaddress.ip_address(address)) == (kind, allowed)
+    with_setting, without = address_refusal(address, True), address_refusal(address, False)
+    shown = address.removeprefix("::ffff:")  # a mapped IPv4 address is named as the IPv4 address it is
+    if kind is None:
+        assert with_setting is None and without is None
+    elif allowed:
+        assert with_setting is None
+        assert without == f"its host {address} is {shown}, a {kind} address (AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 " \
+                          "allows it)"
+    else:
+        assert with_setting == without == f"its host {address} is {shown}, a {kind} address (never fetched)"
 
 
 @pytest.fixture(scope="module")
