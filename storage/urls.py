@@ -8,15 +8,19 @@ objects instead, read through boto3 with the bucket's credentials."""
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
+import http.client
 import ipaddress
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from core.video import VIDEO_SUFFIXES
@@ -59,19 +63,71 @@ def read_url_list(path: Path) -> list[str]:
 
 def address_refusal(host: str, allow_private: bool) -> str | None:
     """Why `host` may not be fetched (None when it may): every address it resolves to is checked."""
+    checked = checked_address(host, allow_private)
+    return checked.refusal if isinstance(checked, AddressRefusal) else None
+
+
+@dataclass(frozen=True)
+class AddressRefusal:
+    refusal: str
+
+
+def checked_address(host: str, allow_private: bool) -> str | AddressRefusal:
+    """The address to connect to for `host`, resolved once (a second resolution, as urllib's own connect would make,
+    could answer another address: DNS rebinding), or why none may be: every address it resolves to is checked."""
     try:
-        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
-    except socket.gaierror as error:
-        return f"its host {host} does not resolve ({error.strerror or error})"
-    for text in sorted(addresses):
+        addresses = [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+    except (socket.gaierror, UnicodeError) as error:
+        return AddressRefusal(f"its host {host} does not resolve ({getattr(error, 'strerror', None) or error})")
+    for text in sorted(set(addresses)):
         address = unmapped(ipaddress.ip_address(text.split("%")[0]))
         kind, allowed = address_class(address)
         if kind is None or (allowed and allow_private):
             continue
         if allowed:
-            return f"its host {host} is {address}, a {kind} address (AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it)"
-        return f"its host {host} is {address}, a {kind} address (never fetched)"
-    return None
+            return AddressRefusal(f"its host {host} is {address}, a {kind} address "
+                                  "(AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it)")
+        return AddressRefusal(f"its host {host} is {address}, a {kind} address (never fetched)")
+    return addresses[0]
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address that was checked; the request still names its host (Host header)."""
+
+    def __init__(self, *args: Any, pinned: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pinned = pinned
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.pinned, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """As `_PinnedHTTPConnection`, over TLS verified for the host's name (SNI and the certificate's name)."""
+
+    def __init__(self, *args: Any, pinned: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pinned = pinned
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.pinned, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def pinned_opener(address: str) -> urllib.request.OpenerDirector:
+    """An opener whose connections go to `address` whatever the URL's host resolves to now; no proxy (a proxy
+    would resolve the host again) and no redirects followed (each hop is checked by hand)."""
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(functools.partial(_PinnedHTTPConnection, pinned=address), req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(functools.partial(_PinnedHTTPSConnection, pinned=address), req,
+                                context=ssl.create_default_context())
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects, Http, Https)
 
 
 CGNAT = ipaddress.ip_network("100.64.0.0/10")  # shared address space: carrier-grade NAT, some clouds' metadata
@@ -174,19 +230,18 @@ class UrlFetcher:
     def _fetch_once(self, url: str, target: Path, deadline: float) -> Path:
         if urlsplit(url).scheme == "s3":
             return self._fetch_object(url, target, deadline)
-        opener = urllib.request.build_opener(_NoRedirects)
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(current)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise UrlRefused(f"{url} is refused: {current} is not an http or https URL.")
-            refusal = address_refusal(parts.hostname, self.allow_private)
-            if refusal:
+            address = checked_address(parts.hostname, self.allow_private)
+            if isinstance(address, AddressRefusal):
                 via = "" if current == url else f" (it redirected to {current})"
-                raise UrlRefused(f"{url} is refused{via}: {refusal}.")
+                raise UrlRefused(f"{url} is refused{via}: {address.refusal}.")
             try:
-                response = opener.open(urllib.request.Request(current, headers={"User-Agent": "autoannotate"}),
-                                       timeout=self.timeout_s)
+                request = urllib.request.Request(current, headers={"User-Agent": "autoannotate"})
+                response = pinned_opener(address).open(request, timeout=self.timeout_s)
             except urllib.error.HTTPError as error:
                 if error.code in (301, 302, 303, 307, 308) and error.headers.get("Location"):
                     current = urljoin(current, error.headers["Location"])

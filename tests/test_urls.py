@@ -250,3 +250,51 @@ def test_a_run_over_a_url_list_ingests_images_and_video_frames_and_rejects_with_
     missing = autoannotate("run", "--urls", str(tmp_path / "nope.urls"), home=home, env=env, check=False)
     assert missing.returncode == 1 and missing.stderr.strip() == (f"autoannotate: The URL list {tmp_path / 'nope.urls'}"
                                                                   " is not a file.")
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """DNS rebinding, on loopback: `camera.test` resolves to 127.0.0.1 when it is checked and to 127.0.0.2 after
+    (where another server waits on the same port). Before, urllib resolved the host again to connect and fetched
+    the second server's answer; now the connection goes to the checked address, naming the host in `Host`."""
+    import socket
+
+    seen_hosts: list[str] = []
+
+    def server_answering(address: str, port: int, body: bytes) -> ThreadingHTTPServer:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                seen_hosts.append(self.headers["Host"])
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        httpd = ThreadingHTTPServer((address, port), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd
+
+    checked, rebound = jpeg(skimage.data.coffee()), jpeg(skimage.data.chelsea())
+    first = server_answering("127.0.0.1", 0, checked)
+    port = first.server_address[1]
+    second = server_answering("127.0.0.2", port, rebound)
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1"] + ["127.0.0.2"] * 10)
+
+    def rebinding(host: str, *args: object, **kwargs: object) -> list:
+        if host == "camera.test":
+            return real(next(answers), *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    try:
+        url = f"http://camera.test:{port}/photo.jpg"
+        fetched = UrlFetcher(allow_private=True, tries=1).fetch_all([url], tmp_path)[url]
+    finally:
+        first.shutdown()
+        second.shutdown()
+    assert isinstance(fetched, Path) and fetched.read_bytes() == checked
+    assert seen_hosts == [f"camera.test:{port}"]
