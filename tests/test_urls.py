@@ -298,3 +298,55 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: pytest
         second.shutdown()
     assert isinstance(fetched, Path) and fetched.read_bytes() == checked
     assert seen_hosts == [f"camera.test:{port}"]
+
+
+def test_an_https_fetch_goes_to_the_checked_address_and_verifies_the_hosts_name(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Over TLS the pinned connection still sends the URL's host as the server name and checks the certificate
+    against it: a certificate for camera.test serves camera.test, and is refused for other.test at the same IP."""
+    import shutil
+    import socket
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (it makes the test's certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=camera.test", "-addext", "subjectAltName=DNS:camera.test"],
+                   check=True, capture_output=True)
+    body = jpeg(skimage.data.coffee())
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = httpd.server_address[1]
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1", "127.0.0.1"] + ["127.0.0.2"] * 10)
+
+    def rebinding(host: str, *args: object, **kwargs: object) -> list:
+        return real(next(answers) if host.endswith(".test") else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the test's certificate is the only one trusted
+    try:
+        good, wrong = f"https://camera.test:{port}/photo.jpg", f"https://other.test:{port}/photo.jpg"
+        fetched = UrlFetcher(allow_private=True, tries=1).fetch_all([good, wrong], tmp_path / "downloads")
+    finally:
+        httpd.shutdown()
+    assert isinstance(fetched[good], Path) and fetched[good].read_bytes() == body
+    assert isinstance(fetched[wrong], UrlRefused) and "other.test" in str(fetched[wrong])
+    assert "certificate" in str(fetched[wrong]).lower() or "hostname" in str(fetched[wrong]).lower()
