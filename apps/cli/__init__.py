@@ -13,6 +13,7 @@ import sys
 from apps.cli import datasets, inputs, integrity, models, pipeline, quality, review
 from apps.cli.common import Parser, UserError
 from core.settings import Settings
+from core.terminal import EscapingStream
 
 # One module per group of verbs, each declaring its verbs' options beside their handlers and renderers.
 COMMAND_GROUPS = (pipeline, quality, review, datasets, inputs, models, integrity)
@@ -28,6 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; what it prints reaches the terminal through `terminal_safe` (names come from data)."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingStream(sys.stdout), EscapingStream(sys.stderr)  # type: ignore[assignment]
+    try:
+        return run_command(argv)
+    finally:
+        if isinstance(sys.stdout, EscapingStream):  # a closed pipe swaps in devnull, which stays
+            sys.stdout = streams[0]
+        sys.stderr = streams[1]
+
+
+def run_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()

@@ -11,7 +11,9 @@ HEADER = """# Command line
 
 `autoannotate` is installed as a console script (in `.venv/bin/`). Every verb takes `--json` (before or after the
 verb) for scripts, exits 0 on success and 1 with one line on stderr on error (a mistyped option too), and its
-`--help` ends with an example. `--task` always names a configured task; `--task-file` is a task file.
+`--help` ends with an example. `--task` always names a configured task; `--task-file` is a task file. Names that come
+from data (files, URLs, concepts, reviewers) are printed as text: a control character, a bidirectional override or
+a byte that is not UTF-8 shows as its escape (`\\x1b`, `\\u202e`, `\\xff`), so no name can steer the terminal.
 
 This page is generated from the parser (`python -m apps.cli.reference > docs/cli.md`); a test keeps it equal.
 """

@@ -1,0 +1,43 @@
+"""Text on a terminal: what came from data (file names, concepts, reviewer names, URLs) is shown, never obeyed.
+
+A file called `\\x1b]0;...\\x07.jpg` or `\\x1b[2J.jpg` printed as it is would retitle or clear the user's terminal; a
+name with a right-to-left override would show its extension backwards. Every command's output passes
+`terminal_safe`, once, where the CLI writes it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TextIO
+
+# C0 controls but tab and newline, DEL and C1 controls (ESC and CSI start escape sequences), the bidirectional
+# marks, embeddings, overrides and isolates, and the lone surrogates that stand for bytes of a name that is not UTF-8.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def escaped_character(character: str) -> str:
+    """How one unsafe character is shown: `\\xNN` (a byte of a name that was not UTF-8 shows as that byte), else
+    `\\uNNNN`."""
+    code = ord(character)
+    if 0xDC80 <= code <= 0xDCFF:  # Python's surrogateescape: the undecodable byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every character that could steer a terminal shown as its escape."""
+    return UNSAFE.sub(lambda match: escaped_character(match.group()), text)
+
+
+class EscapingStream:
+    """A text stream that writes `terminal_safe` text to `stream`; everything else is the stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(terminal_safe(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
