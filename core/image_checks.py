@@ -25,7 +25,7 @@ DEFAULT_MAX_PIXELS = 50_000_000
 ORIENTATION_TAG = 0x0112
 QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 REJECTION_CODES = ["empty", "not_an_image", "corrupt", "unsupported_format", "too_many_pixels", "unreadable",
-                   "not_a_file", "not_a_video", "url_refused"]
+                   "not_a_file", "not_a_video", "url_refused", "bad_name"]
 
 
 def _unpatched_pil_open() -> Callable[[io.BytesIO], Image.Image]:

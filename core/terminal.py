@@ -24,6 +24,17 @@ def escaped_character(character: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def name_refusal(path: str) -> str | None:
+    """Why a file's name cannot be taken (None when it can): bytes that are not UTF-8 (no row, log or page could
+    hold it as it is) or control characters (a name that would steer every terminal and log showing it)."""
+    name = path.rsplit("/", 1)[-1]
+    if not UNSAFE.search(name):
+        return None
+    what = "is not valid UTF-8" if re.search("[\udc80-\udcff]", name) else "holds control characters"
+    return (f"The file name {terminal_safe(path)} {what}; rename the file (its bytes were not read) and it is taken "
+            "by the next run.")
+
+
 def terminal_safe(text: str) -> str:
     """`text` with every character that could steer a terminal shown as its escape."""
     return UNSAFE.sub(lambda match: escaped_character(match.group()), text)

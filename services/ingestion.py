@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.image_checks import InspectedImage, Rejection, inspect_files, inspect_image_bytes
+from core.terminal import name_refusal, terminal_safe
 from core.video import VIDEO_SUFFIXES, SampledVideo, VideoRule, sample_video
 from storage.urls import UrlFetcher, UrlRefused, is_url_list, read_url_list
 
@@ -34,12 +35,15 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
     """Check every file: images as `inspect_files` does, videos by sampling their frames (`keep_video` stores
     the video itself), URL lists and `urls` (a bucket inbox's objects) by fetching each URL (with `fetcher`, into
     `downloads`) and checking what came; one bad file or URL never stops the others."""
+    refused_names = {path: refusal for path in files if (refusal := name_refusal(str(path)))}
+    files = [path for path in files if path not in refused_names]
     lists = [path for path in files if is_url_list(path)]
     videos = [path for path in files if path.suffix.lower() in VIDEO_SUFFIXES]
     not_images = set(videos) | set(lists)  # built once: a batch may hold thousands of files
     images = [path for path in files if path not in not_images]
     accepted, rejected = inspect_files(images, max_pixels, keep, log)
     batch = InspectedBatch(list(accepted), list(rejected))
+    batch.rejected.extend((terminal_safe(str(path)), Rejection("bad_name", why)) for path, why in refused_names.items())
     for path in videos:
         _add_video(batch, path, str(path), path.name, rule, max_pixels, keep, keep_video, log)
     urls = list(dict.fromkeys([*(urls or []), *(url for path in lists for url in read_url_list(path))]))

@@ -45,7 +45,7 @@ def is_taken(pinned: dict[Path, list[int] | None], path: Path, signature: list[i
 
 def batch_key_for(files: list[str], now: datetime) -> str:
     """A readable, unique partition key: time of creation plus a digest of the file list."""
-    digest = hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()[:8]
+    digest = hashlib.sha256("\n".join(sorted(files)).encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{digest}"
 
 
