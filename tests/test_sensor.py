@@ -127,3 +127,28 @@ def test_a_tick_writes_nothing_and_its_run_pins_the_batch(inbox_resource: Inbox,
     assert pending_files(inbox_resource).ready == []  # a CLI run now leaves them alone
     # A tick that lost its cursor asks for the very same run again, which Dagster launches once.
     assert tick(inbox_resource, None, instance).run_requests[0].run_key == request.run_key
+
+
+def test_a_name_that_is_not_utf8_is_requested_and_its_run_rejects_it_while_the_sensor_goes_on(
+        inbox_resource: Inbox, inbox: Path, resources: dict, instance: dg.DagsterInstance) -> None:
+    """Before, the tick failed on such a name ("surrogates not allowed") at every evaluation: the sensor stopped."""
+    from assets.ingestion import inputs
+    from assets.partitions import batch_partitions
+
+    bad = Path(os.fsdecode(os.fsencode(inbox) + b"/bad\xff\xfe.png"))
+    bad.write_bytes(image_bytes("PNG"))
+    (inbox / "good.png").write_bytes(image_bytes("PNG", colour=(1, 2, 3)))
+    for path in (bad, inbox / "good.png"):
+        age(path, 120)
+    (request,) = tick(inbox_resource, None, instance).run_requests
+    instance.add_dynamic_partitions(batch_partitions.name, [request.partition_key])
+    result = dg.materialize([inputs], partition_key=request.partition_key, run_config=request.run_config,
+                            instance=instance, resources={**resources, "inbox": inbox_resource})
+    assert result.success
+    store = resources["store"]
+    assert store.read(lambda s: s.scalar("SELECT count(*) FROM inputs")) == 1
+    assert store.read(lambda s: s.scalar("SELECT list(reason_code) FROM rejected_inputs")) == ["bad_name"]
+    (inbox / "later.png").write_bytes(image_bytes("PNG", colour=(9, 9, 9)))
+    age(inbox / "later.png", 120)
+    (later,) = tick(inbox_resource, None, instance).run_requests  # the next tick takes only the new file
+    assert requested_files(inbox, later) == [inbox / "later.png"]
