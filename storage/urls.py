@@ -1,8 +1,9 @@
 """Images and videos named by URL: a `*.urls` file (one URL a line) or a CSV with a `url` column in the inbox.
 Each URL is fetched once, with bounded concurrency, retries with backoff, a size cap and a content-type check,
-over http or https only, and never into an address it must not reach: link-local addresses (cloud metadata)
-always refused, loopback and private ones unless AUTOANNOTATE_ALLOW_PRIVATE_URLS=1. Redirects are followed by
-hand, each hop checked the same way. The lists a bucket inbox writes (`storage/bucket_inbox.py`) name s3://
+over http or https only, and never into an address it must not reach: only globally routable addresses, loopback
+and private ones with AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 (`address_class`), each connection made to the address
+that was checked. Redirects are followed by hand, each hop checked the same way; one URL's failure, whatever it
+is, is that URL's refusal. The lists a bucket inbox writes (`storage/bucket_inbox.py`) name s3://
 objects instead, read through boto3 with the bucket's credentials."""
 
 from __future__ import annotations
