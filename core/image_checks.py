@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import stat
 import warnings
 from collections.abc import Callable
@@ -63,6 +64,13 @@ def _pixels(value: int) -> str:
     return f"{value:,}".replace(",", " ")
 
 
+# The fewest bytes a pixel of a format can take, far below any real image: a JPEG codes each 8x8 block of its
+# first component in at least a bit (1/512 of a byte a pixel; 1/4096 leaves room for arithmetic coding), a PNG
+# holds at least 1/8 of a byte a pixel (1-bit) deflated at most 1032:1. A header declaring more pixels than that is
+# forged or damaged; decoding it would only invent the missing pixels (libjpeg fills them in gray).
+FEWEST_BYTES_PER_PIXEL = {"JPEG": 1 / 4096, "PNG": 1 / (2 * 8 * 1032)}  # PNG: half the bound, for margin
+
+
 def inspect_image_bytes(name: str, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> InspectedImage | Rejection:
     """Check bytes that claim to be the image `name`; the sentence of a rejection names it."""
     if not data:
@@ -94,6 +102,11 @@ def inspect_image_bytes(name: str, data: bytes, max_pixels: int = DEFAULT_MAX_PI
                 f"{name} has {image.width}x{image.height} = {_pixels(pixels)} pixels, more than the limit of "
                 f"{_pixels(max_pixels)} (inbox max_pixels).",
             )
+        fewest = math.ceil(pixels * FEWEST_BYTES_PER_PIXEL.get(fmt, 0))
+        if len(data) < fewest:
+            return Rejection("corrupt", f"{name} declares {image.width}x{image.height} pixels, more than its "
+                                        f"{len(data)} bytes can hold (a {fmt} that size takes at least {fewest}): "
+                                        "it is damaged or forged, and was not decoded.")
         try:
             width, height = image.size
             if image.getexif().get(ORIENTATION_TAG) in QUARTER_TURNS:

@@ -144,3 +144,28 @@ def test_a_text_file_is_not_an_image_even_after_ultralytics_patched_pil() -> Non
 
     Detector(weights=str(DEMO_WEIGHTS)).load()  # imports Ultralytics, which patches Image.open
     assert inspect_image_bytes("notes.jpg", b"these are notes").code == "not_an_image"
+
+
+def forged_jpeg(width: int, height: int) -> bytes:
+    """A 64x64 JPEG whose header is rewritten to declare `width` x `height`: a few hundred bytes."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 0).save(buffer, "JPEG", quality=50)
+    data = bytearray(buffer.getvalue())
+    frame = data.find(b"\xff\xc0") + 5  # SOF0: length (2), precision (1), then height and width
+    data[frame:frame + 4] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_header_declaring_more_pixels_than_its_bytes_can_hold_is_refused_undecoded() -> None:
+    """Before, a 380-byte JPEG declaring 7000x7000 was accepted at that size (libjpeg invents the missing pixels),
+    and every later decode of it (for the model, for a review page) cost 49 megapixels."""
+    forged = forged_jpeg(7000, 7000)
+    assert inspect_image_bytes("forged.jpg", forged, 100_000_000) == Rejection(
+        "corrupt", f"forged.jpg declares 7000x7000 pixels, more than its {len(forged)} bytes can hold (a JPEG that "
+                   "size takes at least 11963): it is damaged or forged, and was not decoded.")
+    # Real images that size, as small as their formats make them, are taken.
+    for mode, fmt, options in (("L", "JPEG", {"quality": 1}), ("1", "PNG", {"optimize": True})):
+        buffer = io.BytesIO()
+        Image.new(mode, (7000, 7000), 0).save(buffer, fmt, **options)
+        inspected = inspect_image_bytes(f"solid.{fmt.lower()}", buffer.getvalue(), 100_000_000)
+        assert isinstance(inspected, InspectedImage) and (inspected.width, inspected.height) == (7000, 7000)
