@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +72,16 @@ def hash_similarity(a: int, b: int) -> float:
     return 1.0 - bin(a ^ b).count("1") / (HASH_SIDE * HASH_SIDE)
 
 
-def _frames(path: Path, info: dict[str, float | None]) -> Iterator[tuple[int, float, Image.Image]]:
+class VideoTooLarge(ValueError):
+    """A video whose frames have more pixels than the inbox takes: refused before its frames are decoded."""
+
+
+def _frames(path: Path, info: dict[str, float | None], max_pixels: int | None
+            ) -> Iterator[tuple[int, float, Image.Image]]:
     """Every frame of the first video stream, upright (its display matrix applied): index, time and image; `info`
-    receives the stream's frame rate and the duration its header gives."""
+    receives the stream's frame rate and the duration its header gives. Frames larger than `max_pixels` are refused
+    from the stream's header, before any is decoded (and a frame that is larger than its header said, before it is
+    converted)."""
     import av
 
     with av.open(str(path)) as container:
@@ -81,7 +89,9 @@ def _frames(path: Path, info: dict[str, float | None]) -> Iterator[tuple[int, fl
         info["rate"] = float(stream.average_rate) if stream.average_rate else None
         info["duration"] = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
                             else container.duration / 1_000_000 if container.duration else None)
+        too_large(path, stream.codec_context.width or 0, stream.codec_context.height or 0, max_pixels)
         for index, frame in enumerate(container.decode(stream)):
+            too_large(path, frame.width, frame.height, max_pixels)
             timestamp = float(frame.time) if frame.time is not None else index / (info["rate"] or 25.0)
             image: Image.Image = frame.to_image()  # type: ignore[no-untyped-call]
             if frame.rotation:  # counterclockwise degrees, as PIL turns
@@ -89,9 +99,21 @@ def _frames(path: Path, info: dict[str, float | None]) -> Iterator[tuple[int, fl
             yield index, timestamp, image
 
 
-def sample_video(path: Path, rule: VideoRule) -> SampledVideo:
-    """Decode `path` and keep the frames `rule` samples. Raises ValueError when it is no video at all; a video
-    damaged part way keeps what decoded before and says where it stopped."""
+def too_large(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoTooLarge(f"{path.name} has {width}x{height} frames, more pixels than the limit of {max_pixels} "
+                            "(inbox max_pixels); none was decoded.")
+
+
+# Frames decoded a kept frame at most: a video of millions of tiny frames ends (10 000 kept frames: 3 million).
+DECODED_PER_KEPT_FRAME = 300
+
+
+def sample_video(path: Path, rule: VideoRule, max_pixels: int | None = None) -> SampledVideo:
+    """Decode `path` and keep the frames `rule` samples. Raises ValueError when it is no video at all
+    (`VideoTooLarge` when its frames are larger than `max_pixels`); a video damaged part way keeps what decoded
+    before and says where it stopped. Sampling steps by the frames' own times in one step each, whatever times a
+    file claims (a last frame at 10^12 s costs what any frame costs), and decoding ends after a bounded count."""
     video_id = file_sha256(path)
     frames: list[VideoFrame] = []
     decoded = sampled = skipped = 0
@@ -101,13 +123,16 @@ def sample_video(path: Path, rule: VideoRule) -> SampledVideo:
     stopped = None
     last_time = 0.0
     try:
-        for index, timestamp, image in _frames(path, info):
+        for index, timestamp, image in _frames(path, info, max_pixels):
             decoded += 1
             last_time = timestamp
+            if decoded > rule.max_frames * DECODED_PER_KEPT_FRAME:
+                stopped = (f"{path.name} has more than {decoded - 1} frames: decoding stopped there; the "
+                           f"{len(frames)} frames kept before it stay.")
+                break
             if timestamp + 1e-9 < next_time:
                 continue
-            while next_time <= timestamp + 1e-9:
-                next_time += step
+            next_time = (math.floor((timestamp + 1e-9) / step) + 1) * step  # the next sample time after this one
             sampled += 1
             fingerprint = perceptual_hash(image)
             if last_hash is not None and hash_similarity(fingerprint, last_hash) > rule.skip_similar:
@@ -121,6 +146,8 @@ def sample_video(path: Path, rule: VideoRule) -> SampledVideo:
                                      hashlib.sha256(png).hexdigest()))
             if len(frames) >= rule.max_frames:
                 break
+    except VideoTooLarge:
+        raise
     except Exception as error:  # PyAV raises its own errors for damaged data; none may lose the frames so far
         if decoded == 0:
             raise ValueError(f"{path.name} is not a video that can be decoded ({type(error).__name__}: "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from core.image_checks import InspectedImage, Rejection, inspect_files, inspect_image_bytes
 from core.terminal import name_refusal, terminal_safe
-from core.video import VIDEO_SUFFIXES, SampledVideo, VideoRule, sample_video
+from core.video import VIDEO_SUFFIXES, SampledVideo, VideoRule, VideoTooLarge, sample_video
 from storage.urls import UrlFetcher, UrlRefused, is_url_list, read_url_list
 
 
@@ -69,20 +69,16 @@ def _add_video(batch: InspectedBatch, path: Path, source: str, name: str, rule: 
                log: Callable[[str], object] | None) -> None:
     """Sample one video (`path`, recorded under `source`, called `name` in sentences: a file's name, a URL)."""
     try:
-        video = sample_video(path, rule)
+        video = sample_video(path, rule, max_pixels)
     except (ValueError, OSError) as error:
-        code = "not_a_video" if isinstance(error, ValueError) else "unreadable"
+        code = ("too_many_pixels" if isinstance(error, VideoTooLarge)
+                else "not_a_video" if isinstance(error, ValueError) else "unreadable")
         batch.rejected.append((source, Rejection(code, str(error).replace(path.name, name))))
         return
     keep_video(path, video.video_id)
     for frame in video.frames:
         image = InspectedImage(frame.input_id, frame.png, frame.width, frame.height, "PNG", len(frame.png))
-        if image.width * image.height > max_pixels:
-            batch.rejected.append((frame_source(source, frame.index), Rejection(
-                "too_many_pixels", f"{name} has {image.width}x{image.height} frames, more pixels than the limit "
-                                   f"of {max_pixels} (inbox max_pixels).")))
-            break
-        keep(image)
+        keep(image)  # no larger than max_pixels: `sample_video` refused such a video before decoding it
         batch.accepted.append((frame_source(source, frame.index), replace(image, data=None)))
     batch.videos.append((source, replace(video, frames=[replace(f, png=b"") for f in video.frames])))
     if log:

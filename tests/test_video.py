@@ -282,3 +282,48 @@ def test_both_trackers_keep_two_moving_objects_apart(tracker: str) -> None:
     assert len(ids) == 24
     assert len({ids[f"a{t}"] for t in range(12)}) == 1 and len({ids[f"b{t}"] for t in range(12)}) == 1
     assert ids["a0"] != ids["b0"]
+
+
+FAR_TIMESTAMPS = """
+import fractions, sys
+import av, numpy as np
+from pathlib import Path
+from core.video import VideoRule, sample_video
+
+path = Path(sys.argv[1])
+with av.open(str(path), "w") as container:
+    stream = container.add_stream("mjpeg", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+    stream.time_base = fractions.Fraction(1, 1000)
+    for i, pts in enumerate([0, 100, 10**15]):  # the last frame claims to come 10^12 s after the first
+        frame = av.VideoFrame.from_ndarray(np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8),
+                                           format="rgb24")
+        frame.pts, frame.time_base = pts, fractions.Fraction(1, 1000)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+sampled = sample_video(path, VideoRule(fps=2.0, skip_similar=1.0))
+print(sampled.decoded, [frame.timestamp for frame in sampled.frames])
+"""
+
+
+def test_a_frame_that_claims_a_time_far_away_costs_what_any_frame_costs(tmp_path: Path) -> None:
+    """Before, sampling stepped through every sample time up to a frame's claimed time: an 8 KB MKV whose last frame
+    says 10^12 s made 2x10^12 steps (it never ended). Run apart, so that a hang is a failure, not a stuck suite."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FAR_TIMESTAMPS, str(tmp_path / "far.mkv")], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == "3 [0.0, 1000000000000.0]"  # 0.1 s is between two samples at 2 a second
+
+
+def test_frames_larger_than_the_limit_are_refused_from_the_header_before_any_is_decoded(videos: Path) -> None:
+    from core.video import VideoTooLarge
+
+    with pytest.raises(VideoTooLarge) as refused:
+        sample_video(videos / "distinct.mkv", VideoRule(), max_pixels=10_000)
+    assert str(refused.value) == ("distinct.mkv has 160x96 frames, more pixels than the limit of 10000 (inbox "
+                                  "max_pixels); none was decoded.")
