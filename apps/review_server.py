@@ -33,7 +33,7 @@ from core.access import Action
 from core.annotations import Kind, Role
 from core.geometry import Box as UnitBox
 from core.geometry import polygon_bounds
-from core.image_checks import crop_jpeg, load_oriented_rgb
+from core.image_checks import DEFAULT_MAX_PIXELS, ImageTooLarge, crop_jpeg, load_oriented_rgb
 from core.review_rules import Conflict, Forbidden, Invalid, NotFound, ReviewError, SignInFirst
 from core.settings import DEMO_WEIGHTS
 from core.task_config import LabelingTask
@@ -338,11 +338,11 @@ def validation_sentence(error: RequestValidationError) -> str:
 
 
 def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask], versions: VersionStore | None = None,
-               dagster_url: str = "", models: ConceptModels | None = None, weights: str = str(DEMO_WEIGHTS)
-               ) -> FastAPI:
+               dagster_url: str = "", models: ConceptModels | None = None, weights: str = str(DEMO_WEIGHTS),
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
     """The review server: the review page and, for leads, the tasks page and the objects gallery. `versions` lets a
     lead create versions; `models` (with the detector `weights` tasks without their own use) embeds objects for
-    "more like this"."""
+    "more like this"; no image is decoded to more than `max_pixels` to serve it."""
     app = FastAPI(title="autoannotate review", docs_url=None, redoc_url=None, openapi_url=None)
     desk = app.state.desk = ReviewDesk(store, tasks, weights)
     nearest = NearestObjects()  # the task's object embeddings, held while they do not change
@@ -503,7 +503,10 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         except KeyError:
             raise HTTPException(404, f"No stored image has the id {input_id}.") from None
         buffer = io.BytesIO()
-        load_oriented_rgb(data).save(buffer, format="JPEG", quality=90)  # upright, as the boxes were computed
+        try:  # upright, as the boxes were computed (they are shares of it: a reduced decode shows them alike)
+            load_oriented_rgb(data, max_pixels).save(buffer, format="JPEG", quality=90)
+        except ImageTooLarge as error:
+            raise HTTPException(422, f"{input_id}: {error}") from None
         return Response(buffer.getvalue(), media_type="image/jpeg")
 
     @app.get("/api/objects")
@@ -523,9 +526,12 @@ def create_app(store: DuckDBStore, images: ImageStore, tasks: list[LabelingTask]
         box = (found["x1"], found["y1"], found["x2"], found["y2"])
         key = hashlib.sha256(repr((box, size)).encode()).hexdigest()[:16]
         try:
-            data = images.cached_crop(found["input_id"], key, lambda stored: crop_jpeg(stored, box, size))
+            data = images.cached_crop(found["input_id"], key, lambda stored: crop_jpeg(stored, box, size,
+                                                                                      max_pixels=max_pixels))
         except KeyError:
             raise HTTPException(404, f"No stored image holds annotation {annotation_id}.") from None
+        except ImageTooLarge as error:
+            raise HTTPException(422, f"{found['input_id']}: {error}") from None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/objects/{annotation_id}/similar")

@@ -16,6 +16,7 @@ import dagster as dg
 from assets import metadata_keys
 from assets.concepts import concept_annotations, concept_classifier, concept_predictions
 from assets.partitions import batch_partitions
+from core.locations import joined
 from core.settings import Settings
 from pipelines.definitions import build_definitions
 from pipelines.instance import persistent_instance
@@ -25,6 +26,9 @@ from resources.inbox import Inbox
 from resources.store import DuckDBStore
 from resources.tasks import detectors_for, models_by_task
 from services.concepts import concept_scorers
+from services.ingestion import queue_refused_urls
+from storage.blobs import BlobStoreError
+from storage.bucket_inbox import BucketInbox, pinned_name
 from storage.inbox import file_signature, is_taken, list_inbox_files
 
 CONCEPT_ASSETS = [concept_classifier.key, concept_predictions.key, concept_annotations.key]
@@ -69,9 +73,22 @@ def pending_files(inbox: Inbox, probe_s: float = SETTLE_PROBE_S) -> InboxScan:
     return InboxScan([path for path in seen if path not in changed], sorted(changed))
 
 
-def create_batch(inbox: Inbox, files: list[Path], instance: dg.DagsterInstance) -> str:
-    """Pin the files as a batch and register its dynamic partition."""
-    key = inbox.write_batch([str(path.relative_to(inbox.path)) for path in files])
+def pending_objects(inbox: Inbox, home: Path) -> tuple[BucketInbox, list[str], list[str]]:
+    """A bucket inbox's settled new and changed objects (by ETag, against the home's record of what runs took),
+    as the names a batch pins (`key#etag=...`), and the URLs of those that changed while the run looked."""
+    bucket_inbox = BucketInbox.in_home(inbox.path, home)
+    try:
+        ready, changing = bucket_inbox.new_objects(inbox.settle_seconds)
+    except BlobStoreError as error:
+        raise BlobStoreError(f"The inbox {inbox.path} cannot be listed ({error}); {error.advice}.") from None
+    return bucket_inbox, [pinned_name(info) for info in ready], [joined(inbox.path, info.key) for info in changing]
+
+
+def create_batch(inbox: Inbox, files: list[Path] | list[str], instance: dg.DagsterInstance) -> str:
+    """Pin the files (paths in a folder inbox, or names relative to the inbox) as a batch and register its
+    dynamic partition."""
+    key = inbox.write_batch([str(Path(path).relative_to(inbox.path)) if isinstance(path, Path) else path
+                             for path in files])
     instance.add_dynamic_partitions(batch_partitions.name, [key])
     return key
 
@@ -141,14 +158,17 @@ def run_batch(definitions: dg.Definitions, instance: dg.DagsterInstance, batch: 
 
 
 def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = None,
-                 build_version: bool = False, reroute: bool = False, rescore: bool = False) -> dict:
+                 build_version: bool = False, reroute: bool = False, rescore: bool = False,
+                 retry_refused: bool = False) -> dict:
     """Finish every batch a crash left unfinished, then ingest and annotate everything new in the inbox as one
     batch (what the sensor runs); with `build_version` also today's dataset versions. A version holds the whole
     dataset, so building it costs what the dataset costs, not what the batch costs: the daily schedule builds
     it otherwise. With `reroute`, first re-routes every earlier batch routed under other rules than the tasks'
     current ones, from its stored predictions (people's decisions stay); a batch predicted at a confidence floor
     above a task's new lower threshold is predicted again first. With `rescore`, every batch whose image-level
-    concept scores came from an earlier classifier than the one the task's labels give now is scored again."""
+    concept scores came from an earlier classifier than the one the task's labels give now is scored again. With
+    `retry_refused`, every URL whose latest word is a refusal is fetched again with the batch (those refused for a
+    private address are, by any run, once AUTOANNOTATE_ALLOW_PRIVATE_URLS=1)."""
     say = progress or (lambda text: print(text, file=sys.stderr))
     definitions = build_definitions(settings)
     resources = definitions.resources
@@ -166,8 +186,16 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     if reroute:
         routed_before = store.read(lambda s: {b for t in tasks for b in s.history.batches_routed_under_other_rules(t)})
         stale = sorted(routed_before - set(unfinished))
-    files, still_written = pending_files(inbox)
-    nothing = {"batch": None, "files": 0, "inbox": inbox.path, "inbox_missing": not Path(inbox.path).is_dir(),
+    bucket_inbox = None
+    if inbox.is_bucket:  # its objects are pinned by key and ETag: the batch reads them as they were listed
+        bucket_inbox, files, still_written = pending_objects(inbox, settings.home)
+    else:
+        retried = queue_refused_urls(store, Path(inbox.path), bool(settings.allow_private_urls), retry_refused)
+        if retried:
+            say(f"{len(retried)} refused URL(s) fetched again with the batch")
+        files, still_written = (list(found) for found in pending_files(inbox))
+    nothing = {"batch": None, "files": 0, "inbox": inbox.path,
+               "inbox_missing": not inbox.is_bucket and not Path(inbox.path).is_dir(),
                "still_written": [str(p) for p in still_written]}
     if not files and not unfinished and not stale and not build_version:
         return {**nothing, "resumed": [], "rerouted": []}
@@ -197,6 +225,8 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
     summary: dict = {**nothing, "resumed": resumed, "rerouted": stale}
     if files:
         batch = create_batch(inbox, files, instance)
+        if bucket_inbox:  # pinned: a run that fails now is finished by the next one, which lists no object twice
+            bucket_inbox.record_taken(files)
         say(f"batch {batch}: running the pipeline over {len(files)} new files ...")
         result = run_batch(definitions, instance, batch, settings.slot_wait_s, say)
         summary = {**batch_summary(store, batch, len(files)), "resumed": resumed, "rerouted": stale,

@@ -50,7 +50,7 @@ def inputs(context: dg.AssetExecutionContext, config: BatchFiles, store: DuckDBS
                                     keep=lambda image: put(image.input_id, image.data),
                                     keep_video=lambda path, video_id: images.put_file(video_id, path),
                                     log=context.log.info, fetcher=inbox.url_fetcher,
-                                    downloads=Path(inbox.downloads_dir), urls=objects)
+                                    downloads=Path(inbox.downloads_dir), objects=objects)
     accepted, rejected, videos = batch_files.accepted, batch_files.rejected, batch_files.videos
     # A folder unmounted or removed while it was read makes its files unreadable, not bad: write nothing.
     for folder in sorted({path.parent for path in files}):

@@ -26,7 +26,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 ORIENTATION_TAG = 0x0112
 QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 REJECTION_CODES = ["empty", "not_an_image", "corrupt", "unsupported_format", "too_many_pixels", "unreadable",
-                   "not_a_file", "not_a_video", "url_refused", "bad_name"]
+                   "not_a_file", "not_a_video", "url_refused", "url_private", "bad_name"]
+URL_REFUSALS = ("url_refused", "url_private")  # `url_private`: a loopback or private address, allowed by a setting
 
 
 def _unpatched_pil_open() -> Callable[[io.BytesIO], Image.Image]:
@@ -155,11 +156,26 @@ def inspect_files(files: list[Path], max_pixels: int, keep: Callable[[InspectedI
     return accepted, rejected
 
 
-def load_oriented_rgb(data: bytes) -> Image.Image:
+class ImageTooLarge(ValueError):
+    """An image that would decode to more pixels than a budget allows; the message gives both."""
+
+
+def load_oriented_rgb(data: bytes, max_pixels: int | None = None) -> Image.Image:
     """Decode stored bytes the way ingestion measured them: EXIF orientation applied, RGB, every pixel at full
     scale (a reduced-scale JPEG decode would feed the model other pixels than Ultralytics' own `predict` sees,
-    and every confidence a threshold is calibrated on would move)."""
+    and every confidence a threshold is calibrated on would move). With `max_pixels` (what a page is served at),
+    never more than that many pixels are decoded: a larger JPEG decodes at 1/2, 1/4 or 1/8 scale, anything else
+    is `ImageTooLarge`, decided from the header."""
     with _PIL_OPEN(io.BytesIO(data)) as image:
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            scale = 2 ** math.ceil(math.log2(math.sqrt(width * height / max_pixels)))
+            if image.format == "JPEG" and scale <= 8:
+                image.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
+            if image.size[0] * image.size[1] > max_pixels:
+                raise ImageTooLarge(f"The image is {_pixels(width)} x {_pixels(height)} pixels, more than the "
+                                    f"{_pixels(max_pixels)} this server decodes to show one "
+                                    "(AUTOANNOTATE_MAX_PIXELS).")
         return ImageOps.exif_transpose(image).convert("RGB")
 
 
@@ -189,10 +205,11 @@ def crop_region(width: int, height: int, box: tuple[float, float, float, float],
             min(height, max(top + 1, round((y2 + pad_y) * height))))
 
 
-def crop_jpeg(data: bytes, box: tuple[float, float, float, float], size: int, margin: float = 0.1) -> bytes:
+def crop_jpeg(data: bytes, box: tuple[float, float, float, float], size: int, margin: float = 0.1,
+              max_pixels: int | None = None) -> bytes:
     """A JPEG of the region `box` (x1, y1, x2, y2 as shares of the upright image) with `margin` of its size around
-    it, scaled to fit `size` x `size` pixels: a gallery tile, never the whole image."""
-    image = load_oriented_rgb(data)
+    it, scaled to fit `size` x `size` pixels: a gallery tile, never the whole image (decoded under `max_pixels`)."""
+    image = load_oriented_rgb(data, max_pixels)
     tile = image.crop(crop_region(image.width, image.height, box, margin))
     tile.thumbnail((size, size))
     buffer = io.BytesIO()

@@ -164,11 +164,14 @@ class Settings:
             remembered["task_files"] = tuple(line for line in record.read_text().splitlines() if line.strip())
         return cls(home=home, from_environment=frozenset(values), **values, **remembered)
 
-    def with_run_options(self, inbox: Path | None = None, task_files: list[str] | None = None) -> Settings:
-        """These settings with a run's own `--inbox` / `--task-file` (None keeps what is configured). A run reads a
-        folder: a bucket inbox's new objects are handed to the home's inbox first (`storage.bucket_inbox`)."""
+    def with_run_options(self, inbox: Path | str | None = None, task_files: list[str] | None = None) -> Settings:
+        """These settings with a run's own `--inbox` (a folder, or a bucket prefix s3://bucket/prefix) and
+        `--task-file` (None keeps what is configured)."""
         chosen = tuple(str(Path(f).resolve()) for f in task_files) if task_files else self.task_files
-        return replace(self, inbox=inbox or self.inbox, inbox_url="", task_files=chosen)
+        if isinstance(inbox, str):
+            return replace(self, inbox_url=inbox.rstrip("/"), task_files=chosen)
+        return replace(self, inbox=inbox or self.inbox, inbox_url="" if inbox else self.inbox_url,
+                       task_files=chosen)
 
     def prepare_home(self) -> None:
         """The home, readable by its owner alone when this creates it: it holds the database, the images and the

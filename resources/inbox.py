@@ -12,6 +12,7 @@ from core.locations import is_remote
 from core.video import VideoRule
 from storage.blobs import blob_store
 from storage.inbox import BatchManifests
+from storage.s3_blobs import BucketObject
 from storage.urls import UrlFetcher
 
 
@@ -61,5 +62,5 @@ class Inbox(dg.ConfigurableResource):
     def pinned_signatures(self, except_batch: str | None = None) -> dict[Path, list[int] | None]:
         return self.manifests.pinned_signatures(except_batch)
 
-    def batch_files(self, batch: str) -> tuple[list[Path], list[str]]:
+    def batch_files(self, batch: str) -> tuple[list[Path], list[BucketObject]]:
         return self.manifests.batch_files(batch)

@@ -3,14 +3,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.image_checks import InspectedImage, Rejection, inspect_files, inspect_image_bytes
+from core.image_checks import URL_REFUSALS, InspectedImage, Rejection, inspect_files, inspect_image_bytes
 from core.terminal import name_refusal, terminal_safe
 from core.video import VIDEO_SUFFIXES, SampledVideo, VideoRule, VideoTooLarge, sample_video
+from storage.inbox import place_in_inbox
+from storage.s3_blobs import BucketObject
 from storage.urls import UrlFetcher, UrlRefused, is_url_list, read_url_list
+
+if TYPE_CHECKING:
+    from resources.store import DuckDBStore
 
 
 @dataclass(frozen=True)
@@ -30,11 +38,11 @@ def frame_source(video: str, index: int) -> str:
 
 def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Callable[[InspectedImage], object],
                   keep_video: Callable[[Path, str], object], log: Callable[[str], object] | None = None,
-                  fetcher: UrlFetcher | None = None, downloads: Path | None = None, urls: list[str] | None = None
-                  ) -> InspectedBatch:
+                  fetcher: UrlFetcher | None = None, downloads: Path | None = None,
+                  objects: Sequence[BucketObject] = ()) -> InspectedBatch:
     """Check every file: images as `inspect_files` does, videos by sampling their frames (`keep_video` stores
-    the video itself), URL lists and `urls` (a bucket inbox's objects) by fetching each URL (with `fetcher`, into
-    `downloads`) and checking what came; one bad file or URL never stops the others."""
+    the video itself), URL lists by fetching each URL, and a bucket inbox's `objects` by reading each (with
+    `fetcher`, into `downloads`), checking what came; one bad file or URL never stops the others."""
     refused_names = {path: refusal for path in files if (refusal := name_refusal(str(path)))}
     files = [path for path in files if path not in refused_names]
     lists = [path for path in files if is_url_list(path)]
@@ -46,12 +54,12 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
     batch.rejected.extend((terminal_safe(str(path)), Rejection("bad_name", why)) for path, why in refused_names.items())
     for path in videos:
         _add_video(batch, path, str(path), path.name, rule, max_pixels, keep, keep_video, log)
-    urls = list(dict.fromkeys([*(urls or []), *(url for path in lists for url in read_url_list(path))]))
-    if urls:
-        fetched = (fetcher or UrlFetcher()).fetch_all(urls, downloads or Path("downloads"))
+    urls = list(dict.fromkeys(url for path in lists for url in read_url_list(path)))
+    if urls or objects:
+        fetched = (fetcher or UrlFetcher()).fetch_all(urls, downloads or Path("downloads"), objects)
         for url, result in fetched.items():
             if isinstance(result, UrlRefused):
-                batch.rejected.append((url, Rejection("url_refused", str(result))))
+                batch.rejected.append((url, url_rejection(result)))
             elif result.suffix == ".video":
                 _add_video(batch, result, url, url, rule, max_pixels, keep, keep_video, log)
             else:
@@ -62,6 +70,31 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
                     keep(checked)
                     batch.accepted.append((url, replace(checked, data=None)))
     return batch
+
+
+def queue_refused_urls(store: DuckDBStore, inbox: Path, allow_private: bool, every: bool) -> list[str]:
+    """The refused URLs worth fetching again, as a list placed in the inbox (the run then takes it as it takes
+    any list): with `every` (`run --retry-refused`) each URL whose latest word is a refusal, else those refused
+    for a loopback or private address once `allow_private` is on. The list is named by what it retries, so a run
+    that stops before ingesting it leaves it to the next run rather than queueing it twice."""
+    codes = URL_REFUSALS if every else ("url_private",) if allow_private else ()
+    refused = store.read(lambda s: s.inputs.still_refused_urls(codes)) if codes else []
+    if not refused:
+        return []
+    digest = hashlib.sha256("".join(f"{uri}\t{at.isoformat()}\n" for uri, at in refused).encode()).hexdigest()
+    name = f"retry-refused-{digest[:12]}.urls"
+    if os.path.lexists(inbox / name):
+        return []
+    place_in_inbox(inbox, name, "".join(f"{uri}\n" for uri, _ in refused).encode())
+    return [uri for uri, _ in refused]
+
+
+def url_rejection(refused: UrlRefused) -> Rejection:
+    """A refused URL's rejection, its sentence saying how it is fetched again where that may help."""
+    if refused.code == "url_private":
+        return Rejection(refused.code, f"{refused} A run with AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 fetches it again.")
+    advice = " `autoannotate run --retry-refused` fetches it again." if refused.retry else ""
+    return Rejection(refused.code, f"{refused}{advice}")
 
 
 def _add_video(batch: InspectedBatch, path: Path, source: str, name: str, rule: VideoRule, max_pixels: int,

@@ -1,9 +1,9 @@
 """An inbox that is a bucket prefix (`autoannotate run --inbox s3://bucket/prefix`). New and changed objects are
 found by listing, against a record of the keys and ETags already handed to a run (not modification times); an
 object is settled when it was written longer ago than the settle time, or its ETag and size did not change while
-the run watched it. What is settled joins the run as a list of its URLs, each carrying the ETag it was listed with
-(`s3://bucket/key#etag=...`), as a `--urls` list does; ingestion fetches each through boto3, refusing one whose
-bytes changed since."""
+the run watched it. What is settled is pinned as the run's batch, each object by its key and the ETag it was listed
+with (`key#etag=...`, read back as a `BucketObject`: no URL list can name one); ingestion fetches each through
+boto3, refusing one whose bytes changed since."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 
 from storage.blobs import BlobInfo, blob_store
 from storage.inbox import is_ignored_name
-from storage.s3_blobs import split_s3_url
 
 
 @dataclass(frozen=True)
@@ -48,19 +47,16 @@ class BucketInbox:
         ready = [info for info in seen.values() if info not in changed]
         return ready, changed
 
-    def hand_over(self, objects: list[BlobInfo], inbox: Path) -> Path:
-        """The objects' URLs as a list in the local `inbox` (settled: the run takes it now), then their ETags in
-        the record: a run that fails leaves the list for the next one."""
-        bucket, prefix = split_s3_url(self.url)
-        lines = [f"s3://{bucket}/{prefix + '/' if prefix else ''}{info.key}#etag={info.etag}" for info in objects]
-        text = "".join(f"{line}\n" for line in lines)
-        listed = inbox / f"bucket-{hashlib.sha256(text.encode()).hexdigest()[:12]}.urls"
-        inbox.mkdir(parents=True, exist_ok=True)
-        listed.write_text(text)
-        os.utime(listed, (0, 0))
-        taken = {**self.handed_over(), **{info.key: info.etag for info in objects}}
+    def record_taken(self, names: list[str]) -> None:
+        """Remember the objects a batch pinned (`pinned_name`s), so that no later run takes them as they are."""
+        taken = {**self.handed_over(), **dict(name.rsplit("#etag=", 1) for name in names)}
         self.record.parent.mkdir(parents=True, exist_ok=True)
         scratch = self.record.with_name(f".{self.record.name}.{os.getpid()}")
         scratch.write_text(json.dumps(taken, indent=1, sort_keys=True))
         os.replace(scratch, self.record)
-        return listed
+
+
+def pinned_name(info: BlobInfo) -> str:
+    """How a batch manifest names an object of a bucket inbox: its key under the prefix and the ETag it was taken
+    at (what the sensor pins too)."""
+    return f"{info.key}#etag={info.etag}"

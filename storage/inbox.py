@@ -6,13 +6,15 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.locations import is_remote, joined
+from core.locations import is_remote
 from storage.blobs import BlobStore
+from storage.s3_blobs import BucketObject
 
 IGNORED_SUFFIXES = (".part", ".tmp", "~", ".crdownload")
 
@@ -41,6 +43,17 @@ def is_taken(pinned: dict[Path, list[int] | None], path: Path, signature: list[i
     """Whether a batch already took the file as it is now (a manifest from before signatures were recorded takes
     the path for good); a file changed since is new again (a file a camera finished after a run rejected it)."""
     return path in pinned and pinned[path] in (None, signature)
+
+
+def place_in_inbox(inbox: Path, name: str, data: bytes) -> Path:
+    """`data` as the inbox file `name`, settled (the next run takes it now): written beside and renamed over, so
+    a name planted there (a symlink) is replaced, never written through."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=inbox, prefix=".placing-", delete=False) as staged:
+        staged.write(data)
+    os.utime(staged.name, (0, 0))
+    os.replace(staged.name, inbox / name)
+    return inbox / name
 
 
 def batch_key_for(files: list[str], now: datetime) -> str:
@@ -110,10 +123,10 @@ class BatchManifests:
                 pinned.update({Path(manifest["inbox"]) / name: signatures.get(name) for name in manifest["files"]})
         return pinned
 
-    def batch_files(self, batch: str) -> tuple[list[Path], list[str]]:
-        """What `batch` pinned: the absolute paths of a folder inbox's files, and the URLs of a bucket inbox's
-        objects (each with the ETag it was taken at)."""
+    def batch_files(self, batch: str) -> tuple[list[Path], list[BucketObject]]:
+        """What `batch` pinned: the absolute paths of a folder inbox's files, or a bucket inbox's objects (each
+        as it was taken: its ETag)."""
         manifest = self.manifest(batch)
         if is_remote(manifest["inbox"]):
-            return [], [joined(manifest["inbox"], name) for name in manifest["files"]]
+            return [], [BucketObject.pinned(manifest["inbox"], name) for name in manifest["files"]]
         return [Path(manifest["inbox"]) / name for name in manifest["files"]], []

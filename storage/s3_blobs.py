@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
@@ -60,6 +61,32 @@ def split_s3_url(url: str) -> tuple[str, str]:
     if not bucket:
         raise BlobStoreError(f"{url} names no bucket: write s3://bucket or s3://bucket/prefix.")
     return bucket, prefix.strip("/")
+
+
+@dataclass(frozen=True)
+class BucketObject:
+    """An object a bucket inbox took, as it was listed (its ETag): a typed reference that only a batch manifest
+    the pipeline wrote holds, never a line a URL list can spell."""
+
+    bucket: str
+    key: str
+    etag: str
+
+    @classmethod
+    def pinned(cls, prefix: str, name: str) -> BucketObject:
+        """The object a bucket inbox's manifest names: `name` is `key#etag=...`, the key under `prefix`."""
+        bucket, root = split_s3_url(prefix)
+        key, _, etag = name.partition("#etag=")
+        return cls(bucket, f"{root}/{key}" if root else key, etag)
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def source(self) -> str:
+        """What its inputs are recorded under: where it is and the bytes it had (`#etag=...`)."""
+        return f"{self.location}#etag={self.etag}"
 
 
 class S3Blobs:

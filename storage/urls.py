@@ -3,8 +3,9 @@ Each URL is fetched once, with bounded concurrency, retries with backoff, a size
 over http or https only, and never into an address it must not reach: only globally routable addresses, loopback
 and private ones with AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 (`address_class`), each connection made to the address
 that was checked. Redirects are followed by hand, each hop checked the same way; one URL's failure, whatever it
-is, is that URL's refusal. The lists a bucket inbox writes (`storage/bucket_inbox.py`) name s3://
-objects instead, read through boto3 with the bucket's credentials."""
+is, is that URL's refusal. A bucket inbox's objects (`storage/bucket_inbox.py`) are no URLs: they come typed from
+the batch manifest (`BucketObject`) and are read through boto3 with the bucket's credentials; an `s3://` line of
+a list is refused as any other scheme is."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from core.video import VIDEO_SUFFIXES
-from storage.s3_blobs import ObjectChanged, S3Blobs, split_s3_url
+from storage.s3_blobs import BucketObject, ObjectChanged, S3Blobs
 
 URL_LIST_SUFFIXES = {".urls"}
 ACCEPTED_TYPES = ("image/", "video/")
@@ -33,7 +35,14 @@ MAX_REDIRECTS = 5
 
 
 class UrlRefused(ValueError):
-    """A URL that is not fetched, or whose answer is not taken; the message says why, naming the URL."""
+    """A URL that is not fetched, or whose answer is not taken; the message says why, naming the URL. `code` is
+    its rejection's: `url_private` for an address only AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 lets through (a run with
+    it set fetches the URL again), `url_refused` otherwise; `retry` says whether fetching it again may help (a
+    server answering 404 may be fixed; an ftp:// scheme never is)."""
+
+    def __init__(self, message: str, code: str = "url_refused", retry: bool = True) -> None:
+        super().__init__(message)
+        self.code, self.retry = code, retry
 
 
 def is_url_list(path: Path) -> bool:
@@ -71,6 +80,8 @@ def address_refusal(host: str, allow_private: bool) -> str | None:
 @dataclass(frozen=True)
 class AddressRefusal:
     refusal: str
+    private: bool = False  # a loopback or private address: AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 lets it through
+    final: bool = False  # an address never fetched (link-local, multicast, reserved)
 
 
 def checked_address(host: str, allow_private: bool) -> str | AddressRefusal:
@@ -87,8 +98,8 @@ def checked_address(host: str, allow_private: bool) -> str | AddressRefusal:
             continue
         if allowed:
             return AddressRefusal(f"its host {host} is {address}, a {kind} address "
-                                  "(AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it)")
-        return AddressRefusal(f"its host {host} is {address}, a {kind} address (never fetched)")
+                                  "(AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it)", private=True)
+        return AddressRefusal(f"its host {host} is {address}, a {kind} address (never fetched)", final=True)
     return addresses[0]
 
 
@@ -192,54 +203,63 @@ class UrlFetcher:
         """Where a URL's bytes are kept (by the URL's sha256): `.image` or `.video` once fetched, by its type."""
         return folder / hashlib.sha256(url.encode()).hexdigest()[:32]
 
-    def fetch_all(self, urls: list[str], folder: Path) -> dict[str, Path | UrlRefused]:
-        """Each URL (once) fetched into `folder`: its file, or why not."""
+    def fetch_all(self, urls: list[str], folder: Path, objects: Sequence[BucketObject] = ()
+                  ) -> dict[str, Path | UrlRefused]:
+        """Each URL of a list and each object of a bucket inbox (by its `source`), once, fetched into `folder`:
+        its file, or why not."""
         folder.mkdir(parents=True, exist_ok=True)
-        unique = list(dict.fromkeys(urls))
+        jobs: dict[str, tuple[Callable[[Path, float], Path], bool]] = {
+            url: (functools.partial(self._fetch_url, url), False) for url in urls}
+        jobs.update({item.source: (functools.partial(self._fetch_object, item), True) for item in objects})
         with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
-            results = list(pool.map(lambda url: self._fetch_or_refusal(url, folder), unique))
-        return dict(zip(unique, results, strict=True))
+            results = list(pool.map(lambda job: self._fetch_or_refusal(job[0], job[1][0], job[1][1], folder),
+                                    jobs.items()))
+        return dict(zip(jobs, results, strict=True))
 
-    def _fetch_or_refusal(self, url: str, folder: Path) -> Path | UrlRefused:
-        """One URL's file, or its refusal: whatever fails in parsing, resolving, connecting, reading or decoding
-        it (a malformed URL, a server breaking HTTP) is that URL's, and the others of the list go on. A bucket
-        inbox's store that stops answering still fails the batch, which the next run takes again."""
+    def _fetch_or_refusal(self, source: str, fetch_once: Callable[[Path, float], Path], from_store: bool,
+                          folder: Path) -> Path | UrlRefused:
+        """One URL's (or object's) file, or its refusal: whatever fails in parsing, resolving, connecting,
+        reading or decoding a URL (a malformed one, a server breaking HTTP) is that URL's, and the others of the
+        list go on. A bucket inbox's store that stops answering still fails the batch, which the next run takes
+        again."""
         try:
-            return self.fetch(url, folder)
+            return self._fetch(source, fetch_once, folder)
         except UrlRefused as refused:
             return refused
         except Exception as error:  # see above: one URL's failure is never the batch's
-            if url.startswith("s3://"):
+            if from_store:
                 raise
-            return UrlRefused(f"{url} could not be fetched ({type(error).__name__}: {error}).")
+            return UrlRefused(f"{source} could not be fetched ({type(error).__name__}: {error}).")
 
-    def fetch(self, url: str, folder: Path) -> Path:
-        target = self.target_for(url, folder)
+    def _fetch(self, source: str, fetch_once: Callable[[Path, float], Path], folder: Path) -> Path:
+        target = self.target_for(source, folder)
         for kept in (target.with_suffix(".image"), target.with_suffix(".video")):
             if kept.exists():  # the same URL is fetched once
                 return kept
         deadline = time.monotonic() + self.deadline_s
         for attempt in range(self.tries):
             try:
-                return self._fetch_once(url, target, deadline)
+                return fetch_once(target, deadline)
             except _Retry as retry:
                 if attempt + 1 == self.tries or time.monotonic() + self.backoff_s * 2 ** attempt > deadline:
-                    raise UrlRefused(f"{url} could not be fetched after {self.tries} tries ({retry}).") from None
+                    raise UrlRefused(f"{source} could not be fetched after {self.tries} tries ({retry}).") from None
                 time.sleep(self.backoff_s * 2 ** attempt)
         raise AssertionError("unreachable")
 
-    def _fetch_once(self, url: str, target: Path, deadline: float) -> Path:
-        if urlsplit(url).scheme == "s3":
-            return self._fetch_object(url, target, deadline)
+    def _fetch_url(self, url: str, target: Path, deadline: float) -> Path:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(current)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise UrlRefused(f"{url} is refused: {current} is not an http or https URL.")
+                scheme = f"{parts.scheme}:// is not http or https" if parts.scheme else "it names no scheme"
+                via = "" if current == url else f" (it redirected to {current})"
+                raise UrlRefused(f"{url} is refused{via}: {scheme}; a list names http or https URLs only.",
+                                 retry=False)
             address = checked_address(parts.hostname, self.allow_private)
             if isinstance(address, AddressRefusal):
                 via = "" if current == url else f" (it redirected to {current})"
-                raise UrlRefused(f"{url} is refused{via}: {address.refusal}.")
+                raise UrlRefused(f"{url} is refused{via}: {address.refusal}.",
+                                 "url_private" if address.private else "url_refused", retry=not address.final)
             try:
                 request = urllib.request.Request(current, headers={"User-Agent": "autoannotate"})
                 response = pinned_opener(address).open(request, timeout=self.timeout_s)
@@ -259,21 +279,20 @@ class UrlFetcher:
                 return self._save(url, response, target, deadline)
         raise UrlRefused(f"{url} redirected more than {MAX_REDIRECTS} times.")
 
-    def _fetch_object(self, url: str, target: Path, deadline: float) -> Path:
-        """An object of a bucket inbox (`s3://bucket/key#etag=...`), through boto3 with the bucket's credentials,
-        as it was when listed. Gone or changed since: refused (a changed one is listed again by the next run); a
-        store that does not answer fails the batch, which the next run takes again."""
-        location, _, fragment = url.partition("#")
-        bucket, key = split_s3_url(location)
+    def _fetch_object(self, item: BucketObject, target: Path, deadline: float) -> Path:
+        """An object of a bucket inbox, through boto3 with the bucket's credentials, as it was when listed. Gone
+        or changed since: refused (a changed one is listed again by the next run); a store that does not answer
+        fails the batch, which the next run takes again."""
         try:
-            body = S3Blobs(f"s3://{bucket}", self.store_wait_s).open(key, fragment.removeprefix("etag=") or None)
+            body = S3Blobs(f"s3://{item.bucket}", self.store_wait_s).open(item.key, item.etag or None)
         except KeyError:
-            raise UrlRefused(f"{location} is no longer in its bucket.") from None
+            raise UrlRefused(f"{item.location} is no longer in its bucket.") from None
         except ObjectChanged:
-            raise UrlRefused(f"{location} changed since it was listed; the next run takes it as it is now.") from None
-        kind = "video/" if Path(key).suffix.lower() in VIDEO_SUFFIXES else "image/"
+            raise UrlRefused(f"{item.location} changed since it was listed; the next run takes it as it is "
+                             "now.") from None
+        kind = "video/" if Path(item.key).suffix.lower() in VIDEO_SUFFIXES else "image/"
         with body:
-            return self._keep(url, body, target, kind, deadline)
+            return self._keep(item.source, body, target, kind, deadline)
 
     def _save(self, url: str, response: object, target: Path, deadline: float) -> Path:
         headers = response.headers  # type: ignore[attr-defined]

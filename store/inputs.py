@@ -56,6 +56,17 @@ class InputsSQL:
         return {"new": len(new_inputs), "duplicates": sum(s["duplicate_of_earlier"] for s in sources),
                 "batch_inputs": self.s.scalar("SELECT count(*) FROM inputs WHERE batch = ?", [batch])}
 
+    def still_refused_urls(self, codes: tuple[str, ...]) -> list[tuple[str, datetime]]:
+        """URLs whose latest word is a refusal with one of `codes` (no input came from them since), with when."""
+        return [(uri, at) for uri, at in self.s.conn.execute(
+            "WITH urls AS (SELECT uri, reason_code, detected_at, max(detected_at) OVER (PARTITION BY uri) AS latest "
+            "FROM rejected_inputs WHERE uri IN (SELECT uri FROM rejected_inputs WHERE reason_code IN "
+            "(SELECT unnest(?::VARCHAR[])))) "
+            "SELECT uri, detected_at FROM urls r WHERE detected_at = latest AND reason_code IN "
+            "(SELECT unnest(?::VARCHAR[])) "
+            "AND NOT EXISTS (SELECT 1 FROM input_sources s WHERE s.uri = r.uri AND s.seen_at >= r.detected_at) "
+            "ORDER BY uri", [list(codes), list(codes)]).fetchall()]
+
     def batch_input_ids(self, batch: str) -> list[str]:
         return [i for (i,) in self.s.conn.execute(
             "SELECT input_id FROM inputs WHERE batch = ? ORDER BY input_id", [batch]).fetchall()]

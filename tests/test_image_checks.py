@@ -169,3 +169,28 @@ def test_a_header_declaring_more_pixels_than_its_bytes_can_hold_is_refused_undec
         Image.new(mode, (7000, 7000), 0).save(buffer, fmt, **options)
         inspected = inspect_image_bytes(f"solid.{fmt.lower()}", buffer.getvalue(), 100_000_000)
         assert isinstance(inspected, InspectedImage) and (inspected.width, inspected.height) == (7000, 7000)
+
+
+def test_a_decode_under_a_pixel_budget_reduces_a_jpeg_and_refuses_what_cannot_fit() -> None:
+    """What the review server does with an image above its budget: a JPEG decodes at the largest of 1/2, 1/4 and
+    1/8 scale that fits; a PNG, or a JPEG even 1/8 of which is too large, is refused from its header."""
+    import io
+
+    import skimage.data
+    from PIL import Image
+
+    from core.image_checks import ImageTooLarge, load_oriented_rgb
+
+    photo = Image.fromarray(skimage.data.astronaut())  # 512 x 512, a real photograph
+    encoded = {}
+    for kind in ("JPEG", "PNG"):
+        buffer = io.BytesIO()
+        photo.save(buffer, format=kind)
+        encoded[kind] = buffer.getvalue()
+    assert load_oriented_rgb(encoded["JPEG"], 512 * 512).size == (512, 512)
+    assert load_oriented_rgb(encoded["JPEG"], 100_000).size == (256, 256)
+    assert load_oriented_rgb(encoded["JPEG"], 10_000).size == (64, 64)  # 1/8: 4 096 pixels
+    with pytest.raises(ImageTooLarge, match=r"^The image is 512 x 512 pixels, more than the 4 000 this server "):
+        load_oriented_rgb(encoded["JPEG"], 4_000)
+    with pytest.raises(ImageTooLarge, match=r"^The image is 512 x 512 pixels, more than the 100 000 this server "):
+        load_oriented_rgb(encoded["PNG"], 100_000)

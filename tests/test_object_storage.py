@@ -309,13 +309,14 @@ def test_a_bucket_prefix_as_the_inbox_takes_new_and_changed_objects_by_etag(buck
         sources = sorted(uri for (uri,) in conn.execute("SELECT uri FROM input_sources").fetchall())
         inputs = conn.execute("SELECT count(*) FROM inputs").fetchone()[0]
     assert inputs == 4
+    assert not (home / "inbox").exists()  # the objects travel pinned in the batch, never as a list in a folder
     assert [uri.split("#")[0] for uri in sources] == sorted(
         [f"{bucket}/camera/day1/{p.name}" for p in paths[:3]] + [f"{bucket}/camera/day1/{paths[0].name}"])
 
 
 def test_a_bucket_object_rewritten_while_the_run_watches_is_left_for_the_next_run(
         bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from storage.bucket_inbox import BucketInbox
+    from storage.bucket_inbox import BucketInbox, pinned_name
 
     store = blob_store(bucket + "/camera")
     store.put("a.png", b"first")
@@ -324,8 +325,32 @@ def test_a_bucket_object_rewritten_while_the_run_watches_is_left_for_the_next_ru
     inbox = BucketInbox.in_home(bucket + "/camera", tmp_path)
     ready, changing = inbox.new_objects(settle_seconds=10)  # both just written: watched for a moment
     assert [info.key for info in ready] == ["a.png"] and [info.key for info in changing] == ["b.png"]
-    listed = inbox.hand_over(ready, tmp_path / "inbox")
-    assert listed.read_text() == f"{bucket}/camera/a.png#etag={ready[0].etag}\n"
+    inbox.record_taken([pinned_name(info) for info in ready])
+    assert inbox.handed_over() == {"a.png": ready[0].etag}
     monkeypatch.setattr("storage.bucket_inbox.time.sleep", lambda _: None)
     ready, changing = inbox.new_objects(settle_seconds=10)
     assert [info.key for info in ready] == ["b.png"] and changing == []
+
+
+def test_a_url_list_cannot_name_a_bucket_object_the_pipeline_could_read(bucket: str, tmp_path: Path) -> None:
+    """A `.urls` line `s3://bucket/private/...` is no way to read an object with the pipeline's credentials: it is
+    refused as any scheme but http and https is, naming it, and the object is never read; a bucket inbox's own
+    objects travel pinned in the batch instead, so `run --urls` on a bucket inbox is refused in one sentence."""
+    home, inbox, scenes = tmp_path / "home", tmp_path / "inbox", tmp_path / "scenes"
+    write_demo_images(scenes, 1, seed=69)
+    [secret] = sorted(scenes.iterdir())
+    blob_store(bucket + "/private").put("secret.png", secret.read_bytes())
+    inbox.mkdir()
+    (inbox / "hostile.urls").write_text(f"{bucket}/private/secret.png\n{bucket}/private/secret.png#etag=x\n")
+    run = json.loads(autoannotate("run", "--inbox", str(inbox), "--json", home=home).stdout)
+    assert run["ingestion"] == {"inputs": 0, "duplicates": 0, "rejected": 2}
+    assert sorted(r["reason"] for r in run["rejections"]) == [
+        f"{bucket}/private/secret.png is refused: s3:// is not http or https; a list names http or https URLs only.",
+        f"{bucket}/private/secret.png#etag=x is refused: s3:// is not http or https; a list names http or https "
+        "URLs only."]
+    assert {r["reason_code"] for r in run["rejections"]} == {"url_refused"}
+    refused = autoannotate("run", "--inbox", bucket + "/camera", "--urls", str(inbox / "hostile.urls"), home=home,
+                           check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == ("autoannotate: --urls joins a folder inbox, and this run's inbox is the bucket "
+                                      f"prefix {bucket}/camera: give the list to a run on a folder (--inbox FOLDER).")

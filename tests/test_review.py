@@ -568,3 +568,34 @@ def test_the_page_without_a_link_says_how_to_sign_in(resources: dict) -> None:
     assert page.status_code == 401
     assert '<p id="signin">Open your personal review link to sign in; `autoannotate review invite NAME` prints it.' \
            in page.text
+
+
+def test_an_image_is_served_decoded_under_the_pixel_budget(resources: dict) -> None:
+    """A stored image larger than what the server decodes (AUTOANNOTATE_MAX_PIXELS, lowered after ingestion, or an
+    image an earlier release stored) is served from a reduced decode (a JPEG at 1/2 scale here, boxes being shares
+    of it), or refused in one sentence when no reduced decode fits; the crop likewise; never decoded whole."""
+    import io
+
+    from PIL import Image
+
+    (item,) = pending(resources, 1, "alice")
+    width, height = (int(v) for v in query(resources["store"], "SELECT width, height FROM inputs WHERE input_id = ?",
+                                           [item["input_id"]]).iloc[0])
+    budget = width * height // 3  # a full decode is 3x over: half scale (1/4 of the pixels) fits
+
+    def served(max_pixels: int, path: str) -> tuple[int, bytes]:
+        app = create_app(resources["store"], resources["images"], resources["tasks"].load(), max_pixels=max_pixels)
+        client = TestClient(app, headers={"Authorization": f"Bearer {app.state.desk.invite('alice')}"})
+        response = client.get(path)
+        return response.status_code, response.content
+
+    status, body = served(budget, f"/images/{item['input_id']}")
+    assert status == 200
+    assert Image.open(io.BytesIO(body)).size == ((width + 1) // 2, (height + 1) // 2)
+    status, body = served(100, f"/images/{item['input_id']}")  # below even 1/8 scale
+    assert (status, json.loads(body)["detail"]) == (422, (
+        f"{item['input_id']}: The image is {width} x {height} pixels, more than the 100 this server decodes to show "
+        "one (AUTOANNOTATE_MAX_PIXELS)."))
+    status, _ = served(100, f"/crops/{item['annotation_id']}")
+    assert status == 422
+    assert served(width * height, f"/images/{item['input_id']}")[0] == 200  # within the budget: whole, as before

@@ -152,6 +152,7 @@ def test_a_bucket_inbox_object_whose_server_stops_answering_is_waited_for_the_st
     from helpers import free_port
 
     from storage.blobs import BlobStoreError
+    from storage.s3_blobs import BucketObject
 
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     for variable, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
@@ -160,7 +161,7 @@ def test_a_bucket_inbox_object_whose_server_stops_answering_is_waited_for_the_st
     fetcher = Inbox(path="s3://camera", batches=str(tmp_path / "batches"), store_wait_s=1.5).url_fetcher
     started = time.monotonic()
     with pytest.raises(BlobStoreError, match=rf"the object store at {endpoint} does not answer .* within 1.5 s"):
-        fetcher.fetch_all(["s3://camera/a.png#etag=abc"], tmp_path / "downloads")
+        fetcher.fetch_all([], tmp_path / "downloads", [BucketObject("camera", "a.png", "abc")])
     assert time.monotonic() - started < 20
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
+import json
 import threading
 import time
 from collections import Counter
@@ -57,6 +58,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Coun
                 self.send_response(302)
                 self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
                 self.end_headers()
+            elif self.path == "/later.jpg" and hits[self.path] == 1:  # missing when first asked for, there after
+                self.send_error(404, "Not Found")
+            elif self.path == "/later.jpg":
+                self._send(*routes["/coffee.jpg"])
             elif self.path == "/slow.jpg":
                 time.sleep(1.5)
                 self._send(*routes["/coffee.jpg"])
@@ -100,9 +105,12 @@ def test_each_answer_is_checked_and_every_refusal_names_the_url(server: tuple[st
         f"{base}/page.html": f"{base}/page.html is text/html, not an image or a video.",
         f"{base}/metadata": f"{base}/metadata is refused (it redirected to http://169.254.169.254/latest/meta-data/): "
                             "its host 169.254.169.254 is 169.254.169.254, a link-local address (never fetched).",
-        "ftp://example.com/a.jpg": "ftp://example.com/a.jpg is refused: ftp://example.com/a.jpg is not an http or "
-                                   "https URL.",
+        "ftp://example.com/a.jpg": "ftp://example.com/a.jpg is refused: ftp:// is not http or https; a list names "
+                                   "http or https URLs only.",
     }
+    # Which of them fetching again may help: not a scheme or an address never fetched.
+    assert {url for url, r in results.items() if isinstance(r, UrlRefused) and not r.retry} == {
+        f"{base}/metadata", "ftp://example.com/a.jpg"}
     assert hits["/coffee.jpg"] == 1 and hits["/slow.jpg"] == 2  # fetched once; the slow one tried twice
     again = fetcher.fetch_all([f"{base}/coffee.jpg"], tmp_path / "downloads")
     assert again[f"{base}/coffee.jpg"] == results[f"{base}/coffee.jpg"] and hits["/coffee.jpg"] == 1
@@ -110,6 +118,8 @@ def test_each_answer_is_checked_and_every_refusal_names_the_url(server: tuple[st
     refused = UrlFetcher(allow_private=False).fetch_all([f"{base}/coffee.jpg"], tmp_path / "elsewhere")
     assert str(refused[f"{base}/coffee.jpg"]) == (f"{base}/coffee.jpg is refused: its host 127.0.0.1 is 127.0.0.1, a "
                                                   "loopback address (AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it).")
+    assert refused[f"{base}/coffee.jpg"].code == "url_private"  # a run with the setting on fetches it again
+    assert {r.code for r in results.values() if isinstance(r, UrlRefused)} == {"url_refused"}
 
 
 @pytest.mark.parametrize(("address", "kind", "allowed"), [
@@ -154,7 +164,9 @@ def broken_server() -> Iterator[str]:
         "/reset": b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n" + good[:500],
         "/bad-chunks": b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
                        b"zz\r\nabc\r\n",
-        "/good.jpg": b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(good) + good,
+        **{path: b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+           for path, body in (("/good.jpg", good), ("/astronaut.jpg", jpeg(skimage.data.astronaut())),
+                              ("/rocket.jpg", jpeg(skimage.data.rocket())))},
     }
 
     class Handler(socketserver.StreamRequestHandler):
@@ -185,7 +197,7 @@ def test_a_url_or_a_server_breaking_http_is_that_urls_refusal_and_the_others_are
     """Each of these raised out of `fetch_all` before, taking the good URLs of the list with it."""
     base = broken_server
     broken = [f"{base}/weird-status", f"{base}/long-header", f"{base}/many-headers", f"{base}/reset",
-              f"{base}/bad-chunks", "http://example.com/a b.jpg", "http://[::1/x", f"http://{'a' * 64}.example/x.jpg"]
+              f"{base}/bad-chunks", f"{base}/a b.jpg", "http://[::1/x", f"http://{'a' * 64}.example/x.jpg"]
     good = [f"{base}/good.jpg", f"{base}/good.jpg?copy=2", f"{base}/good.jpg?copy=3"]
     fetcher = UrlFetcher(allow_private=True, timeout_s=2, tries=1)
     results = fetcher.fetch_all(broken + good, tmp_path / "downloads")
@@ -200,6 +212,41 @@ def test_a_url_or_a_server_breaking_http_is_that_urls_refusal_and_the_others_are
     assert str(trickle[f"{base}/trickle.jpg"]) == (f"{base}/trickle.jpg was not received whole within 1 s "
                                                   "(AUTOANNOTATE_URL_DEADLINE_S).")
     assert list((tmp_path / "slow").iterdir()) == []
+
+
+def test_one_list_of_every_hostile_kind_ingests_exactly_its_three_good_urls_in_one_run(
+        broken_server: str, tmp_path: Path) -> None:
+    """The issue's list, in one `run`: a line of each kind that failed the batch, steered the fetch or held it open
+    (a bucket object, a space, a broken status line, a 70 KB header, 120 headers, a reset mid-body, bad chunks, a
+    63+ character label, an unclosed IPv6 bracket, a trickle, carrier-grade NAT and link-local metadata addresses)
+    and three good URLs: exactly the three are ingested and every other line is named by its own rejection. No
+    line sends traffic beyond loopback (the addresses outside it are refused by class, before any connection)."""
+    base = broken_server
+    hostile = ["s3://someone-elses-bucket/private/secret.jpg", f"{base}/a b.jpg", f"{base}/weird-status",
+               f"{base}/long-header", f"{base}/many-headers", f"{base}/reset", f"{base}/bad-chunks",
+               f"http://{'a' * 64}.example/x.jpg", "http://[::1/x", f"{base}/trickle.jpg",
+               "http://100.100.100.200/latest/meta-data/", "http://[::ffff:169.254.169.254]/latest/meta-data/"]
+    good = [f"{base}/good.jpg", f"{base}/astronaut.jpg", f"{base}/rocket.jpg"]
+    listed = tmp_path / "everything.urls"
+    listed.write_text("".join(f"{url}\n" for url in hostile[:6] + good + hostile[6:]))
+    home = tmp_path / "home"
+    env = {"AUTOANNOTATE_ALLOW_PRIVATE_URLS": "1", "AUTOANNOTATE_URL_DEADLINE_S": "2",
+           "AUTOANNOTATE_URL_TIMEOUT_S": "2"}
+    run = json.loads(autoannotate("run", "--urls", str(listed), "--json", home=home, env=env).stdout)
+    assert run["ingestion"] == {"inputs": 3, "duplicates": 0, "rejected": len(hostile)}
+    store = build_resources(Settings(home=home))["store"]
+    assert query(store, "SELECT uri FROM input_sources ORDER BY uri")["uri"].tolist() == sorted(good)
+    rejected = {r["uri"]: r for r in run["rejections"]}
+    assert sorted(rejected) == sorted(hostile)
+    for url, rejection in rejected.items():
+        assert rejection["reason_code"] == "url_refused" and rejection["reason"].startswith(url), rejection
+    assert rejected[hostile[0]]["reason"] == (f"{hostile[0]} is refused: s3:// is not http or https; a list names "
+                                              "http or https URLs only.")
+    assert "was not received whole within 2 s" in rejected[f"{base}/trickle.jpg"]["reason"]
+    assert "shared (carrier-grade NAT) address (never fetched)" in rejected[hostile[10]]["reason"]
+    assert "link-local address (never fetched)" in rejected[hostile[11]]["reason"]
+    again = json.loads(autoannotate("run", "--json", home=home, env=env).stdout)
+    assert again["batch"] is None  # the batch finished: nothing is left to fail the next run
 
 
 def test_url_lists_are_text_files_or_csvs_with_a_url_column(tmp_path: Path) -> None:
@@ -230,8 +277,10 @@ def test_a_run_over_a_url_list_ingests_images_and_video_frames_and_rejects_with_
                                                                       for i in (0, 2, 4, 6, 8))])
     rejected = query(store, "SELECT uri, reason_code, reason FROM rejected_inputs ORDER BY uri")
     assert rejected.values.tolist() == [
-        [f"{base}/missing.jpg", "url_refused", f"{base}/missing.jpg answered HTTP 404 (Not Found)."],
-        [f"{base}/page.html", "url_refused", f"{base}/page.html is text/html, not an image or a video."]]
+        [f"{base}/missing.jpg", "url_refused", f"{base}/missing.jpg answered HTTP 404 (Not Found). "
+                                               "`autoannotate run --retry-refused` fetches it again."],
+        [f"{base}/page.html", "url_refused", f"{base}/page.html is text/html, not an image or a video. "
+                                             "`autoannotate run --retry-refused` fetches it again."]]
     assert query(store, "SELECT count(*) AS n FROM inputs")["n"][0] == 7
     assert query(store, "SELECT frames_kept FROM videos")["frames_kept"].tolist() == [5]
     # The same list again: nothing fetched again, no new inputs.
@@ -250,6 +299,42 @@ def test_a_run_over_a_url_list_ingests_images_and_video_frames_and_rejects_with_
     missing = autoannotate("run", "--urls", str(tmp_path / "nope.urls"), home=home, env=env, check=False)
     assert missing.returncode == 1 and missing.stderr.strip() == (f"autoannotate: The URL list {tmp_path / 'nope.urls'}"
                                                                   " is not a file.")
+
+
+def test_a_refused_url_is_fetched_again_once_what_refused_it_changes(server: tuple[str, Counter],
+                                                                    tmp_path: Path) -> None:
+    """A URL refused for a loopback address is fetched by the first run with AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 (its
+    list was taken already: before, nothing but editing the list got it in); one that answered 404 only by
+    `run --retry-refused`; each refusal says how; a URL that came in is never fetched again."""
+    base, hits = server
+    home = tmp_path / "home"
+    listed = tmp_path / "cameras.urls"
+    listed.write_text(f"{base}/chelsea\n{base}/later.jpg\n")
+    allowed = {"AUTOANNOTATE_ALLOW_PRIVATE_URLS": "1"}
+
+    def run(*args: str, env: dict | None = None) -> dict:
+        return json.loads(autoannotate("run", *args, "--json", home=home, env=env).stdout)
+
+    first = run("--urls", str(listed))
+    assert first["ingestion"] == {"inputs": 0, "duplicates": 0, "rejected": 2}
+    assert {r["uri"]: (r["reason_code"], r["reason"]) for r in first["rejections"]} == {
+        f"{base}/{name}": ("url_private", f"{base}/{name} is refused: its host 127.0.0.1 is 127.0.0.1, a loopback "
+                           "address (AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 allows it). A run with "
+                           "AUTOANNOTATE_ALLOW_PRIVATE_URLS=1 fetches it again.") for name in ("chelsea", "later.jpg")}
+    assert run()["batch"] is None  # the setting is still off: nothing to fetch again
+    second = run(env=allowed)
+    assert second["ingestion"] == {"inputs": 1, "duplicates": 0, "rejected": 1}
+    assert [(r["uri"], r["reason_code"], r["reason"]) for r in second["rejections"]] == [
+        (f"{base}/later.jpg", "url_refused", f"{base}/later.jpg answered HTTP 404 (Not Found). "
+                                             "`autoannotate run --retry-refused` fetches it again.")]
+    assert run(env=allowed)["batch"] is None  # a 404 is fetched again only when asked for
+    fourth = run("--retry-refused", env=allowed)
+    assert fourth["ingestion"] == {"inputs": 1, "duplicates": 0, "rejected": 0}
+    assert run("--retry-refused", env=allowed)["batch"] is None  # nothing is refused any more
+    assert hits["/later.jpg"] == 2  # refused twice without a request (loopback), then 404, then fetched
+    store = build_resources(Settings(home=home))["store"]
+    assert query(store, "SELECT uri FROM input_sources ORDER BY uri")["uri"].tolist() == [
+        f"{base}/chelsea", f"{base}/later.jpg"]
 
 
 def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 from apps.cli.common import UserError, configured_task, deprecated_task_file, emit, print_table, verb
 from core.annotations import Status
+from core.locations import is_remote
 from core.settings import Settings
 
 SHOWN_REJECTIONS = 20
@@ -39,35 +37,21 @@ def run_task_files(args: argparse.Namespace) -> list[str] | None:
     return files or None
 
 
-def take_bucket_inbox(url: str, settings: Settings) -> None:
-    """The settled new and changed objects under the bucket prefix `url`, handed to this run's inbox."""
-    from storage.blobs import BlobStoreError
-    from storage.bucket_inbox import BucketInbox
-
-    bucket_inbox = BucketInbox.in_home(url, settings.home)
-    try:
-        ready, changing = bucket_inbox.new_objects(settings.settle_seconds)
-    except BlobStoreError as error:
-        raise UserError(f"The inbox {url} cannot be listed ({error}); {error.advice}.") from None
-    if changing:
-        print(f"{len(changing)} object(s) under {url} changed while the run looked: left for the next run.",
-              file=sys.stderr)
-    if ready:
-        bucket_inbox.hand_over(ready, settings.inbox_path)
-
-
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
     from apps.runner import run_pipeline
     from core.digests import file_sha256
     from resources import build_resources
+    from storage.inbox import place_in_inbox
     from storage.urls import is_url_list
 
-    # A bucket prefix (--inbox, or AUTOANNOTATE_INBOX when --inbox is not given) is handed to the home's inbox.
-    chosen = args.inbox or settings.inbox_url
-    bucket = chosen if chosen and chosen.startswith("s3://") else None
-    inbox = Path(args.inbox).resolve() if args.inbox and not bucket else None
-    if inbox is not None and not inbox.is_dir():
-        raise UserError(f"The inbox {inbox} is not a folder.")
+    # A bucket prefix (--inbox, or AUTOANNOTATE_INBOX when --inbox is not given) is the run's inbox as a folder is.
+    inbox: Path | str | None = None
+    if args.inbox and is_remote(args.inbox):
+        inbox = args.inbox
+    elif args.inbox:
+        inbox = Path(args.inbox).resolve()
+        if not inbox.is_dir():
+            raise UserError(f"The inbox {inbox} is not a folder.")
     task_files = run_task_files(args)
     run_settings = settings.with_run_options(inbox, task_files)
     if task_files:
@@ -80,9 +64,10 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
         resources = build_resources(run_settings)
         check_task_models(resources["tasks"].load(), resources["detector"])
         run_settings.remember_task_files()
-    if bucket:  # what is new under the prefix joins the inbox as a list of its objects, fetched with the batch
-        take_bucket_inbox(bucket, run_settings)
     if args.urls:  # the list joins the inbox, as if dropped there: it is pinned and fetched with the batch
+        if run_settings.inbox_url:
+            raise UserError(f"--urls joins a folder inbox, and this run's inbox is the bucket prefix "
+                            f"{run_settings.inbox_url}: give the list to a run on a folder (--inbox FOLDER).")
         listed = Path(args.urls)
         if not listed.is_file():
             raise UserError(f"The URL list {listed} is not a file.")
@@ -90,15 +75,10 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
             raise UserError(f"{listed} is not a URL list: name it *.urls (one URL a line) or give a CSV with a "
                             "`url` column.")
         suffix = ".csv" if listed.suffix.lower() == ".csv" else ".urls"
-        target = run_settings.inbox_path / f"{listed.stem}-{file_sha256(listed)[:8]}{suffix}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Written beside and renamed over: a name planted in the inbox (a symlink) is replaced, never written through.
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".urls-", delete=False) as staged:
-            staged.write(listed.read_bytes())
-        os.utime(staged.name, (0, 0))  # settled: the run takes it now
-        os.replace(staged.name, target)
+        place_in_inbox(run_settings.inbox_path, f"{listed.stem}-{file_sha256(listed)[:8]}{suffix}",
+                       listed.read_bytes())
     summary = run_pipeline(run_settings, progress=None if args.json else print, build_version=args.version,
-                           reroute=args.reroute, rescore=args.rescore)
+                           reroute=args.reroute, rescore=args.rescore, retry_refused=args.retry_refused)
     emit(args, summary, render_run_summary)
 
 
@@ -255,6 +235,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--task", action="append", help=argparse.SUPPRESS)  # deprecated: --task FILE
     run.add_argument("--urls", metavar="FILE", help="also ingest the images and videos a URL list names (*.urls, "
                      "one URL a line, or a CSV with a url column): copied into the inbox and fetched with the batch")
+    run.add_argument("--retry-refused", action="store_true",
+                     help="first fetch again every URL whose latest word is a refusal (a server that answered 404, "
+                          "timed out or was down may have been fixed); URLs refused for a loopback or private "
+                          "address are fetched again by any run once AUTOANNOTATE_ALLOW_PRIVATE_URLS=1")
     run.add_argument("--version", action="store_true",
                      help="also build today's dataset version of every task (costs what the whole dataset costs; "
                           "the daily schedule and `version create` build versions otherwise)")

@@ -55,7 +55,7 @@ def command_review_serve(args: argparse.Namespace, settings: Settings) -> None:
     refuse_busy_port(args.host, args.port)
     print(f"review page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
     uvicorn.run(create_app(resources["store"], resources["images"], resources["tasks"].load(), resources["versions"],
-                           settings.dagster_url, resources["concept_models"], settings.weights),
+                           settings.dagster_url, resources["concept_models"], settings.weights, settings.max_pixels),
                 host=args.host, port=args.port, log_level="warning")
 
 
