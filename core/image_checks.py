@@ -69,6 +69,8 @@ def _pixels(value: int) -> str:
 # first component in at least a bit (1/512 of a byte a pixel; 1/4096 leaves room for arithmetic coding), a PNG
 # holds at least 1/8 of a byte a pixel (1-bit) deflated at most 1032:1. A header declaring more pixels than that is
 # forged or damaged; decoding it would only invent the missing pixels (libjpeg fills them in gray).
+# Signatures no other kind of file starts with (BMP's "BM" and WebP's "RIFF" are too short or shared to tell).
+SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff", "TIFF": b"II*\x00"}
 FEWEST_BYTES_PER_PIXEL = {"JPEG": 1 / 4096, "PNG": 1 / (2 * 8 * 1032)}  # PNG: half the bound, for margin
 
 
@@ -86,6 +88,9 @@ def inspect_image_bytes(name: str, data: bytes, max_pixels: int = DEFAULT_MAX_PI
             finally:
                 Image.MAX_IMAGE_PIXELS = previous_limit
     except UnidentifiedImageError:
+        signed = next((kind for kind, signature in SIGNATURES.items() if data.startswith(signature)), None)
+        if signed:  # PIL tells "no format" from "a damaged header" (a PNG whose IHDR fails its CRC) no better
+            return Rejection("corrupt", f"{name} is a damaged {signed} image: its header cannot be read.")
         return Rejection("not_an_image", f"{name} is not an image: its bytes match no image format.")
     except Exception as error:
         return Rejection("corrupt", f"{name} is corrupt and cannot be opened ({error}).")

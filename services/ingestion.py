@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.image_checks import URL_REFUSALS, InspectedImage, Rejection, inspect_files, inspect_image_bytes
-from core.terminal import name_refusal, terminal_safe
+from core.terminal import name_refusal, name_safe
 from core.video import VIDEO_SUFFIXES, SampledVideo, VideoRule, VideoTooLarge, sample_video
 from storage.inbox import place_in_inbox
 from storage.s3_blobs import BucketObject
@@ -51,10 +52,18 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
     images = [path for path in files if path not in not_images]
     accepted, rejected = inspect_files(images, max_pixels, keep, log)
     batch = InspectedBatch(list(accepted), list(rejected))
-    batch.rejected.extend((terminal_safe(str(path)), Rejection("bad_name", why)) for path, why in refused_names.items())
+    batch.rejected.extend((name_safe(str(path)), Rejection("bad_name", why)) for path, why in refused_names.items())
     for path in videos:
         _add_video(batch, path, str(path), path.name, rule, max_pixels, keep, keep_video, log)
-    urls = list(dict.fromkeys(url for path in lists for url in read_url_list(path)))
+    urls: list[str] = []
+    for path in lists:
+        try:
+            urls.extend(read_url_list(path))
+        except (OSError, UnicodeDecodeError, csv.Error) as error:  # one unreadable list never stops the others
+            why = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else f"cannot be read ({error})"
+            batch.rejected.append((path, Rejection("unreadable", f"The URL list {path.name} {why}; nothing it "
+                                                                 "names was fetched.")))
+    urls = list(dict.fromkeys(urls))
     if urls or objects:
         fetched = (fetcher or UrlFetcher()).fetch_all(urls, downloads or Path("downloads"), objects)
         for url, result in fetched.items():
