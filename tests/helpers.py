@@ -13,7 +13,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import dagster as dg
@@ -344,3 +345,23 @@ def run_benchmark_at_a_tiny_size(script: str, arguments: list[str], figure: str,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     assert re.search(figure, done.stdout, re.MULTILINE), f"{script} printed no figure /{figure}/:\n{done.stdout}"
+
+
+def image_handler(body: bytes, seen: Callable[[BaseHTTPRequestHandler], object] | None = None
+                  ) -> type[BaseHTTPRequestHandler]:
+    """A request handler answering every GET with the JPEG `body` (`seen` is told of each request first)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if seen:
+                seen(self)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
-from helpers import autoannotate, query
+from helpers import autoannotate, image_handler, query
 from PIL import Image
 
 from apps.demo_scenes import write_video
@@ -346,19 +346,8 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: pytest
     seen_hosts: list[str] = []
 
     def server_answering(address: str, port: int, body: bytes) -> ThreadingHTTPServer:
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                seen_hosts.append(self.headers["Host"])
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        httpd = ThreadingHTTPServer((address, port), Handler)
+        handler = image_handler(body, lambda request: seen_hosts.append(request.headers["Host"]))
+        httpd = ThreadingHTTPServer((address, port), handler)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         return httpd
 
@@ -401,19 +390,7 @@ def test_an_https_fetch_goes_to_the_checked_address_and_verifies_the_hosts_name(
                     "-days", "1", "-subj", "/CN=camera.test", "-addext", "subjectAltName=DNS:camera.test"],
                    check=True, capture_output=True)
     body = jpeg(skimage.data.coffee())
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), image_handler(body))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
