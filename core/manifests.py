@@ -57,11 +57,12 @@ def check_split_ratios(val_ratio: float, test_ratio: float) -> None:
                          "AUTOANNOTATE_TEST_RATIO.")
 
 
-def split_of(input_id: str, val_ratio: float, test_ratio: float = 0.0) -> str:
-    """Deterministic train/val/test split by the input's hash: the same input always lands in the same split.
-    val is the lowest share of the hash range and test the next, so adding a test split leaves val as it was
-    (test takes its images from train)."""
-    share = int(input_id[:8], 16) / 0x1_0000_0000
+def split_of(split_group: str, val_ratio: float, test_ratio: float = 0.0) -> str:
+    """Deterministic train/val/test split by the hash of the input's split group (its own id, or a video frame's
+    video id: `InputsSQL.split_groups`): the same input, and every frame of one video, always lands in the same
+    split. val is the lowest share of the hash range and test the next, so adding a test split leaves val as it
+    was (test takes its images from train)."""
+    share = int(split_group[:8], 16) / 0x1_0000_0000
     if share < val_ratio:
         return "val"
     return "test" if share < val_ratio + test_ratio else "train"

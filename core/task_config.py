@@ -7,11 +7,12 @@ reviewers, a priority and the user id that auto-annotations are written as.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -397,7 +398,21 @@ def _problem(error: ErrorDetails) -> str:
         message = f"{json.dumps(error['input'], default=str)} is not {wanted}"
     elif error["type"] in ("greater_than_equal", "less_than_equal"):
         message = f"{error['input']} is outside [0, 1]" if "threshold" in field else message
+    elif error["type"] == "extra_forbidden":
+        near = difflib.get_close_matches(str(error["loc"][-1]), sorted(_field_names(LabelingTask)), n=1, cutoff=0.6)
+        message = "no such field" + (f" (did you mean `{near[0]}`?)" if near else "")
     return f"{field}: {message}" if field else message
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    """Every field name a task file may spell, nested sections' included (for "did you mean")."""
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        names.add(info.alias or name)
+        for kind in (info.annotation, *get_args(info.annotation)):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                names |= _field_names(kind)
+    return names - {"source_file"}
 
 
 def parse_task(data: object, source: str) -> LabelingTask:

@@ -76,7 +76,8 @@ def candidates(s: Session, task: LabelingTask, current: Path, versions: VersionF
         if model_id not in training_of:
             return frozenset()
         held = s.audits.version_inputs(training_of[model_id][1])
-        return frozenset(i for i in held if split_of(i, versions.val_ratio, versions.test_ratio) == "train")
+        groups = s.inputs.split_groups(list(held))
+        return frozenset(i for i in held if split_of(groups[i], versions.val_ratio, versions.test_ratio) == "train")
 
     current_id = model_ref(current).model_id
     chosen = [Candidate(current_id, current, "the task's current detector", trained_on(current_id))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
@@ -21,6 +22,7 @@ from core.manifests import Manifest, end_of_day
 from core.quality import DEFAULT_IOU, greedy_pairs
 from core.results import BuiltVersion, IdenticalFiles, ImportSummary
 from core.task_config import LabelingTask
+from services.exports import EXPORT_RECORD
 from services.integrity import HASHING_THREADS, checked_image
 from services.ports import BatchPins, StoredImages, UnitsOfWork, VersionFiles
 from store import Session
@@ -30,16 +32,19 @@ from store.versions import FrozenVersion
 def import_labels(store: UnitsOfWork, images: StoredImages, fmt: str, path: Path, task: str, user: str,
                   max_pixels: int, concepts: list[str], suggestions_for: LabelingTask | None = None,
                   match_iou: float = DEFAULT_IOU, inbox: BatchPins | None = None,
-                  trust_sizes: bool = False) -> ImportSummary:
+                  trust_sizes: bool = False, as_people: bool = False) -> ImportSummary:
     """Every label becomes a SUCCESS annotation (source `import`, annotator `user`) of `task`; with
     `suggestions_for` (the task's definition), an AWAITING_REVIEW one instead, with the label's confidence when
     the file has one, in the task's reviewers' queues.
 
     One object keeps one annotation: each label is matched one-to-one (IoU >= `match_iou`, same concept) to the
     task's live annotations of its image, as a re-run matches predictions. A matched label takes the annotation
-    over (same id, an `import` event with the label's box) unless it already says the same (unchanged); a
-    suggestion matching an annotation adds nothing. Labels of byte-identical files (one stored input) are merged
-    the same way, and the summary names those files and the labels they disagree on.
+    over (same id, an `import` event with the label's box) unless it already says the same (unchanged: its
+    annotator stays, a model's box stays the model's); a suggestion matching an annotation adds nothing. A folder
+    holding this home's own export (`autoannotate_export.json`) is refused unless `as_people`: its labels are the
+    home's annotations, and importing them would make the model's boxes people's labels (reference boxes). Labels
+    of byte-identical files (one stored input) are merged the same way, and the summary names those files and the
+    labels they disagree on.
 
     All files are read and checked before anything is written; then images not yet ingested are
     ingested and the annotations written in one transaction. Importing the same labels again
@@ -50,6 +55,11 @@ def import_labels(store: UnitsOfWork, images: StoredImages, fmt: str, path: Path
     if suggestions_for is not None and not suggestions_for.reviewers:
         raise ValueError(f"Task {task!r} has no reviewers to review suggestions: add `reviewers` to its file, or "
                          "import the labels as they are (without --as suggestions).")
+    if not as_people and (own := own_export(store, path)):
+        raise LabelFormatError(
+            f"{path} is this home's own export of {own} ({EXPORT_RECORD}): its labels are this home's annotations, "
+            "the model's and people's alike, and importing them would record the model's boxes as people's labels; "
+            f"nothing was written. Pass --as-people to record them as {user}'s labels all the same.")
     reader = label_format(fmt, reading=True)
     boxes = reader.read(path)
     strays = Counter(box.concept for box in boxes if box.concept not in concepts)
@@ -171,12 +181,36 @@ def merge_identical_files(boxes: list[LabelBox], input_of: dict[Path, str], matc
     return kept, report
 
 
+def own_export(store: UnitsOfWork, path: Path) -> str | None:
+    """The version key when `path` (a dataset folder or file) is an export of this home: its export record names a
+    version this store holds, and every image it lists is an input here."""
+    for folder in (path, path.parent, path.parent.parent):
+        record_file = folder / EXPORT_RECORD
+        if record_file.is_file():
+            break
+    else:
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+        version, input_ids = str(record["version"]), sorted(set(record["images"].values()))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return None  # not a record this release wrote: the labels are taken as any other dataset's
+    held = store.read(lambda s: (s.versions.get(version) is not None, s.inputs.sizes(input_ids)))
+    return version if held[0] and len(held[1]) == len(input_ids) else None
+
+
+# How far a label may sit from the annotation it matches and still say the same: an export's rounding (YOLO's 6
+# decimals, COCO's 0.01 px), so that a version's own labels read back are unchanged, not a take-over.
+SAME_BOX = 1e-4
+
+
 def take_over_matches(events: list[AnnotationEvent], live: pd.DataFrame | None, match_iou: float,
                       suggestions: bool) -> tuple[list[AnnotationEvent], list[AnnotationEvent], int]:
     """Each label matched one-to-one (`core.quality.greedy_pairs`) to a live annotation of its image and concept
     takes that annotation over: the same id, batch, prediction and model, the label's box, source `import`; one
-    that already says the same (same box to 1e-6, status and source) is unchanged and writes nothing, and so is a
-    suggestion that matches (the object is annotated already). Returns (take-over events, events of new objects,
+    that already says the same (the same box to an export's rounding, `SAME_BOX`, status and concept, whoever
+    made it) is unchanged and writes nothing, keeping its annotator, and so is a suggestion that matches (the object
+    is annotated already). Returns (take-over events, events of new objects,
     how many were unchanged)."""
     if live is None or live.empty:
         return [], events, 0
@@ -189,9 +223,8 @@ def take_over_matches(events: list[AnnotationEvent], live: pd.DataFrame | None, 
             continue
         current = live.iloc[pairs[index]]
         same = max(abs(event.x1 - current.x1), abs(event.y1 - current.y1), abs(event.x2 - current.x2),
-                   abs(event.y2 - current.y2)) < 1e-6
-        if suggestions or (same and current.status == str(event.status) and current.source == str(Source.IMPORT)
-                           and current.concept == event.concept):
+                   abs(event.y2 - current.y2)) < SAME_BOX
+        if suggestions or (same and current.status == str(event.status) and current.concept == event.concept):
             unchanged += 1
             continue
         taken_over.append(replace(event, annotation_id=current.annotation_id, batch=current.batch,

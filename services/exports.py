@@ -1,5 +1,6 @@
 """Dataset versions out: a version as an Ultralytics YOLO (detection or segmentation), Ultralytics classification
-or COCO dataset, with its images, split train/val/test by input hash."""
+or COCO dataset, with its images, split train/val/test by the hash of each image's group (a video's frames
+share one split)."""
 
 from __future__ import annotations
 
@@ -148,22 +149,21 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
                    out: Path, negatives: str = "people", longest_side: int = 0,
                    model_classes: tuple[list[str], dict[str, str]] | None = None, overwrite: bool = False,
                    link: str = "copy", tracker_of: dict[str, str] | None = None) -> ExportSummary:
-    """Write a version as an Ultralytics YOLO dataset (`yolo-seg`, or `yolo` when the version has polygons:
-    Ultralytics' segmentation labels), an Ultralytics classification dataset (`classify`: its image-level
-    concepts, one per image) or a COCO JSON (boxes, and image-level concepts on each image), with its images,
-    into `out`, split train/val/test by input hash. The version's negative images go in with no objects as
-    `negatives` says: `people` (default: those a person made, imported without labels or reviewed with nothing
-    left), `all` (the model's too: images it found nothing on) or `none`; `longest_side` resizes larger images.
-    `autoannotate_export.json` records all of it, so the export can be made again byte for byte, and names the
-    input each image file is. `model_classes` (a
-    detector's class names, and the class each concept stands for) writes boxes in that detector's class space, to
-    train it.
+    """Write a version as an Ultralytics YOLO dataset (`yolo-seg`, or `yolo` when the version has polygons: Ultralytics'
+    segmentation labels), an Ultralytics classification dataset (`classify`: its image-level concepts, one per
+    image) or a COCO JSON (boxes, and image-level concepts on each image), with its images, into `out`, split
+    train/val/test by group hash (a video's frames share one split). The version's negative images go in with no
+    objects as `negatives` says: `people` (default: those a person made, imported without labels or reviewed with
+    nothing left), `all` (the model's too: images it found nothing on) or `none`; `longest_side` resizes larger
+    images. `autoannotate_export.json` records all of it, so the export can be made again byte for byte, and names
+    the input each image file is. `model_classes` (a detector's class names, and the class each concept stands for)
+    writes boxes in that detector's class space, to train it.
 
     A non-empty `out` is refused unless `overwrite`, which replaces it whole (the export is written beside it and
-    renamed: a failed export leaves the old one intact). Images are real files named by the original file's stem
-    and a short content hash (`core.formats.export_file_name`), each checked against its id first: copies of
-    their own (reflinks where the filesystem has them), hard links with `link="hardlink"` (the stored file made
-    read-only), or symlinks with `link="symlink"`."""
+    renamed: a failed export leaves the old one intact). Images are real files named by the original file's stem and
+    a short content hash (`core.formats.export_file_name`), each checked against its id first: copies of their own
+    (reflinks where the filesystem has them), hard links with `link="hardlink"` (the stored file made read-only), or
+    symlinks with `link="symlink"`."""
     check_split_ratios(versions.val_ratio, versions.test_ratio)
     check_export_folder(out, overwrite)
     tracker_of = tracker_of or {}  # task -> its tracker: `mot` writes those track ids
@@ -218,9 +218,12 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
     with replaced_whole(out) as staging:
         written = writer.write(request, staging)
         taken = inputs if written.images is None else inputs[inputs["input_id"].isin(written.images)]
-        counts = (negative_counts if takes_negatives else {}) | written.counts
+        counts = (negative_counts if takes_negatives else {}) | written.counts | {
+            "split_groups": int(taken["split_group"].nunique()),
+            "videos_split_whole": int((taken["split_group"].value_counts() > 1).sum())}
         record = {"version": version_key, "format": fmt, "manifest_sha256": recorded, "labels": written.labels,
-                  "splits": {"val": request.ratios[0], "test": request.ratios[1], "by": "input_id hash"},
+                  "splits": {"val": request.ratios[0], "test": request.ratios[1],
+                             "by": "split group hash (a video's frames one group, any other image its own)"},
                   "negatives_included": sorted(NEGATIVE_CHOICES[negatives]) if takes_negatives else [],
                   "resize_longest_side": longest_side,
                   "images": dict(zip(taken["file_name"], taken["input_id"], strict=True)), "counts": counts}

@@ -100,8 +100,10 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
                                       parent_model.class_names, training_classes(task, parent_model.class_names)))
         data = Path(exported.out)
         train_labels = training.labelled_boxes(data, "train")
-        train_ids = [i for i in json.loads((data.parent / EXPORT_RECORD).read_text())["images"].values()
-                     if split_of(i, versions.val_ratio, versions.test_ratio) == "train"]
+        exported_ids = list(json.loads((data.parent / EXPORT_RECORD).read_text())["images"].values())
+        groups = store.read(lambda s: s.inputs.split_groups(exported_ids))
+        train_ids = [i for i in exported_ids
+                     if split_of(groups[i], versions.val_ratio, versions.test_ratio) == "train"]
         chosen_by = store.read(lambda s: s.models.label_origins(task.name, train_ids, version_key))
         train_images, val_images = exported.counts["train"], exported.counts["val"]
         if not train_images or not val_images or not train_labels:

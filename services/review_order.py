@@ -72,8 +72,8 @@ def plan_review(s: Session, task: LabelingTask, weights: Path, budget: int, orde
     labelled = np.stack(list(covered.values())) if covered else None
     picks = order_for_review(order, budget, [r["doubt"] for r in placed], vectors, labelled)
     chosen = [{**placed[p.index], "distance": p.distance} for p in picks]
-    chosen += sorted(unplaced, key=lambda r: (r["doubt"] is None, r["doubt"] or 0.0, r["input_id"]))[
-        :max(0, budget - len(chosen))]
+    chosen += [{**r, "distance": None} for r in sorted(
+        unplaced, key=lambda r: (r["doubt"] is None, r["doubt"] or 0.0, r["input_id"]))[:max(0, budget - len(chosen))]]
     for rank, row in enumerate(chosen, 1):
         row["rank"], row["why"] = rank, _why(order, row)
     return {"task": task.name, "order": order, "budget": budget, "open_images": len(candidates),

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from store.database import Session
 
 
+SPLIT_GROUPS = ("SELECT ids.input_id, coalesce(min(f.video_id), ids.input_id) AS split_group FROM "
+                "(SELECT unnest(?::VARCHAR[]) AS input_id) ids LEFT JOIN video_frames f USING (input_id) GROUP BY 1")
+
+
 class InputsSQL:
     def __init__(self, session: Session) -> None:
         self.s = session
@@ -80,9 +84,17 @@ class InputsSQL:
         return bool(self.s.conn.execute("SELECT 1 FROM inputs WHERE input_id = ?", [input_id]).fetchall())
 
     def sizes(self, input_ids: list[str]) -> pd.DataFrame:
-        """input_id, width, height, format and uri (where it first came from) of the given inputs, by id."""
-        return self.s.df("SELECT input_id, width, height, format, uri FROM inputs WHERE input_id IN "
-                         "(SELECT unnest(?::VARCHAR[])) ORDER BY input_id", [sorted(input_ids)])
+        """input_id, width, height, format, uri (where it first came from) and split_group (`split_groups`) of the
+        given inputs, by id."""
+        return self.s.df(
+            f"SELECT i.input_id, width, height, format, uri, g.split_group FROM inputs i JOIN ({SPLIT_GROUPS}) g "
+            "USING (input_id) ORDER BY input_id", [sorted(input_ids)])
+
+    def split_groups(self, input_ids: list[str]) -> dict[str, str]:
+        """Each input's split group: the video a frame was kept from (the first by id, should one PNG be a frame
+        of two), else the input itself. A group lands in one split, so that near-identical neighbouring frames
+        never sit on both sides of a validation."""
+        return dict(self.s.conn.execute(SPLIT_GROUPS, [sorted(input_ids)]).fetchall())
 
     def batch_summary(self, batch: str) -> dict[str, Any]:
         """Distinct inputs, duplicates and rejections of one batch."""

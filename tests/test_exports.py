@@ -139,7 +139,8 @@ def test_negatives_go_into_every_format_with_three_stable_splits(
         split: sum(1 for s in placed.values() if s == split) for split in SPLITS}
     assert {placed[i] for i in blanks} == set(SPLITS)  # blank images made to land in every split did
     record = json.loads((tmp_path / "yolo" / "autoannotate_export.json").read_text())
-    assert record["splits"] == {"val": 0.2, "test": 0.1, "by": "input_id hash"}
+    assert record["splits"] == {"val": 0.2, "test": 0.1,
+                                "by": "split group hash (a video's frames one group, any other image its own)"}
     assert record["negatives_included"] == ["model", "person"]
     assert record["manifest_sha256"] == summary["manifest_sha256"]
 

@@ -126,3 +126,54 @@ def test_yolo_without_label_files_says_where_it_looked(tmp_path: Path) -> None:
     (tmp_path / "data.yaml").write_text("names: [car]\n")
     with pytest.raises(LabelFormatError, match=r"data.yaml: no label files found for its 1 images"):
         read_yolo(tmp_path)
+
+
+def test_a_voc_xml_without_an_object_is_a_persons_negative(tmp_path: Path) -> None:
+    """Before, images whose XML holds no <object> were neither inputs nor negatives, without a word (200 photos
+    with 12 such XMLs imported as `images 184, images_without_labels 0`)."""
+    for index, name in enumerate(("a", "b", "c")):
+        Image.new("RGB", (100, 80), (40 * index, 140, 30)).save(png(tmp_path / "voc" / "JPEGImages" / f"{name}.png"))
+    (tmp_path / "voc" / "Annotations").mkdir()
+    (tmp_path / "voc" / "Annotations" / "a.xml").write_text(voc_xml("a.png", [(10, 8, 60, 40)]))
+    for name in ("b", "c"):
+        (tmp_path / "voc" / "Annotations" / f"{name}.xml").write_text(voc_xml(f"{name}.png", []))
+    report = json.loads(autoannotate("import", "--format", "voc", str(tmp_path / "voc"), "--user", "u", "--json",
+                                     home=tmp_path / "home").stdout)
+    assert (report["images"], report["labels"], report["images_without_labels"]) == (3, 1, 2)
+    said = autoannotate("import", "--format", "voc", str(tmp_path / "voc"), "--user", "u", home=tmp_path / "home")
+    assert "2 of those images are listed without a label" in said.stdout
+
+
+def test_a_versions_own_export_read_back_changes_no_annotation_and_makes_no_persons_label(tmp_path: Path) -> None:
+    """Before, importing a version's own COCO export made 23 of its boxes "taken over" (COCO's pixel rounding made
+    them differ by 1e-5): the model's auto-accepts became people's labels, reference boxes for quality and audit.
+    Now the folder is recognized as this home's export and refused, naming --as-people; with it, every label
+    matches its annotation to the export's rounding and is unchanged: no event, no `import` annotation."""
+    from helpers import query, write_task_file
+
+    from apps.demo_scenes import write_demo_images
+    from core.settings import Settings
+    from resources import build_resources
+
+    home = tmp_path / "home"
+    task = write_task_file(tmp_path, thresholds={"upper": 0.5, "lower": 0.2})
+    write_demo_images(home / "inbox", 8, seed=44)
+    autoannotate("run", "--task-file", str(task), "--version", home=home)
+    store = build_resources(Settings(home=home, task_files=(str(task),)))["store"]
+    [version] = query(store, "SELECT version_key FROM dataset_versions")["version_key"].tolist()
+    autoannotate("export", "--version", version, "--format", "coco", "--out", str(tmp_path / "coco"), home=home)
+    events = query(store, "SELECT count(*) AS n FROM annotations")["n"][0]
+    refused = autoannotate("import", "--format", "coco", str(tmp_path / "coco" / "annotations.json"), "--user", "u",
+                           home=home, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"autoannotate: {tmp_path / 'coco' / 'annotations.json'} is this home's own export of {version} "
+        "(autoannotate_export.json): its labels are this home's annotations, the model's and people's alike, and "
+        "importing them would record the model's boxes as people's labels; nothing was written. Pass --as-people "
+        "to record them as u's labels all the same.")
+    report = json.loads(autoannotate("import", "--format", "coco", str(tmp_path / "coco" / "annotations.json"),
+                                     "--user", "u", "--as-people", "--json", home=home).stdout)
+    assert report["labels"] > 0
+    assert (report["unchanged"], report["taken_over"], report["annotations_written"]) == (report["labels"], 0, 0)
+    assert query(store, "SELECT count(*) AS n FROM annotations")["n"][0] == events
+    assert query(store, "SELECT count(*) AS n FROM annotations WHERE source = 'import'")["n"][0] == 0

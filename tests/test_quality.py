@@ -277,3 +277,23 @@ def test_calibrate_refuses_a_target_that_is_not_a_proportion(labelled_home: tupl
     result = autoannotate("calibrate", "--target-precision", "95", home=labelled_home[0], check=False)
     assert result.returncode == 1
     assert result.stderr == "autoannotate: --target-precision 95.0 is not a proportion between 0 and 1 (e.g. 0.95).\n"
+
+
+def test_calibrate_reads_the_tasks_target_precision_and_names_the_option_when_there_is_none(tmp_path: Path) -> None:
+    """Before, `calibrate` required --target-precision although the task states `target_precision`."""
+    from helpers import write_task_file
+
+    (tmp_path / "stated").mkdir()
+    (tmp_path / "bare").mkdir()
+    stated = write_task_file(tmp_path / "stated", target_precision=0.9)
+    home = tmp_path / "home"
+    autoannotate("run", "--task-file", str(stated), home=home)
+    proposal = json.loads(autoannotate("--json", "calibrate", home=home).stdout)
+    assert proposal["target_precision"] == 0.9
+    bare = write_task_file(tmp_path / "bare")
+    other = tmp_path / "other"
+    autoannotate("run", "--task-file", str(bare), home=other)
+    refused = autoannotate("calibrate", home=other, check=False)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        "autoannotate: Task 'demo-shapes' states no target_precision: give one, e.g. `autoannotate calibrate --task "
+        "demo-shapes --target-precision 0.95`, or set `target_precision` in its file.")

@@ -94,3 +94,19 @@ def test_a_diverse_task_embeds_its_review_images_and_its_queue_follows_the_plan(
     assert doubts == sorted(doubts) and all(row["distance"] is None for row in by_doubt["images"])
     refused = autoannotate("review", "plan", "--budget", "0", home=home, check=False)
     assert refused.stderr.strip() == "autoannotate: --budget 0 is not a number of images: give 1 or more."
+
+
+def test_a_diverse_plan_on_a_task_that_never_embedded_its_images_orders_them_by_doubt(tmp_path: Path) -> None:
+    """Before, `review plan --order diverse|mixed` on a task whose review_order is the default (doubt: its images
+    never embedded) failed with `autoannotate: distance`; now every image follows by doubt and says why."""
+    home = tmp_path / "home"
+    task = write_task_file(tmp_path, thresholds={"upper": 0.99, "lower": 0.3}, reviewers=["alice"])
+    write_demo_images(home / "inbox", 6, seed=62)
+    run_pipeline(Settings(home=home, task_files=(str(task),)))
+    for order in ("diverse", "mixed"):
+        plan = json.loads(autoannotate("review", "plan", "--budget", "3", "--order", order, "--json",
+                                       home=home).stdout)
+        assert plan["not_embedded"] == plan["open_images"] > 0
+        assert len(plan["images"]) == min(3, plan["open_images"])
+        assert all(row["distance"] is None and row["why"].startswith("not embedded yet, so placed by doubt: ")
+                   for row in plan["images"])

@@ -115,6 +115,14 @@ def test_every_mistake_of_a_task_file_is_named_at_once(tmp_path) -> None:
     assert "concepts: field required" in str(raised.value).lower()
 
 
+def test_a_misspelled_field_is_named_with_the_field_it_was_meant_to_be() -> None:
+    """Before: "threshold: Extra inputs are not permitted", nothing more."""
+    with pytest.raises(TaskConfigError) as raised:
+        task(threshold={"upper": 0.9}, reviewrs=["ann"], zzz=1)
+    assert str(raised.value) == ("task.yaml: threshold: no such field (did you mean `thresholds`?); reviewrs: no "
+                                 "such field (did you mean `reviewers`?); zzz: no such field.")
+
+
 def test_no_reviewers_needed_without_a_review_band() -> None:
     assert task(thresholds={"upper": 0.5, "lower": 0.5}, reviewers=[]).reviewers == []
 

@@ -318,10 +318,12 @@ def live_annotations(home: Path, task: str = "demo-shapes") -> int:
 @pytest.mark.parametrize("photos", [False, True], ids=["demo-scenes", "real-photos"])
 def test_re_importing_a_version_s_own_export_gives_no_object_a_second_annotation(tmp_path: Path, photos: bool
                                                                                   ) -> None:
-    """Export today's version as YOLO and import it again: every label matches the annotation it was exported
-    from and takes it over (an `import` event on the same id), so live annotations and the next version's boxes
-    stay as they were; a second import says the same and writes nothing. Before, every object got a second
-    annotation and the next version exported both."""
+    """Export today's version as YOLO and import it again: refused as this home's own export unless --as-people;
+    with it, every label matches the annotation it was exported from and is unchanged (its annotator, the model
+    or a person, stays: the model's boxes never become people's), so live annotations and the next version's
+    boxes stay as they were; a second import says the same and writes nothing. Before, every object got a second
+    annotation and the next version exported both; after that, every label took its annotation over as an
+    `import`, and the model was measured against itself."""
     from datetime import UTC, datetime
 
     inbox, home = tmp_path / "inbox", tmp_path / "home"
@@ -332,18 +334,22 @@ def test_re_importing_a_version_s_own_export_gives_no_object_a_second_annotation
     version = f"demo-shapes@{datetime.now(UTC).date().isoformat()}"
     exported_boxes = summary["versions"][version]["annotations"]
     before = live_annotations(home)
-    autoannotate("export", "--version", version, "--format", "yolo", "--out", str(tmp_path / "export"), home=home)
-    imported = json.loads(autoannotate("--json", "import", "--format", "yolo", str(tmp_path / "export"), "--user",
-                                       "carol", home=home).stdout)
-    assert imported["labels"] == exported_boxes
-    assert (imported["matched_existing"], imported["taken_over"], imported["new_labels"]) == (
-        exported_boxes, exported_boxes, 0)
-    assert live_annotations(home) == before
     store = build_resources(Settings(home=home))["store"]
-    sources = query(store, "SELECT source, count(*) AS n FROM annotation_state WHERE status = 'SUCCESS' GROUP BY 1")
-    assert dict(zip(sources["source"], sources["n"], strict=True)) == {"import": exported_boxes}
+    sources_of = "SELECT source, count(*) AS n FROM annotation_state WHERE status = 'SUCCESS' GROUP BY 1"
+    sources = query(store, sources_of)
+    autoannotate("export", "--version", version, "--format", "yolo", "--out", str(tmp_path / "export"), home=home)
+    refused = autoannotate("import", "--format", "yolo", str(tmp_path / "export"), "--user", "carol", home=home,
+                           check=False)
+    assert refused.returncode == 1 and "is this home's own export of" in refused.stderr
+    imported = json.loads(autoannotate("--json", "import", "--format", "yolo", str(tmp_path / "export"), "--user",
+                                       "carol", "--as-people", home=home).stdout)
+    assert imported["labels"] == exported_boxes
+    assert (imported["matched_existing"], imported["taken_over"], imported["unchanged"], imported["new_labels"]) == (
+        exported_boxes, 0, exported_boxes, 0)
+    assert live_annotations(home) == before
+    assert query(store, sources_of).equals(sources)  # whoever made each annotation still did
     again = json.loads(autoannotate("--json", "import", "--format", "yolo", str(tmp_path / "export"), "--user",
-                                    "carol", home=home).stdout)
+                                    "carol", "--as-people", home=home).stdout)
     assert (again["annotations_written"], again["unchanged"]) == (0, exported_boxes)
     rebuilt = json.loads(autoannotate("--json", "version", "create", home=home).stdout)
     assert rebuilt["versions"][version]["annotations"] == exported_boxes

@@ -327,3 +327,42 @@ def test_frames_larger_than_the_limit_are_refused_from_the_header_before_any_is_
         sample_video(videos / "distinct.mkv", VideoRule(), max_pixels=10_000)
     assert str(refused.value) == ("distinct.mkv has 160x96 frames, more pixels than the limit of 10000 (inbox "
                                   "max_pixels); none was decoded.")
+
+
+def test_every_frame_of_a_video_lands_in_one_split_in_every_format(tmp_path: Path) -> None:
+    """Two videos of 12 distinct scenes each: before, each frame took its own hash's split (one `pan.mp4` gave
+    train 5, val 3, test 1: neighbouring frames on both sides of the validation). Now each video's frames share one
+    split in yolo and coco alike, the photos beside them keep their own, and the summary counts the groups."""
+    import json
+
+    home = tmp_path / "home"
+    inbox = home / "inbox"
+    inbox.mkdir(parents=True)
+    for video, seed in (("pan.mp4", 9_300), ("drive.mp4", 9_400)):
+        scenes = [np.asarray(generate_scene(seed + i, width=320, height=240)[0].convert("RGB")) for i in range(12)]
+        write_video(inbox / video, scenes, fps=2)
+    for index in range(4):
+        generate_scene(9_500 + index, width=320, height=240)[0].save(inbox / f"photo_{index}.jpg")
+    env = {"AUTOANNOTATE_VIDEO_FPS": "2", "AUTOANNOTATE_VAL_RATIO": "0.3", "AUTOANNOTATE_TEST_RATIO": "0.2"}
+    autoannotate("run", "--version", home=home, env=env)
+    resources = build_resources(Settings(home=home))
+    video_of = dict(query(resources["store"], "SELECT input_id, video_id FROM video_frames").values.tolist())
+    assert len(video_of) == 24 and len(set(video_of.values())) == 2
+    [version] = query(resources["store"], "SELECT version_key FROM dataset_versions")["version_key"].tolist()
+    for fmt in ("yolo", "coco"):
+        out = tmp_path / fmt
+        summary = json.loads(autoannotate("export", "--version", version, "--format", fmt, "--out", str(out),
+                                          "--negatives", "all", "--json", home=home, env=env).stdout)
+        record = json.loads((out / "autoannotate_export.json").read_text())
+        if fmt == "yolo":
+            split_of_file = {p.name: p.parent.name for p in (out / "images").glob("*/*")}
+        else:
+            split_of_file = {image["file_name"]: split for split in ("train", "val", "test") for image in
+                             json.loads((out / f"annotations_{split}.json").read_text())["images"]}
+        split_of_input = {record["images"][name]: split for name, split in split_of_file.items()}
+        splits_per_video = {video: {split_of_input[i] for i, v in video_of.items() if v == video and
+                                    i in split_of_input} for video in set(video_of.values())}
+        assert all(len(splits) == 1 for splits in splits_per_video.values()), (fmt, splits_per_video)
+        exported_frames = sum(1 for i in split_of_input if i in video_of)
+        assert summary["videos_split_whole"] == 2
+        assert summary["split_groups"] == len(split_of_input) - exported_frames + 2

@@ -23,7 +23,8 @@ def command_import(args: argparse.Namespace, settings: Settings) -> None:
     result = import_labels(resources["store"], resources["images"], args.format, path, task.name, args.user,
                            resources["inbox"].max_pixels, task.concepts,
                            suggestions_for=task if args.as_what == "suggestions" else None,
-                           match_iou=task.match_iou, inbox=resources["inbox"], trust_sizes=args.trust_sizes)
+                           match_iou=task.match_iou, inbox=resources["inbox"], trust_sizes=args.trust_sizes,
+                           as_people=args.as_people)
     emit(args, {"task": task.name, **result.as_dict()}, render_import)
 
 
@@ -138,6 +139,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     importer.add_argument("--trust-sizes", action="store_true",
                           help="COCO/VOC: accept labels whose stated image size differs from the image's (made on a "
                                "resized copy): their boxes are rescaled to the image, and the summary names them")
+    importer.add_argument("--as-people", action="store_true",
+                          help="import a folder holding this home's own export (autoannotate_export.json) all the "
+                               "same, its labels recorded as --user's (refused otherwise: the model's boxes would "
+                               "become people's reference labels)")
     importer.add_argument("path", help="YOLO dataset folder (data.yaml), COCO JSON file, VOC folder, concepts CSV "
                                        "file or concept folders")
 

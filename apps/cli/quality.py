@@ -75,6 +75,11 @@ def command_calibrate(args: argparse.Namespace, settings: Settings) -> None:
         if value is not None and not 0 < value < 1:
             raise UserError(f"{flag} {value} is not a proportion between 0 and 1 (e.g. 0.95).")
     resources, task = configured_task(settings, args.task)
+    target = args.target_precision if args.target_precision is not None else task.target_precision
+    if target is None:
+        raise UserError(f"Task {task.name!r} states no target_precision: give one, e.g. `autoannotate calibrate "
+                        f"--task {task.name} --target-precision 0.95`, or set `target_precision` in its file.")
+    args.target_precision = float(target)
     proposal = resources["store"].read(lambda s: s.quality.calibration(task, args.target_precision, args.confidence,
                                                                         args.target_recall))
     if args.write and all(p["upper"] is None for p in proposal.values()):
@@ -198,8 +203,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "autoannotate calibrate --task demo-shapes --target-precision 0.95 --target-recall 0.9 --write",
                        command_calibrate)
     calibration.add_argument("--task", help="task name (default: the first configured task)")
-    calibration.add_argument("--target-precision", type=float, required=True,
-                             help="the accepted band's precision to reach, at the interval's lower end")
+    calibration.add_argument("--target-precision", type=float,
+                             help="the accepted band's precision to reach, at the interval's lower end (default: "
+                                  "the task's target_precision)")
     calibration.add_argument("--confidence", type=float, default=0.95, help="level of that interval (default 0.95)")
     calibration.add_argument("--target-recall", type=float,
                              help="share of reference boxes accepted or sent to review (sets the lower threshold)")

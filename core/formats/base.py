@@ -120,11 +120,11 @@ class ExportRequest:
 
     boxes: pd.DataFrame  # accepted object annotations: input_id, concept, x1, y1, x2, y2, polygon
     concepts: pd.DataFrame  # accepted image-level concepts: input_id, concept
-    inputs: pd.DataFrame  # every image of the version: input_id, width, height, format, file_name
+    inputs: pd.DataFrame  # every image of the version: input_id, width, height, format, file_name, split_group
     negatives: frozenset[str]  # input ids of the negative images the export takes (no object)
     stored_image: Callable[[str], Path]  # input_id -> the stored original
     names: list[str]  # class names, index = class id
-    ratios: tuple[float, float]  # val and test shares, split by input hash
+    ratios: tuple[float, float]  # val and test shares, split by the hash of each input's split group
     longest_side: int = 0
     link: str = "copy"
     # Boxes on video frames: annotation_id, input_id, video_id, video_uri, frame_index, track_id (none for a box

@@ -63,7 +63,7 @@ def write_classify(concepts: pd.DataFrame, inputs: pd.DataFrame, stored_image: C
         if info.input_id not in per_image.index:
             counts["without_concept"] += 1
             continue
-        split = split_of(info.input_id, *ratios)
+        split = split_of(info.split_group, *ratios)
         counts[split] += 1
         place_image(stored_image(info.input_id), out / split / per_image[info.input_id][0] / info.file_name,
                     longest_side, link)

@@ -32,12 +32,11 @@ from core.manifests import SPLITS, split_of
 
 def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: list[str],
                image_concepts: pd.DataFrame | None = None, ratios: tuple[float, float] | None = None) -> dict[str, Any]:
-    """A COCO detection JSON (`inputs`: input_id, width, height, file_name); bbox is [x, y, w, h] in pixels of the
-    oriented image. Image-level concepts
-    (`image_concepts`: input_id, concept) are listed on each image as `concepts`, an attribute pycocotools and
-    COCO evaluation ignore: an annotation without a box would break both. With `ratios` (val, test), also one
-    file per split beside it (`<name>_train.json`, ...): the same images and ids, split by input hash like every
-    other export, for trainers that read a COCO file per split."""
+    """A COCO detection JSON (`inputs`: input_id, width, height, file_name, split_group); bbox is [x, y, w, h] in
+    pixels of the oriented image. Image-level concepts (`image_concepts`: input_id, concept) are listed on each image as
+    `concepts`, an attribute pycocotools and COCO evaluation ignore: an annotation without a box would break both.
+    With `ratios` (val, test), also one file per split beside it (`<name>_train.json`, ...): the same images and
+    ids, split by group hash like every other export, for trainers that read a COCO file per split."""
     categories = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(names)]
     category = {n: i + 1 for i, n in enumerate(names)}
     image_ids = {input_id: i + 1 for i, input_id in enumerate(sorted(inputs["input_id"]))}
@@ -70,7 +69,8 @@ def write_coco(rows: pd.DataFrame, inputs: pd.DataFrame, out_file: Path, names: 
               "image_concepts": 0 if image_concepts is None else len(image_concepts)}
     if ratios is None:
         return counts
-    split_by_id = {image_ids[i]: split_of(i, *ratios) for i in image_ids}
+    group = dict(zip(inputs["input_id"], inputs["split_group"], strict=True))
+    split_by_id = {image_ids[i]: split_of(group[i], *ratios) for i in image_ids}
     for split in SPLITS:
         part = {**document, "images": [i for i in images if split_by_id[i["id"]] == split],
                 "annotations": [a for a in annotations if split_by_id[a["image_id"]] == split]}

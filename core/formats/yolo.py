@@ -152,8 +152,8 @@ def write_yolo(rows: pd.DataFrame, inputs: pd.DataFrame, stored_image: Callable[
     labels/{train,val,test}, data.yaml.
 
     `rows`: accepted annotations (input_id, concept, x1..y2, polygon); `inputs`: input_id, width, height, format,
-    file_name (`export_file_name`); an input without rows is a negative image (an empty label file).
-    `stored_image(input_id) -> Path` of the stored original; `ratios`: the val and test shares (by input hash).
+    file_name (`export_file_name`), split_group; an input without rows is a negative image (an empty label file).
+    `stored_image(input_id) -> Path` of the stored original; `ratios`: the val and test shares (by group hash).
     Images are placed as `place_image` does (`link`)."""
     index = {name: i for i, name in enumerate(names)}
     counts = dict.fromkeys(SPLITS, 0)
@@ -162,7 +162,7 @@ def write_yolo(rows: pd.DataFrame, inputs: pd.DataFrame, stored_image: Callable[
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
     by_input = dict(tuple(rows.groupby("input_id"))) if len(rows) else {}
     for info in inputs.itertuples():
-        split = split_of(info.input_id, *ratios)
+        split = split_of(info.split_group, *ratios)
         counts[split] += 1
         place_image(stored_image(info.input_id), out / "images" / split / info.file_name, longest_side, link)
         boxes = by_input.get(info.input_id)
