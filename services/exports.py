@@ -205,8 +205,10 @@ def export_version(store: UnitsOfWork, images: StoredImages, versions: VersionFi
         boxes = boxes[boxes["concept"].isin(class_of)].assign(concept=lambda rows: rows["concept"].map(class_of))
     recorded = version["manifest_sha256"]
     if current_sha256 != recorded:
-        raise ValueError(f"The annotations of {version_key} no longer match its manifest {recorded[:12]}; "
-                         "re-create the version before exporting it.")
+        day = version_key.partition("@")[2]
+        raise ValueError(f"The annotations of {version_key} no longer match its manifest {recorded[:12]} (people "
+                         f"decided since it was built); build it again with `autoannotate version create --date "
+                         f"{day}`, then export it.")
     if writer.kind == Kind.CONCEPT and concepts.empty:
         raise ValueError(f"{version_key} holds no image-level concepts to export as {fmt} (its task "
                          "annotates boxes: export it as yolo or coco).")

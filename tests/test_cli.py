@@ -337,3 +337,34 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, monkey
     assert main(["demo", "--count", "1", "--inbox", str(tmp_path / "inbox")]) == 141  # 128 + SIGPIPE, as `cat`
     sys.stdout.flush()  # what the console script does last: no second error
     assert capsys.readouterr().err == ""
+
+
+def test_an_export_of_a_version_people_changed_since_names_the_command_that_rebuilds_it(tmp_path: Path) -> None:
+    """Before: "... no longer matches its manifest; re-create the version", without the command."""
+    import json
+    from datetime import UTC, datetime
+
+    from helpers import query, write_task_file
+
+    from apps.demo_scenes import write_demo_images
+    from core.settings import Settings
+    from resources import build_resources
+
+    home = tmp_path / "home"
+    task = write_task_file(tmp_path, thresholds={"upper": 0.99, "lower": 0.2}, reviewers=["alice"])
+    write_demo_images(home / "inbox", 6, seed=45)
+    autoannotate("run", "--task-file", str(task), "--version", home=home)
+    store = build_resources(Settings(home=home, task_files=(str(task),)))["store"]
+    waiting = query(store, "SELECT annotation_id FROM annotation_state WHERE status = 'AWAITING_REVIEW' LIMIT 1")
+    autoannotate("review", "accept", waiting["annotation_id"][0], "--reviewer", "alice", home=home)
+    day = datetime.now(UTC).date().isoformat()
+    refused = autoannotate("export", "--version", f"demo-shapes@{day}", "--format", "yolo", "--out",
+                           str(tmp_path / "out"), home=home, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith(
+        f"(people decided since it was built); build it again with `autoannotate version create --date {day}`, "
+        "then export it.")
+    autoannotate("version", "create", "--date", day, home=home)
+    summary = json.loads(autoannotate("export", "--version", f"demo-shapes@{day}", "--format", "yolo", "--out",
+                                      str(tmp_path / "out"), "--json", home=home).stdout)
+    assert summary["annotations"] > 0
