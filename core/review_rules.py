@@ -67,8 +67,8 @@ def task_named(tasks: list[LabelingTask], name: str | None) -> LabelingTask:
         if task.name == name:
             return task
     raise NotFound(f"No task named {name!r}; configured: {', '.join(t.name for t in tasks) or 'none'} (the task "
-                   "files are AUTOANNOTATE_TASKS=a.yaml:b.yaml if set, else those of the last `run --task`, kept in "
-                   "the home's tasks.txt, else tasks/demo.yaml).")
+                   "files are AUTOANNOTATE_TASKS=a.yaml:b.yaml if set, else those of the last `run --task-file`, "
+                   "kept in the home's tasks.txt, else tasks/demo.yaml).")
 
 
 def check_concept(task: LabelingTask, concept: str, kind: Kind = Kind.BOX) -> str:

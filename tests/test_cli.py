@@ -188,8 +188,10 @@ def test_every_refusal_is_one_line_exit_1_and_says_what_to_do(tmp_path: Path) ->
     assert refused("run", "--bogus") == "autoannotate: unrecognized arguments: --bogus (see `autoannotate --help`)."
     assert refused("review", "list") == ("autoannotate: the following arguments are required: --reviewer (see "
                                          "`autoannotate review list --help`).")
-    assert refused("status", "--task", "nope").startswith(
-        "autoannotate: No task named 'nope'; configured: demo-shapes (the task files are AUTOANNOTATE_TASKS")
+    assert refused("status", "--task", "nope") == (
+        "autoannotate: No task named 'nope'; configured: demo-shapes (the task files are AUTOANNOTATE_TASKS="
+        "a.yaml:b.yaml if set, else those of the last `run --task-file`, kept in the home's tasks.txt, else "
+        "tasks/demo.yaml).")
     assert refused("review", "list", "--reviewer", "zed") == (
         "autoannotate: 'zed' is not a reviewer of task 'demo-shapes' (reviewers: alice, bob, carol).")
     today = datetime.now(UTC).date().isoformat()
