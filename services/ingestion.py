@@ -9,17 +9,14 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from core.image_checks import URL_REFUSALS, InspectedImage, Rejection, inspect_files, inspect_image_bytes
 from core.terminal import name_refusal, name_safe
 from core.video import VIDEO_SUFFIXES, SampledVideo, VideoRule, VideoTooLarge, sample_video
+from services.ports import UnitsOfWork
 from storage.inbox import place_in_inbox
 from storage.s3_blobs import BucketObject
 from storage.urls import UrlFetcher, UrlRefused, is_url_list, read_url_list
-
-if TYPE_CHECKING:
-    from resources.store import DuckDBStore
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def inspect_batch(files: list[Path], max_pixels: int, rule: VideoRule, keep: Cal
     return batch
 
 
-def queue_refused_urls(store: DuckDBStore, inbox: Path, allow_private: bool, every: bool) -> list[str]:
+def queue_refused_urls(store: UnitsOfWork, inbox: Path, allow_private: bool, every: bool) -> list[str]:
     """The refused URLs worth fetching again, as a list placed in the inbox (the run then takes it as it takes
     any list): with `every` (`run --retry-refused`) each URL whose latest word is a refusal, else those refused
     for a loopback or private address once `allow_private` is on. The list is named by what it retries, so a run
