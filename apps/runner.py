@@ -28,8 +28,9 @@ from resources.tasks import detectors_for, models_by_task
 from services.concepts import concept_scorers
 from services.ingestion import queue_refused_urls
 from storage.blobs import BlobStoreError
-from storage.bucket_inbox import BucketInbox, pinned_name
+from storage.bucket_inbox import BucketInbox
 from storage.inbox import file_signature, is_taken, list_inbox_files
+from storage.s3_blobs import pinned_name
 
 CONCEPT_ASSETS = [concept_classifier.key, concept_predictions.key, concept_annotations.key]
 # Our assets log progress at INFO (every 100 images); Dagster's own step events are DEBUG.
@@ -81,7 +82,8 @@ def pending_objects(inbox: Inbox, home: Path) -> tuple[BucketInbox, list[str], l
         ready, changing = bucket_inbox.new_objects(inbox.settle_seconds)
     except BlobStoreError as error:
         raise BlobStoreError(f"The inbox {inbox.path} cannot be listed ({error}); {error.advice}.") from None
-    return bucket_inbox, [pinned_name(info) for info in ready], [joined(inbox.path, info.key) for info in changing]
+    return (bucket_inbox, [pinned_name(info.key, info.etag) for info in ready],
+            [joined(inbox.path, info.key) for info in changing])
 
 
 def create_batch(inbox: Inbox, files: list[Path] | list[str], instance: dg.DagsterInstance) -> str:
@@ -193,7 +195,7 @@ def run_pipeline(settings: Settings, progress: Callable[[str], None] | None = No
         retried = queue_refused_urls(store, Path(inbox.path), bool(settings.allow_private_urls), retry_refused)
         if retried:
             say(f"{len(retried)} refused URL(s) fetched again with the batch")
-        files, still_written = (list(found) for found in pending_files(inbox))
+        files, still_written = pending_files(inbox)
     nothing = {"batch": None, "files": 0, "inbox": inbox.path,
                "inbox_missing": not inbox.is_bucket and not Path(inbox.path).is_dir(),
                "still_written": [str(p) for p in still_written]}

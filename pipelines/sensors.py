@@ -21,8 +21,8 @@ from pipelines.jobs import ANNOTATE_BATCH, build_dataset_versions_job
 from pipelines.recovery import release_abandoned_runs
 from resources.inbox import Inbox
 from storage.blobs import BlobInfo, BlobStoreError, blob_store
-from storage.bucket_inbox import pinned_name
 from storage.inbox import batch_key_for, file_signature, is_ignored_name, is_taken, list_inbox_files
+from storage.s3_blobs import pinned_name
 
 
 def settled_files(inbox: Path, cursor: dict, settle_seconds: float, now: float
@@ -117,7 +117,7 @@ def evaluate_bucket_inbox(inbox: Inbox, cursor_text: str | None, now: float | No
     if not ready:
         return still_changing(inbox.path, cursor, pending)
     requested = {**cursor.get("requested", {}), **{info.key: info.etag for info in ready}}
-    return batch_request({pinned_name(info): info.modified for info in ready},
+    return batch_request({pinned_name(info.key, info.etag): info.modified for info in ready},
                          {"requested": requested, "pending": pending})
 
 

@@ -210,8 +210,7 @@ def take_over_matches(events: list[AnnotationEvent], live: pd.DataFrame | None, 
     takes that annotation over: the same id, batch, prediction and model, the label's box, source `import`; one
     that already says the same (the same box to an export's rounding, `SAME_BOX`, status and concept, whoever
     made it) is unchanged and writes nothing, keeping its annotator, and so is a suggestion that matches (the object
-    is annotated already). Returns (take-over events, events of new objects,
-    how many were unchanged)."""
+    is annotated already). Returns (take-over events, events of new objects, how many were unchanged)."""
     if live is None or live.empty:
         return [], events, 0
     live = live.reset_index(drop=True)

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from core.manifests import split_of
 from core.model_loop import (
     METRICS,
     average_precision,
@@ -100,10 +99,9 @@ def train_task(task: LabelingTask, day: str, store: UnitsOfWork, images: StoredI
                                       parent_model.class_names, training_classes(task, parent_model.class_names)))
         data = Path(exported.out)
         train_labels = training.labelled_boxes(data, "train")
-        exported_ids = list(json.loads((data.parent / EXPORT_RECORD).read_text())["images"].values())
-        groups = store.read(lambda s: s.inputs.split_groups(exported_ids))
-        train_ids = [i for i in exported_ids
-                     if split_of(groups[i], versions.val_ratio, versions.test_ratio) == "train"]
+        # The export placed each image in its split: the train split's ids are the files of images/train.
+        input_of = json.loads((data.parent / EXPORT_RECORD).read_text())["images"]
+        train_ids = sorted(input_of[image.name] for image in (data.parent / "images" / "train").iterdir())
         chosen_by = store.read(lambda s: s.models.label_origins(task.name, train_ids, version_key))
         train_images, val_images = exported.counts["train"], exported.counts["val"]
         if not train_images or not val_images or not train_labels:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from storage.blobs import BlobInfo, blob_store
 from storage.inbox import is_ignored_name
+from storage.s3_blobs import unpinned
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,9 @@ class BucketInbox:
 
     def record_taken(self, names: list[str]) -> None:
         """Remember the objects a batch pinned (`pinned_name`s), so that no later run takes them as they are."""
-        taken = {**self.handed_over(), **dict(name.rsplit("#etag=", 1) for name in names)}
+        taken = {**self.handed_over(), **dict(unpinned(name) for name in names)}
         self.record.parent.mkdir(parents=True, exist_ok=True)
         scratch = self.record.with_name(f".{self.record.name}.{os.getpid()}")
         scratch.write_text(json.dumps(taken, indent=1, sort_keys=True))
         os.replace(scratch, self.record)
 
-
-def pinned_name(info: BlobInfo) -> str:
-    """How a batch manifest names an object of a bucket inbox: its key under the prefix and the ETag it was taken
-    at (what the sensor pins too)."""
-    return f"{info.key}#etag={info.etag}"

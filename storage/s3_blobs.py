@@ -63,6 +63,18 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+def pinned_name(key: str, etag: str) -> str:
+    """How a batch manifest names an object of a bucket inbox: its key under the prefix and the ETag it was taken
+    at (`key#etag=...`; the CLI and the sensor pin alike)."""
+    return f"{key}#etag={etag}"
+
+
+def unpinned(name: str) -> tuple[str, str]:
+    """The key and ETag of a `pinned_name`."""
+    key, _, etag = name.partition("#etag=")
+    return key, etag
+
+
 @dataclass(frozen=True)
 class BucketObject:
     """An object a bucket inbox took, as it was listed (its ETag): a typed reference that only a batch manifest
@@ -76,7 +88,7 @@ class BucketObject:
     def pinned(cls, prefix: str, name: str) -> BucketObject:
         """The object a bucket inbox's manifest names: `name` is `key#etag=...`, the key under `prefix`."""
         bucket, root = split_s3_url(prefix)
-        key, _, etag = name.partition("#etag=")
+        key, etag = unpinned(name)
         return cls(bucket, f"{root}/{key}" if root else key, etag)
 
     @property
@@ -86,7 +98,7 @@ class BucketObject:
     @property
     def source(self) -> str:
         """What its inputs are recorded under: where it is and the bytes it had (`#etag=...`)."""
-        return f"{self.location}#etag={self.etag}"
+        return pinned_name(self.location, self.etag)
 
 
 class S3Blobs:

@@ -316,7 +316,8 @@ def test_a_bucket_prefix_as_the_inbox_takes_new_and_changed_objects_by_etag(buck
 
 def test_a_bucket_object_rewritten_while_the_run_watches_is_left_for_the_next_run(
         bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from storage.bucket_inbox import BucketInbox, pinned_name
+    from storage.bucket_inbox import BucketInbox
+    from storage.s3_blobs import pinned_name
 
     store = blob_store(bucket + "/camera")
     store.put("a.png", b"first")
@@ -325,7 +326,7 @@ def test_a_bucket_object_rewritten_while_the_run_watches_is_left_for_the_next_ru
     inbox = BucketInbox.in_home(bucket + "/camera", tmp_path)
     ready, changing = inbox.new_objects(settle_seconds=10)  # both just written: watched for a moment
     assert [info.key for info in ready] == ["a.png"] and [info.key for info in changing] == ["b.png"]
-    inbox.record_taken([pinned_name(info) for info in ready])
+    inbox.record_taken([pinned_name(info.key, info.etag) for info in ready])
     assert inbox.handed_over() == {"a.png": ready[0].etag}
     monkeypatch.setattr("storage.bucket_inbox.time.sleep", lambda _: None)
     ready, changing = inbox.new_objects(settle_seconds=10)
